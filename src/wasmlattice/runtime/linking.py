@@ -1,0 +1,250 @@
+"""Binding host implementations to whatever interface versions a component imports.
+
+A `HostRegistry` maps unversioned interface names (`wasi:io/streams`) to Python functions keyed by
+the component-model function name (`[method]output-stream.write`). `link` walks the component's
+imports once, gives every imported resource type a host type id (aliases such as `headers` and
+`fields`, or `io-error` and `error`, share one), converts every signature to `witypes`, and
+defines each function on the fast call path. Nothing about versions is hard-coded: the registry
+says which version prefixes it serves.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import wasmtime.component as wc
+from wasmtime.component import _types as T
+
+from . import fastcall
+from .component import ComponentError, InterfaceName
+from .engine import HostEngine
+from .witypes import (
+    EnumT,
+    FlagsT,
+    FuncSig,
+    HandleT,
+    ListT,
+    OptionT,
+    Prim,
+    RecordT,
+    ResultT,
+    TupleT,
+    VariantT,
+    WitType,
+)
+
+log = logging.getLogger("wasmlattice.runtime")
+
+HostFunc = Callable[..., Any]
+
+_PRIM_CLASSES: dict[type, str] = {
+    T.Bool: "bool",
+    T.S8: "s8",
+    T.U8: "u8",
+    T.S16: "s16",
+    T.U16: "u16",
+    T.S32: "s32",
+    T.U32: "u32",
+    T.S64: "s64",
+    T.U64: "u64",
+    T.F32: "f32",
+    T.F64: "f64",
+    T.Char: "char",
+    T.String: "string",
+}
+
+_type_ids = itertools.count(1)
+
+
+@dataclass
+class HostInterface:
+    """Functions implementing one interface, for the versions whose string starts with a prefix."""
+
+    name: str
+    functions: dict[str, HostFunc]
+    versions: tuple[str, ...] = ("0.2.",)
+
+    def serves(self, version: str | None) -> bool:
+        """Whether this implementation serves `version` of the interface."""
+        return version is not None and any(version.startswith(p) for p in self.versions)
+
+
+@dataclass
+class HostRegistry:
+    """The host interfaces available for linking."""
+
+    interfaces: dict[str, list[HostInterface]] = field(default_factory=dict)
+
+    def add(self, iface: HostInterface) -> None:
+        """Register an implementation."""
+        self.interfaces.setdefault(iface.name, []).append(iface)
+
+    def find(self, name: InterfaceName) -> HostInterface | None:
+        """The implementation serving `name` at its version, if any."""
+        for impl in self.interfaces.get(name.unversioned, []):
+            if impl.serves(name.version):
+                return impl
+        return None
+
+
+class _ResourceTypes:
+    """Imported resource types grouped by identity, each group with one host type id."""
+
+    def __init__(self) -> None:
+        self.known: list[tuple[wc.ResourceType, int, str]] = []
+
+    def id_for(self, rt: wc.ResourceType, name: str) -> int:
+        for other, tid, _ in self.known:
+            if other == rt:
+                return tid
+        tid = next(_type_ids)
+        self.known.append((rt, tid, name))
+        return tid
+
+    def resolve(self, rt: wc.ResourceType) -> tuple[str, int]:
+        for other, tid, name in self.known:
+            if other == rt:
+                return name, tid
+        raise ComponentError("a function uses a resource type that is not imported from the host")
+
+
+def convert_type(vt: Any, res: _ResourceTypes) -> WitType:
+    """A `witypes` description of a wasmtime-py value type."""
+    prim = _PRIM_CLASSES.get(type(vt))
+    if prim is not None:
+        return Prim(prim)
+    if isinstance(vt, T.ListType):
+        return ListT(convert_type(vt.element, res))
+    if isinstance(vt, T.RecordType):
+        return RecordT(tuple((n, convert_type(t, res)) for n, t in vt.fields))
+    if isinstance(vt, T.TupleType):
+        return TupleT(tuple(convert_type(t, res) for t in vt.elements))
+    if isinstance(vt, T.VariantType):
+        return VariantT(tuple((n, None if t is None else convert_type(t, res)) for n, t in vt.cases))
+    if isinstance(vt, T.EnumType):
+        return EnumT(tuple(vt.names))
+    if isinstance(vt, T.OptionType):
+        return OptionT(convert_type(vt.payload, res))
+    if isinstance(vt, T.ResultType):
+        ok, err = vt.ok, vt.err
+        return ResultT(None if ok is None else convert_type(ok, res), None if err is None else convert_type(err, res))
+    if isinstance(vt, T.FlagsType):
+        return FlagsT(tuple(vt.names))
+    if isinstance(vt, (T.OwnType, T.BorrowType)):
+        name, tid = res.resolve(vt.ty)
+        return HandleT(name, tid, isinstance(vt, T.OwnType))
+    raise ComponentError(f"unsupported value type {type(vt).__name__} in a host interface")
+
+
+def convert_func(ft: wc.FuncType, res: _ResourceTypes) -> FuncSig:
+    """A `witypes` signature of a wasmtime-py function type."""
+    params = tuple((n, convert_type(t, res)) for n, t in ft.params)
+    r = ft.result
+    return FuncSig(params, None if r is None else convert_type(r, res))
+
+
+@dataclass
+class LinkedComponent:
+    """A component with its linker ready to instantiate, and its exports' signatures."""
+
+    component: wc.Component
+    linker: wc.Linker
+    codec: fastcall.Codec
+    exports: dict[str, dict[str, FuncSig]]
+    imported: list[str]
+    resources: _ResourceTypes
+
+    def export_func(self, interface: str, func: str) -> tuple[str, fastcall.ExportFunc]:
+        """The full export name and a prepared caller for `interface#func` (interface unversioned)."""
+        for name, funcs in self.exports.items():
+            parsed = InterfaceName.parse(name)
+            if parsed is not None and parsed.unversioned == interface and func in funcs:
+                return name, fastcall.ExportFunc(f"{name}#{func}", funcs[func], self.codec)
+        raise ComponentError(f"the component does not export {interface} (function {func})")
+
+
+class MissingImport(Exception):
+    """A component imports something this host does not provide."""
+
+
+def _missing(name: str, fname: str) -> HostFunc:
+    def missing(*_args: Any) -> Any:
+        raise fastcall.Trap(f"{name}#{fname} is not implemented by this host")
+
+    return missing
+
+
+def link(
+    engine: HostEngine,
+    component: wc.Component,
+    registry: HostRegistry,
+    origin: str = "component",
+) -> LinkedComponent:
+    """Define every import of `component` from `registry`; refuse imports no implementation serves."""
+    ct = component.type
+    imports = ct.imports(engine.engine)
+    res = _ResourceTypes()
+    plan: list[tuple[str, list[tuple[str, Any]]]] = []
+    unknown: list[str] = []
+    for name, ext in imports.items():
+        ty = ext.ty
+        if not isinstance(ty, wc.ComponentInstanceType):
+            unknown.append(name)
+            continue
+        items = list(ty.exports(engine.engine).items())
+        for iname, iext in items:
+            ity = iext.ty
+            if isinstance(ity, wc.ResourceType):
+                res.id_for(ity, iname)
+        plan.append((name, [(n, x.ty) for n, x in items]))
+
+    for name, _ in plan:
+        parsed = InterfaceName.parse(name)
+        if parsed is None or registry.find(parsed) is None:
+            unknown.append(name)
+    if unknown:
+        raise MissingImport(
+            f"{origin} imports {', '.join(unknown)}, which this host does not provide; "
+            "remove the import or run it where a capability provides it"
+        )
+
+    codec = fastcall.Codec()
+    linker = wc.Linker(engine.engine)
+    with linker.root() as root:
+        for name, items in plan:
+            parsed = InterfaceName.parse(name)
+            assert parsed is not None
+            impl = registry.find(parsed)
+            assert impl is not None
+            with root.add_instance(name) as li:
+                for iname, ity in items:
+                    if isinstance(ity, wc.ResourceType):
+                        fastcall.add_resource(li, iname, res.id_for(ity, iname))
+                for iname, ity in items:
+                    if not isinstance(ity, wc.FuncType):
+                        continue
+                    sig = convert_func(ity, res)
+                    fn = impl.functions.get(iname)
+                    if fn is None:
+                        log.warning("%s#%s is imported by %s but not implemented; it traps if called", name, iname, origin)
+                        fn = _missing(name, iname)
+                    fastcall.add_func(li, iname, fastcall.BoundFunc(f"{name}#{iname}", sig, fn, codec))
+
+    exports: dict[str, dict[str, FuncSig]] = {}
+    for name, ext in ct.exports(engine.engine).items():
+        ty = ext.ty
+        if isinstance(ty, wc.ComponentInstanceType):
+            funcs: dict[str, FuncSig] = {}
+            for fname, fext in ty.exports(engine.engine).items():
+                fty = fext.ty
+                if isinstance(fty, wc.FuncType):
+                    try:
+                        funcs[fname] = convert_func(fty, res)
+                    except ComponentError:
+                        continue  # guest-defined resources: not callable from the host yet
+            exports[name] = funcs
+    return LinkedComponent(component, linker, codec, exports, [n for n, _ in plan], res)

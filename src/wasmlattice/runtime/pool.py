@@ -1,0 +1,113 @@
+"""Instances of a linked component: fresh per call by default, or reused up to a bound."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import wasmtime
+
+from . import fastcall
+from .component import ComponentError
+from .engine import HostEngine
+from .linking import LinkedComponent
+from .store import StoreState
+
+# How long a guest's start-up (instantiation, including its own init code) may run.
+INSTANTIATE_SECONDS = 30.0
+
+
+class Instance:
+    """One instantiated component in its own Store, with the export it serves."""
+
+    def __init__(self, pool: InstancePool, wasi: Any) -> None:
+        engine = pool.engine
+        self.store = wasmtime.Store(engine.engine)
+        if pool.max_memory is not None:
+            self.store.set_limits(memory_size=pool.max_memory)
+        self.state = StoreState(self.store, wasi)
+        self.uses = 0
+        self.store.set_epoch_deadline(engine.ticks_for(INSTANTIATE_SECONDS))
+        prev = fastcall.set_current_state(self.state)
+        try:
+            inst = pool.linked.linker.instantiate(self.store, pool.linked.component)
+        except wasmtime.WasmtimeError as e:
+            raise fastcall.GuestTrap(f"instantiation failed: {e}", self.state.trap_cause) from None
+        finally:
+            fastcall.set_current_state(prev)
+        func = inst.get_func(self.store, pool.export_index)
+        if func is None:
+            raise ComponentError(f"export {pool.export_name}#{pool.func_name} is not a function")
+        self.func = func._func
+
+    def call(self, pool: InstancePool, wasi: Any, timeout: float | None, *args: Any) -> Any:
+        """Call the pool's export with `args`, under `wasi` and a deadline of `timeout` seconds."""
+        self.state.wasi = wasi
+        self.store.set_epoch_deadline(pool.engine.ticks_for(timeout) if timeout else 2**62)
+        self.uses += 1
+        return pool.export.call(self.state, self.func, *args)
+
+
+class InstancePool:
+    """Hands out instances for calls to one export.
+
+    `reuse` is how many calls one instance may serve: 1 (the default) means a fresh instance per
+    call, as wasmCloud and `wasmtime serve` do. An instance that trapped is always discarded,
+    because wasmtime refuses to enter it again.
+    """
+
+    def __init__(
+        self,
+        engine: HostEngine,
+        linked: LinkedComponent,
+        interface: str,
+        func: str,
+        reuse: int = 1,
+        max_memory: int | None = None,
+    ) -> None:
+        if reuse < 1:
+            raise ValueError("reuse must be at least 1")
+        self.engine = engine
+        self.linked = linked
+        self.reuse = reuse
+        self.max_memory = max_memory
+        self.export_name, self.export = linked.export_func(interface, func)
+        self.func_name = func
+        comp = linked.component
+        outer = comp.get_export_index(self.export_name)
+        idx = None if outer is None else comp.get_export_index(func, instance=outer)
+        if idx is None:
+            raise ComponentError(f"the component does not export {self.export_name}#{func}")
+        self.export_index = idx
+        self._idle: list[Instance] = []
+        self._lock = threading.Lock()
+        self.created = 0
+
+    def run(self, wasi: Any, timeout: float | None, *args: Any, on_done: Callable[[], None] | None = None) -> Any:
+        """Call the export on a pooled or fresh instance (blocking: run it on a worker thread)."""
+        inst = None
+        with self._lock:
+            if self._idle:
+                inst = self._idle.pop()
+        if inst is None:
+            if timeout is not None and hasattr(wasi, "deadline"):
+                wasi.deadline = time.monotonic() + timeout
+            inst = Instance(self, wasi)
+            self.created += 1
+        ok = False
+        try:
+            if timeout is not None and hasattr(wasi, "deadline"):
+                wasi.deadline = time.monotonic() + timeout
+            result = inst.call(self, wasi, timeout, *args)
+            ok = True
+            return result
+        finally:
+            for cleanup in getattr(wasi, "cleanups", ()):
+                cleanup()
+            if on_done is not None:
+                on_done()
+            if ok and inst.uses < self.reuse:
+                with self._lock:
+                    self._idle.append(inst)

@@ -1,0 +1,166 @@
+"""Plain, hashable descriptions of component-model value types.
+
+wasmtime-py's type objects answer every question with an FFI call; these are built once at link
+time from them and then drive the precomputed conversions of the fast call path (and, later, the
+wRPC value codec and the `call` command's JSON checking).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+PRIMITIVES = ("bool", "s8", "u8", "s16", "u16", "s32", "u32", "s64", "u64", "f32", "f64", "char", "string")
+
+
+@dataclass(frozen=True)
+class Prim:
+    """A primitive type: bool, integers, floats, char or string."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class ListT:
+    """`list<T>`."""
+
+    elem: WitType
+
+    def __str__(self) -> str:
+        return f"list<{self.elem}>"
+
+
+@dataclass(frozen=True)
+class RecordT:
+    """`record { name: T, ... }`; Python values are tuples in field order."""
+
+    fields: tuple[tuple[str, WitType], ...]
+
+    def __str__(self) -> str:
+        return "record { " + ", ".join(f"{n}: {t}" for n, t in self.fields) + " }"
+
+
+@dataclass(frozen=True)
+class TupleT:
+    """`tuple<A, B, ...>`."""
+
+    elems: tuple[WitType, ...]
+
+    def __str__(self) -> str:
+        return "tuple<" + ", ".join(str(t) for t in self.elems) + ">"
+
+
+@dataclass(frozen=True)
+class VariantT:
+    """`variant { case(T), ... }`; Python values are `(case, payload)` or a bare case name."""
+
+    cases: tuple[tuple[str, WitType | None], ...]
+
+    def __str__(self) -> str:
+        return "variant { " + ", ".join(n if t is None else f"{n}({t})" for n, t in self.cases) + " }"
+
+
+@dataclass(frozen=True)
+class EnumT:
+    """`enum { a, b }`; Python values are case names."""
+
+    names: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return "enum { " + ", ".join(self.names) + " }"
+
+
+@dataclass(frozen=True)
+class OptionT:
+    """`option<T>`; Python values are `None` or the payload."""
+
+    inner: WitType
+
+    def __str__(self) -> str:
+        return f"option<{self.inner}>"
+
+
+@dataclass(frozen=True)
+class ResultT:
+    """`result<T, E>`; Python values are `Ok`, `Err`, or a bare ok payload."""
+
+    ok: WitType | None
+    err: WitType | None
+
+    def __str__(self) -> str:
+        return f"result<{self.ok or '_'}, {self.err or '_'}>"
+
+
+@dataclass(frozen=True)
+class FlagsT:
+    """`flags { a, b }`; Python values are sets of flag names."""
+
+    names: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return "flags { " + ", ".join(self.names) + " }"
+
+
+@dataclass(frozen=True)
+class HandleT:
+    """`own<R>` or `borrow<R>` of a host resource type, identified by its host type id."""
+
+    resource: str
+    type_id: int
+    owned: bool
+
+    def __str__(self) -> str:
+        return f"{'own' if self.owned else 'borrow'}<{self.resource}>"
+
+
+WitType = Union[Prim, ListT, RecordT, TupleT, VariantT, EnumT, OptionT, ResultT, FlagsT, HandleT]
+
+
+@dataclass(frozen=True)
+class FuncSig:
+    """A function's parameter and result types."""
+
+    params: tuple[tuple[str, WitType], ...]
+    result: WitType | None
+
+    def __str__(self) -> str:
+        ps = ", ".join(f"{n}: {t}" for n, t in self.params)
+        return f"func({ps})" + (f" -> {self.result}" if self.result is not None else "")
+
+
+class Ok:
+    """The ok case of a `result`, for results nested inside other values."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Ok({self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ok) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(("ok", self.value))
+
+
+class Err(Exception):
+    """The error case of a `result`: returned, or raised by a host function whose result is a `result`."""
+
+    def __init__(self, value: Any = None) -> None:
+        super().__init__(value)
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Err({self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Err) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(("err", self.value))

@@ -1,0 +1,76 @@
+"""The per-store WASI context: configuration a guest sees, and the lock every wait uses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..runtime.fastcall import Trap, current_state
+
+
+@dataclass
+class WasiConfig:
+    """What a component's WASI view is built from (shared by all its instances)."""
+
+    component_id: str = "component"
+    env: list[tuple[str, str]] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    # Read-only directory grants: guest path -> host directory.
+    read_only_dirs: dict[str, Path] = field(default_factory=dict)
+    # Outgoing HTTP destinations allowed: "host", "host:port" or "*".
+    allowed_outgoing: tuple[str, ...] = ()
+    outgoing_timeout: float = 30.0
+
+
+class DeadlineExceeded(Trap):
+    """The guest's request deadline passed while the host was waiting on its behalf."""
+
+
+class WasiCtx:
+    """Per-store state of the WASI implementations.
+
+    Every blocking wait of a guest happens on its wasm thread under `cond`; whatever makes a
+    pollable ready (data from the event loop, a drained buffer, a response) notifies it.
+    """
+
+    def __init__(
+        self,
+        config: WasiConfig,
+        loop: asyncio.AbstractEventLoop | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.config = config
+        self.loop = loop
+        self.cond = threading.Condition(threading.Lock())
+        self.deadline: float | None = None
+        self.log = log or logging.getLogger("wasmlattice.guest")
+        self.outgoing: Callable[..., Any] | None = None
+        self.cleanups: list[Callable[[], None]] = []
+        self.sinks: dict[str, Any] = {}
+
+    def check_deadline(self) -> None:
+        """Trap if the deadline has passed."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise DeadlineExceeded("request deadline exceeded while the guest was waiting")
+
+    def wait(self, timeout: float | None) -> None:
+        """Wait on `cond` (held by the caller) for at most `timeout`, bounded by the deadline."""
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded("request deadline exceeded while the guest was waiting")
+            timeout = left if timeout is None else min(timeout, left)
+        self.cond.wait(timeout)
+        self.check_deadline()
+
+
+def ctx() -> WasiCtx:
+    """The WASI context of the store whose guest is calling."""
+    c: WasiCtx = current_state().wasi
+    return c
