@@ -69,8 +69,10 @@ class HostInterface:
     versions: tuple[str, ...] = ("0.2.",)
 
     def serves(self, version: str | None) -> bool:
-        """Whether this implementation serves `version` of the interface."""
-        return version is not None and any(version.startswith(p) for p in self.versions)
+        """Whether this implementation serves `version` (an empty prefix also serves unversioned names)."""
+        if version is None:
+            return "" in self.versions
+        return any(version.startswith(p) for p in self.versions)
 
 
 @dataclass

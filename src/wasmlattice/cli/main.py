@@ -1,0 +1,163 @@
+"""The `wasmlattice` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from ..runtime.component import ComponentError
+
+app = typer.Typer(
+    name="wasmlattice",
+    help="A distributed WebAssembly component host (WASI 0.2, wasmCloud-compatible).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _parse_env(items: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--env")
+        out.append((k, v))
+    return out
+
+
+def _parse_dirs(items: list[str]) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        host, sep, guest = item.partition("::")
+        guest = guest if sep else host
+        p = Path(host)
+        if not p.is_dir():
+            raise typer.BadParameter(f"{host} is not a directory", param_hint="--dir")
+        out[guest] = p.resolve()
+    return out
+
+
+def _parse_size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    units = {"k": 1 << 10, "ki": 1 << 10, "m": 1 << 20, "mi": 1 << 20, "g": 1 << 30, "gi": 1 << 30}
+    t = text.strip().lower().removesuffix("b")
+    for suffix in sorted(units, key=len, reverse=True):
+        if t.endswith(suffix) and t[: -len(suffix)].strip().isdigit():
+            return int(t[: -len(suffix)]) * units[suffix]
+    if t.isdigit():
+        return int(t)
+    raise typer.BadParameter(f"expected a size in bytes such as 67108864 or 64MiB, got {text!r}")
+
+
+@app.command()
+def run(
+    component: Annotated[Path, typer.Argument(help="The wasi:http/proxy component (.wasm) to serve.")],
+    listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "127.0.0.1:8000",
+    workers: Annotated[int, typer.Option(min=1, help="Processes sharing the port (SO_REUSEPORT).")] = 1,
+    reuse: Annotated[
+        int, typer.Option(min=1, help="Requests one instance may serve (1 = a fresh instance per request).")
+    ] = 1,
+    allow_outgoing: Annotated[
+        list[str] | None,
+        typer.Option("--allow-outgoing", help="Allow outgoing HTTP to HOST[:PORT]; repeatable; '*' allows all."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Per-request deadline in seconds.")] = 30.0,
+    max_memory: Annotated[
+        str | None, typer.Option(help="Most linear memory one instance may use, e.g. 64MiB.")
+    ] = None,
+    max_body: Annotated[str, typer.Option(help="Largest request body accepted.")] = "64MiB",
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE for the guest; repeatable.")] = None,
+    dir: Annotated[
+        list[str] | None,
+        typer.Option("--dir", help="Grant read-only access: HOST_DIR[::GUEST_DIR]; repeatable."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve a wasi:http component over HTTP, the way `wasmtime serve` does."""
+    from ..http.server import ServeOptions
+    from ..http.workers import run_server
+
+    _setup_logging(log_level)
+    opts = ServeOptions(
+        listen=listen,
+        workers=workers,
+        reuse=reuse,
+        timeout=timeout,
+        max_memory=_parse_size(max_memory),
+        allowed_outgoing=tuple(allow_outgoing or ()),
+        max_body=_parse_size(max_body) or 0,
+        env=_parse_env(env or []),
+        read_only_dirs=_parse_dirs(dir or []),
+    )
+    try:
+        opts.host_port()
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--listen") from None
+    try:
+        code = run_server(str(component), opts)
+    except ComponentError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def inspect(
+    component: Annotated[Path, typer.Argument(help="A component (.wasm).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+) -> None:
+    """Show a component's imports and exports, with their versions."""
+    from ..runtime.component import CompileCache, default_cache_dir, inspect_component, read_component_file
+    from ..runtime.engine import HostEngine
+
+    try:
+        data = read_component_file(component)
+        engine = HostEngine()
+        comp = CompileCache(default_cache_dir()).load(data, engine, str(component))
+    except ComponentError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    info = inspect_component(comp, engine)
+    if output == "json":
+        doc = {
+            "imports": [{"name": i.name, "kind": i.kind, "functions": i.functions} for i in info.imports],
+            "exports": [{"name": e.name, "kind": e.kind, "functions": e.functions} for e in info.exports],
+        }
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    for title, items in (("imports", info.imports), ("exports", info.exports)):
+        typer.echo(f"{title}:")
+        for it in items:
+            fn = f" ({len(it.functions)} functions)" if it.kind == "instance" else ""
+            typer.echo(f"  {it.name}{fn}")
+
+
+@app.command()
+def version() -> None:
+    """Print the wasmlattice version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
