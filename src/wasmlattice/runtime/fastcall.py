@@ -587,7 +587,8 @@ _BOUND_LOCK = threading.Lock()
 
 
 def _dispatch(data: int, ctx: int, ty: int, args: int, nargs: int, results: int, nresults: int) -> int:
-    bf = _BOUND[data]
+    # ctypes hands a NULL `void*` over as None, so index 0 arrives as None.
+    bf = _BOUND[data or 0]
     st: StoreState = _tls.state
     try:
         if nargs == 0:
