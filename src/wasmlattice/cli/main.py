@@ -75,14 +75,18 @@ def run(
     ] = 1,
     allow_outgoing: Annotated[
         list[str] | None,
-        typer.Option("--allow-outgoing", help="Allow outgoing HTTP to HOST[:PORT]; repeatable; '*' allows all."),
+        typer.Option(
+            "--allow-outgoing", help="Allow outgoing HTTP to HOST[:PORT]; repeatable; '*' allows all."
+        ),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Per-request deadline in seconds.")] = 30.0,
     max_memory: Annotated[
         str | None, typer.Option(help="Most linear memory one instance may use, e.g. 64MiB.")
     ] = None,
     max_body: Annotated[str, typer.Option(help="Largest request body accepted.")] = "64MiB",
-    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE for the guest; repeatable.")] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE for the guest; repeatable.")
+    ] = None,
     dir: Annotated[
         list[str] | None,
         typer.Option("--dir", help="Grant read-only access: HOST_DIR[::GUEST_DIR]; repeatable."),

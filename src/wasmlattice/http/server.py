@@ -5,25 +5,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from ..runtime.component import CompileCache, ComponentError, default_cache_dir, read_component_file
 from ..runtime.engine import HostEngine
 from ..runtime.fastcall import GuestTrap
 from ..runtime.linking import link
 from ..runtime.pool import InstancePool
-from ..wasi.ctx import DeadlineExceeded, WasiConfig, WasiCtx
-from ..wasi.http import IncomingRequest, OutgoingClient, OutgoingResponse, ResponseOutparam
-from ..wasi.io import BytePipe
-from ..wasi.registry import wasi_registry
 from ..runtime.witypes import Err, Ok
+from ..wasi.ctx import DeadlineExceeded, NeedsLoop, WasiConfig, WasiCtx
+from ..wasi.http import (
+    FORBIDDEN_HEADERS,
+    IncomingRequest,
+    OutgoingClient,
+    OutgoingResponse,
+    ResponseOutparam,
+)
+from ..wasi.io import BytePipe, IoError
+from ..wasi.registry import wasi_registry
 
 log = logging.getLogger("wasmlattice.http")
 
@@ -42,7 +47,7 @@ class ServeOptions:
     allowed_outgoing: tuple[str, ...] = ()
     max_body: int = 64 * 1024 * 1024
     max_header_size: int = 8190
-    threads: int = 8
+    threads: int = 2
     env: list[tuple[str, str]] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
     read_only_dirs: dict[str, Path] = field(default_factory=dict)
@@ -101,6 +106,7 @@ class ComponentApp:
         )
         self.executor = ThreadPoolExecutor(max_workers=opts.threads, thread_name_prefix="wasm")
         self.client: OutgoingClient | None = None
+        self.inline = _InlinePolicy()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one HTTP request by calling the guest's incoming handler."""
@@ -109,64 +115,134 @@ class ComponentApp:
             self.client = OutgoingClient(loop)
         opts = self.opts
         if request.content_length is not None and request.content_length > opts.max_body:
-            return _error_response(413, f"request body of {request.content_length} bytes exceeds {opts.max_body}")
+            return _error_response(
+                413, f"request body of {request.content_length} bytes exceeds {opts.max_body}"
+            )
+        if self.inline.enabled() and (not request.body_exists or request.content.is_eof()):
+            data = request.content.read_nowait(-1) if request.body_exists else b""
+            resp = await self._try_inline(request, data)
+            if resp is not None:
+                return resp
+            return await self._threaded(request, data)
+        return await self._threaded(request, None)
+
+    def _new_ctx(self, loop: asyncio.AbstractEventLoop) -> WasiCtx:
         wctx = WasiCtx(self.config, loop)
+        assert self.client is not None
         wctx.outgoing = self.client.send
+        return wctx
+
+    def _request(self, request: web.BaseRequest, body: BytePipe) -> IncomingRequest:
+        # Like wasmtime, the guest does not see hop-by-hop/forbidden headers (the Host header
+        # reaches it as the authority instead).
+        headers = [
+            (name, v)
+            for name, v in ((k.decode("latin-1").lower(), v) for k, v in request.raw_headers)
+            if name not in FORBIDDEN_HEADERS
+        ]
+        return IncomingRequest(request.method, request.raw_path, "http", request.host, headers, body)
+
+    async def _try_inline(self, request: web.BaseRequest, data: bytes) -> web.StreamResponse | None:
+        """Run the guest on the loop's thread (no GIL hand-offs); None if it must run on a thread.
+
+        The attempt is abandoned when the guest would wait (for the network, a timer, or room in
+        a full pipe) or outlives a short budget. Nothing it did has left the process by then -
+        the loop has not run - so the request is simply run again on a worker thread.
+        """
+        loop = asyncio.get_running_loop()
+        wctx = self._new_ctx(loop)
+        wctx.inline = True
         body = BytePipe(wctx)
-        headers = [(k.decode("latin-1").lower(), v) for k, v in request.raw_headers]
-        req = IncomingRequest(request.method, request.raw_path, "http", request.host, headers, body)
-        resp_fut: asyncio.Future[Any] = loop.create_future()
-
-        def deliver(result: Any) -> None:
-            loop.call_soon_threadsafe(_set_once, resp_fut, result)
-
-        pump = asyncio.ensure_future(_pump_body(request, body, opts.max_body))
-        call = loop.run_in_executor(self.executor, self._run_guest, wctx, req, ResponseOutparam(deliver))
+        body.chunks = [data] if data else []
+        body.size = len(data)
+        body.eof = True
+        ex = _Exchange(loop)
+        budget = min(self.opts.timeout, INLINE_BUDGET)
         try:
-            return await self._respond(request, resp_fut, call, body)
-        finally:
-            pump.cancel()
+            self.pool.run(wctx, budget, self._request(request, body), ResponseOutparam(ex.deliver))
+        except GuestTrap as e:
+            retry = isinstance(e.cause, NeedsLoop) or (_interrupted(e) and self.opts.timeout > budget)
+            if retry:
+                self.inline.record(False)
+                return None
+            ex.error = e
+        except BaseException as e:
+            ex.error = e
+        self.inline.record(True)
+        ex.finished = True
+        _end_unfinished_body(ex.response)
+        return await self._respond(request, ex, body)
 
-    def _run_guest(self, wctx: WasiCtx, req: IncomingRequest, out: ResponseOutparam) -> None:
-        self.pool.run(wctx, self.opts.timeout, req, out)
+    async def _threaded(self, request: web.BaseRequest, data: bytes | None) -> web.StreamResponse:
+        """Run the guest on a worker thread, streaming the request body in as it arrives."""
+        loop = asyncio.get_running_loop()
+        wctx = self._new_ctx(loop)
+        body = BytePipe(wctx)
+        pump = None
+        if data is not None:
+            body.chunks = [data] if data else []
+            body.size = len(data)
+            body.eof = True
+        elif request.body_exists:
+            pump = loop.create_task(_pump_body(request, body, self.opts.max_body))
+        else:
+            body.eof = True
+        ex = _Exchange(loop)
+        self.executor.submit(self._run_guest, ex, wctx, self._request(request, body), ResponseOutparam(ex.deliver))
+        try:
+            return await self._respond(request, ex, body)
+        finally:
+            if pump is not None:
+                pump.cancel()
+
+    def _run_guest(self, ex: _Exchange, wctx: WasiCtx, req: IncomingRequest, out: ResponseOutparam) -> None:
+        try:
+            self.pool.run(wctx, self.opts.timeout, req, out)
+        except BaseException as e:
+            _end_unfinished_body(ex.response)
+            ex.finish(e)
+        else:
+            _end_unfinished_body(ex.response)
+            ex.finish(None)
 
     async def _respond(
-        self,
-        request: web.BaseRequest,
-        resp_fut: asyncio.Future[Any],
-        call: asyncio.Future[None],
-        req_body: BytePipe,
+        self, request: web.BaseRequest, ex: _Exchange, req_body: BytePipe
     ) -> web.StreamResponse:
-        await asyncio.wait({resp_fut, call}, return_when=asyncio.FIRST_COMPLETED)
-        if not resp_fut.done():
-            return self._failure(call, req_body)
-        result = resp_fut.result()
+        await ex.wait_first(STREAM_GRACE)
+        result = ex.response
+        if result is _UNSET:
+            return self._failure(ex.error, req_body)
         if isinstance(result, Err):
-            await _settle(call)
+            await self._settle(ex)
             log.warning("%s answered with error code %s", self.path, result.value)
             return _error_response(500, f"the component answered with an error: {result.value}")
         resp = result.value if isinstance(result, Ok) else result
-        assert isinstance(resp, OutgoingResponse)
+        if not isinstance(resp, OutgoingResponse):
+            await self._settle(ex)
+            return _error_response(500, "the component set an invalid response")
         out = _GuestResponse(status=resp.status)
-        hdrs: CIMultiDict[str] = CIMultiDict()
+        hdrs = out.headers
         for name, value in resp.fields.entries:
             hdrs.add(name, value.decode("latin-1"))
         out.guest_content_type = "content-type" in hdrs
         length = hdrs.get("content-length")
-        out.headers.update(hdrs)
         if length is not None and length.isdigit():
             out.content_length = int(length)
         try:
             await out.prepare(request)
             if resp.pipe is None:
-                await _settle(call)
+                await self._settle(ex)  # the guest may still take the body before it returns
             pipe = resp.pipe
+            # A HEAD answer, 1xx, 204 and 304 carry no body on the wire (aiohttp would write the
+            # guest's bytes raw after the headers): drain what the guest writes, send nothing.
+            no_body = request.method == "HEAD" or resp.status < 200 or resp.status in (204, 304)
             if pipe is not None:
                 while True:
                     chunk = await pipe.aread()
                     if chunk is None:
                         break
-                    await out.write(chunk)
+                    if not no_body:
+                        await out.write(chunk)
             await out.write_eof()
         except OSError as e:
             # The guest's body failed (or the client went away): abort the connection so the
@@ -176,13 +252,21 @@ class ComponentApp:
             log.warning("%s: response body aborted: %s", self.path, e)
             if request.transport is not None:
                 request.transport.close()
-        await _settle(call)
+        await self._settle(ex)
         return out
 
-    def _failure(self, call: asyncio.Future[None], req_body: BytePipe) -> web.Response:
-        exc = call.exception()
+    async def _settle(self, ex: _Exchange) -> None:
+        """Wait for the guest to return; log a failure after the response had started."""
+        await ex.wait_finished()
+        e = ex.error
+        if isinstance(e, GuestTrap):
+            log.error("%s trapped after responding: %s", self.path, e.reason)
+        elif e is not None:
+            log.error("%s: host error after responding: %r", self.path, e)
+
+    def _failure(self, exc: BaseException | None, req_body: BytePipe) -> web.Response:
         if isinstance(exc, GuestTrap):
-            if isinstance(exc.cause, DeadlineExceeded) or "interrupt" in exc.message:
+            if _interrupted(exc):
                 log.warning("%s exceeded its %ss deadline and was interrupted", self.path, self.opts.timeout)
                 return _error_response(504, f"the component did not answer within {self.opts.timeout}s")
             log.error("%s trapped: %s\n%s", self.path, exc.reason, exc.message)
@@ -202,18 +286,115 @@ class ComponentApp:
         self.engine.close()
 
 
-def _set_once(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
+_UNSET: Any = object()
+# How long a guest may run on the event loop's thread before the attempt is abandoned and the
+# request is run again on a worker thread (it blocks every other connection meanwhile).
+INLINE_BUDGET = 0.05
 
 
-async def _settle(call: asyncio.Future[None]) -> None:
-    try:
-        await call
-    except GuestTrap as e:
-        log.error("component trapped after responding: %s", e.reason)
-    except Exception as e:
-        log.error("host error after responding: %r", e)
+class _InlinePolicy:
+    """Whether to try guests inline: stop for a while when most attempts had to be retried."""
+
+    def __init__(self) -> None:
+        self.score = 0.0
+        self.skip = 0
+
+    def enabled(self) -> bool:
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        return True
+
+    def record(self, ok: bool) -> None:
+        self.score = 0.9 * self.score + (0.0 if ok else 0.1)
+        if self.score > 0.5:
+            self.skip = 200
+            self.score = 0.0
+
+
+def _interrupted(e: GuestTrap) -> bool:
+    return isinstance(e.cause, DeadlineExceeded) or "interrupt" in e.message
+
+
+def _end_unfinished_body(result: Any) -> None:
+    """After the guest returned, a body it never finished will never end: end it as failed."""
+    resp = result.value if isinstance(result, Ok) else result
+    if isinstance(resp, OutgoingResponse) and resp.pipe is not None and not resp.pipe.eof:
+        resp.pipe.finish(IoError("the component returned without finishing the response body"))
+# How long a response may wait for its guest to finish before it is streamed instead: a guest
+# that finishes within it is answered with one wake-up of the event loop rather than several.
+STREAM_GRACE = 0.002
+
+
+class _Exchange:
+    """Hands a guest's response and completion from its wasm thread to the event loop.
+
+    The loop sleeps until the guest finishes, or until STREAM_GRACE has passed with a response
+    set; only then does setting a response wake it. Fast guests cost one cross-thread wake-up.
+    """
+
+    __slots__ = ("_armed", "_fut", "_lock", "error", "finished", "loop", "response")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._fut: asyncio.Future[None] = loop.create_future()
+        self._armed = False
+        self.response: Any = _UNSET
+        self.finished = False
+        self.error: BaseException | None = None
+
+    def _wake(self) -> None:
+        if not self._fut.done():
+            self._fut.set_result(None)
+
+    def deliver(self, result: Any) -> None:
+        """`response-outparam.set` (wasm thread)."""
+        with self._lock:
+            if self.response is not _UNSET:
+                return
+            self.response = result
+            wake = self._armed
+        if wake:
+            self.loop.call_soon_threadsafe(self._wake)
+
+    def finish(self, error: BaseException | None) -> None:
+        """The guest returned or failed (wasm thread)."""
+        with self._lock:
+            self.finished = True
+            self.error = error
+        try:
+            self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:
+            pass  # the loop closed while the guest ran (shutdown)
+
+    def _arm(self) -> None:
+        with self._lock:
+            self._armed = True
+            ready = self.response is not _UNSET
+        if ready:
+            self._wake()
+
+    async def wait_first(self, grace: float) -> None:
+        """Until the guest finished, or a response is set and `grace` has passed."""
+        if self.finished:
+            return
+        timer = self.loop.call_later(grace, self._arm)
+        try:
+            await self._fut
+        finally:
+            timer.cancel()
+
+    async def wait_finished(self) -> None:
+        """Until the guest has returned."""
+        while True:
+            with self._lock:
+                if self.finished:
+                    return
+                if self._fut.done():
+                    self._fut = self.loop.create_future()
+                self._armed = False
+            await self._fut
 
 
 async def _pump_body(request: web.BaseRequest, pipe: BytePipe, limit: int) -> None:
@@ -271,5 +452,3 @@ async def serve_app(app: ComponentApp, sock: socket.socket, ready: asyncio.Event
     finally:
         await runner.cleanup()
         await app.close()
-
-

@@ -21,8 +21,22 @@ from .server import ComponentApp, ServeOptions, bind_socket, serve_app
 log = logging.getLogger("wasmlattice.http")
 
 
+def run_loop(coro: Any) -> None:
+    """Run `coro` on uvloop when it is installed (markedly faster for HTTP), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)
+
+
 def _describe(path: str, opts: ServeOptions) -> str:
-    mode = "a fresh instance per request" if opts.reuse == 1 else f"instances reused for up to {opts.reuse} requests"
+    mode = (
+        "a fresh instance per request"
+        if opts.reuse == 1
+        else f"instances reused for up to {opts.reuse} requests"
+    )
     workers = f"{opts.workers} worker{'s' if opts.workers != 1 else ''}"
     return f"serving {path} on http://{opts.listen}/ ({workers}, {mode})"
 
@@ -60,7 +74,7 @@ def _worker_main(path: str, opts: ServeOptions, ready: Any, index: int) -> None:
     except Exception as e:
         ready.put((index, f"{type(e).__name__}: {e}"))
         return
-    asyncio.run(_serve_until_signal(app, sock, on_ready=lambda: ready.put((index, None))))
+    run_loop(_serve_until_signal(app, sock, on_ready=lambda: ready.put((index, None))))
 
 
 def run_server(path: str, opts: ServeOptions) -> int:
@@ -73,7 +87,7 @@ def run_server(path: str, opts: ServeOptions) -> int:
     if opts.workers == 1:
         app = ComponentApp(path, opts)
         print(f"wasmlattice: {_describe(path, opts)}", flush=True)
-        asyncio.run(_serve_until_signal(app, probe))
+        run_loop(_serve_until_signal(app, probe))
         return 0
     probe.close()
     # Compile once here so that every worker loads the cached artifact (and errors show once).

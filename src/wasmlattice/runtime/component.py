@@ -35,7 +35,9 @@ def check_format(data: bytes, origin: str) -> None:
             "build it for WASI 0.2 (for example `wasm-tools component new`) and try again"
         )
     if data[6:8] != b"\x01\x00":
-        raise ComponentError(f"{origin} is a WebAssembly binary of an unknown layer/version {data[4:8].hex()}")
+        raise ComponentError(
+            f"{origin} is a WebAssembly binary of an unknown layer/version {data[4:8].hex()}"
+        )
 
 
 def default_cache_dir() -> Path:
@@ -125,7 +127,9 @@ def _first_line(s: str) -> str:
     return s.strip().splitlines()[0] if s.strip() else s
 
 
-_NAME_RE = re.compile(r"^(?P<ns>[a-z0-9-]+):(?P<pkg>[a-z0-9-]+(?::[a-z0-9-]+)*)/(?P<iface>[a-z0-9-]+)(?:@(?P<ver>.+))?$")
+_NAME_RE = re.compile(
+    r"^(?P<ns>[a-z0-9-]+):(?P<pkg>[a-z0-9-]+(?::[a-z0-9-]+)*)/(?P<iface>[a-z0-9-]+)(?:@(?P<ver>.+))?$"
+)
 
 
 @dataclass(frozen=True)

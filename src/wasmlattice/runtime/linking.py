@@ -133,7 +133,9 @@ def convert_type(vt: Any, res: _ResourceTypes) -> WitType:
         return OptionT(convert_type(vt.payload, res))
     if isinstance(vt, T.ResultType):
         ok, err = vt.ok, vt.err
-        return ResultT(None if ok is None else convert_type(ok, res), None if err is None else convert_type(err, res))
+        return ResultT(
+            None if ok is None else convert_type(ok, res), None if err is None else convert_type(err, res)
+        )
     if isinstance(vt, T.FlagsType):
         return FlagsT(tuple(vt.names))
     if isinstance(vt, (T.OwnType, T.BorrowType)):
@@ -232,7 +234,12 @@ def link(
                     sig = convert_func(ity, res)
                     fn = impl.functions.get(iname)
                     if fn is None:
-                        log.warning("%s#%s is imported by %s but not implemented; it traps if called", name, iname, origin)
+                        log.warning(
+                            "%s#%s is imported by %s but not implemented; it traps if called",
+                            name,
+                            iname,
+                            origin,
+                        )
                         fn = _missing(name, iname)
                     fastcall.add_func(li, iname, fastcall.BoundFunc(f"{name}#{iname}", sig, fn, codec))
 

@@ -85,7 +85,9 @@ class InstancePool:
         self._lock = threading.Lock()
         self.created = 0
 
-    def run(self, wasi: Any, timeout: float | None, *args: Any, on_done: Callable[[], None] | None = None) -> Any:
+    def run(
+        self, wasi: Any, timeout: float | None, *args: Any, on_done: Callable[[], None] | None = None
+    ) -> Any:
         """Call the export on a pooled or fresh instance (blocking: run it on a worker thread)."""
         inst = None
         with self._lock:

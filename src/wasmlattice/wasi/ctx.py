@@ -32,6 +32,10 @@ class DeadlineExceeded(Trap):
     """The guest's request deadline passed while the host was waiting on its behalf."""
 
 
+class NeedsLoop(Exception):  # noqa: N818 - a signal, not an error a user sees
+    """An inline guest run would have to wait for the event loop; the call is retried on a thread."""
+
+
 class WasiCtx:
     """Per-store state of the WASI implementations.
 
@@ -53,6 +57,10 @@ class WasiCtx:
         self.outgoing: Callable[..., Any] | None = None
         self.cleanups: list[Callable[[], None]] = []
         self.sinks: dict[str, Any] = {}
+        # Set while the guest runs on the event loop's own thread: any wait would deadlock, so
+        # it aborts the attempt instead (nothing has left the process yet) and the call is
+        # retried on a worker thread.
+        self.inline = False
 
     def check_deadline(self) -> None:
         """Trap if the deadline has passed."""
@@ -61,6 +69,8 @@ class WasiCtx:
 
     def wait(self, timeout: float | None) -> None:
         """Wait on `cond` (held by the caller) for at most `timeout`, bounded by the deadline."""
+        if self.inline:
+            raise NeedsLoop("the guest has to wait")
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             if left <= 0:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..runtime.linking import HostInterface
 from ..runtime.witypes import Err, Ok
-from .ctx import WasiCtx, ctx
+from .ctx import NeedsLoop, WasiCtx, ctx
 from .io import BytePipe, InputStream, IoError, OutputStream, Pollable
 
 # Headers a guest may not set (the same set wasmtime refuses by default).
@@ -20,7 +20,6 @@ FORBIDDEN_HEADERS = frozenset(
         "proxy-authenticate",
         "proxy-authorization",
         "proxy-connection",
-        "te",
         "transfer-encoding",
         "upgrade",
         "host",
@@ -624,8 +623,12 @@ class OutgoingClient:
         self, wctx: WasiCtx, request: OutgoingRequest, options: RequestOptions | None
     ) -> FutureIncomingResponse:
         """Start sending `request`; called on the guest's thread."""
+        if wctx.inline:
+            raise NeedsLoop("an outgoing request needs the event loop")
         scheme = request.scheme()
-        scheme_name = "http" if scheme is None or scheme[0] == "HTTP" else "https" if scheme[0] == "HTTPS" else None
+        scheme_name = (
+            "http" if scheme is None or scheme[0] == "HTTP" else "https" if scheme[0] == "HTTPS" else None
+        )
         if scheme_name is None:
             raise Err(("HTTP-protocol-error", None))
         authority = request.authority()
@@ -739,4 +742,3 @@ def _client_error_code(e: BaseException) -> Any:
     if isinstance(e, aiohttp.ClientResponseError):
         return ("HTTP-protocol-error", None)
     return internal_error(f"{type(e).__name__}: {e}")
-

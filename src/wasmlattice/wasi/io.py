@@ -412,5 +412,3 @@ def interfaces() -> list[HostInterface]:
             },
         ),
     ]
-
-

