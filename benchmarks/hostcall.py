@@ -32,7 +32,9 @@ def build() -> bytes:
     """Assemble the WAT guest."""
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "hostcall.wasm"
-        subprocess.run([str(Path(sys.executable).parent / "wasm-tools"), "parse", str(WAT), "-o", str(out)], check=True)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "wasm-tools"), "parse", str(WAT), "-o", str(out)], check=True
+        )
         return out.read_bytes()
 
 

@@ -116,7 +116,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def bench_mode(wasm: Path, reuse: bool, workers: int, duration: int, connections: int) -> tuple[Result, Result]:
+def bench_mode(
+    wasm: Path, reuse: bool, workers: int, duration: int, connections: int
+) -> tuple[Result, Result]:
     """Run both hosts in one mode; returns (ours, wasmtime serve)."""
     p1, p2 = free_port(), free_port()
     ours_cmd = [sys.executable, "-m", "wasmlattice.cli.main", "run", str(wasm), "--listen", f"127.0.0.1:{p1}"]
@@ -151,7 +153,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    py = platform.python_version()
+    return f"{os.cpu_count()} cores, {cpu}, Python {py}, {platform.system()} {platform.release()}"
 
 
 def main() -> None:
@@ -167,7 +170,9 @@ def main() -> None:
 
     wasm = build(ROOT / "examples" / "hello")
     print(f"# http_hello: {time.strftime('%Y-%m-%d %H:%M')}, {machine()}")
-    print(f"# wrk -t1 -c{args.connections} -d{args.duration}s, {args.workers} workers each, guest {wasm.name}")
+    print(
+        f"# wrk -t1 -c{args.connections} -d{args.duration}s, {args.workers} workers each, guest {wasm.name}"
+    )
     print(f"{'mode':<28}{'host':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     targets = {False: 1.5, True: 0.75}
     for reuse in (False, True):

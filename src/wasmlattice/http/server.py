@@ -188,7 +188,9 @@ class ComponentApp:
         else:
             body.eof = True
         ex = _Exchange(loop)
-        self.executor.submit(self._run_guest, ex, wctx, self._request(request, body), ResponseOutparam(ex.deliver))
+        self.executor.submit(
+            self._run_guest, ex, wctx, self._request(request, body), ResponseOutparam(ex.deliver)
+        )
         try:
             return await self._respond(request, ex, body)
         finally:
@@ -228,14 +230,26 @@ class ComponentApp:
         length = hdrs.get("content-length")
         if length is not None and length.isdigit():
             out.content_length = int(length)
+        pipe = resp.pipe
+        # A HEAD answer, 1xx, 204 and 304 carry no body on the wire (aiohttp would write the
+        # guest's bytes raw after the headers): drain what the guest writes, send nothing.
+        no_body = request.method == "HEAD" or resp.status < 200 or resp.status in (204, 304)
+        if ex.finished and pipe is not None and pipe.eof and pipe.error is None:
+            # The whole body is here: headers, body and end go out in one write.
+            out._send_headers_immediately = False
+            data = b"" if no_body else b"".join(pipe.chunks)
+            pipe.chunks.clear()
+            try:
+                await out.prepare(request)
+                await out.write_eof(data)
+            except OSError as e:
+                log.debug("%s: client went away: %s", self.path, e)
+            return out
         try:
             await out.prepare(request)
             if resp.pipe is None:
                 await self._settle(ex)  # the guest may still take the body before it returns
             pipe = resp.pipe
-            # A HEAD answer, 1xx, 204 and 304 carry no body on the wire (aiohttp would write the
-            # guest's bytes raw after the headers): drain what the guest writes, send nothing.
-            no_body = request.method == "HEAD" or resp.status < 200 or resp.status in (204, 304)
             if pipe is not None:
                 while True:
                     chunk = await pipe.aread()
@@ -321,6 +335,8 @@ def _end_unfinished_body(result: Any) -> None:
     resp = result.value if isinstance(result, Ok) else result
     if isinstance(resp, OutgoingResponse) and resp.pipe is not None and not resp.pipe.eof:
         resp.pipe.finish(IoError("the component returned without finishing the response body"))
+
+
 # How long a response may wait for its guest to finish before it is streamed instead: a guest
 # that finishes within it is answered with one wake-up of the event loop rather than several.
 STREAM_GRACE = 0.002

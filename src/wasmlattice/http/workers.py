@@ -8,6 +8,7 @@ supervises workers that load the compiled artifact, restarting any that die.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import signal
@@ -55,10 +56,8 @@ async def _serve_until_signal(app: ComponentApp, sock: Any, on_ready: Any = None
         on_ready()
     await stop.wait()
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass
 
 
 def _worker_main(path: str, opts: ServeOptions, ready: Any, index: int) -> None:

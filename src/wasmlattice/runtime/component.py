@@ -9,6 +9,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import wasmtime
 import wasmtime.component as wc
@@ -197,7 +198,7 @@ def inspect_component(comp: wc.Component, engine: HostEngine) -> ComponentInfo:
     )
 
 
-def _item(name: str, ext: wc.ComponentExtern, engine: HostEngine) -> ItemInfo:
+def _item(name: str, ext: Any, engine: HostEngine) -> ItemInfo:
     ty = ext.ty
     if isinstance(ty, wc.ComponentInstanceType):
         funcs = [n for n, x in ty.exports(engine.engine).items() if isinstance(x.ty, wc.FuncType)]

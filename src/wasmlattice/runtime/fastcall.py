@@ -61,7 +61,16 @@ _lib = ffi.dll
 
 
 def _proto(name: str, restype: Any, *argtypes: Any) -> Any:
-    """A private foreign-function object (never mutate wasmtime-py's shared ones)."""
+    """A private foreign-function object (never mutate wasmtime-py's shared ones).
+
+    These C functions are short and never run wasm, so they keep the GIL (PYFUNCTYPE): dropping
+    and re-taking it around each would cost more than the call, and invite contention.
+    """
+    return ctypes.PYFUNCTYPE(restype, *argtypes)((name, _lib))
+
+
+def _proto_releasing(name: str, restype: Any, *argtypes: Any) -> Any:
+    """A foreign function that releases the GIL: for calls that run wasm."""
     return CFUNCTYPE(restype, *argtypes)((name, _lib))
 
 
@@ -93,7 +102,7 @@ _error_new = _proto("wasmtime_error_new", c_void_p, c_char_p)
 _error_message = _proto("wasmtime_error_message", None, c_void_p, c_void_p)
 _error_delete = _proto("wasmtime_error_delete", None, c_void_p)
 _byte_vec_delete = _proto("wasm_byte_vec_delete", None, c_void_p)
-_func_call = _proto(
+_func_call = _proto_releasing(
     "wasmtime_component_func_call", c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t
 )
 _add_func = _proto(
@@ -311,7 +320,7 @@ class Codec:
             f = self._lowers[t] = self._make_lower(t)
         return f
 
-    def _make_lift(self, t: WitType) -> Lift:  # noqa: C901 - one branch per type kind
+    def _make_lift(self, t: WitType) -> Lift:
         if isinstance(t, Prim):
             return _lift_prim(t.name)
         if isinstance(t, ListT):
@@ -392,7 +401,7 @@ class Codec:
             return _lift_own if t.owned else _lift_borrow
         raise TypeError(f"unsupported type {t}")
 
-    def _make_lower(self, t: WitType) -> Lower:  # noqa: C901 - one branch per type kind
+    def _make_lower(self, t: WitType) -> Lower:
         if isinstance(t, Prim):
             return _lower_prim(t.name)
         if isinstance(t, ListT):
@@ -616,10 +625,7 @@ def _dispatch(data: int, ctx: int, ty: int, args: int, nargs: int, results: int,
 def _trap(st: StoreState, bf: BoundFunc, e: BaseException) -> int:
     if st.trap_cause is None:
         st.trap_cause = e
-    if isinstance(e, Trap):
-        msg = str(e)
-    else:
-        msg = f"host function {bf.name} failed: {type(e).__name__}: {e}"
+    msg = str(e) if isinstance(e, Trap) else f"host function {bf.name} failed: {type(e).__name__}: {e}"
     p: int = _error_new(msg.encode("utf-8", "replace"))
     return p
 

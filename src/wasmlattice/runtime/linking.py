@@ -219,16 +219,16 @@ def link(
     codec = fastcall.Codec()
     linker = wc.Linker(engine.engine)
     with linker.root() as root:
-        for name, items in plan:
+        for name, members in plan:
             parsed = InterfaceName.parse(name)
             assert parsed is not None
             impl = registry.find(parsed)
             assert impl is not None
             with root.add_instance(name) as li:
-                for iname, ity in items:
+                for iname, ity in members:
                     if isinstance(ity, wc.ResourceType):
                         fastcall.add_resource(li, iname, res.id_for(ity, iname))
-                for iname, ity in items:
+                for iname, ity in members:
                     if not isinstance(ity, wc.FuncType):
                         continue
                     sig = convert_func(ity, res)

@@ -8,7 +8,7 @@ wRPC value codec and the `call` command's JSON checking).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 PRIMITIVES = ("bool", "s8", "u8", "s16", "u16", "s32", "u32", "s64", "u64", "f32", "f64", "char", "string")
 
@@ -116,7 +116,7 @@ class HandleT:
         return f"{'own' if self.owned else 'borrow'}<{self.resource}>"
 
 
-WitType = Union[Prim, ListT, RecordT, TupleT, VariantT, EnumT, OptionT, ResultT, FlagsT, HandleT]
+WitType = Prim | ListT | RecordT | TupleT | VariantT | EnumT | OptionT | ResultT | FlagsT | HandleT
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ class DeadlineExceeded(Trap):
     """The guest's request deadline passed while the host was waiting on its behalf."""
 
 
-class NeedsLoop(Exception):  # noqa: N818 - a signal, not an error a user sees
+class NeedsLoop(Exception):
     """An inline guest run would have to wait for the event loop; the call is retried on a thread."""
 
 

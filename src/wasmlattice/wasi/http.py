@@ -470,6 +470,10 @@ class FutureIncomingResponse:
 
     def drop(self) -> None:
         """Dropped by the guest: cancel the request if still running."""
+        if self.taken:
+            # The guest holds the response: its body keeps streaming (an unread body is stopped
+            # when the incoming-response or its stream is dropped), as in wasmtime.
+            return
         task, loop = self.task, self.ctx.loop
         if task is not None and loop is not None and not task.done():
             loop.call_soon_threadsafe(task.cancel)
