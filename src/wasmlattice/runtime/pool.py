@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import wasmtime
@@ -15,21 +14,22 @@ from .engine import HostEngine
 from .linking import LinkedComponent
 from .store import StoreState
 
-# How long a guest's start-up (instantiation, including its own init code) may run.
+# How long a guest's start-up (instantiation, including its own init code) may run when the
+# call has no deadline of its own.
 INSTANTIATE_SECONDS = 30.0
 
 
 class Instance:
     """One instantiated component in its own Store, with the export it serves."""
 
-    def __init__(self, pool: InstancePool, wasi: Any) -> None:
+    def __init__(self, pool: InstancePool, wasi: Any, timeout: float | None = None) -> None:
         engine = pool.engine
         self.store = wasmtime.Store(engine.engine)
         if pool.max_memory is not None:
             self.store.set_limits(memory_size=pool.max_memory)
         self.state = StoreState(self.store, wasi)
         self.uses = 0
-        self.store.set_epoch_deadline(engine.ticks_for(INSTANTIATE_SECONDS))
+        self.store.set_epoch_deadline(engine.ticks_for(timeout or INSTANTIATE_SECONDS))
         prev = fastcall.set_current_state(self.state)
         try:
             inst = pool.linked.linker.instantiate(self.store, pool.linked.component)
@@ -85,31 +85,31 @@ class InstancePool:
         self._lock = threading.Lock()
         self.created = 0
 
-    def run(
-        self, wasi: Any, timeout: float | None, *args: Any, on_done: Callable[[], None] | None = None
-    ) -> Any:
-        """Call the export on a pooled or fresh instance (blocking: run it on a worker thread)."""
+    def run(self, wasi: Any, timeout: float | None, *args: Any) -> Any:
+        """Call the export with `args` on a pooled or fresh instance (blocking: run on a worker thread).
+
+        `timeout` bounds the whole call, instantiation included; `wasi` (the store's WASI
+        context, or None for components without WASI) gets the same deadline for host waits.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if wasi is not None and deadline is not None:
+            wasi.deadline = deadline
         inst = None
         with self._lock:
             if self._idle:
                 inst = self._idle.pop()
         if inst is None:
-            if timeout is not None and hasattr(wasi, "deadline"):
-                wasi.deadline = time.monotonic() + timeout
-            inst = Instance(self, wasi)
+            inst = Instance(self, wasi, timeout)
             self.created += 1
         ok = False
         try:
-            if timeout is not None and hasattr(wasi, "deadline"):
-                wasi.deadline = time.monotonic() + timeout
-            result = inst.call(self, wasi, timeout, *args)
+            remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
+            result = inst.call(self, wasi, remaining, *args)
             ok = True
             return result
         finally:
             for cleanup in getattr(wasi, "cleanups", ()):
                 cleanup()
-            if on_done is not None:
-                on_done()
             if ok and inst.uses < self.reuse:
                 with self._lock:
                     self._idle.append(inst)
