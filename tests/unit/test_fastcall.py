@@ -97,7 +97,10 @@ def values(t: WitType) -> st.SearchStrategy[Any]:
         return st.tuples(*[values(et) for et in t.elems])
     if isinstance(t, VariantT):
         return st.one_of(
-            *[st.just((n, None)) if ct is None else values(ct).map(lambda v, n=n: (n, v)) for n, ct in t.cases]
+            *[
+                st.just((n, None)) if ct is None else values(ct).map(lambda v, n=n: (n, v))
+                for n, ct in t.cases
+            ]
         )
     if isinstance(t, EnumT):
         return st.sampled_from(t.names)

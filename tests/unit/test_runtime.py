@@ -193,7 +193,8 @@ def test_host_functions_take_two_borrows(engine: HostEngine, tmp_path: Path) -> 
     # 50.0.1's C API could not lift them, so this guards any upgrade of the pinned version.
     out = tmp_path / "two.wasm"
     subprocess.run(
-        [str(Path(sys.executable).parent / "wasm-tools"), "parse", str(TWO_BORROWS), "-o", str(out)], check=True
+        [str(Path(sys.executable).parent / "wasm-tools"), "parse", str(TWO_BORROWS), "-o", str(out)],
+        check=True,
     )
 
     class R:

@@ -31,7 +31,16 @@ def wctx() -> Iterator[WasiCtx]:
 
 
 @pytest.mark.parametrize(
-    "name", ["connection", "Keep-Alive", "host", "transfer-encoding", "upgrade", "proxy-connection", "http2-settings"]
+    "name",
+    [
+        "connection",
+        "Keep-Alive",
+        "host",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+        "http2-settings",
+    ],
 )
 def test_forbidden_headers_are_refused(name: str) -> None:
     with pytest.raises(Err) as e:
@@ -42,7 +51,9 @@ def test_forbidden_headers_are_refused(name: str) -> None:
         f.append(name, b"x")
 
 
-@pytest.mark.parametrize(("name", "value"), [("bad name", b"v"), ("", b"v"), ("x", b"a\r\nb"), ("x", b"\x00")])
+@pytest.mark.parametrize(
+    ("name", "value"), [("bad name", b"v"), ("", b"v"), ("x", b"a\r\nb"), ("x", b"\x00")]
+)
 def test_invalid_syntax_is_refused(name: str, value: bytes) -> None:
     with pytest.raises(Err) as e:
         Fields.from_list([(name, value)])

