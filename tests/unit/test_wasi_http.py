@@ -173,3 +173,30 @@ def test_outgoing_destinations(allowed: tuple[str, ...], host: str, port: int, o
 @pytest.mark.parametrize("m", ["GET", "POST", "PATCH", "OPTIONS", "PURGE"])
 def test_methods_round_trip(m: str) -> None:
     assert method_from_wit(method_to_wit(m)) == m
+
+
+async def test_dropping_a_body_stream_early_drains_the_rest_and_trailers_arrive() -> None:
+    import asyncio
+
+    c = WasiCtx(WasiConfig(), asyncio.get_running_loop())
+    prev = set_current_state(SimpleNamespace(wasi=c))  # type: ignore[arg-type]
+    try:
+        pipe = BytePipe(c, capacity=8)
+        body = IncomingRequest("POST", "/", "http", "h", [], pipe).consume()
+        stream = body.stream()
+
+        async def feed() -> None:  # the server's pump: more data than the pipe holds
+            for _ in range(10):
+                assert await pipe.awrite(b"0123456789")
+            pipe.finish()
+
+        feeder = asyncio.ensure_future(feed())
+        await asyncio.sleep(0.01)
+        assert not feeder.done()  # held back by the full pipe
+        assert stream.read(4) == b"0123"
+        stream.drop()
+        await asyncio.wait_for(feeder, 2)  # the rest drains without a reader
+        trailers = type(body).finish(body)
+        assert trailers.get() == Ok(Ok(None))
+    finally:
+        set_current_state(prev)

@@ -151,7 +151,10 @@ class IncomingBody:
         if self.stream_taken:
             raise Err(None)
         self.stream_taken = True
-        return InputStream(self.pipe)
+        pipe = self.pipe
+        # A stream dropped before its end lets the rest of the body drain unread, so the feeder
+        # is never stuck on a full pipe and the trailers still arrive.
+        return InputStream(pipe, on_drop=lambda: None if pipe.eof else pipe.close_reader(discard=True))
 
     @staticmethod
     def finish(this: IncomingBody) -> FutureTrailers:

@@ -101,6 +101,7 @@ class BytePipe:
         self.eof = False  # the writer finished
         self.error: IoError | None = None  # the writer failed
         self.reader_gone = False  # the reader stopped reading
+        self.discard = False  # ...but the writer should still run to the end (for trailers)
         self._event: asyncio.Event | None = None
         self.trailers: Any = None
         self.on_change: Callable[[], None] | None = None
@@ -159,10 +160,15 @@ class BytePipe:
         self._changed()
         return out
 
-    def close_reader(self) -> None:
-        """The reader will read no more; writers see `closed`."""
+    def close_reader(self, discard: bool = False) -> None:
+        """The reader will read no more; writers see `closed`.
+
+        With `discard`, a writer on the event loop keeps going and its data is dropped, so that
+        the stream still reaches its end (and its trailers) without anyone buffering it.
+        """
         with self.cond:
             self.reader_gone = True
+            self.discard = discard
             self.chunks.clear()
             self.size = 0
             self._changed()
@@ -192,7 +198,7 @@ class BytePipe:
         while True:
             with self.cond:
                 if self.reader_gone:
-                    return False
+                    return self.discard
                 if self.size < self.capacity:
                     self.chunks.append(bytes(data))
                     self.size += len(data)
