@@ -585,10 +585,11 @@ async def test_instances_are_reused_the_same_way(http_client: HttpClient, limite
         ours = await counts(http_client, limited_hosts.ours, 13)
         ref = await counts(http_client, limited_hosts.ref, 13)
         assert ours == [1, 2, 3, 4, 5] * 2 + [1, 2, 3]
-        # wasmtime serve may keep more than one reusable instance alive (it handed out interleaved
-        # counts such as 1, 2, 1, 3, 2, ... here), so only the bound and the reuse itself compare.
+        # wasmtime serve may keep more than one reusable instance alive, and which one answers
+        # varies from run to run (1, 2, 1, 3, 2, ... or 3, 4, 5, 1, 2, 1, ...), so only the
+        # bound and the reuse itself compare.
         assert all(1 <= c <= 5 for c in ref), ref
-        assert ref.count(1) >= 3 and max(ref) > 1, ref
+        assert max(ref) > 1, ref
 
 
 async def test_deadline_interrupts_a_loop_in_both(http_client: HttpClient, limited_hosts: Hosts) -> None:
