@@ -33,6 +33,8 @@ def server(http_echo_wasm: Path, start_wasmlattice: Callable[..., ServerProcess]
         "128MiB",
         "--max-body",
         "1MiB",
+        "--max-header-size",
+        "4096",
         "--allow-outgoing",
         "localhost",
     )
@@ -143,6 +145,20 @@ async def test_chunked_request_body_over_max_body_is_413(
 
     reply = await http_client.request(server.base_url, "POST", "/echo", data=body())
     assert reply.status == 413
+    await assert_healthy(http_client, server)
+
+
+async def test_oversized_headers_are_refused_and_the_server_keeps_serving(
+    http_client: HttpClient, server: ServerProcess
+) -> None:
+    reply = await http_client.request(server.base_url, "GET", "/echo", headers={"x-big": "a" * 5000})
+    assert reply.status in (400, 431), reply
+    reply = await http_client.request(server.base_url, "GET", "/echo?" + "q" * 5000)
+    assert reply.status in (400, 414), reply
+    # Just under the limit is fine.
+    reply = await http_client.request(server.base_url, "GET", "/echo", headers={"x-big": "a" * 3000})
+    assert reply.status == 200
+    assert b"a" * 3000 in reply.body
     await assert_healthy(http_client, server)
 
 

@@ -84,6 +84,9 @@ def run(
         str | None, typer.Option(help="Most linear memory one instance may use, e.g. 64MiB.")
     ] = None,
     max_body: Annotated[str, typer.Option(help="Largest request body accepted.")] = "64MiB",
+    max_header_size: Annotated[
+        int, typer.Option(min=256, help="Longest request line or header field, in bytes.")
+    ] = 8190,
     env: Annotated[
         list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE for the guest; repeatable.")
     ] = None,
@@ -106,6 +109,7 @@ def run(
         max_memory=_parse_size(max_memory),
         allowed_outgoing=tuple(allow_outgoing or ()),
         max_body=_parse_size(max_body) or 0,
+        max_header_size=max_header_size,
         env=_parse_env(env or []),
         read_only_dirs=_parse_dirs(dir or []),
     )
