@@ -1,0 +1,60 @@
+"""The `wasmlattice` command as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from wasmlattice import __version__
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wasmlattice.cli.main", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_version() -> None:
+    r = cli("version")
+    assert r.returncode == 0
+    assert r.stdout.strip() == __version__
+
+
+def test_inspect_lists_imports_and_exports_with_versions(http_echo_wasm: Path) -> None:
+    r = cli("inspect", str(http_echo_wasm), "--output", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    imports = {i["name"]: i for i in doc["imports"]}
+    exports = {e["name"] for e in doc["exports"]}
+    assert any(n.startswith("wasi:http/types@0.2.") for n in imports)
+    assert any(n.startswith("wasi:http/incoming-handler@0.2.") for n in exports)
+    types = next(v for k, v in imports.items() if k.startswith("wasi:http/types@"))
+    assert "[static]response-outparam.set" in types["functions"]
+    text = cli("inspect", str(http_echo_wasm))
+    assert text.returncode == 0
+    assert "imports:" in text.stdout and "exports:" in text.stdout
+
+
+def test_inspect_refuses_a_non_component(tmp_path: Path) -> None:
+    f = tmp_path / "x.wasm"
+    f.write_bytes(b"\0asm\x01\0\0\0")
+    r = cli("inspect", str(f))
+    assert r.returncode == 2
+    assert "is a core WebAssembly module, not a component" in r.stderr
+
+
+def test_run_refuses_bad_arguments_with_the_option_named(http_echo_wasm: Path) -> None:
+    r = cli("run", str(http_echo_wasm), "--listen", "nowhere")
+    assert r.returncode != 0
+    assert "--listen" in r.stderr and "HOST:PORT" in r.stderr
+    r = cli("run", str(http_echo_wasm), "--env", "NOEQUALS")
+    assert r.returncode != 0
+    assert "KEY=VALUE" in r.stderr
+    r = cli("run", str(http_echo_wasm), "--max-memory", "lots")
+    assert r.returncode != 0
+    assert "64MiB" in r.stderr
+    r = cli("run", str(Path("/nonexistent/app.wasm")))
+    assert r.returncode == 2
+    assert "does not exist" in r.stderr
