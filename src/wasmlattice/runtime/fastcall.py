@@ -513,13 +513,12 @@ class Codec:
 
             def lower_handle(st: StoreState, v: Any, a: int) -> None:
                 host = _host_new(owned, st.insert(v), tid)
-                out = c_void_p()
-                e = _host_to_any(st.ctx, host, ctypes.addressof(out))
+                # wasmtime writes the new handle straight into the value's payload slot.
+                e = _host_to_any(st.ctx, host, a + 8)
                 _host_delete(host)
                 if e:
                     raise RuntimeError(error_message(e))
                 _write_kind(a, K_RESOURCE)
-                _write_ptr(a + 8, out.value)
 
             return lower_handle
         raise TypeError(f"unsupported type {t}")
@@ -604,6 +603,9 @@ def _dispatch(data: int, ctx: int, ty: int, args: int, nargs: int, results: int,
             ret = bf.impl()
         elif nargs == 1:
             ret = bf.impl(bf.lifts[0](st, args))
+        elif nargs == 2:
+            l0, l1 = bf.lifts
+            ret = bf.impl(l0(st, args), l1(st, args + VAL_SIZE))
         else:
             lifts = bf.lifts
             ret = bf.impl(*[lifts[i](st, args + i * VAL_SIZE) for i in range(nargs)])

@@ -1,0 +1,1 @@
+"""The lattice layer: wasmCloud v1 control-interface subjects, wire models and CloudEvents."""
