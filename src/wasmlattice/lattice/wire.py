@@ -10,10 +10,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
-from pydantic.functional_serializers import SerializerFunctionWrapHandler
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    RootModel,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 from pydantic_core import ErrorDetails
 
 U32_MAX = 2**32 - 1
@@ -50,9 +56,16 @@ class WireModel(BaseModel):
     @model_serializer(mode="wrap")
     def _omit_optional(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
-        if isinstance(data, dict) and self.omit_if_none:
-            return {k: v for k, v in data.items() if not (v is None and k in self.omit_if_none)}
+        drop = self._keys_to_drop()
+        if isinstance(data, dict) and (self.omit_if_none or drop):
+            return {
+                k: v for k, v in data.items() if k not in drop and not (v is None and k in self.omit_if_none)
+            }
         return data
+
+    def _keys_to_drop(self) -> frozenset[str]:
+        # Hook for payloads whose key set depends on state (e.g. claims without JWT metadata).
+        return frozenset()
 
     def to_wire(self) -> bytes:
         """Serialize to compact JSON bytes using the wire field names."""
@@ -70,6 +83,23 @@ class WireModel(BaseModel):
 
 
 M = TypeVar("M", bound=BaseModel)
+RootT = TypeVar("RootT")
+
+
+class WireRoot(RootModel[RootT], Generic[RootT]):
+    """Base of payloads whose JSON is a bare map or list (named config, registry map, link list)."""
+
+    payload_name: ClassVar[str] = "payload"
+    empty_payload_ok: ClassVar[bool] = False
+
+    def to_wire(self) -> bytes:
+        """Serialize to compact JSON bytes using the wire field names."""
+        return self.model_dump_json(by_alias=True).encode()
+
+    @classmethod
+    def from_wire(cls, data: bytes | str) -> Self:
+        """Parse JSON bytes into this model; raises `PayloadError` with a precise message."""
+        return parse_payload(cls, data)
 
 
 def _reject_constant(name: str) -> Any:
@@ -163,7 +193,9 @@ def decode_json(name: str, data: bytes | str) -> Any:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise PayloadError(f"{name}: invalid JSON: payload is not valid UTF-8 (byte {exc.start})") from exc
+            raise PayloadError(
+                f"{name}: invalid JSON: payload is not valid UTF-8 (byte {exc.start})"
+            ) from exc
     else:
         text = data
     try:
@@ -185,6 +217,11 @@ def parse_payload(model: type[M], data: bytes | str, name: str | None = None) ->
             return model.model_validate({})
         raise PayloadError(f"{label}: expected a JSON object, found an empty payload")
     obj = decode_json(label, data)
+    root = getattr(model, "model_fields", {}).get("root")
+    if root is not None and getattr(root.annotation, "__origin__", None) is list:
+        if not isinstance(obj, list):
+            raise PayloadError(f"{label}: expected a JSON array, found {_json_kind(obj)}")
+        return validate_obj(model, obj, label)
     if not isinstance(obj, dict):
         raise PayloadError(f"{label}: expected a JSON object, found {_json_kind(obj)}")
     return validate_obj(model, obj, label)
