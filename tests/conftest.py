@@ -372,3 +372,66 @@ async def http_client() -> AsyncIterator[HttpClient]:
     connector = aiohttp.TCPConnector(limit_per_host=1, force_close=False)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
         yield HttpClient(session)
+
+
+# ---------------------------------------------------------------------------------------------
+# NATS
+# ---------------------------------------------------------------------------------------------
+
+
+class _BackgroundNats:
+    """An `EmbeddedNats` run on its own event loop in a thread, so that its supervisor keeps running
+    while tests use their own loops."""
+
+    def __init__(self, data_dir: Path) -> None:
+        import asyncio
+
+        from wasmlattice.nats_server import EmbeddedNats
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="nats-server-loop", daemon=True)
+        self.thread.start()
+        self.server = EmbeddedNats(host="127.0.0.1", port=0, data_dir=data_dir)
+
+    def call(self, coro: Any, timeout: float = 30.0) -> Any:
+        """Run a coroutine on the server's loop and wait for its result."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        try:
+            self.call(self.server.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real nats-server with JetStream (wasmlattice's `EmbeddedNats`) on 127.0.0.1 and a random
+    port, data in a temporary directory; yields its URL. Shared by the whole session: tests that need
+    isolation use their own lattice or bucket names (see `lattice_name`)."""
+    bg = _BackgroundNats(tmp_path_factory.mktemp("nats"))
+    try:
+        bg.call(bg.server.start())
+        yield bg.server.url
+    finally:
+        bg.close()
+
+
+@pytest.fixture
+def nats_url(nats_server: str) -> str:
+    """The shared test nats-server's URL (function-scoped alias of `nats_server`)."""
+    return nats_server
+
+
+@pytest.fixture
+def lattice_name(request: pytest.FixtureRequest) -> str:
+    """A lattice name unique to this test, so KV buckets and subjects don't collide across tests."""
+    import re
+    import uuid
+
+    base = re.sub(r"[^a-zA-Z0-9]+", "_", request.node.name)[:40].strip("_")
+    return f"{base}_{uuid.uuid4().hex[:8]}"

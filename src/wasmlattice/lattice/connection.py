@@ -1,0 +1,230 @@
+"""NATS connections for the lattice: options as in wasmCloud's host flags, reconnect forever, clear errors.
+
+The first connection attempt fails fast with an actionable message (the usual cause is that no server
+runs); once connected, the client reconnects forever and logs each disconnect and reconnect, because a
+host must ride out a NATS restart rather than die with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections import UserString
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from nats.aio.client import Client
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+# wasmCloud hosts name both their connections `wasmbus`; tools rely on it when listing connections.
+DEFAULT_CONNECTION_NAME = "wasmbus"
+
+
+class NatsConnectionError(RuntimeError):
+    """A NATS connection could not be established or is misconfigured."""
+
+
+class NatsUnreachableError(NatsConnectionError):
+    """No NATS server answered at the configured address."""
+
+
+@dataclass(frozen=True)
+class NatsOptions:
+    """How to connect to NATS (mirrors the wasmCloud host's `--nats-*` / `--js-domain` options)."""
+
+    url: str = DEFAULT_NATS_URL
+    name: str = DEFAULT_CONNECTION_NAME
+    creds_file: Path | None = None
+    jwt: str | None = None
+    seed: str | None = None
+    tls_required: bool = False
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    js_domain: str | None = None
+    connect_timeout: float = 2.0
+    reconnect_wait: float = 0.5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def servers(self) -> list[str]:
+        """The server URLs (a comma-separated `url` names several)."""
+        return [u.strip() for u in self.url.split(",") if u.strip()]
+
+    def validate(self) -> None:
+        """Reject contradictory settings with a message naming the options involved."""
+        if self.creds_file is not None and (self.jwt or self.seed):
+            raise NatsConnectionError(
+                "--nats-creds conflicts with --nats-jwt/--nats-seed: give one or the other"
+            )
+        if self.jwt and not self.seed:
+            raise NatsConnectionError("--nats-jwt needs --nats-seed (the user's nkey seed signs the nonce)")
+        if self.seed and not self.seed.strip().startswith("S"):
+            raise NatsConnectionError("--nats-seed must be an nkey seed (starting with 'S', e.g. 'SU...')")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise NatsConnectionError("TLS client auth needs both a certificate and a key file")
+        for label, path in (
+            ("credentials file", self.creds_file),
+            ("TLS CA file", self.tls_ca),
+            ("TLS certificate", self.tls_cert),
+            ("TLS key", self.tls_key),
+        ):
+            if path is not None and not Path(path).is_file():
+                raise NatsConnectionError(f"NATS {label} {path} does not exist")
+        if not self.servers():
+            raise NatsConnectionError("no NATS URL given")
+
+
+def _tls_context(opts: NatsOptions) -> ssl.SSLContext | None:
+    wants_tls = (
+        opts.tls_required
+        or opts.tls_ca
+        or opts.tls_cert
+        or any(u.startswith("tls://") for u in opts.servers())
+    )
+    if not wants_tls:
+        return None
+    ctx = ssl.create_default_context(cafile=str(opts.tls_ca) if opts.tls_ca else None)
+    if opts.tls_cert is not None and opts.tls_key is not None:
+        ctx.load_cert_chain(str(opts.tls_cert), str(opts.tls_key))
+    return ctx
+
+
+def _creds_text(jwt: str, seed: str) -> str:
+    # nats-py parses this layout (the `.creds` file format) from an in-memory UserString, which lets
+    # a JWT + seed pair use the same well-tested signing path as a creds file.
+    return (
+        "-----BEGIN NATS USER JWT-----\n"
+        f"{jwt.strip()}\n"
+        "------END NATS USER JWT------\n\n"
+        "-----BEGIN USER NKEY SEED-----\n"
+        f"{seed.strip()}\n"
+        "------END USER NKEY SEED------\n"
+    )
+
+
+def _auth_kwargs(opts: NatsOptions) -> dict[str, Any]:
+    if opts.creds_file is not None:
+        return {"user_credentials": str(opts.creds_file)}
+    if opts.jwt and opts.seed:
+        return {"user_credentials": UserString(_creds_text(opts.jwt, opts.seed))}
+    if opts.seed:
+        # A bare nkey seed: nkey authentication without a JWT.
+        return {"nkeys_seed_str": opts.seed.strip()}
+    return {}
+
+
+async def _probe(url: str, timeout: float) -> str | None:
+    """None if something listens at the URL's address, else why not (e.g. 'connection refused')."""
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 4222
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except ConnectionRefusedError:
+        return "connection refused"
+    except TimeoutError:
+        return f"no answer within {timeout}s"
+    except socket.gaierror as e:
+        return f"cannot resolve {host}: {e.strerror}"
+    except OSError as e:
+        return e.strerror or str(e)
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
+
+
+EventHook = Callable[[], Awaitable[None]]
+
+
+async def connect(
+    opts: NatsOptions,
+    *,
+    on_disconnect: EventHook | None = None,
+    on_reconnect: EventHook | None = None,
+) -> Any:
+    """Connect to NATS (a `nats.aio.client.Client`), failing fast and clearly if no server answers."""
+    opts.validate()
+    servers = opts.servers()
+    reasons = [await _probe(u, opts.connect_timeout) for u in servers]
+    if all(r is not None for r in reasons):
+        where = ", ".join(servers)
+        why = "; ".join(dict.fromkeys(r for r in reasons if r))
+        raise NatsUnreachableError(
+            f"cannot reach NATS at {where}: {why}; start one with `wasmlattice up` or pass --nats-url"
+        )
+
+    last_error: list[BaseException] = []
+
+    async def error_cb(e: Exception) -> None:
+        last_error[:] = [e]
+        log.warning("NATS connection %r: %s: %s", opts.name, type(e).__name__, e)
+
+    async def disconnected_cb() -> None:
+        log.warning("disconnected from NATS (%s); reconnecting", opts.name)
+        if on_disconnect is not None:
+            await on_disconnect()
+
+    async def reconnected_cb() -> None:
+        log.info(
+            "reconnected to NATS at %s (%s)",
+            nc.connected_url.geturl() if nc.connected_url else "?",
+            opts.name,
+        )
+        if on_reconnect is not None:
+            await on_reconnect()
+
+    nc = Client()
+    kwargs: dict[str, Any] = {
+        "servers": servers,
+        "name": opts.name,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": opts.reconnect_wait,
+        "connect_timeout": opts.connect_timeout,
+        "error_cb": error_cb,
+        "disconnected_cb": disconnected_cb,
+        "reconnected_cb": reconnected_cb,
+        **_auth_kwargs(opts),
+        **opts.extra,
+    }
+    tls = _tls_context(opts)
+    if tls is not None:
+        kwargs["tls"] = tls
+    # With reconnect-forever, nats-py retries the first connect forever too (e.g. on bad credentials);
+    # bound it so the caller gets the reason instead of a hang.
+    budget = max(opts.connect_timeout * 3, 5.0)
+    try:
+        await asyncio.wait_for(nc.connect(**kwargs), budget)
+    except TimeoutError:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        why = (
+            f"{type(last_error[0]).__name__}: {last_error[0]}" if last_error else f"no handshake in {budget}s"
+        )
+        raise NatsConnectionError(f"cannot connect to NATS at {', '.join(servers)}: {why}") from None
+    except Exception as e:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise NatsConnectionError(
+            f"cannot connect to NATS at {', '.join(servers)}: {type(e).__name__}: {e}"
+        ) from e
+    log.info(
+        "connected to NATS at %s as %r", nc.connected_url.geturl() if nc.connected_url else servers, opts.name
+    )
+    return nc
+
+
+def jetstream(nc: Any, opts: NatsOptions) -> Any:
+    """A JetStream context for `nc`, under the configured JetStream domain if any."""
+    if opts.js_domain:
+        return nc.jetstream(domain=opts.js_domain)
+    return nc.jetstream()

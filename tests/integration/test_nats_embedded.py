@@ -1,0 +1,170 @@
+"""The embedded nats-server (`EmbeddedNats`) and NATS connection errors, against the real binary."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from wasmlattice.lattice.connection import NatsConnectionError, NatsOptions, NatsUnreachableError, connect
+from wasmlattice.nats_server import (
+    EmbeddedNats,
+    EmbeddedNatsError,
+    PortInUseError,
+    default_data_dir,
+    find_nats_server,
+    port_in_use,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def jetstream_ok(url: str) -> None:
+    nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
+    try:
+        info = await nc.jetstream().account_info()
+        assert info is not None
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
+    srv = EmbeddedNats(port=0, data_dir=tmp_path / "nats")
+    try:
+        await srv.start()
+        yield srv
+    finally:
+        await srv.stop()
+
+
+async def test_start_and_stop(tmp_path: Path) -> None:
+    srv = EmbeddedNats(port=0, data_dir=tmp_path / "nats")
+    async with srv:
+        assert srv.url == f"nats://127.0.0.1:{srv.port}"
+        assert srv.port != 0 and srv.pid is not None and srv.running
+        await jetstream_ok(srv.url)
+        conf = srv.config_path.read_text()
+        assert "port: -1" in conf  # 0 asks the server for a random port
+        assert str(srv.data_dir) in conf and "jetstream {" in conf
+        assert srv.store_dir.is_dir()
+        assert "Server is ready" in srv.log_path.read_text()
+        pid = srv.pid
+    assert srv.pid is None and not srv.running
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not port_in_use("127.0.0.1", srv.port)
+
+
+async def test_start_again_on_same_port_and_store(server: EmbeddedNats) -> None:
+    port = server.port
+    nc = await nats.connect(server.url)
+    kv = await nc.jetstream().create_key_value(bucket="persist")
+    await kv.put("k", b"v")
+    await nc.close()
+    await server.stop()
+    await server.start()
+    assert server.port == port
+    nc = await nats.connect(server.url)
+    try:
+        entry = await (await nc.jetstream().key_value("persist")).get("k")
+        assert entry.value == b"v"
+    finally:
+        await nc.close()
+
+
+async def test_port_in_use_is_refused_clearly(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        srv = EmbeddedNats(port=port, data_dir=tmp_path / "nats")
+        with pytest.raises(PortInUseError) as e:
+            await srv.start()
+    assert str(e.value) == (
+        f"port {port} on 127.0.0.1 is in use: another nats-server? use --nats-port or --nats-url"
+    )
+    assert srv.pid is None
+
+
+async def test_port_in_use_by_another_nats_server(server: EmbeddedNats, tmp_path: Path) -> None:
+    other = EmbeddedNats(port=server.port, data_dir=tmp_path / "other")
+    with pytest.raises(PortInUseError, match="another nats-server"):
+        await other.start()
+
+
+async def test_restarts_after_kill_9(server: EmbeddedNats, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="wasmlattice.nats_server")
+    old_pid = server.pid
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    deadline = asyncio.get_running_loop().time() + 15
+    while server.pid in (None, old_pid) or not server.running:
+        assert asyncio.get_running_loop().time() < deadline, "nats-server was not restarted"
+        await asyncio.sleep(0.05)
+    assert server.restarts == 1
+    await jetstream_ok(server.url)
+    died = [r.getMessage() for r in caplog.records if "died unexpectedly" in r.getMessage()]
+    assert died and "exit code -9" in died[0] and "Server is ready" in died[0]  # includes the log tail
+
+
+async def test_stop_does_not_restart(server: EmbeddedNats) -> None:
+    await server.stop()
+    await asyncio.sleep(0.3)
+    assert server.pid is None and server.restarts == 0
+
+
+async def test_missing_binary_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WASMLATTICE_NATS_SERVER", str(tmp_path / "nope"))
+    with pytest.raises(EmbeddedNatsError, match="does not name a file"):
+        find_nats_server()
+
+
+def test_binary_and_default_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("WASMLATTICE_NATS_SERVER", raising=False)
+    assert find_nats_server().name == "nats-server"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_data_dir() == tmp_path / "wasmlattice" / "nats"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert default_data_dir() == Path.home() / ".local" / "share" / "wasmlattice" / "nats"
+
+
+async def test_connect_error_when_nothing_listens() -> None:
+    port = free_port()
+    with pytest.raises(NatsUnreachableError) as e:
+        await connect(NatsOptions(url=f"nats://127.0.0.1:{port}"))
+    assert str(e.value) == (
+        f"cannot reach NATS at nats://127.0.0.1:{port}: connection refused; "
+        "start one with `wasmlattice up` or pass --nats-url"
+    )
+
+
+async def test_connect_validates_options(tmp_path: Path) -> None:
+    with pytest.raises(NatsConnectionError, match="--nats-jwt needs --nats-seed"):
+        await connect(NatsOptions(jwt="eyJ..."))
+    with pytest.raises(NatsConnectionError, match="conflicts"):
+        await connect(NatsOptions(creds_file=tmp_path / "x.creds", seed="SUAAA"))
+    with pytest.raises(NatsConnectionError, match="does not exist"):
+        await connect(NatsOptions(creds_file=tmp_path / "x.creds"))
+
+
+async def test_connect_names_the_connection(nats_url: str) -> None:
+    nc = await connect(NatsOptions(url=nats_url))
+    try:
+        assert nc.is_connected
+        assert nc.options["name"] == "wasmbus"
+    finally:
+        await nc.close()
