@@ -159,10 +159,7 @@ class ComponentApp:
         loop = asyncio.get_running_loop()
         wctx = self._new_ctx(loop)
         wctx.inline = True
-        body = BytePipe(wctx)
-        body.chunks = [data] if data else []
-        body.size = len(data)
-        body.eof = True
+        body = BytePipe.complete(wctx, data)
         ex = _Exchange(loop)
         budget = min(self.opts.timeout, INLINE_BUDGET)
         try:
@@ -184,13 +181,9 @@ class ComponentApp:
         """Run the guest on a worker thread, streaming the request body in as it arrives."""
         loop = asyncio.get_running_loop()
         wctx = self._new_ctx(loop)
-        body = BytePipe(wctx)
+        body = BytePipe(wctx) if data is None else BytePipe.complete(wctx, data)
         pump = None
-        if data is not None:
-            body.chunks = [data] if data else []
-            body.size = len(data)
-            body.eof = True
-        elif request.body_exists:
+        if data is None and request.body_exists:
             pump = loop.create_task(_pump_body(request, body, self.opts.max_body))
         else:
             body.eof = True

@@ -106,6 +106,16 @@ class BytePipe:
         self.trailers: Any = None
         self.on_change: Callable[[], None] | None = None
 
+    @classmethod
+    def complete(cls, wctx: WasiCtx, data: bytes) -> BytePipe:
+        """A pipe already holding all of `data` and ended (a body that arrived whole)."""
+        pipe = cls(wctx)
+        if data:
+            pipe.chunks.append(data)
+            pipe.size = len(data)
+        pipe.eof = True
+        return pipe
+
     # -- shared ------------------------------------------------------------------------------
 
     def _changed(self) -> None:
