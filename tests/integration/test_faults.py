@@ -322,3 +322,44 @@ async def test_two_workers_share_the_port(
         await assert_healthy(http_client, s)
     finally:
         s.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# What the guest is given: environment and read-only directories
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_env_and_read_only_dir_grants_reach_the_guest(
+    http_client: HttpClient,
+    http_echo_wasm: Path,
+    start_wasmlattice: Callable[..., ServerProcess],
+    tmp_path: Path,
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "hello.txt").write_bytes(b"from the host\n")
+    (tmp_path / "secret.txt").write_bytes(b"outside the grant")
+    s = start_wasmlattice(
+        http_echo_wasm, "--env", "GREETING=hi there", "--dir", f"{shared}::/data", ready_path="/nowhere"
+    )
+    try:
+        reply = await http_client.request(s.base_url, "GET", "/env?name=GREETING")
+        assert (reply.status, reply.body) == (200, b"hi there\n")
+        reply = await http_client.request(s.base_url, "GET", "/env?name=HOME")
+        assert reply.status == 404  # the host's own environment is not passed through
+        reply = await http_client.request(s.base_url, "GET", "/file?path=/data/hello.txt")
+        assert (reply.status, reply.body) == (200, b"from the host\n")
+        # Read-only: a write is refused and the file is unchanged.
+        reply = await http_client.request(s.base_url, "GET", "/file?path=/data/hello.txt&write")
+        assert reply.status == 403 and b"Read-only" in reply.body, reply
+        assert (shared / "hello.txt").read_bytes() == b"from the host\n"
+        # Confined: no way out of the grant.
+        reply = await http_client.request(s.base_url, "GET", "/file?path=/data/../secret.txt")
+        assert reply.status == 403, reply
+    finally:
+        s.stop()
+
+
+async def test_no_files_without_a_grant(http_client: HttpClient, server: ServerProcess) -> None:
+    reply = await http_client.request(server.base_url, "GET", "/file?path=/etc/hostname")
+    assert reply.status == 403, reply

@@ -13,10 +13,14 @@ Routes:
   /outgoing?url=http://host:port/path       an outgoing request (with the `header=` headers); its status
                                             and body, or 502 and the error
   /stderr[?msg=TEXT]                        a line on stderr, then 200
+  /env?name=NAME                            the guest's environment variable NAME (404 if unset)
+  /file?path=P[&write]                      the file at P read (or, with `write`, an attempt to write
+                                            it) through wasi:filesystem: its bytes, or 403 and the error
 """
 
 import hashlib
 import json
+import os
 import sys
 from urllib.parse import parse_qsl, urlsplit
 
@@ -180,12 +184,36 @@ class IncomingHandler(exports.IncomingHandler):
                 hog.append(bytearray(1 << 20))
         elif route == "/outgoing":
             self.outgoing(response_out, query)
+        elif route == "/env":
+            name = dict(query).get("name", "")
+            value = os.environ.get(name)
+            if value is None:
+                text(response_out, 404, f"{name} is not set")
+            else:
+                text(response_out, 200, value)
+        elif route == "/file":
+            self.file(response_out, dict(query))
         elif route == "/stderr":
             msg = dict(query).get("msg", "hello from the /stderr route")
             print(msg, file=sys.stderr, flush=True)
             text(response_out, 200, "logged")
         else:
             text(response_out, 404, f"no route {route}")
+
+    def file(self, response_out, q):
+        path = q.get("path", "")
+        try:
+            if "write" in q:
+                with open(path, "wb") as f:
+                    f.write(b"overwritten")
+                data = b"written"
+            else:
+                with open(path, "rb") as f:
+                    data = f.read()
+        except OSError as e:
+            text(response_out, 403, f"{type(e).__name__}: {e}")
+            return
+        respond(response_out, 200, [("content-type", b"application/octet-stream")], data)
 
     def echo(self, request, response_out, pwq, query):
         with request.headers() as fields:
