@@ -1,0 +1,1 @@
+"""The host: identity, labels, inventory, and the runner that joins a lattice."""

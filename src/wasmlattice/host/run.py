@@ -1,0 +1,219 @@
+"""Run one host: connect to NATS, open lattice state, serve the control interface until told to stop.
+
+`run_host(HostOptions(...))` is what the `wasmlattice host` command calls. For tests this module is
+also runnable: `python -m wasmlattice.host.run --nats-url URL [--label k=v ...] [--lattice NAME]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wasmlattice.host.host import Host, LabelError, labels_from_env, parse_label_args
+from wasmlattice.host.identity import HostIdentity, HostIdentityError
+from wasmlattice.lattice.connection import (
+    DEFAULT_NATS_URL,
+    NatsConnectionError,
+    NatsOptions,
+    connect,
+    jetstream,
+)
+from wasmlattice.lattice.control import ControlInterfaceServer
+from wasmlattice.lattice.kv import KvError
+from wasmlattice.lattice.models import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HOST_STOP_TIMEOUT_S
+from wasmlattice.lattice.state import LatticeState
+from wasmlattice.lattice.subjects import DEFAULT_LATTICE, DEFAULT_TOPIC_PREFIX, check_token
+
+log = logging.getLogger(__name__)
+
+
+class HostStartError(RuntimeError):
+    """The host could not start; the message says what failed and what to do."""
+
+
+@dataclass
+class HostOptions:
+    """Everything a host needs to start; every field has the wasmCloud v1 host's default.
+
+    - `nats_url`: NATS server URL(s), comma-separated (`--nats-url`).
+    - `nats_creds` / `nats_jwt` + `nats_seed`: NATS authentication (creds file, or JWT and user seed).
+    - `nats_tls`, `nats_tls_ca`: require TLS / trust this CA file.
+    - `js_domain`: JetStream domain of the KV buckets.
+    - `lattice`: lattice name (`default`).
+    - `labels`: extra host labels; `hostcore.*` keys are reserved and ignored.
+    - `labels_from_env`: also read `WASMCLOUD_LABEL_<key>=<value>` (explicit `labels` win).
+    - `host_seed`: nkeys server seed (`SN...`) fixing the host ID; random when None.
+    - `friendly_name`: display name; derived from the host ID when None.
+    - `heartbeat_interval`: seconds between `host_heartbeat` events (30).
+    - `ctl_topic_prefix`: control subject prefix (`wasmbus.ctl`).
+    - `stop_timeout`: default bound in seconds on graceful shutdown (10).
+    """
+
+    nats_url: str = DEFAULT_NATS_URL
+    nats_creds: Path | None = None
+    nats_jwt: str | None = None
+    nats_seed: str | None = None
+    nats_tls: bool = False
+    nats_tls_ca: Path | None = None
+    js_domain: str | None = None
+    lattice: str = DEFAULT_LATTICE
+    labels: dict[str, str] = field(default_factory=dict)
+    labels_from_env: bool = True
+    host_seed: str | None = None
+    friendly_name: str | None = None
+    heartbeat_interval: float = float(DEFAULT_HEARTBEAT_INTERVAL_S)
+    ctl_topic_prefix: str = DEFAULT_TOPIC_PREFIX
+    stop_timeout: float = DEFAULT_HOST_STOP_TIMEOUT_S
+
+    def nats_options(self) -> NatsOptions:
+        """The NATS connection options of the control connection."""
+        return NatsOptions(
+            url=self.nats_url,
+            creds_file=self.nats_creds,
+            jwt=self.nats_jwt,
+            seed=self.nats_seed,
+            tls_required=self.nats_tls,
+            tls_ca=self.nats_tls_ca,
+            js_domain=self.js_domain,
+        )
+
+
+def build_host(opts: HostOptions) -> Host:
+    """Create the Host from options: identity, labels (environment, then options), name."""
+    try:
+        check_token(opts.lattice)
+    except ValueError as e:
+        raise HostStartError(f"invalid lattice name: {e}") from None
+    if opts.heartbeat_interval <= 0:
+        raise HostStartError(f"heartbeat interval must be positive, got {opts.heartbeat_interval}")
+    try:
+        identity = HostIdentity.from_seed(opts.host_seed) if opts.host_seed else HostIdentity.generate()
+    except HostIdentityError as e:
+        raise HostStartError(str(e)) from None
+    env = labels_from_env() if opts.labels_from_env else {}
+    # Explicit labels win over the environment; Host adds the builtin hostcore.* labels.
+    return Host(identity, lattice=opts.lattice, labels={**env, **opts.labels}, name=opts.friendly_name)
+
+
+async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> None:
+    """Run a host until SIGTERM/SIGINT or a `host.stop` request, then shut down gracefully.
+
+    Raises `HostStartError` (or `NatsConnectionError`) with an actionable message if it cannot start.
+    `ready` is set once the host serves requests and has published `host_started`.
+    """
+    host = build_host(opts)
+    nats_opts = opts.nats_options()
+    nc = await connect(nats_opts)
+    try:
+        js = jetstream(nc, nats_opts)
+        try:
+            state = await LatticeState.open(js, opts.lattice)
+        except KvError as e:
+            raise HostStartError(f"cannot open lattice state for {opts.lattice!r}: {e}") from None
+
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        deadline: list[float] = [opts.stop_timeout]
+
+        def request_stop(timeout: float | None = None) -> None:
+            if timeout is not None:
+                deadline[0] = timeout
+            stop_requested.set()
+
+        server = ControlInterfaceServer(
+            host,
+            nc,
+            js,
+            state,
+            topic_prefix=opts.ctl_topic_prefix,
+            heartbeat_interval=opts.heartbeat_interval,
+            ctl_host=nc.connected_url.geturl() if nc.connected_url else opts.nats_url,
+            js_domain=opts.js_domain,
+            on_stop=request_stop,
+        )
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Only possible on the main thread of a Unix event loop; elsewhere the caller stops us.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, request_stop)
+                installed.append(sig)
+        try:
+            await server.start()
+            await server.publish_started()
+            log.info("host %s (%s) joined lattice %s", host.host_id, host.friendly_name, host.lattice)
+            if ready is not None:
+                ready.set()
+            await stop_requested.wait()
+            log.info("host %s stopping", host.host_id)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            try:
+                await asyncio.wait_for(server.shutdown(), max(deadline[0], 0.1))
+            except TimeoutError:
+                log.warning("graceful shutdown exceeded %.1fs; exiting anyway", deadline[0])
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.drain(), 2.0)
+        with contextlib.suppress(Exception):
+            await nc.close()
+    log.info("host %s stopped", host.host_id)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m wasmlattice.host.run", description="Run one wasmlattice host (for tests)."
+    )
+    p.add_argument("--nats-url", default=DEFAULT_NATS_URL, help="NATS server URL")
+    p.add_argument("--nats-creds", type=Path, default=None, help="NATS credentials file")
+    p.add_argument("--js-domain", default=None, help="JetStream domain for the KV buckets")
+    p.add_argument("-x", "--lattice", default=DEFAULT_LATTICE, help="lattice name")
+    p.add_argument("-l", "--label", action="append", default=[], metavar="K=V", help="host label")
+    p.add_argument("--host-seed", default=None, help="nkeys server seed (SN...) fixing the host ID")
+    p.add_argument("--friendly-name", default=None, help="display name of the host")
+    p.add_argument(
+        "--heartbeat-interval", type=float, default=float(DEFAULT_HEARTBEAT_INTERVAL_S), help="seconds"
+    )
+    p.add_argument("--ctl-topic-prefix", default=DEFAULT_TOPIC_PREFIX, help="control subject prefix")
+    p.add_argument("--log-level", default="INFO", help="log level")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m wasmlattice.host.run`; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        opts = HostOptions(
+            nats_url=args.nats_url,
+            nats_creds=args.nats_creds,
+            js_domain=args.js_domain,
+            lattice=args.lattice,
+            labels=parse_label_args(args.label),
+            host_seed=args.host_seed,
+            friendly_name=args.friendly_name,
+            heartbeat_interval=args.heartbeat_interval,
+            ctl_topic_prefix=args.ctl_topic_prefix,
+        )
+        asyncio.run(run_host(opts))
+    except (HostStartError, NatsConnectionError, LabelError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""The control-interface server: answers wasmCloud control interface v1 requests for one host.
+
+It subscribes to every control subject with the v1 host's queue groups (`subjects.host_subscriptions`),
+parses each request into its wire model, replies with the `CtlResponse` envelope, and publishes the
+lattice events. Every long-lived activity (one task per subscription, the heartbeat, the KV watch) is
+an asyncio task owned by the server and restarted with backoff if it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from wasmlattice.host.host import Host, LabelError
+from wasmlattice.lattice import events as ev
+from wasmlattice.lattice import subjects as sj
+from wasmlattice.lattice.events import CloudEvent
+from wasmlattice.lattice.models import (
+    DEFAULT_HEARTBEAT_INTERVAL_S,
+    MSG_CONFIG_DELETED,
+    MSG_CONFIG_NOT_FOUND,
+    MSG_CONFIG_PUT,
+    MSG_HOST_STOP,
+    MSG_LABEL_DELETED,
+    MSG_LABEL_DELETED_ABSENT,
+    MSG_LABEL_PUT,
+    MSG_LINK_DELETED,
+    MSG_LINK_DELETED_NO_SPEC,
+    MSG_LINK_DESERIALIZE,
+    MSG_LINK_SET,
+    MSG_REGISTRIES_PUT,
+    MSG_SCALE_DESERIALIZE,
+    REQUEST_MODELS,
+    ComponentAuctionRequest,
+    CtlResponse,
+    DeleteInterfaceLinkDefinitionRequest,
+    HostLabel,
+    HostLabelIdentifier,
+    InterfaceLinkDefinition,
+    Link,
+    PayloadError,
+    ProviderAuctionRequest,
+    RegistryCredentialMap,
+    StopHostCommand,
+    fallback_error_body,
+    parse_payload,
+)
+from wasmlattice.lattice.state import LatticeState, LinkRejectedError
+from wasmlattice.lattice.subjects import CtlOperation, UnsupportedSubjectError
+
+log = logging.getLogger(__name__)
+
+# Restart backoff of supervised tasks: doubles from the first value up to the cap.
+BACKOFF_START_S = 0.1
+BACKOFF_MAX_S = 5.0
+# How long shutdown waits for in-flight request handlers.
+HANDLER_DRAIN_TIMEOUT_S = 2.0
+
+StopCallback = Callable[[float | None], None]
+Reply = CtlResponse[Any] | None
+
+_COMPONENT_OPS_UNSUPPORTED = (
+    "this host does not run components or providers yet: {op} is not supported by wasmlattice "
+    "{version}; use a host that supports it"
+)
+
+
+class ControlInterfaceServer:
+    """Serves the control interface v1 for `host` on connection `nc` and publishes lattice events."""
+
+    def __init__(
+        self,
+        host: Host,
+        nc: Any,
+        js: Any,
+        state: LatticeState,
+        *,
+        topic_prefix: str = sj.DEFAULT_TOPIC_PREFIX,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+        ctl_host: str | None = None,
+        js_domain: str | None = None,
+        on_stop: StopCallback | None = None,
+        component_auctions: bool = True,
+        provider_auctions: bool = True,
+    ) -> None:
+        self.host = host
+        self.nc = nc
+        self.js = js
+        self.state = state
+        self.topic_prefix = topic_prefix
+        self.heartbeat_interval = heartbeat_interval
+        self.ctl_host = ctl_host
+        self.js_domain = js_domain
+        self.on_stop = on_stop
+        self.subscriptions = sj.host_subscriptions(
+            host.host_id,
+            host.lattice,
+            topic_prefix,
+            component_auctions=component_auctions,
+            provider_auctions=provider_auctions,
+        )
+        self._subs: dict[sj.Subscription, Any] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    @property
+    def lattice(self) -> str:
+        """The lattice this server answers for."""
+        return self.host.lattice
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe to every control subject, start the KV watch and the heartbeat.
+
+        Subscriptions are live (flushed) when this returns, as in the v1 host, so requests may
+        arrive before `host_started`; the KV view is replayed before it returns.
+        """
+        for spec in self.subscriptions:
+            self._subs[spec] = await self._subscribe(spec)
+        await self.nc.flush()
+        for spec in self.subscriptions:
+            self._spawn(f"ctl:{spec.subject}", functools.partial(self._serve, spec))
+        self._spawn("kv-watch", self.state.watch_forever)
+        await self.state.wait_synced()
+        self._spawn("heartbeat", self._heartbeat)
+
+    async def publish_started(self) -> None:
+        """Publish `host_started` (after startup and KV replay)."""
+        await self.publish(
+            ev.host_started(
+                self.host.host_id,
+                friendly_name=self.host.friendly_name,
+                labels=dict(self.host.labels),
+                version=self.host.version,
+            )
+        )
+
+    async def stop(self) -> None:
+        """Stop serving: end the heartbeat, KV watch and subscriptions, wait for in-flight handlers."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for sub in list(self._subs.values()):
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        if self._handlers:
+            _, pending = await asyncio.wait(set(self._handlers), timeout=HANDLER_DRAIN_TIMEOUT_S)
+            for task in pending:
+                task.cancel()
+
+    async def shutdown(self) -> None:
+        """Graceful shutdown: stop serving, publish `host_stopped`, flush."""
+        await self.stop()
+        await self.publish(ev.host_stopped(self.host.host_id, labels=dict(self.host.labels)))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.nc.flush(), 2.0)
+
+    # -- supervision -------------------------------------------------------------------------
+
+    def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        self._tasks.append(asyncio.create_task(self._supervise(name, factory), name=name))
+
+    async def _supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        """Run `factory()` and restart it with exponential backoff whenever it fails or ends early."""
+        backoff = BACKOFF_START_S
+        while not self._stopping:
+            try:
+                await factory()
+                if self._stopping:
+                    return
+                log.warning("%s ended unexpectedly; restarting in %.1fs", name, backoff)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; restarting in %.1fs", name, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _subscribe(self, spec: sj.Subscription) -> Any:
+        if spec.queue is not None:
+            return await self.nc.subscribe(spec.subject, queue=spec.queue)
+        return await self.nc.subscribe(spec.subject)
+
+    async def _serve(self, spec: sj.Subscription) -> None:
+        """Hand each message of one subscription to its own handler task (requests run concurrently)."""
+        sub = self._subs.get(spec)
+        if sub is None:  # restarted after a failure: subscribe again
+            sub = self._subs[spec] = await self._subscribe(spec)
+        try:
+            async for msg in sub.messages:
+                task = asyncio.create_task(self.handle(msg))
+                self._handlers.add(task)
+                task.add_done_callback(self._handlers.discard)
+        finally:
+            if not self._stopping:
+                self._subs.pop(spec, None)
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _heartbeat(self) -> None:
+        """Publish `host_heartbeat` every interval; the first one comes one interval after start."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            await self.publish(ev.host_heartbeat(self.host.inventory()))
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def publish(self, event: CloudEvent) -> None:
+        """Publish a lattice event on `wasmbus.evt.<lattice>.<type>`; failures are logged, not raised."""
+        try:
+            await self.nc.publish(event.subject(self.lattice), event.to_wire())
+        except Exception as e:
+            log.warning("could not publish %s event: %s: %s", event.event_type, type(e).__name__, e)
+
+    # -- request handling --------------------------------------------------------------------
+
+    async def handle(self, msg: Any) -> None:
+        """Answer one control request; never raises, replies `success:false` on any error."""
+        try:
+            reply = await self._dispatch(msg.subject, msg.data)
+        except Exception as e:
+            log.exception("control request on %s failed", msg.subject)
+            reply = CtlResponse[Any].fail(f"{type(e).__name__}: {e}")
+        if reply is None or not msg.reply:
+            return
+        try:
+            body = reply.to_wire()
+        except Exception as e:
+            body = fallback_error_body(f"failed to serialize reply: {e}")
+        try:
+            await self.nc.publish(msg.reply, body)
+        except Exception as e:
+            log.warning("could not reply to %s: %s: %s", msg.subject, type(e).__name__, e)
+
+    async def _dispatch(self, subject: str, data: bytes) -> Reply:
+        try:
+            parsed = sj.parse_ctl_subject(subject, self.topic_prefix)
+        except UnsupportedSubjectError as e:
+            return CtlResponse[Any].fail(str(e))
+        op = parsed.operation
+        if parsed.host_id is not None and parsed.host_id != self.host.host_id:
+            return CtlResponse[Any].fail(sj.UNSUPPORTED_SUBJECT)
+        try:
+            return await self._operation(op, parsed, data)
+        except PayloadError as e:
+            return CtlResponse[Any].fail(_deserialize_message(op, e))
+
+    async def _operation(self, op: CtlOperation, parsed: sj.CtlSubject, data: bytes) -> Reply:
+        if op is CtlOperation.HOST_PING:
+            info = self.host.info(ctl_host=self.ctl_host, rpc_host=self.ctl_host, js_domain=self.js_domain)
+            return CtlResponse[Any].ok(info.to_json_obj())
+        if op is CtlOperation.HOST_GET:
+            return CtlResponse[Any].ok(self.host.inventory().to_json_obj())
+        if op is CtlOperation.HOST_STOP:
+            return self._host_stop(parse_payload(StopHostCommand, data))
+        if op is CtlOperation.LABEL_PUT:
+            return await self._label_put(parse_payload(HostLabel, data))
+        if op is CtlOperation.LABEL_DEL:
+            return await self._label_del(parse_payload(HostLabelIdentifier, data))
+        if op is CtlOperation.LINK_PUT:
+            return await self._link_put(parse_payload(Link, data))
+        if op is CtlOperation.LINK_DEL:
+            return await self._link_del(parse_payload(DeleteInterfaceLinkDefinitionRequest, data))
+        if op is CtlOperation.LINK_GET:
+            return CtlResponse[Any].ok([link.to_json_obj() for link in self.state.links()])
+        if op is CtlOperation.CLAIMS_GET:
+            return CtlResponse[Any].ok(self.state.claims())
+        if op in sj.CONFIG_SCOPED_OPS:
+            return await self._config(op, parsed.config_name or "", data)
+        if op is CtlOperation.REGISTRY_PUT:
+            self.host.put_registries(parse_payload(RegistryCredentialMap, data).root)
+            return CtlResponse[Any].ok(message=MSG_REGISTRIES_PUT)
+        if op is CtlOperation.COMPONENT_AUCTION:
+            # Parse so that a malformed request gets a precise error; a host that runs no
+            # components is never a candidate, and non-candidates stay silent.
+            parse_payload(ComponentAuctionRequest, data)
+            return None
+        if op is CtlOperation.PROVIDER_AUCTION:
+            parse_payload(ProviderAuctionRequest, data)
+            return None
+        model = REQUEST_MODELS.get(op.value)
+        if model is not None:
+            parse_payload(model, data)
+        return CtlResponse[Any].fail(
+            _COMPONENT_OPS_UNSUPPORTED.format(op=op.value, version=self.host.version)
+        )
+
+    def _host_stop(self, cmd: StopHostCommand) -> Reply:
+        if cmd.host_id and cmd.host_id != self.host.host_id:
+            return CtlResponse[Any].fail(f"invalid host_id [{cmd.host_id}]")
+        timeout = None if cmd.timeout is None else cmd.timeout / 1000.0
+        if self.on_stop is not None:
+            # Deferred so the reply is published before the runner starts shutting down.
+            asyncio.get_running_loop().call_soon(self.on_stop, timeout)
+        return CtlResponse[Any].ok(message=MSG_HOST_STOP)
+
+    async def _label_put(self, label: HostLabel) -> Reply:
+        try:
+            self.host.put_label(label.key, label.value)
+        except LabelError as e:
+            return CtlResponse[Any].fail(str(e))
+        await self.publish(ev.labels_changed(self.host.host_id, labels=dict(self.host.labels)))
+        return CtlResponse[Any].ok(message=MSG_LABEL_PUT)
+
+    async def _label_del(self, label: HostLabelIdentifier) -> Reply:
+        try:
+            existed = self.host.delete_label(label.key)
+        except LabelError as e:
+            return CtlResponse[Any].fail(str(e))
+        if not existed:
+            return CtlResponse[Any].ok(message=MSG_LABEL_DELETED_ABSENT)
+        await self.publish(ev.labels_changed(self.host.host_id, labels=dict(self.host.labels)))
+        return CtlResponse[Any].ok(message=MSG_LABEL_DELETED)
+
+    async def _link_put(self, link: Link) -> Reply:
+        try:
+            await self.state.put_link(link)
+        except LinkRejectedError as e:
+            await self.publish(ev.linkdef_set_failed(self.host.host_id, link, error=str(e)))
+            return CtlResponse[Any].fail(str(e))
+        await self.publish(ev.linkdef_set(self.host.host_id, link))
+        return CtlResponse[Any].ok(message=MSG_LINK_SET)
+
+    async def _link_del(self, req: DeleteInterfaceLinkDefinitionRequest) -> Reply:
+        exists, removed = await self.state.delete_link(req)
+        if not exists:
+            return CtlResponse[Any].ok(message=MSG_LINK_DELETED_NO_SPEC)
+        if removed is not None:
+            # Tell both ends (providers listen on these); configs are empty on delete.
+            ild = InterfaceLinkDefinition(
+                source_id=removed.source_id,
+                target=removed.target,
+                name=removed.name,
+                wit_namespace=removed.wit_namespace,
+                wit_package=removed.wit_package,
+                interfaces=list(removed.interfaces),
+            ).to_wire()
+            for end in (removed.source_id, removed.target):
+                with contextlib.suppress(Exception):
+                    await self.nc.publish(sj.linkdefs_del(end, self.lattice), ild)
+        await self.publish(
+            ev.linkdef_deleted(
+                self.host.host_id,
+                source_id=req.source_id,
+                name=req.name,
+                wit_namespace=req.wit_namespace,
+                wit_package=req.wit_package,
+                removed=removed,
+            )
+        )
+        return CtlResponse[Any].ok(message=MSG_LINK_DELETED)
+
+    async def _config(self, op: CtlOperation, name: str, data: bytes) -> Reply:
+        if op is CtlOperation.CONFIG_PUT:
+            try:
+                await self.state.put_config(name, data)
+            except ValueError as e:
+                return CtlResponse[Any].fail(str(e))
+            await self.publish(ev.config_set(self.host.host_id, config_name=name))
+            return CtlResponse[Any].ok(message=MSG_CONFIG_PUT)
+        if op is CtlOperation.CONFIG_GET:
+            found = await self.state.get_config(name)
+            if found is None:
+                return CtlResponse[Any].ok(message=MSG_CONFIG_NOT_FOUND)
+            return CtlResponse[Any].ok(found)
+        await self.state.delete_config(name)
+        await self.publish(ev.config_deleted(self.host.host_id, config_name=name))
+        return CtlResponse[Any].ok(message=MSG_CONFIG_DELETED)
+
+
+def _deserialize_message(op: CtlOperation, error: PayloadError) -> str:
+    """The reply text for a body that does not parse: the v1 host's wording, then the precise cause."""
+    if op is CtlOperation.COMPONENT_SCALE:
+        return f"{MSG_SCALE_DESERIALIZE}: {error.message}"
+    if op is CtlOperation.LINK_PUT:
+        return f"{MSG_LINK_DESERIALIZE}: {error.message}"
+    return error.message
