@@ -169,7 +169,11 @@ async def connect(
         log.warning("NATS connection %r: %s: %s", opts.name, type(e).__name__, e)
 
     async def disconnected_cb() -> None:
-        log.warning("disconnected from NATS (%s); reconnecting", opts.name)
+        # nats-py calls this on our own close too; only an unplanned loss is worth a warning.
+        if nc.is_closed or nc.is_draining:
+            log.debug("NATS connection closed (%s)", opts.name)
+        else:
+            log.warning("disconnected from NATS (%s); reconnecting", opts.name)
         if on_disconnect is not None:
             await on_disconnect()
 
