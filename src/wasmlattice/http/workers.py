@@ -16,20 +16,11 @@ import sys
 import time
 from typing import Any
 
+from .. import aio
 from ..runtime.component import ComponentError
 from .server import ComponentApp, ServeOptions, bind_socket, serve_app
 
 log = logging.getLogger("wasmlattice.http")
-
-
-def run_loop(coro: Any) -> None:
-    """Run `coro` on uvloop when it is installed (markedly faster for HTTP), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-        return
-    uvloop.run(coro)
 
 
 def _describe(path: str, opts: ServeOptions) -> str:
@@ -73,7 +64,7 @@ def _worker_main(path: str, opts: ServeOptions, ready: Any, index: int) -> None:
     except Exception as e:
         ready.put((index, f"{type(e).__name__}: {e}"))
         return
-    run_loop(_serve_until_signal(app, sock, on_ready=lambda: ready.put((index, None))))
+    aio.run(_serve_until_signal(app, sock, on_ready=lambda: ready.put((index, None))))
 
 
 def run_server(path: str, opts: ServeOptions) -> int:
@@ -86,7 +77,7 @@ def run_server(path: str, opts: ServeOptions) -> int:
     if opts.workers == 1:
         app = ComponentApp(path, opts)
         print(f"wasmlattice: {_describe(path, opts)}", flush=True)
-        run_loop(_serve_until_signal(app, probe))
+        aio.run(_serve_until_signal(app, probe))
         return 0
     probe.close()
     # Compile once here so that every worker loads the cached artifact (and errors show once).

@@ -1,0 +1,104 @@
+"""Helpers shared by the lattice commands: options, output, and one-shot control-interface calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+T = TypeVar("T")
+
+DEFAULT_CLI_NATS_URL = "nats://127.0.0.1:4222"
+STATE_FILE = "up.json"
+
+
+class OutputFormat(StrEnum):
+    """How lattice commands print their results."""
+
+    text = "text"
+    json = "json"
+
+
+NatsUrlOpt = Annotated[
+    str, typer.Option("--nats-url", envvar="WASMLATTICE_NATS_URL", help="NATS server URL of the lattice.")
+]
+LatticeOpt = Annotated[
+    str, typer.Option("--lattice", "-x", envvar="WASMLATTICE_LATTICE", help="Lattice name.")
+]
+OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="text or json.")]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", "-t", min=0.05, envvar="WASMLATTICE_TIMEOUT", help="Request timeout, seconds."),
+]
+LabelOpt = Annotated[
+    list[str] | None, typer.Option("--label", "-l", help="Host label KEY=VALUE; repeatable.")
+]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one `error: ...` line on stderr and exit non-zero."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    # Wide enough that IDs (56-char host keys) are not wrapped when stdout is not a terminal.
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+def ctl_call(nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Connect to NATS, run `fn(CtlClient)`, disconnect; every failure becomes one error line."""
+    from ..client.ctl import CtlClient, CtlError
+    from ..lattice.connection import NatsConnectionError, NatsOptions, connect
+
+    # The client's own close looks like a disconnect to the connection logger; not worth a warning.
+    logging.getLogger("wasmlattice.lattice.connection").setLevel(logging.ERROR)
+
+    async def go() -> T:
+        nc = await connect(
+            NatsOptions(url=nats_url, name="wasmlattice-cli", connect_timeout=min(timeout, 2.0))
+        )
+        try:
+            return await fn(CtlClient(nc, lattice, timeout=timeout))
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    try:
+        return asyncio.run(go())
+    except NatsConnectionError as e:
+        fail(str(e))
+    except CtlError as e:
+        fail(e.message)
+    except ValueError as e:  # invalid subject tokens (host IDs, config names) and payload errors
+        fail(str(e))
+
+
+def ack(output: OutputFormat, message: str, fallback: str) -> None:
+    """Report a successful mutation: the host's message (or `fallback`), as text or JSON."""
+    if output is OutputFormat.json:
+        print_json({"success": True, "message": message})
+    else:
+        typer.echo(message or fallback)
+
+
+def parse_kv(items: list[str], what: str) -> dict[str, str]:
+    from ..client.ctl import parse_key_values
+
+    try:
+        return parse_key_values(items, what)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
