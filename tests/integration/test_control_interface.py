@@ -331,11 +331,14 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
     reply = await lattice.request(f"{sj.ctl_prefix(lattice.lattice)}.link.bogus", b"{}")
     assert reply == {"success": False, "message": "unsupported subject"}
 
-    # Component operations are refused clearly; auctions get no reply at all.
+    # Scale is acknowledged before loading; a missing file then fails with an event.
     scale = {"component_id": "echo", "component_ref": "file:///x.wasm", "count": 1}
     reply = await lattice.request(lattice.subj("component.scale", host), scale)
-    assert reply["success"] is False and "does not run components" in reply["message"]
-    auction = {"component_id": "echo", "component_ref": "x", "constraints": {}}
+    assert reply == {"success": True, "message": ""}
+    failed = await lattice.wait_event("component_scale_failed", lambda e: e["data"]["component_id"] == "echo")
+    assert "/x.wasm does not exist" in failed["data"]["error"]
+    # Auctions: hosts whose labels match answer, others stay silent.
+    auction = {"component_id": "echo", "component_ref": "x", "constraints": {"nope": "x"}}
     assert await lattice.gather(lattice.subj("component.auction"), json.dumps(auction).encode(), 0.5) == []
 
     # claims.get (nothing signed yet) and registry.put.

@@ -1,6 +1,7 @@
 """The Host: identity, friendly name, labels, version, uptime and inventory (reference §2.3, §7.5).
 
-Components and providers arrive in a later step; until then the inventory lists none.
+The inventory lists the components and providers of the registries attached by the runner
+(`Host.components`, `Host.providers`); a Host without them lists none.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import wasmlattice
 from wasmlattice.host.identity import HostIdentity, friendly_name
@@ -27,6 +29,10 @@ from wasmlattice.lattice.models import (
     Host as HostInfo,
 )
 from wasmlattice.lattice.subjects import DEFAULT_LATTICE
+
+if TYPE_CHECKING:
+    from wasmlattice.capabilities.manager import ProviderManager
+    from wasmlattice.host.components import ComponentRegistry
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +152,9 @@ class Host:
         self._started_monotonic = time.monotonic()
         # Registry credentials pushed by `registry.put`, keyed by registry host; never logged.
         self.registries: dict[str, RegistryCredential] = {}
+        # What the host runs; attached by the runner once the lattice state is open.
+        self.components: ComponentRegistry | None = None
+        self.providers: ProviderManager | None = None
 
     @property
     def host_id(self) -> str:
@@ -166,8 +175,8 @@ class Host:
             version=self.version,
             uptime_human=format_uptime(uptime),
             uptime_seconds=uptime,
-            components=[],
-            providers=[],
+            components=self.components.descriptions() if self.components is not None else [],
+            providers=self.providers.descriptions() if self.providers is not None else [],
         )
 
     def info(

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wasmlattice.capabilities.manager import ProviderManager
+from wasmlattice.host.components import ComponentRegistry
 from wasmlattice.host.host import Host, LabelError, labels_from_env, parse_label_args
 from wasmlattice.host.identity import HostIdentity, HostIdentityError
 from wasmlattice.lattice.connection import (
@@ -118,6 +120,10 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
         except KvError as e:
             raise HostStartError(f"cannot open lattice state for {opts.lattice!r}: {e}") from None
 
+        components = ComponentRegistry()
+        providers = ProviderManager(state, components.http_target)
+        host.components, host.providers = components, providers
+
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
         deadline: list[float] = [opts.stop_timeout]
@@ -137,6 +143,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             ctl_host=nc.connected_url.geturl() if nc.connected_url else opts.nats_url,
             js_domain=opts.js_domain,
             on_stop=request_stop,
+            components=components,
+            providers=providers,
         )
         installed: list[signal.Signals] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -156,7 +164,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             for sig in installed:
                 loop.remove_signal_handler(sig)
             try:
-                await asyncio.wait_for(server.shutdown(), max(deadline[0], 0.1))
+                await asyncio.wait_for(_shutdown(server, providers, components), max(deadline[0], 0.1))
             except TimeoutError:
                 log.warning("graceful shutdown exceeded %.1fs; exiting anyway", deadline[0])
     finally:
@@ -165,6 +173,17 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
         with contextlib.suppress(Exception):
             await nc.close()
     log.info("host %s stopped", host.host_id)
+
+
+async def _shutdown(
+    server: ControlInterfaceServer, providers: ProviderManager, components: ComponentRegistry
+) -> None:
+    # Stop taking requests first, then ingress, then the components behind it; the v1 host
+    # publishes no per-component or per-provider events on host stop, only host_stopped.
+    await server.stop()
+    await providers.stop_all()
+    await components.stop()
+    await server.shutdown()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -6,17 +6,16 @@ import asyncio
 import logging
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from ..runtime.component import CompileCache, ComponentError, default_cache_dir, read_component_file
+from ..runtime.component import CompileCache, default_cache_dir
 from ..runtime.engine import HostEngine
 from ..runtime.fastcall import GuestTrap
-from ..runtime.linking import link
 from ..runtime.pool import InstancePool
 from ..runtime.witypes import Err, Ok
 from ..wasi.ctx import DeadlineExceeded, NeedsLoop, WasiConfig, WasiCtx
@@ -29,11 +28,9 @@ from ..wasi.http import (
     header_text,
 )
 from ..wasi.io import BytePipe, IoError
-from ..wasi.registry import wasi_registry
+from .target import INCOMING_HANDLER, INLINE_BUDGET, HttpTarget, SlotTimeout, load_http_component
 
 log = logging.getLogger("wasmlattice.http")
-
-INCOMING_HANDLER = "wasi:http/incoming-handler"
 
 
 @dataclass
@@ -75,65 +72,66 @@ class _GuestResponse(web.StreamResponse):
         await super()._write_headers()
 
 
-def _error_response(status: int, message: str) -> web.Response:
+def error_response(status: int, message: str) -> web.Response:
+    """A plain-text error response (the message plus a newline)."""
     return web.Response(status=status, text=message + "\n")
 
 
-class ComponentApp:
-    """A loaded, linked component and the pool of instances that serve its HTTP requests."""
+# Resolves the component that serves a request: a target, or a ready response (404, 503...).
+Resolver = Callable[[web.BaseRequest], "HttpTarget | web.StreamResponse"]
 
-    def __init__(self, path: str, opts: ServeOptions, engine: HostEngine | None = None) -> None:
-        self.path = path
-        self.opts = opts
-        self.engine = engine or HostEngine()
-        data = read_component_file(path)
-        cache = CompileCache(opts.cache_dir or default_cache_dir())
-        comp = cache.load(data, self.engine, path)
-        self.linked = link(self.engine, comp, wasi_registry(), origin=path)
-        if not any(n.split("@")[0] == INCOMING_HANDLER for n in self.linked.exports):
-            raise ComponentError(
-                f"{path} does not export {INCOMING_HANDLER}; it is not an HTTP component "
-                "(build it for the wasi:http/proxy world)"
-            )
-        self.pool = InstancePool(
-            self.engine, self.linked, INCOMING_HANDLER, "handle", reuse=opts.reuse, max_memory=opts.max_memory
-        )
-        self.config = WasiConfig(
-            component_id=Path(path).stem,
-            env=list(opts.env),
-            args=list(opts.args),
-            read_only_dirs=dict(opts.read_only_dirs),
-            allowed_outgoing=tuple(opts.allowed_outgoing),
-        )
-        self.executor = ThreadPoolExecutor(max_workers=opts.threads, thread_name_prefix="wasm")
+
+class HttpHandler:
+    """Serves HTTP requests by calling a `wasi:http/incoming-handler` guest, resolved per request.
+
+    `wasmlattice run` resolves every request to its one component; the lattice's HTTP server
+    provider resolves by listener address or path. Each request holds on to the target it
+    resolved, so a component replaced meanwhile finishes its in-flight requests on the old one.
+    """
+
+    def __init__(self, resolve: Resolver, *, max_body: int) -> None:
+        self.resolve = resolve
+        self.max_body = max_body
         self.client: OutgoingClient | None = None
-        self.inline = _InlinePolicy()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one HTTP request by calling the guest's incoming handler."""
         loop = asyncio.get_running_loop()
         if self.client is None:
             self.client = OutgoingClient(loop)
-        opts = self.opts
-        if request.content_length is not None and request.content_length > opts.max_body:
-            return _error_response(
-                413, f"request body of {request.content_length} bytes exceeds {opts.max_body}"
+        if request.content_length is not None and request.content_length > self.max_body:
+            return error_response(
+                413, f"request body of {request.content_length} bytes exceeds {self.max_body}"
             )
+        target = self.resolve(request)
+        if not isinstance(target, HttpTarget):
+            return target
+        try:
+            await target.acquire()
+        except SlotTimeout as e:
+            log.warning("%s", e)
+            return error_response(503, str(e))
+        try:
+            return await self._serve(request, target)
+        finally:
+            target.release()
+
+    async def _serve(self, request: web.BaseRequest, target: HttpTarget) -> web.StreamResponse:
         if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
             # aiohttp's low-level server leaves this to the application: without it a client that
             # waits for the go-ahead and the guest waiting for the body deadlock until the deadline.
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0
-        if self.inline.enabled() and (not request.body_exists or request.content.is_eof()):
+        if target.inline.enabled() and (not request.body_exists or request.content.is_eof()):
             data = request.content.read_nowait(-1) if request.body_exists else b""
-            resp = await self._try_inline(request, data)
+            resp = await self._try_inline(request, target, data)
             if resp is not None:
                 return resp
-            return await self._threaded(request, data)
-        return await self._threaded(request, None)
+            return await self._threaded(request, target, data)
+        return await self._threaded(request, target, None)
 
-    def _new_ctx(self, loop: asyncio.AbstractEventLoop) -> WasiCtx:
-        wctx = WasiCtx(self.config, loop)
+    def _new_ctx(self, target: HttpTarget, loop: asyncio.AbstractEventLoop) -> WasiCtx:
+        wctx = WasiCtx(target.config, loop)
         assert self.client is not None
         wctx.outgoing = self.client.send
         return wctx
@@ -149,7 +147,9 @@ class ComponentApp:
         path, authority = _split_target(request.raw_path)
         return IncomingRequest(request.method, path, "http", authority or request.host, headers, body)
 
-    async def _try_inline(self, request: web.BaseRequest, data: bytes) -> web.StreamResponse | None:
+    async def _try_inline(
+        self, request: web.BaseRequest, target: HttpTarget, data: bytes
+    ) -> web.StreamResponse | None:
         """Run the guest on the loop's thread (no GIL hand-offs); None if it must run on a thread.
 
         The attempt is abandoned when the guest would wait (for the network, a timer, or room in
@@ -157,75 +157,68 @@ class ComponentApp:
         the loop has not run - so the request is simply run again on a worker thread.
         """
         loop = asyncio.get_running_loop()
-        wctx = self._new_ctx(loop)
+        wctx = self._new_ctx(target, loop)
         wctx.inline = True
         body = BytePipe.complete(wctx, data)
         ex = _Exchange(loop)
-        budget = min(self.opts.timeout, INLINE_BUDGET)
+        budget = min(target.timeout, INLINE_BUDGET)
         try:
-            self.pool.run(wctx, budget, self._request(request, body), ResponseOutparam(ex.deliver))
+            target.pool.run(wctx, budget, self._request(request, body), ResponseOutparam(ex.deliver))
         except GuestTrap as e:
-            retry = isinstance(e.cause, NeedsLoop) or (_interrupted(e) and self.opts.timeout > budget)
+            retry = isinstance(e.cause, NeedsLoop) or (_interrupted(e) and target.timeout > budget)
             if retry:
-                self.inline.record(False)
+                target.inline.record(False)
                 return None
             ex.error = e
         except BaseException as e:
             ex.error = e
-        self.inline.record(True)
+        target.inline.record(True)
         ex.finished = True
         _end_unfinished_body(ex.response)
-        return await self._respond(request, ex, body)
+        return await self._respond(request, target, ex, body)
 
-    async def _threaded(self, request: web.BaseRequest, data: bytes | None) -> web.StreamResponse:
+    async def _threaded(
+        self, request: web.BaseRequest, target: HttpTarget, data: bytes | None
+    ) -> web.StreamResponse:
         """Run the guest on a worker thread, streaming the request body in as it arrives."""
         loop = asyncio.get_running_loop()
-        wctx = self._new_ctx(loop)
+        wctx = self._new_ctx(target, loop)
         body = BytePipe(wctx) if data is None else BytePipe.complete(wctx, data)
         pump = None
         if data is None and request.body_exists:
-            pump = loop.create_task(_pump_body(request, body, self.opts.max_body))
+            pump = loop.create_task(_pump_body(request, body, self.max_body))
         else:
             body.eof = True
         ex = _Exchange(loop)
-        self.executor.submit(
-            self._run_guest, ex, wctx, self._request(request, body), ResponseOutparam(ex.deliver)
+        target.executor.submit(
+            _run_guest, target, ex, wctx, self._request(request, body), ResponseOutparam(ex.deliver)
         )
         try:
-            return await self._respond(request, ex, body)
+            return await self._respond(request, target, ex, body)
         finally:
             if pump is not None:
                 pump.cancel()
 
-    def _run_guest(self, ex: _Exchange, wctx: WasiCtx, req: IncomingRequest, out: ResponseOutparam) -> None:
-        try:
-            self.pool.run(wctx, self.opts.timeout, req, out)
-        except BaseException as e:
-            _end_unfinished_body(ex.response)
-            ex.finish(e)
-        else:
-            _end_unfinished_body(ex.response)
-            ex.finish(None)
-
     async def _respond(
-        self, request: web.BaseRequest, ex: _Exchange, req_body: BytePipe
+        self, request: web.BaseRequest, target: HttpTarget, ex: _Exchange, req_body: BytePipe
     ) -> web.StreamResponse:
+        name = target.name
         await ex.wait_first(STREAM_GRACE)
         result = ex.response
         if result is _UNSET:
-            return self._failure(ex.error, req_body)
+            return _failure(target, ex.error, req_body)
         if isinstance(result, Err):
-            await self._settle(ex)
-            log.warning("%s answered with error code %s", self.path, result.value)
-            return _error_response(500, f"the component answered with an error: {result.value}")
+            await _settle(name, ex)
+            log.warning("%s answered with error code %s", name, result.value)
+            return error_response(500, f"the component answered with an error: {result.value}")
         resp = result.value if isinstance(result, Ok) else result
         if not isinstance(resp, OutgoingResponse):
-            await self._settle(ex)
-            return _error_response(500, "the component set an invalid response")
+            await _settle(name, ex)
+            return error_response(500, "the component set an invalid response")
         out = _GuestResponse(status=resp.status)
         hdrs = out.headers
-        for name, value in resp.fields.entries:
-            hdrs.add(name, header_text(value))
+        for hname, value in resp.fields.entries:
+            hdrs.add(hname, header_text(value))
         out.guest_content_type = "content-type" in hdrs
         length = hdrs.get("content-length")
         if length is not None and length.isdigit():
@@ -243,12 +236,12 @@ class ComponentApp:
                 await out.prepare(request)
                 await out.write_eof(data)
             except OSError as e:
-                log.debug("%s: client went away: %s", self.path, e)
+                log.debug("%s: client went away: %s", name, e)
             return out
         try:
             await out.prepare(request)
             if resp.pipe is None:
-                await self._settle(ex)  # the guest may still take the body before it returns
+                await _settle(name, ex)  # the guest may still take the body before it returns
             pipe = resp.pipe
             if pipe is not None:
                 while True:
@@ -263,74 +256,100 @@ class ComponentApp:
             # client sees a truncated response rather than a clean end.
             if resp.pipe is not None:
                 resp.pipe.close_reader()
-            log.warning("%s: response body aborted: %s", self.path, e)
+            log.warning("%s: response body aborted: %s", name, e)
             if request.transport is not None:
                 request.transport.close()
-        await self._settle(ex)
+        await _settle(name, ex)
         return out
 
-    async def _settle(self, ex: _Exchange) -> None:
-        """Wait for the guest to return; log a failure after the response had started."""
-        await ex.wait_finished()
-        e = ex.error
-        if isinstance(e, GuestTrap):
-            log.error("%s trapped after responding: %s", self.path, e.reason)
-        elif e is not None:
-            log.error("%s: host error after responding: %r", self.path, e)
+    async def close(self) -> None:
+        """Close pooled outgoing client connections."""
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
 
-    def _failure(self, exc: BaseException | None, req_body: BytePipe) -> web.Response:
-        body_err = req_body.error
-        code = body_err.code if body_err is not None else None
-        if body_err is not None and isinstance(code, tuple) and code[:1] == ("HTTP-request-body-size",):
-            # A (chunked) body went over --max-body: whatever the guest made of its failed read
-            # (typically a trap), the client is told why.
-            log.warning("%s: %s", self.path, body_err.message)
-            return _error_response(413, body_err.message)
-        if isinstance(exc, GuestTrap):
-            if _interrupted(exc):
-                log.warning("%s exceeded its %ss deadline and was interrupted", self.path, self.opts.timeout)
-                return _error_response(504, f"the component did not answer within {self.opts.timeout}s")
-            log.error("%s trapped: %s\n%s", self.path, exc.reason, exc.message)
-            return _error_response(500, f"the component failed: {exc.reason}")
-        if exc is not None:
-            log.error("%s: host error while serving: %r", self.path, exc)
-            return _error_response(500, f"host error: {exc}")
-        if req_body.error is not None:
-            return _error_response(413, req_body.error.message)
-        return _error_response(500, "the component returned without setting a response")
+
+def _run_guest(
+    target: HttpTarget, ex: _Exchange, wctx: WasiCtx, req: IncomingRequest, out: ResponseOutparam
+) -> None:
+    try:
+        target.pool.run(wctx, target.timeout, req, out)
+    except BaseException as e:
+        _end_unfinished_body(ex.response)
+        ex.finish(e)
+    else:
+        _end_unfinished_body(ex.response)
+        ex.finish(None)
+
+
+async def _settle(name: str, ex: _Exchange) -> None:
+    """Wait for the guest to return; log a failure after the response had started."""
+    await ex.wait_finished()
+    e = ex.error
+    if isinstance(e, GuestTrap):
+        log.error("%s trapped after responding: %s", name, e.reason)
+    elif e is not None:
+        log.error("%s: host error after responding: %r", name, e)
+
+
+def _failure(target: HttpTarget, exc: BaseException | None, req_body: BytePipe) -> web.Response:
+    name = target.name
+    body_err = req_body.error
+    code = body_err.code if body_err is not None else None
+    if body_err is not None and isinstance(code, tuple) and code[:1] == ("HTTP-request-body-size",):
+        # A (chunked) body went over --max-body: whatever the guest made of its failed read
+        # (typically a trap), the client is told why.
+        log.warning("%s: %s", name, body_err.message)
+        return error_response(413, body_err.message)
+    if isinstance(exc, GuestTrap):
+        if _interrupted(exc):
+            log.warning("%s exceeded its %ss deadline and was interrupted", name, target.timeout)
+            return error_response(504, f"the component did not answer within {target.timeout}s")
+        log.error("%s trapped: %s\n%s", name, exc.reason, exc.message)
+        return error_response(500, f"the component failed: {exc.reason}")
+    if exc is not None:
+        log.error("%s: host error while serving: %r", name, exc)
+        return error_response(500, f"host error: {exc}")
+    if req_body.error is not None:
+        return error_response(413, req_body.error.message)
+    return error_response(500, "the component returned without setting a response")
+
+
+class ComponentApp:
+    """`wasmlattice run`: one loaded, linked component and the handler that serves it over HTTP."""
+
+    def __init__(self, path: str, opts: ServeOptions, engine: HostEngine | None = None) -> None:
+        self.path = path
+        self.opts = opts
+        self.engine = engine or HostEngine()
+        self.linked = load_http_component(
+            self.engine, path, CompileCache(opts.cache_dir or default_cache_dir())
+        )
+        self.pool = InstancePool(
+            self.engine, self.linked, INCOMING_HANDLER, "handle", reuse=opts.reuse, max_memory=opts.max_memory
+        )
+        self.config = WasiConfig(
+            component_id=Path(path).stem,
+            env=list(opts.env),
+            args=list(opts.args),
+            read_only_dirs=dict(opts.read_only_dirs),
+            allowed_outgoing=tuple(opts.allowed_outgoing),
+        )
+        self.target = HttpTarget(path, self.pool, self.config, timeout=opts.timeout, threads=opts.threads)
+        self.handler = HttpHandler(lambda _request: self.target, max_body=opts.max_body)
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Serve one HTTP request by calling the guest's incoming handler."""
+        return await self.handler.handle(request)
 
     async def close(self) -> None:
         """Release the worker threads and pooled client connections."""
-        if self.client is not None:
-            await self.client.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        await self.handler.close()
+        self.target.executor.shutdown(wait=False, cancel_futures=True)
         self.engine.close()
 
 
 _UNSET: Any = object()
-# How long a guest may run on the event loop's thread before the attempt is abandoned and the
-# request is run again on a worker thread (it blocks every other connection meanwhile).
-INLINE_BUDGET = 0.05
-
-
-class _InlinePolicy:
-    """Whether to try guests inline: stop for a while when most attempts had to be retried."""
-
-    def __init__(self) -> None:
-        self.score = 0.0
-        self.skip = 0
-
-    def enabled(self) -> bool:
-        if self.skip > 0:
-            self.skip -= 1
-            return False
-        return True
-
-    def record(self, ok: bool) -> None:
-        self.score = 0.9 * self.score + (0.0 if ok else 0.1)
-        if self.score > 0.5:
-            self.skip = 200
-            self.score = 0.0
 
 
 def _split_target(target: str) -> tuple[str, str | None]:

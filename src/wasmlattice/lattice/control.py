@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from wasmlattice.capabilities.manager import ProviderManager
+from wasmlattice.host.components import ComponentRegistry
 from wasmlattice.host.host import Host, LabelError
 from wasmlattice.lattice import events as ev
 from wasmlattice.lattice import subjects as sj
@@ -51,6 +53,7 @@ from wasmlattice.lattice.models import (
 )
 from wasmlattice.lattice.state import LatticeState, LinkRejectedError
 from wasmlattice.lattice.subjects import CtlOperation, UnsupportedSubjectError
+from wasmlattice.lattice.workloads import WORKLOAD_OPS, WorkloadOps
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,8 @@ class ControlInterfaceServer:
         on_stop: StopCallback | None = None,
         component_auctions: bool = True,
         provider_auctions: bool = True,
+        components: ComponentRegistry | None = None,
+        providers: ProviderManager | None = None,
     ) -> None:
         self.host = host
         self.nc = nc
@@ -96,6 +101,12 @@ class ControlInterfaceServer:
         self.ctl_host = ctl_host
         self.js_domain = js_domain
         self.on_stop = on_stop
+        # Without these the host refuses component and provider operations (as before they existed).
+        self.workloads = (
+            WorkloadOps(self, components, providers)
+            if components is not None and providers is not None
+            else None
+        )
         self.subscriptions = sj.host_subscriptions(
             host.host_id,
             host.lattice,
@@ -214,6 +225,12 @@ class ControlInterfaceServer:
             await asyncio.sleep(self.heartbeat_interval)
             await self.publish(ev.host_heartbeat(self.host.inventory()))
 
+    def background(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run work that outlives its request's reply (scale, start); drained like handlers on stop."""
+        task = asyncio.create_task(coro, name=name)
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
     # -- events ------------------------------------------------------------------------------
 
     async def publish(self, event: CloudEvent) -> None:
@@ -281,6 +298,8 @@ class ControlInterfaceServer:
         if op is CtlOperation.REGISTRY_PUT:
             self.host.put_registries(parse_payload(RegistryCredentialMap, data).root)
             return CtlResponse[Any].ok(message=MSG_REGISTRIES_PUT)
+        if self.workloads is not None and op in WORKLOAD_OPS:
+            return await self.workloads.handle(op, data)
         if op is CtlOperation.COMPONENT_AUCTION:
             # Parse so that a malformed request gets a precise error; a host that runs no
             # components is never a candidate, and non-candidates stay silent.

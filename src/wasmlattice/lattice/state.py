@@ -154,6 +154,12 @@ class LatticeState:
         await self.lattice_data.put(sj.component_spec_key(component_id), spec.to_wire())
         self._specs[component_id] = spec
 
+    async def ensure_spec(self, component_id: str, url: str) -> None:
+        """Write an empty `COMPONENT_<id>` spec with `url` unless one exists (scale, provider start)."""
+        async with self._write_lock:
+            if await self.get_spec(component_id) is None:
+                await self.put_spec(component_id, ComponentSpecification(url=url))
+
     async def put_link(self, link: Link) -> None:
         """Store a link with the v1 `link.put` rules (§4.2); raises `LinkRejectedError` with the reason."""
         missing = await self.missing_config(list(link.source_config) + list(link.target_config))

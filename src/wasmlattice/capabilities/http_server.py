@@ -1,0 +1,272 @@
+"""The builtin HTTP server provider (reference §5.5): HTTP ingress to the host's components.
+
+A link from the provider (`source_id` = provider ID) to a component on `wasi:http/incoming-handler`
+routes requests to that component. Routing modes (provider config `routing_mode`):
+
+- `address` (default): each link's source config names the listener, `address=HOST:PORT` (or
+  `port=N` on `default_address`'s host); one component per address.
+- `path`: one listener on the provider config's `default_address` (default `0.0.0.0:8000`); each
+  link's source config `path=/prefix` routes requests whose path is that prefix, or starts with it
+  followed by `/`, to the component (longest prefix wins; the guest sees the full path).
+
+Listeners use SO_REUSEPORT, so several hosts of a lattice may serve the same address. Links come
+from the lattice state: a put or delete on any host reaches every host's view, and the host that
+runs the provider re-applies its routes. Requests run on local instances of the target component,
+within its `max_instances`; a target not running here answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from wasmlattice.http.server import HttpHandler, bind_socket, error_response
+from wasmlattice.http.target import HttpTarget
+from wasmlattice.lattice.models import Link, ProviderDescription, StrMap
+from wasmlattice.lattice.state import LatticeState
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ADDRESS = "0.0.0.0:8000"
+ROUTING_MODES = ("address", "path")
+# Request limits of the provider's listeners (as `wasmlattice run`'s defaults).
+MAX_BODY = 64 * 1024 * 1024
+MAX_HEADER_SIZE = 8190
+
+TargetLookup = Callable[[str], HttpTarget | None]
+
+
+class ProviderConfigError(ValueError):
+    """The provider's or a link's configuration cannot be used; the message says why."""
+
+
+def is_http_link(link: Link, provider_id: str) -> bool:
+    """Whether `link` routes HTTP from this provider to a component."""
+    return (
+        link.source_id == provider_id
+        and link.wit_namespace == "wasi"
+        and link.wit_package == "http"
+        and "incoming-handler" in link.interfaces
+    )
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 hosts in brackets) as a (host, port) pair; `ProviderConfigError` if invalid."""
+    host, _, port = address.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ProviderConfigError(f"invalid address {address!r}: use HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]"), int(port)
+
+
+def _lower(config: Mapping[str, str]) -> StrMap:
+    # Link and provider config keys are case-insensitive in wasmCloud's http-server.
+    return {k.lower(): v for k, v in config.items()}
+
+
+def path_matches(prefix: str, path: str) -> bool:
+    """Whether a request path falls under a route prefix (`/api` matches `/api` and `/api/x`)."""
+    prefix = prefix.rstrip("/")
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+@dataclass
+class _Listener:
+    """One listening socket and the routes it serves (one in address mode, several in path mode)."""
+
+    address: tuple[str, int]
+    runner: web.ServerRunner
+    handler: HttpHandler
+    routes: dict[str, str] = field(default_factory=dict)  # path prefix ("" in address mode) -> id
+
+
+class HttpServerProvider:
+    """An in-process `wasmcloud+builtin://http-server` provider on one host."""
+
+    def __init__(
+        self,
+        provider_id: str,
+        image_ref: str,
+        *,
+        state: LatticeState,
+        lookup: TargetLookup,
+        config: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> None:
+        cfg = _lower(config or {})
+        self.provider_id = provider_id
+        self.image_ref = image_ref
+        self.annotations = dict(annotations or {})
+        self.state = state
+        self.lookup = lookup
+        self.routing_mode = cfg.get("routing_mode", "address").lower()
+        if self.routing_mode not in ROUTING_MODES:
+            raise ProviderConfigError(
+                f"routing_mode {self.routing_mode!r} is not supported; use one of {', '.join(ROUTING_MODES)}"
+            )
+        self.default_address = split_address(cfg.get("default_address", DEFAULT_ADDRESS))
+        self._listeners: dict[tuple[str, int], _Listener] = {}
+        self._sync_lock = asyncio.Lock()
+        self._sync_task: asyncio.Task[None] | None = None
+        self._dirty = False
+        self._stopped = False
+
+    def description(self) -> ProviderDescription:
+        """The inventory entry of this provider."""
+        return ProviderDescription(
+            id=self.provider_id, image_ref=self.image_ref, name="http-server", annotations=self.annotations
+        )
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """The addresses this provider listens on now."""
+        return sorted(self._listeners)
+
+    async def start(self) -> None:
+        """Bind what the mode needs now and apply the links already known; follow later changes."""
+        if self.routing_mode == "path":
+            # Path mode has one listener for the provider's lifetime; a bind failure fails the start.
+            await self._open(self.default_address)
+        self.state.listeners.append(self._on_kv_event)
+        await self.sync()
+
+    async def stop(self) -> None:
+        """Stop listening (open connections are closed) and stop following links."""
+        self._stopped = True
+        with contextlib.suppress(ValueError):
+            self.state.listeners.remove(self._on_kv_event)
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sync_task
+        async with self._sync_lock:
+            for address in list(self._listeners):
+                await self._close(address)
+
+    def _on_kv_event(self, _event: object) -> None:
+        # Called for every LATTICEDATA change: coalesce bursts into one re-sync at a time.
+        if self._stopped:
+            return
+        self._dirty = True
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_while_dirty())
+
+    async def _sync_while_dirty(self) -> None:
+        while self._dirty and not self._stopped:
+            self._dirty = False
+            try:
+                await self.sync()
+            except Exception:
+                log.exception("http-server %s: applying links failed", self.provider_id)
+
+    async def sync(self) -> None:
+        """Make listeners and routes match this provider's links in the lattice state."""
+        async with self._sync_lock:
+            wanted: dict[tuple[str, int], dict[str, str]] = {}
+            if self.routing_mode == "path":
+                wanted[self.default_address] = {}
+            for link in self.state.links():
+                if not is_http_link(link, self.provider_id):
+                    continue
+                try:
+                    address, prefix = await self._route_of(link)
+                except Exception as e:
+                    log.error("http-server %s: link to %s not served: %s", self.provider_id, link.target, e)
+                    continue
+                routes = wanted.setdefault(address, {})
+                if prefix in routes and routes[prefix] != link.target:
+                    log.error(
+                        "http-server %s: %s%s already routes to %s; link to %s not served",
+                        self.provider_id,
+                        _fmt(address),
+                        prefix,
+                        routes[prefix],
+                        link.target,
+                    )
+                    continue
+                routes[prefix] = link.target
+            for address in [a for a in self._listeners if a not in wanted]:
+                await self._close(address)
+            for address, routes in wanted.items():
+                listener = self._listeners.get(address)
+                if listener is None:
+                    try:
+                        listener = await self._open(address)
+                    except OSError as e:
+                        log.error(
+                            "http-server %s: cannot listen on %s: %s", self.provider_id, _fmt(address), e
+                        )
+                        continue
+                listener.routes = routes
+
+    async def _route_of(self, link: Link) -> tuple[tuple[str, int], str]:
+        cfg = _lower(await self.state.merged_config(link.source_config))
+        if self.routing_mode == "path":
+            path = cfg.get("path")
+            if not path:
+                raise ProviderConfigError("path routing needs a `path` in the link's source config")
+            return self.default_address, "/" + path.strip("/") if path.strip("/") else ""
+        if "address" in cfg:
+            host, port = split_address(cfg["address"])
+        else:
+            host, port = self.default_address
+        if "port" in cfg:
+            if not cfg["port"].isdigit():
+                raise ProviderConfigError(f"invalid port {cfg['port']!r}")
+            port = int(cfg["port"])
+        return (host, port), ""
+
+    async def _open(self, address: tuple[str, int]) -> _Listener:
+        sock = bind_socket(*address)
+        holder: list[_Listener] = []
+        handler = HttpHandler(lambda request: self._resolve(holder[0], request), max_body=MAX_BODY)
+        server = web.Server(
+            handler.handle, max_line_size=MAX_HEADER_SIZE, max_field_size=MAX_HEADER_SIZE, access_log=None
+        )
+        runner = web.ServerRunner(server, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.SockSite(runner, sock).start()
+        except BaseException:
+            await runner.cleanup()
+            sock.close()
+            raise
+        listener = _Listener(address, runner, handler)
+        holder.append(listener)
+        self._listeners[address] = listener
+        log.info("http-server %s listening on %s", self.provider_id, _fmt(address))
+        return listener
+
+    async def _close(self, address: tuple[str, int]) -> None:
+        listener = self._listeners.pop(address, None)
+        if listener is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(listener.runner.cleanup(), 5.0)
+        await listener.handler.close()
+        log.info("http-server %s stopped listening on %s", self.provider_id, _fmt(address))
+
+    def _resolve(self, listener: _Listener, request: web.BaseRequest) -> HttpTarget | web.StreamResponse:
+        """The component serving `request` on `listener`, or the error response to send."""
+        if self.routing_mode == "path":
+            path = request.rel_url.path
+            matches = [p for p in listener.routes if path_matches(p, path)]
+            if not matches:
+                return error_response(404, f"no component is linked for path {path}")
+            component_id = listener.routes[max(matches, key=len)]
+        else:
+            if not listener.routes:
+                return error_response(404, f"no component is linked to {_fmt(listener.address)}")
+            component_id = listener.routes[""]
+        target = self.lookup(component_id)
+        if target is None:
+            return error_response(503, f"component {component_id} is not running on this host")
+        return target
+
+
+def _fmt(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

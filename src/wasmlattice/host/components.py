@@ -1,0 +1,248 @@
+"""The components a host runs: load by reference, compile, link, and serve within `max_instances`.
+
+Reference §2.4.2-2.4.3 and §5.2: every invocation gets a fresh instance, and `max_instances` (the
+scale command's `count`) bounds how many run at once on this host. Loading and compiling run on a
+worker thread so the host keeps answering the lattice meanwhile. A replaced component (rescale or
+update) keeps serving the requests it already accepted; new requests go to its replacement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlparse
+
+from wasmlattice.http.target import INCOMING_HANDLER, HttpTarget
+from wasmlattice.lattice.models import ComponentDescription, StrMap
+from wasmlattice.runtime.component import (
+    CompileCache,
+    ComponentError,
+    default_cache_dir,
+    read_component_file,
+)
+from wasmlattice.runtime.engine import HostEngine
+from wasmlattice.runtime.linking import LinkedComponent, link
+from wasmlattice.runtime.pool import InstancePool
+from wasmlattice.wasi.ctx import WasiConfig
+from wasmlattice.wasi.registry import wasi_registry
+
+log = logging.getLogger(__name__)
+
+# wasmCloud's default `max_execution_time` (§5.1): the deadline of one invocation, and how long a
+# request waits for a free instance.
+DEFAULT_EXECUTION_TIME_S = 600.0
+# Worker threads per component are bounded by max_instances, and by this (threads are not free).
+MAX_THREADS_PER_COMPONENT = 32
+# How long a replaced component may finish its in-flight requests before its threads are released.
+RETIRE_DRAIN_S = 30.0
+MSG_ONLY_FILE_REFS = "only file:// references are supported for now"
+
+
+class ComponentRefError(ComponentError):
+    """A component reference this host cannot load (scheme, path)."""
+
+
+def file_ref_path(ref: str) -> str:
+    """The absolute path of a `file://` reference; `ComponentRefError` for anything else."""
+    parsed = urlparse(ref)
+    if parsed.scheme != "file":
+        raise ComponentRefError(f"cannot load {ref!r}: {MSG_ONLY_FILE_REFS}")
+    path = unquote(parsed.path)
+    if parsed.netloc not in ("", "localhost") or not os.path.isabs(path):
+        raise ComponentRefError(
+            f"cannot load {ref!r}: a file:// reference needs an absolute path (file:///path/to/c.wasm)"
+        )
+    return path
+
+
+def different_ref_message(component_id: str, running: str, requested: str, allow_update: bool) -> str:
+    """Ack text of a scale request naming another image than the running one (§2.4.2)."""
+    if allow_update:
+        return (
+            f"component {component_id} is already running with a different image reference "
+            f"`{running}`; it will be updated to `{requested}` after scaling"
+        )
+    return (
+        f"component {component_id} is already running with a different image reference `{running}`; "
+        "scaling proceeds but the image is not changed (use component update, or allow_update)"
+    )
+
+
+def parse_limits(limits: Mapping[str, str] | None) -> tuple[float, int | None]:
+    """Execution time (seconds) and memory limit (bytes) from `component_limits`; bad values ignored."""
+    seconds, memory = DEFAULT_EXECUTION_TIME_S, None
+    for key, value in (limits or {}).items():
+        try:
+            if key == "max_execution_time":
+                seconds = max(1.0, float(value))
+            elif key == "max_memory_limit":
+                memory = int(value)
+        except ValueError:
+            log.warning("ignoring unparsable component limit %s=%r", key, value)
+    return seconds, memory
+
+
+@dataclass
+class RunningComponent:
+    """A component this host runs, and the HTTP target its requests use (None if not HTTP)."""
+
+    component_id: str
+    image_ref: str
+    max_instances: int
+    linked: LinkedComponent
+    annotations: StrMap = field(default_factory=dict)
+    config_names: list[str] = field(default_factory=list)
+    limits: StrMap | None = None
+    target: HttpTarget | None = None
+
+    def description(self) -> ComponentDescription:
+        """The inventory entry of this component."""
+        return ComponentDescription(
+            id=self.component_id,
+            image_ref=self.image_ref,
+            annotations=dict(self.annotations),
+            revision=0,
+            max_instances=self.max_instances,
+            limits=dict(self.limits) if self.limits is not None else None,
+        )
+
+
+class ComponentRegistry:
+    """The components of one host, by component ID."""
+
+    def __init__(self, engine: HostEngine | None = None, cache: CompileCache | None = None) -> None:
+        self.engine = engine or HostEngine()
+        self.cache = cache or CompileCache(default_cache_dir())
+        self._components: dict[str, RunningComponent] = {}
+        # Scale/update of one host are serialized: each is a read-modify-write of the map.
+        self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def get(self, component_id: str) -> RunningComponent | None:
+        """The running component with that ID, if any."""
+        return self._components.get(component_id)
+
+    def http_target(self, component_id: str) -> HttpTarget | None:
+        """What serves HTTP requests for that component now (None if not running or not HTTP)."""
+        running = self._components.get(component_id)
+        return running.target if running is not None else None
+
+    def descriptions(self) -> list[ComponentDescription]:
+        """Inventory entries of every running component, by ID."""
+        return [c.description() for _, c in sorted(self._components.items())]
+
+    async def scale(
+        self,
+        component_ref: str,
+        component_id: str,
+        max_instances: int,
+        annotations: Mapping[str, str] | None = None,
+        config_names: Sequence[str] = (),
+        limits: Mapping[str, str] | None = None,
+    ) -> RunningComponent | None:
+        """Run `component_id` with at most `max_instances` concurrent instances; 0 removes it.
+
+        A running component keeps its image (scale never changes it: see `update`); a new one is
+        loaded from `component_ref`. Returns the running component (None after scaling to 0).
+        """
+        async with self._lock:
+            existing = self._components.get(component_id)
+            if max_instances <= 0:
+                if existing is not None:
+                    del self._components[component_id]
+                    self._retire(existing)
+                    log.info("component %s stopped", component_id)
+                return None
+            if existing is None:
+                linked = await self._load(component_ref)
+                image_ref = component_ref
+            else:
+                linked, image_ref = existing.linked, existing.image_ref
+            running = RunningComponent(
+                component_id=component_id,
+                image_ref=image_ref,
+                max_instances=max_instances,
+                linked=linked,
+                annotations=dict(annotations or {}),
+                config_names=list(config_names),
+                limits=dict(limits) if limits is not None else None,
+            )
+            running.target = self._target(running)
+            self._components[component_id] = running
+            if existing is not None:
+                self._retire(existing)
+            log.info("component %s (%s) runs with max_instances=%d", component_id, image_ref, max_instances)
+            return running
+
+    async def update(
+        self, component_id: str, new_ref: str, annotations: Mapping[str, str] | None = None
+    ) -> tuple[RunningComponent, RunningComponent]:
+        """Replace a running component's image, keeping its max instances and limits; (old, new).
+
+        Requests already accepted finish on the old image; `KeyError` if it is not running.
+        """
+        async with self._lock:
+            old = self._components.get(component_id)
+            if old is None:
+                raise KeyError(component_id)
+            linked = await self._load(new_ref)
+            new = RunningComponent(
+                component_id=component_id,
+                image_ref=new_ref,
+                max_instances=old.max_instances,
+                linked=linked,
+                annotations=dict(annotations) if annotations is not None else dict(old.annotations),
+                config_names=list(old.config_names),
+                limits=old.limits,
+            )
+            new.target = self._target(new)
+            self._components[component_id] = new
+            self._retire(old)
+            log.info("component %s updated from %s to %s", component_id, old.image_ref, new_ref)
+            return old, new
+
+    async def stop(self) -> None:
+        """Stop every component (in-flight requests get a short grace) and the engine's ticker."""
+        async with self._lock:
+            for running in self._components.values():
+                if running.target is not None:
+                    await running.target.retire(0.5)
+            self._components.clear()
+        for task in list(self._retiring):
+            task.cancel()
+        self.engine.close()
+
+    async def _load(self, ref: str) -> LinkedComponent:
+        path = file_ref_path(ref)
+        # Reading and compiling take a while for big components: keep the event loop free.
+        return await asyncio.get_running_loop().run_in_executor(None, self._load_blocking, path)
+
+    def _load_blocking(self, path: str) -> LinkedComponent:
+        data = read_component_file(path)
+        comp = self.cache.load(data, self.engine, path)
+        return link(self.engine, comp, wasi_registry(), origin=path)
+
+    def _target(self, running: RunningComponent) -> HttpTarget | None:
+        linked = running.linked
+        if not any(n.split("@")[0] == INCOMING_HANDLER for n in linked.exports):
+            return None
+        timeout, memory = parse_limits(running.limits)
+        pool = InstancePool(self.engine, linked, INCOMING_HANDLER, "handle", max_memory=memory)
+        return HttpTarget(
+            running.component_id,
+            pool,
+            WasiConfig(component_id=running.component_id, args=["main.wasm"]),
+            timeout=timeout,
+            threads=min(running.max_instances, MAX_THREADS_PER_COMPONENT),
+            max_concurrency=running.max_instances,
+        )
+
+    def _retire(self, running: RunningComponent) -> None:
+        if running.target is None:
+            return
+        task = asyncio.get_running_loop().create_task(running.target.retire(RETIRE_DRAIN_S))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)

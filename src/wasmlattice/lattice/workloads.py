@@ -1,0 +1,263 @@
+"""Component and provider operations of the control interface (reference §2.4.1-2.4.3, 2.4.5-2.4.6).
+
+Scale, update and provider start are acknowledged at once; the work runs afterwards and its
+outcome is published as lattice events (`component_scaled` / `component_scale_failed`,
+`provider_started` / `provider_start_failed`), as the v1 host does.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from wasmlattice.capabilities.manager import ProviderManager
+from wasmlattice.host.components import ComponentRegistry, different_ref_message
+from wasmlattice.lattice import events as ev
+from wasmlattice.lattice.models import (
+    MSG_PROVIDER_ALREADY_RUNNING,
+    MSG_PROVIDER_NOT_RUNNING,
+    MSG_PROVIDER_STARTED,
+    MSG_PROVIDER_STOPPED,
+    MSG_SCALE_ACK,
+    ComponentAuctionAck,
+    ComponentAuctionRequest,
+    CtlResponse,
+    ProviderAuctionAck,
+    ProviderAuctionRequest,
+    ScaleComponentCommand,
+    StartProviderCommand,
+    StopProviderCommand,
+    StrMap,
+    UpdateComponentCommand,
+    component_already_updated,
+    component_not_found,
+    component_updating,
+    parse_payload,
+)
+from wasmlattice.lattice.subjects import CtlOperation
+
+if TYPE_CHECKING:
+    from wasmlattice.lattice.control import ControlInterfaceServer
+
+log = logging.getLogger(__name__)
+
+WORKLOAD_OPS = frozenset(
+    {
+        CtlOperation.COMPONENT_AUCTION,
+        CtlOperation.COMPONENT_SCALE,
+        CtlOperation.COMPONENT_UPDATE,
+        CtlOperation.PROVIDER_AUCTION,
+        CtlOperation.PROVIDER_START,
+        CtlOperation.PROVIDER_STOP,
+    }
+)
+Reply = CtlResponse[Any] | None
+
+
+def _error_text(e: BaseException) -> str:
+    # Our own errors carry complete messages; anything else is named by its type too.
+    text = str(e)
+    return text if text and not isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+
+
+class WorkloadOps:
+    """Answers the component/provider control operations for one host."""
+
+    def __init__(
+        self, server: ControlInterfaceServer, components: ComponentRegistry, providers: ProviderManager
+    ) -> None:
+        self.server = server
+        self.components = components
+        self.providers = providers
+
+    @property
+    def host_id(self) -> str:
+        """The answering host's ID (the `host_id` of the events it publishes)."""
+        return self.server.host.host_id
+
+    def matches(self, constraints: StrMap) -> bool:
+        """Whether this host's labels satisfy every auction constraint exactly."""
+        labels = self.server.host.labels
+        return all(labels.get(k) == v for k, v in constraints.items())
+
+    async def handle(self, op: CtlOperation, data: bytes) -> Reply:
+        """Answer one of `WORKLOAD_OPS`; None means no reply (an auction this host does not bid on)."""
+        if op is CtlOperation.COMPONENT_AUCTION:
+            creq = parse_payload(ComponentAuctionRequest, data)
+            if not self.matches(creq.constraints):
+                return None
+            cack = ComponentAuctionAck(
+                component_ref=creq.component_ref,
+                component_id=creq.component_id,
+                host_id=self.host_id,
+                constraints=creq.constraints,
+            )
+            return CtlResponse[Any].ok(cack.to_json_obj())
+        if op is CtlOperation.PROVIDER_AUCTION:
+            preq = parse_payload(ProviderAuctionRequest, data)
+            # A host already running that provider does not bid again.
+            if not self.matches(preq.constraints) or self.providers.running(preq.provider_id):
+                return None
+            pack = ProviderAuctionAck(
+                host_id=self.host_id,
+                provider_ref=preq.provider_ref,
+                provider_id=preq.provider_id,
+                constraints=preq.constraints,
+            )
+            return CtlResponse[Any].ok(pack.to_json_obj())
+        if op is CtlOperation.COMPONENT_SCALE:
+            return self._scale(parse_payload(ScaleComponentCommand, data))
+        if op is CtlOperation.COMPONENT_UPDATE:
+            return self._update(parse_payload(UpdateComponentCommand, data))
+        if op is CtlOperation.PROVIDER_START:
+            return self._provider_start(parse_payload(StartProviderCommand, data))
+        return await self._provider_stop(parse_payload(StopProviderCommand, data))
+
+    # -- components --------------------------------------------------------------------------
+
+    def _scale(self, cmd: ScaleComponentCommand) -> Reply:
+        existing = self.components.get(cmd.component_id)
+        message, update_after = MSG_SCALE_ACK, False
+        if existing is not None and cmd.count > 0 and existing.image_ref != cmd.component_ref:
+            message = different_ref_message(
+                cmd.component_id, existing.image_ref, cmd.component_ref, cmd.allow_update
+            )
+            update_after = cmd.allow_update
+        self.server.background(self._do_scale(cmd, update_after), f"scale:{cmd.component_id}")
+        return CtlResponse[Any].ok(message=message)
+
+    async def _do_scale(self, cmd: ScaleComponentCommand, update_after: bool) -> None:
+        try:
+            if cmd.count > 0:
+                # A missing named config fails the scale ("Config X does not exist").
+                await self.server.state.merged_config(cmd.config)
+            running = await self.components.scale(
+                cmd.component_ref,
+                cmd.component_id,
+                cmd.count,
+                annotations=cmd.annotations,
+                config_names=cmd.config,
+                limits=cmd.component_limits,
+            )
+            if running is not None:
+                await self.server.state.ensure_spec(cmd.component_id, cmd.component_ref)
+        except Exception as e:
+            log.warning("scaling %s failed: %s", cmd.component_id, e)
+            await self.server.publish(
+                ev.component_scale_failed(
+                    cmd.host_id,
+                    component_id=cmd.component_id,
+                    image_ref=cmd.component_ref,
+                    max_instances=cmd.count,
+                    error=_error_text(e),
+                    annotations=cmd.annotations,
+                )
+            )
+            return
+        await self.server.publish(
+            ev.component_scaled(
+                cmd.host_id,
+                component_id=cmd.component_id,
+                image_ref=running.image_ref if running is not None else cmd.component_ref,
+                max_instances=cmd.count,
+                annotations=cmd.annotations,
+            )
+        )
+        if update_after:
+            await self._do_update(cmd.component_id, cmd.component_ref, cmd.host_id, cmd.annotations)
+
+    def _update(self, cmd: UpdateComponentCommand) -> Reply:
+        existing = self.components.get(cmd.component_id)
+        if existing is None:
+            return CtlResponse[Any].fail(component_not_found(cmd.component_id))
+        if existing.image_ref == cmd.new_component_ref:
+            return CtlResponse[Any].ok(
+                message=component_already_updated(cmd.component_id, cmd.new_component_ref)
+            )
+        self.server.background(
+            self._do_update(cmd.component_id, cmd.new_component_ref, cmd.host_id, cmd.annotations),
+            f"update:{cmd.component_id}",
+        )
+        return CtlResponse[Any].ok(
+            message=component_updating(cmd.component_id, existing.image_ref, cmd.new_component_ref)
+        )
+
+    async def _do_update(
+        self, component_id: str, new_ref: str, host_id: str, annotations: StrMap | None
+    ) -> None:
+        try:
+            _, new = await self.components.update(component_id, new_ref, annotations)
+        except Exception as e:
+            existing = self.components.get(component_id)
+            log.warning("updating %s to %s failed: %s", component_id, new_ref, e)
+            await self.server.publish(
+                ev.component_scale_failed(
+                    host_id,
+                    component_id=component_id,
+                    image_ref=new_ref,
+                    max_instances=existing.max_instances if existing is not None else 0,
+                    error=_error_text(e),
+                    annotations=annotations,
+                )
+            )
+            return
+        # The v1 host's observable sequence (§2.4.3): scaled(new ref, max), then scaled(new ref, 0)
+        # for the replaced instance set.
+        for count in (new.max_instances, 0):
+            await self.server.publish(
+                ev.component_scaled(
+                    host_id,
+                    component_id=component_id,
+                    image_ref=new.image_ref,
+                    max_instances=count,
+                    annotations=new.annotations,
+                )
+            )
+
+    # -- providers ---------------------------------------------------------------------------
+
+    def _provider_start(self, cmd: StartProviderCommand) -> Reply:
+        if self.providers.running(cmd.provider_id):
+            return CtlResponse[Any].fail(MSG_PROVIDER_ALREADY_RUNNING)
+        self.providers.reserve(cmd.provider_id)
+        self.server.background(self._do_provider_start(cmd), f"provider-start:{cmd.provider_id}")
+        return CtlResponse[Any].ok(message=MSG_PROVIDER_STARTED)
+
+    async def _do_provider_start(self, cmd: StartProviderCommand) -> None:
+        try:
+            await self.providers.start(
+                cmd.provider_id, cmd.provider_ref, config_names=cmd.config, annotations=cmd.annotations
+            )
+            await self.server.state.ensure_spec(cmd.provider_id, cmd.provider_ref)
+        except Exception as e:
+            log.warning("starting provider %s failed: %s", cmd.provider_id, e)
+            await self.providers.stop(cmd.provider_id)
+            await self.server.publish(
+                ev.provider_start_failed(
+                    cmd.host_id or self.host_id,
+                    provider_id=cmd.provider_id,
+                    provider_ref=cmd.provider_ref,
+                    error=_error_text(e),
+                )
+            )
+            return
+        await self.server.publish(
+            ev.provider_started(
+                cmd.host_id or self.host_id,
+                provider_id=cmd.provider_id,
+                image_ref=cmd.provider_ref,
+                annotations=cmd.annotations,
+            )
+        )
+
+    async def _provider_stop(self, cmd: StopProviderCommand) -> Reply:
+        provider = self.providers.get(cmd.provider_id)
+        if provider is None:
+            return CtlResponse[Any].fail(MSG_PROVIDER_NOT_RUNNING)
+        await self.providers.stop(cmd.provider_id)
+        await self.server.publish(
+            ev.provider_stopped(
+                cmd.host_id or self.host_id, provider_id=cmd.provider_id, annotations=provider.annotations
+            )
+        )
+        return CtlResponse[Any].ok(message=MSG_PROVIDER_STOPPED)

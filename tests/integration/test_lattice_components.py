@@ -1,0 +1,261 @@
+"""Components and the builtin HTTP server provider on real host processes over a real nats-server.
+
+Hosts run as `python -m wasmlattice.host.run`; the test drives them with `CtlClient` and checks the
+lattice events, the inventory, and HTTP requests through the provider's listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import free_port
+
+from wasmlattice.client.ctl import CtlClient
+from wasmlattice.lattice import subjects as sj
+from wasmlattice.lattice.models import HostInventory, Link
+
+pytestmark = pytest.mark.timeout(180)
+
+HTTP_SERVER = "wasmcloud+builtin://http-server"
+
+
+class Env:
+    """Host processes, a control client, and every lattice event seen."""
+
+    def __init__(self, nats_url: str, lattice: str, log_dir: Path, env: dict[str, str]) -> None:
+        self.nats_url, self.lattice, self.log_dir, self.env = nats_url, lattice, log_dir, env
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.events: list[dict[str, Any]] = []
+        self.nc: Any = None
+        self.ctl: CtlClient
+
+    async def connect(self) -> None:
+        import nats
+
+        self.nc = await nats.connect(self.nats_url)
+        self.ctl = CtlClient(self.nc, self.lattice, timeout=5.0)
+
+        async def on_event(msg: Any) -> None:
+            self.events.append(json.loads(msg.data))
+
+        await self.nc.subscribe(sj.events_wildcard(self.lattice), cb=on_event)
+        await self.nc.flush()
+
+    def start_host(self) -> None:
+        cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", self.nats_url]
+        cmd += ["--lattice", self.lattice, "--label", "zone=test"]
+        log = (self.log_dir / f"host{len(self.procs)}.log").open("wb")
+        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env))
+
+    async def wait_event(
+        self, kind: str, where: Callable[[dict[str, Any]], bool] = lambda e: True, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events:
+                if event["type"] == f"com.wasmcloud.lattice.{kind}" and where(event):
+                    return event
+            await asyncio.sleep(0.05)
+        logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in self.log_dir.glob("host*.log"))
+        raise AssertionError(f"no {kind} event within {timeout}s; events: {self.types()}\n{logs}")
+
+    def types(self) -> list[str]:
+        return [e["type"].rsplit(".", 1)[-1] for e in self.events]
+
+    async def host_ids(self, count: int) -> list[str]:
+        for _ in range(count):
+            await self.wait_event("host_started", lambda e: True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ids = list(dict.fromkeys(e["source"] for e in self.events if e["type"].endswith("host_started")))
+            if len(ids) >= count:
+                return ids
+            await asyncio.sleep(0.05)
+        raise AssertionError("hosts did not start")
+
+    async def inventory(self, host_id: str) -> HostInventory:
+        return await self.ctl.get_host_inventory(host_id)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
+@pytest.fixture
+async def env(
+    nats_url: str, lattice_name: str, tmp_path: Path, wasmlattice_env: dict[str, str]
+) -> AsyncIterator[Env]:
+    e = Env(nats_url, lattice_name, tmp_path, wasmlattice_env)
+    await e.connect()
+    try:
+        yield e
+    finally:
+        e.close()
+        await e.nc.close()
+
+
+@pytest.fixture
+def echo_ref(http_echo_wasm: Path) -> Iterator[str]:
+    yield "file://" + str(http_echo_wasm.resolve())
+
+
+async def get(url: str, timeout: float = 60.0) -> tuple[int, str]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s, s.get(url) as r:
+        return r.status, (await r.read()).decode("latin-1")
+
+
+async def wait_status(url: str, status: int, timeout: float = 30.0) -> str:
+    """Poll `url` until it answers `status` (routes follow the KV watch asynchronously)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            got, body = await get(url, timeout=30.0)
+            if got == status:
+                return body
+            last = (got, body)
+        except aiohttp.ClientError as e:
+            last = e
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} did not answer {status} within {timeout}s; last: {last}")
+
+
+def http_link(provider_id: str, component_id: str, source_config: list[str]) -> Link:
+    return Link(
+        source_id=provider_id,
+        target=component_id,
+        wit_namespace="wasi",
+        wit_package="http",
+        interfaces=["incoming-handler"],
+        source_config=source_config,
+    )
+
+
+async def test_component_behind_http_server_provider(env: Env, echo_ref: str, tmp_path: Path) -> None:
+    env.start_host()
+    (host,) = await env.host_ids(1)
+    ctl = env.ctl
+
+    acks = await ctl.auction_component(echo_ref, "echo", {"zone": "test"}, wait=1.0)
+    assert [a.host_id for a in acks] == [host]
+    assert await ctl.auction_component(echo_ref, "echo", {"zone": "other"}, wait=0.5) == []
+
+    # A missing file fails asynchronously, with the path in the error.
+    assert await ctl.scale_component(host, "file:///nonexistent/x.wasm", "ghost", 1) == ""
+    failed = await env.wait_event("component_scale_failed", lambda e: e["data"]["component_id"] == "ghost")
+    assert "does not exist" in failed["data"]["error"]
+    await ctl.scale_component(host, "oci://ghcr.io/x/y:1", "oci", 1)
+    failed = await env.wait_event("component_scale_failed", lambda e: e["data"]["component_id"] == "oci")
+    assert "only file:// references are supported" in failed["data"]["error"]
+
+    assert await ctl.scale_component(host, echo_ref, "echo", 1, annotations={"a": "b"}) == ""
+    scaled = await env.wait_event("component_scaled", lambda e: e["data"]["component_id"] == "echo")
+    assert scaled["data"] == {
+        "annotations": {"a": "b"},
+        "host_id": host,
+        "image_ref": echo_ref,
+        "max_instances": 1,
+        "component_id": "echo",
+    }
+    inv = await env.inventory(host)
+    assert [(c.id, c.image_ref, c.max_instances, c.annotations) for c in inv.components] == [
+        ("echo", echo_ref, 1, {"a": "b"})
+    ]
+
+    port = free_port()
+    await ctl.put_config("echo-http", {"address": f"127.0.0.1:{port}"})
+    assert await ctl.start_provider(host, HTTP_SERVER, "http-server") == "successfully started provider"
+    started = await env.wait_event("provider_started")
+    assert started["data"]["provider_id"] == "http-server" and started["data"]["image_ref"] == HTTP_SERVER
+    inv = await env.inventory(host)
+    assert [(p.id, p.image_ref) for p in inv.providers] == [("http-server", HTTP_SERVER)]
+
+    await ctl.put_link(http_link("http-server", "echo", ["echo-http"]))
+    url = f"http://127.0.0.1:{port}"
+    body = await wait_status(f"{url}/echo?x=1", 200, timeout=60.0)
+    assert "/echo?x=1" in body
+
+    # max_instances=1: two slow requests both succeed (the second waits for the instance).
+    n = 16 * 1024 * 1024
+    results = await asyncio.gather(get(f"{url}/bytes?n={n}"), get(f"{url}/bytes?n={n}"))
+    assert [status for status, _ in results] == [200, 200]
+    assert all(len(text) == n for _, text in results)
+
+    # Update to another reference (same bytes, other path): it keeps serving.
+    other = tmp_path / "echo2.wasm"
+    shutil.copyfile(echo_ref.removeprefix("file://"), other)
+    other_ref = f"file://{other}"
+    msg = await ctl.update_component(host, "echo", other_ref)
+    assert msg == f"component echo updating from {echo_ref} to {other_ref}"
+    await env.wait_event("component_scaled", lambda e: e["data"]["image_ref"] == other_ref)
+    assert (await get(f"{url}/echo"))[0] == 200
+    inv = await env.inventory(host)
+    assert [(c.id, c.image_ref) for c in inv.components] == [("echo", other_ref)]
+
+    # Scale to 0: gone from the inventory, the route answers 503.
+    await ctl.scale_component(host, other_ref, "echo", 0)
+    await env.wait_event(
+        "component_scaled", lambda e: e["data"]["component_id"] == "echo" and e["data"]["max_instances"] == 0
+    )
+    assert (await env.inventory(host)).components == []
+    status, text = await get(f"{url}/echo")
+    assert status == 503 and "echo is not running" in text
+
+    # Link delete closes the listener; provider stop is reported.
+    await ctl.delete_link("http-server", "wasi", "http")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            await get(f"{url}/echo", timeout=2.0)
+        except aiohttp.ClientError:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("listener still open after link delete")
+    assert await ctl.stop_provider(host, "http-server") == "successfully stopped provider"
+    await env.wait_event("provider_stopped")
+    assert (await env.inventory(host)).providers == []
+
+    # host stop exits cleanly.
+    await ctl.stop_host(host)
+    assert env.procs[0].wait(20) == 0
+
+
+async def test_path_routing_several_components(env: Env, echo_ref: str) -> None:
+    env.start_host()
+    (host,) = await env.host_ids(1)
+    ctl = env.ctl
+    port = free_port()
+    await ctl.put_config("router", {"routing_mode": "path", "default_address": f"127.0.0.1:{port}"})
+    await ctl.put_config("p-echo", {"path": "/echo"})
+    await ctl.put_config("p-count", {"path": "/count"})
+    for cid in ("a", "b"):
+        await ctl.scale_component(host, echo_ref, cid, 4)
+        await env.wait_event("component_scaled", lambda e, c=cid: e["data"]["component_id"] == c)
+    await ctl.start_provider(host, HTTP_SERVER, "router", config=["router"])
+    await env.wait_event("provider_started")
+    await ctl.put_link(http_link("router", "a", ["p-echo"]))
+    await ctl.put_link(http_link("router", "b", ["p-count"]).model_copy(update={"name": "b"}))
+    url = f"http://127.0.0.1:{port}"
+    assert "/echo" in await wait_status(f"{url}/echo", 200)
+    # Component b counts its own requests only (each component has its own instances).
+    assert (await wait_status(f"{url}/count", 200)).strip().isdigit()
+    status, text = await get(f"{url}/elsewhere")
+    assert status == 404 and "no component is linked" in text
+
+    # Unknown provider references fail the start with the supported ones named.
+    await ctl.start_provider(host, "oci://example/provider:1", "bogus")
+    failed = await env.wait_event("provider_start_failed")
+    assert "builtin://http-server" in failed["data"]["error"]
