@@ -4,13 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STATE  := .wasmlattice
 LISTEN ?= 127.0.0.1:8000
+NATS_PORT ?= 4222
 # Compiled components are cached here, so repeated runs and test sessions skip compilation.
 export WASMLATTICE_CACHE_DIR ?= $(CURDIR)/$(STATE)/compiled
 
 .PHONY: help venv install test-deps up down test lint fmt bench bench-deps clean
 
 help:
-	@echo "make up      - install, build the example component and serve it on http://$(LISTEN)/"
+	@echo "make up      - install, start a lattice (NATS + host) and deploy the example on http://$(LISTEN)/"
 	@echo "make down    - stop what 'make up' started"
 	@echo "make test    - install test tools, build test components, run the whole suite"
 	@echo "make lint    - ruff check, ruff format --check, mypy --strict"
@@ -36,23 +37,23 @@ install: $(VENV)/.installed
 test-deps: $(VENV)/.test-installed
 
 # Building the example needs componentize-py (a test tool), so `up` installs those too.
+# `up` starts the embedded nats-server and a host in the background, deploys examples/hello into
+# the lattice (component + built-in HTTP server + link) and prints where to look.
 up: test-deps
 	@mkdir -p $(STATE)
-	@$(MAKE) --no-print-directory down >/dev/null 2>&1 || true
-	@wasm=$$($(BIN)/python -m wasmlattice.devbuild examples/hello) && \
-	  echo "built $$wasm" && \
-	  nohup $(BIN)/wasmlattice run "$$wasm" --listen $(LISTEN) > $(STATE)/run.log 2>&1 & echo $$! > $(STATE)/run.pid
-	@for i in $$(seq 1 120); do \
-	  if $(BIN)/python -c "import urllib.request,sys; urllib.request.urlopen('http://$(LISTEN)/', timeout=2)" 2>/dev/null; then break; fi; \
-	  if ! kill -0 $$(cat $(STATE)/run.pid) 2>/dev/null; then cat $(STATE)/run.log; exit 1; fi; sleep 0.5; done
-	@echo ""
-	@echo "wasmlattice is serving the hello example:"
-	@echo "  try:   curl http://$(LISTEN)/hello"
-	@echo "  logs:  $(STATE)/run.log"
-	@echo "  stop:  make down"
+	@$(BIN)/wasmlattice down --data-dir $(STATE) >/dev/null 2>&1 || true
+	@wasm=$$($(BIN)/python -m wasmlattice.devbuild examples/hello) && echo "built $$wasm" && \
+	  $(BIN)/wasmlattice up --detach --data-dir $(STATE) --nats-port $(NATS_PORT) && \
+	  url=$$($(BIN)/python examples/deploy_hello.py "$$wasm" --nats-url nats://127.0.0.1:$(NATS_PORT) --address $(LISTEN)) && \
+	  echo "" && \
+	  echo "The hello example is deployed on the lattice:" && \
+	  echo "  try:     curl $$url" && \
+	  echo "  look:    $(BIN)/wasmlattice get hosts; $(BIN)/wasmlattice get inventory; $(BIN)/wasmlattice get links" && \
+	  echo "  logs:    $(STATE)/up.log" && \
+	  echo "  stop:    make down"
 
 down:
-	@if [ -f $(STATE)/run.pid ]; then kill $$(cat $(STATE)/run.pid) 2>/dev/null || true; rm -f $(STATE)/run.pid; echo "stopped"; fi
+	@$(BIN)/wasmlattice down --data-dir $(STATE) 2>/dev/null || true
 
 test: test-deps
 	$(BIN)/python -m pytest -q
