@@ -9,6 +9,7 @@ update) keeps serving the requests it already accepted; new requests go to its r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -110,12 +111,17 @@ class RunningComponent:
         )
 
 
+# Linked components kept in memory for reuse (each holds a compiled module of tens of MB).
+LINKED_CACHE_SIZE = 16
+
+
 class ComponentRegistry:
     """The components of one host, by component ID."""
 
     def __init__(self, engine: HostEngine | None = None, cache: CompileCache | None = None) -> None:
         self.engine = engine or HostEngine()
         self.cache = cache or CompileCache(default_cache_dir())
+        self._linked: dict[str, LinkedComponent] = {}
         self._components: dict[str, RunningComponent] = {}
         # Scale/update of one host are serialized: each is a read-modify-write of the map.
         self._lock = asyncio.Lock()
@@ -222,8 +228,17 @@ class ComponentRegistry:
 
     def _load_blocking(self, path: str) -> LinkedComponent:
         data = read_component_file(path)
-        comp = self.cache.load(data, self.engine, path)
-        return link(self.engine, comp, wasi_registry(), origin=path)
+        # Many component ids often share one file (and scale repeats): compile and link it once.
+        # A compiled, linked component is immutable, so every pool can instantiate from it.
+        digest = hashlib.sha256(data).hexdigest()
+        linked = self._linked.pop(digest, None)
+        if linked is None:
+            comp = self.cache.load(data, self.engine, path)
+            linked = link(self.engine, comp, wasi_registry(), origin=path)
+        self._linked[digest] = linked  # most recently used last
+        while len(self._linked) > LINKED_CACHE_SIZE:
+            del self._linked[next(iter(self._linked))]
+        return linked
 
     def _target(self, running: RunningComponent) -> HttpTarget | None:
         linked = running.linked
