@@ -32,6 +32,57 @@ from .common import (
 
 # --- running hosts: `host`, `up`, `down` ---
 
+NatsCredsOpt = Annotated[
+    Path | None,
+    typer.Option("--nats-creds", envvar="WASMLATTICE_NATS_CREDS", help="NATS credentials (.creds) file."),
+]
+NatsJwtOpt = Annotated[
+    str | None,
+    typer.Option("--nats-jwt", envvar="WASMLATTICE_NATS_JWT", help="NATS user JWT (needs --nats-seed)."),
+]
+NatsSeedOpt = Annotated[
+    str | None,
+    typer.Option("--nats-seed", envvar="WASMLATTICE_NATS_SEED", help="NATS user nkey seed (SU...)."),
+]
+NatsTlsOpt = Annotated[bool, typer.Option("--nats-tls", help="Require TLS to the NATS server.")]
+NatsTlsCaOpt = Annotated[
+    Path | None, typer.Option("--nats-tls-ca", help="CA file to trust for NATS TLS (implies --nats-tls).")
+]
+JsDomainOpt = Annotated[
+    str | None, typer.Option("--js-domain", envvar="WASMLATTICE_JS_DOMAIN", help="JetStream domain.")
+]
+FriendlyNameOpt = Annotated[
+    str | None,
+    typer.Option("--friendly-name", help="Display name of the host (derived from its ID if unset)."),
+]
+HostSeedOpt = Annotated[
+    str | None,
+    typer.Option("--host-seed", envvar="WASMLATTICE_HOST_SEED", help="nkeys server seed (SN...)."),
+]
+
+
+def _nats_kwargs(
+    creds: Path | None,
+    jwt: str | None,
+    seed: str | None,
+    tls: bool,
+    tls_ca: Path | None,
+    js_domain: str | None,
+) -> dict[str, Any]:
+    """The NATS connection fields of `HostOptions` given on the command line (a CA implies TLS)."""
+    if creds is not None and not creds.is_file():
+        raise typer.BadParameter(f"{creds} is not a file", param_hint="--nats-creds")
+    if tls_ca is not None and not tls_ca.is_file():
+        raise typer.BadParameter(f"{tls_ca} is not a file", param_hint="--nats-tls-ca")
+    return {
+        "nats_creds": creds.resolve() if creds is not None else None,
+        "nats_jwt": jwt,
+        "nats_seed": seed,
+        "nats_tls": tls or tls_ca is not None,
+        "nats_tls_ca": tls_ca.resolve() if tls_ca is not None else None,
+        "js_domain": js_domain,
+    }
+
 
 def _host_options(**kwargs: Any) -> Any:
     """Build `HostOptions`, passing only the fields it has (the host side owns that dataclass)."""
@@ -48,10 +99,14 @@ def host_cmd(
     nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
     label: LabelOpt = None,
     lattice: LatticeOpt = "default",
-    host_seed: Annotated[
-        str | None,
-        typer.Option("--host-seed", envvar="WASMLATTICE_HOST_SEED", help="nkeys server seed (SN...)."),
-    ] = None,
+    host_seed: HostSeedOpt = None,
+    friendly_name: FriendlyNameOpt = None,
+    nats_creds: NatsCredsOpt = None,
+    nats_jwt: NatsJwtOpt = None,
+    nats_seed: NatsSeedOpt = None,
+    nats_tls: NatsTlsOpt = False,
+    nats_tls_ca: NatsTlsCaOpt = None,
+    js_domain: JsDomainOpt = None,
     heartbeat_interval: Annotated[
         float | None, typer.Option("--heartbeat-interval", min=0.1, help="Heartbeat interval, seconds.")
     ] = None,
@@ -63,13 +118,16 @@ def host_cmd(
 
     setup_logging(log_level)
     labels = parse_kv(label or [], "--label")
+    nats = _nats_kwargs(nats_creds, nats_jwt, nats_seed, nats_tls, nats_tls_ca, js_domain)
     try:
         opts = _host_options(
             nats_url=nats_url,
             lattice=lattice,
             labels=labels,
             host_seed=host_seed,
+            friendly_name=friendly_name,
             heartbeat_interval=heartbeat_interval,
+            **nats,
         )
         # run_host handles SIGINT/SIGTERM itself: it leaves the lattice gracefully.
         aio.run(run_host(opts))
@@ -121,7 +179,13 @@ def _check_not_running(data_dir: Path) -> None:
 
 
 async def _up_main(
-    data_dir: Path, nats_port: int, nats_url: str | None, lattice: str, labels: dict[str, str], output: str
+    data_dir: Path,
+    nats_port: int,
+    nats_url: str | None,
+    lattice: str,
+    labels: dict[str, str],
+    output: str,
+    host_kwargs: dict[str, Any],
 ) -> None:
     from ..host.identity import HostIdentity
     from ..host.run import run_host
@@ -139,8 +203,17 @@ async def _up_main(
             url = nats.url
     state_path = data_dir / STATE_FILE
     try:
-        identity = HostIdentity.generate()
-        opts = _host_options(nats_url=url, lattice=lattice, labels=labels, host_seed=identity.seed)
+        host_seed = host_kwargs.get("host_seed")
+        identity = HostIdentity.from_seed(host_seed) if host_seed else HostIdentity.generate()
+        opts = _host_options(
+            **{
+                **host_kwargs,
+                "nats_url": url,
+                "lattice": lattice,
+                "labels": labels,
+                "host_seed": identity.seed,
+            }
+        )
         ready = asyncio.Event()
         host_task = asyncio.ensure_future(run_host(opts, ready))
         ready_wait = asyncio.ensure_future(ready.wait())
@@ -199,6 +272,14 @@ def up(
     ] = None,
     label: LabelOpt = None,
     lattice: LatticeOpt = "default",
+    host_seed: HostSeedOpt = None,
+    friendly_name: FriendlyNameOpt = None,
+    nats_creds: NatsCredsOpt = None,
+    nats_jwt: NatsJwtOpt = None,
+    nats_seed: NatsSeedOpt = None,
+    nats_tls: NatsTlsOpt = False,
+    nats_tls_ca: NatsTlsCaOpt = None,
+    js_domain: JsDomainOpt = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
     output: OutputOpt = OutputFormat.text,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
@@ -209,13 +290,22 @@ def up(
     ddir = (data_dir or _default_up_dir()).resolve()
     ddir.mkdir(parents=True, exist_ok=True)
     labels = parse_kv(label or [], "--label")
+    host_kwargs = _nats_kwargs(nats_creds, nats_jwt, nats_seed, nats_tls, nats_tls_ca, js_domain)
+    host_kwargs.update(host_seed=host_seed, friendly_name=friendly_name)
+    if host_seed:
+        from ..host.identity import HostIdentity, HostIdentityError
+
+        try:
+            HostIdentity.from_seed(host_seed)
+        except HostIdentityError as e:
+            raise typer.BadParameter(str(e), param_hint="--host-seed") from None
     _check_not_running(ddir)
     if detach:
-        _up_detached(ddir, nats_port, nats_url, lattice, label or [], output, log_level)
+        _up_detached(ddir, nats_port, nats_url, lattice, label or [], output, log_level, host_kwargs)
         return
     setup_logging(log_level)
     try:
-        aio.run(_up_main(ddir, nats_port, nats_url, lattice, labels, output.value))
+        aio.run(_up_main(ddir, nats_port, nats_url, lattice, labels, output.value, host_kwargs))
     except EmbeddedNatsError as e:
         fail(f"cannot start NATS: {e}")
     except Exception as e:  # start-up failures: one line, not a traceback
@@ -230,9 +320,24 @@ def _up_detached(
     labels: list[str],
     output: OutputFormat,
     log_level: str,
+    host_kwargs: dict[str, Any],
 ) -> None:
     """Start `up` in a new session with output in `<data-dir>/up.log`; return once its host answers."""
     import subprocess
+
+    # Secrets (seeds, JWT) go to the child through its environment, not its (visible) command line.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WASMLATTICE_NATS_")}
+    env.pop("WASMLATTICE_HOST_SEED", None)
+    secret_env = {
+        "nats_jwt": "WASMLATTICE_NATS_JWT",
+        "nats_seed": "WASMLATTICE_NATS_SEED",
+        "host_seed": "WASMLATTICE_HOST_SEED",
+        "nats_creds": "WASMLATTICE_NATS_CREDS",
+        "js_domain": "WASMLATTICE_JS_DOMAIN",
+    }
+    for key, var in secret_env.items():
+        if host_kwargs.get(key) is not None:
+            env[var] = str(host_kwargs[key])
 
     cmd = [sys.executable, "-m", "wasmlattice.cli.main", "up", "--data-dir", str(ddir)]
     cmd += ["--nats-port", str(nats_port), "--lattice", lattice, "--log-level", log_level]
@@ -240,10 +345,21 @@ def _up_detached(
         cmd += ["--nats-url", nats_url]
     for lb in labels:
         cmd += ["--label", lb]
+    if host_kwargs.get("friendly_name"):
+        cmd += ["--friendly-name", str(host_kwargs["friendly_name"])]
+    if host_kwargs.get("nats_tls"):
+        cmd += ["--nats-tls"]
+    if host_kwargs.get("nats_tls_ca") is not None:
+        cmd += ["--nats-tls-ca", str(host_kwargs["nats_tls_ca"])]
     log_path = ddir / "up.log"
     with log_path.open("ab") as log_file:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
         )
     deadline = time.monotonic() + 60
     state: dict[str, Any] | None = None
@@ -260,9 +376,12 @@ def _up_detached(
         fail(f"`wasmlattice up` did not become ready within 60s; see {log_path}")
     assert state is not None
     host_id = str(state["host_id"])
-    hosts = ctl_call(str(state["nats_url"]), lattice, 2.0, lambda c: c.ping_hosts(1.0))
-    if not any(h.id == host_id for h in hosts):
-        fail(f"the host {host_id} started but does not answer ping; see {log_path}")
+    secured = any(host_kwargs.get(k) for k in ("nats_creds", "nats_jwt", "nats_tls"))
+    # The CLI's control client has no NATS credentials/TLS options: only ping an open server.
+    if not secured:
+        hosts = ctl_call(str(state["nats_url"]), lattice, 2.0, lambda c: c.ping_hosts(1.0))
+        if not any(h.id == host_id for h in hosts):
+            fail(f"the host {host_id} started but does not answer ping; see {log_path}")
     if output is OutputFormat.json:
         print_json(state)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -75,10 +76,30 @@ class CompileCache:
         """The compiled component for `data`, from the cache or freshly compiled (and then cached)."""
         key = self.key(data, engine)
         path = self.path_for(key)
-        if path is not None and path.exists():
+        if path is None:
+            return self._compile(data, engine, origin)
+        if path.exists():
             comp = self._read(path, engine)
             if comp is not None:
                 return comp
+        # Several processes (hosts, workers) often load the same new component at once: one
+        # compiles while the others wait for its entry instead of compiling it again.
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(path.with_suffix(".lock"), "w")  # noqa: SIM115 - held across the compile
+        except OSError:
+            return self._compile(data, engine, origin, path)
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.exists():
+                comp = self._read(path, engine)
+                if comp is not None:
+                    return comp
+            return self._compile(data, engine, origin, path)
+
+    def _compile(
+        self, data: bytes, engine: HostEngine, origin: str, path: Path | None = None
+    ) -> wc.Component:
         try:
             comp = wc.Component(engine.engine, data)
         except wasmtime.WasmtimeError as e:

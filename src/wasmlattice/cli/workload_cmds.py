@@ -1,0 +1,480 @@
+"""Workload commands: scale/update components, start/stop providers (like `wash scale/update/start/stop`).
+
+Placement: without `--host`, a component or provider auction is run with the `--constraint`s. Among
+the hosts that bid, a host already running the component ID wins (so re-scaling reaches it); otherwise
+the least loaded one (fewest components, or fewest providers for a provider), ties going to the host
+that answered first. By default the command then waits for the outcome event on
+`wasmbus.evt.<lattice>.>` (`component_scaled` / `component_scale_failed`, `provider_started` /
+`provider_start_failed`) and exits 1 when the host reports a failure or nothing arrives in time, so a
+deploy that failed is never reported as done. `--no-wait` returns after the host's acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .app import app
+from .common import (
+    DEFAULT_CLI_NATS_URL,
+    LatticeOpt,
+    NatsUrlOpt,
+    OutputFormat,
+    OutputOpt,
+    TimeoutOpt,
+    ctl_call,
+    fail,
+    parse_kv,
+    print_json,
+)
+from .lattice_cmds import stop_app
+
+scale_app = typer.Typer(help="Scale components.", no_args_is_help=True)
+update_app = typer.Typer(help="Update components to a new image reference.", no_args_is_help=True)
+start_app = typer.Typer(help="Start providers.", no_args_is_help=True)
+app.add_typer(scale_app, name="scale")
+app.add_typer(update_app, name="update")
+app.add_typer(start_app, name="start")
+
+EVENT_TYPE_PREFIX = "com.wasmcloud.lattice."
+
+HostOpt = Annotated[
+    str | None, typer.Option("--host", "--host-id", help="Host ID to use (skips the auction).")
+]
+ConstraintOpt = Annotated[
+    list[str] | None,
+    typer.Option("--constraint", "-c", help="Host label KEY=VALUE the host must have; repeatable."),
+]
+ConfigOpt = Annotated[list[str] | None, typer.Option("--config", help="Named config to attach; repeatable.")]
+AnnotationOpt = Annotated[
+    list[str] | None, typer.Option("--annotation", "-a", help="Annotation KEY=VALUE; repeatable.")
+]
+NoWaitOpt = Annotated[
+    bool, typer.Option("--no-wait", help="Return after the host's acknowledgement, without the event.")
+]
+WaitTimeoutOpt = Annotated[
+    float, typer.Option("--wait-timeout", min=0.1, help="How long to wait for the outcome event, seconds.")
+]
+AuctionTimeoutOpt = Annotated[
+    float, typer.Option("--auction-timeout", min=0.05, help="How long to collect auction bids, seconds.")
+]
+
+
+def normalize_ref(ref: str) -> str:
+    """Turn a bare local path (existing, or ending in .wasm, or starting with . or /) into file://ABS."""
+    if "://" in ref:
+        return ref
+    path = Path(ref).expanduser()
+    if path.exists() or ref.endswith(".wasm") or ref.startswith((".", "/", "~")):
+        return "file://" + str(path.resolve())
+    return ref  # an OCI reference such as ghcr.io/org/component:1.0
+
+
+class EventWatch:
+    """Lattice events received on `wasmbus.evt.<lattice>.>` since `start()`."""
+
+    def __init__(self, ctl: Any) -> None:
+        self.ctl = ctl
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.sub: Any = None
+
+    async def start(self) -> None:
+        """Subscribe (before the command is sent, so its outcome cannot be missed)."""
+        from ..lattice.subjects import events_wildcard
+
+        async def on_msg(msg: Any) -> None:
+            with contextlib.suppress(ValueError):
+                event = json.loads(msg.data)
+                if isinstance(event, dict) and isinstance(event.get("data"), dict):
+                    self.queue.put_nowait(event)
+
+        self.sub = await self.ctl.nc.subscribe(events_wildcard(self.ctl.lattice), cb=on_msg)
+        await self.ctl.nc.flush(timeout=max(self.ctl.timeout, 1.0))
+
+    async def close(self) -> None:
+        """Unsubscribe."""
+        if self.sub is not None:
+            with contextlib.suppress(Exception):
+                await self.sub.unsubscribe()
+
+    async def outcomes(
+        self,
+        hosts: list[str],
+        kinds: tuple[str, str],
+        match: Callable[[dict[str, Any]], bool],
+        timeout: float,
+    ) -> dict[str, tuple[str, dict[str, Any]]]:
+        """For each host, the first event of one of `kinds` whose data passes `match` (until timeout)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        found: dict[str, tuple[str, dict[str, Any]]] = {}
+        while len(found) < len(hosts) and (left := deadline - loop.time()) > 0:
+            try:
+                event = await asyncio.wait_for(self.queue.get(), left)
+            except TimeoutError:
+                break
+            kind = str(event.get("type", "")).removeprefix(EVENT_TYPE_PREFIX)
+            data: dict[str, Any] = event["data"]
+            host = str(data.get("host_id") or event.get("source", ""))
+            if kind in kinds and host in hosts and host not in found and match(data):
+                found[host] = (kind, data)
+        return found
+
+
+async def inventories(ctl: Any, wait: float) -> list[Any]:
+    """The inventory of every host answering a ping within `wait` seconds."""
+    hosts = await ctl.ping_hosts(wait)
+    return list(await asyncio.gather(*(ctl.get_host_inventory(h.id) for h in hosts)))
+
+
+def _no_match(what: str, lattice: str, constraints: Mapping[str, str], extra: str = "") -> str:
+    from ..client.ctl import UP_HINT
+
+    if not constraints:
+        return f"no host on lattice '{lattice}' bid for {what}{extra}: {UP_HINT}"
+    return (
+        f"no host on lattice '{lattice}' matches constraints {dict(constraints)}{extra}; "
+        "check labels with `wasmlattice get hosts`"
+    )
+
+
+async def pick_component_host(
+    ctl: Any, ref: str, component_id: str, constraints: dict[str, str], auction_wait: float
+) -> str:
+    """Auction the component; the bidder already running it, else the one with fewest components."""
+    from ..client.ctl import CtlError
+
+    acks = await ctl.auction_component(ref, component_id, constraints, wait=auction_wait)
+    bidders = list(dict.fromkeys(a.host_id for a in acks))
+    if not bidders:
+        raise CtlError(_no_match(f"component {component_id}", ctl.lattice, constraints))
+    if len(bidders) == 1:
+        return str(bidders[0])
+    invs = await asyncio.gather(*(ctl.get_host_inventory(h) for h in bidders))
+    for inv in invs:
+        if any(cd.id == component_id for cd in inv.components):
+            return str(inv.host_id)
+    return str(min(zip(bidders, invs, strict=True), key=lambda hi: len(hi[1].components))[0])
+
+
+async def pick_provider_host(
+    ctl: Any, ref: str, provider_id: str, constraints: dict[str, str], auction_wait: float
+) -> str:
+    """Auction the provider; the bidder with fewest providers (hosts running it already do not bid)."""
+    from ..client.ctl import CtlError
+
+    acks = await ctl.auction_provider(ref, provider_id, constraints, wait=auction_wait)
+    bidders = list(dict.fromkeys(a.host_id for a in acks))
+    if not bidders:
+        extra = f" (hosts already running provider {provider_id} do not bid)"
+        raise CtlError(_no_match(f"provider {provider_id}", ctl.lattice, constraints, extra))
+    if len(bidders) == 1:
+        return str(bidders[0])
+    invs = await asyncio.gather(*(ctl.get_host_inventory(h) for h in bidders))
+    return str(min(zip(bidders, invs, strict=True), key=lambda hi: len(hi[1].providers))[0])
+
+
+async def hosts_running(ctl: Any, what: str, item_id: str, wait: float) -> list[Any]:
+    """Inventories of the hosts running component/provider `item_id`; CtlError if there are none."""
+    from ..client.ctl import CtlError
+
+    found = []
+    for inv in await inventories(ctl, wait):
+        items = inv.components if what == "component" else inv.providers
+        if any(i.id == item_id for i in items):
+            found.append(inv)
+    if not found:
+        raise CtlError(
+            f"{what} {item_id} is not running on any host of lattice '{ctl.lattice}': "
+            "see `wasmlattice get inventory`"
+        )
+    return found
+
+
+def report(result: dict[str, Any], output: OutputFormat, ok_text: Callable[[dict[str, Any]], str]) -> None:
+    """Print a workload result; exit 1 (one error line per failed host) unless every host succeeded."""
+    if output is OutputFormat.json:
+        print_json(result)
+    failures = [r for r in result["results"] if not r["success"]]
+    if output is OutputFormat.text:
+        for r in result["results"]:
+            if r["success"]:
+                typer.echo(ok_text(r))
+    if failures:
+        for r in failures[:-1]:
+            typer.echo(f"error: {r['error']}", err=True)
+        fail(str(failures[-1]["error"]))
+
+
+def outcome_entry(
+    host: str,
+    ack: str,
+    got: tuple[str, dict[str, Any]] | None,
+    ok_kind: str,
+    what: str,
+    wait_timeout: float,
+) -> dict[str, Any]:
+    """One host's result from its acknowledgement and outcome event (None: timed out)."""
+    entry: dict[str, Any] = {"host_id": host, "message": ack}
+    if got is None:
+        entry.update(
+            success=False,
+            event=None,
+            error=(
+                f"{what} on host {host}: no outcome event within {wait_timeout:g}s; it may still be in "
+                f"progress: check `wasmlattice get inventory {host}` or raise --wait-timeout"
+            ),
+        )
+        return entry
+    kind, data = got
+    entry.update(event=kind, success=kind == ok_kind)
+    if kind != ok_kind:
+        entry["error"] = f"{what} on host {host} failed: {data.get('error') or 'the host gave no reason'}"
+    return entry
+
+
+@scale_app.command("component")
+def scale_component(
+    ref: Annotated[str, typer.Argument(help="Component reference: file:///abs.wasm, a local path, or OCI.")],
+    component_id: Annotated[str, typer.Argument(help="Component ID.")],
+    count: Annotated[
+        int, typer.Option("--count", "--max-instances", min=0, help="Max concurrent instances; 0 stops it.")
+    ] = 1,
+    host: HostOpt = None,
+    constraint: ConstraintOpt = None,
+    annotation: AnnotationOpt = None,
+    config: ConfigOpt = None,
+    allow_update: Annotated[
+        bool, typer.Option("--allow-update", help="Update a running component to REF if it differs.")
+    ] = False,
+    no_wait: NoWaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = 60.0,
+    auction_timeout: AuctionTimeoutOpt = 1.0,
+    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
+    lattice: LatticeOpt = "default",
+    output: OutputOpt = OutputFormat.text,
+    timeout: TimeoutOpt = 2.0,
+) -> None:
+    """Scale component ID (image REF) to --count instances, then wait for the host's outcome event."""
+    if host is not None and constraint:
+        raise typer.BadParameter("give --host or --constraint, not both")
+    image_ref = normalize_ref(ref)
+    constraints = parse_kv(constraint or [], "--constraint")
+    annotations = parse_kv(annotation or [], "--annotation") if annotation else None
+
+    async def go(c: Any) -> dict[str, Any]:
+        if host is not None:
+            targets = [host]
+        elif count == 0 and not constraints:
+            # Stopping: every host running it (an auction could pick a host that does not).
+            targets = [str(i.host_id) for i in await hosts_running(c, "component", component_id, 1.0)]
+        else:
+            targets = [await pick_component_host(c, image_ref, component_id, constraints, auction_timeout)]
+        watch = EventWatch(c)
+        await watch.start()
+        try:
+            acks: dict[str, str] = {}
+            for h in targets:
+                acks[h] = await c.scale_component(
+                    h,
+                    image_ref,
+                    component_id,
+                    count,
+                    annotations=annotations,
+                    config=list(config or []),
+                    allow_update=allow_update,
+                )
+            if no_wait:
+                results = [
+                    {"host_id": h, "message": m, "success": True, "event": None} for h, m in acks.items()
+                ]
+            else:
+                got = await watch.outcomes(
+                    targets,
+                    ("component_scaled", "component_scale_failed"),
+                    lambda d: d.get("component_id") == component_id,
+                    wait_timeout,
+                )
+                what = f"scaling component {component_id} to {count}"
+                results = [
+                    outcome_entry(h, acks[h], got.get(h), "component_scaled", what, wait_timeout)
+                    for h in targets
+                ]
+        finally:
+            await watch.close()
+        return {"component_id": component_id, "image_ref": image_ref, "count": count, "results": results}
+
+    result = ctl_call(nats_url, lattice, timeout, go)
+    result["success"] = all(r["success"] for r in result["results"])
+    verb = "scale to" if no_wait else "scaled to"
+    report(
+        result,
+        output,
+        lambda r: (
+            f"Component {component_id} {verb} {count} on host {r['host_id']}"
+            + (" (acknowledged; not waiting for the outcome)" if no_wait else "")
+        ),
+    )
+
+
+@update_app.command("component")
+def update_component(
+    component_id: Annotated[str, typer.Argument(help="ID of the running component.")],
+    new_ref: Annotated[str, typer.Argument(help="New reference: file:///abs.wasm, a local path, or OCI.")],
+    host: HostOpt = None,
+    no_wait: NoWaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = 60.0,
+    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
+    lattice: LatticeOpt = "default",
+    output: OutputOpt = OutputFormat.text,
+    timeout: TimeoutOpt = 2.0,
+) -> None:
+    """Replace the image of running component ID with NEW_REF (on every host running it by default)."""
+    from ..client.ctl import CtlError
+
+    image_ref = normalize_ref(new_ref)
+
+    async def go(c: Any) -> dict[str, Any]:
+        if host is not None:
+            inv = await c.get_host_inventory(host)
+            if not any(cd.id == component_id for cd in inv.components):
+                raise CtlError(
+                    f"component {component_id} is not running on host {host}: "
+                    f"see `wasmlattice get inventory {host}`"
+                )
+            invs = [inv]
+        else:
+            invs = await hosts_running(c, "component", component_id, 1.0)
+        current = {
+            str(i.host_id): next(cd.image_ref for cd in i.components if cd.id == component_id) for i in invs
+        }
+        results: list[dict[str, Any]] = []
+        targets = [h for h, r in current.items() if r != image_ref]
+        for h in current:
+            if h not in targets:
+                results.append(
+                    {"host_id": h, "message": "already up to date", "success": True, "event": None}
+                )
+        watch = EventWatch(c)
+        await watch.start()
+        try:
+            acks = {h: await c.update_component(h, component_id, image_ref) for h in targets}
+            got = {}
+            if not no_wait and targets:
+                got = await watch.outcomes(
+                    targets,
+                    ("component_scaled", "component_scale_failed"),
+                    lambda d: d.get("component_id") == component_id and d.get("image_ref") == image_ref,
+                    wait_timeout,
+                )
+            for h in targets:
+                if no_wait:
+                    results.append({"host_id": h, "message": acks[h], "success": True, "event": None})
+                else:
+                    what = f"updating component {component_id} to {image_ref}"
+                    results.append(
+                        outcome_entry(h, acks[h], got.get(h), "component_scaled", what, wait_timeout)
+                    )
+        finally:
+            await watch.close()
+        return {"component_id": component_id, "image_ref": image_ref, "previous": current, "results": results}
+
+    result = ctl_call(nats_url, lattice, timeout, go)
+    result["success"] = all(r["success"] for r in result["results"])
+    report(
+        result,
+        output,
+        lambda r: (
+            f"Component {component_id} on host {r['host_id']}: "
+            + (r["message"] if r["event"] is None else f"updated to {image_ref}")
+        ),
+    )
+
+
+@start_app.command("provider")
+def start_provider(
+    ref: Annotated[str, typer.Argument(help="Provider reference, e.g. builtin://http-server.")],
+    provider_id: Annotated[str, typer.Argument(help="Provider ID.")],
+    host: HostOpt = None,
+    constraint: ConstraintOpt = None,
+    annotation: AnnotationOpt = None,
+    config: ConfigOpt = None,
+    no_wait: NoWaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = 60.0,
+    auction_timeout: AuctionTimeoutOpt = 1.0,
+    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
+    lattice: LatticeOpt = "default",
+    output: OutputOpt = OutputFormat.text,
+    timeout: TimeoutOpt = 2.0,
+) -> None:
+    """Start provider ID (image REF) on a host, then wait for provider_started or provider_start_failed."""
+    if host is not None and constraint:
+        raise typer.BadParameter("give --host or --constraint, not both")
+    provider_ref = normalize_ref(ref)
+    constraints = parse_kv(constraint or [], "--constraint")
+    annotations = parse_kv(annotation or [], "--annotation") if annotation else None
+
+    async def go(c: Any) -> dict[str, Any]:
+        target = host or await pick_provider_host(c, provider_ref, provider_id, constraints, auction_timeout)
+        watch = EventWatch(c)
+        await watch.start()
+        try:
+            ack = await c.start_provider(
+                target, provider_ref, provider_id, config=list(config or []), annotations=annotations
+            )
+            if no_wait:
+                entry = {"host_id": target, "message": ack, "success": True, "event": None}
+            else:
+                got = await watch.outcomes(
+                    [target],
+                    ("provider_started", "provider_start_failed"),
+                    lambda d: d.get("provider_id") == provider_id,
+                    wait_timeout,
+                )
+                what = f"starting provider {provider_id}"
+                entry = outcome_entry(target, ack, got.get(target), "provider_started", what, wait_timeout)
+        finally:
+            await watch.close()
+        return {"provider_id": provider_id, "provider_ref": provider_ref, "results": [entry]}
+
+    result = ctl_call(nats_url, lattice, timeout, go)
+    result["success"] = all(r["success"] for r in result["results"])
+    verb = "starting" if no_wait else "started"
+    report(result, output, lambda r: f"Provider {provider_id} {verb} on host {r['host_id']}")
+
+
+@stop_app.command("provider")
+def stop_provider(
+    provider_id: Annotated[str, typer.Argument(help="Provider ID.")],
+    host: HostOpt = None,
+    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
+    lattice: LatticeOpt = "default",
+    output: OutputOpt = OutputFormat.text,
+    timeout: TimeoutOpt = 2.0,
+) -> None:
+    """Stop provider ID (on every host running it unless --host is given)."""
+    from ..client.ctl import CtlError
+
+    async def go(c: Any) -> dict[str, Any]:
+        if host is not None:
+            targets = [host]
+        else:
+            targets = [str(i.host_id) for i in await hosts_running(c, "provider", provider_id, 1.0)]
+        results = []
+        for h in targets:
+            try:
+                msg = await c.stop_provider(h, provider_id)
+            except CtlError as e:
+                raise CtlError(f"{e.message}: see `wasmlattice get inventory {h}`") from None
+            results.append({"host_id": h, "message": msg, "success": True, "event": "provider_stopped"})
+        return {"provider_id": provider_id, "results": results}
+
+    result = ctl_call(nats_url, lattice, timeout, go)
+    result["success"] = True
+    report(result, output, lambda r: f"Provider {provider_id} stopped on host {r['host_id']}")
