@@ -259,3 +259,38 @@ async def test_path_routing_several_components(env: Env, echo_ref: str) -> None:
     await ctl.start_provider(host, "oci://example/provider:1", "bogus")
     failed = await env.wait_event("provider_start_failed")
     assert "builtin://http-server" in failed["data"]["error"]
+
+
+async def test_provider_health_is_answered_and_reported(env: Env) -> None:
+    # A host checking its providers every 0.3 s (the reference default is 30 s, first after 5 s).
+    cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", env.nats_url]
+    cmd += ["--lattice", env.lattice, "--health-interval", "0.3"]
+    log = (env.log_dir / "host-health.log").open("wb")
+    env.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env.env))
+    (host,) = await env.host_ids(1)
+    health_subject = f"wasmbus.rpc.{env.lattice}.web.health"
+
+    assert await env.ctl.start_provider(host, HTTP_SERVER, "web") == "successfully started provider"
+    await env.wait_event("provider_started", lambda e: e["data"]["provider_id"] == "web")
+    # The first healthy check publishes `passed` (a new provider counts as unhealthy), later ones
+    # `status`, each with exactly the reference's data fields.
+    passed = await env.wait_event("health_check_passed", lambda e: e["data"]["provider_id"] == "web")
+    assert passed["data"] == {"host_id": host, "provider_id": "web"}
+    assert passed["source"] == host
+    await env.wait_event("health_check_status", lambda e: e["data"]["provider_id"] == "web")
+    assert not [e for e in env.events if e["type"].endswith("health_check_failed")]
+
+    # The provider's health subject answers as a provider process would: healthy, no message.
+    reply = await env.nc.request(health_subject, b"", timeout=5)
+    assert json.loads(reply.data) == {"healthy": True}
+
+    await env.ctl.stop_provider(host, "web")
+    await env.wait_event("provider_stopped", lambda e: e["data"]["provider_id"] == "web")
+    # Once stopped, health requests find no responder and no more health events come.
+    import nats.errors
+
+    with pytest.raises(nats.errors.NoRespondersError):
+        await env.nc.request(health_subject, b"", timeout=2)
+    seen = len([e for e in env.events if "health_check" in e["type"]])
+    await asyncio.sleep(1.0)
+    assert len([e for e in env.events if "health_check" in e["type"]]) == seen

@@ -121,6 +121,14 @@ class HttpServerProvider:
             id=self.provider_id, image_ref=self.image_ref, name="http-server", annotations=self.annotations
         )
 
+    def health(self) -> tuple[bool, str | None]:
+        """Healthy while it runs; in path mode, only while its one listener is bound."""
+        if self._stopped:
+            return False, "stopped"
+        if self.routing_mode == "path" and self.default_address not in self._listeners:
+            return False, f"not listening on {_fmt(self.default_address)}"
+        return True, None
+
     def addresses(self) -> list[tuple[str, int]]:
         """The addresses this provider listens on now."""
         return sorted(self._listeners)

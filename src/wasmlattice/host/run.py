@@ -28,6 +28,7 @@ from wasmlattice.lattice.connection import (
     jetstream,
 )
 from wasmlattice.lattice.control import ControlInterfaceServer
+from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S
 from wasmlattice.lattice.kv import KvError
 from wasmlattice.lattice.models import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HOST_STOP_TIMEOUT_S
 from wasmlattice.lattice.state import LatticeState
@@ -54,6 +55,7 @@ class HostOptions:
     - `host_seed`: nkeys server seed (`SN...`) fixing the host ID; random when None.
     - `friendly_name`: display name; derived from the host ID when None.
     - `heartbeat_interval`: seconds between `host_heartbeat` events (30).
+    - `health_interval`: seconds between provider health checks (30; the first after 5 at most).
     - `ctl_topic_prefix`: control subject prefix (`wasmbus.ctl`).
     - `stop_timeout`: default bound in seconds on graceful shutdown (10).
     """
@@ -71,6 +73,7 @@ class HostOptions:
     host_seed: str | None = None
     friendly_name: str | None = None
     heartbeat_interval: float = float(DEFAULT_HEARTBEAT_INTERVAL_S)
+    health_interval: float = DEFAULT_HEALTH_INTERVAL_S
     ctl_topic_prefix: str = DEFAULT_TOPIC_PREFIX
     stop_timeout: float = DEFAULT_HOST_STOP_TIMEOUT_S
 
@@ -145,6 +148,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             on_stop=request_stop,
             components=components,
             providers=providers,
+            health_interval=opts.health_interval,
         )
         installed: list[signal.Signals] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -200,6 +204,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--heartbeat-interval", type=float, default=float(DEFAULT_HEARTBEAT_INTERVAL_S), help="seconds"
     )
+    p.add_argument(
+        "--health-interval",
+        type=float,
+        default=DEFAULT_HEALTH_INTERVAL_S,
+        help="provider health check seconds",
+    )
     p.add_argument("--ctl-topic-prefix", default=DEFAULT_TOPIC_PREFIX, help="control subject prefix")
     p.add_argument("--log-level", default="INFO", help="log level")
     return p
@@ -223,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host_seed=args.host_seed,
             friendly_name=args.friendly_name,
             heartbeat_interval=args.heartbeat_interval,
+            health_interval=args.health_interval,
             ctl_topic_prefix=args.ctl_topic_prefix,
         )
         asyncio.run(run_host(opts))

@@ -21,6 +21,7 @@ from wasmlattice.host.host import Host, LabelError
 from wasmlattice.lattice import events as ev
 from wasmlattice.lattice import subjects as sj
 from wasmlattice.lattice.events import CloudEvent
+from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S, ProviderHealth
 from wasmlattice.lattice.models import (
     DEFAULT_HEARTBEAT_INTERVAL_S,
     MSG_CONFIG_DELETED,
@@ -91,6 +92,7 @@ class ControlInterfaceServer:
         provider_auctions: bool = True,
         components: ComponentRegistry | None = None,
         providers: ProviderManager | None = None,
+        health_interval: float = DEFAULT_HEALTH_INTERVAL_S,
     ) -> None:
         self.host = host
         self.nc = nc
@@ -107,6 +109,7 @@ class ControlInterfaceServer:
             if components is not None and providers is not None
             else None
         )
+        self.health = ProviderHealth(self, health_interval)
         self.subscriptions = sj.host_subscriptions(
             host.host_id,
             host.lattice,
@@ -140,6 +143,8 @@ class ControlInterfaceServer:
         self._spawn("kv-watch", self.state.watch_forever)
         await self.state.wait_synced()
         self._spawn("heartbeat", self._heartbeat)
+        if self.workloads is not None:
+            self._spawn("provider-health", self.health.run)
 
     async def publish_started(self) -> None:
         """Publish `host_started` (after startup and KV replay)."""
@@ -165,6 +170,7 @@ class ControlInterfaceServer:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs.clear()
+        await self.health.close()
         if self._handlers:
             _, pending = await asyncio.wait(set(self._handlers), timeout=HANDLER_DRAIN_TIMEOUT_S)
             for task in pending:

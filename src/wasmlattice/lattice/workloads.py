@@ -241,6 +241,9 @@ class WorkloadOps:
                 )
             )
             return
+        provider = self.providers.get(cmd.provider_id)
+        if provider is not None:
+            await self.server.health.started(cmd.provider_id, provider)
         await self.server.publish(
             ev.provider_started(
                 cmd.host_id or self.host_id,
@@ -254,6 +257,7 @@ class WorkloadOps:
         provider = self.providers.get(cmd.provider_id)
         if provider is None:
             return CtlResponse[Any].fail(MSG_PROVIDER_NOT_RUNNING)
+        await self.server.health.stopped(cmd.provider_id)
         await self.providers.stop(cmd.provider_id)
         await self.server.publish(
             ev.provider_stopped(
