@@ -294,3 +294,63 @@ async def test_provider_health_is_answered_and_reported(env: Env) -> None:
     seen = len([e for e in env.events if "health_check" in e["type"]])
     await asyncio.sleep(1.0)
     assert len([e for e in env.events if "health_check" in e["type"]]) == seen
+
+
+def listening_sockets(port: int) -> int:
+    """How many TCP sockets listen on `port` (IPv4), from /proc (state 0A is LISTEN)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            count += 1
+    return count
+
+
+async def test_two_hosts_share_one_address_and_updates_keep_in_flight_requests(
+    env: Env, echo_ref: str, tmp_path: Path
+) -> None:
+    env.start_host()
+    env.start_host()
+    hosts = await env.host_ids(2)
+    port = free_port()
+    await env.ctl.put_config("shared-http", {"address": f"127.0.0.1:{port}"})
+    for host in hosts:
+        await env.ctl.scale_component(host, echo_ref, "echo", 4)
+        await env.ctl.start_provider(host, HTTP_SERVER, "web")
+    for host in hosts:
+        await env.wait_event("component_scaled", lambda e, h=host: e["data"]["host_id"] == h)
+        await env.wait_event("provider_started", lambda e, h=host: e["data"]["host_id"] == h)
+    # One link in the lattice: both hosts' providers bind the same address (SO_REUSEPORT).
+    await env.ctl.put_link(http_link("web", "echo", ["shared-http"]))
+    url = f"http://127.0.0.1:{port}"
+    await wait_status(f"{url}/echo", 200, timeout=60.0)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait until the second host has bound it too
+        if listening_sockets(port) >= 2:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError(f"expected two listeners on port {port}")
+
+    # An update while a large response is streaming: the in-flight request completes.
+    n = 32 * 1024 * 1024
+    slow = asyncio.ensure_future(get(f"{url}/bytes?n={n}", timeout=120))
+    await asyncio.sleep(0.3)
+    other = tmp_path / "echo-v2.wasm"
+    shutil.copyfile(echo_ref.removeprefix("file://"), other)
+    for host in hosts:
+        await env.ctl.update_component(host, "echo", f"file://{other}")
+    status, body = await slow
+    assert status == 200 and len(body) == n
+
+    # One host gone (kill -9): the address is still served by the other.
+    env.procs[0].kill()
+    env.procs[0].wait(10)
+    ok = 0
+    for _ in range(20):
+        try:
+            status, _ = await get(f"{url}/echo", timeout=10)
+            ok += status == 200
+        except aiohttp.ClientError:
+            pass  # a connection the kernel had queued on the killed host's socket
+    assert ok >= 15, ok
