@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -59,18 +61,43 @@ def console() -> Any:
     return Console(width=None if sys.stdout.isatty() else 200)
 
 
+def cli_nats_options(nats_url: str, timeout: float) -> Any:
+    """NATS options of the lattice commands; credentials and TLS come from WASMLATTICE_NATS_* variables.
+
+    (Environment variables rather than flags on every command: set them once for a secured NATS.)
+    """
+    from ..lattice.connection import NatsOptions
+
+    env = os.environ
+
+    def path(name: str) -> Path | None:
+        value = env.get(name)
+        return Path(value) if value else None
+
+    return NatsOptions(
+        url=nats_url,
+        name="wasmlattice-cli",
+        connect_timeout=min(timeout, 2.0),
+        creds_file=path("WASMLATTICE_NATS_CREDS"),
+        jwt=env.get("WASMLATTICE_NATS_JWT") or None,
+        seed=env.get("WASMLATTICE_NATS_SEED") or None,
+        tls_required=env.get("WASMLATTICE_NATS_TLS", "").lower() in ("1", "true", "yes"),
+        tls_ca=path("WASMLATTICE_NATS_TLS_CA"),
+        tls_cert=path("WASMLATTICE_NATS_TLS_CERT"),
+        tls_key=path("WASMLATTICE_NATS_TLS_KEY"),
+    )
+
+
 def ctl_call(nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Connect to NATS, run `fn(CtlClient)`, disconnect; every failure becomes one error line."""
     from ..client.ctl import CtlClient, CtlError
-    from ..lattice.connection import NatsConnectionError, NatsOptions, connect
+    from ..lattice.connection import NatsConnectionError, connect
 
     # The client's own close looks like a disconnect to the connection logger; not worth a warning.
     logging.getLogger("wasmlattice.lattice.connection").setLevel(logging.ERROR)
 
     async def go() -> T:
-        nc = await connect(
-            NatsOptions(url=nats_url, name="wasmlattice-cli", connect_timeout=min(timeout, 2.0))
-        )
+        nc = await connect(cli_nats_options(nats_url, timeout))
         try:
             return await fn(CtlClient(nc, lattice, timeout=timeout))
         finally:
