@@ -270,15 +270,8 @@ def link_del(
     ack(output, msg, f"Link of {source} ({namespace}:{package}) deleted")
 
 
-@link_app.command("get")
-def link_get(
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
-) -> None:
-    """List every link of the lattice (same as `get links`)."""
-    _print_links(ctl_call(nats_url, lattice, timeout, lambda c: c.get_links()), output)
+# `link get` and `config get` are the same commands as `get links` and `get config`.
+link_app.command("get", help="List every link of the lattice (same as `get links`).")(get_links)
 
 
 @config_app.command("put")
@@ -296,16 +289,7 @@ def config_put(
     ack(output, msg, f"Config '{name}' put")
 
 
-@config_app.command("get")
-def config_get(
-    name: Annotated[str, typer.Argument(help="Config name.")],
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
-) -> None:
-    """Show named config NAME (exit 1 if it does not exist)."""
-    _show_config(name, nats_url, lattice, output, timeout)
+config_app.command("get", help="Show named config NAME (same as `get config`).")(get_config)
 
 
 @config_app.command("del")
