@@ -217,3 +217,25 @@ def test_host_functions_take_two_borrows(engine: HostEngine, tmp_path: Path) -> 
     assert pool.run(None, 5.0, True, False) == 1  # the same resource borrowed twice
     assert pool.run(None, 5.0, False, False) == 0  # two different resources
     assert pool.run(None, 5.0, False, True) == 7  # the error case of a result
+
+
+def test_host_function_slots_live_as_long_as_their_instances(
+    engine: HostEngine, hostcall_wasm: bytes
+) -> None:
+    import gc
+
+    from wasmlattice.runtime.fastcall import bound_slots_in_use
+
+    gc.collect()
+    before = bound_slots_in_use()
+    pool = make_pool(engine, hostcall_wasm, lambda x: x + 1, "run", reuse=100)
+    assert bound_slots_in_use() == before + 1  # the one import, `ping`
+    assert pool.run(None, 5.0, 3) == 3
+    # Dropping the linker alone must not free the slot: the live instance still calls `ping`.
+    pool.linked.linker = None  # type: ignore[assignment]
+    gc.collect()
+    assert pool.run(None, 5.0, 4) == 4
+    # With the instance gone too, the slot is free for the next component.
+    del pool
+    gc.collect()
+    assert bound_slots_in_use() == before

@@ -590,13 +590,18 @@ class BoundFunc:
         self.result_is_result = isinstance(sig.result, ResultT)
 
 
-_BOUND: list[BoundFunc] = []
-_BOUND_LOCK = threading.Lock()
+# Bound host functions by slot; the slot number is the callback's `data`. A slot is freed (and
+# reused) when wasmtime drops the linker that defined it, so hosts that load and unload many
+# components do not keep every signature they ever linked.
+_BOUND: list[BoundFunc | None] = []
+_FREE_SLOTS: list[int] = []
+_BOUND_LOCK = threading.RLock()  # re-entrant: a GC-run finalizer may fire while it is held
 
 
 def _dispatch(data: int, ctx: int, ty: int, args: int, nargs: int, results: int, nresults: int) -> int:
     # ctypes hands a NULL `void*` over as None, so index 0 arrives as None.
     bf = _BOUND[data or 0]
+    assert bf is not None  # a freed slot's linker (and so its callbacks) is gone
     st: StoreState = _tls.state
     try:
         if nargs == 0:
@@ -657,14 +662,37 @@ def _dtor(data: int, ctx: int, rep: int) -> int:
 _DTOR = CFUNCTYPE(c_void_p, c_void_p, c_void_p, c_uint32)(_dtor)
 
 
+def _finalize(data: int | None) -> None:
+    idx = data or 0
+    with _BOUND_LOCK:
+        if idx < len(_BOUND) and _BOUND[idx] is not None:
+            _BOUND[idx] = None
+            _FREE_SLOTS.append(idx)
+
+
+_FINALIZE = CFUNCTYPE(None, c_void_p)(_finalize)
+
+
+def bound_slots_in_use() -> int:
+    """How many host-function slots are taken (for tests and diagnostics)."""
+    with _BOUND_LOCK:
+        return len(_BOUND) - len(_FREE_SLOTS)
+
+
 def add_func(linker_instance: Any, name: str, bound: BoundFunc) -> None:
     """Define `name` in a wasmtime-py `LinkerInstance` as a fast-path host function."""
     with _BOUND_LOCK:
-        idx = len(_BOUND)
-        _BOUND.append(bound)
+        if _FREE_SLOTS:
+            idx = _FREE_SLOTS.pop()
+            _BOUND[idx] = bound
+        else:
+            idx = len(_BOUND)
+            _BOUND.append(bound)
     b = name.encode()
     li = ctypes.cast(linker_instance.ptr(), c_void_p).value
-    e = _add_func(li, b, len(b), ctypes.cast(_DISPATCH, c_void_p).value, idx, None)
+    e = _add_func(
+        li, b, len(b), ctypes.cast(_DISPATCH, c_void_p).value, idx, ctypes.cast(_FINALIZE, c_void_p).value
+    )
     if e:
         raise RuntimeError(f"cannot define {name}: {error_message(e)}")
 
