@@ -49,8 +49,6 @@ from wasmlattice.lattice.wire import PayloadError, WireModel, WireRoot, decode_j
 M = TypeVar("M", bound=BaseModel)
 
 UP_HINT = "is a host running? start one with `wasmlattice up`"
-# The reference host answers `config.get` for a missing name with success and this message.
-CONFIG_NOT_FOUND = "Configuration not found"
 
 
 class CtlError(RuntimeError):

@@ -93,11 +93,9 @@ _val_new = _proto("wasmtime_component_val_new", c_void_p, c_void_p)
 _val_delete = _proto("wasmtime_component_val_delete", None, c_void_p)
 _host_new = _proto("wasmtime_component_resource_host_new", c_void_p, c_bool, c_uint32, c_uint32)
 _host_rep = _proto("wasmtime_component_resource_host_rep", c_uint32, c_void_p)
-_host_type = _proto("wasmtime_component_resource_host_type", c_uint32, c_void_p)
 _host_delete = _proto("wasmtime_component_resource_host_delete", None, c_void_p)
 _host_to_any = _proto("wasmtime_component_resource_host_to_any", c_void_p, c_void_p, c_void_p, c_void_p)
 _any_to_host = _proto("wasmtime_component_resource_any_to_host", c_void_p, c_void_p, c_void_p, c_void_p)
-_any_delete = _proto("wasmtime_component_resource_any_delete", None, c_void_p)
 _error_new = _proto("wasmtime_error_new", c_void_p, c_char_p)
 _error_message = _proto("wasmtime_error_message", None, c_void_p, c_void_p)
 _error_delete = _proto("wasmtime_error_delete", None, c_void_p)
@@ -143,11 +141,9 @@ def _reader(ctype: Any) -> Callable[[int], Any]:
     return read
 
 
-_read_u8 = _reader(c_uint8)
 _read_bool = _reader(c_bool)
 _read_size = _reader(c_size_t)
 _read_ptr = _reader(c_void_p)
-_read_u32 = _reader(c_uint32)
 
 
 def _write_ptr(addr: int, value: int | None) -> None:

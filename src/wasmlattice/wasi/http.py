@@ -508,16 +508,6 @@ def _outgoing_handle(request: OutgoingRequest, options: RequestOptions | None) -
     return result
 
 
-def _m(name: str) -> Callable[..., Any]:
-    """A method call on the first argument (resource classes may be subclassed)."""
-
-    def call(obj: Any, *args: Any) -> Any:
-        return getattr(obj, name)(*args)
-
-    call.__name__ = name
-    return call
-
-
 def _opt(attr: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
     return (lambda o: getattr(o, attr), lambda o, v: o._set(attr, v))
 
