@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from common import machine
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
@@ -50,20 +50,6 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
-
-
-def machine() -> str:
-    """A one-line description of this machine."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    py = platform.python_version()
-    return f"{os.cpu_count()} cores, {cpu}, Python {py}, {platform.system()} {platform.release()}"
 
 
 def pct(samples: list[float], p: float) -> float:

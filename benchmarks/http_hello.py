@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,12 +27,7 @@ from wasmlattice.devbuild import build, wasmtime_cli
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-
-def free_port() -> int:
-    """A free loopback TCP port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from common import free_port, machine  # noqa: E402 - after the path entry
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
@@ -131,20 +124,6 @@ def bench_mode(
     finally:
         stop(ours)
     return a, b
-
-
-def machine() -> str:
-    """A one-line description of this machine."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    py = platform.python_version()
-    return f"{os.cpu_count()} cores, {cpu}, Python {py}, {platform.system()} {platform.release()}"
 
 
 def main() -> None:

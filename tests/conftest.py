@@ -86,6 +86,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `wasmlattice ARGS...` as a user would, with this interpreter and no WASMLATTICE_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WASMLATTICE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "wasmlattice.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def cli_ok(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the CLI and require exit code 0."""
+    r = cli(*args, timeout=timeout)
+    assert r.returncode == 0, f"{args} -> {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    return r
+
+
 @dataclass
 class ServerProcess:
     """An HTTP host running as a subprocess, with its output captured in a file."""

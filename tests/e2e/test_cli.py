@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from conftest import cli
+
 from wasmlattice import __version__
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wasmlattice.cli.main", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def test_version() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,34 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import cli, free_port
+from conftest import cli_ok as ok
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run `wasmlattice ARGS...` with this interpreter."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WASMLATTICE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "wasmlattice.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-def ok(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the CLI and require exit code 0."""
-    r = cli(*args)
-    assert r.returncode == 0, f"{args} -> {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
-    return r
 
 
 def get_hosts(url: str, lattice: str) -> list[dict[str, object]]:

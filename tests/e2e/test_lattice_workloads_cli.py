@@ -20,28 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import cli, free_port
+from conftest import cli_ok as ok
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run `wasmlattice ARGS...` with this interpreter."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WASMLATTICE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "wasmlattice.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-def ok(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the CLI and require exit code 0."""
-    r = cli(*args)
-    assert r.returncode == 0, f"{args} -> {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
-    return r
 
 
 def wait_hosts(common: tuple[str, ...], n: int, timeout: float = 20) -> list[dict[str, Any]]:

@@ -239,6 +239,17 @@ def outcome_entry(
     return entry
 
 
+def _placement(
+    host: str | None, constraint: list[str] | None, annotation: list[str] | None
+) -> tuple[dict[str, str], dict[str, str] | None]:
+    """The auction constraints and annotations of a scale or start (a host, or constraints, not both)."""
+    if host is not None and constraint:
+        raise typer.BadParameter("give --host or --constraint, not both")
+    constraints = parse_kv(constraint or [], "--constraint")
+    annotations = parse_kv(annotation or [], "--annotation") if annotation else None
+    return constraints, annotations
+
+
 @scale_app.command("component")
 def scale_component(
     ref: Annotated[str, typer.Argument(help="Component reference: file:///abs.wasm, a local path, or OCI.")],
@@ -262,11 +273,8 @@ def scale_component(
     timeout: TimeoutOpt = 2.0,
 ) -> None:
     """Scale component ID (image REF) to --count instances, then wait for the host's outcome event."""
-    if host is not None and constraint:
-        raise typer.BadParameter("give --host or --constraint, not both")
     image_ref = normalize_ref(ref)
-    constraints = parse_kv(constraint or [], "--constraint")
-    annotations = parse_kv(annotation or [], "--annotation") if annotation else None
+    constraints, annotations = _placement(host, constraint, annotation)
 
     async def go(c: Any) -> dict[str, Any]:
         if host is not None:
@@ -414,11 +422,8 @@ def start_provider(
     timeout: TimeoutOpt = 2.0,
 ) -> None:
     """Start provider ID (image REF) on a host, then wait for provider_started or provider_start_failed."""
-    if host is not None and constraint:
-        raise typer.BadParameter("give --host or --constraint, not both")
     provider_ref = normalize_ref(ref)
-    constraints = parse_kv(constraint or [], "--constraint")
-    annotations = parse_kv(annotation or [], "--annotation") if annotation else None
+    constraints, annotations = _placement(host, constraint, annotation)
 
     async def go(c: Any) -> dict[str, Any]:
         target = host or await pick_provider_host(c, provider_ref, provider_id, constraints, auction_timeout)
