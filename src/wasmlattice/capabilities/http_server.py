@@ -37,6 +37,7 @@ ROUTING_MODES = ("address", "path")
 # Request limits of the provider's listeners (as `wasmlattice run`'s defaults).
 MAX_BODY = 64 * 1024 * 1024
 MAX_HEADER_SIZE = 8190
+CLOSE_GRACE = 5.0  # seconds
 
 TargetLookup = Callable[[str], HttpTarget | None]
 
@@ -234,7 +235,8 @@ class HttpServerProvider:
         server = web.Server(
             handler.handle, max_line_size=MAX_HEADER_SIZE, max_field_size=MAX_HEADER_SIZE, access_log=None
         )
-        runner = web.ServerRunner(server, handle_signals=False)
+        # In-flight requests get a short grace period when a link delete closes the listener.
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=CLOSE_GRACE)
         await runner.setup()
         try:
             await web.SockSite(runner, sock).start()
@@ -253,7 +255,7 @@ class HttpServerProvider:
         if listener is None:
             return
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(listener.runner.cleanup(), 5.0)
+            await asyncio.wait_for(listener.runner.cleanup(), CLOSE_GRACE + 5.0)
         await listener.handler.close()
         log.info("http-server %s stopped listening on %s", self.provider_id, _fmt(address))
 
