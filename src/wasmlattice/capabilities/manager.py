@@ -1,22 +1,63 @@
 """Starting and stopping a host's providers by reference (reference §2.4.5-2.4.6, §5.5).
 
-Only builtin, in-process providers exist so far: `wasmcloud+builtin://http-server` (alias
-`builtin://http-server`). Other references are refused with a message naming the supported ones.
+Every provider is builtin and in-process. `BUILTINS` maps each accepted reference (wasmCloud's
+`wasmcloud+builtin://...` spellings are aliases of ours) to the factory that makes it; other
+references are refused with a message naming the supported ones.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from wasmlattice.capabilities.http_server import HttpServerProvider, TargetLookup
+from wasmlattice.capabilities.base import HostServices, Provider, ProviderSpec
+from wasmlattice.capabilities.http_server import HttpServerProvider
 from wasmlattice.lattice.models import ProviderDescription
-from wasmlattice.lattice.state import LatticeState
 
 log = logging.getLogger(__name__)
 
-HTTP_SERVER_REFS = ("wasmcloud+builtin://http-server", "builtin://http-server")
-SUPPORTED_REFS = HTTP_SERVER_REFS
+ProviderFactory = Callable[[ProviderSpec], Provider]
+
+
+def _http_server(spec: ProviderSpec) -> Provider:
+    components = spec.services.components
+    assert components is not None
+    return HttpServerProvider(
+        spec.provider_id,
+        spec.image_ref,
+        state=spec.services.state,
+        lookup=components.http_target,
+        config=spec.config,
+        annotations=spec.annotations,
+    )
+
+
+# Canonical reference -> factory. Capability modules add their providers in `_register`.
+BUILTINS: dict[str, ProviderFactory] = {"builtin://http-server": _http_server}
+# wasmCloud's spellings of the same providers.
+ALIASES: dict[str, str] = {"wasmcloud+builtin://http-server": "builtin://http-server"}
+
+
+def _register_modules() -> None:
+    from wasmlattice.capabilities.catalog import MODULES
+
+    for module in MODULES:
+        BUILTINS.update(getattr(module, "PROVIDERS", {}))
+        ALIASES.update(getattr(module, "ALIASES", {}))
+
+
+_register_modules()
+
+
+def canonical_ref(ref: str) -> str | None:
+    """Our reference for a builtin provider reference (aliases resolved), or None if unknown."""
+    ref = ALIASES.get(ref, ref)
+    return ref if ref in BUILTINS else None
+
+
+def supported_refs() -> list[str]:
+    """Every accepted builtin reference, ours first."""
+    return sorted(BUILTINS) + sorted(ALIASES)
 
 
 class ProviderError(RuntimeError):
@@ -26,17 +67,16 @@ class ProviderError(RuntimeError):
 class ProviderManager:
     """The providers running on one host, by provider ID."""
 
-    def __init__(self, state: LatticeState, lookup: TargetLookup) -> None:
-        self.state = state
-        self.lookup = lookup
-        self._providers: dict[str, HttpServerProvider] = {}
+    def __init__(self, services: HostServices) -> None:
+        self.services = services
+        self._providers: dict[str, Provider] = {}
         self._starting: set[str] = set()
 
     def running(self, provider_id: str) -> bool:
         """Whether a provider with that ID runs (or is starting) on this host."""
         return provider_id in self._providers or provider_id in self._starting
 
-    def get(self, provider_id: str) -> HttpServerProvider | None:
+    def get(self, provider_id: str) -> Provider | None:
         """The running provider with that ID, if any."""
         return self._providers.get(provider_id)
 
@@ -55,26 +95,21 @@ class ProviderManager:
         *,
         config_names: Sequence[str] = (),
         annotations: Mapping[str, str] | None = None,
-    ) -> HttpServerProvider:
+    ) -> Provider:
         """Start a provider from its reference; `ProviderError` (or a config error) if it cannot run."""
         self._starting.add(provider_id)
         try:
             if provider_id in self._providers:
                 raise ProviderError(f"provider {provider_id} is already running")
-            if provider_ref not in SUPPORTED_REFS:
+            ref = canonical_ref(provider_ref)
+            if ref is None:
                 raise ProviderError(
                     f"cannot start provider {provider_ref!r}: this host runs only the builtin providers "
-                    f"{', '.join(SUPPORTED_REFS)}"
+                    f"{', '.join(supported_refs())}"
                 )
-            config = await self.state.merged_config(config_names)
-            provider = HttpServerProvider(
-                provider_id,
-                provider_ref,
-                state=self.state,
-                lookup=self.lookup,
-                config=config,
-                annotations=annotations,
-            )
+            config = await self.services.state.merged_config(config_names)
+            spec = ProviderSpec(provider_id, provider_ref, config, dict(annotations or {}), self.services)
+            provider = BUILTINS[ref](spec)
             await provider.start()
             self._providers[provider_id] = provider
             log.info("provider %s (%s) started", provider_id, provider_ref)
@@ -82,7 +117,7 @@ class ProviderManager:
         finally:
             self._starting.discard(provider_id)
 
-    async def stop(self, provider_id: str) -> HttpServerProvider | None:
+    async def stop(self, provider_id: str) -> Provider | None:
         """Stop a provider; the stopped provider, or None if it was not running."""
         provider = self._providers.pop(provider_id, None)
         if provider is not None:

@@ -14,8 +14,12 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote, urlparse
 
+from wasmlattice.capabilities.base import ComponentContext, HostServices
+from wasmlattice.capabilities.catalog import host_registry
+from wasmlattice.host.invoke import ExportInvoker, InvokeError
 from wasmlattice.http.target import INCOMING_HANDLER, HttpTarget
 from wasmlattice.lattice.models import ComponentDescription, StrMap
 from wasmlattice.runtime.component import (
@@ -25,10 +29,9 @@ from wasmlattice.runtime.component import (
     read_component_file,
 )
 from wasmlattice.runtime.engine import HostEngine
-from wasmlattice.runtime.linking import LinkedComponent, link
+from wasmlattice.runtime.linking import HostRegistry, LinkedComponent, link
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.wasi.ctx import WasiConfig
-from wasmlattice.wasi.registry import wasi_registry
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,9 @@ class RunningComponent:
     config_names: list[str] = field(default_factory=list)
     limits: StrMap | None = None
     target: HttpTarget | None = None
+    wasi: WasiConfig = field(default_factory=WasiConfig)
+    context: ComponentContext | None = None
+    invoker: ExportInvoker | None = None
 
     def description(self) -> ComponentDescription:
         """The inventory entry of this component."""
@@ -118,9 +124,16 @@ LINKED_CACHE_SIZE = 16
 class ComponentRegistry:
     """The components of one host, by component ID."""
 
-    def __init__(self, engine: HostEngine | None = None, cache: CompileCache | None = None) -> None:
+    def __init__(
+        self,
+        engine: HostEngine | None = None,
+        cache: CompileCache | None = None,
+        services: HostServices | None = None,
+    ) -> None:
         self.engine = engine or HostEngine()
         self.cache = cache or CompileCache(default_cache_dir())
+        self.services = services
+        self.registry: HostRegistry = host_registry()
         self._linked: dict[str, LinkedComponent] = {}
         self._components: dict[str, RunningComponent] = {}
         # Scale/update of one host are serialized: each is a read-modify-write of the map.
@@ -176,7 +189,7 @@ class ComponentRegistry:
                 config_names=list(config_names),
                 limits=dict(limits) if limits is not None else None,
             )
-            running.target = self._target(running)
+            await self._prepare(running)
             self._components[component_id] = running
             if existing is not None:
                 self._retire(existing)
@@ -204,11 +217,53 @@ class ComponentRegistry:
                 config_names=list(old.config_names),
                 limits=old.limits,
             )
-            new.target = self._target(new)
+            await self._prepare(new)
             self._components[component_id] = new
             self._retire(old)
             log.info("component %s updated from %s to %s", component_id, old.image_ref, new_ref)
             return old, new
+
+    async def invoke(
+        self, component_id: str, interface: str, func: str, *args: Any, timeout: float | None = None
+    ) -> Any:
+        """Call an export (`ns:pkg/iface`, unversioned) of a component running here; its result.
+
+        `InvokeError` if the component is not running here or does not export the function.
+        """
+        running = self._components.get(component_id)
+        if running is None or running.invoker is None:
+            raise InvokeError(f"component {component_id} is not running on this host")
+        return await running.invoker.call(interface, func, *args, timeout=timeout)
+
+    async def _prepare(self, running: RunningComponent) -> None:
+        # What every instance of this component shares: its capability context and WASI view.
+        context = None
+        if self.services is not None:
+            config = await self.services.state.merged_config(running.config_names)
+            context = ComponentContext(
+                running.component_id,
+                self.services,
+                config=dict(config),
+                config_names=list(running.config_names),
+                annotations=dict(running.annotations),
+            )
+        running.context = context
+        running.wasi = WasiConfig(component_id=running.component_id, args=["main.wasm"], component=context)
+        running.target = self._target(running)
+        timeout, memory = parse_limits(running.limits)
+        running.invoker = ExportInvoker(
+            self.engine,
+            running.linked,
+            running.wasi,
+            max_instances=running.max_instances,
+            timeout=timeout,
+            max_memory=memory,
+            target=running.target,
+        )
+
+    def running(self) -> list[RunningComponent]:
+        """Every running component."""
+        return list(self._components.values())
 
     async def stop(self) -> None:
         """Stop every component (in-flight requests get a short grace) and the engine's ticker."""
@@ -216,6 +271,8 @@ class ComponentRegistry:
             for running in self._components.values():
                 if running.target is not None:
                     await running.target.retire(0.5)
+                if running.invoker is not None:
+                    running.invoker.close()
             self._components.clear()
         for task in list(self._retiring):
             task.cancel()
@@ -234,7 +291,7 @@ class ComponentRegistry:
         linked = self._linked.pop(digest, None)
         if linked is None:
             comp = self.cache.load(data, self.engine, path)
-            linked = link(self.engine, comp, wasi_registry(), origin=path)
+            linked = link(self.engine, comp, self.registry, origin=path)
         self._linked[digest] = linked  # most recently used last
         while len(self._linked) > LINKED_CACHE_SIZE:
             del self._linked[next(iter(self._linked))]
@@ -249,15 +306,20 @@ class ComponentRegistry:
         return HttpTarget(
             running.component_id,
             pool,
-            WasiConfig(component_id=running.component_id, args=["main.wasm"]),
+            running.wasi,
             timeout=timeout,
             threads=min(running.max_instances, MAX_THREADS_PER_COMPONENT),
             max_concurrency=running.max_instances,
         )
 
     def _retire(self, running: RunningComponent) -> None:
-        if running.target is None:
-            return
-        task = asyncio.get_running_loop().create_task(running.target.retire(RETIRE_DRAIN_S))
+        task = asyncio.get_running_loop().create_task(_retire(running))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+
+async def _retire(running: RunningComponent) -> None:
+    if running.target is not None:
+        await running.target.retire(RETIRE_DRAIN_S)
+    if running.invoker is not None:
+        running.invoker.close()

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wasmlattice.capabilities.base import HostServices
 from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.host.components import ComponentRegistry
 from wasmlattice.host.host import Host, LabelError, labels_from_env, parse_label_args
@@ -123,8 +124,17 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
         except KvError as e:
             raise HostStartError(f"cannot open lattice state for {opts.lattice!r}: {e}") from None
 
-        components = ComponentRegistry()
-        providers = ProviderManager(state, components.http_target)
+        services = HostServices(
+            loop=asyncio.get_running_loop(),
+            state=state,
+            host_id=host.host_id,
+            lattice=opts.lattice,
+            nc=nc,
+            js=js,
+        )
+        components = ComponentRegistry(services=services)
+        providers = ProviderManager(services)
+        services.components, services.providers = components, providers
         host.components, host.providers = components, providers
 
         loop = asyncio.get_running_loop()

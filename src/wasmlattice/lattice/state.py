@@ -57,6 +57,8 @@ class LatticeState:
         self._write_lock = asyncio.Lock()
         self._synced = asyncio.Event()
         self.listeners: list[Callable[[KvEvent], None]] = []
+        # Bumped on every change of the view, so derived indexes know when to rebuild.
+        self.generation = 0
 
     @classmethod
     async def open(cls, js: Any, lattice: str) -> LatticeState:
@@ -89,10 +91,12 @@ class LatticeState:
             for event in watch.drain():
                 self._apply(event, specs, claims)
             self._specs, self._claims = specs, claims
+            self.generation += 1
             self._synced.set()
             log.info("lattice %s: replayed %d specs and %d claims", self.lattice, len(specs), len(claims))
             async for event in watch:
                 self._apply(event, self._specs, self._claims)
+                self.generation += 1
                 for listener in self.listeners:
                     listener(event)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,8 @@ from .witypes import (
     TupleT,
     VariantT,
     WitType,
+    same_shape,
+    shape_text,
 )
 
 log = logging.getLogger("wasmlattice.runtime")
@@ -67,6 +69,19 @@ class HostInterface:
     name: str
     functions: dict[str, HostFunc]
     versions: tuple[str, ...] = ("0.2.",)
+    # Expected signatures (see `witypes.func`): when given, an import binds to this
+    # implementation only if every imported function it declares has the same shape.
+    signatures: dict[str, FuncSig] = field(default_factory=dict)
+
+    def mismatch(self, imported: dict[str, FuncSig]) -> str | None:
+        """Why this implementation cannot serve functions of these types, or None if it can."""
+        for fname, sig in imported.items():
+            want = self.signatures.get(fname)
+            if want is not None and not same_shape(want, sig):
+                return (
+                    f"`{fname}` is imported as {shape_text(sig)}, but this host implements {shape_text(want)}"
+                )
+        return None
 
     def serves(self, version: str | None) -> bool:
         """Whether this implementation serves `version` (an empty prefix also serves unversioned names)."""
@@ -80,17 +95,39 @@ class HostRegistry:
     """The host interfaces available for linking."""
 
     interfaces: dict[str, list[HostInterface]] = field(default_factory=dict)
+    # Serves imports no registered implementation knows (custom interfaces routed by links);
+    # None means such imports are refused.
+    dynamic: Callable[[InterfaceName, dict[str, FuncSig]], HostInterface] | None = None
 
     def add(self, iface: HostInterface) -> None:
         """Register an implementation."""
         self.interfaces.setdefault(iface.name, []).append(iface)
 
-    def find(self, name: InterfaceName) -> HostInterface | None:
-        """The implementation serving `name` at its version, if any."""
+    def extend(self, ifaces: Iterable[HostInterface]) -> HostRegistry:
+        """Register several implementations; returns self."""
+        for iface in ifaces:
+            self.add(iface)
+        return self
+
+    def find(self, name: InterfaceName, imported: dict[str, FuncSig] | None = None) -> HostInterface | None:
+        """The implementation serving `name` at its version (and these function types), if any."""
         for impl in self.interfaces.get(name.unversioned, []):
-            if impl.serves(name.version):
+            if impl.serves(name.version) and (imported is None or impl.mismatch(imported) is None):
                 return impl
         return None
+
+    def resolve(self, name: InterfaceName, imported: dict[str, FuncSig]) -> HostInterface:
+        """The implementation for an import; `SignatureMismatch` or `MissingImport` if there is none."""
+        impl = self.find(name, imported)
+        if impl is not None:
+            return impl
+        candidates = [i for i in self.interfaces.get(name.unversioned, []) if i.serves(name.version)]
+        if candidates:
+            why = candidates[0].mismatch(imported)
+            raise SignatureMismatch(f"cannot bind {name}: {why}")
+        if self.dynamic is not None:
+            return self.dynamic(name, imported)
+        raise MissingImport(str(name))
 
 
 class _ResourceTypes:
@@ -175,6 +212,10 @@ class MissingImport(Exception):
     """A component imports something this host does not provide."""
 
 
+class SignatureMismatch(ComponentError):
+    """A component imports an interface version whose function types differ from what the host implements."""
+
+
 def _missing(name: str, fname: str) -> HostFunc:
     def missing(*_args: Any) -> Any:
         raise fastcall.Trap(f"{name}#{fname} is not implemented by this host")
@@ -206,10 +247,21 @@ def link(
                 res.id_for(ity, iname)
         plan.append((name, [(n, x.ty) for n, x in items]))
 
-    for name, _ in plan:
+    impls: list[tuple[str, HostInterface, list[tuple[str, Any]], dict[str, FuncSig]]] = []
+    for name, members in plan:
         parsed = InterfaceName.parse(name)
-        if parsed is None or registry.find(parsed) is None:
+        if parsed is None:
             unknown.append(name)
+            continue
+        sigs = {n: convert_func(t, res) for n, t in members if isinstance(t, wc.FuncType)}
+        try:
+            impls.append((name, registry.resolve(parsed, sigs), members, sigs))
+        except MissingImport:
+            unknown.append(name)
+        except SignatureMismatch as e:
+            raise SignatureMismatch(
+                f"{origin}: {e}; use a version of the interface this host serves"
+            ) from None
     if unknown:
         raise MissingImport(
             f"{origin} imports {', '.join(unknown)}, which this host does not provide; "
@@ -219,19 +271,12 @@ def link(
     codec = fastcall.Codec()
     linker = wc.Linker(engine.engine)
     with linker.root() as root:
-        for name, members in plan:
-            parsed = InterfaceName.parse(name)
-            assert parsed is not None
-            impl = registry.find(parsed)
-            assert impl is not None
+        for name, impl, members, sigs in impls:
             with root.add_instance(name) as li:
                 for iname, ity in members:
                     if isinstance(ity, wc.ResourceType):
                         fastcall.add_resource(li, iname, res.id_for(ity, iname))
-                for iname, ity in members:
-                    if not isinstance(ity, wc.FuncType):
-                        continue
-                    sig = convert_func(ity, res)
+                for iname, sig in sigs.items():
                     fn = impl.functions.get(iname)
                     if fn is None:
                         log.warning(

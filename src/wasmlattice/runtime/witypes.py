@@ -164,3 +164,95 @@ class Err(Exception):
 
     def __hash__(self) -> int:
         return hash(("err", self.value))
+
+
+# -- declaring the types a host implementation expects -----------------------------------------
+# Capability implementations declare each function's signature with these, so `link` can bind
+# them to whichever interface version a component imports when (and only when) the types match.
+
+BOOL, U8, U32, U64, S64, STRING = (Prim(n) for n in ("bool", "u8", "u32", "u64", "s64", "string"))
+BYTES = ListT(U8)
+
+
+def own(resource: str) -> HandleT:
+    """`own<resource>` (the type id is filled in at link time; shapes ignore it)."""
+    return HandleT(resource, 0, True)
+
+
+def borrow(resource: str) -> HandleT:
+    """`borrow<resource>`."""
+    return HandleT(resource, 0, False)
+
+
+def option(inner: WitType) -> OptionT:
+    """`option<inner>`."""
+    return OptionT(inner)
+
+
+def result(ok: WitType | None = None, err: WitType | None = None) -> ResultT:
+    """`result<ok, err>`."""
+    return ResultT(ok, err)
+
+
+def lst(elem: WitType) -> ListT:
+    """`list<elem>`."""
+    return ListT(elem)
+
+
+def tup(*elems: WitType) -> TupleT:
+    """`tuple<...>`."""
+    return TupleT(tuple(elems))
+
+
+def record(**fields: WitType) -> RecordT:
+    """`record { ... }` (keyword names use `_` for `-`)."""
+    return RecordT(tuple((n.replace("_", "-"), t) for n, t in fields.items()))
+
+
+def variant(*cases: str | tuple[str, WitType]) -> VariantT:
+    """`variant { ... }`: bare case names or `(name, payload)` pairs."""
+    return VariantT(tuple((c, None) if isinstance(c, str) else c for c in cases))
+
+
+def enum(*names: str) -> EnumT:
+    """`enum { ... }`."""
+    return EnumT(tuple(names))
+
+
+def func(*params: WitType, returns: WitType | None = None) -> FuncSig:
+    """A signature from parameter types (names are not part of a shape)."""
+    return FuncSig(tuple((f"p{i}", t) for i, t in enumerate(params)), returns)
+
+
+def _shape(t: WitType | None) -> Any:
+    # Structure without what does not change the meaning of a value: handle type ids.
+    if t is None or isinstance(t, (Prim, EnumT, FlagsT)):
+        return t
+    if isinstance(t, HandleT):
+        return ("handle", t.resource, t.owned)
+    if isinstance(t, ListT):
+        return ("list", _shape(t.elem))
+    if isinstance(t, OptionT):
+        return ("option", _shape(t.inner))
+    if isinstance(t, ResultT):
+        return ("result", _shape(t.ok), _shape(t.err))
+    if isinstance(t, TupleT):
+        return ("tuple", tuple(_shape(e) for e in t.elems))
+    if isinstance(t, RecordT):
+        return ("record", tuple((n, _shape(e)) for n, e in t.fields))
+    return ("variant", tuple((n, _shape(e)) for n, e in t.cases))
+
+
+def same_shape(a: FuncSig, b: FuncSig) -> bool:
+    """Whether two signatures take and return the same types (parameter names and type ids aside)."""
+    return (
+        len(a.params) == len(b.params)
+        and all(_shape(x) == _shape(y) for (_, x), (_, y) in zip(a.params, b.params, strict=True))
+        and _shape(a.result) == _shape(b.result)
+    )
+
+
+def shape_text(sig: FuncSig) -> str:
+    """A signature as text without parameter names, for error messages."""
+    ps = ", ".join(str(t) for _, t in sig.params)
+    return f"func({ps})" + (f" -> {sig.result}" if sig.result is not None else "")

@@ -26,6 +26,9 @@ class WasiConfig:
     # Outgoing HTTP destinations allowed: "host", "host:port" or "*".
     allowed_outgoing: tuple[str, ...] = ()
     outgoing_timeout: float = 30.0
+    # The running component's `capabilities.base.ComponentContext` on a lattice host (links,
+    # config, secrets); None under `wasmlattice run`.
+    component: Any = None
 
 
 class DeadlineExceeded(Trap):

@@ -1,0 +1,299 @@
+"""What capability implementations share: the calling component's context, links, and providers.
+
+A capability import (`wasi:keyvalue/store`, `wasmcloud:messaging/consumer`, ...) is bound once at
+link time to host functions that know nothing about any particular component. On each call they
+ask `component()` which component is calling (the store's WASI config carries its
+`ComponentContext`), resolve the link for the interface by its link name (reference §5.3: default
+`default`), and ask the link's target provider for the backend that link selects. Link and config
+changes therefore apply to the next call, with nothing to relink.
+
+Host functions run on a wasm thread (or inline on the event loop, see `wasi.ctx.NeedsLoop`);
+backends are asyncio code on the host's loop, reached through `ComponentContext.run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from wasmlattice.lattice.models import Link, ProviderDescription, StrMap
+from wasmlattice.wasi.ctx import DeadlineExceeded, NeedsLoop, WasiCtx, ctx
+
+if TYPE_CHECKING:
+    from wasmlattice.capabilities.manager import ProviderManager
+    from wasmlattice.host.components import ComponentRegistry
+    from wasmlattice.lattice.state import LatticeState
+
+log = logging.getLogger("wasmlattice.capabilities")
+
+T = TypeVar("T")
+
+DEFAULT_LINK_NAME = "default"
+# How long one capability call may wait for its backend when the guest has no deadline.
+DEFAULT_CALL_TIMEOUT_S = 30.0
+
+
+class CapabilityError(Exception):
+    """A capability call cannot be served (no link, target not running, backend failure).
+
+    The message is what the guest receives in the interface's own error type, and what is logged.
+    """
+
+
+def no_link_message(interface: str, link_name: str = DEFAULT_LINK_NAME) -> str:
+    """The error text of a call through an interface that has no link of that name."""
+    return f"no link named `{link_name}` for `{interface}`"
+
+
+class Provider(Protocol):
+    """A capability provider running in this host's process."""
+
+    provider_id: str
+    image_ref: str
+    annotations: dict[str, str]
+
+    def description(self) -> ProviderDescription:
+        """The inventory entry of this provider."""
+
+    def health(self) -> tuple[bool, str | None]:
+        """Whether it is healthy, and why not."""
+
+    async def start(self) -> None:
+        """Begin serving (bind, connect, follow links)."""
+
+    async def stop(self) -> None:
+        """Stop serving and release what it holds."""
+
+
+@dataclass
+class ProviderSpec:
+    """What a builtin provider is started with."""
+
+    provider_id: str
+    image_ref: str
+    config: StrMap
+    annotations: StrMap
+    services: HostServices
+
+
+class LinkTargetProvider:
+    """Base of providers that serve component imports: one backend per link, opened on first use.
+
+    Subclasses implement `open_backend(link, config)` (config = the link's merged target config)
+    and may override `close_backend`. A link whose definition changes (other config, re-put) gets a
+    fresh backend; backends of deleted links are closed when the provider stops.
+    """
+
+    kind = "provider"
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        self.provider_id = spec.provider_id
+        self.image_ref = spec.image_ref
+        self.config = spec.config
+        self.annotations = dict(spec.annotations)
+        self.services = spec.services
+        self._backends: dict[tuple[str, str, str, str], tuple[Link, Any]] = {}
+        self._opening: dict[tuple[str, str, str, str], asyncio.Future[Any]] = {}
+        self._stopped = False
+
+    def description(self) -> ProviderDescription:
+        """The inventory entry of this provider."""
+        return ProviderDescription(
+            id=self.provider_id, image_ref=self.image_ref, name=self.kind, annotations=self.annotations
+        )
+
+    def health(self) -> tuple[bool, str | None]:
+        """Healthy while running."""
+        return (False, "stopped") if self._stopped else (True, None)
+
+    async def start(self) -> None:
+        """Nothing to do by default: backends open on first use."""
+
+    async def stop(self) -> None:
+        """Close every backend."""
+        self._stopped = True
+        backends, self._backends = list(self._backends.values()), {}
+        for _, backend in backends:
+            try:
+                await self.close_backend(backend)
+            except Exception:
+                log.exception("%s: closing a backend failed", self.provider_id)
+
+    async def backend(self, link: Link) -> Any:
+        """The backend serving `link` (opened on first use, reopened if the link changed)."""
+        key = (link.source_id, link.name, link.wit_namespace, link.wit_package)
+        known = self._backends.get(key)
+        if known is not None and known[0] == link:
+            return known[1]
+        pending = self._opening.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._opening[key] = fut
+        try:
+            config = await self.services.state.merged_config(link.target_config)
+            backend = await self.open_backend(link, config)
+            if known is not None:
+                await self.close_backend(known[1])
+            self._backends[key] = (link, backend)
+            fut.set_result(backend)
+            return backend
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # retrieved: waiters get it through shield
+            raise
+        finally:
+            del self._opening[key]
+
+    async def open_backend(self, link: Link, config: StrMap) -> Any:
+        """Open what serves one link (a bucket, a client...)."""
+        raise NotImplementedError
+
+    async def close_backend(self, backend: Any) -> None:
+        """Release a backend opened by `open_backend`."""
+        close = getattr(backend, "close", None)
+        if close is not None:
+            res = close()
+            if asyncio.iscoroutine(res):
+                await res
+
+
+@dataclass
+class HostServices:
+    """The host-wide things capabilities and components need (one per host)."""
+
+    loop: asyncio.AbstractEventLoop
+    state: LatticeState
+    host_id: str
+    lattice: str
+    nc: Any = None  # nats.aio.client.Client
+    js: Any = None  # JetStream context
+    providers: ProviderManager | None = None
+    components: ComponentRegistry | None = None
+    _index: dict[tuple[str, str, str], Link] | None = None
+    _index_generation: int = -1
+
+    def find_link(self, source_id: str, interface: str, link_name: str) -> Link | None:
+        """The link from `source_id` named `link_name` that covers `ns:pkg/iface`."""
+        index = self._index
+        if index is None or self._index_generation != self.state.generation:
+            self._index_generation = self.state.generation
+            index = {}
+            for lk in _links(self.state):
+                for iface in lk.interfaces:
+                    key = (lk.source_id, lk.name, f"{lk.wit_namespace}:{lk.wit_package}/{iface}")
+                    index.setdefault(key, lk)
+            self._index = index
+        return index.get((source_id, link_name, interface))
+
+    def provider(self, provider_id: str) -> Any:
+        """The running provider with that ID on this host, or None."""
+        return None if self.providers is None else self.providers.get(provider_id)
+
+
+@dataclass
+class ComponentContext:
+    """One running component as its capability calls see it; shared by all its instances."""
+
+    component_id: str
+    services: HostServices
+    config: dict[str, str] = field(default_factory=dict)
+    config_names: list[str] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+    # Secret values by key (revealed only through `wasmcloud:secrets/reveal`).
+    secrets: dict[str, Any] = field(default_factory=dict)
+
+    def link(self, interface: str, link_name: str = DEFAULT_LINK_NAME) -> Link:
+        """The link for `ns:pkg/iface`; `CapabilityError` (logged) if there is none."""
+        found = self.services.find_link(self.component_id, interface, link_name)
+        if found is None:
+            raise self.error(no_link_message(interface, link_name))
+        return found
+
+    def target(self, interface: str, link_name: str = DEFAULT_LINK_NAME) -> tuple[Link, Any]:
+        """The link for `interface` and its target provider running on this host."""
+        lk = self.link(interface, link_name)
+        provider = self.services.provider(lk.target)
+        if provider is None:
+            raise self.error(
+                f"`{lk.target}` (the target of link `{link_name}` for `{interface}`) is not running on "
+                "this host; start the provider here or scale the component where it runs"
+            )
+        return lk, provider
+
+    def backend(self, interface: str, link_name: str = DEFAULT_LINK_NAME) -> Any:
+        """The backend that the link for `interface` selects (opened on first use)."""
+        lk, provider = self.target(interface, link_name)
+        if not isinstance(provider, LinkTargetProvider):
+            raise self.error(f"`{lk.target}` does not serve `{interface}`")
+        return self.run(lambda: provider.backend(lk))
+
+    def error(self, message: str) -> CapabilityError:
+        """A `CapabilityError`, logged with the component's ID (the guest gets the message too)."""
+        log.error("component %s: %s", self.component_id, message)
+        return CapabilityError(message)
+
+    def run(self, make: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
+        """Run a coroutine on the host's loop from the guest's thread and wait for its result.
+
+        Bounded by the guest's deadline (and `timeout`); a guest running inline on the loop is sent
+        to a worker thread first (`NeedsLoop`), before anything has been started.
+        """
+        wctx: WasiCtx | None = _current_wasi()
+        if wctx is not None and wctx.inline:
+            raise NeedsLoop("a capability call needs the event loop")
+        limit = timeout if timeout is not None else DEFAULT_CALL_TIMEOUT_S
+        if wctx is not None and wctx.deadline is not None:
+            limit = min(limit, wctx.deadline - time.monotonic())
+            if limit <= 0:
+                raise DeadlineExceeded("request deadline exceeded before a capability call")
+        fut = asyncio.run_coroutine_threadsafe(_awaitable(make), self.services.loop)
+        try:
+            return fut.result(limit)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            if wctx is not None and wctx.deadline is not None and time.monotonic() >= wctx.deadline:
+                raise DeadlineExceeded("request deadline exceeded during a capability call") from None
+            raise CapabilityError(f"the capability call did not finish within {limit:.1f}s") from None
+
+
+def _links(state: LatticeState) -> list[Link]:
+    # Called from wasm threads while the loop may apply a lattice change: retry a torn read.
+    for _ in range(10):
+        try:
+            return state.links()
+        except RuntimeError:
+            continue
+    return state.links()
+
+
+async def _awaitable(make: Callable[[], Awaitable[T]]) -> T:
+    return await make()
+
+
+def _current_wasi() -> WasiCtx | None:
+    try:
+        return ctx()
+    except AttributeError:
+        return None
+
+
+def component() -> ComponentContext:
+    """The context of the component whose guest is calling; `CapabilityError` outside a lattice host."""
+    comp = ctx().config.component
+    if comp is None:
+        raise CapabilityError(
+            "this capability is only available to components run by a lattice host (`wasmlattice host`)"
+        )
+    assert isinstance(comp, ComponentContext)
+    return comp
+
+
+def lower_config(config: Mapping[str, str]) -> StrMap:
+    """Config keys lower-cased (providers read their keys case-insensitively, as wasmCloud's do)."""
+    return {k.lower(): v for k, v in config.items()}

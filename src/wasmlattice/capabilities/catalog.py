@@ -1,0 +1,26 @@
+"""Every capability module of the host, and the link-time registry built from them.
+
+A capability module exposes `interfaces()` (the `HostInterface`s it implements) and, when it
+brings providers, `PROVIDERS` (reference -> factory) and `ALIASES` (other spellings -> reference).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from wasmlattice.runtime.linking import HostRegistry
+from wasmlattice.wasi.registry import wasi_registry
+
+# Capability modules, in the order their interfaces are tried.
+MODULES: list[ModuleType] = []
+
+
+def host_registry() -> HostRegistry:
+    """WASI plus every capability interface, and link-routed custom interfaces for the rest."""
+    from wasmlattice.capabilities import custom
+
+    reg = wasi_registry()
+    for module in MODULES:
+        reg.extend(module.interfaces())
+    reg.dynamic = custom.dynamic_interface
+    return reg
