@@ -38,6 +38,52 @@ def spin_sdk_wit() -> Path:
     return Path(os.path.dirname(spin_sdk.__file__)) / "wit"
 
 
+# WIT packages that no installed package ships, written for this project (wit/<package>/*.wit).
+PROJECT_WIT = Path(__file__).resolve().parents[2] / "wit"
+
+
+def staged_wit(world_file: Path, out_dir: Path) -> tuple[Path, str]:
+    """A WIT folder for a guest's own `world.wit`: spin-sdk's packages plus ours as deps.
+
+    Returns the folder and the world's full name (`package/world`) from the file's first
+    `package` and `world` lines.
+    """
+    text = world_file.read_text()
+    package = world = None
+    for line in text.splitlines():
+        words = line.strip().rstrip(";{").split()
+        if len(words) >= 2 and words[0] == "package" and package is None:
+            package = words[1]
+        elif len(words) >= 2 and words[0] == "world" and world is None:
+            world = words[1]
+    if package is None or world is None:
+        raise RuntimeError(f"{world_file} needs a `package` and a `world` declaration")
+    stage = out_dir / f"wit-{_digest(_wit_files(world_file), '')}"
+    if not stage.exists():
+        tmp = out_dir / f".tmp-wit-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "deps").mkdir(parents=True)
+        shutil.copyfile(world_file, tmp / "world.wit")
+        for dep in (spin_sdk_wit() / "deps").iterdir():
+            (tmp / "deps" / dep.name).symlink_to(dep)
+        if PROJECT_WIT.is_dir():
+            for dep in PROJECT_WIT.iterdir():
+                if dep.is_dir():
+                    (tmp / "deps" / dep.name).symlink_to(dep)
+        try:
+            os.replace(tmp, stage)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another builder staged it first
+    return stage, f"{package.split('@')[0]}/{world}"
+
+
+def _wit_files(world_file: Path) -> list[Path]:
+    files = [world_file]
+    if PROJECT_WIT.is_dir():
+        files += sorted(PROJECT_WIT.rglob("*.wit"))
+    return files
+
+
 def _digest(paths: list[Path], extra: str) -> str:
     h = hashlib.sha256(extra.encode())
     for p in sorted(paths):
@@ -59,15 +105,22 @@ def _versions() -> str:
 
 
 def build(source: Path, out_dir: Path | None = None, world: str = HTTP_WORLD, module: str = "app") -> Path:
-    """Build `source` (a folder with `<module>.py`, or a `.wat` file) unless an identical build exists."""
+    """Build `source` (a folder with `<module>.py`, or a `.wat` file) unless an identical build exists.
+
+    A folder with its own `world.wit` is built for that world, against spin-sdk's WIT packages and
+    the project's `wit/` ones; otherwise for `world` (default: `wasi:http/proxy`).
+    """
     source = source.resolve()
     out_dir = (out_dir or source.parent / ".build").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    world_file = source / "world.wit"
     if source.suffix == ".wat":
         files, name = [source], source.stem
     else:
         files = [p for p in source.rglob("*.py") if "__pycache__" not in p.parts]
         name = source.name
+        if world_file.exists():
+            files += _wit_files(world_file)
     out = out_dir / f"{name}-{_digest(files, world + module + _versions())}.wasm"
     if out.exists():
         return out
@@ -81,6 +134,9 @@ def build(source: Path, out_dir: Path | None = None, world: str = HTTP_WORLD, mo
             cmd = [_tool("wasm-tools"), "parse", str(source), "-o", str(tmp_out)]
         else:
             wit = str(spin_sdk_wit())
+            if world_file.exists():
+                stage, world = staged_wit(world_file, out_dir)
+                wit = str(stage)
             cmd = [
                 _tool("componentize-py"),
                 "-d",
