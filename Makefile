@@ -8,7 +8,7 @@ NATS_PORT ?= 4222
 # Compiled components are cached here, so repeated runs and test sessions skip compilation.
 export WASMLATTICE_CACHE_DIR ?= $(CURDIR)/$(STATE)/compiled
 
-.PHONY: help venv install test-deps up down test lint fmt bench bench-deps clean
+.PHONY: help venv install test-deps system-deps up down test lint fmt bench bench-deps clean
 
 help:
 	@echo "make up      - install, start a lattice (NATS + host) and deploy the example on http://$(LISTEN)/"
@@ -55,7 +55,11 @@ up: test-deps
 down:
 	@$(BIN)/wasmlattice down --data-dir $(STATE) 2>/dev/null || true
 
-test: test-deps
+# The Redis backend is tested against a real redis-server (the tests start their own, on a free port).
+system-deps:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+
+test: test-deps system-deps
 	$(BIN)/python -m pytest -q
 
 lint: test-deps

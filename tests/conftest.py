@@ -454,3 +454,82 @@ def lattice_name(request: pytest.FixtureRequest) -> str:
 
     base = re.sub(r"[^a-zA-Z0-9]+", "_", request.node.name)[:40].strip("_")
     return f"{base}_{uuid.uuid4().hex[:8]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Lattice hosts, Redis
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def lattice_env(
+    nats_url: str, lattice_name: str, tmp_path: Path, wasmlattice_env: dict[str, str]
+) -> AsyncIterator[Any]:
+    """A `lattice_env.LatticeEnv` on the shared nats-server and a lattice of this test's own."""
+    from lattice_env import LatticeEnv
+
+    e = LatticeEnv(nats_url, lattice_name, tmp_path, wasmlattice_env)
+    await e.connect()
+    try:
+        yield e
+    finally:
+        e.close()
+        await e.nc.close()
+
+
+@pytest.fixture
+def env(lattice_env: Any) -> Any:
+    """Alias of `lattice_env`."""
+    return lattice_env
+
+
+@pytest.fixture
+def echo_ref(http_echo_wasm: Path) -> str:
+    """A file:// reference to the HTTP echo guest."""
+    return "file://" + str(http_echo_wasm.resolve())
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on 127.0.0.1 and a free port (no persistence); yields its URL."""
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed; `make test` installs it (make system-deps)")
+    port = free_port()
+    data = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

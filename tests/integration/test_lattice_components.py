@@ -12,135 +12,15 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from conftest import free_port
-
-from wasmlattice.client.ctl import CtlClient
-from wasmlattice.lattice import subjects as sj
-from wasmlattice.lattice.models import HostInventory, Link
+from lattice_env import HTTP_SERVER, get, http_link, wait_status
+from lattice_env import LatticeEnv as Env
 
 pytestmark = pytest.mark.timeout(180)
-
-HTTP_SERVER = "wasmcloud+builtin://http-server"
-
-
-class Env:
-    """Host processes, a control client, and every lattice event seen."""
-
-    def __init__(self, nats_url: str, lattice: str, log_dir: Path, env: dict[str, str]) -> None:
-        self.nats_url, self.lattice, self.log_dir, self.env = nats_url, lattice, log_dir, env
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.events: list[dict[str, Any]] = []
-        self.nc: Any = None
-        self.ctl: CtlClient
-
-    async def connect(self) -> None:
-        import nats
-
-        self.nc = await nats.connect(self.nats_url)
-        self.ctl = CtlClient(self.nc, self.lattice, timeout=5.0)
-
-        async def on_event(msg: Any) -> None:
-            self.events.append(json.loads(msg.data))
-
-        await self.nc.subscribe(sj.events_wildcard(self.lattice), cb=on_event)
-        await self.nc.flush()
-
-    def start_host(self) -> None:
-        cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", self.nats_url]
-        cmd += ["--lattice", self.lattice, "--label", "zone=test"]
-        log = (self.log_dir / f"host{len(self.procs)}.log").open("wb")
-        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env))
-
-    async def wait_event(
-        self, kind: str, where: Callable[[dict[str, Any]], bool] = lambda e: True, timeout: float = 60.0
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in self.events:
-                if event["type"] == f"com.wasmcloud.lattice.{kind}" and where(event):
-                    return event
-            await asyncio.sleep(0.05)
-        logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in self.log_dir.glob("host*.log"))
-        raise AssertionError(f"no {kind} event within {timeout}s; events: {self.types()}\n{logs}")
-
-    def types(self) -> list[str]:
-        return [e["type"].rsplit(".", 1)[-1] for e in self.events]
-
-    async def host_ids(self, count: int) -> list[str]:
-        for _ in range(count):
-            await self.wait_event("host_started", lambda e: True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ids = list(dict.fromkeys(e["source"] for e in self.events if e["type"].endswith("host_started")))
-            if len(ids) >= count:
-                return ids
-            await asyncio.sleep(0.05)
-        raise AssertionError("hosts did not start")
-
-    async def inventory(self, host_id: str) -> HostInventory:
-        return await self.ctl.get_host_inventory(host_id)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-
-
-@pytest.fixture
-async def env(
-    nats_url: str, lattice_name: str, tmp_path: Path, wasmlattice_env: dict[str, str]
-) -> AsyncIterator[Env]:
-    e = Env(nats_url, lattice_name, tmp_path, wasmlattice_env)
-    await e.connect()
-    try:
-        yield e
-    finally:
-        e.close()
-        await e.nc.close()
-
-
-@pytest.fixture
-def echo_ref(http_echo_wasm: Path) -> Iterator[str]:
-    yield "file://" + str(http_echo_wasm.resolve())
-
-
-async def get(url: str, timeout: float = 60.0) -> tuple[int, str]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s, s.get(url) as r:
-        return r.status, (await r.read()).decode("latin-1")
-
-
-async def wait_status(url: str, status: int, timeout: float = 30.0) -> str:
-    """Poll `url` until it answers `status` (routes follow the KV watch asynchronously)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            got, body = await get(url, timeout=30.0)
-            if got == status:
-                return body
-            last = (got, body)
-        except aiohttp.ClientError as e:
-            last = e
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} did not answer {status} within {timeout}s; last: {last}")
-
-
-def http_link(provider_id: str, component_id: str, source_config: list[str]) -> Link:
-    return Link(
-        source_id=provider_id,
-        target=component_id,
-        wit_namespace="wasi",
-        wit_package="http",
-        interfaces=["incoming-handler"],
-        source_config=source_config,
-    )
 
 
 async def test_component_behind_http_server_provider(env: Env, echo_ref: str, tmp_path: Path) -> None:
@@ -219,7 +99,7 @@ async def test_component_behind_http_server_provider(env: Env, echo_ref: str, tm
     while time.monotonic() < deadline:
         try:
             await get(f"{url}/echo", timeout=2.0)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             # A request racing the close may be reset or dropped; what counts is that new ones are refused.
             with pytest.raises(ConnectionRefusedError):
                 await asyncio.open_connection("127.0.0.1", port)

@@ -1,0 +1,160 @@
+"""A lattice for capability and component tests: host processes, a control client, every event.
+
+`lattice_env` (fixture, see conftest) yields a `LatticeEnv`; `serve_http` puts one component behind
+a builtin HTTP server provider and returns its URL; `get`/`wait_status` are small HTTP helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from wasmlattice.client.ctl import CtlClient
+from wasmlattice.lattice import subjects as sj
+from wasmlattice.lattice.models import HostInventory, Link
+
+HTTP_SERVER = "wasmcloud+builtin://http-server"
+
+
+class LatticeEnv:
+    """Host processes, a control client, and every lattice event seen."""
+
+    def __init__(self, nats_url: str, lattice: str, log_dir: Path, env: dict[str, str]) -> None:
+        self.nats_url, self.lattice, self.log_dir, self.env = nats_url, lattice, log_dir, env
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.events: list[dict[str, Any]] = []
+        self.nc: Any = None
+        self.ctl: CtlClient
+
+    async def connect(self) -> None:
+        import nats
+
+        self.nc = await nats.connect(self.nats_url)
+        self.ctl = CtlClient(self.nc, self.lattice, timeout=5.0)
+
+        async def on_event(msg: Any) -> None:
+            self.events.append(json.loads(msg.data))
+
+        await self.nc.subscribe(sj.events_wildcard(self.lattice), cb=on_event)
+        await self.nc.flush()
+
+    def start_host(self, *extra: str) -> None:
+        """Start one more host process (`extra`: more `wasmlattice.host.run` arguments)."""
+        cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", self.nats_url]
+        cmd += ["--lattice", self.lattice, "--label", "zone=test", *extra]
+        log = (self.log_dir / f"host{len(self.procs)}.log").open("wb")
+        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env))
+
+    async def wait_event(
+        self, kind: str, where: Callable[[dict[str, Any]], bool] = lambda e: True, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events:
+                if event["type"] == f"com.wasmcloud.lattice.{kind}" and where(event):
+                    return event
+            await asyncio.sleep(0.05)
+        logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in self.log_dir.glob("host*.log"))
+        raise AssertionError(f"no {kind} event within {timeout}s; events: {self.types()}\n{logs}")
+
+    def types(self) -> list[str]:
+        return [e["type"].rsplit(".", 1)[-1] for e in self.events]
+
+    async def host_ids(self, count: int) -> list[str]:
+        for _ in range(count):
+            await self.wait_event("host_started", lambda e: True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ids = list(dict.fromkeys(e["source"] for e in self.events if e["type"].endswith("host_started")))
+            if len(ids) >= count:
+                return ids
+            await asyncio.sleep(0.05)
+        raise AssertionError("hosts did not start")
+
+    async def inventory(self, host_id: str) -> HostInventory:
+        return await self.ctl.get_host_inventory(host_id)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
+async def get(url: str, timeout: float = 60.0) -> tuple[int, str]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s, s.get(url) as r:
+        return r.status, (await r.read()).decode("latin-1")
+
+
+async def wait_status(url: str, status: int, timeout: float = 30.0) -> str:
+    """Poll `url` until it answers `status` (routes follow the KV watch asynchronously)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            got, body = await get(url, timeout=30.0)
+            if got == status:
+                return body
+            last = (got, body)
+        except aiohttp.ClientError as e:
+            last = e
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} did not answer {status} within {timeout}s; last: {last}")
+
+
+def http_link(provider_id: str, component_id: str, source_config: list[str]) -> Link:
+    return Link(
+        source_id=provider_id,
+        target=component_id,
+        wit_namespace="wasi",
+        wit_package="http",
+        interfaces=["incoming-handler"],
+        source_config=source_config,
+    )
+
+
+async def serve_http(
+    env: LatticeEnv,
+    host_id: str,
+    component_id: str,
+    component_ref: str,
+    *,
+    port: int,
+    config: list[str] | None = None,
+    max_instances: int = 4,
+    ready_path: str = "/",
+) -> str:
+    """Scale `component_id` on `host_id` behind its own builtin HTTP server on `port`; its base URL.
+
+    Waits until the route answers anything but 404/503 on `ready_path`.
+    """
+    ctl = env.ctl
+    provider_id = f"http-{component_id}"
+    await ctl.put_config(f"{provider_id}-addr", {"address": f"127.0.0.1:{port}"})
+    assert (
+        await ctl.scale_component(host_id, component_ref, component_id, max_instances, config=config or [])
+        == ""
+    )
+    await env.wait_event("component_scaled", lambda e: e["data"]["component_id"] == component_id)
+    await ctl.start_provider(host_id, HTTP_SERVER, provider_id)
+    await env.wait_event("provider_started", lambda e: e["data"]["provider_id"] == provider_id)
+    await ctl.put_link(http_link(provider_id, component_id, [f"{provider_id}-addr"]))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            status, _ = await get(url + ready_path, timeout=30.0)
+            if status not in (404, 503):
+                return url
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{component_id} was not served on {url} within 30s")
