@@ -208,16 +208,23 @@ class ComponentContext:
     # Secret values by key (revealed only through `wasmcloud:secrets/reveal`).
     secrets: dict[str, Any] = field(default_factory=dict)
 
-    def link(self, interface: str, link_name: str = DEFAULT_LINK_NAME) -> Link:
-        """The link for `ns:pkg/iface`; `CapabilityError` (logged) if there is none."""
+    def link(self, interface: str, link_name: str | None = None) -> Link:
+        """The link for `ns:pkg/iface`; `CapabilityError` (logged) if there is none.
+
+        Without `link_name`, the calling instance's current link name for the interface is used
+        (`default` unless it chose another with `wasmcloud:bus/lattice.set-link-name`).
+        """
+        if link_name is None:
+            link_name = current_link_name(interface)
         found = self.services.find_link(self.component_id, interface, link_name)
         if found is None:
             raise self.error(no_link_message(interface, link_name))
         return found
 
-    def target(self, interface: str, link_name: str = DEFAULT_LINK_NAME) -> tuple[Link, Any]:
+    def target(self, interface: str, link_name: str | None = None) -> tuple[Link, Any]:
         """The link for `interface` and its target provider running on this host."""
         lk = self.link(interface, link_name)
+        link_name = lk.name
         provider = self.services.provider(lk.target)
         if provider is None:
             raise self.error(
@@ -226,7 +233,7 @@ class ComponentContext:
             )
         return lk, provider
 
-    def backend(self, interface: str, link_name: str = DEFAULT_LINK_NAME) -> Any:
+    def backend(self, interface: str, link_name: str | None = None) -> Any:
         """The backend that the link for `interface` selects (opened on first use)."""
         lk, provider = self.target(interface, link_name)
         if not isinstance(provider, LinkTargetProvider):
@@ -274,6 +281,12 @@ def _links(state: LatticeState) -> list[Link]:
 
 async def _awaitable(make: Callable[[], Awaitable[T]]) -> T:
     return await make()
+
+
+def current_link_name(interface: str) -> str:
+    """The link name the calling instance uses for `ns:pkg/iface` (default `default`)."""
+    wctx = _current_wasi()
+    return DEFAULT_LINK_NAME if wctx is None else wctx.link_names.get(interface, DEFAULT_LINK_NAME)
 
 
 def _current_wasi() -> WasiCtx | None:

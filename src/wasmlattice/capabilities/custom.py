@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wasmlattice.capabilities.base import DEFAULT_LINK_NAME, CapabilityError, ComponentContext, component
+from wasmlattice.capabilities.base import CapabilityError, ComponentContext, component
 from wasmlattice.host.invoke import InvokeError
 from wasmlattice.runtime.component import InterfaceName
 from wasmlattice.runtime.fastcall import Trap
@@ -54,7 +54,7 @@ def _has_handle(t: WitType | None) -> bool:
 
 def call_target(comp: ComponentContext, interface: str, func: str, args: tuple[Any, ...]) -> Any:
     """Call `interface#func` on the target of the calling component's link; the callee's result."""
-    lk = comp.link(interface, DEFAULT_LINK_NAME)
+    lk = comp.link(interface)
     components = comp.services.components
     if components is None or components.get(lk.target) is None:
         raise comp.error(

@@ -64,6 +64,9 @@ class WasiCtx:
         # it aborts the attempt instead (nothing has left the process yet) and the call is
         # retried on a worker thread.
         self.inline = False
+        # Link name per imported interface (`ns:pkg/iface`) chosen by this instance through
+        # `wasmcloud:bus/lattice.set-link-name`; interfaces not listed use "default".
+        self.link_names: dict[str, str] = {}
 
     def check_deadline(self) -> None:
         """Trap if the deadline has passed."""
