@@ -17,7 +17,7 @@ from typing import Any
 from wasmlattice.capabilities.base import CapabilityError, ComponentContext, component
 from wasmlattice.host.invoke import InvokeError
 from wasmlattice.runtime.component import InterfaceName
-from wasmlattice.runtime.fastcall import Trap
+from wasmlattice.runtime.fastcall import GuestTrap, Trap
 from wasmlattice.runtime.linking import HostFunc, HostInterface
 from wasmlattice.runtime.witypes import (
     FuncSig,
@@ -64,6 +64,8 @@ def call_target(comp: ComponentContext, interface: str, func: str, args: tuple[A
         return comp.run(lambda: components.invoke(lk.target, interface, func, *args))
     except InvokeError as e:
         raise comp.error(f"calling {interface}#{func} on `{lk.target}` failed: {e}") from None
+    except GuestTrap as e:
+        raise comp.error(f"`{lk.target}` trapped in {interface}#{func}: {e.reason}") from None
 
 
 def _forwarder(interface: str, func: str, sig: FuncSig) -> HostFunc:

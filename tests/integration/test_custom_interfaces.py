@@ -1,0 +1,85 @@
+"""Custom interfaces between components on one host, routed by links (reference §5.4, "anything else").
+
+`greeter_caller` serves HTTP and imports `test:greeter/greet`; `greeter_callee` exports it. The
+link from caller to callee decides where calls go; without it the call fails with a logged message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+from lattice_env import LatticeEnv, get, serve_http
+
+from wasmlattice.lattice.models import Link
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def greet_link(source: str, target: str) -> Link:
+    return Link(
+        source_id=source, target=target, wit_namespace="test", wit_package="greeter", interfaces=["greet"]
+    )
+
+
+async def wait_body(url: str, status: int, contains: str, timeout: float = 30.0) -> str:
+    """Poll until `url` answers `status` with `contains` in the body (links apply asynchronously)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        got, body = await get(url)
+        if got == status and contains in body:
+            return body
+        last = (got, body)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url}: wanted {status} with {contains!r}; last {last}")
+
+
+def host_log(env: LatticeEnv) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in env.log_dir.glob("host*.log"))
+
+
+async def test_calls_follow_the_link(env: LatticeEnv, build_component: Callable[[str], Path]) -> None:
+    caller = "file://" + str(build_component("greeter_caller"))
+    callee = "file://" + str(build_component("greeter_callee"))
+    env.start_host()
+    (host,) = await env.host_ids(1)
+    url = await serve_http(env, host, "caller", caller, port=free_port(), ready_path="/ready")
+    await env.ctl.scale_component(host, callee, "callee", 2)
+    await env.wait_event("component_scaled", lambda e: e["data"]["component_id"] == "callee")
+
+    # No link yet: the call fails (500, the guest trapped) with a logged message naming the link.
+    status, _ = await get(f"{url}/hello?name=ann&age=7")
+    assert status == 500
+    assert "no link named `default` for `test:greeter/greet`" in host_log(env)
+
+    await env.ctl.put_link(greet_link("caller", "callee"))
+    # Records go in, strings come out; each call gets a fresh callee instance.
+    assert await wait_body(f"{url}/hello?name=ann&age=7", 200, "hello ann (7)") == "hello ann (7), call 1\n"
+    assert (await get(f"{url}/hello?name=bob&age=8"))[1] == "hello bob (8), call 1\n"
+    # A result's error case crosses as the interface's own error.
+    assert await get(f"{url}/divide?a=-9&b=2") == (200, "-5\n")
+    assert await get(f"{url}/divide?a=1&b=0") == (400, "error: division by zero\n")
+    # A trapping callee fails only that request; both components keep serving.
+    assert (await get(f"{url}/crash"))[0] == 500
+    assert "`callee` trapped in test:greeter/greet#crash" in host_log(env)
+    assert (await get(f"{url}/hello?name=cy&age=9"))[0] == 200
+
+    # Deleting the link breaks the next call with the clear error; putting it back heals.
+    await env.ctl.delete_link("caller", "test", "greeter")
+    await wait_body(f"{url}/hello?name=ann&age=7", 500, "")
+    await env.ctl.put_link(greet_link("caller", "callee"))
+    await wait_body(f"{url}/hello?name=ann&age=7", 200, "hello ann")
+
+    # A target that is not running: the error names it.
+    await env.ctl.scale_component(host, callee, "callee", 0)
+    await env.wait_event(
+        "component_scaled",
+        lambda e: e["data"]["component_id"] == "callee" and e["data"]["max_instances"] == 0,
+    )
+    assert (await get(f"{url}/hello?name=ann&age=7"))[0] == 500
+    assert "`callee` (the target of link `default` for `test:greeter/greet`) is not running" in host_log(env)
