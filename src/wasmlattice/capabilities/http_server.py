@@ -8,6 +8,14 @@ routes requests to that component. Routing modes (provider config `routing_mode`
 - `path`: one listener on the provider config's `default_address` (default `0.0.0.0:8000`); each
   link's source config `path=/prefix` routes requests whose path is that prefix, or starts with it
   followed by `/`, to the component (longest prefix wins; the guest sees the full path).
+- `host`: one listener on `default_address`; each link's source config `host=name` routes requests
+  whose `Host` header (or the header the provider config `header` names) is that name, compared
+  case-insensitively and without the port. A request for no linked name gets 404.
+
+TLS: the keys `tls_cert_file` and `tls_priv_key_file` (PEM files, as in wasmCloud's
+`ServiceSettings`) in the provider config make its listeners serve HTTPS; in address mode a link's
+source config may carry its own pair for its listener. A file that cannot be loaded fails the
+provider's start (a bad pair in a link's config: that link is not served, and the reason is logged).
 
 Listeners use SO_REUSEPORT, so several hosts of a lattice may serve the same address. Links come
 from the lattice state: a put or delete on any host reaches every host's view, and the host that
@@ -20,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -33,7 +42,11 @@ from wasmlattice.lattice.state import LatticeState
 log = logging.getLogger(__name__)
 
 DEFAULT_ADDRESS = "0.0.0.0:8000"
-ROUTING_MODES = ("address", "path")
+ROUTING_MODES = ("address", "path", "host")
+# Modes with one listener on `default_address` for the provider's lifetime, shared by all links.
+SHARED_LISTENER_MODES = ("path", "host")
+TLS_CERT_KEY = "tls_cert_file"
+TLS_KEY_KEY = "tls_priv_key_file"
 # Request limits of the provider's listeners (as `wasmlattice run`'s defaults).
 MAX_BODY = 64 * 1024 * 1024
 MAX_HEADER_SIZE = 8190
@@ -69,6 +82,45 @@ def _lower(config: Mapping[str, str]) -> StrMap:
     return {k.lower(): v for k, v in config.items()}
 
 
+def host_key(value: str) -> str:
+    """A host name as routes compare it: lower case, without port, brackets or a trailing dot."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        value = value[1:].partition("]")[0]
+    elif value.count(":") == 1:
+        value = value.partition(":")[0]
+    return value.rstrip(".")
+
+
+# (certificate file, private key file) of a listener serving HTTPS.
+TlsFiles = tuple[str, str]
+
+
+def tls_files(config: Mapping[str, str], where: str) -> TlsFiles | None:
+    """The TLS file pair named in a (lower-cased) config, None if neither key is set."""
+    cert, key = config.get(TLS_CERT_KEY, "").strip(), config.get(TLS_KEY_KEY, "").strip()
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        given, missing = (TLS_CERT_KEY, TLS_KEY_KEY) if cert else (TLS_KEY_KEY, TLS_CERT_KEY)
+        raise ProviderConfigError(f"{where} sets `{given}` but not `{missing}`; HTTPS needs both files")
+    return cert, key
+
+
+def ssl_context(files: TlsFiles) -> ssl.SSLContext:
+    """A server-side TLS context from a PEM certificate (chain) and its private key."""
+    cert, key = files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise ProviderConfigError(
+            f"cannot load the TLS certificate {cert!r} with private key {key!r}: {e}; "
+            f"`{TLS_CERT_KEY}` and `{TLS_KEY_KEY}` must name readable PEM files of one key pair"
+        ) from None
+    return context
+
+
 def path_matches(prefix: str, path: str) -> bool:
     """Whether a request path falls under a route prefix (`/api` matches `/api` and `/api/x`)."""
     prefix = prefix.rstrip("/")
@@ -77,12 +129,14 @@ def path_matches(prefix: str, path: str) -> bool:
 
 @dataclass
 class _Listener:
-    """One listening socket and the routes it serves (one in address mode, several in path mode)."""
+    """One listening socket and the routes it serves (one in address mode, several otherwise)."""
 
     address: tuple[str, int]
     runner: web.ServerRunner
     handler: HttpHandler
-    routes: dict[str, str] = field(default_factory=dict)  # path prefix ("" in address mode) -> id
+    tls: TlsFiles | None = None
+    # Path prefix (path mode), host name (host mode) or "" (address mode) -> component ID.
+    routes: dict[str, str] = field(default_factory=dict)
 
 
 class HttpServerProvider:
@@ -110,6 +164,9 @@ class HttpServerProvider:
                 f"routing_mode {self.routing_mode!r} is not supported; use one of {', '.join(ROUTING_MODES)}"
             )
         self.default_address = split_address(cfg.get("default_address", DEFAULT_ADDRESS))
+        # The header host mode routes by (wasmCloud's provider config `header`).
+        self.header = cfg.get("header", "host").strip() or "host"
+        self.tls = tls_files(cfg, f"the config of provider {provider_id}")
         self._listeners: dict[tuple[str, int], _Listener] = {}
         self._sync_lock = asyncio.Lock()
         self._sync_task: asyncio.Task[None] | None = None
@@ -123,10 +180,10 @@ class HttpServerProvider:
         )
 
     def health(self) -> tuple[bool, str | None]:
-        """Healthy while it runs; in path mode, only while its one listener is bound."""
+        """Healthy while it runs; in path and host mode, only while its one listener is bound."""
         if self._stopped:
             return False, "stopped"
-        if self.routing_mode == "path" and self.default_address not in self._listeners:
+        if self.routing_mode in SHARED_LISTENER_MODES and self.default_address not in self._listeners:
             return False, f"not listening on {_fmt(self.default_address)}"
         return True, None
 
@@ -136,9 +193,11 @@ class HttpServerProvider:
 
     async def start(self) -> None:
         """Bind what the mode needs now and apply the links already known; follow later changes."""
-        if self.routing_mode == "path":
-            # Path mode has one listener for the provider's lifetime; a bind failure fails the start.
-            await self._open(self.default_address)
+        if self.tls is not None:
+            ssl_context(self.tls)  # unreadable files fail the start, in every mode
+        if self.routing_mode in SHARED_LISTENER_MODES:
+            # One listener for the provider's lifetime; a bind (or TLS) failure fails the start.
+            await self._open(self.default_address, self.tls)
         self.state.listeners.append(self._on_kv_event)
         await self.sync()
 
@@ -175,16 +234,19 @@ class HttpServerProvider:
         """Make listeners and routes match this provider's links in the lattice state."""
         async with self._sync_lock:
             wanted: dict[tuple[str, int], dict[str, str]] = {}
-            if self.routing_mode == "path":
+            wanted_tls: dict[tuple[str, int], TlsFiles | None] = {}
+            if self.routing_mode in SHARED_LISTENER_MODES:
                 wanted[self.default_address] = {}
+                wanted_tls[self.default_address] = self.tls
             for link in self.state.links():
                 if not is_http_link(link, self.provider_id):
                     continue
                 try:
-                    address, prefix = await self._route_of(link)
+                    address, prefix, tls = await self._route_of(link)
                 except Exception as e:
                     log.error("http-server %s: link to %s not served: %s", self.provider_id, link.target, e)
                     continue
+                wanted_tls.setdefault(address, tls)
                 routes = wanted.setdefault(address, {})
                 if prefix in routes and routes[prefix] != link.target:
                     log.error(
@@ -197,27 +259,39 @@ class HttpServerProvider:
                     )
                     continue
                 routes[prefix] = link.target
-            for address in [a for a in self._listeners if a not in wanted]:
+            # A listener whose TLS files changed is opened again with the new ones.
+            stale = [a for a, lis in self._listeners.items() if a not in wanted or lis.tls != wanted_tls[a]]
+            for address in stale:
                 await self._close(address)
             for address, routes in wanted.items():
                 listener = self._listeners.get(address)
                 if listener is None:
                     try:
-                        listener = await self._open(address)
-                    except OSError as e:
+                        listener = await self._open(address, wanted_tls[address])
+                    except (OSError, ProviderConfigError) as e:
                         log.error(
-                            "http-server %s: cannot listen on %s: %s", self.provider_id, _fmt(address), e
+                            "http-server %s: cannot listen on %s for %s: %s",
+                            self.provider_id,
+                            _fmt(address),
+                            ", ".join(sorted(set(routes.values()))) or "its links",
+                            e,
                         )
                         continue
                 listener.routes = routes
 
-    async def _route_of(self, link: Link) -> tuple[tuple[str, int], str]:
+    async def _route_of(self, link: Link) -> tuple[tuple[str, int], str, TlsFiles | None]:
+        """A link's listener address, route key and (address mode) TLS files."""
         cfg = _lower(await self.state.merged_config(link.source_config))
         if self.routing_mode == "path":
             path = cfg.get("path")
             if not path:
                 raise ProviderConfigError("path routing needs a `path` in the link's source config")
-            return self.default_address, "/" + path.strip("/") if path.strip("/") else ""
+            return self.default_address, "/" + path.strip("/") if path.strip("/") else "", self.tls
+        if self.routing_mode == "host":
+            host = host_key(cfg.get("host", ""))
+            if not host:
+                raise ProviderConfigError("host routing needs a `host` in the link's source config")
+            return self.default_address, host, self.tls
         if "address" in cfg:
             host, port = split_address(cfg["address"])
         else:
@@ -226,9 +300,11 @@ class HttpServerProvider:
             if not cfg["port"].isdigit():
                 raise ProviderConfigError(f"invalid port {cfg['port']!r}")
             port = int(cfg["port"])
-        return (host, port), ""
+        tls = tls_files(cfg, f"the source config of the link to {link.target}") or self.tls
+        return (host, port), "", tls
 
-    async def _open(self, address: tuple[str, int]) -> _Listener:
+    async def _open(self, address: tuple[str, int], tls: TlsFiles | None) -> _Listener:
+        context = None if tls is None else ssl_context(tls)
         sock = bind_socket(*address)
         holder: list[_Listener] = []
         handler = HttpHandler(lambda request: self._resolve(holder[0], request), max_body=MAX_BODY)
@@ -239,15 +315,16 @@ class HttpServerProvider:
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=CLOSE_GRACE)
         await runner.setup()
         try:
-            await web.SockSite(runner, sock).start()
+            await web.SockSite(runner, sock, ssl_context=context).start()
         except BaseException:
             await runner.cleanup()
             sock.close()
             raise
-        listener = _Listener(address, runner, handler)
+        listener = _Listener(address, runner, handler, tls)
         holder.append(listener)
         self._listeners[address] = listener
-        log.info("http-server %s listening on %s", self.provider_id, _fmt(address))
+        scheme = "https" if tls is not None else "http"
+        log.info("http-server %s listening on %s (%s)", self.provider_id, _fmt(address), scheme)
         return listener
 
     async def _close(self, address: tuple[str, int]) -> None:
@@ -267,6 +344,14 @@ class HttpServerProvider:
             if not matches:
                 return error_response(404, f"no component is linked for path {path}")
             component_id = listener.routes[max(matches, key=len)]
+        elif self.routing_mode == "host":
+            value = request.headers.get(self.header)
+            if value is None:
+                return error_response(404, f"the request has no {self.header} header to route by")
+            found = listener.routes.get(host_key(value))
+            if found is None:
+                return error_response(404, f"no component is linked for host {host_key(value)}")
+            component_id = found
         else:
             if not listener.routes:
                 return error_response(404, f"no component is linked to {_fmt(listener.address)}")

@@ -145,7 +145,14 @@ class HttpHandler:
             if name not in FORBIDDEN_HEADERS
         ]
         path, authority = _split_target(request.raw_path)
-        return IncomingRequest(request.method, path, "http", authority or request.host, headers, body)
+        return IncomingRequest(
+            request.method,
+            path,
+            "https" if request.secure else "http",
+            authority or request.host,
+            headers,
+            body,
+        )
 
     async def _try_inline(
         self, request: web.BaseRequest, target: HttpTarget, data: bytes

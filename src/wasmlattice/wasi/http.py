@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..runtime.linking import HostInterface
@@ -499,8 +500,25 @@ def http_error_code(err: IoError) -> Any:
     return None
 
 
+# Sends a lattice component's outgoing request through the http-client provider its link selects.
+# Installed by `capabilities.http_client` (this layer does not import the capability layer above it).
+ComponentSender = Callable[[WasiCtx, "OutgoingRequest", "RequestOptions | None"], "FutureIncomingResponse"]
+_component_sender: ComponentSender | None = None
+
+
+def set_component_sender(sender: ComponentSender | None) -> None:
+    """Install how components on a lattice host (with a component context) send outgoing requests."""
+    global _component_sender
+    _component_sender = sender
+
+
 def _outgoing_handle(request: OutgoingRequest, options: RequestOptions | None) -> FutureIncomingResponse:
     wctx = ctx()
+    if wctx.config.component is not None:
+        # On a lattice host the component's link decides where requests go, not the host's flags.
+        if _component_sender is None:
+            raise Err(internal_error("outgoing HTTP is not available on this host (no http-client support)"))
+        return _component_sender(wctx, request, options)
     send = wctx.outgoing
     if send is None:
         raise Err(("HTTP-request-denied", None))
@@ -601,6 +619,31 @@ def destination_allowed(allowed: tuple[str, ...], host: str, port: int) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class RequestTarget:
+    """Where an outgoing request goes: its URL, and the host and port its allow-list check uses."""
+
+    url: str
+    host: str
+    port: int
+
+
+def request_target(request: OutgoingRequest) -> RequestTarget:
+    """The destination of a guest's request; `Err(error-code)` if its scheme or authority is unusable."""
+    scheme = request.scheme()
+    scheme_name = (
+        "http" if scheme is None or scheme[0] == "HTTP" else "https" if scheme[0] == "HTTPS" else None
+    )
+    if scheme_name is None:
+        raise Err(("HTTP-protocol-error", None))
+    authority = request.authority()
+    if not authority:
+        raise Err(("HTTP-request-URI-invalid", None))
+    host, port = _split_authority(authority, 443 if scheme_name == "https" else 80)
+    url = f"{scheme_name}://{authority}{request.path_with_query() or '/'}"
+    return RequestTarget(url, host.lower(), port)
+
+
 class OutgoingClient:
     """Sends guests' outgoing requests over a pooled, keep-alive aiohttp session on the event loop."""
 
@@ -628,24 +671,26 @@ class OutgoingClient:
     def send(
         self, wctx: WasiCtx, request: OutgoingRequest, options: RequestOptions | None
     ) -> FutureIncomingResponse:
-        """Start sending `request`; called on the guest's thread."""
+        """Start sending `request` if the host's allow-list permits it; called on the guest's thread.
+
+        This is `wasmlattice run`'s path (`--allow-outgoing`); lattice components go through their
+        http-client provider, which checks its link's allow-list and then calls `start`.
+        """
         if wctx.inline:
             raise NeedsLoop("an outgoing request needs the event loop")
-        scheme = request.scheme()
-        scheme_name = (
-            "http" if scheme is None or scheme[0] == "HTTP" else "https" if scheme[0] == "HTTPS" else None
-        )
-        if scheme_name is None:
-            raise Err(("HTTP-protocol-error", None))
-        authority = request.authority()
-        if not authority:
-            raise Err(("HTTP-request-URI-invalid", None))
-        host, port = _split_authority(authority, 443 if scheme_name == "https" else 80)
-        if not destination_allowed(wctx.config.allowed_outgoing, host, port):
+        target = request_target(request)
+        if not destination_allowed(wctx.config.allowed_outgoing, target.host, target.port):
             raise Err(("HTTP-request-denied", None))
+        return self.start(wctx, request, options, target)
+
+    def start(
+        self, wctx: WasiCtx, request: OutgoingRequest, options: RequestOptions | None, target: RequestTarget
+    ) -> FutureIncomingResponse:
+        """Send an already permitted request from the event loop; its future, for the guest."""
+        if wctx.inline:
+            raise NeedsLoop("an outgoing request needs the event loop")
         fut = FutureIncomingResponse(wctx)
-        url = f"{scheme_name}://{authority}{request.path_with_query() or '/'}"
-        cf = asyncio.run_coroutine_threadsafe(self._run(wctx, request, options, url, fut), self.loop)
+        cf = asyncio.run_coroutine_threadsafe(self._run(wctx, request, options, target.url, fut), self.loop)
         fut.task = cf
         return fut
 
