@@ -10,7 +10,7 @@ import typer
 
 from .. import __version__
 from ..runtime.component import ComponentError
-from . import host_cmds, lattice_cmds, workload_cmds  # noqa: F401 - they register their commands on `app`
+from . import host_cmds, lattice_cmds, secret_cmds, workload_cmds  # noqa: F401 - register commands
 from .app import app, setup_logging
 
 

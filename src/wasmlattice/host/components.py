@@ -12,15 +12,17 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from wasmlattice.capabilities.base import ComponentContext, HostServices
 from wasmlattice.capabilities.catalog import host_registry
+from wasmlattice.capabilities.secrets import resolve_secrets
 from wasmlattice.host.invoke import ExportInvoker, InvokeError
 from wasmlattice.http.target import INCOMING_HANDLER, HttpTarget
+from wasmlattice.lattice import subjects as sj
 from wasmlattice.lattice.models import ComponentDescription, StrMap
 from wasmlattice.runtime.component import (
     CompileCache,
@@ -139,6 +141,9 @@ class ComponentRegistry:
         # Scale/update of one host are serialized: each is a read-modify-write of the map.
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        # Named configs changed in CONFIGDATA and not yet applied (None: any), and who applies them.
+        self._stale_configs: set[str | None] = set()
+        self._config_refresher: asyncio.Task[None] | None = None
 
     def get(self, component_id: str) -> RunningComponent | None:
         """The running component with that ID, if any."""
@@ -239,13 +244,19 @@ class ComponentRegistry:
         # What every instance of this component shares: its capability context and WASI view.
         context = None
         if self.services is not None:
-            config = await self.services.state.merged_config(running.config_names)
+            # `SECRET*` names are secret references, resolved once here (§7.4), not config.
+            plain = [n for n in running.config_names if not sj.is_secret_reference(n)]
+            secrets = await resolve_secrets(
+                self.services, [n for n in running.config_names if sj.is_secret_reference(n)]
+            )
+            config = await self.services.state.merged_config(plain)
             context = ComponentContext(
                 running.component_id,
                 self.services,
                 config=dict(config),
                 config_names=list(running.config_names),
                 annotations=dict(running.annotations),
+                secrets=dict(secrets),
             )
         running.context = context
         running.wasi = WasiConfig(component_id=running.component_id, args=["main.wasm"], component=context)
@@ -264,6 +275,53 @@ class ComponentRegistry:
     def running(self) -> list[RunningComponent]:
         """Every running component."""
         return list(self._components.values())
+
+    def config_changed(self, name: str | None) -> None:
+        """Note that named config `name` changed in CONFIGDATA (None: any may have); refresh soon.
+
+        A `LatticeState.config_listeners` callback: changes are collected and applied by one task.
+        """
+        self._stale_configs.add(name)
+        if self._config_refresher is None or self._config_refresher.done():
+            self._config_refresher = asyncio.get_running_loop().create_task(self._refresh_stale_configs())
+
+    async def _refresh_stale_configs(self) -> None:
+        while self._stale_configs:
+            stale, self._stale_configs = self._stale_configs, set()
+            await self.refresh_config(None if None in stale else {n for n in stale if n is not None})
+
+    async def refresh_config(self, names: Collection[str] | None = None) -> int:
+        """Re-merge the config of running components listing any of `names` (all if None) from KV.
+
+        The next call of their guests sees it (§4.5); a deleted config counts as empty. Runs under
+        the registry lock, so a component being scaled meanwhile is refreshed after it is
+        registered and cannot keep a config read before the change. Returns how many changed.
+        """
+        if self.services is None:
+            return 0
+        changed = 0
+        async with self._lock:
+            for running in list(self._components.values()):
+                context = running.context
+                plain = [n for n in running.config_names if not sj.is_secret_reference(n)]
+                if context is None or (names is not None and not any(n in names for n in plain)):
+                    continue
+                try:
+                    config = await self.services.state.live_config(plain)
+                except Exception as e:
+                    log.warning(
+                        "component %s keeps its previous config: reading %s failed: %s",
+                        running.component_id,
+                        ", ".join(plain),
+                        e,
+                    )
+                    continue
+                if config != context.config:
+                    # A new dict, never mutated: a guest reading the old one meanwhile stays consistent.
+                    context.config = dict(config)
+                    changed += 1
+                    log.info("component %s: config updated from %s", running.component_id, ", ".join(plain))
+        return changed
 
     async def stop(self) -> None:
         """Stop every component (in-flight requests get a short grace) and the engine's ticker."""

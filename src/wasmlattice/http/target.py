@@ -11,7 +11,6 @@ from ..runtime.engine import HostEngine
 from ..runtime.linking import LinkedComponent, link
 from ..runtime.pool import InstancePool
 from ..wasi.ctx import WasiConfig
-from ..wasi.registry import wasi_registry
 
 INCOMING_HANDLER = "wasi:http/incoming-handler"
 
@@ -109,9 +108,13 @@ def load_http_component(engine: HostEngine, path: str, cache: CompileCache) -> L
 
     Blocking (compilation): call it off the event loop when the loop serves other work.
     """
+    # Capabilities need a lattice; imported outside one they answer their interface's error (or
+    # an empty config), so such components still run here.
+    from ..capabilities.catalog import host_registry
+
     data = read_component_file(path)
     comp = cache.load(data, engine, path)
-    linked = link(engine, comp, wasi_registry(), origin=path)
+    linked = link(engine, comp, host_registry(), origin=path)
     if not any(n.split("@")[0] == INCOMING_HANDLER for n in linked.exports):
         raise ComponentError(
             f"{path} does not export {INCOMING_HANDLER}; it is not an HTTP component "

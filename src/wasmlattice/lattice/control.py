@@ -141,6 +141,10 @@ class ControlInterfaceServer:
         for spec in self.subscriptions:
             self._spawn(f"ctl:{spec.subject}", functools.partial(self._serve, spec))
         self._spawn("kv-watch", self.state.watch_forever)
+        if self.workloads is not None:
+            # Running components follow changes of their named configs (reference §4.5).
+            self.state.config_listeners.append(self.workloads.components.config_changed)
+        self._spawn("config-watch", self.state.watch_config_forever)
         await self.state.wait_synced()
         self._spawn("heartbeat", self._heartbeat)
         if self.workloads is not None:

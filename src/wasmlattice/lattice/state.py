@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from wasmlattice.lattice import subjects as sj
-from wasmlattice.lattice.kv import KvBucket, KvEvent, open_bucket
+from wasmlattice.lattice.kv import KvBucket, KvEvent, KvWatch, open_bucket
 from wasmlattice.lattice.models import (
     MSG_CONFIG_NOT_MAP,
     MSG_LINK_CONFLICT,
@@ -57,6 +57,9 @@ class LatticeState:
         self._write_lock = asyncio.Lock()
         self._synced = asyncio.Event()
         self.listeners: list[Callable[[KvEvent], None]] = []
+        # Called with the name of each named config that changed in `CONFIGDATA` (put, delete or
+        # purge), or with None when changes may have been missed (the config watch restarted).
+        self.config_listeners: list[Callable[[str | None], None]] = []
         # Bumped on every change of the view, so derived indexes know when to rebuild.
         self.generation = 0
 
@@ -99,6 +102,27 @@ class LatticeState:
                 self.generation += 1
                 for listener in self.listeners:
                     listener(event)
+
+    async def watch_config_forever(self) -> None:
+        """Tell `config_listeners` about every change of `CONFIGDATA`; returns only if the watch ends.
+
+        Values are not read here (listeners read what they need from KV). Changes made before the
+        watch (re)started are unknown, so listeners first get one None ("anything may have changed").
+        """
+        # Keys and operations only: values (secret references among them) need not cross the wire.
+        async with KvWatch(self.config_data, headers_only=True) as watch:
+            await watch.wait_initial(INITIAL_REPLAY_TIMEOUT_S)
+            watch.drain()  # the current keys: covered by the None below
+            self._notify_config(None)
+            async for event in watch:
+                self._notify_config(event.key)
+
+    def _notify_config(self, name: str | None) -> None:
+        for listener in list(self.config_listeners):
+            try:
+                listener(name)
+            except Exception:
+                log.exception("a config listener failed on a change of %s", name or "CONFIGDATA")
 
     def _apply(
         self, event: KvEvent, specs: dict[str, ComponentSpecification], claims: dict[str, dict[str, Any]]
@@ -250,6 +274,16 @@ class LatticeState:
             else:
                 out.append(f"Configuration {name} not found in config store. ")
         return out
+
+    async def live_config(self, names: Iterable[str]) -> StrMap:
+        """Merge named configs in order like `merged_config`, a missing one counting as empty (§4.5).
+
+        This is the view of a running component after one of its configs was deleted.
+        """
+        merged: StrMap = {}
+        for name in names:
+            merged.update(await self.get_config(name) or {})
+        return merged
 
     async def merged_config(self, names: Iterable[str]) -> StrMap:
         """Merge named configs in order, later names overriding earlier keys (§4.5)."""
