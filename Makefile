@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STATE  := .wasmlattice
 LISTEN ?= 127.0.0.1:8000
+NOTES_LISTEN ?= 127.0.0.1:8001
 NATS_PORT ?= 4222
 # Compiled components are cached here, so repeated runs and test sessions skip compilation.
 export WASMLATTICE_CACHE_DIR ?= $(CURDIR)/$(STATE)/compiled
@@ -36,18 +37,24 @@ install: $(VENV)/.installed
 
 test-deps: $(VENV)/.test-installed
 
-# Building the example needs componentize-py (a test tool), so `up` installs those too.
-# `up` starts the embedded nats-server and a host in the background, deploys examples/hello into
-# the lattice (component + built-in HTTP server + link) and prints where to look.
+# Building the examples needs componentize-py (a test tool), so `up` installs those too.
+# `up` starts the embedded nats-server and a host in the background, deploys examples/hello and
+# examples/notes into the lattice (components, built-in HTTP/key-value/messaging providers, links)
+# and prints where to look.
 up: test-deps
 	@mkdir -p $(STATE)
 	@$(BIN)/wasmlattice down --data-dir $(STATE) >/dev/null 2>&1 || true
-	@wasm=$$($(BIN)/python -m wasmlattice.devbuild examples/hello) && echo "built $$wasm" && \
+	@hello=$$($(BIN)/python -m wasmlattice.devbuild examples/hello) && echo "built $$hello" && \
+	  notes=$$($(BIN)/python -m wasmlattice.devbuild examples/notes) && echo "built $$notes" && \
 	  $(BIN)/wasmlattice up --detach --data-dir $(STATE) --nats-port $(NATS_PORT) && \
-	  url=$$($(BIN)/python examples/deploy_hello.py "$$wasm" --nats-url nats://127.0.0.1:$(NATS_PORT) --address $(LISTEN)) && \
+	  urls=$$($(BIN)/python examples/deploy.py "$$hello" "$$notes" --nats-url nats://127.0.0.1:$(NATS_PORT) \
+	    --address $(LISTEN) --notes-address $(NOTES_LISTEN)) && \
+	  hello_url=$$(echo "$$urls" | sed -n 1p) && notes_url=$$(echo "$$urls" | sed -n 2p) && \
 	  echo "" && \
-	  echo "The hello example is deployed on the lattice:" && \
-	  echo "  try:     curl $$url" && \
+	  echo "The examples are deployed on the lattice:" && \
+	  echo "  hello:   curl $$hello_url" && \
+	  echo "  notes:   curl -X PUT --data 'buy milk' $$notes_url/notes/todo" && \
+	  echo "           curl $$notes_url/notes/todo; curl $$notes_url/notes; curl $$notes_url/stats" && \
 	  echo "  look:    $(BIN)/wasmlattice get hosts; $(BIN)/wasmlattice get inventory; $(BIN)/wasmlattice get links" && \
 	  echo "  logs:    $(STATE)/up.log" && \
 	  echo "  stop:    make down"

@@ -1,9 +1,13 @@
-"""Deploy the hello component into a running lattice and route HTTP to it (used by `make up`).
+"""Deploy the examples into a running lattice and route HTTP to them (used by `make up`).
 
-Scales the component on the first host, starts the built-in HTTP server provider there, and links
-the two with the listen address in named config, then waits until the address answers.
+On the first host that answers: scales `hello` (examples/hello) and `notes` (examples/notes), starts
+the built-in HTTP server, key-value (NATS) and messaging (NATS) providers, and links them: each
+component gets its own listen address (named config on the HTTP links), `notes` stores in the NATS
+bucket `notes` and publishes change events on `notes.changed`. Waits until both answer, then prints
+their base URLs, one per line.
 
-    python examples/deploy_hello.py WASM --nats-url nats://127.0.0.1:4222 --address 127.0.0.1:8000
+    python examples/deploy.py HELLO_WASM NOTES_WASM --nats-url nats://127.0.0.1:4222 \\
+        --address 127.0.0.1:8000 --notes-address 127.0.0.1:8001
 """
 
 from __future__ import annotations
@@ -20,8 +24,20 @@ from wasmlattice.lattice.connection import NatsOptions, connect
 from wasmlattice.lattice.models import Link
 
 
-async def deploy(wasm: Path, nats_url: str, lattice: str, address: str) -> str:
-    """Deploy and return the URL to try."""
+def http_link(component_id: str, config: str) -> Link:
+    """The link from the HTTP server provider to a component, with its listen address config."""
+    return Link(
+        source_id="http-server",
+        target=component_id,
+        wit_namespace="wasi",
+        wit_package="http",
+        interfaces=["incoming-handler"],
+        source_config=[config],
+    )
+
+
+async def deploy(hello: Path, notes: Path, nats_url: str, lattice: str, address: str, notes_address: str) -> None:
+    """Scale the components, start the providers and put the links and configs."""
     nc = await connect(NatsOptions(url=nats_url, name="wasmlattice-example"))
     try:
         ctl = CtlClient(nc, lattice)
@@ -33,44 +49,68 @@ async def deploy(wasm: Path, nats_url: str, lattice: str, address: str) -> str:
         if not hosts:
             raise SystemExit(f"no host answered on lattice {lattice!r} at {nats_url}")
         host = hosts[0].id
-        await ctl.scale_component(host, wasm.resolve().as_uri(), "hello", 10)
         await ctl.put_config("hello-http", {"address": address})
+        await ctl.put_config("notes-http", {"address": notes_address})
+        await ctl.put_config("notes-kv", {"bucket": "notes"})
+        await ctl.scale_component(host, hello.resolve().as_uri(), "hello", 10)
+        await ctl.scale_component(host, notes.resolve().as_uri(), "notes", 10)
         await ctl.start_provider(host, "builtin://http-server", "http-server")
+        await ctl.start_provider(host, "builtin://keyvalue-nats", "keyvalue")
+        await ctl.start_provider(host, "builtin://messaging-nats", "messaging")
+        await ctl.put_link(http_link("hello", "hello-http"))
+        await ctl.put_link(http_link("notes", "notes-http"))
         await ctl.put_link(
             Link(
-                source_id="http-server",
-                target="hello",
+                source_id="notes",
+                target="keyvalue",
                 wit_namespace="wasi",
-                wit_package="http",
-                interfaces=["incoming-handler"],
-                source_config=["hello-http"],
+                wit_package="keyvalue",
+                interfaces=["store", "atomics"],
+                target_config=["notes-kv"],
+            )
+        )
+        await ctl.put_link(
+            Link(
+                source_id="notes",
+                target="messaging",
+                wit_namespace="wasmcloud",
+                wit_package="messaging",
+                interfaces=["consumer"],
             )
         )
     finally:
         await nc.close()
-    url = f"http://{address}/hello"
-    deadline = time.monotonic() + 60
-    while True:  # scaling compiles the component (cached after the first time)
+
+
+async def wait_until_served(url: str, timeout: float = 90.0) -> None:
+    """Poll `url` until it answers 200 (scaling compiles the component; cached after the first time)."""
+    deadline = time.monotonic() + timeout
+    while True:
         try:
             with urllib.request.urlopen(url, timeout=5) as r:
                 r.read()
-                return url
+                return
         except OSError:
             if time.monotonic() > deadline:
-                raise SystemExit(f"{url} did not answer within 60 s; see the host log") from None
+                raise SystemExit(f"{url} did not answer within {timeout:.0f} s; see the host log") from None
             await asyncio.sleep(0.3)
 
 
 def main() -> None:
-    """Parse arguments and deploy."""
+    """Parse arguments, deploy, wait, print the URLs."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("wasm", type=Path)
+    ap.add_argument("hello", type=Path)
+    ap.add_argument("notes", type=Path)
     ap.add_argument("--nats-url", default="nats://127.0.0.1:4222")
     ap.add_argument("--lattice", default="default")
     ap.add_argument("--address", default="127.0.0.1:8000")
+    ap.add_argument("--notes-address", default="127.0.0.1:8001")
     args = ap.parse_args()
-    url = asyncio.run(deploy(args.wasm, args.nats_url, args.lattice, args.address))
-    print(url)
+    asyncio.run(deploy(args.hello, args.notes, args.nats_url, args.lattice, args.address, args.notes_address))
+    urls = [f"http://{args.address}/hello", f"http://{args.notes_address}"]
+    asyncio.run(wait_until_served(urls[0]))
+    asyncio.run(wait_until_served(urls[1] + "/notes"))
+    print("\n".join(urls))
 
 
 if __name__ == "__main__":

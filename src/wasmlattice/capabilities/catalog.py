@@ -8,11 +8,23 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from wasmlattice.capabilities import blobstore, bus, guest_logging, http_client, keyvalue, messaging
+from wasmlattice.capabilities import config as config_capability
+from wasmlattice.capabilities import secrets as secrets_capability
 from wasmlattice.runtime.linking import HostRegistry
 from wasmlattice.wasi.registry import wasi_registry
 
 # Capability modules, in the order their interfaces are tried.
-MODULES: list[ModuleType] = []
+MODULES: list[ModuleType] = [
+    http_client,
+    messaging,
+    guest_logging,
+    config_capability,
+    secrets_capability,
+    keyvalue,
+    bus,
+    blobstore,
+]
 
 
 def host_registry() -> HostRegistry:
