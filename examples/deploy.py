@@ -25,10 +25,14 @@ from wasmlattice.lattice.models import Link
 
 
 def http_link(component_id: str, config: str) -> Link:
-    """The link from the HTTP server provider to a component, with its listen address config."""
+    """The link from the HTTP server provider to a component, with its listen address config.
+
+    Links from one source for one interface need distinct names (one per target).
+    """
     return Link(
         source_id="http-server",
         target=component_id,
+        name=component_id,
         wit_namespace="wasi",
         wit_package="http",
         interfaces=["incoming-handler"],
@@ -36,7 +40,9 @@ def http_link(component_id: str, config: str) -> Link:
     )
 
 
-async def deploy(hello: Path, notes: Path, nats_url: str, lattice: str, address: str, notes_address: str) -> None:
+async def deploy(
+    hello: Path, notes: Path, nats_url: str, lattice: str, address: str, notes_address: str
+) -> None:
     """Scale the components, start the providers and put the links and configs."""
     nc = await connect(NatsOptions(url=nats_url, name="wasmlattice-example"))
     try:

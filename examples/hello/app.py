@@ -12,5 +12,7 @@ class IncomingHandler(exports.IncomingHandler):
         body = response.body()
         ResponseOutparam.set(response_out, Ok(response))
         with body.write() as stream:
-            stream.blocking_write_and_flush(b"hello from wasmlattice " + (request.path_with_query() or "/").encode())
+            stream.blocking_write_and_flush(
+                b"hello from wasmlattice " + (request.path_with_query() or "/").encode()
+            )
         OutgoingBody.finish(body, None)

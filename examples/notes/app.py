@@ -16,8 +16,8 @@ from urllib.parse import unquote, urlsplit
 from componentize_py_types import Err, Ok
 from wit_world import exports
 from wit_world.imports import atomics, consumer
-from wit_world.imports import wasi_keyvalue_store as kv
-from wit_world.imports.types import (
+from wit_world.imports import store as kv
+from wit_world.imports.wasi_http_types import (
     Fields,
     IncomingBody,
     IncomingRequest,
@@ -30,7 +30,7 @@ from wit_world.imports.types import (
 )
 from wit_world.imports.wasmcloud_messaging_types import BrokerMessage
 
-PREFIX = "note:"
+PREFIX = "note."
 MAX_NOTE = 64 * 1024
 
 
@@ -103,19 +103,21 @@ class IncomingHandler(exports.IncomingHandler):
                         respond(response_out, 413, f"a note holds at most {MAX_NOTE} bytes\n".encode())
                         return
                     bucket.set(key, data)
-                    atomics.increment(bucket, "stats:writes", 1)
+                    atomics.increment(bucket, "stats.writes", 1)
                     publish("put", name)
                     respond(response_out, 201, f"stored {name} ({len(data)} bytes)\n".encode())
                 elif isinstance(method, Method_Delete):
                     bucket.delete(key)
-                    atomics.increment(bucket, "stats:writes", 1)
+                    atomics.increment(bucket, "stats.writes", 1)
                     publish("delete", name)
                     respond(response_out, 200, f"deleted {name}\n".encode())
                 else:
                     respond(response_out, 405, b"use GET, PUT or DELETE\n")
             elif path == "/stats":
-                writes = atomics.increment(bucket, "stats:writes", 0)  # adding 0 reads the counter
-                respond(response_out, 200, json.dumps({"writes": writes}).encode() + b"\n", b"application/json")
+                writes = atomics.increment(bucket, "stats.writes", 0)  # adding 0 reads the counter
+                respond(
+                    response_out, 200, json.dumps({"writes": writes}).encode() + b"\n", b"application/json"
+                )
             else:
                 respond(response_out, 404, b"try GET /notes, PUT /notes/NAME, GET /stats\n")
         except Err as e:
