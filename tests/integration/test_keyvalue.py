@@ -323,3 +323,27 @@ async def test_missing_link_bad_input_and_healing(env: Env, build_component: Cal
     # Re-adding the link heals; the data was in the bucket all along.
     await ctl.put_link(kv_link("kvd", "nats-kv", config=["kv-nats"]))
     assert await eventually(lambda: ok(f"{url}/get?key=keep")) == "kept"
+
+
+async def test_link_config_changes_apply_to_the_next_call(
+    env: Env, build_component: Callable[[str], Path]
+) -> None:
+    """Changing a named config that a link lists re-targets the link's calls, without a new link."""
+    ref = "file://" + str(build_component("kv_draft").resolve())
+    env.start_host()
+    (host,) = await env.host_ids(1)
+    await start_providers(env, host, (MEMORY_KV, "mem-kv"))
+    await env.ctl.put_config("kv-where", {"bucket": "first"})
+    await env.ctl.put_link(kv_link("kvc", "mem-kv", config=["kv-where"]))
+    url = await serve_http(env, host, "kvc", ref, port=free_port(), ready_path="/exists?key=warmup")
+    await eventually(lambda: ok(f"{url}/set?key=k&value=one"))
+    assert await ok(f"{url}/get?key=k") == "one"
+
+    async def get_is(expected: Any) -> None:
+        assert await ok(f"{url}/get?key=k") == expected
+
+    await env.ctl.put_config("kv-where", {"bucket": "second"})
+    await eventually(lambda: get_is(None))
+    assert await ok(f"{url}/set?key=k&value=two") == 3
+    await env.ctl.put_config("kv-where", {"bucket": "first"})
+    await eventually(lambda: get_is("one"))

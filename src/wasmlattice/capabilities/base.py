@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -36,6 +37,8 @@ T = TypeVar("T")
 DEFAULT_LINK_NAME = "default"
 # How long one capability call may wait for its backend when the guest has no deadline.
 DEFAULT_CALL_TIMEOUT_S = 30.0
+# How long a replaced backend stays open for the calls that still use it.
+BACKEND_RETIRE_S = 10.0
 
 
 class CapabilityError(Exception):
@@ -85,8 +88,10 @@ class LinkTargetProvider:
     """Base of providers that serve component imports: one backend per link, opened on first use.
 
     Subclasses implement `open_backend(link, config)` (config = the link's merged target config)
-    and may override `close_backend`. A link whose definition changes (other config, re-put) gets a
-    fresh backend; backends of deleted links are closed when the provider stops.
+    and may override `close_backend`. A link whose definition changes (re-put), or one of whose
+    named target configs changes, gets a fresh backend on its next call; the old one is closed
+    after a grace period (calls may still use it). Backends of deleted links are closed when the
+    provider stops.
     """
 
     kind = "provider"
@@ -100,6 +105,8 @@ class LinkTargetProvider:
         self._backends: dict[tuple[str, str, str, str], tuple[Link, Any]] = {}
         self._opening: dict[tuple[str, str, str, str], asyncio.Future[Any]] = {}
         self._stopped = False
+        self._following_config = False
+        self._retiring: dict[asyncio.Task[None], Any] = {}
 
     def description(self) -> ProviderDescription:
         """The inventory entry of this provider."""
@@ -117,8 +124,15 @@ class LinkTargetProvider:
     async def stop(self) -> None:
         """Close every backend."""
         self._stopped = True
-        backends, self._backends = list(self._backends.values()), {}
-        for _, backend in backends:
+        if self._following_config:
+            with contextlib.suppress(ValueError):
+                self.services.state.config_listeners.remove(self._config_changed)
+        retiring, self._retiring = list(self._retiring.items()), {}
+        for task, _ in retiring:
+            task.cancel()
+        backends = [b for _, b in self._backends.values()] + [b for _, b in retiring]
+        self._backends = {}
+        for backend in backends:
             try:
                 await self.close_backend(backend)
             except Exception:
@@ -133,13 +147,16 @@ class LinkTargetProvider:
         pending = self._opening.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
+        if not self._following_config:
+            self._following_config = True
+            self.services.state.config_listeners.append(self._config_changed)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._opening[key] = fut
         try:
             config = await self.services.state.merged_config(link.target_config)
             backend = await self.open_backend(link, config)
             if known is not None:
-                await self.close_backend(known[1])
+                self._retire(known[1])
             self._backends[key] = (link, backend)
             fut.set_result(backend)
             return backend
@@ -149,6 +166,25 @@ class LinkTargetProvider:
             raise
         finally:
             del self._opening[key]
+
+    def _config_changed(self, name: str | None) -> None:
+        # A named config changed (None: any may have): links using it reopen on their next call.
+        for key, (lk, backend) in list(self._backends.items()):
+            if name is None or name in lk.target_config:
+                del self._backends[key]
+                self._retire(backend)
+
+    def _retire(self, backend: Any) -> None:
+        async def close_later() -> None:
+            await asyncio.sleep(BACKEND_RETIRE_S)
+            try:
+                await self.close_backend(backend)
+            except Exception:
+                log.exception("%s: closing a backend failed", self.provider_id)
+
+        task = asyncio.get_running_loop().create_task(close_later())
+        self._retiring[task] = backend
+        task.add_done_callback(lambda t: self._retiring.pop(t, None))
 
     async def open_backend(self, link: Link, config: StrMap) -> Any:
         """Open what serves one link (a bucket, a client...)."""
