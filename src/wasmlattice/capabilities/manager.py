@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from wasmlattice.capabilities.base import HostServices, Provider, ProviderSpec
 from wasmlattice.capabilities.http_server import HttpServerProvider
+from wasmlattice.lattice import subjects as sj
 from wasmlattice.lattice.models import ProviderDescription
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,10 @@ class ProviderManager:
                     f"cannot start provider {provider_ref!r}: this host runs only the builtin providers "
                     f"{', '.join(supported_refs())}"
                 )
-            config = await self.services.state.merged_config(config_names)
+            # Secret references are not config: builtin providers take no secrets (yet), and a
+            # reference's fields must not end up in a provider's settings.
+            names = [n for n in config_names if not sj.is_secret_reference(n)]
+            config = await self.services.state.merged_config(names)
             spec = ProviderSpec(provider_id, provider_ref, config, dict(annotations or {}), self.services)
             provider = BUILTINS[ref](spec)
             await provider.start()
