@@ -346,3 +346,42 @@ def component() -> ComponentContext:
 def lower_config(config: Mapping[str, str]) -> StrMap:
     """Config keys lower-cased (providers read their keys case-insensitively, as wasmCloud's do)."""
     return {k.lower(): v for k, v in config.items()}
+
+
+class Resync:
+    """Re-runs `action` after each `poke()`, one run at a time, merging bursts of pokes into one run.
+
+    Providers that follow lattice changes (links come and go) poke it from a state listener;
+    a failing run is logged and the next poke tries again.
+    """
+
+    def __init__(self, action: Callable[[], Awaitable[None]], what: str) -> None:
+        self.action = action
+        self.what = what
+        self._dirty = False
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    def poke(self, _event: object = None) -> None:
+        """Ask for a run (soon, on the running loop)."""
+        if self._stopped:
+            return
+        self._dirty = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._dirty and not self._stopped:
+            self._dirty = False
+            try:
+                await self.action()
+            except Exception:
+                log.exception("%s: applying lattice changes failed", self.what)
+
+    async def stop(self) -> None:
+        """Stop running (a run in progress is cancelled)."""
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from wasmlattice.capabilities.base import Resync
 from wasmlattice.http.server import HttpHandler, bind_socket, error_response
 from wasmlattice.http.target import HttpTarget
 from wasmlattice.lattice.models import Link, ProviderDescription, StrMap
@@ -169,8 +170,7 @@ class HttpServerProvider:
         self.tls = tls_files(cfg, f"the config of provider {provider_id}")
         self._listeners: dict[tuple[str, int], _Listener] = {}
         self._sync_lock = asyncio.Lock()
-        self._sync_task: asyncio.Task[None] | None = None
-        self._dirty = False
+        self._resync = Resync(self.sync, f"http-server {provider_id}")
         self._stopped = False
 
     def description(self) -> ProviderDescription:
@@ -198,37 +198,18 @@ class HttpServerProvider:
         if self.routing_mode in SHARED_LISTENER_MODES:
             # One listener for the provider's lifetime; a bind (or TLS) failure fails the start.
             await self._open(self.default_address, self.tls)
-        self.state.listeners.append(self._on_kv_event)
+        self.state.listeners.append(self._resync.poke)
         await self.sync()
 
     async def stop(self) -> None:
         """Stop listening (open connections are closed) and stop following links."""
         self._stopped = True
         with contextlib.suppress(ValueError):
-            self.state.listeners.remove(self._on_kv_event)
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._sync_task
+            self.state.listeners.remove(self._resync.poke)
+        await self._resync.stop()
         async with self._sync_lock:
             for address in list(self._listeners):
                 await self._close(address)
-
-    def _on_kv_event(self, _event: object) -> None:
-        # Called for every LATTICEDATA change: coalesce bursts into one re-sync at a time.
-        if self._stopped:
-            return
-        self._dirty = True
-        if self._sync_task is None or self._sync_task.done():
-            self._sync_task = asyncio.get_running_loop().create_task(self._sync_while_dirty())
-
-    async def _sync_while_dirty(self) -> None:
-        while self._dirty and not self._stopped:
-            self._dirty = False
-            try:
-                await self.sync()
-            except Exception:
-                log.exception("http-server %s: applying links failed", self.provider_id)
 
     async def sync(self) -> None:
         """Make listeners and routes match this provider's links in the lattice state."""

@@ -46,6 +46,7 @@ from wasmlattice.capabilities.base import (
     ComponentContext,
     LinkTargetProvider,
     ProviderSpec,
+    Resync,
     component,
     lower_config,
 )
@@ -255,9 +256,8 @@ class NatsMessagingProvider(LinkTargetProvider):
         super().__init__(spec)
         self._links: dict[tuple[str, str], _HandlerLink] = {}
         self._sync_lock = asyncio.Lock()
-        self._sync_task: asyncio.Task[None] | None = None
+        self._resync = Resync(self.sync, f"messaging-nats {spec.provider_id}")
         self._check_task: asyncio.Task[None] | None = None
-        self._dirty = False
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._deliveries: set[asyncio.Task[None]] = set()
 
@@ -277,7 +277,7 @@ class NatsMessagingProvider(LinkTargetProvider):
 
     async def start(self) -> None:
         """Apply the links already known and follow later changes."""
-        self.services.state.listeners.append(self._on_kv_event)
+        self.services.state.listeners.append(self._resync.poke)
         await self.sync()
         self._check_task = asyncio.get_running_loop().create_task(self._check_local_forever())
 
@@ -285,8 +285,9 @@ class NatsMessagingProvider(LinkTargetProvider):
         """Unsubscribe everything, stop following links, close every connection opened."""
         self._stopped = True
         with contextlib.suppress(ValueError):
-            self.services.state.listeners.remove(self._on_kv_event)
-        for task in (self._sync_task, self._check_task):
+            self.services.state.listeners.remove(self._resync.poke)
+        await self._resync.stop()
+        for task in (self._check_task,):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -306,22 +307,6 @@ class NatsMessagingProvider(LinkTargetProvider):
             if h.active
             for subject, queue in h.subscriptions
         )
-
-    def _on_kv_event(self, _event: object) -> None:
-        # Called for every LATTICEDATA change: coalesce bursts into one re-sync at a time.
-        if self._stopped:
-            return
-        self._dirty = True
-        if self._sync_task is None or self._sync_task.done():
-            self._sync_task = asyncio.get_running_loop().create_task(self._sync_while_dirty())
-
-    async def _sync_while_dirty(self) -> None:
-        while self._dirty and not self._stopped:
-            self._dirty = False
-            try:
-                await self.sync()
-            except Exception:
-                log.exception("messaging-nats %s: applying links failed", self.provider_id)
 
     async def _check_local_forever(self) -> None:
         # Components scale without a LATTICEDATA change: notice them arriving and leaving here.
