@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 import nats
 import redis.asyncio as aioredis
-from common import free_port, machine
+from common import free_port, machine, stop_processes
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
@@ -182,14 +182,7 @@ async def run(args: argparse.Namespace) -> None:
                 await rc.aclose()
             if nc is not None:
                 await nc.close()
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_processes(procs)
             await server.stop()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import socket
+import subprocess
 from pathlib import Path
 
 
@@ -27,3 +28,15 @@ def machine() -> str:
         pass
     py = platform.python_version()
     return f"{os.cpu_count()} cores, {cpu}, Python {py}, {platform.system()} {platform.release()}"
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate every process, then wait for each (killing those that do not exit in 15 s)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

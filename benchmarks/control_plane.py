@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from common import machine
+from common import machine, stop_processes
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
@@ -194,14 +194,7 @@ async def run(args: argparse.Namespace) -> None:
         finally:
             if nc is not None:
                 await nc.close()
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_processes(procs)
             await server.stop()
 
 

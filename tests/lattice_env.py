@@ -158,3 +158,16 @@ async def serve_http(
             pass
         await asyncio.sleep(0.1)
     raise AssertionError(f"{component_id} was not served on {url} within 30s")
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Retry `check` until it stops raising AssertionError (links and config reach hosts through KV
+    watches, so their effects show up a little later); its result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)

@@ -7,7 +7,6 @@ call answers `{"error": "<the interface's error string>"}`.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -21,7 +20,7 @@ from urllib.parse import quote
 import pytest
 from conftest import free_port
 from lattice_env import LatticeEnv as Env
-from lattice_env import get, serve_http
+from lattice_env import eventually, get, serve_http
 
 from wasmlattice.lattice.models import Link
 
@@ -71,18 +70,6 @@ async def error(url: str) -> str:
     assert "error" in doc, f"{url} should have failed, got {doc}"
     message: str = doc["error"]
     return message
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Retry `check` (links reach hosts through a KV watch) until it passes; its result."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
 
 
 async def start_provider(env: Env, host: str, ref: str, pid: str) -> None:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 from conftest import free_port
-from lattice_env import HTTP_SERVER, get, http_link, serve_http
+from lattice_env import HTTP_SERVER, eventually, get, http_link, serve_http
 from lattice_env import LatticeEnv as Env
 
 from wasmlattice.capabilities.kv_backends import ENCODED_PREFIX, nats_key
@@ -64,18 +64,6 @@ async def fails(url: str) -> str:
     assert status == 500 and doc["error"] == "other", f"{url} -> {status} {doc}"
     message: str = doc["message"]
     return message
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Retry `check` (links reach hosts through a KV watch) until it passes; its result."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
 
 
 def uid() -> str:

@@ -20,6 +20,7 @@ import aiohttp
 import nats
 import pytest
 from conftest import free_port
+from lattice_env import http_link
 
 from wasmlattice.client.ctl import CtlClient, CtlError
 from wasmlattice.lattice import subjects as sj
@@ -143,17 +144,6 @@ def kv_link(source: str, target: str, name: str = "default") -> Link:
         wit_namespace="wasi",
         wit_package="keyvalue",
         interfaces=["store"],
-    )
-
-
-def http_link(provider_id: str, component_id: str, source_config: list[str]) -> Link:
-    return Link(
-        source_id=provider_id,
-        target=component_id,
-        wit_namespace="wasi",
-        wit_package="http",
-        interfaces=["incoming-handler"],
-        source_config=source_config,
     )
 
 
