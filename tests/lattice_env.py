@@ -79,6 +79,14 @@ class LatticeEnv:
             await asyncio.sleep(0.05)
         raise AssertionError("hosts did not start")
 
+    def process_of(self, host_id: str) -> subprocess.Popen[bytes]:
+        """The process of a host started by `start_host` (found by the ID its log announces)."""
+        for i, proc in enumerate(self.procs):
+            log = self.log_dir / f"host{i}.log"
+            if log.exists() and f"host {host_id} " in log.read_text(errors="replace"):
+                return proc
+        raise AssertionError(f"no host process announced {host_id}")
+
     async def inventory(self, host_id: str) -> HostInventory:
         return await self.ctl.get_host_inventory(host_id)
 

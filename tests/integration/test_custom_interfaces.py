@@ -75,11 +75,11 @@ async def test_calls_follow_the_link(env: LatticeEnv, build_component: Callable[
     await env.ctl.put_link(greet_link("caller", "callee"))
     await wait_body(f"{url}/hello?name=ann&age=7", 200, "hello ann")
 
-    # A target that is not running: the error names it.
+    # A target that runs nowhere (not here, and no host answers over wRPC): the error names it.
     await env.ctl.scale_component(host, callee, "callee", 0)
     await env.wait_event(
         "component_scaled",
         lambda e: e["data"]["component_id"] == "callee" and e["data"]["max_instances"] == 0,
     )
     assert (await get(f"{url}/hello?name=ann&age=7"))[0] == 500
-    assert "`callee` (the target of link `default` for `test:greeter/greet`) is not running" in host_log(env)
+    assert "calling test:greeter/greet@0.1.0#hello on `callee` failed: no responders for" in host_log(env)

@@ -37,6 +37,7 @@ T = TypeVar("T")
 DEFAULT_LINK_NAME = "default"
 # How long one capability call may wait for its backend when the guest has no deadline.
 DEFAULT_CALL_TIMEOUT_S = 30.0
+DEFAULT_INVOCATION_TIMEOUT_S = 10.0
 # How long a replaced backend stays open for the calls that still use it.
 BACKEND_RETIRE_S = 10.0
 
@@ -211,6 +212,8 @@ class HostServices:
     js: Any = None  # JetStream context
     providers: ProviderManager | None = None
     components: ComponentRegistry | None = None
+    # Deadline of one call to a component on another host (reference §5.3: 10 s).
+    invocation_timeout: float = DEFAULT_INVOCATION_TIMEOUT_S
     _index: dict[tuple[str, str, str], Link] | None = None
     _index_generation: int = -1
 

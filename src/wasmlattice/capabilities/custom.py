@@ -3,11 +3,14 @@
 Reference §5.4 ("anything else"): a component importing `ns:pkg/iface` calls whatever the link
 named `default` from it for that interface targets. A target running on this host is called
 in-process (a fresh instance of the target, within its `max_instances`); values pass as Python
-values, lifted from the caller and lowered into the callee. Calls to targets on other hosts go
-over wRPC (the remote path plugs into `call_target`).
+values, lifted from the caller and lowered into the callee.
 
-A missing link, or a target that is not running, traps the calling instance with a logged message
-naming the link: a custom interface has no error type the host could answer with instead.
+A target running on another host is called over wRPC (reference §5.3): the parameters encoded
+with the imported function's types, sent to `<lattice>.<target>.wrpc.0.0.1.<instance>.<function>`
+with the caller's ID and link name in headers; hosts running the target share calls through their
+queue group. A missing link, a target that runs nowhere, a time-out or a trap in the callee traps
+the calling instance with a logged message naming the link or target: a custom interface has no
+error type the host could answer with instead.
 """
 
 from __future__ import annotations
@@ -16,69 +19,84 @@ from typing import Any
 
 from wasmlattice.capabilities.base import CapabilityError, ComponentContext, component
 from wasmlattice.host.invoke import InvokeError
+from wasmlattice.lattice.wrpc import codec, transport
 from wasmlattice.runtime.component import InterfaceName
 from wasmlattice.runtime.fastcall import GuestTrap, Trap
 from wasmlattice.runtime.linking import HostFunc, HostInterface
-from wasmlattice.runtime.witypes import (
-    FuncSig,
-    HandleT,
-    ListT,
-    OptionT,
-    RecordT,
-    ResultT,
-    TupleT,
-    VariantT,
-    WitType,
-)
+from wasmlattice.runtime.witypes import FuncSig, has_handle
 
 
-def _has_handle(t: WitType | None) -> bool:
-    if t is None:
-        return False
-    if isinstance(t, HandleT):
-        return True
-    if isinstance(t, (ListT,)):
-        return _has_handle(t.elem)
-    if isinstance(t, OptionT):
-        return _has_handle(t.inner)
-    if isinstance(t, ResultT):
-        return _has_handle(t.ok) or _has_handle(t.err)
-    if isinstance(t, TupleT):
-        return any(_has_handle(e) for e in t.elems)
-    if isinstance(t, RecordT):
-        return any(_has_handle(e) for _, e in t.fields)
-    if isinstance(t, VariantT):
-        return any(_has_handle(e) for _, e in t.cases)
-    return False
+class Route:
+    """How calls of one imported function travel: in-process, or over wRPC with these codecs."""
+
+    def __init__(self, name: InterfaceName, func: str, sig: FuncSig) -> None:
+        self.interface = name.unversioned
+        self.instance = str(name)  # the version the caller imports is the one it calls remotely
+        self.func = func
+        self.sig = sig
+        # Prepared once at link time: the hot path only encodes and decodes.
+        self.params = codec.TupleCodec([t for _, t in sig.params])
+        self.results = codec.TupleCodec([] if sig.result is None else [sig.result])
+
+    def call(self, comp: ComponentContext, args: tuple[Any, ...]) -> Any:
+        """Call the function on the target of the calling component's link; the callee's result."""
+        lk = comp.link(self.interface)
+        components = comp.services.components
+        if components is not None and components.get(lk.target) is not None:
+            return self._local(comp, components, lk.target, args)
+        if comp.services.nc is None:
+            raise comp.error(
+                f"`{lk.target}` (the target of link `{lk.name}` for `{self.interface}`) is not running on "
+                "this host, and this host is not connected to a lattice"
+            )
+        return self._remote(comp, lk.target, lk.name, args)
+
+    def _local(self, comp: ComponentContext, components: Any, target: str, args: tuple[Any, ...]) -> Any:
+        try:
+            return comp.run(lambda: components.invoke(target, self.interface, self.func, *args))
+        except InvokeError as e:
+            raise comp.error(f"calling {self.interface}#{self.func} on `{target}` failed: {e}") from None
+        except GuestTrap as e:
+            raise comp.error(f"`{target}` trapped in {self.interface}#{self.func}: {e.reason}") from None
+
+    def _remote(self, comp: ComponentContext, target: str, link_name: str, args: tuple[Any, ...]) -> Any:
+        services = comp.services
+        try:
+            data = self.params.encode(args)
+        except codec.CodecError as e:
+            raise comp.error(f"cannot send {self.instance}#{self.func} to `{target}`: {e}") from None
+        subject = transport.invocation_subject(f"{services.lattice}.{target}", self.instance, self.func)
+        headers = {"source-id": comp.component_id, "link-name": link_name}
+        timeout = services.invocation_timeout
+
+        async def invoke() -> bytes:
+            return await transport.invoke(services.nc, subject, data, headers=headers, timeout=timeout)
+
+        try:
+            reply = comp.run(invoke, timeout=timeout + 1.0)
+        except transport.WrpcError as e:
+            raise comp.error(f"calling {self.instance}#{self.func} on `{target}` failed: {e}") from None
+        try:
+            values = self.results.decode(reply)
+        except codec.CodecError as e:
+            raise comp.error(
+                f"`{target}` answered {self.instance}#{self.func} with an invalid result: {e}"
+            ) from None
+        return values[0] if values else None
 
 
-def call_target(comp: ComponentContext, interface: str, func: str, args: tuple[Any, ...]) -> Any:
-    """Call `interface#func` on the target of the calling component's link; the callee's result."""
-    lk = comp.link(interface)
-    components = comp.services.components
-    if components is None or components.get(lk.target) is None:
-        raise comp.error(
-            f"`{lk.target}` (the target of link `{lk.name}` for `{interface}`) is not running on this host"
-        )
-    try:
-        return comp.run(lambda: components.invoke(lk.target, interface, func, *args))
-    except InvokeError as e:
-        raise comp.error(f"calling {interface}#{func} on `{lk.target}` failed: {e}") from None
-    except GuestTrap as e:
-        raise comp.error(f"`{lk.target}` trapped in {interface}#{func}: {e.reason}") from None
-
-
-def _forwarder(interface: str, func: str, sig: FuncSig) -> HostFunc:
-    if any(_has_handle(t) for _, t in sig.params) or _has_handle(sig.result):
+def _forwarder(name: InterfaceName, func: str, sig: FuncSig) -> HostFunc:
+    if any(has_handle(t) for _, t in sig.params) or has_handle(sig.result):
 
         def unsupported(*_args: Any) -> Any:
-            raise Trap(f"{interface}#{func} passes resources, which cannot cross components yet")
+            raise Trap(f"{name}#{func} passes resources, which cannot cross components yet")
 
         return unsupported
+    route = Route(name, func, sig)
 
     def forward(*args: Any) -> Any:
         try:
-            return call_target(component(), interface, func, args)
+            return route.call(component(), args)
         except CapabilityError as e:
             raise Trap(str(e)) from None
 
@@ -87,6 +105,7 @@ def _forwarder(interface: str, func: str, sig: FuncSig) -> HostFunc:
 
 def dynamic_interface(name: InterfaceName, imported: dict[str, FuncSig]) -> HostInterface:
     """An implementation of a custom import that forwards each call along the caller's link."""
-    iface = name.unversioned
-    functions = {fname: _forwarder(iface, fname, sig) for fname, sig in imported.items()}
-    return HostInterface(iface, functions, versions=("",) if name.version is None else (name.version,))
+    functions = {fname: _forwarder(name, fname, sig) for fname, sig in imported.items()}
+    return HostInterface(
+        name.unversioned, functions, versions=("",) if name.version is None else (name.version,)
+    )

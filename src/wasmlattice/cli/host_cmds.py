@@ -110,6 +110,14 @@ def host_cmd(
     heartbeat_interval: Annotated[
         float | None, typer.Option("--heartbeat-interval", min=0.1, help="Heartbeat interval, seconds.")
     ] = None,
+    invocation_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--invocation-timeout",
+            min=0.1,
+            help="Seconds a call to a component on another host may take (10).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run one lattice host connected to an existing NATS server until Ctrl-C."""
@@ -127,6 +135,7 @@ def host_cmd(
             host_seed=host_seed,
             friendly_name=friendly_name,
             heartbeat_interval=heartbeat_interval,
+            invocation_timeout=invocation_timeout,
             **nats,
         )
         # run_host handles SIGINT/SIGTERM itself: it leaves the lattice gracefully.

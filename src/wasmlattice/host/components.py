@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlparse
 from wasmlattice.capabilities.base import ComponentContext, HostServices
 from wasmlattice.capabilities.catalog import host_registry
 from wasmlattice.capabilities.secrets import resolve_secrets
+from wasmlattice.host.exports import ExportServer
 from wasmlattice.host.invoke import ExportInvoker, InvokeError
 from wasmlattice.http.target import INCOMING_HANDLER, HttpTarget
 from wasmlattice.lattice import subjects as sj
@@ -106,6 +107,7 @@ class RunningComponent:
     wasi: WasiConfig = field(default_factory=WasiConfig)
     context: ComponentContext | None = None
     invoker: ExportInvoker | None = None
+    server: ExportServer | None = None
 
     def description(self) -> ComponentDescription:
         """The inventory entry of this component."""
@@ -271,6 +273,17 @@ class ComponentRegistry:
             max_memory=memory,
             target=running.target,
         )
+        if self.services is not None and self.services.nc is not None:
+            # Serve the exports to the lattice (wRPC) under this component's queue group.
+            invoker = running.invoker
+            running.server = ExportServer(
+                self.services.nc,
+                self.services.lattice,
+                running.component_id,
+                running.linked.exports,
+                lambda iface, func, *args: invoker.call(iface, func, *args),
+            )
+            await running.server.start()
 
     def running(self) -> list[RunningComponent]:
         """Every running component."""
@@ -329,6 +342,8 @@ class ComponentRegistry:
             for running in self._components.values():
                 if running.target is not None:
                     await running.target.retire(0.5)
+                if running.server is not None:
+                    await running.server.stop()
                 if running.invoker is not None:
                     running.invoker.close()
             self._components.clear()
@@ -377,6 +392,8 @@ class ComponentRegistry:
 
 
 async def _retire(running: RunningComponent) -> None:
+    if running.server is not None:
+        await running.server.stop()
     if running.target is not None:
         await running.target.retire(RETIRE_DRAIN_S)
     if running.invoker is not None:

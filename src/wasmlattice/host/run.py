@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wasmlattice.capabilities.base import HostServices
+from wasmlattice.capabilities.base import DEFAULT_INVOCATION_TIMEOUT_S, HostServices
 from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.host.components import ComponentRegistry
 from wasmlattice.host.host import Host, LabelError, labels_from_env, parse_label_args
@@ -57,6 +57,7 @@ class HostOptions:
     - `friendly_name`: display name; derived from the host ID when None.
     - `heartbeat_interval`: seconds between `host_heartbeat` events (30).
     - `health_interval`: seconds between provider health checks (30; the first after 5 at most).
+    - `invocation_timeout`: seconds a call to a component on another host may take (10).
     - `ctl_topic_prefix`: control subject prefix (`wasmbus.ctl`).
     - `stop_timeout`: default bound in seconds on graceful shutdown (10).
     """
@@ -75,6 +76,7 @@ class HostOptions:
     friendly_name: str | None = None
     heartbeat_interval: float = float(DEFAULT_HEARTBEAT_INTERVAL_S)
     health_interval: float = DEFAULT_HEALTH_INTERVAL_S
+    invocation_timeout: float = DEFAULT_INVOCATION_TIMEOUT_S
     ctl_topic_prefix: str = DEFAULT_TOPIC_PREFIX
     stop_timeout: float = DEFAULT_HOST_STOP_TIMEOUT_S
 
@@ -99,6 +101,8 @@ def build_host(opts: HostOptions) -> Host:
         raise HostStartError(f"invalid lattice name: {e}") from None
     if opts.heartbeat_interval <= 0:
         raise HostStartError(f"heartbeat interval must be positive, got {opts.heartbeat_interval}")
+    if opts.invocation_timeout <= 0:
+        raise HostStartError(f"invocation timeout must be positive, got {opts.invocation_timeout}")
     try:
         identity = HostIdentity.from_seed(opts.host_seed) if opts.host_seed else HostIdentity.generate()
     except HostIdentityError as e:
@@ -131,6 +135,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             lattice=opts.lattice,
             nc=nc,
             js=js,
+            invocation_timeout=opts.invocation_timeout,
         )
         components = ComponentRegistry(services=services)
         providers = ProviderManager(services)
@@ -220,6 +225,12 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_HEALTH_INTERVAL_S,
         help="provider health check seconds",
     )
+    p.add_argument(
+        "--invocation-timeout",
+        type=float,
+        default=DEFAULT_INVOCATION_TIMEOUT_S,
+        help="seconds a call to a component on another host may take",
+    )
     p.add_argument("--ctl-topic-prefix", default=DEFAULT_TOPIC_PREFIX, help="control subject prefix")
     p.add_argument("--log-level", default="INFO", help="log level")
     return p
@@ -244,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             friendly_name=args.friendly_name,
             heartbeat_interval=args.heartbeat_interval,
             health_interval=args.health_interval,
+            invocation_timeout=args.invocation_timeout,
             ctl_topic_prefix=args.ctl_topic_prefix,
         )
         asyncio.run(run_host(opts))

@@ -256,3 +256,24 @@ def shape_text(sig: FuncSig) -> str:
     """A signature as text without parameter names, for error messages."""
     ps = ", ".join(str(t) for _, t in sig.params)
     return f"func({ps})" + (f" -> {sig.result}" if sig.result is not None else "")
+
+
+def has_handle(t: WitType | None) -> bool:
+    """Whether values of `t` contain resource handles (which cannot be copied between components)."""
+    if t is None:
+        return False
+    if isinstance(t, HandleT):
+        return True
+    if isinstance(t, ListT):
+        return has_handle(t.elem)
+    if isinstance(t, OptionT):
+        return has_handle(t.inner)
+    if isinstance(t, ResultT):
+        return has_handle(t.ok) or has_handle(t.err)
+    if isinstance(t, TupleT):
+        return any(has_handle(e) for e in t.elems)
+    if isinstance(t, RecordT):
+        return any(has_handle(e) for _, e in t.fields)
+    if isinstance(t, VariantT):
+        return any(has_handle(e) for _, e in t.cases)
+    return False

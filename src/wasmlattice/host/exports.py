@@ -1,0 +1,133 @@
+"""Serving a running component's exports to the lattice over wRPC (reference §5.3).
+
+Every function of every exported interface instance is served on
+`<lattice>.<component_id>.wrpc.0.0.1.<instance>.<function>` (the instance with its version) in the
+queue group `<lattice>.<component_id>`, so hosts running the same component share its calls. An
+invocation decodes its parameters with the function's types, runs the export on a fresh instance
+within the component's `max_instances` (waiting for a free one until its deadline), and answers
+the encoded result; a trap or a full component is answered as an error the caller sees.
+
+Not served: `wasi:http/incoming-handler` (wasmCloud serves it as `wrpc:http/incoming-handler`,
+with streamed bodies; HTTP reaches components through the HTTP server provider here), functions
+passing resources, and root-level function exports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from wasmlattice.lattice.wrpc import codec, transport
+from wasmlattice.runtime.component import InterfaceName
+from wasmlattice.runtime.fastcall import GuestTrap
+from wasmlattice.runtime.witypes import FuncSig, has_handle
+
+log = logging.getLogger(__name__)
+
+HTTP_HANDLER = "wasi:http/incoming-handler"
+# How long in-flight invocations may finish when a component is replaced or stopped.
+STOP_GRACE_S = 5.0
+
+
+def wrpc_prefix(lattice: str, entity_id: str) -> str:
+    """The subject prefix of a component or provider: `<lattice>.<id>`."""
+    return f"{lattice}.{entity_id}"
+
+
+def queue_group(lattice: str, component_id: str) -> str:
+    """The queue group every host serving `component_id` joins."""
+    return f"{lattice}.{component_id}"
+
+
+def servable(sig: FuncSig) -> bool:
+    """Whether a function's values can cross the lattice (no resources yet)."""
+    return not any(has_handle(t) for _, t in sig.params) and not has_handle(sig.result)
+
+
+class ExportServer:
+    """The wRPC subscriptions of one running component."""
+
+    def __init__(
+        self,
+        nc: Any,
+        lattice: str,
+        component_id: str,
+        exports: Mapping[str, Mapping[str, FuncSig]],
+        invoke: Any,
+    ) -> None:
+        self.nc = nc
+        self.lattice = lattice
+        self.component_id = component_id
+        self.exports = exports
+        self.invoke = invoke  # async (interface, func, *args) -> result
+        self._subs: list[Any] = []
+
+    async def start(self) -> list[str]:
+        """Subscribe every servable export; the subjects served."""
+        subjects: list[str] = []
+        prefix = wrpc_prefix(self.lattice, self.component_id)
+        queue = queue_group(self.lattice, self.component_id)
+        for instance, funcs in self.exports.items():
+            parsed = InterfaceName.parse(instance)
+            if parsed is None or parsed.unversioned == HTTP_HANDLER:
+                continue
+            for fname, sig in funcs.items():
+                if not servable(sig):
+                    log.info(
+                        "%s: %s#%s passes resources; not served over wRPC", self.component_id, instance, fname
+                    )
+                    continue
+                subject = transport.invocation_subject(prefix, instance, fname)
+                handler = self._handler(parsed.unversioned, instance, fname, sig)
+                params = codec.TupleCodec([t for _, t in sig.params])
+                sub = await transport.serve(
+                    self.nc, subject, queue, handler, params_complete=_completeness(params)
+                )
+                self._subs.append(sub)
+                subjects.append(subject)
+        return subjects
+
+    def _handler(self, interface: str, instance: str, fname: str, sig: FuncSig) -> Any:
+        params = codec.TupleCodec([t for _, t in sig.params])
+        results = codec.TupleCodec([] if sig.result is None else [sig.result])
+        component_id = self.component_id
+
+        async def handle(data: bytes, headers: Mapping[str, str]) -> bytes:
+            try:
+                args = params.decode(data)
+            except codec.CodecError as e:
+                raise transport.WrpcError(f"invalid parameters for {instance}#{fname}: {e}") from None
+            try:
+                value = await self.invoke(interface, fname, *args)
+            except GuestTrap as e:
+                source = headers.get("source-id", "a caller")
+                log.warning(
+                    "%s trapped in %s#%s called by %s: %s", component_id, instance, fname, source, e.reason
+                )
+                raise transport.WrpcError(
+                    f"{component_id} trapped in {instance}#{fname}: {e.reason}"
+                ) from None
+            return results.encode([] if sig.result is None else [value])
+
+        return handle
+
+    async def stop(self, timeout: float = STOP_GRACE_S) -> None:
+        """Unsubscribe everything; in-flight invocations get `timeout` seconds to finish."""
+        subs, self._subs = self._subs, []
+        results = await asyncio.gather(*(sub.stop(timeout) for sub in subs), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                log.error("%s: stopping a wRPC subscription failed: %s", self.component_id, r)
+
+
+def _completeness(params: codec.TupleCodec) -> Any:
+    def complete(data: bytes) -> bool:
+        try:
+            params.decode_prefix(data)
+        except codec.CodecError:
+            return False
+        return True
+
+    return complete
