@@ -67,6 +67,15 @@ async def test_chain_across_three_hosts(env: LatticeEnv, build_component: Callab
         await ctl.put_link(chain_link(source, target, iface))
     url = await serve_http(env, hosts[0], "front", refs["front"], port=free_port(), ready_path="/ready")
 
+    # Watch the wire: invocations of `back` (a plain subscriber gets a copy of each).
+    seen: list[Any] = []
+
+    async def on_msg(msg: Any) -> None:
+        seen.append(msg)
+
+    await env.nc.subscribe(f"{env.lattice}.back.wrpc.>", cb=on_msg)
+    await env.nc.flush()
+
     # Values from all three components, through two hops across hosts.
     query = "item=a:3:x,y&item=b:7:bad&item=c:1:"
     status, doc = await get_json(f"{url}/chain?{query}")
@@ -75,6 +84,16 @@ async def test_chain_across_three_hosts(env: LatticeEnv, build_component: Callab
         "trail": ["front", "middle@one", "back"],
         "verdicts": [{"accept": "a:3"}, {"reject": 7}, "unknown"],
     }
+    # middle -> back: the subject names the versioned instance and function; headers carry the
+    # caller, the link name and W3C trace context; the reply inbox is the caller's.
+    subjects = {m.subject for m in seen}
+    assert f"{env.lattice}.back.wrpc.0.0.1.test:chain/judge@0.1.0.sign" in subjects
+    assert f"{env.lattice}.back.wrpc.0.0.1.test:chain/judge@0.1.0.judge" in subjects
+    sign = next(m for m in seen if m.subject.endswith(".sign"))
+    assert sign.headers is not None
+    assert sign.headers["source-id"] == "middle" and sign.headers["link-name"] == "default"
+    assert sign.headers["traceparent"].startswith("00-")
+    assert sign.reply.startswith("_INBOX.")
     assert (await get_json(f"{url}/chain?note=n1&item=z:0:t"))[1]["trail"] == [
         "front(n1)",
         "middle@one",

@@ -281,7 +281,8 @@ class ComponentRegistry:
                 self.services.lattice,
                 running.component_id,
                 running.linked.exports,
-                lambda iface, func, *args: invoker.call(iface, func, *args),
+                lambda iface, func, *args, timeout: invoker.call(iface, func, *args, timeout=timeout),
+                timeout=self.services.invocation_timeout,
             )
             await running.server.start()
 

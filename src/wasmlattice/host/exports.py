@@ -19,6 +19,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from wasmlattice.host.invoke import InvokeError
 from wasmlattice.lattice.wrpc import codec, transport
 from wasmlattice.runtime.component import InterfaceName
 from wasmlattice.runtime.fastcall import GuestTrap
@@ -56,12 +57,16 @@ class ExportServer:
         component_id: str,
         exports: Mapping[str, Mapping[str, FuncSig]],
         invoke: Any,
+        timeout: float = 10.0,
     ) -> None:
         self.nc = nc
         self.lattice = lattice
         self.component_id = component_id
         self.exports = exports
-        self.invoke = invoke  # async (interface, func, *args) -> result
+        self.invoke = invoke  # async (interface, func, *args, timeout=) -> result
+        # A caller gives up after its invocation time-out: waiting for an instance (or running)
+        # longer than that only holds resources for an answer nobody reads.
+        self.timeout = timeout
         self._subs: list[Any] = []
 
     async def start(self) -> list[str]:
@@ -100,7 +105,9 @@ class ExportServer:
             except codec.CodecError as e:
                 raise transport.WrpcError(f"invalid parameters for {instance}#{fname}: {e}") from None
             try:
-                value = await self.invoke(interface, fname, *args)
+                value = await self.invoke(interface, fname, *args, timeout=self.timeout)
+            except InvokeError as e:
+                raise transport.WrpcError(f"{component_id} cannot serve {instance}#{fname}: {e}") from None
             except GuestTrap as e:
                 source = headers.get("source-id", "a caller")
                 log.warning(

@@ -12,6 +12,7 @@ import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from wasmlattice.http.target import SlotTimeout
 from wasmlattice.runtime.component import ComponentError
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.linking import LinkedComponent
@@ -75,16 +76,19 @@ class ExportInvoker:
             raise InvokeError(str(e)) from None
         limit = self.timeout if timeout is None else min(timeout, self.timeout)
         loop = asyncio.get_running_loop()
+        try:
+            if self._target is not None:
+                await asyncio.wait_for(self._target.acquire(), limit)
+            else:
+                await asyncio.wait_for(self._slots.acquire(), limit)
+        except (TimeoutError, SlotTimeout):
+            raise InvokeError(
+                f"{self.wasi.component_id} is at its limit of concurrent instances and none became free "
+                f"within {limit:g}s"
+            ) from None
         if self._target is not None:
-            await self._target.acquire()
             executor = self._target.executor
         else:
-            try:
-                await asyncio.wait_for(self._slots.acquire(), limit)
-            except TimeoutError:
-                raise InvokeError(
-                    f"no instance of {self.wasi.component_id} became free within {limit}s"
-                ) from None
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="wasm-invoke")
             executor = self._executor
