@@ -40,3 +40,20 @@ def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+# A plain nats-py responder, run as its own process: the peer of request/reply measurements.
+# Arguments: NATS URL, subject, reply payload as hex. Prints "ready" once subscribed.
+RESPONDER = """
+import asyncio, sys, nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    reply = bytes.fromhex(sys.argv[3])
+    async def on(msg):
+        await msg.respond(reply)
+    await nc.subscribe(sys.argv[2], cb=on)
+    await nc.flush()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from common import machine, stop_processes
+from common import RESPONDER, machine, stop_processes
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
@@ -35,21 +35,10 @@ from wasmlattice.nats_server import EmbeddedNats
 ROOT = Path(__file__).resolve().parent.parent
 LATTICE = "bench"
 HOSTS = 3
+PEER_REPLY = b'{"success":true,"message":"","response":null}'
 PEER_SUBJECT = "bench.echo"
 
 # The peer: a nats-py responder in its own process, like a host, answering with a small body.
-RESPONDER = """
-import asyncio, sys, nats
-async def main():
-    nc = await nats.connect(sys.argv[1])
-    async def on(msg):
-        await msg.respond(b'{"success":true,"message":"","response":null}')
-    await nc.subscribe(sys.argv[2], cb=on)
-    await nc.flush()
-    print("ready", flush=True)
-    await asyncio.Event().wait()
-asyncio.run(main())
-"""
 
 
 def pct(samples: list[float], p: float) -> float:
@@ -134,7 +123,7 @@ async def run(args: argparse.Namespace) -> None:
                 cmd += ["--lattice", LATTICE, "--log-level", "warning", "--friendly-name", f"host{i}"]
                 procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
             responder = subprocess.Popen(
-                [sys.executable, "-c", RESPONDER, server.url, PEER_SUBJECT],
+                [sys.executable, "-c", RESPONDER, server.url, PEER_SUBJECT, PEER_REPLY.hex()],
                 stdout=subprocess.PIPE,
                 stdin=subprocess.DEVNULL,
             )
