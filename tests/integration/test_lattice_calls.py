@@ -24,9 +24,14 @@ from wasmlattice.lattice.models import Link
 pytestmark = pytest.mark.timeout(240)
 
 
-def chain_link(source: str, target: str, iface: str) -> Link:
+def chain_link(source: str, target: str, iface: str, name: str = "default") -> Link:
     return Link(
-        source_id=source, target=target, wit_namespace="test", wit_package="chain", interfaces=[iface]
+        source_id=source,
+        target=target,
+        name=name,
+        wit_namespace="test",
+        wit_package="chain",
+        interfaces=[iface],
     )
 
 
@@ -126,6 +131,19 @@ async def test_chain_across_three_hosts(env: LatticeEnv, build_component: Callab
     started = time.monotonic()
     assert (await get_json(f"{url}/slow?ms=1"))[0] == 500
     assert time.monotonic() - started < 2.5  # failed fast: not the 3 s time-out
+
+    # wasmcloud:bus 2.x: the front switches its judge calls to other links at run time.
+    await ctl.put_link(chain_link("front", "back", "judge", name="alt"))
+    await ctl.put_link(chain_link("front", "nowhere", "judge", name="ghost"))
+    deadline = time.monotonic() + 20
+    while (got := await get_json(f"{url}/via?link=alt&ms=2")) != (200, {"slept": 2}):
+        assert time.monotonic() < deadline, got
+        await asyncio.sleep(0.2)
+    assert await get_json(f"{url}/via?link=missing&ms=1") == (
+        409,
+        {"error": "no link named `missing` for `test:chain/judge`"},
+    )
+    assert (await get_json(f"{url}/via?link=ghost&ms=1"))[0] == 500
 
     # A second replica of the middle joins the queue group: both serve.
     await scaled(env, hosts[3], refs["middle"], "middle", ["where-3"])

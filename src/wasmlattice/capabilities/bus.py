@@ -1,16 +1,24 @@
-"""`wasmcloud:bus/lattice@1.0.0`: a component picks which named links its later calls use.
+"""`wasmcloud:bus/lattice` (1.0.0 and 2.0.x): a component picks which named links its later calls use.
 
 `set-link-name(name, interfaces)` records, for the calling instance only, the link name to use for
-each `namespace:package/interface` listed (reference §5.4); capability calls read it through
-`base.current_link_name`. `default` resets an interface to the default link. Instances are fresh per
-invocation, so a choice lasts for the rest of the invocation that made it.
+each `namespace:package/interface` listed (reference §5.4); capability and custom-interface calls
+read it through `base.current_link_name`. `default` resets an interface to the default link.
+Instances are fresh per invocation, so a choice lasts for the rest of the invocation that made it.
+Version 2.x answers an error (and changes nothing) when an interface listed has no link of that
+name from the calling component; 1.0.0 cannot answer errors and records the name regardless.
 """
 
 from __future__ import annotations
 
-from wasmlattice.capabilities.base import DEFAULT_LINK_NAME
+from wasmlattice.capabilities.base import (
+    DEFAULT_LINK_NAME,
+    CapabilityError,
+    ComponentContext,
+    component,
+    no_link_message,
+)
 from wasmlattice.runtime.linking import HostInterface
-from wasmlattice.runtime.witypes import STRING, func, lst, own
+from wasmlattice.runtime.witypes import STRING, Err, func, lst, own, result
 from wasmlattice.wasi.ctx import ctx
 
 LATTICE = "wasmcloud:bus/lattice"
@@ -40,10 +48,37 @@ def set_link_name(name: str, interfaces: list[CallTargetInterface]) -> None:
             names[target.name] = name
 
 
+def set_link_name_checked(name: str, interfaces: list[CallTargetInterface]) -> None:
+    """2.x: as `set_link_name`, but `Err` naming the first interface without such a link."""
+    comp = component_or_none()
+    if comp is not None:
+        for target in interfaces:
+            if comp.services.find_link(comp.component_id, target.name, name) is None:
+                raise Err(no_link_message(target.name, name))
+    set_link_name(name, interfaces)
+
+
+def component_or_none() -> ComponentContext | None:
+    """The calling component's context, or None outside a lattice host (nothing to check)."""
+    try:
+        return component()
+    except CapabilityError:
+        return None
+
+
 def interfaces() -> list[HostInterface]:
-    """`wasmcloud:bus/lattice` 1.x."""
+    """`wasmcloud:bus/lattice` 1.x and 2.x."""
     target = "call-target-interface"
     return [
+        HostInterface(
+            LATTICE,
+            {f"[constructor]{target}": CallTargetInterface, "set-link-name": set_link_name_checked},
+            versions=("2.",),
+            signatures={
+                f"[constructor]{target}": func(STRING, STRING, STRING, returns=own(target)),
+                "set-link-name": func(STRING, lst(own(target)), returns=result(None, STRING)),
+            },
+        ),
         HostInterface(
             LATTICE,
             {f"[constructor]{target}": CallTargetInterface, "set-link-name": set_link_name},
@@ -52,5 +87,5 @@ def interfaces() -> list[HostInterface]:
                 f"[constructor]{target}": func(STRING, STRING, STRING, returns=own(target)),
                 "set-link-name": func(STRING, lst(own(target))),
             },
-        )
+        ),
     ]

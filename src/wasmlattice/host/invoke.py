@@ -1,8 +1,10 @@
 """Calling a running component's exports other than HTTP (messaging handlers, custom interfaces).
 
-Each call gets a fresh instance (reference §5.2) on one of the component's worker threads, within
-its `max_instances` bound: the bound and the threads are the HTTP target's when the component
-serves HTTP too, so one component never runs more than `max_instances` guests at once.
+Each call gets a fresh instance (reference §5.2), within its `max_instances` bound. It is first
+tried inline on the event loop's thread (a thread hand-off costs more than a short call) and run
+on one of the component's worker threads when it would wait or takes long. The bound and the
+threads are the HTTP target's when the component serves HTTP too, so one component never runs
+more than `max_instances` guests at once.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from wasmlattice.http.target import SlotTimeout
+from wasmlattice.http.target import INLINE_BUDGET, InlinePolicy, SlotTimeout
 from wasmlattice.runtime.component import ComponentError
 from wasmlattice.runtime.engine import HostEngine
+from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.linking import LinkedComponent
 from wasmlattice.runtime.pool import InstancePool
-from wasmlattice.wasi.ctx import WasiConfig, WasiCtx
+from wasmlattice.wasi.ctx import DeadlineExceeded, NeedsLoop, WasiConfig, WasiCtx
 
 # Worker threads per component are bounded by max_instances, and by this (threads are not free).
 MAX_THREADS = 32
@@ -51,6 +54,7 @@ class ExportInvoker:
         self._slots = asyncio.Semaphore(max_instances)
         self._executor: ThreadPoolExecutor | None = None
         self._threads = min(max_instances, MAX_THREADS)
+        self.inline = InlinePolicy()
 
     def exports(self, interface: str, func: str) -> bool:
         """Whether the component exports `func` of `ns:pkg/iface` (unversioned)."""
@@ -93,6 +97,10 @@ class ExportInvoker:
                 self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="wasm-invoke")
             executor = self._executor
         try:
+            if self.inline.enabled():
+                done, value = self._try_inline(pool, loop, limit, args)
+                if done:
+                    return value
             wctx = WasiCtx(self.wasi, loop)
             return await loop.run_in_executor(executor, pool.run, wctx, limit, *args)
         finally:
@@ -100,6 +108,31 @@ class ExportInvoker:
                 self._target.release()
             else:
                 self._slots.release()
+
+    def _try_inline(
+        self, pool: InstancePool, loop: asyncio.AbstractEventLoop, limit: float, args: tuple[Any, ...]
+    ) -> tuple[bool, Any]:
+        """Run the call on the loop's thread (no thread hand-off): (True, result), or (False, None)
+        when it must run on a worker thread instead.
+
+        As for inline HTTP requests: the attempt is abandoned when the guest would wait for the
+        loop or outlives a short budget; nothing it did has left the process by then, so the call
+        simply runs again on a thread. A trap is a result like any other.
+        """
+        wctx = WasiCtx(self.wasi, loop)
+        wctx.inline = True
+        budget = min(limit, INLINE_BUDGET)
+        try:
+            value = pool.run(wctx, budget, *args)
+        except GuestTrap as e:
+            interrupted = isinstance(e.cause, DeadlineExceeded) or "interrupt" in e.message
+            if isinstance(e.cause, NeedsLoop) or (interrupted and limit > budget):
+                self.inline.record(False)
+                return False, None
+            self.inline.record(True)
+            raise
+        self.inline.record(True)
+        return True, value
 
     def close(self) -> None:
         """Release the worker threads (running calls finish)."""

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from componentize_py_types import Err, Ok
 from wit_world import exports
-from wit_world.imports import judge, stage
+from wit_world.imports import judge, lattice, stage
 from wit_world.imports.test_chain_types import Item, Verdict_Accept, Verdict_Reject
 from wit_world.imports.wasi_http_types import Fields, OutgoingBody, OutgoingResponse, ResponseOutparam
 
@@ -54,6 +54,14 @@ class IncomingHandler(exports.IncomingHandler):
             respond(response_out, 200, {"trail": trail, "verdicts": [show(v) for v in verdicts]})
         elif parts.path == "/slow":
             respond(response_out, 200, {"slept": judge.slow(int(dict(query).get("ms", "0")))})
+        elif parts.path == "/via":
+            q = dict(query)
+            try:
+                lattice.set_link_name(q["link"], [lattice.CallTargetInterface("test", "chain", "judge")])
+            except Err as e:
+                respond(response_out, 409, {"error": e.value})
+                return
+            respond(response_out, 200, {"slept": judge.slow(int(q.get("ms", "0")))})
         elif parts.path == "/crash":
             judge.crash()
             respond(response_out, 200, {})
