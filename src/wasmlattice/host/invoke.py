@@ -82,9 +82,11 @@ class ExportInvoker:
         loop = asyncio.get_running_loop()
         try:
             if self._target is not None:
-                await asyncio.wait_for(self._target.acquire(), limit)
-            else:
+                await self._target.acquire(limit)
+            elif self._slots.locked():
                 await asyncio.wait_for(self._slots.acquire(), limit)
+            else:
+                await self._slots.acquire()  # free: no timer task needed
         except (TimeoutError, SlotTimeout):
             raise InvokeError(
                 f"{self.wasi.component_id} is at its limit of concurrent instances and none became free "

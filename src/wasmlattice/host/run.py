@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wasmlattice import aio
 from wasmlattice.capabilities.base import DEFAULT_INVOCATION_TIMEOUT_S, HostServices
 from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.host.components import ComponentRegistry
@@ -258,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             invocation_timeout=args.invocation_timeout,
             ctl_topic_prefix=args.ctl_topic_prefix,
         )
-        asyncio.run(run_host(opts))
+        aio.run(run_host(opts))
     except (HostStartError, NatsConnectionError, LabelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

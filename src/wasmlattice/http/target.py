@@ -74,16 +74,20 @@ class HttpTarget:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def acquire(self) -> None:
-        """Take an instance slot, waiting up to the request deadline; raises `SlotTimeout`."""
+    async def acquire(self, timeout: float | None = None) -> None:
+        """Take an instance slot, waiting up to the request deadline (or `timeout`); raises `SlotTimeout`."""
+        limit = self.timeout if timeout is None else min(timeout, self.timeout)
         if self._slots is not None:
-            try:
-                await asyncio.wait_for(self._slots.acquire(), self.timeout)
-            except TimeoutError:
-                raise SlotTimeout(
-                    f"{self.name} is at its limit of {self.max_concurrency} concurrent instances "
-                    f"and none became free within {self.timeout}s"
-                ) from None
+            if not self._slots.locked():
+                await self._slots.acquire()  # a free slot: no timer task needed
+            else:
+                try:
+                    await asyncio.wait_for(self._slots.acquire(), limit)
+                except TimeoutError:
+                    raise SlotTimeout(
+                        f"{self.name} is at its limit of {self.max_concurrency} concurrent instances "
+                        f"and none became free within {limit:g}s"
+                    ) from None
         self.active += 1
         self._idle.clear()
 
