@@ -1,0 +1,1 @@
+"""Applications: wadm-compatible manifests, their storage and API, and the reconciler that runs them."""
