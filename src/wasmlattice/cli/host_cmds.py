@@ -195,6 +195,7 @@ async def _up_main(
     labels: dict[str, str],
     output: str,
     host_kwargs: dict[str, Any],
+    app_manager: bool = True,
 ) -> None:
     from ..host.identity import HostIdentity
     from ..host.run import run_host
@@ -211,6 +212,8 @@ async def _up_main(
             await nats.start()
             url = nats.url
     state_path = data_dir / STATE_FILE
+    manager_task: asyncio.Future[None] | None = None
+    manager_stop = asyncio.Event()
     try:
         host_seed = host_kwargs.get("host_seed")
         identity = HostIdentity.from_seed(host_seed) if host_seed else HostIdentity.generate()
@@ -225,6 +228,10 @@ async def _up_main(
         )
         ready = asyncio.Event()
         host_task = asyncio.ensure_future(run_host(opts, ready))
+        if app_manager:
+            from ..apps.manager import run_app_manager
+
+            manager_task = asyncio.ensure_future(run_app_manager(opts.nats_options(), lattice, manager_stop))
         ready_wait = asyncio.ensure_future(ready.wait())
         try:
             await asyncio.wait({host_task, ready_wait}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
@@ -260,6 +267,10 @@ async def _up_main(
         # run_host stops on SIGINT/SIGTERM (Ctrl-C, `wasmlattice down`) or a `host.stop` request.
         await host_task
     finally:
+        if manager_task is not None:
+            manager_stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(manager_task, 5.0)
         # Only remove the state file if it is ours (a second `up` may not clobber a running one).
         state_now = _read_state(data_dir)
         if state_now is not None and state_now.get("pid") == os.getpid():
@@ -290,10 +301,13 @@ def up(
     nats_tls_ca: NatsTlsCaOpt = None,
     js_domain: JsDomainOpt = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
+    app_manager: Annotated[
+        bool, typer.Option("--app-manager/--no-app-manager", help="Run the app manager in-process too.")
+    ] = True,
     output: OutputOpt = OutputFormat.text,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
 ) -> None:
-    """Start NATS (with JetStream) and one host; with --detach, in the background."""
+    """Start NATS (with JetStream), one host and the app manager; with --detach, in the background."""
     from ..nats_server import EmbeddedNatsError
 
     ddir = (data_dir or _default_up_dir()).resolve()
@@ -310,11 +324,13 @@ def up(
             raise typer.BadParameter(str(e), param_hint="--host-seed") from None
     _check_not_running(ddir)
     if detach:
-        _up_detached(ddir, nats_port, nats_url, lattice, label or [], output, log_level, host_kwargs)
+        _up_detached(
+            ddir, nats_port, nats_url, lattice, label or [], output, log_level, host_kwargs, app_manager
+        )
         return
     setup_logging(log_level)
     try:
-        aio.run(_up_main(ddir, nats_port, nats_url, lattice, labels, output.value, host_kwargs))
+        aio.run(_up_main(ddir, nats_port, nats_url, lattice, labels, output.value, host_kwargs, app_manager))
     except EmbeddedNatsError as e:
         fail(f"cannot start NATS: {e}")
     except Exception as e:  # start-up failures: one line, not a traceback
@@ -330,6 +346,7 @@ def _up_detached(
     output: OutputFormat,
     log_level: str,
     host_kwargs: dict[str, Any],
+    app_manager: bool = True,
 ) -> None:
     """Start `up` in a new session with output in `<data-dir>/up.log`; return once its host answers."""
     import subprocess
@@ -350,6 +367,8 @@ def _up_detached(
 
     cmd = [sys.executable, "-m", "wasmlattice.cli.main", "up", "--data-dir", str(ddir)]
     cmd += ["--nats-port", str(nats_port), "--lattice", lattice, "--log-level", log_level]
+    if not app_manager:
+        cmd += ["--no-app-manager"]
     if nats_url is not None:
         cmd += ["--nats-url", nats_url]
     for lb in labels:
@@ -432,3 +451,46 @@ def down(
         return
     (ddir / STATE_FILE).unlink(missing_ok=True)
     typer.echo(f"Stopped wasmlattice (pid {pid}, host {state.get('host_id')}, NATS {state.get('nats_url')})")
+
+
+@app.command("app-manager")
+def app_manager_cmd(
+    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
+    lattice: LatticeOpt = "default",
+    nats_creds: NatsCredsOpt = None,
+    nats_jwt: NatsJwtOpt = None,
+    nats_seed: NatsSeedOpt = None,
+    nats_tls: NatsTlsOpt = False,
+    nats_tls_ca: NatsTlsCaOpt = None,
+    js_domain: JsDomainOpt = None,
+    host_timeout: Annotated[
+        float,
+        typer.Option(
+            "--host-timeout", min=1.0, help="Seconds without an answer before a host counts as gone (10)."
+        ),
+    ] = 10.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run an app manager alone (the wadm API and reconciler) until Ctrl-C; several may run at once."""
+    from ..apps.manager import run_app_manager
+    from ..lattice.connection import NatsConnectionError
+
+    setup_logging(log_level)
+    opts = _host_options(
+        nats_url=nats_url,
+        lattice=lattice,
+        **_nats_kwargs(nats_creds, nats_jwt, nats_seed, nats_tls, nats_tls_ca, js_domain),
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+        await run_app_manager(opts.nats_options(), lattice, stop, host_timeout=host_timeout)
+
+    try:
+        aio.run(main())
+    except NatsConnectionError as e:
+        fail(str(e))

@@ -10,7 +10,7 @@ import typer
 
 from .. import __version__
 from ..runtime.component import ComponentError
-from . import call_cmd, host_cmds, lattice_cmds, secret_cmds, workload_cmds  # noqa: F401 - register commands
+from . import app_cmds, call_cmd, host_cmds, lattice_cmds, secret_cmds, workload_cmds  # noqa: F401 - register commands
 from .app import app, setup_logging
 
 

@@ -1,0 +1,260 @@
+"""The app manager: the wadm API, manifest storage and the reconciler, with a leader lease.
+
+Several managers may run on one lattice for availability. All of them answer the API (a NATS
+queue group shares the requests) and store manifests in JetStream KV; only the one holding the
+lease acts on the lattice. The lease is a key in the `wadm_state` bucket (`leader_<lattice>`)
+holding the holder's ID and expiry, taken with a create and renewed with a compare-and-set every
+`LEASE_RENEW_S`; a holder that dies loses it after `LEASE_TTL_S`. The holder re-reads the deployed
+apps from KV every round, so a deploy answered by another manager (or made before a restart)
+reaches it, and converges from what it finds on the lattice: scaling and link puts are idempotent,
+so a restart duplicates nothing.
+
+Statuses are published on `wadm.status.<lattice>.<app>` by the leader when they change (and again
+every `STATUS_REFRESH_S`); every manager caches what it sees there to answer `model.status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import nats.js.errors
+
+from wasmlattice.apps.api import ApiServer
+from wasmlattice.apps.manifest import Manifest
+from wasmlattice.apps.reconciler import DEFAULT_HOST_TIMEOUT_S, AppState, Reconciler
+from wasmlattice.apps.store import AppStore
+
+log = logging.getLogger(__name__)
+
+STATE_BUCKET = "wadm_state"
+LEASE_TTL_S = 6.0
+LEASE_RENEW_S = 2.0
+STATUS_REFRESH_S = 5.0
+
+
+def status_subject(lattice: str, app: str) -> str:
+    """Where an app's status is published."""
+    return f"wadm.status.{lattice}.{app}"
+
+
+class AppManager:
+    """One app manager process (or task inside `wasmlattice up`) for one lattice."""
+
+    def __init__(
+        self,
+        nc: Any,
+        js: Any,
+        lattice: str,
+        *,
+        host_timeout: float = DEFAULT_HOST_TIMEOUT_S,
+        manager_id: str | None = None,
+        api_prefix: str = "wadm.api",
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.lattice = lattice
+        self.manager_id = manager_id or uuid.uuid4().hex
+        self.api_prefix = api_prefix
+        self.reconciler = Reconciler(nc, lattice, host_timeout=host_timeout, publish_status=self._publish)
+        self.reconciler.active = False
+        self.store: AppStore | None = None
+        self.api: ApiServer | None = None
+        self._seen_status: dict[str, dict[str, Any]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._status_sub: Any = None
+        self._lease_kv: Any = None
+        self._lease_rev: int | None = None
+
+    @property
+    def leader(self) -> bool:
+        """Whether this manager holds the lease (acts on the lattice)."""
+        return self.reconciler.active
+
+    # -- hooks for the API server -------------------------------------------------------------
+
+    async def deployed(self, name: str, manifest: Manifest) -> None:
+        """A deploy was acknowledged: the leader runs it (others leave it to the leader)."""
+        self._seen_status.pop(name, None)  # the previous version's status no longer holds
+        await self.reconciler.deployed(name, manifest)
+
+    async def undeployed(self, name: str) -> None:
+        """An undeploy was acknowledged."""
+        await self.reconciler.undeployed(name)
+
+    def status(self, name: str) -> dict[str, Any] | None:
+        """The app's status: this manager's own if it leads, else the last one published."""
+        if self.leader:
+            own = self.reconciler.status(name)
+            if own is not None:
+                return own
+        return self._seen_status.get(name) or self.reconciler.status(name)
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open storage, serve the API, follow statuses, and start competing for the lease."""
+        self.store = AppStore(self.js, self.lattice)
+        self.api = ApiServer(self.nc, self.lattice, self.store, self, prefix=self.api_prefix)
+        await self.api.start()
+        self._status_sub = await self.nc.subscribe(f"wadm.status.{self.lattice}.*", cb=self._on_status)
+        await self.reconciler.start()
+        try:
+            self._lease_kv = await self.js.key_value(STATE_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            try:
+                self._lease_kv = await self.js.create_key_value(bucket=STATE_BUCKET, history=1)
+            except nats.js.errors.BadRequestError:
+                self._lease_kv = await self.js.key_value(STATE_BUCKET)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._lease_loop()), loop.create_task(self._run())]
+        log.info("app manager %s serving lattice %s", self.manager_id, self.lattice)
+
+    async def stop(self) -> None:
+        """Stop acting, give up the lease, stop serving."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.leader and self._lease_kv is not None and self._lease_rev is not None:
+            with contextlib.suppress(Exception):
+                await self._lease_kv.delete(self._lease_key, last=self._lease_rev)
+        self.reconciler.active = False
+        await self.reconciler.stop()
+        if self._status_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._status_sub.unsubscribe()
+        if self.api is not None:
+            await self.api.stop()
+
+    # -- lease ----------------------------------------------------------------------------------
+
+    @property
+    def _lease_key(self) -> str:
+        return f"leader_{self.lattice}"
+
+    async def _lease_loop(self) -> None:
+        while True:
+            try:
+                await self._try_lease()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("app manager %s: lease check failed: %s", self.manager_id, e)
+                self._lose_lease()
+            await asyncio.sleep(LEASE_RENEW_S)
+
+    async def _try_lease(self) -> None:
+        kv = self._lease_kv
+        value = json.dumps({"id": self.manager_id, "until": time.time() + LEASE_TTL_S}).encode()
+        if self.leader and self._lease_rev is not None:
+            try:
+                self._lease_rev = await kv.update(self._lease_key, value, last=self._lease_rev)
+                return
+            except nats.js.errors.KeyWrongLastSequenceError:
+                self._lose_lease()
+                return
+        try:
+            entry = await kv.get(self._lease_key)
+        except nats.js.errors.KeyNotFoundError:
+            entry = None
+        if entry is None or entry.value is None or not entry.value:
+            try:
+                self._lease_rev = await kv.create(self._lease_key, value)
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
+                return
+            self._win_lease()
+            return
+        holder = json.loads(entry.value)
+        if holder.get("id") == self.manager_id or float(holder.get("until", 0)) < time.time():
+            try:
+                self._lease_rev = await kv.update(self._lease_key, value, last=entry.revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                return
+            self._win_lease()
+
+    def _win_lease(self) -> None:
+        if not self.reconciler.active:
+            log.info("app manager %s leads lattice %s", self.manager_id, self.lattice)
+            self.reconciler.active = True
+            self.reconciler.poke()
+
+    def _lose_lease(self) -> None:
+        if self.reconciler.active:
+            log.warning("app manager %s no longer leads lattice %s", self.manager_id, self.lattice)
+        self.reconciler.active = False
+        self._lease_rev = None
+
+    # -- the reconcile loop -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        last_refresh = 0.0
+        while True:
+            try:
+                if self.leader:
+                    await self._sync_apps()
+                    if time.monotonic() - last_refresh > STATUS_REFRESH_S:
+                        last_refresh = time.monotonic()
+                        self.reconciler.republish()
+                await self.reconciler.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("app manager %s: a round failed", self.manager_id)
+            await self.reconciler.idle()
+
+    async def _sync_apps(self) -> None:
+        """Make the reconciler's apps the deployed ones in KV (deploys answered elsewhere, restarts)."""
+        assert self.store is not None
+        deployed = await self.store.deployed()
+        apps = self.reconciler.apps
+        for name, manifest in deployed.items():
+            current = apps.get(name)
+            if current is None:
+                apps[name] = AppState(manifest)
+            elif current.manifest.version != manifest.version:
+                apps[name] = AppState(manifest, previous=current.manifest)
+        for name in [n for n in apps if n not in deployed]:
+            await self.reconciler.undeployed(name)
+
+    # -- statuses -----------------------------------------------------------------------------------
+
+    async def _publish(self, name: str, status: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.publish(status_subject(self.lattice, name), json.dumps(status).encode())
+
+    async def _on_status(self, msg: Any) -> None:
+        app = msg.subject.rsplit(".", 1)[-1]
+        with contextlib.suppress(ValueError):
+            self._seen_status[app] = json.loads(msg.data)
+
+
+async def run_app_manager(
+    nats_opts: Any,
+    lattice: str,
+    stop: asyncio.Event,
+    *,
+    host_timeout: float = DEFAULT_HOST_TIMEOUT_S,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Connect, run an app manager for `lattice` until `stop` is set, then leave cleanly."""
+    from wasmlattice.lattice.connection import connect, jetstream
+
+    nc = await connect(nats_opts)
+    manager = AppManager(nc, jetstream(nc, nats_opts), lattice, host_timeout=host_timeout)
+    try:
+        await manager.start()
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await manager.stop()
+        with contextlib.suppress(Exception):
+            await nc.close()

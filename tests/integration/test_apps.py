@@ -1,0 +1,338 @@
+"""Applications from manifests, reconciled across real host processes by an app manager.
+
+The manager runs in the test's process (its own NATS connection); hosts are processes with
+labels. Checked: weighted spreads, daemons, links and owned config, upgrades, undeploy (shared
+providers stay), a host killed with SIGKILL, and a manager restarted mid-deploy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from conftest import free_port
+from lattice_env import LatticeEnv, get
+
+from wasmlattice.apps.client import AppClient
+from wasmlattice.apps.manager import AppManager
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def manifest(name: str, version: str, components: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "core.oam.dev/v1beta1",
+        "kind": "Application",
+        "metadata": {"name": name, "annotations": {"version": version}},
+        "spec": {"components": components},
+    }
+
+
+def component(name: str, image: str, *traits: dict[str, Any], **props: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "component",
+        "properties": {"image": image, **props},
+        "traits": list(traits),
+    }
+
+
+def capability(name: str, image: str, *traits: dict[str, Any], **props: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "capability",
+        "properties": {"image": image, **props},
+        "traits": list(traits),
+    }
+
+
+def spread(instances: int, *spreads: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "spreadscaler", "properties": {"instances": instances, "spread": list(spreads)}}
+
+
+def daemon(instances: int, *spreads: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "daemonscaler", "properties": {"instances": instances, "spread": list(spreads)}}
+
+
+def link(namespace: str, package: str, interfaces: list[str], target: Any, **extra: Any) -> dict[str, Any]:
+    props = {"namespace": namespace, "package": package, "interfaces": interfaces, "target": target, **extra}
+    return {"type": "link", "properties": props}
+
+
+# One spread per zone, equal weights.
+ZONES = ({"name": "a", "requirements": {"zone": "a"}}, {"name": "b", "requirements": {"zone": "b"}})
+
+
+def kv_link(config_name: str, bucket: str) -> dict[str, Any]:
+    """A link to the `kv` capability with an owned target config naming the bucket."""
+    target = {"name": "kv", "config": [{"name": config_name, "properties": {"bucket": bucket}}]}
+    return link("wasi", "keyvalue", ["store"], target)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 60.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            return await check()
+        except AssertionError as e:
+            last = e
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{what or 'condition'} not reached within {timeout}s: {last}")
+
+
+class Apps:
+    """An app manager in this process, its client, and lattice views for assertions."""
+
+    def __init__(self, env: LatticeEnv) -> None:
+        self.env = env
+        self.nc: Any = None
+        self.manager: AppManager | None = None
+        self.client: AppClient
+
+    async def start_manager(self, host_timeout: float = 3.0) -> AppManager:
+        if self.nc is None:
+            self.nc = await nats.connect(self.env.nats_url)
+            self.client = AppClient(self.nc, self.env.lattice, timeout=10.0)
+        manager = AppManager(self.nc, self.nc.jetstream(), self.env.lattice, host_timeout=host_timeout)
+        await manager.start()
+        self.manager = manager
+        return manager
+
+    async def deploy(self, doc: dict[str, Any]) -> None:
+        await self.client.put(doc)
+        await self.client.deploy(doc["metadata"]["name"], doc["metadata"]["annotations"]["version"])
+
+    async def status(self, name: str) -> str:
+        return (await self.client.status(name)).status
+
+    async def wait_status(self, name: str, want: str, timeout: float = 90.0) -> None:
+        async def check() -> None:
+            st = await self.client.status(name)
+            assert st.status == want, (
+                st.status,
+                st.message,
+                [(s.name, s.status, s.message) for s in st.scalers],
+            )
+
+        await eventually(check, timeout, f"{name} {want}")
+
+    async def placement(self, component_id: str) -> dict[str, int]:
+        """host label `name` -> max instances of `component_id` there."""
+        out: dict[str, int] = {}
+        for host in await self.env.ctl.ping_hosts(wait=0.5):
+            inv = await self.env.ctl.get_host_inventory(host.id)
+            for c in inv.components:
+                if c.id == component_id:
+                    out[host.labels["name"]] = c.max_instances
+        return out
+
+    async def providers(self, provider_id: str) -> list[str]:
+        out = []
+        for host in await self.env.ctl.ping_hosts(wait=0.5):
+            inv = await self.env.ctl.get_host_inventory(host.id)
+            out += [host.labels["name"] for p in inv.providers if p.id == provider_id]
+        return sorted(out)
+
+    async def close(self) -> None:
+        if self.manager is not None:
+            await self.manager.stop()
+        if self.nc is not None:
+            await self.nc.close()
+
+
+@pytest.fixture
+async def apps(env: LatticeEnv) -> Any:
+    a = Apps(env)
+    try:
+        yield a
+    finally:
+        await a.close()
+
+
+def start_hosts(env: LatticeEnv, labels: list[dict[str, str]]) -> None:
+    for i, extra in enumerate(labels):
+        args = ["--label", f"name=h{i}", "--heartbeat-interval", "2"]
+        for k, v in extra.items():
+            args += ["--label", f"{k}={v}"]
+        env.start_host(*args)
+
+
+async def test_spreads_daemons_links_upgrade_undeploy(
+    env: LatticeEnv, apps: Apps, http_echo_wasm: Path
+) -> None:
+    echo = "file://" + str(http_echo_wasm)
+    start_hosts(
+        env,
+        [
+            {"zone": "a"},
+            {"zone": "a"},
+            {"zone": "b"},
+            {"zone": "b", "role": "edge"},
+            {"zone": "b", "role": "edge"},
+        ],
+    )
+    await env.host_ids(5)
+    await apps.start_manager()
+    ab = (
+        {"name": "a", "requirements": {"zone": "a"}, "weight": 60},
+        {"name": "b", "requirements": {"zone": "b"}, "weight": 40},
+    )
+    v1 = manifest("place", "v1", [
+        component("echo", echo, spread(10, *ab), kv_link("bucket", "one")),
+        component("edge", echo, daemon(2, {"name": "edge", "requirements": {"role": "edge"}})),
+        capability("kv", "builtin://keyvalue-memory", spread(1), id="shared-kv"),
+    ])  # fmt: skip
+    await apps.deploy(v1)
+    await apps.wait_status("place", "deployed")
+
+    async def placed() -> None:
+        echo_at = await apps.placement("place-echo")
+        assert sum(n for h, n in echo_at.items() if h in ("h0", "h1")) == 6, echo_at
+        assert sum(n for h, n in echo_at.items() if h in ("h2", "h3", "h4")) == 4, echo_at
+        assert await apps.placement("place-edge") == {"h3": 2, "h4": 2}
+        assert len(await apps.providers("shared-kv")) == 1
+
+    await eventually(placed, what="placement")
+    links = await env.ctl.get_links()
+    (made,) = [lk for lk in links if lk.source_id == "place-echo"]
+    assert (made.target, made.wit_package, made.target_config) == (
+        "shared-kv",
+        "keyvalue",
+        ["place-bucket"],
+    )
+    assert await env.ctl.get_config("place-bucket") == {"bucket": "one"}
+    inv_edge = await apps.placement("place-edge")
+
+    # A second app shares the provider (same id and image).
+    other = manifest(
+        "other", "v1", [capability("kv", "builtin://keyvalue-memory", spread(1), id="shared-kv")]
+    )
+    await apps.deploy(other)
+    await apps.wait_status("other", "deployed")
+
+    # v2: echo shrinks and moves to an even split, the link's config changes; edge and kv stay.
+    half = ZONES
+    v2 = manifest("place", "v2", [
+        component("echo", echo, spread(4, *half), kv_link("bucket2", "two")),
+        component("edge", echo, daemon(2, {"name": "edge", "requirements": {"role": "edge"}})),
+        capability("kv", "builtin://keyvalue-memory", spread(1), id="shared-kv"),
+    ])  # fmt: skip
+    await apps.deploy(v2)
+
+    async def upgraded() -> None:
+        echo_at = await apps.placement("place-echo")
+        assert sum(n for h, n in echo_at.items() if h in ("h0", "h1")) == 2, echo_at
+        assert sum(n for h, n in echo_at.items() if h in ("h2", "h3", "h4")) == 2, echo_at
+        (lk,) = [x for x in await env.ctl.get_links() if x.source_id == "place-echo"]
+        assert lk.target_config == ["place-bucket2"], lk
+        assert await env.ctl.get_config("place-bucket") is None
+        assert await env.ctl.get_config("place-bucket2") == {"bucket": "two"}
+
+    await eventually(upgraded, what="upgrade")
+    await apps.wait_status("place", "deployed")
+    assert await apps.placement("place-edge") == inv_edge  # unchanged
+    assert len(await apps.providers("shared-kv")) == 1
+
+    # Undeploy removes what the app made, and nothing the other app still uses.
+    await apps.client.undeploy("place")
+
+    async def removed() -> None:
+        assert await apps.placement("place-echo") == {}
+        assert await apps.placement("place-edge") == {}
+        assert [x for x in await env.ctl.get_links() if x.source_id == "place-echo"] == []
+        assert await env.ctl.get_config("place-bucket2") is None
+
+    await eventually(removed, what="undeploy")
+    assert await apps.status("place") == "undeployed"
+    assert len(await apps.providers("shared-kv")) == 1  # "other" keeps it
+    await apps.client.undeploy("other")
+    await eventually(lambda: _assert_eq(apps.providers("shared-kv"), []), what="provider stopped")
+
+
+async def _assert_eq(value: Awaitable[Any], expected: Any) -> None:
+    got = await value
+    assert got == expected, got
+
+
+async def test_host_killed_work_moves_and_http_keeps_answering(
+    env: LatticeEnv, apps: Apps, http_echo_wasm: Path
+) -> None:
+    echo = "file://" + str(http_echo_wasm)
+    start_hosts(env, [{"zone": "a"}, {"zone": "a"}, {"zone": "a"}])
+    await env.host_ids(3)
+    await apps.start_manager(host_timeout=3.0)
+    port = free_port()
+    zone_a = {"name": "a", "requirements": {"zone": "a"}}
+    doc = manifest("web", "v1", [
+        component("echo", echo, daemon(4, zone_a)),
+        component("worker", echo, spread(3, zone_a)),
+        capability("http", "builtin://http-server", daemon(1, zone_a)),
+    ])  # fmt: skip
+    listen = {"config": [{"name": "listen", "properties": {"address": f"127.0.0.1:{port}"}}]}
+    doc["spec"]["components"][2]["traits"].append(
+        link("wasi", "http", ["incoming-handler"], "echo", source=listen)
+    )
+    await apps.deploy(doc)
+    await apps.wait_status("web", "deployed")
+    await eventually(lambda: _assert_eq(apps.placement("web-echo"), {"h0": 4, "h1": 4, "h2": 4}))
+    url = f"http://127.0.0.1:{port}/echo"
+    assert (await get(url))[0] == 200
+    worker_at = await apps.placement("web-worker")
+    assert sum(worker_at.values()) == 3 and len(worker_at) == 1, worker_at
+    (victim_name,) = worker_at
+
+    # Kill the worker's host (start_hosts started host `hN` as process N).
+    killed_at = time.monotonic()
+    env.procs[int(victim_name[1:])].send_signal(signal.SIGKILL)
+
+    async def moved() -> None:
+        where = await apps.placement("web-worker")
+        assert victim_name not in where and sum(where.values()) == 3, where
+
+    await eventually(moved, timeout=3.0 + 5.0 + 5.0, what="worker re-placed")
+    recovered = time.monotonic() - killed_at
+    assert recovered < 3.0 + 5.0 + 5.0
+    # HTTP is served by the remaining hosts (each runs the daemon component and the provider).
+    statuses = [(await get(url))[0] for _ in range(10)]
+    assert statuses == [200] * 10, statuses
+    await apps.wait_status("web", "deployed")
+
+
+async def test_manager_restarted_mid_deploy_converges(
+    env: LatticeEnv, apps: Apps, http_echo_wasm: Path
+) -> None:
+    echo = "file://" + str(http_echo_wasm)
+    start_hosts(env, [{"zone": "a"}, {"zone": "b"}])
+    await env.host_ids(2)
+    first = await apps.start_manager()
+    doc = manifest("restart", "v1", [
+        component("echo", echo, spread(6, *ZONES)),
+        capability("kv", "builtin://keyvalue-memory", spread(2)),
+    ])  # fmt: skip
+    await apps.deploy(doc)
+    await asyncio.sleep(0.3)  # mid-deploy
+    # The manager dies without cleaning up (no lease release): tasks cancelled, connection dropped.
+    for task in first._tasks:
+        task.cancel()
+    await apps.nc.close()
+    apps.nc, apps.manager = None, None
+    second = await apps.start_manager()
+    assert second.manager_id != first.manager_id
+    await apps.wait_status("restart", "deployed", timeout=120)
+    await eventually(lambda: _assert_eq(apps.placement("restart-echo"), {"h0": 3, "h1": 3}))
+    assert await apps.providers("restart-kv") == ["h0", "h1"]
+    # Nothing duplicated: one entry per host, one provider per host, as many as asked.
+    for host in await env.ctl.ping_hosts(wait=0.5):
+        inv = await env.ctl.get_host_inventory(host.id)
+        assert [c.id for c in inv.components].count("restart-echo") == 1
+        assert [p.id for p in inv.providers].count("restart-kv") == 1
+    events = [e for e in env.events if e["type"].endswith("provider_started")]
+    assert len([e for e in events if e["data"]["provider_id"] == "restart-kv"]) == 2, json.dumps(events)[:500]
