@@ -45,6 +45,7 @@ up: test-deps
 	@mkdir -p $(STATE)
 	@$(BIN)/wasmlattice down --data-dir $(STATE) >/dev/null 2>&1 || true
 	@hello=$$($(BIN)/python -m wasmlattice.devbuild examples/hello) && echo "built $$hello" && \
+	  cp "$$hello" examples/.build/hello.wasm && \
 	  notes=$$($(BIN)/python -m wasmlattice.devbuild examples/notes) && echo "built $$notes" && \
 	  $(BIN)/wasmlattice up --detach --data-dir $(STATE) --nats-port $(NATS_PORT) && \
 	  urls=$$($(BIN)/python examples/deploy.py "$$hello" "$$notes" --nats-url nats://127.0.0.1:$(NATS_PORT) \
@@ -55,6 +56,8 @@ up: test-deps
 	  echo "  hello:   curl $$hello_url" && \
 	  echo "  notes:   curl -X PUT --data 'buy milk' $$notes_url/notes/todo" && \
 	  echo "           curl $$notes_url/notes/todo; curl $$notes_url/notes; curl $$notes_url/stats" && \
+	  echo "  apps:    $(BIN)/wasmlattice app deploy examples/hello-app.yaml; curl http://127.0.0.1:8002/hello" && \
+	  echo "           $(BIN)/wasmlattice app status hello-app; $(BIN)/wasmlattice app undeploy hello-app" && \
 	  echo "  look:    $(BIN)/wasmlattice get hosts; $(BIN)/wasmlattice get inventory; $(BIN)/wasmlattice get links" && \
 	  echo "  logs:    $(STATE)/up.log" && \
 	  echo "  stop:    make down"

@@ -8,6 +8,7 @@ providers stay), a host killed with SIGKILL, and a manager restarted mid-deploy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -336,3 +337,53 @@ async def test_manager_restarted_mid_deploy_converges(
         assert [p.id for p in inv.providers].count("restart-kv") == 1
     events = [e for e in env.events if e["type"].endswith("provider_started")]
     assert len([e for e in events if e["data"]["provider_id"] == "restart-kv"]) == 2, json.dumps(events)[:500]
+
+
+async def test_two_managers_one_leader(env: LatticeEnv, http_echo_wasm: Path) -> None:
+    echo = "file://" + str(http_echo_wasm)
+    start_hosts(env, [{"zone": "a"}])
+    await env.host_ids(1)
+    ncs = [await nats.connect(env.nats_url) for _ in range(2)]
+    managers = [AppManager(nc, nc.jetstream(), env.lattice, host_timeout=3.0) for nc in ncs]
+    try:
+        for m in managers:
+            await m.start()
+
+        async def one_leader() -> AppManager:
+            leaders = [m for m in managers if m.leader]
+            assert len(leaders) == 1, [m.leader for m in managers]
+            return leaders[0]
+
+        leader = await eventually(one_leader, timeout=20, what="a single leader")
+        follower = next(m for m in managers if m is not leader)
+        # A deploy answered by either manager (queue group) is run by the leader.
+        client = AppClient(ncs[0], env.lattice, timeout=10.0)
+        await client.put(manifest("duo", "v1", [component("echo", echo, spread(2))]))
+        await client.deploy("duo", "v1")
+
+        async def deployed() -> None:
+            assert (await client.status("duo")).status == "deployed"
+
+        await eventually(deployed, what="duo deployed")
+        # The leader dies without releasing the lease: the follower takes over once it expires.
+        for task in leader._tasks:
+            task.cancel()
+        await eventually(lambda: _assert_eq(_leads(follower), True), timeout=20, what="follower leads")
+        await client.put(manifest("duo", "v2", [component("echo", echo, spread(3))]))
+        await client.deploy("duo", "v2")
+
+        async def three() -> None:
+            inv = await env.ctl.get_host_inventory((await env.host_ids(1))[0])
+            assert [c.max_instances for c in inv.components if c.id == "duo-echo"] == [3]
+
+        await eventually(three, what="v2 applied by the new leader")
+    finally:
+        for m in managers:
+            with contextlib.suppress(Exception):
+                await m.stop()
+        for nc in ncs:
+            await nc.close()
+
+
+async def _leads(manager: AppManager) -> bool:
+    return manager.leader
