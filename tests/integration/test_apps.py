@@ -387,3 +387,21 @@ async def test_two_managers_one_leader(env: LatticeEnv, http_echo_wasm: Path) ->
 
 async def _leads(manager: AppManager) -> bool:
     return manager.leader
+
+
+async def test_failures_are_reported_with_their_reasons(env: LatticeEnv, apps: Apps) -> None:
+    await apps.start_manager()
+    # No hosts yet: the app waits.
+    await apps.deploy(manifest("early", "v1", [component("c", "file:///nonexistent/x.wasm", spread(1))]))
+    await apps.wait_status("early", "waiting", timeout=20)
+    start_hosts(env, [{"zone": "a"}])
+    await env.host_ids(1)
+    # A spread no host can satisfy.
+    nowhere = spread(2, {"name": "z", "requirements": {"zone": "z"}})
+    await apps.deploy(manifest("nowhere", "v1", [component("c", "file:///nonexistent/x.wasm", nowhere)]))
+    await apps.wait_status("nowhere", "failed")
+    st = await apps.client.status("nowhere")
+    assert "Could not satisfy spread z" in st.message, st
+    # A component the host cannot load: the host's reason, from its scale-failed event.
+    await apps.wait_status("early", "failed")
+    assert "does not exist" in (await apps.client.status("early")).message

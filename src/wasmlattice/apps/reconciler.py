@@ -249,7 +249,8 @@ class Reconciler:
         await self.observe()
         if not self.active:
             return
-        links = await self.ctl.get_links()
+        # With no hosts there is nobody to ask for links (apps show `waiting`).
+        links = await self.ctl.get_links() if self.hosts else []
         for name, state in list(self.apps.items()):
             await self._reconcile_app(name, state, links)
             if state.previous is not None:
@@ -353,11 +354,14 @@ class Reconciler:
         st = ScalerStatus(sid, kind, cid)
         hosts = self._live_hosts()
         running: dict[str, int] = {}  # host -> instances carrying this scaler's annotations
+        spread_now: dict[str, str] = {}  # host -> the spread those instances were placed for
         for v in hosts:
             assert v.inventory is not None
             for c in v.inventory.components:
-                if c.id == cid and (c.annotations or {}).get(SCALER) == sid:
+                ann = c.annotations or {}
+                if c.id == cid and ann.get(SCALER) == sid:
                     running[v.host_id] = c.max_instances
+                    spread_now[v.host_id] = ann.get(SPREAD, "")
         spreads = scaler.spread or []
         if scaler.kind == "daemonscaler":
             wanted = {
@@ -376,26 +380,27 @@ class Reconciler:
 
                 shares = [(Spread("default", {}, None), scaler.instances)]
             for spread, count in shares:
-                candidates = [
-                    v for v in hosts if eligible(v.labels, spread.requirements) and v.host_id not in wanted
-                ]
                 if count == 0:
                     continue
-                if not candidates:
+                fitting = [v for v in hosts if eligible(v.labels, spread.requirements)]
+                if not fitting:
                     st.state = "failed"
                     st.message = (
                         f"Could not satisfy spread {spread.name} for {comp.image}, 0/1 eligible hosts found."
                     )
                     continue
-                # Keep the spread where it already runs; otherwise the least loaded eligible host.
-                here = [v for v in candidates if v.host_id in running]
-                pick = (
-                    here[0]
-                    if here
-                    else min(candidates, key=lambda v: len(v.inventory.components if v.inventory else []))
-                )
-                wanted[pick.host_id] = count
-                spread_of[pick.host_id] = spread.name
+                # Keep a spread where it runs; else the least loaded host no other spread took;
+                # else share a host with another spread (one entry per host holds their sum).
+                free = [v for v in fitting if v.host_id not in wanted]
+                here = [v for v in free if spread_now.get(v.host_id) == spread.name]
+                if here:
+                    pick = here[0]
+                elif free:
+                    pick = min(free, key=lambda v: len(v.inventory.components if v.inventory else []))
+                else:
+                    pick = min(fitting, key=lambda v: wanted[v.host_id])
+                wanted[pick.host_id] = wanted.get(pick.host_id, 0) + count
+                spread_of.setdefault(pick.host_id, spread.name)
         sent = False
         for v in hosts:
             have = running.get(v.host_id, 0)
