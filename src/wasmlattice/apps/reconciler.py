@@ -18,9 +18,11 @@ Commands carry wadm's annotations (`wasmcloud.dev/managed-by`, `appspec`, `scale
 `spread_name`); only instances carrying an app's annotations count as its own, and undeploying
 removes only those. A command is not repeated while its effect is expected (5 s for components,
 links and config, 30 s for providers); a failure event for it marks the scaler `failed` with the
-host's reason. A host that stops is dropped at once (its `host_stopped` event); one that vanishes
-is dropped when it has not answered a ping for `host_timeout` seconds (10 s by default, where
-wadm waits 70 s), and its work is placed on the remaining eligible hosts in the next round.
+host's reason. A host that stops is dropped at once (its `host_stopped` event), and so is one whose
+inventory request finds nobody listening (its process died, so NATS dropped its subscriptions);
+one that stops answering without leaving NATS (hung, cut off) is dropped when it has not answered
+a ping for `host_timeout` seconds (10 s by default, where wadm waits 70 s). Its work is placed on
+the remaining eligible hosts in the next round.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wasmlattice.apps.manifest import Component, LinkTrait, Manifest, distribute
-from wasmlattice.client.ctl import CtlClient, CtlError
+from wasmlattice.client.ctl import CtlClient, CtlError, CtlNoHostError
 from wasmlattice.lattice.models import HostInventory, Link
 
 log = logging.getLogger(__name__)
@@ -239,8 +241,13 @@ class Reconciler:
         async def inventory(view: HostView) -> None:
             try:
                 view.inventory = await self.ctl.get_host_inventory(view.host_id)
-            except (CtlError, TimeoutError, OSError):
+            except CtlNoHostError:
+                # Nobody listens for this host any more (it died or left): its work moves now,
+                # without waiting for the ping time-out.
                 view.inventory = None
+            except (CtlError, TimeoutError, OSError) as e:
+                # A slow answer is not a dead host: keep what we knew, so work does not churn.
+                log.debug("inventory of host %s not refreshed: %s", view.host_id, e)
 
         await asyncio.gather(*(inventory(v) for v in list(self.hosts.values())))
 
@@ -313,6 +320,7 @@ class Reconciler:
         st = ScalerStatus(scaler_id("config", manifest.name, full, values), "ConfigScaler", full)
         current = await self.ctl.get_config(full)
         if current == values:
+            self._expect.pop(f"config:{full}", None)
             st.state = "deployed"
         elif self._due(f"config:{full}", EXPECT_COMPONENT_S):
             await self.ctl.put_config(full, values)
@@ -379,7 +387,15 @@ class Reconciler:
                 from wasmlattice.apps.manifest import Spread
 
                 shares = [(Spread("default", {}, None), scaler.instances)]
-            for spread, count in shares:
+            # Spreads that already run on a fitting host stay there; then the others are placed,
+            # so that losing one host moves only its spread (no reshuffle of the rest).
+            placed_here = {
+                spread.name: v.host_id
+                for spread, _ in shares
+                for v in hosts
+                if spread_now.get(v.host_id) == spread.name and eligible(v.labels, spread.requirements)
+            }
+            for spread, count in sorted(shares, key=lambda sc: sc[0].name not in placed_here):
                 if count == 0:
                     continue
                 fitting = [v for v in hosts if eligible(v.labels, spread.requirements)]
@@ -389,12 +405,12 @@ class Reconciler:
                         f"Could not satisfy spread {spread.name} for {comp.image}, 0/1 eligible hosts found."
                     )
                     continue
-                # Keep a spread where it runs; else the least loaded host no other spread took;
-                # else share a host with another spread (one entry per host holds their sum).
+                # Else the least loaded host no other spread took; else share a host with another
+                # spread (one entry per host holds their sum).
+                home = placed_here.get(spread.name)
                 free = [v for v in fitting if v.host_id not in wanted]
-                here = [v for v in free if spread_now.get(v.host_id) == spread.name]
-                if here:
-                    pick = here[0]
+                if home is not None and home not in wanted:
+                    pick = next(v for v in fitting if v.host_id == home)
                 elif free:
                     pick = min(free, key=lambda v: len(v.inventory.components if v.inventory else []))
                 else:
@@ -405,9 +421,10 @@ class Reconciler:
         for v in hosts:
             have = running.get(v.host_id, 0)
             want = wanted.get(v.host_id, 0)
-            if have == want:
-                continue
             key = f"component:{sid}:{v.host_id}"
+            if have == want:
+                self._expect.pop(key, None)  # the effect arrived: a later change may act at once
+                continue
             if self._due(key, EXPECT_COMPONENT_S):
                 await self.ctl.scale_component(
                     v.host_id,
@@ -455,6 +472,8 @@ class Reconciler:
         }
         target = len(candidates) if scaler.kind == "daemonscaler" else scaler.instances
         running = [v for v in candidates if v.host_id in has]
+        for v in running:
+            self._expect.pop(f"provider:{pid}:{v.host_id}", None)
         missing = max(0, target - len(running))
         free = [v for v in candidates if v.host_id not in has]
         sent = False
@@ -502,6 +521,7 @@ class Reconciler:
             st.state, st.message = "failed", f"link target {lt.target} is not a component of {manifest.name}"
             return st
         if any(_same_link(want, have) for have in links):
+            self._expect.pop(f"link:{sid}", None)
             st.state = "deployed"
             return st
         if self._due(f"link:{sid}", EXPECT_COMPONENT_S):
