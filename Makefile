@@ -12,11 +12,11 @@ export WASMLATTICE_CACHE_DIR ?= $(CURDIR)/$(STATE)/compiled
 .PHONY: help venv install test-deps system-deps up down test lint fmt bench bench-deps clean
 
 help:
-	@echo "make up      - install, start a lattice (NATS + host) and deploy the example on http://$(LISTEN)/"
+	@echo "make up      - install, start a lattice (NATS, a host, the app manager) and deploy the examples"
 	@echo "make down    - stop what 'make up' started"
 	@echo "make test    - install test tools, build test components, run the whole suite"
 	@echo "make lint    - ruff check, ruff format --check, mypy --strict"
-	@echo "make bench   - side-by-side benchmarks against wasmtime serve (needs wrk: make bench-deps)"
+	@echo "make bench   - every benchmark, each beside its peer (installs wrk and redis-server if missing)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -84,9 +84,13 @@ fmt: test-deps
 bench-deps: test-deps
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 
-bench: bench-deps
+bench: bench-deps system-deps
 	$(BIN)/python benchmarks/hostcall.py
 	$(BIN)/python benchmarks/http_hello.py
+	$(BIN)/python benchmarks/control_plane.py
+	$(BIN)/python benchmarks/capabilities.py
+	$(BIN)/python benchmarks/lattice_calls.py
+	$(BIN)/python benchmarks/apps.py
 
 clean: down
 	rm -rf $(STATE) examples/.build tests/components/.build .pytest_cache .mypy_cache .ruff_cache
