@@ -405,3 +405,52 @@ async def test_failures_are_reported_with_their_reasons(env: LatticeEnv, apps: A
     # A component the host cannot load: the host's reason, from its scale-failed event.
     await apps.wait_status("early", "failed")
     assert "does not exist" in (await apps.client.status("early")).message
+
+
+async def test_secrets_in_a_manifest_reach_the_component(
+    env: LatticeEnv, apps: Apps, build_component: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+    import os
+
+    from wasmlattice.capabilities.secrets import put_secret
+
+    key = os.urandom(32)
+    monkeypatch.setenv("WASMLATTICE_SECRETS_KEY", base64.b64encode(key).decode())
+    env.env = {**env.env, "WASMLATTICE_SECRETS_KEY": base64.b64encode(key).decode()}
+    start_hosts(env, [{"zone": "a"}])
+    await env.host_ids(1)
+    await apps.start_manager()
+    await put_secret(apps.nc.jetstream(), env.lattice, "dbpw", "s3cret-value", key)
+    guest = "file://" + str(build_component("config_guest"))
+    port = free_port()
+    listen = {"config": [{"name": "listen", "properties": {"address": f"127.0.0.1:{port}"}}]}
+    secrets = [{"name": "db-pass", "properties": {"policy": "vault", "key": "dbpw"}}]
+    http_link = link("wasi", "http", ["incoming-handler"], "api", source=listen)
+    doc = manifest("vaulted", "v1", [
+        component("api", guest, spread(1), secrets=secrets),
+        capability("http", "builtin://http-server", http_link),
+    ])  # fmt: skip
+    doc["spec"]["policies"] = [
+        {
+            "name": "vault",
+            "type": "policy.secret.wasmcloud.dev/v1alpha1",
+            "properties": {"backend": "nats-kv"},
+        }
+    ]
+    await apps.deploy(doc)
+    await apps.wait_status("vaulted", "deployed")
+    ref = await env.ctl.get_config("SECRET_vaulted-db_pass")
+    assert (
+        ref is not None and ref["key"] == "dbpw" and ref["backend"] == "nats-kv" and ref["name"] == "db-pass"
+    )
+
+    async def revealed() -> None:
+        status, body = await get(f"http://127.0.0.1:{port}/secret?key=db-pass")
+        assert status == 200 and json.loads(body)["value"] == "s3cret-value", (status, body)
+
+    await eventually(revealed, what="secret revealed")
+    await apps.client.undeploy("vaulted")
+    await eventually(
+        lambda: _assert_eq(env.ctl.get_config("SECRET_vaulted-db_pass"), None), what="ref removed"
+    )

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wasmlattice.apps.manifest import Component, LinkTrait, Manifest, distribute
+from wasmlattice.apps.manifest import Component, LinkTrait, Manifest, SecretProperty, distribute
 from wasmlattice.client.ctl import CtlClient, CtlError, CtlNoHostError
 from wasmlattice.lattice.models import HostInventory, Link
 
@@ -275,8 +275,11 @@ class Reconciler:
             )
             await self._emit(name)
             return
-        # Config first: the components and links below name it.
+        # Config and secret references first: the components and links below name them.
         for comp in manifest.components:
+            for secret in comp.secrets:
+                st = await self._secret_ref(manifest, secret)
+                statuses[st.id] = st
             for cfg in comp.config:
                 if cfg.properties is not None:
                     st = await self._config(manifest, cfg.name, cfg.properties)
@@ -326,6 +329,34 @@ class Reconciler:
             await self.ctl.put_config(full, values)
         return st
 
+    async def _secret_ref(self, manifest: Manifest, secret: SecretProperty) -> ScalerStatus:
+        """Keep the `SECRET_<app>-<name>` reference of a component's secret (reference §4.4)."""
+        full = manifest.secret_name(secret.name)
+        st = ScalerStatus(scaler_id("secret", manifest.name, full, secret), "SecretScaler", full)
+        policy = next((p for p in manifest.policies if p.name == secret.policy), None)
+        if policy is None:
+            st.state, st.message = "failed", f"secret {secret.name}: no policy named {secret.policy}"
+            return st
+        props = dict(policy.properties)
+        values = {
+            "name": secret.name,
+            "type": "secret.wasmcloud.dev/v1alpha1",
+            "backend": props.pop("backend", ""),
+            "key": secret.key,
+            "policy": json.dumps({"type": "properties.secret.wasmcloud.dev/v1alpha1", "properties": props}),
+        }
+        if secret.field:
+            values["field"] = secret.field
+        if secret.version:
+            values["version"] = secret.version
+        current = await self.ctl.get_config(full)
+        if current == values:
+            self._expect.pop(f"config:{full}", None)
+            st.state = "deployed"
+        elif self._due(f"config:{full}", EXPECT_COMPONENT_S):
+            await self.ctl.put_config(full, values)
+        return st
+
     def _due(self, key: str, expect: float) -> bool:
         """Whether a command may be sent now (none with the same key awaits its effect); records it."""
         now = time.monotonic()
@@ -347,7 +378,9 @@ class Reconciler:
         scaler = comp.scaler
         assert scaler is not None and comp.image is not None
         cid = manifest.component_id(comp)
-        config = self._config_names(manifest, comp.config)
+        config = self._config_names(manifest, comp.config) + [
+            manifest.secret_name(x.name) for x in comp.secrets
+        ]
         kind = "SpreadScaler" if scaler.kind == "spreadscaler" else "DaemonScaler"
         sid = scaler_id(
             kind,
@@ -589,6 +622,13 @@ class Reconciler:
                     with contextlib.suppress(CtlError, TimeoutError):
                         await self.ctl.stop_provider(view.host_id, p.id)
             for comp in manifest.components:
+                for secret in comp.secrets:
+                    ref = manifest.secret_name(secret.name)
+                    if keep is None or ref not in {
+                        keep.secret_name(x.name) for c in keep.components for x in c.secrets
+                    }:
+                        with contextlib.suppress(CtlError, TimeoutError):
+                            await self.ctl.delete_config(ref)
                 owned = [x.name for x in comp.config if x.properties is not None]
                 for lt in comp.links:
                     owned += [
