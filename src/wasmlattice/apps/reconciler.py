@@ -321,6 +321,10 @@ class Reconciler:
     async def _config(self, manifest: Manifest, name: str, values: dict[str, str]) -> ScalerStatus:
         full = manifest.config_name(name)
         st = ScalerStatus(scaler_id("config", manifest.name, full, values), "ConfigScaler", full)
+        return await self._keep_config(full, values, st)
+
+    async def _keep_config(self, full: str, values: dict[str, str], st: ScalerStatus) -> ScalerStatus:
+        """Put named config `full` unless it already holds `values`; `st` says which."""
         current = await self.ctl.get_config(full)
         if current == values:
             self._expect.pop(f"config:{full}", None)
@@ -349,13 +353,7 @@ class Reconciler:
             values["field"] = secret.field
         if secret.version:
             values["version"] = secret.version
-        current = await self.ctl.get_config(full)
-        if current == values:
-            self._expect.pop(f"config:{full}", None)
-            st.state = "deployed"
-        elif self._due(f"config:{full}", EXPECT_COMPONENT_S):
-            await self.ctl.put_config(full, values)
-        return st
+        return await self._keep_config(full, values, st)
 
     def _due(self, key: str, expect: float) -> bool:
         """Whether a command may be sent now (none with the same key awaits its effect); records it."""

@@ -8,10 +8,8 @@ deployed (or has failed) and says which, so a broken deployment is not reported 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
-import logging
 import re
 import sys
 import time
@@ -29,9 +27,9 @@ from .common import (
     OutputFormat,
     OutputOpt,
     TimeoutOpt,
-    cli_nats_options,
     console,
     fail,
+    nats_call,
     print_json,
 )
 
@@ -57,23 +55,9 @@ VersionOpt = Annotated[str | None, typer.Option("--version", "-v", help="Version
 def _app_call(nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Connect to NATS, run `fn(AppClient)`, disconnect; every failure becomes one error line."""
     from ..apps.client import AppApiError, AppClient
-    from ..lattice.connection import NatsConnectionError, connect
-
-    # The client's own close looks like a disconnect to the connection logger; not worth a warning.
-    logging.getLogger("wasmlattice.lattice.connection").setLevel(logging.ERROR)
-
-    async def go() -> T:
-        nc = await connect(cli_nats_options(nats_url, timeout))
-        try:
-            return await fn(AppClient(nc, lattice, timeout=timeout))
-        finally:
-            with contextlib.suppress(Exception):
-                await nc.close()
 
     try:
-        return asyncio.run(go())
-    except NatsConnectionError as e:
-        fail(str(e))
+        return nats_call(nats_url, timeout, lambda nc: fn(AppClient(nc, lattice, timeout=timeout)))
     except AppApiError as e:
         fail(e.message)
 

@@ -88,9 +88,8 @@ def cli_nats_options(nats_url: str, timeout: float) -> Any:
     )
 
 
-def ctl_call(nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
-    """Connect to NATS, run `fn(CtlClient)`, disconnect; every failure becomes one error line."""
-    from ..client.ctl import CtlClient, CtlError
+def nats_call(nats_url: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Connect to NATS, run `fn(connection)`, disconnect; a connection failure becomes one error line."""
     from ..lattice.connection import NatsConnectionError, connect
 
     # The client's own close looks like a disconnect to the connection logger; not worth a warning.
@@ -99,7 +98,7 @@ def ctl_call(nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], Aw
     async def go() -> T:
         nc = await connect(cli_nats_options(nats_url, timeout))
         try:
-            return await fn(CtlClient(nc, lattice, timeout=timeout))
+            return await fn(nc)
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()
@@ -108,6 +107,14 @@ def ctl_call(nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], Aw
         return asyncio.run(go())
     except NatsConnectionError as e:
         fail(str(e))
+
+
+def ctl_call(nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Connect to NATS, run `fn(CtlClient)`, disconnect; every failure becomes one error line."""
+    from ..client.ctl import CtlClient, CtlError
+
+    try:
+        return nats_call(nats_url, timeout, lambda nc: fn(CtlClient(nc, lattice, timeout=timeout)))
     except CtlError as e:
         fail(e.message)
     except ValueError as e:  # invalid subject tokens (host IDs, config names) and payload errors
