@@ -676,7 +676,17 @@ def test_distribute_places_every_instance_close_to_its_share(instances: int, wei
     assert sum(counts) == instances
     total = sum(weights)
     for weight, count in zip(weights, counts, strict=True):
-        assert abs(count - instances * weight / total) < 1
+        # floor(share), plus at most one of the remainder (handed to the heaviest spreads first):
+        # a spread whose share is a whole number can still get one more.
+        share = instances * weight / total
+        assert int(share) <= count <= int(share) + 1, (share, count)
+
+
+def test_distribute_hands_the_remainder_to_the_heaviest_spreads() -> None:
+    # 145 over these weights (total 2610): the floors sum to 143; the 2 left go to the heaviest
+    # (1000), then to the first of the two 702s, although its share is exactly 39.
+    counts = [n for _, n in distribute(145, _spreads(1, 1, 1, 96, 107, 702, 702, 1000))]
+    assert counts == [0, 0, 0, 5, 5, 40, 39, 56]
 
 
 # ------------------------------------------------------------------------------------------------ ULID
