@@ -7,19 +7,38 @@ anything else a backend raises is reported by the caller with the operation that
 
 Cursors of `list-keys` are numbers on every backend (an offset into the sorted keys, or Redis's
 SCAN cursor), so both interface versions (`option<u64>`, `option<string>`) carry them.
+
+Watcher links (provider -> component, `wasi:keyvalue` `["watcher"]`, source config `bucket`) make
+the memory and JetStream providers watch that bucket and call the component's export
+`wasi:keyvalue/watcher` `on-set` / `on-delete` for every change made after the watch started
+(`KvWatchers`). The component gets a bucket handle as `store.open` would give it, on the same
+backend. Redis buckets cannot be watched (a warning says so).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
+import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wasmlattice.capabilities.base import CapabilityError, LinkTargetProvider, ProviderSpec, lower_config
+from wasmlattice.capabilities.base import (
+    CapabilityError,
+    LinkTargetProvider,
+    ProviderSpec,
+    Resync,
+    lower_config,
+)
+from wasmlattice.host.invoke import InvokeError
 from wasmlattice.lattice.models import Link, StrMap
+from wasmlattice.runtime.fastcall import GuestTrap
+
+log = logging.getLogger("wasmlattice.capabilities")
 
 # A value limit keeps one call from filling the host's memory; 1 MiB is NATS's default max payload.
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
@@ -33,6 +52,13 @@ _BUCKET_RE = re.compile(r"^[a-zA-Z0-9_-]{1,200}$")
 # Keys nats-py stores as they are; other keys are stored base64url-encoded behind this prefix.
 _NATS_KEY_RE = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
 ENCODED_PREFIX = "=b64."
+WATCHER = "wasi:keyvalue/watcher"
+# Changes waiting for a watcher component, per watch; beyond it changes are dropped (and logged)
+# rather than growing memory without bound behind a slow component.
+MAX_QUEUED_CHANGES = 10_000
+
+# A change: the key and its new value (None: deleted).
+Emit = Callable[[str, bytes | None], Awaitable[None]]
 
 
 class KvError(Exception):
@@ -167,6 +193,27 @@ class KvBucket:
         """Set `key` if it is still at `version`; whether it was set."""
         raise NotImplementedError
 
+    async def watch(self, emit: Emit) -> None:
+        """Await `emit` for every change made after the call, in order, until cancelled."""
+        raise KvError(f"bucket {self.name!r} cannot be watched")
+
+
+def _queue_change(
+    queue: asyncio.Queue[tuple[str, bytes | None]], what: str, key: str, value: bytes | None
+) -> None:
+    try:
+        queue.put_nowait((key, value))
+    except asyncio.QueueFull:
+        log.warning(
+            "%s: the watcher is %d changes behind; the change of %r is dropped", what, queue.maxsize, key
+        )
+
+
+async def _drain(queue: asyncio.Queue[tuple[str, bytes | None]], emit: Emit) -> None:
+    while True:
+        key, value = await queue.get()
+        await emit(key, value)
+
 
 @dataclass
 class KvLink:
@@ -211,6 +258,181 @@ def _bucket_setting(cfg: Mapping[str, str]) -> str | None:
     return None if not raw else check_bucket_name(raw, "link config `bucket`")
 
 
+# -- watcher links (provider -> component) -------------------------------------------------------
+
+
+def is_watcher_link(link: Link, provider_id: str) -> bool:
+    """Whether `link` tells a component about changes in a bucket of this provider."""
+    return (
+        link.source_id == provider_id
+        and link.wit_namespace == "wasi"
+        and link.wit_package == "keyvalue"
+        and "watcher" in link.interfaces
+    )
+
+
+@dataclass
+class _Watch:
+    """One watcher link: the task watching its bucket, and the backend it opened."""
+
+    link: Link
+    config: StrMap
+    task: asyncio.Task[None] | None = None
+    kv_link: KvLink | None = None
+
+
+class WatchingKvProvider(LinkTargetProvider):
+    """A key-value provider that also serves watcher links (one watch per link, followed live)."""
+
+    watch_supported = True
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        super().__init__(spec)
+        self._watches: dict[tuple[str, str], _Watch] = {}
+        self._watch_lock = asyncio.Lock()
+        self._watch_resync = Resync(self.sync_watches, f"{self.kind} {self.provider_id}")
+        self._unsupported_warned: set[tuple[str, str]] = set()
+
+    async def start(self) -> None:
+        """Watch the buckets of the watcher links already known, and follow link changes."""
+        self.services.state.listeners.append(self._watch_resync.poke)
+        await self.sync_watches()
+
+    async def stop(self) -> None:
+        """Stop every watch, then close the backends."""
+        self._stopped = True
+        with contextlib.suppress(ValueError):
+            self.services.state.listeners.remove(self._watch_resync.poke)
+        await self._watch_resync.stop()
+        async with self._watch_lock:
+            for key in list(self._watches):
+                await self._stop_watch(self._watches.pop(key))
+        await super().stop()
+
+    def watching(self) -> list[tuple[str, str]]:
+        """(link name, component ID) of every watch running now."""
+        return sorted(k for k, w in self._watches.items() if w.task is not None and not w.task.done())
+
+    async def sync_watches(self) -> None:
+        """Make the watches match this provider's watcher links in the lattice state."""
+        async with self._watch_lock:
+            wanted: dict[tuple[str, str], tuple[Link, StrMap]] = {}
+            for link in self.services.state.links():
+                if not is_watcher_link(link, self.provider_id):
+                    continue
+                key = (link.name, link.target)
+                if not self.watch_supported:
+                    if key not in self._unsupported_warned:
+                        self._unsupported_warned.add(key)
+                        log.warning(
+                            "%s %s: watcher link `%s` to %s is not served: %s buckets cannot be watched; "
+                            "use builtin://keyvalue-nats or builtin://keyvalue-memory",
+                            self.kind,
+                            self.provider_id,
+                            link.name,
+                            link.target,
+                            self.kind,
+                        )
+                    continue
+                try:
+                    cfg = await self.services.state.merged_config(link.source_config)
+                except Exception as e:
+                    log.error(
+                        "%s %s: watcher link `%s` to %s not served: its source config: %s",
+                        self.kind,
+                        self.provider_id,
+                        link.name,
+                        link.target,
+                        e,
+                    )
+                    continue
+                wanted[key] = (link, dict(cfg))
+            for key, current in list(self._watches.items()):
+                if wanted.get(key) != (current.link, current.config):
+                    del self._watches[key]
+                    await self._stop_watch(current)
+            for key, (link, cfg) in wanted.items():
+                if key not in self._watches:
+                    watch = _Watch(link, cfg)
+                    watch.task = asyncio.get_running_loop().create_task(self._run_watch(watch))
+                    self._watches[key] = watch
+
+    def _what(self, link: Link) -> str:
+        return f"{self.kind} {self.provider_id} watcher link `{link.name}` to {link.target}"
+
+    async def _run_watch(self, watch: _Watch) -> None:
+        link, what = watch.link, self._what(watch.link)
+        try:
+            kv_link = watch.kv_link = await self.open_backend(link, watch.config)
+            if kv_link.bucket is None:
+                raise CapabilityError("its source config has no `bucket`; name the bucket to watch")
+            backend = await kv_link.open(kv_link.bucket)
+
+            async def deliver(key: str, value: bytes | None) -> None:
+                await self._deliver(link, kv_link, backend, key, value)
+
+            log.info("%s: watching bucket %r", what, backend.name)
+            await backend.watch(deliver)
+        except asyncio.CancelledError:
+            raise
+        except (CapabilityError, KvError) as e:
+            log.error("%s: not served: %s", what, e)
+        except Exception as e:
+            log.error("%s: the watch failed: %s: %s", what, type(e).__name__, e)
+
+    async def _stop_watch(self, watch: _Watch) -> None:
+        task, watch.task = watch.task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        kv_link, watch.kv_link = watch.kv_link, None
+        if kv_link is not None:
+            try:
+                await kv_link.close()
+            except Exception:
+                log.exception("%s: closing its backend failed", self._what(watch.link))
+        log.info("%s: stopped watching", self._what(watch.link))
+
+    async def _deliver(
+        self, link: Link, kv_link: KvLink, backend: KvBucket, key: str, value: bytes | None
+    ) -> None:
+        """Call the component's `on-set` / `on-delete` with a bucket handle; log what goes wrong."""
+        # Imported here: `keyvalue` (the guest-facing bucket) imports this module.
+        from wasmlattice.capabilities.keyvalue import Bucket
+
+        component_id = link.target
+        components = self.services.components
+        running = None if components is None else components.get(component_id)
+        if components is None or running is None or running.context is None:
+            log.debug("%s: change of %r skipped: %s is not running here", self._what(link), key, component_id)
+            return
+        handle = Bucket(running.context, kv_link, backend)
+        func = "on-delete" if value is None else "on-set"
+        args: tuple[Any, ...] = (handle, key) if value is None else (handle, key, value)
+        try:
+            await components.invoke(component_id, WATCHER, func, *args)
+            return
+        except GuestTrap as e:
+            what, reason = "trapped in", e.reason
+        except InvokeError as e:
+            what, reason = "could not be called:", str(e)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            what, reason = "failed in", f"{type(e).__name__}: {e}"
+        log.error(
+            "%s: component %s %s %s for key %r of bucket %r: %s",
+            self._what(link),
+            component_id,
+            what,
+            func,
+            key,
+            backend.name,
+            reason,
+        )
+
+
 # -- in-process memory ---------------------------------------------------------------------------
 
 
@@ -221,10 +443,31 @@ class MemoryBucket(KvBucket):
         self.name = name
         self.data = data  # key -> (value, version)
         self._version = 0
+        # Called (on the loop, synchronously) with every change: the watches of this bucket.
+        self.watchers: list[Callable[[str, bytes | None], None]] = []
 
     def _put(self, key: str, value: bytes) -> None:
         self._version += 1
         self.data[key] = (value, self._version)
+        self._changed(key, value)
+
+    def _changed(self, key: str, value: bytes | None) -> None:
+        for notify in list(self.watchers):
+            notify(key, value)
+
+    async def watch(self, emit: Emit) -> None:
+        """Emit this bucket's changes from now on (until cancelled)."""
+        queue: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue(MAX_QUEUED_CHANGES)
+        what = f"memory bucket {self.name!r}"
+
+        def notify(key: str, value: bytes | None) -> None:
+            _queue_change(queue, what, key, value)
+
+        self.watchers.append(notify)
+        try:
+            await _drain(queue, emit)
+        finally:
+            self.watchers.remove(notify)
 
     async def get(self, key: str) -> bytes | None:
         """The value of `key`, or None."""
@@ -236,8 +479,9 @@ class MemoryBucket(KvBucket):
         self._put(key, value)
 
     async def delete(self, key: str) -> None:
-        """Remove `key`."""
+        """Remove `key` (watchers are told even if it was unset, as JetStream's delete markers do)."""
         self.data.pop(key, None)
+        self._changed(key, None)
 
     async def list_keys(self, cursor: int | None, size: int) -> tuple[list[str], int | None]:
         """A page of the sorted keys."""
@@ -275,7 +519,7 @@ class MemoryKvLink(KvLink):
         return self.provider.shared_bucket(name)
 
 
-class MemoryKvProvider(LinkTargetProvider):
+class MemoryKvProvider(WatchingKvProvider):
     """`builtin://keyvalue-memory`: buckets in this process, shared by links naming the same bucket."""
 
     kind = "keyvalue-memory"
@@ -309,9 +553,41 @@ class MemoryKvProvider(LinkTargetProvider):
 class NatsBucket(KvBucket):
     """A JetStream KV bucket; keys nats-py refuses are stored encoded (see `nats_key`)."""
 
-    def __init__(self, name: str, kv: Any) -> None:
+    def __init__(self, name: str, kv: Any, js: Any = None) -> None:
         self.name = name
         self.kv = kv
+        self.js = js
+
+    async def watch(self, emit: Emit) -> None:
+        """Emit the bucket's changes from now on: an ordered consumer delivering only new entries."""
+        from nats.js import api
+
+        if self.js is None:
+            raise KvError(f"bucket {self.name!r} has no JetStream context to watch it with")
+        prefix: str = getattr(self.kv, "_pre", f"$KV.{self.name}.")
+        stream: str = getattr(self.kv, "_stream", f"KV_{self.name}")
+        queue: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue(MAX_QUEUED_CHANGES)
+        what = f"JetStream KV bucket {self.name!r}"
+
+        async def on_entry(msg: Any) -> None:
+            headers = msg.headers or {}
+            # Deletes and purges are marker entries; so are server-placed expiry markers (2.11+).
+            deleted = headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers
+            key = key_from_nats(msg.subject[len(prefix) :])
+            _queue_change(queue, what, key, None if deleted else bytes(msg.data or b""))
+
+        sub = await self.js.subscribe(
+            prefix + ">",
+            stream=stream,
+            cb=on_entry,
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.NEW,
+        )
+        try:
+            await _drain(queue, emit)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def get(self, key: str) -> bytes | None:
         """The value of `key`, or None."""
@@ -413,10 +689,10 @@ class NatsKvLink(KvLink):
         except BucketNotFoundError:
             # Creating an identical bucket is idempotent, so hosts racing here all succeed.
             kv = await self.js.create_key_value(bucket=name, history=1)
-        return NatsBucket(name, kv)
+        return NatsBucket(name, kv, self.js)
 
 
-class NatsKvProvider(LinkTargetProvider):
+class NatsKvProvider(WatchingKvProvider):
     """`builtin://keyvalue-nats`: JetStream KV buckets on the host's NATS connection (created if missing)."""
 
     kind = "keyvalue-nats"
@@ -549,10 +825,11 @@ class RedisKvLink(KvLink):
         await self.client.aclose()
 
 
-class RedisKvProvider(LinkTargetProvider):
+class RedisKvProvider(WatchingKvProvider):
     """`builtin://keyvalue-redis`: buckets as key prefixes on a Redis server (link config `url`)."""
 
     kind = "keyvalue-redis"
+    watch_supported = False
 
     async def open_backend(self, link: Link, config: StrMap) -> KvLink:
         """A Redis client for the link's `url` (default redis://127.0.0.1:6379)."""
