@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from wasmlattice.host.invoke import ExportInvoker, InvokeError
+from wasmlattice.http.target import Workload
 from wasmlattice.runtime.component import CompileCache
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.fastcall import GuestTrap
@@ -41,9 +42,8 @@ def invoker_for(engine: HostEngine, tmp_path_factory: pytest.TempPathFactory) ->
     linked = link(engine, CompileCache(None).load(out.read_bytes(), engine, "hostcall.wasm"), reg)
 
     def make(max_instances: int, timeout: float) -> ExportInvoker:
-        return ExportInvoker(
-            engine, linked, WasiConfig(component_id="micro"), max_instances=max_instances, timeout=timeout
-        )
+        workload = Workload("micro", timeout=timeout, threads=max_instances, max_concurrency=max_instances)
+        return ExportInvoker(engine, linked, WasiConfig(component_id="micro"), workload)
 
     return make
 
@@ -56,7 +56,7 @@ async def test_short_calls_answer_and_traps_surface(invoker_for: Any) -> None:
     assert await inv.call(BENCH, "run", 3) == 3  # a trapped instance is gone; the next is fresh
     with pytest.raises(InvokeError, match="does not export"):
         await inv.call(BENCH, "nope")
-    inv.close()
+    await inv.workload.retire(0.5)
 
 
 async def test_a_full_component_fails_the_waiting_call_at_its_deadline(invoker_for: Any) -> None:
@@ -72,4 +72,4 @@ async def test_a_full_component_fails_the_waiting_call_at_its_deadline(invoker_f
     with pytest.raises(GuestTrap):
         await spinning
     assert await inv.call(BENCH, "run", 2) == 2  # the slot is free again
-    inv.close()
+    await inv.workload.retire(0.5)

@@ -37,6 +37,7 @@ class Route:
         # Prepared once at link time: the hot path only encodes and decodes.
         self.params = codec.TupleCodec([t for _, t in sig.params])
         self.results = codec.TupleCodec([] if sig.result is None else [sig.result])
+        self._wire: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
 
     def call(self, comp: ComponentContext, args: tuple[Any, ...]) -> Any:
         """Call the function on the target of the calling component's link; the callee's result."""
@@ -65,8 +66,13 @@ class Route:
             data = self.params.encode(args)
         except codec.CodecError as e:
             raise comp.error(f"cannot send {self.instance}#{self.func} to `{target}`: {e}") from None
-        subject = transport.invocation_subject(f"{services.lattice}.{target}", self.instance, self.func)
-        headers = {"source-id": comp.component_id, "link-name": link_name}
+        key = (target, comp.component_id, link_name)
+        found = self._wire.get(key)
+        if found is None:
+            # Built once per (target, caller, link), not per call.
+            subject = transport.invocation_subject(f"{services.lattice}.{target}", self.instance, self.func)
+            found = self._wire[key] = (subject, {"source-id": comp.component_id, "link-name": link_name})
+        subject, headers = found
         timeout = services.invocation_timeout
 
         async def invoke() -> bytes:

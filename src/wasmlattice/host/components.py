@@ -22,7 +22,7 @@ from wasmlattice.capabilities.catalog import host_registry
 from wasmlattice.capabilities.secrets import resolve_secrets
 from wasmlattice.host.exports import ExportServer
 from wasmlattice.host.invoke import ExportInvoker, InvokeError
-from wasmlattice.http.target import INCOMING_HANDLER, HttpTarget
+from wasmlattice.http.target import INCOMING_HANDLER, HttpTarget, Workload
 from wasmlattice.lattice import subjects as sj
 from wasmlattice.lattice.models import ComponentDescription, StrMap
 from wasmlattice.runtime.component import (
@@ -104,6 +104,8 @@ class RunningComponent:
     config_names: list[str] = field(default_factory=list)
     limits: StrMap | None = None
     target: HttpTarget | None = None
+    # Threads and instance bound of every call (the HTTP target when there is one).
+    workload: Workload | None = None
     wasi: WasiConfig = field(default_factory=WasiConfig)
     context: ComponentContext | None = None
     invoker: ExportInvoker | None = None
@@ -264,14 +266,14 @@ class ComponentRegistry:
         running.wasi = WasiConfig(component_id=running.component_id, args=["main.wasm"], component=context)
         running.target = self._target(running)
         timeout, memory = parse_limits(running.limits)
-        running.invoker = ExportInvoker(
-            self.engine,
-            running.linked,
-            running.wasi,
-            max_instances=running.max_instances,
+        running.workload = running.target or Workload(
+            running.component_id,
             timeout=timeout,
-            max_memory=memory,
-            target=running.target,
+            threads=min(running.max_instances, MAX_THREADS_PER_COMPONENT),
+            max_concurrency=running.max_instances,
+        )
+        running.invoker = ExportInvoker(
+            self.engine, running.linked, running.wasi, running.workload, max_memory=memory
         )
         if self.services is not None and self.services.nc is not None:
             # Serve the exports to the lattice (wRPC) under this component's queue group.
@@ -341,12 +343,10 @@ class ComponentRegistry:
         """Stop every component (in-flight requests get a short grace) and the engine's ticker."""
         async with self._lock:
             for running in self._components.values():
-                if running.target is not None:
-                    await running.target.retire(0.5)
                 if running.server is not None:
                     await running.server.stop()
-                if running.invoker is not None:
-                    running.invoker.close()
+                if running.workload is not None:
+                    await running.workload.retire(0.5)
             self._components.clear()
         for task in list(self._retiring):
             task.cancel()
@@ -395,7 +395,5 @@ class ComponentRegistry:
 async def _retire(running: RunningComponent) -> None:
     if running.server is not None:
         await running.server.stop()
-    if running.target is not None:
-        await running.target.retire(RETIRE_DRAIN_S)
-    if running.invoker is not None:
-        running.invoker.close()
+    if running.workload is not None:
+        await running.workload.retire(RETIRE_DRAIN_S)

@@ -18,7 +18,7 @@ from ..runtime.engine import HostEngine
 from ..runtime.fastcall import GuestTrap
 from ..runtime.pool import InstancePool
 from ..runtime.witypes import Err, Ok
-from ..wasi.ctx import DeadlineExceeded, NeedsLoop, WasiConfig, WasiCtx
+from ..wasi.ctx import WasiConfig, WasiCtx
 from ..wasi.http import (
     FORBIDDEN_HEADERS,
     IncomingRequest,
@@ -28,7 +28,15 @@ from ..wasi.http import (
     header_text,
 )
 from ..wasi.io import BytePipe, IoError
-from .target import INCOMING_HANDLER, INLINE_BUDGET, HttpTarget, SlotTimeout, load_http_component
+from .target import (
+    INCOMING_HANDLER,
+    INLINE_BUDGET,
+    HttpTarget,
+    SlotTimeout,
+    interrupted,
+    load_http_component,
+    retry_on_thread,
+)
 
 log = logging.getLogger("wasmlattice.http")
 
@@ -172,7 +180,7 @@ class HttpHandler:
         try:
             target.pool.run(wctx, budget, self._request(request, body), ResponseOutparam(ex.deliver))
         except GuestTrap as e:
-            retry = isinstance(e.cause, NeedsLoop) or (_interrupted(e) and target.timeout > budget)
+            retry = retry_on_thread(e, budget, target.timeout)
             if retry:
                 target.inline.record(False)
                 return None
@@ -309,7 +317,7 @@ def _failure(target: HttpTarget, exc: BaseException | None, req_body: BytePipe) 
         log.warning("%s: %s", name, body_err.message)
         return error_response(413, body_err.message)
     if isinstance(exc, GuestTrap):
-        if _interrupted(exc):
+        if interrupted(exc):
             log.warning("%s exceeded its %ss deadline and was interrupted", name, target.timeout)
             return error_response(504, f"the component did not answer within {target.timeout}s")
         log.error("%s trapped: %s\n%s", name, exc.reason, exc.message)
@@ -369,10 +377,6 @@ def _split_target(target: str) -> tuple[str, str | None]:
     end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     path = rest[end:]
     return (path if path.startswith("/") else "/" + path), rest[:end]
-
-
-def _interrupted(e: GuestTrap) -> bool:
-    return isinstance(e.cause, DeadlineExceeded) or "interrupt" in e.message
 
 
 def _end_unfinished_body(result: Any) -> None:

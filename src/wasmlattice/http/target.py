@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..runtime.component import CompileCache, ComponentError, read_component_file
 from ..runtime.engine import HostEngine
+from ..runtime.fastcall import GuestTrap
 from ..runtime.linking import LinkedComponent, link
 from ..runtime.pool import InstancePool
-from ..wasi.ctx import WasiConfig
+from ..wasi.ctx import DeadlineExceeded, NeedsLoop, WasiConfig
 
 INCOMING_HANDLER = "wasi:http/incoming-handler"
 
@@ -45,26 +46,32 @@ class SlotTimeout(Exception):
     """No instance of a component became free before the request's deadline."""
 
 
-class HttpTarget:
-    """A linked HTTP component and what serving it needs: its pool, WASI config, threads and bound.
+def retry_on_thread(e: GuestTrap, budget: float, limit: float) -> bool:
+    """Whether an inline attempt that failed with `e` should run again on a worker thread.
 
-    `max_concurrency` bounds how many requests run the guest at once (wasmCloud's `max_instances`);
-    None means unbounded (`wasmlattice run`, whose concurrency is bounded by its threads).
+    It should when the guest had to wait for the loop, or when the short inline budget (not the
+    call's own, longer, limit) interrupted it.
+    """
+    return isinstance(e.cause, NeedsLoop) or (interrupted(e) and limit > budget)
+
+
+def interrupted(e: GuestTrap) -> bool:
+    """Whether a trap is the deadline (epoch interruption or a host wait past it)."""
+    return isinstance(e.cause, DeadlineExceeded) or "interrupt" in e.message
+
+
+class Workload:
+    """What running one component's guests needs: worker threads, an instance bound, inline policy.
+
+    `max_concurrency` bounds how many guests of the component run at once (wasmCloud's
+    `max_instances`), whatever export they serve; None means unbounded (`wasmlattice run`, whose
+    concurrency is bounded by its threads).
     """
 
     def __init__(
-        self,
-        name: str,
-        pool: InstancePool,
-        config: WasiConfig,
-        *,
-        timeout: float,
-        threads: int,
-        max_concurrency: int | None = None,
+        self, name: str, *, timeout: float, threads: int, max_concurrency: int | None = None
     ) -> None:
         self.name = name
-        self.pool = pool
-        self.config = config
         self.timeout = timeout
         self.max_concurrency = max_concurrency
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="wasm")
@@ -75,7 +82,7 @@ class HttpTarget:
         self._idle.set()
 
     async def acquire(self, timeout: float | None = None) -> None:
-        """Take an instance slot, waiting up to the request deadline (or `timeout`); raises `SlotTimeout`."""
+        """Take an instance slot, waiting up to the deadline (or `timeout`); raises `SlotTimeout`."""
         limit = self.timeout if timeout is None else min(timeout, self.timeout)
         if self._slots is not None:
             if not self._slots.locked():
@@ -100,11 +107,29 @@ class HttpTarget:
             self._idle.set()
 
     async def retire(self, drain_timeout: float) -> None:
-        """Wait (bounded) for in-flight requests to finish, then release the worker threads."""
+        """Wait (bounded) for in-flight calls to finish, then release the worker threads."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), drain_timeout)
         # Running guests finish on their threads; nothing new can be submitted once retired.
         self.executor.shutdown(wait=False, cancel_futures=False)
+
+
+class HttpTarget(Workload):
+    """A linked HTTP component and what serving it needs: its pool and WASI config, and a workload."""
+
+    def __init__(
+        self,
+        name: str,
+        pool: InstancePool,
+        config: WasiConfig,
+        *,
+        timeout: float,
+        threads: int,
+        max_concurrency: int | None = None,
+    ) -> None:
+        super().__init__(name, timeout=timeout, threads=threads, max_concurrency=max_concurrency)
+        self.pool = pool
+        self.config = config
 
 
 def load_http_component(engine: HostEngine, path: str, cache: CompileCache) -> LinkedComponent:
