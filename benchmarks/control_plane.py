@@ -80,7 +80,7 @@ class Bench:
         """`host.ping` until every host has answered (what `host ping` waits for, minus its idle wait)."""
         inbox = self.nc.new_inbox()
         sub = await self.nc.subscribe(inbox, max_msgs=HOSTS)
-        await self.nc.publish(sj.host_ping(LATTICE), b"", reply=inbox)
+        await self.nc.publish(sj.ctl_subject(sj.CtlOperation.HOST_PING, LATTICE), b"", reply=inbox)
         for _ in range(HOSTS):
             await sub.next_msg(timeout=10)
 

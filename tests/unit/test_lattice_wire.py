@@ -44,6 +44,7 @@ from wasmlattice.lattice.models import (
     is_reserved_label,
     parse_payload,
 )
+from wasmlattice.lattice.subjects import CtlOperation as Op
 from wasmlattice.lattice.wire import WireModel
 
 NOW = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -60,31 +61,31 @@ def wire(model: Any) -> Any:
 
 def test_ctl_subjects_literal() -> None:
     p = "wasmbus.ctl.v1.default"
-    assert sj.component_auction() == f"{p}.component.auction"
-    assert sj.component_scale(HOST) == f"{p}.component.scale.{HOST}"
-    assert sj.component_update(HOST) == f"{p}.component.update.{HOST}"
-    assert sj.provider_auction() == f"{p}.provider.auction"
-    assert sj.provider_start(HOST) == f"{p}.provider.start.{HOST}"
-    assert sj.provider_stop(HOST) == f"{p}.provider.stop.{HOST}"
-    assert sj.host_ping() == f"{p}.host.ping"
-    assert sj.host_get(HOST) == f"{p}.host.get.{HOST}"
-    assert sj.host_stop(HOST) == f"{p}.host.stop.{HOST}"
-    assert sj.label_put(HOST) == f"{p}.label.put.{HOST}"
-    assert sj.label_del(HOST) == f"{p}.label.del.{HOST}"
-    assert sj.link_put() == f"{p}.link.put"
-    assert sj.link_del() == f"{p}.link.del"
-    assert sj.link_get() == f"{p}.link.get"
-    assert sj.claims_get() == f"{p}.claims.get"
-    assert sj.config_put("cfg") == f"{p}.config.put.cfg"
-    assert sj.config_get("cfg") == f"{p}.config.get.cfg"
-    assert sj.config_del("cfg") == f"{p}.config.del.cfg"
-    assert sj.registry_put() == f"{p}.registry.put"
-    assert sj.host_ping("lat1", "custom.ctl") == "custom.ctl.v1.lat1.host.ping"
+    assert sj.ctl_subject(Op.COMPONENT_AUCTION) == f"{p}.component.auction"
+    assert sj.ctl_subject(Op.COMPONENT_SCALE, target=HOST) == f"{p}.component.scale.{HOST}"
+    assert sj.ctl_subject(Op.COMPONENT_UPDATE, target=HOST) == f"{p}.component.update.{HOST}"
+    assert sj.ctl_subject(Op.PROVIDER_AUCTION) == f"{p}.provider.auction"
+    assert sj.ctl_subject(Op.PROVIDER_START, target=HOST) == f"{p}.provider.start.{HOST}"
+    assert sj.ctl_subject(Op.PROVIDER_STOP, target=HOST) == f"{p}.provider.stop.{HOST}"
+    assert sj.ctl_subject(Op.HOST_PING) == f"{p}.host.ping"
+    assert sj.ctl_subject(Op.HOST_GET, target=HOST) == f"{p}.host.get.{HOST}"
+    assert sj.ctl_subject(Op.HOST_STOP, target=HOST) == f"{p}.host.stop.{HOST}"
+    assert sj.ctl_subject(Op.LABEL_PUT, target=HOST) == f"{p}.label.put.{HOST}"
+    assert sj.ctl_subject(Op.LABEL_DEL, target=HOST) == f"{p}.label.del.{HOST}"
+    assert sj.ctl_subject(Op.LINK_PUT) == f"{p}.link.put"
+    assert sj.ctl_subject(Op.LINK_DEL) == f"{p}.link.del"
+    assert sj.ctl_subject(Op.LINK_GET) == f"{p}.link.get"
+    assert sj.ctl_subject(Op.CLAIMS_GET) == f"{p}.claims.get"
+    assert sj.ctl_subject(Op.CONFIG_PUT, target="cfg") == f"{p}.config.put.cfg"
+    assert sj.ctl_subject(Op.CONFIG_GET, target="cfg") == f"{p}.config.get.cfg"
+    assert sj.ctl_subject(Op.CONFIG_DEL, target="cfg") == f"{p}.config.del.cfg"
+    assert sj.ctl_subject(Op.REGISTRY_PUT) == f"{p}.registry.put"
+    assert sj.ctl_subject(Op.HOST_PING, "lat1", None, "custom.ctl") == "custom.ctl.v1.lat1.host.ping"
 
 
 def test_subject_tokens_rejected() -> None:
     with pytest.raises(ValueError, match="subject token"):
-        sj.config_put("a.b")
+        sj.ctl_subject(Op.CONFIG_PUT, target="a.b")
     with pytest.raises(ValueError, match="needs a host ID"):
         sj.ctl_subject("component.scale")
     with pytest.raises(ValueError, match="no trailing"):

@@ -44,6 +44,7 @@ from wasmlattice.lattice.models import (
     StopProviderCommand,
     UpdateComponentCommand,
 )
+from wasmlattice.lattice.subjects import CtlOperation
 from wasmlattice.lattice.wire import PayloadError, WireModel, WireRoot, decode_json, validate_obj
 
 M = TypeVar("M", bound=BaseModel)
@@ -148,6 +149,10 @@ class CtlClient:
 
     # -- transport -------------------------------------------------------------------------------
 
+    def _subject(self, op: CtlOperation, target: str | None = None) -> str:
+        """The subject of `op` on this client's lattice (and host or config `target`)."""
+        return subjects.ctl_subject(op, self.lattice, target, self.prefix)
+
     async def _request(
         self, subject: str, payload: bytes, what: str, host_id: str | None = None
     ) -> CtlResult:
@@ -224,7 +229,7 @@ class CtlClient:
     async def ping_hosts(self, wait: float = 1.0) -> list[Host]:
         """Every host of the lattice that answers `host.ping` within `wait` seconds, sorted by ID."""
         what = "host.ping"
-        results = await self._gather_ok(subjects.host_ping(self.lattice, self.prefix), b"", wait, what)
+        results = await self._gather_ok(self._subject(CtlOperation.HOST_PING), b"", wait, what)
         hosts = [parse_response_payload(Host, r, what) for r in results if r.success]
         return sorted(hosts, key=lambda h: h.id)
 
@@ -232,9 +237,7 @@ class CtlClient:
         """One host's inventory (`host.get`)."""
         host_id = _require(host_id, "Host ID")
         what = "host.get"
-        result = await self._request(
-            subjects.host_get(host_id, self.lattice, self.prefix), b"", what, host_id
-        )
+        result = await self._request(self._subject(CtlOperation.HOST_GET, host_id), b"", what, host_id)
         return parse_response_payload(HostInventory, check_response(result, what), what)
 
     async def stop_host(self, host_id: str, timeout_ms: int | None = None) -> str:
@@ -242,9 +245,7 @@ class CtlClient:
         host_id = _require(host_id, "Host ID")
         body = StopHostCommand(host_id=host_id, timeout=timeout_ms).to_wire()
         what = "host.stop"
-        result = await self._request(
-            subjects.host_stop(host_id, self.lattice, self.prefix), body, what, host_id
-        )
+        result = await self._request(self._subject(CtlOperation.HOST_STOP, host_id), body, what, host_id)
         return check_response(result, what).message
 
     async def put_label(self, host_id: str, key: str, value: str) -> str:
@@ -252,9 +253,7 @@ class CtlClient:
         host_id = _require(host_id, "Host ID")
         body = HostLabel(key=key, value=value).to_wire()
         what = "label.put"
-        result = await self._request(
-            subjects.label_put(host_id, self.lattice, self.prefix), body, what, host_id
-        )
+        result = await self._request(self._subject(CtlOperation.LABEL_PUT, host_id), body, what, host_id)
         return check_response(result, what).message
 
     async def delete_label(self, host_id: str, key: str) -> str:
@@ -262,9 +261,7 @@ class CtlClient:
         host_id = _require(host_id, "Host ID")
         body = HostLabelIdentifier(key=key).to_wire()
         what = "label.del"
-        result = await self._request(
-            subjects.label_del(host_id, self.lattice, self.prefix), body, what, host_id
-        )
+        result = await self._request(self._subject(CtlOperation.LABEL_DEL, host_id), body, what, host_id)
         return check_response(result, what).message
 
     # -- links -----------------------------------------------------------------------------------
@@ -272,9 +269,7 @@ class CtlClient:
     async def get_links(self) -> list[Link]:
         """Every link in the lattice (`link.get`, answered by one host)."""
         what = "link.get"
-        result = check_response(
-            await self._request(subjects.link_get(self.lattice, self.prefix), b"", what), what
-        )
+        result = check_response(await self._request(self._subject(CtlOperation.LINK_GET), b"", what), what)
         if result.response is None:
             return []
         return list(parse_response_payload(LinkList, result, what).root)
@@ -285,7 +280,7 @@ class CtlClient:
         _require(link.target, "Target")
         _require(link.name, "Link Name")
         what = "link.put"
-        result = await self._request(subjects.link_put(self.lattice, self.prefix), link.to_wire(), what)
+        result = await self._request(self._subject(CtlOperation.LINK_PUT), link.to_wire(), what)
         return check_response(result, what).message
 
     async def delete_link(
@@ -299,7 +294,7 @@ class CtlClient:
             wit_package=wit_package,
         ).to_wire()
         what = "link.del"
-        result = await self._request(subjects.link_del(self.lattice, self.prefix), body, what)
+        result = await self._request(self._subject(CtlOperation.LINK_DEL), body, what)
         return check_response(result, what).message
 
     # -- config and claims -----------------------------------------------------------------------
@@ -307,7 +302,7 @@ class CtlClient:
     async def get_config(self, name: str) -> dict[str, str] | None:
         """The named config `name`, or None if it does not exist (`config.get`)."""
         what = "config.get"
-        result = await self._request(subjects.config_get(name, self.lattice, self.prefix), b"", what)
+        result = await self._request(self._subject(CtlOperation.CONFIG_GET, name), b"", what)
         check_response(result, what)
         if result.response is None:
             return None
@@ -317,21 +312,19 @@ class CtlClient:
         """Store named config `name` (`config.put`); returns the host's message."""
         body = NamedConfig(dict(values)).to_wire()
         what = "config.put"
-        result = await self._request(subjects.config_put(name, self.lattice, self.prefix), body, what)
+        result = await self._request(self._subject(CtlOperation.CONFIG_PUT, name), body, what)
         return check_response(result, what).message
 
     async def delete_config(self, name: str) -> str:
         """Delete named config `name` (`config.del`, idempotent); returns the host's message."""
         what = "config.del"
-        result = await self._request(subjects.config_del(name, self.lattice, self.prefix), b"", what)
+        result = await self._request(self._subject(CtlOperation.CONFIG_DEL, name), b"", what)
         return check_response(result, what).message
 
     async def get_claims(self) -> list[dict[str, str]]:
         """Claims of every signed component and provider known to the lattice (`claims.get`)."""
         what = "claims.get"
-        result = check_response(
-            await self._request(subjects.claims_get(self.lattice, self.prefix), b"", what), what
-        )
+        result = check_response(await self._request(self._subject(CtlOperation.CLAIMS_GET), b"", what), what)
         if result.response is None:
             return []
         return [dict(c) for c in parse_response_payload(ClaimsList, result, what).root]
@@ -364,7 +357,7 @@ class CtlClient:
         ).to_wire()
         what = "component.scale"
         result = await self._request(
-            subjects.component_scale(host_id, self.lattice, self.prefix), body, what, host_id
+            self._subject(CtlOperation.COMPONENT_SCALE, host_id), body, what, host_id
         )
         return check_response(result, what).message
 
@@ -385,7 +378,7 @@ class CtlClient:
         ).to_wire()
         what = "component.update"
         result = await self._request(
-            subjects.component_update(host_id, self.lattice, self.prefix), body, what, host_id
+            self._subject(CtlOperation.COMPONENT_UPDATE, host_id), body, what, host_id
         )
         return check_response(result, what).message
 
@@ -408,9 +401,7 @@ class CtlClient:
             annotations=dict(annotations) if annotations is not None else None,
         ).to_wire()
         what = "provider.start"
-        result = await self._request(
-            subjects.provider_start(host_id, self.lattice, self.prefix), body, what, host_id
-        )
+        result = await self._request(self._subject(CtlOperation.PROVIDER_START, host_id), body, what, host_id)
         return check_response(result, what).message
 
     async def stop_provider(self, host_id: str, provider_id: str) -> str:
@@ -420,9 +411,7 @@ class CtlClient:
             host_id=host_id, provider_id=_require(provider_id, "Provider ID")
         ).to_wire()
         what = "provider.stop"
-        result = await self._request(
-            subjects.provider_stop(host_id, self.lattice, self.prefix), body, what, host_id
-        )
+        result = await self._request(self._subject(CtlOperation.PROVIDER_STOP, host_id), body, what, host_id)
         return check_response(result, what).message
 
     async def auction_component(
@@ -440,7 +429,7 @@ class CtlClient:
         ).to_wire()
         what = "component.auction"
         results = await self._gather_ok(
-            subjects.component_auction(self.lattice, self.prefix),
+            self._subject(CtlOperation.COMPONENT_AUCTION),
             body,
             self.auction_timeout if wait is None else wait,
             what,
@@ -462,7 +451,7 @@ class CtlClient:
         ).to_wire()
         what = "provider.auction"
         results = await self._gather_ok(
-            subjects.provider_auction(self.lattice, self.prefix),
+            self._subject(CtlOperation.PROVIDER_AUCTION),
             body,
             self.auction_timeout if wait is None else wait,
             what,
@@ -472,7 +461,7 @@ class CtlClient:
     async def put_registries(self, registries: Mapping[str, RegistryCredential]) -> None:
         """Push registry credentials to every host (fire-and-forget, as the reference client does)."""
         body = RegistryCredentialMap(dict(registries)).to_wire()
-        await self.nc.publish(subjects.registry_put(self.lattice, self.prefix), body)
+        await self.nc.publish(self._subject(CtlOperation.REGISTRY_PUT), body)
         await self.nc.flush(timeout=max(self.timeout, 1.0))
 
 
