@@ -57,3 +57,9 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
+
+
+def percentile(samples: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of `samples`, in their own unit."""
+    s = sorted(samples)
+    return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]

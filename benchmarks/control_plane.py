@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from common import RESPONDER, machine, stop_processes
+from common import RESPONDER, machine, percentile, stop_processes
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
@@ -43,8 +43,7 @@ PEER_SUBJECT = "bench.echo"
 
 def pct(samples: list[float], p: float) -> float:
     """The p-th percentile (nearest rank) of `samples`, in ms."""
-    s = sorted(samples)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))] * 1000
+    return percentile(samples, p) * 1000
 
 
 async def timed(n: int, op: Callable[[], Awaitable[Any]]) -> list[float]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 import nats
-from common import RESPONDER, free_port, machine, stop_processes
+from common import RESPONDER, free_port, machine, percentile, stop_processes
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
@@ -56,11 +56,6 @@ def http_link(target: str, config: str) -> Link:
         interfaces=["incoming-handler"],
         source_config=[config],
     )
-
-
-def pct(samples: list[float], p: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(len(s) * p / 100))]
 
 
 async def hosts_by_label(ctl: CtlClient, timeout: float = 120.0) -> dict[str, str]:
@@ -167,7 +162,7 @@ async def run(args: argparse.Namespace) -> None:
                         await nc.request(PEER_SUBJECT, params, timeout=10)
                         times.append(time.perf_counter() - t)
                     total = time.perf_counter() - t0
-                    return args.n / total, pct(times, 50) * 1000, pct(times, 99) * 1000
+                    return args.n / total, percentile(times, 50) * 1000, percentile(times, 99) * 1000
 
                 await peer()
                 peer_best = max([await peer() for _ in range(args.runs)], key=lambda r: r[0])
