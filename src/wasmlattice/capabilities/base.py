@@ -223,7 +223,7 @@ class HostServices:
         if index is None or self._index_generation != self.state.generation:
             self._index_generation = self.state.generation
             index = {}
-            for lk in _links(self.state):
+            for lk in self.state.links():
                 for iface in lk.interfaces:
                     key = (lk.source_id, lk.name, f"{lk.wit_namespace}:{lk.wit_package}/{iface}")
                     index.setdefault(key, lk)
@@ -306,16 +306,6 @@ class ComponentContext:
             if wctx is not None and wctx.deadline is not None and time.monotonic() >= wctx.deadline:
                 raise DeadlineExceeded("request deadline exceeded during a capability call") from None
             raise CapabilityError(f"the capability call did not finish within {limit:.1f}s") from None
-
-
-def _links(state: LatticeState) -> list[Link]:
-    # Called from wasm threads while the loop may apply a lattice change: retry a torn read.
-    for _ in range(10):
-        try:
-            return state.links()
-        except RuntimeError:
-            continue
-    return state.links()
 
 
 async def _awaitable(make: Callable[[], Awaitable[T]]) -> T:

@@ -52,6 +52,9 @@ class LatticeState:
         self.lattice_data = lattice_data
         self.config_data = config_data
         self._specs: dict[str, ComponentSpecification] = {}
+        # Every link, rebuilt on each change: a whole new tuple, so readers on other threads
+        # (capability calls from wasm threads) always see a consistent one.
+        self._links: tuple[Link, ...] = ()
         self._claims: dict[str, dict[str, Any]] = {}
         # Link put/delete are read-modify-write on one key; serialize them within this host.
         self._write_lock = asyncio.Lock()
@@ -94,12 +97,12 @@ class LatticeState:
             for event in watch.drain():
                 self._apply(event, specs, claims)
             self._specs, self._claims = specs, claims
-            self.generation += 1
+            self._changed()
             self._synced.set()
             log.info("lattice %s: replayed %d specs and %d claims", self.lattice, len(specs), len(claims))
             async for event in watch:
                 self._apply(event, self._specs, self._claims)
-                self.generation += 1
+                self._changed()
                 for listener in self.listeners:
                     listener(event)
 
@@ -160,7 +163,11 @@ class LatticeState:
 
     def links(self) -> list[Link]:
         """Every link this host knows, flattened over all component specs (what `link.get` returns)."""
-        return [link for spec in self._specs.values() for link in spec.links]
+        return list(self._links)
+
+    def _changed(self) -> None:
+        self._links = tuple(link for spec in self._specs.values() for link in spec.links)
+        self.generation += 1
 
     def spec(self, component_id: str) -> ComponentSpecification | None:
         """The cached spec of a component or provider, if any."""
@@ -181,6 +188,7 @@ class LatticeState:
         """Write `COMPONENT_<id>` and update the local view at once (the watch confirms it later)."""
         await self.lattice_data.put(sj.component_spec_key(component_id), spec.to_wire())
         self._specs[component_id] = spec
+        self._changed()
 
     async def ensure_spec(self, component_id: str, url: str) -> None:
         """Write an empty `COMPONENT_<id>` spec with `url` unless one exists (scale, provider start)."""
