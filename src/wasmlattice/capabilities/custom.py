@@ -35,8 +35,8 @@ class Route:
         self.func = func
         self.sig = sig
         # Prepared once at link time: the hot path only encodes and decodes.
-        self.params = codec.TupleCodec([t for _, t in sig.params])
-        self.results = codec.TupleCodec([] if sig.result is None else [sig.result])
+        self.params = codec.params_codec(sig)
+        self.results = codec.results_codec(sig)
         self._wire: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
 
     def call(self, comp: ComponentContext, args: tuple[Any, ...]) -> Any:

@@ -115,7 +115,7 @@ async def _call(
             ]
         except JsonValueError as e:
             raise CallError(str(e)) from None
-        data = codec.TupleCodec(params).encode(values)
+        data = codec.params_codec(sig).encode(values)
         subject = transport.invocation_subject(f"{lattice}.{component_id}", instance, func)
         try:
             reply = await transport.invoke(
@@ -123,7 +123,7 @@ async def _call(
             )
         except transport.WrpcError as e:
             raise CallError(f"calling {instance}.{func} on {component_id} failed: {e}") from None
-        decoded = codec.TupleCodec([] if sig.result is None else [sig.result]).decode(reply)
+        decoded = codec.results_codec(sig).decode(reply)
         return to_json(sig.result, decoded[0]) if decoded else None
     finally:
         with contextlib.suppress(Exception):

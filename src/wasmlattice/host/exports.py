@@ -85,8 +85,8 @@ class ExportServer:
                     )
                     continue
                 subject = transport.invocation_subject(prefix, instance, fname)
-                handler = self._handler(parsed.unversioned, instance, fname, sig)
-                params = codec.TupleCodec([t for _, t in sig.params])
+                params = codec.params_codec(sig)
+                handler = self._handler(parsed.unversioned, instance, fname, sig, params)
                 sub = await transport.serve(
                     self.nc, subject, queue, handler, params_complete=_completeness(params)
                 )
@@ -94,9 +94,10 @@ class ExportServer:
                 subjects.append(subject)
         return subjects
 
-    def _handler(self, interface: str, instance: str, fname: str, sig: FuncSig) -> Any:
-        params = codec.TupleCodec([t for _, t in sig.params])
-        results = codec.TupleCodec([] if sig.result is None else [sig.result])
+    def _handler(
+        self, interface: str, instance: str, fname: str, sig: FuncSig, params: codec.TupleCodec
+    ) -> Any:
+        results = codec.results_codec(sig)
         component_id = self.component_id
 
         async def handle(data: bytes, headers: Mapping[str, str]) -> bytes:
