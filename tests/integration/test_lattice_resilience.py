@@ -178,15 +178,27 @@ async def links_on_every_answer(lat: Lattice, expect: list[Link], tries: int = 2
 
 async def test_hosts_survive_a_nats_restart(lattice: Lattice, echo_ref: str) -> None:
     lat = lattice
-    lat.start_host()
-    lat.start_host()
-    ids = await lat.host_ids(2)
+    for _ in range(3):
+        lat.start_host()
+    ids = await lat.host_ids(3)
     ctl = lat.ctl
     await ctl.put_config("cfg", {"a": "1", "b": "2"})
     link = kv_link("echo", "kv")
     await ctl.put_link(link)
     await scale_and_wait(lat, ids["host0"], echo_ref, "echo", 3)
-    assert await links_on_every_answer(lat, [link])
+    # HTTP ingress on another host, routed to a component there: it must work again after the
+    # restart without anyone touching it.
+    await scale_and_wait(lat, ids["host1"], echo_ref, "web")
+    port = free_port()
+    await ctl.put_config("http", {"address": f"127.0.0.1:{port}"})
+    assert (
+        await ctl.start_provider(ids["host1"], HTTP_SERVER, "http-server") == "successfully started provider"
+    )
+    http = http_link("http-server", "web", ["http"])
+    await ctl.put_link(http)
+    url = f"http://127.0.0.1:{port}/echo"
+    await eventually(lambda: http_get(url), lambda s: s == 200, 30.0, "HTTP 200 from web")
+    assert await links_on_every_answer(lat, [link, http])
 
     # Stop the server (SIGTERM: JetStream flushes its store) and start it again in place.
     await lat.stop_nats()
@@ -194,8 +206,8 @@ async def test_hosts_survive_a_nats_restart(lattice: Lattice, echo_ref: str) -> 
     t0 = time.monotonic()
     await lat.start_nats()
 
-    # Both hosts answer again within a bounded time (nats-py reconnects every 0.5 s).
-    again = await lat.host_ids(2, timeout=30.0)
+    # Every host answers again within a bounded time (nats-py reconnects every 0.5 s).
+    again = await lat.host_ids(3, timeout=30.0)
     assert again == ids
     recovered = time.monotonic() - t0
     assert recovered < 30.0
@@ -204,7 +216,15 @@ async def test_hosts_survive_a_nats_restart(lattice: Lattice, echo_ref: str) -> 
     await eventually(
         lambda: ctl.get_config("cfg"), lambda c: c == {"a": "1", "b": "2"}, 15.0, "config after restart"
     )
-    await eventually(ctl.get_links, lambda got: got == [link], 15.0, "links after restart")
+    await eventually(
+        ctl.get_links,
+        lambda got: (
+            sorted(x.model_dump_json() for x in got)
+            == sorted([link.model_dump_json(), http.model_dump_json()])
+        ),
+        15.0,
+        "links after restart",
+    )
     inv = await ctl.get_host_inventory(ids["host0"])
     assert [(c.id, c.image_ref, c.max_instances) for c in inv.components] == [("echo", echo_ref, 3)]
 
@@ -216,9 +236,14 @@ async def test_hosts_survive_a_nats_restart(lattice: Lattice, echo_ref: str) -> 
     await ctl.put_link(link2)
 
     await eventually(
-        lambda: links_on_every_answer(lat, [link, link2], tries=10), bool, 15.0, "new link in every view"
+        lambda: links_on_every_answer(lat, [link, http, link2], tries=10),
+        bool,
+        15.0,
+        "new link in every view",
     )
-    for i in range(2):
+    for _ in range(5):
+        assert await http_get(url) == 200
+    for i in range(3):
         text = lat.log(i).read_text(errors="replace")
         assert "reconnected to NATS" in text, text[-3000:]
         assert f"KV watch on {sj.lattice_data_bucket(lat.name)}" in text, text[-3000:]
