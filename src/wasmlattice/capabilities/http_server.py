@@ -17,6 +17,11 @@ TLS: the keys `tls_cert_file` and `tls_priv_key_file` (PEM files, as in wasmClou
 source config may carry its own pair for its listener. A file that cannot be loaded fails the
 provider's start (a bad pair in a link's config: that link is not served, and the reason is logged).
 
+A listener that cannot be opened (the port is taken, a link's TLS files are unreadable) is tried
+again with backoff (0.5 s doubling to 30 s, see `Resync`) without waiting for a lattice change;
+while any is failing, `health()` is unhealthy with each address and its error, so the host's health
+checks publish `health_check_failed` and log why.
+
 Listeners use SO_REUSEPORT, so several hosts of a lattice may serve the same address. Links come
 from the lattice state: a put or delete on any host reaches every host's view, and the host that
 runs the provider re-applies its routes. Requests run on local instances of the target component,
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import ssl
 from collections.abc import Callable, Mapping
@@ -34,7 +40,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from wasmlattice.capabilities.base import Resync
+from wasmlattice.capabilities.base import Resync, RetryLater
 from wasmlattice.http.server import HttpHandler, bind_socket, error_response
 from wasmlattice.http.target import HttpTarget
 from wasmlattice.lattice.models import Link, ProviderDescription, StrMap
@@ -169,8 +175,10 @@ class HttpServerProvider:
         self.header = cfg.get("header", "host").strip() or "host"
         self.tls = tls_files(cfg, f"the config of provider {provider_id}")
         self._listeners: dict[tuple[str, int], _Listener] = {}
+        # Listeners the links want that could not be opened in the last sync: address -> why.
+        self._listen_errors: dict[tuple[str, int], str] = {}
         self._sync_lock = asyncio.Lock()
-        self._resync = Resync(self.sync, f"http-server {provider_id}")
+        self._resync = Resync(self._sync_or_retry, f"http-server {provider_id}")
         self._stopped = False
 
     def description(self) -> ProviderDescription:
@@ -180,11 +188,17 @@ class HttpServerProvider:
         )
 
     def health(self) -> tuple[bool, str | None]:
-        """Healthy while it runs; in path and host mode, only while its one listener is bound."""
+        """Healthy while it runs and every listener its links need is bound; else which failed, why."""
         if self._stopped:
             return False, "stopped"
         if self.routing_mode in SHARED_LISTENER_MODES and self.default_address not in self._listeners:
-            return False, f"not listening on {_fmt(self.default_address)}"
+            why = self._listen_errors.get(self.default_address)
+            return False, why or f"not listening on {_fmt(self.default_address)}"
+        if self._listen_errors:
+            return False, "; ".join(self._listen_errors[a] for a in sorted(self._listen_errors))
+        if self._resync.last_error is not None:
+            # Applying link changes failed for another reason; it is being retried.
+            return False, f"http-server {self.provider_id}: {self._resync.last_error}"
         return True, None
 
     def addresses(self) -> list[tuple[str, int]]:
@@ -199,7 +213,8 @@ class HttpServerProvider:
             # One listener for the provider's lifetime; a bind (or TLS) failure fails the start.
             await self._open(self.default_address, self.tls)
         self.state.listeners.append(self._resync.poke)
-        await self.sync()
+        # Through the resync, so a listener that cannot be opened now is retried with backoff.
+        await self._resync.run_now()
 
     async def stop(self) -> None:
         """Stop listening (open connections are closed) and stop following links."""
@@ -211,9 +226,19 @@ class HttpServerProvider:
             for address in list(self._listeners):
                 await self._close(address)
 
+    async def _sync_or_retry(self) -> None:
+        """`sync`, then `RetryLater` naming each listener that could not be opened (Resync retries)."""
+        await self.sync()
+        if self._listen_errors:
+            raise RetryLater("; ".join(self._listen_errors[a] for a in sorted(self._listen_errors)))
+
     async def sync(self) -> None:
-        """Make listeners and routes match this provider's links in the lattice state."""
+        """Make listeners and routes match this provider's links in the lattice state.
+
+        A listener that cannot be opened is left out and recorded (see `health`), not raised.
+        """
         async with self._sync_lock:
+            errors: dict[tuple[str, int], str] = {}
             wanted: dict[tuple[str, int], dict[str, str]] = {}
             wanted_tls: dict[tuple[str, int], TlsFiles | None] = {}
             if self.routing_mode in SHARED_LISTENER_MODES:
@@ -250,15 +275,26 @@ class HttpServerProvider:
                     try:
                         listener = await self._open(address, wanted_tls[address])
                     except (OSError, ProviderConfigError) as e:
-                        log.error(
-                            "http-server %s: cannot listen on %s for %s: %s",
-                            self.provider_id,
-                            _fmt(address),
-                            ", ".join(sorted(set(routes.values()))) or "its links",
-                            e,
-                        )
+                        # Logged by the resync (rate-limited) and reported by `health`.
+                        errors[address] = self._listen_error(address, routes, e)
                         continue
                 listener.routes = routes
+            self._listen_errors = errors
+
+    def _listen_error(self, address: tuple[str, int], routes: Mapping[str, str], error: Exception) -> str:
+        """What to tell the user about a listener that could not be opened, and what to do."""
+        targets = ", ".join(sorted(set(routes.values()))) or "its links"
+        text = f"cannot listen on {_fmt(address)} for {targets}: {error}"
+        if not isinstance(error, OSError):
+            return text  # a TLS file problem; its message says which keys to fix
+        setting = (
+            "the provider's `default_address` config"
+            if self.routing_mode in SHARED_LISTENER_MODES
+            else "the link's `address` config"
+        )
+        if error.errno == errno.EADDRINUSE:
+            return f"{text}; free the port or change {setting}"
+        return f"{text}; change {setting}"
 
     async def _route_of(self, link: Link) -> tuple[tuple[str, int], str, TlsFiles | None]:
         """A link's listener address, route key and (address mode) TLS files."""

@@ -1,0 +1,180 @@
+"""Supervision of the builtin HTTP server's listeners, and of `Resync` runs in general.
+
+A link whose `address` is taken must not be forgotten until the next lattice change: the provider
+reports itself unhealthy (so the host publishes `health_check_failed` and logs why), retries the
+bind with backoff, and serves the link once the port is free, with no new link or config put.
+Real host process, real nats-server, real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import free_port
+from lattice_env import HTTP_SERVER, get, http_link, wait_status
+from lattice_env import LatticeEnv as Env
+
+from wasmlattice.capabilities.base import Resync, RetryLater
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def host_log(env: Env) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in sorted(env.log_dir.glob("host*.log")))
+
+
+async def wait_log(env: Env, needle: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = host_log(env)
+        if needle in text:
+            return text
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{needle!r} not in the host log:\n{host_log(env)[-4000:]}")
+
+
+def occupy(port: int) -> socket.socket:
+    """A plain listening socket on 127.0.0.1:`port` (no SO_REUSEPORT, so nothing else can bind it)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(8)
+    return sock
+
+
+async def test_a_taken_port_is_reported_unhealthy_and_bound_once_free(env: Env, echo_ref: str) -> None:
+    # A host checking provider health every 0.3 s (the reference: 30 s, first after 5 s).
+    cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", env.nats_url]
+    cmd += ["--lattice", env.lattice, "--health-interval", "0.3"]
+    log = (env.log_dir / "host-supervision.log").open("wb")
+    env.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env.env))
+    (host,) = await env.host_ids(1)
+    ctl = env.ctl
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    blocker = occupy(port)
+    try:
+        assert await ctl.scale_component(host, echo_ref, "echo", 2) == ""
+        await env.wait_event("component_scaled", lambda e: e["data"]["component_id"] == "echo")
+        assert await ctl.start_provider(host, HTTP_SERVER, "web") == "successfully started provider"
+        await env.wait_event("provider_started", lambda e: e["data"]["provider_id"] == "web")
+        # No links yet: healthy (health_check_failed is only sent on a healthy -> unhealthy change).
+        await env.wait_event("health_check_passed", lambda e: e["data"]["provider_id"] == "web")
+
+        await ctl.put_config("web-addr", {"address": address})
+        await ctl.put_link(http_link("web", "echo", ["web-addr"]))
+        failed = await env.wait_event("health_check_failed", lambda e: e["data"]["provider_id"] == "web")
+        assert failed["data"] == {"host_id": host, "provider_id": "web"}
+        why = f"cannot listen on {address} for echo: [Errno 98]"
+        hint = "free the port or change the link's `address` config"
+        # The provider's health subject says which address failed, why, and what to do.
+        reply = json.loads(
+            (await env.nc.request(f"wasmbus.rpc.{env.lattice}.web.health", b"", timeout=5)).data
+        )
+        assert reply["healthy"] is False
+        assert why in reply["message"] and hint in reply["message"], reply
+        # The host's log has the bind failure (with the OS error) and the health change.
+        text = await wait_log(env, f"provider web became unhealthy: {why}")
+        assert f"WARNING wasmlattice.capabilities: http-server web: {why}" in text
+        assert hint in text
+        # Retries of the same failure do not flood the log at WARNING.
+        await asyncio.sleep(2.0)
+        assert host_log(env).count(f"WARNING wasmlattice.capabilities: http-server web: {why}") == 1
+        with pytest.raises(OSError):
+            await get(f"http://{address}/echo", timeout=2)  # the blocker accepts, never answers
+    finally:
+        blocker.close()
+
+    # With no lattice change at all, the next retry (backoff at most 30 s) binds and serves.
+    puts_before = len([e for e in env.events if "linkdef" in e["type"] or "config" in e["type"]])
+    freed = time.monotonic()
+    assert "/echo" in await wait_status(f"http://{address}/echo", 200, timeout=35)
+    assert time.monotonic() - freed < 31
+    assert len([e for e in env.events if "linkdef" in e["type"] or "config" in e["type"]]) == puts_before
+    await wait_log(env, f"http-server web listening on {address}")
+    await wait_log(env, "http-server web: recovered after")
+    # Healthy again: a health_check_passed after the failed one, and the subject says so.
+    failed_at = env.events.index(failed)
+    await env.wait_event(
+        "health_check_passed",
+        lambda e: e["data"]["provider_id"] == "web" and env.events.index(e) > failed_at,
+        timeout=10,
+    )
+    reply = json.loads((await env.nc.request(f"wasmbus.rpc.{env.lattice}.web.health", b"", timeout=5)).data)
+    assert reply == {"healthy": True}
+
+
+async def test_a_failing_resync_run_is_retried_with_backoff(caplog: pytest.LogCaptureFixture) -> None:
+    # A run that fails three times, then succeeds, with no poke after the first.
+    runs: list[float] = []
+
+    async def action() -> None:
+        runs.append(time.monotonic())
+        if len(runs) <= 3:
+            raise RetryLater("cannot listen on 127.0.0.1:1: [Errno 98] Address already in use")
+
+    caplog.set_level(logging.DEBUG, logger="wasmlattice.capabilities")
+    resync = Resync(action, "test", first_retry=0.2, max_retry=0.5)
+    try:
+        await resync.run_now()
+        assert len(runs) == 1 and resync.failures == 1
+        deadline = time.monotonic() + 10
+        while len(runs) < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert len(runs) == 4, runs
+        await asyncio.sleep(0.05)
+        assert resync.failures == 0 and resync.next_retry_in() is None
+    finally:
+        await resync.stop()
+    # Backoff: 0.2 s, then 0.4 s, then capped at 0.5 s.
+    gaps = [b - a for a, b in itertools.pairwise(runs)]
+    for gap, want in zip(gaps, [0.2, 0.4, 0.5], strict=True):
+        assert want - 0.02 <= gap <= want + 0.5, gaps
+    # One WARNING for the repeated failure (the rest at DEBUG), then the recovery at INFO.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "test: cannot listen on 127.0.0.1:1: [Errno 98] Address already in use; retrying in 0.2s"
+    ]
+    assert (
+        len([r for r in caplog.records if r.levelno == logging.DEBUG and "failed again" in r.getMessage()])
+        == 2
+    )
+    assert any(
+        r.levelno == logging.INFO and "recovered after 3 failed attempts" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+async def test_an_unexpected_error_in_a_resync_run_is_logged_with_its_cause_and_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs = 0
+
+    async def action() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise KeyError("bucket")
+
+    resync = Resync(action, "kv test", first_retry=0.1)
+    try:
+        await resync.run_now()
+        deadline = time.monotonic() + 5
+        while runs < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert runs == 2
+    finally:
+        await resync.stop()
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        warning.getMessage()
+        == "kv test: applying lattice changes failed: KeyError: 'bucket'; retrying in 0.1s"
+    )
+    assert warning.exc_info is not None  # the traceback shows where
