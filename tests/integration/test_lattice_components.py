@@ -77,19 +77,50 @@ async def test_component_behind_http_server_provider(env: Env, echo_ref: str, tm
     other = tmp_path / "echo2.wasm"
     shutil.copyfile(echo_ref.removeprefix("file://"), other)
     other_ref = f"file://{other}"
+    seen = len(env.events)
     msg = await ctl.update_component(host, "echo", other_ref)
     assert msg == f"component echo updating from {echo_ref} to {other_ref}"
-    await env.wait_event("component_scaled", lambda e: e["data"]["image_ref"] == other_ref)
+    # §2.4.3: scaled(new ref, max) for the new instance set, then scaled(same id and ref, 0).
+    await env.wait_event(
+        "component_scaled", lambda e: e["data"]["image_ref"] == other_ref and e["data"]["max_instances"] == 0
+    )
+    update_events = [
+        (e["data"]["component_id"], e["data"]["image_ref"], e["data"]["max_instances"], e["data"]["host_id"])
+        for e in env.events[seen:]
+        if e["type"] == "com.wasmcloud.lattice.component_scaled"
+    ]
+    assert update_events == [("echo", other_ref, 1, host), ("echo", other_ref, 0, host)]
     assert (await get(f"{url}/echo"))[0] == 200
     inv = await env.inventory(host)
     assert [(c.id, c.image_ref) for c in inv.components] == [("echo", other_ref)]
 
-    # Scale to 0: gone from the inventory, the route answers 503.
-    await ctl.scale_component(host, other_ref, "echo", 0)
+    # A scale naming another image than the running one is acknowledged with a warning, whatever
+    # the count (§2.4.2); the image is not changed.
+    msg = await ctl.scale_component(host, echo_ref, "echo", 2)
+    assert msg.startswith(f"component echo is already running with a different image reference `{other_ref}`")
+    assert "the image is not changed" in msg
     await env.wait_event(
-        "component_scaled", lambda e: e["data"]["component_id"] == "echo" and e["data"]["max_instances"] == 0
+        "component_scaled", lambda e: e["data"]["image_ref"] == other_ref and e["data"]["max_instances"] == 2
+    )
+    assert [(c.image_ref, c.max_instances) for c in (await env.inventory(host)).components] == [
+        (other_ref, 2)
+    ]
+
+    # Scale to 0 with the other image and allow_update: still warned; nothing is left to update, so
+    # the ack says the image is not changed and no update (nor its failure) follows.
+    msg = await ctl.scale_component(host, echo_ref, "echo", 0, allow_update=True)
+    assert msg.startswith(f"component echo is already running with a different image reference `{other_ref}`")
+    assert "the image is not changed" in msg
+    await env.wait_event(
+        "component_scaled", lambda e: e["data"]["image_ref"] == echo_ref and e["data"]["max_instances"] == 0
     )
     assert (await env.inventory(host)).components == []
+    await asyncio.sleep(0.5)
+    assert not [
+        e
+        for e in env.events
+        if e["type"].endswith("component_scale_failed") and e["data"]["component_id"] == "echo"
+    ]
     status, text = await get(f"{url}/echo")
     assert status == 503 and "echo is not running" in text
 

@@ -192,6 +192,72 @@ def test_ctl_response_envelope() -> None:
     assert got.response == ack
 
 
+# --- auction acks: literal JSON of the reference field names (§2.3) ---
+
+
+def test_component_auction_ack_literal_json() -> None:
+    ack = ComponentAuctionAck(
+        component_ref="file:///echo.wasm", component_id="echo", host_id=HOST, constraints={"zone": "eu"}
+    )
+    assert ack.to_wire() == (
+        b'{"component_ref":"file:///echo.wasm","component_id":"echo",'
+        b'"host_id":"NBXHOSTIDEXAMPLE","constraints":{"zone":"eu"}}'
+    )
+    # What a v1 host replies to `component.auction`, read by field name (all fields default).
+    reply = (
+        b'{"success":true,"message":"","response":{"component_ref":"r","component_id":"c",'
+        b'"host_id":"NBXHOSTIDEXAMPLE","constraints":{"a":"b"}}}'
+    )
+    got = CtlResponse[ComponentAuctionAck].from_wire(reply).response
+    assert got == ComponentAuctionAck(
+        component_ref="r", component_id="c", host_id=HOST, constraints={"a": "b"}
+    )
+    assert wire(ComponentAuctionAck.from_wire(b"{}")) == {
+        "component_ref": "",
+        "component_id": "",
+        "host_id": "",
+        "constraints": {},
+    }
+
+
+def test_provider_auction_ack_literal_json() -> None:
+    ack = ProviderAuctionAck(
+        host_id=HOST, provider_ref="builtin://http-server", provider_id="web", constraints={"zone": "eu"}
+    )
+    assert ack.to_wire() == (
+        b'{"host_id":"NBXHOSTIDEXAMPLE","provider_ref":"builtin://http-server",'
+        b'"provider_id":"web","constraints":{"zone":"eu"}}'
+    )
+    reply = (
+        b'{"success":true,"message":"","response":{"host_id":"NBXHOSTIDEXAMPLE",'
+        b'"provider_ref":"p","provider_id":"web","constraints":{}}}'
+    )
+    got = CtlResponse[ProviderAuctionAck].from_wire(reply).response
+    assert got == ProviderAuctionAck(host_id=HOST, provider_ref="p", provider_id="web", constraints={})
+
+
+def test_interface_link_definition_put_payload() -> None:
+    from wasmlattice.lattice.control import interface_link
+
+    link = Link(
+        source_id="web",
+        target="echo",
+        wit_namespace="wasi",
+        wit_package="http",
+        interfaces=["incoming-handler"],
+        source_config=["addr", "extra"],
+    )
+    ild = interface_link(link, source_config={"address": "127.0.0.1:8080", "x": "1"}, target_config={})
+    # §6.5: configs are resolved maps, secrets null (never omitted).
+    assert ild.to_wire() == (
+        b'{"source_id":"web","target":"echo","name":"default","wit_namespace":"wasi",'
+        b'"wit_package":"http","interfaces":["incoming-handler"],'
+        b'"source_config":{"address":"127.0.0.1:8080","x":"1"},"target_config":{},'
+        b'"source_secrets":null,"target_secrets":null}'
+    )
+    assert sj.linkdefs_put("web", "lat") == "wasmbus.rpc.lat.web.linkdefs.put"
+
+
 # --- requests: literal canonical JSON, defaults, round-trips ---
 
 

@@ -1,9 +1,12 @@
 """Workload commands: scale/update components, start/stop providers (like `wash scale/update/start/stop`).
 
-Placement: without `--host`, a component or provider auction is run with the `--constraint`s. Among
-the hosts that bid, a host already running the component ID wins (so re-scaling reaches it); otherwise
-the least loaded one (fewest components, or fewest providers for a provider), ties going to the host
-that answered first. By default the command then waits for the outcome event on
+Placement without `--host`: `scale component` first looks for hosts already running the component ID
+(from every host's inventory) whose labels match every `--constraint`; if there are any, the scale goes
+to each of them (a new count, or 0 to stop it, applies on every host running it). Only when none runs
+it is a component auction held with the constraints. Hosts already running an ID never bid for it (as
+in wasmCloud v1), so bidders are new placements; the least loaded one wins (fewest components, or
+fewest providers for a provider), ties going to the host that answered first. `start provider` always
+auctions. By default the command then waits for the outcome event on
 `wasmbus.evt.<lattice>.>` (`component_scaled` / `component_scale_failed`, `provider_started` /
 `provider_start_failed`) and exits 1 when the host reports a failure or nothing arrives in time, so a
 deploy that failed is never reported as done. `--no-wait` returns after the host's acknowledgement.
@@ -62,7 +65,12 @@ WaitTimeoutOpt = Annotated[
     float, typer.Option("--wait-timeout", min=0.1, help="How long to wait for the outcome event, seconds.")
 ]
 AuctionTimeoutOpt = Annotated[
-    float, typer.Option("--auction-timeout", min=0.05, help="How long to collect auction bids, seconds.")
+    float,
+    typer.Option(
+        "--auction-timeout",
+        min=0.05,
+        help="How long to collect auction bids (and host pings for scale), seconds.",
+    ),
 ]
 
 
@@ -144,23 +152,76 @@ def _no_match(what: str, lattice: str, constraints: Mapping[str, str], extra: st
     )
 
 
+def labels_match(labels: Mapping[str, str], constraints: Mapping[str, str]) -> bool:
+    """Whether `labels` satisfy every constraint exactly (the rule hosts apply in auctions)."""
+    return all(labels.get(k) == v for k, v in constraints.items())
+
+
 async def pick_component_host(
     ctl: Any, ref: str, component_id: str, constraints: dict[str, str], auction_wait: float
 ) -> str:
-    """Auction the component; the bidder already running it, else the one with fewest components."""
+    """Auction the component; the bidder with fewest components (hosts running it already do not bid)."""
     from ..client.ctl import CtlError
 
     acks = await ctl.auction_component(ref, component_id, constraints, wait=auction_wait)
     bidders = list(dict.fromkeys(a.host_id for a in acks))
     if not bidders:
-        raise CtlError(_no_match(f"component {component_id}", ctl.lattice, constraints))
+        extra = f" (hosts already running component {component_id} do not bid)"
+        raise CtlError(_no_match(f"component {component_id}", ctl.lattice, constraints, extra))
     if len(bidders) == 1:
         return str(bidders[0])
     invs = await asyncio.gather(*(ctl.get_host_inventory(h) for h in bidders))
-    for inv in invs:
-        if any(cd.id == component_id for cd in inv.components):
-            return str(inv.host_id)
     return str(min(zip(bidders, invs, strict=True), key=lambda hi: len(hi[1].components))[0])
+
+
+async def component_scale_targets(
+    ctl: Any, ref: str, component_id: str, count: int, constraints: dict[str, str], wait: float
+) -> list[str]:
+    """Where a scale without --host goes: every matching host running the ID, else an auction winner.
+
+    A count of 0 never starts anything, so it fails (with what to check) when no matching host runs it.
+    """
+    from ..client.ctl import CtlError
+
+    if count == 0:
+        running = await running_matching(ctl, component_id, constraints, wait)
+        if not running:
+            where = f" matching constraints {constraints}" if constraints else ""
+            raise CtlError(
+                f"component {component_id} is not running on any host{where} of lattice "
+                f"'{ctl.lattice}'; nothing to stop: see `wasmlattice get inventory`"
+            )
+        return running
+    # The auction collects bids while the inventories are read, so a new placement costs one
+    # collection window, not two; its result is dropped when hosts already run the ID.
+    auction = asyncio.ensure_future(pick_component_host(ctl, ref, component_id, constraints, wait))
+    try:
+        running = await running_matching(ctl, component_id, constraints, wait)
+    except BaseException:
+        await _drop(auction)
+        raise
+    if running:
+        await _drop(auction)
+        return running
+    return [await auction]
+
+
+async def running_matching(
+    ctl: Any, component_id: str, constraints: Mapping[str, str], wait: float
+) -> list[str]:
+    """IDs of the hosts running `component_id` whose labels satisfy every constraint."""
+    return [
+        str(inv.host_id)
+        for inv in await inventories(ctl, wait)
+        if any(cd.id == component_id for cd in inv.components) and labels_match(inv.labels, constraints)
+    ]
+
+
+async def _drop(task: asyncio.Future[Any]) -> None:
+    """Cancel a task whose result is no longer wanted, and consume its outcome (no stray warnings)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 async def pick_provider_host(
@@ -257,7 +318,18 @@ def scale_component(
     count: Annotated[
         int, typer.Option("--count", "--max-instances", min=0, help="Max concurrent instances; 0 stops it.")
     ] = 1,
-    host: HostOpt = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host",
+            "--host-id",
+            help=(
+                "Host ID to use. Without it: every host already running ID (and matching the "
+                "--constraints) gets the new count, or 0 stops it on each; if none runs it, an "
+                "auction picks the least loaded host matching the --constraints."
+            ),
+        ),
+    ] = None,
     constraint: ConstraintOpt = None,
     annotation: AnnotationOpt = None,
     config: ConfigOpt = None,
@@ -279,11 +351,10 @@ def scale_component(
     async def go(c: Any) -> dict[str, Any]:
         if host is not None:
             targets = [host]
-        elif count == 0 and not constraints:
-            # Stopping: every host running it (an auction could pick a host that does not).
-            targets = [str(i.host_id) for i in await hosts_running(c, "component", component_id, 1.0)]
         else:
-            targets = [await pick_component_host(c, image_ref, component_id, constraints, auction_timeout)]
+            targets = await component_scale_targets(
+                c, image_ref, component_id, count, constraints, auction_timeout
+            )
         watch = EventWatch(c)
         await watch.start()
         try:

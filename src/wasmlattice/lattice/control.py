@@ -49,6 +49,7 @@ from wasmlattice.lattice.models import (
     ProviderAuctionRequest,
     RegistryCredentialMap,
     StopHostCommand,
+    StrMap,
     fallback_error_body,
     parse_payload,
 )
@@ -358,8 +359,35 @@ class ControlInterfaceServer:
         except LinkRejectedError as e:
             await self.publish(ev.linkdef_set_failed(self.host.host_id, link, error=str(e)))
             return CtlResponse[Any].fail(str(e))
+        await self._publish_compat_link(link)
         await self.publish(ev.linkdef_set(self.host.host_id, link))
         return CtlResponse[Any].ok(message=MSG_LINK_SET)
+
+    async def _publish_compat_link(self, link: Link) -> None:
+        """Publish the stored link to `wasmbus.rpc.<lattice>.<end>.linkdefs.put` for both ends (§4.2, §6.3).
+
+        This is the v1 host's backwards-compatible delivery for providers built for wasmCloud 1.0,
+        which listen on their provider ID: an `InterfaceLinkDefinition` whose configs are the
+        resolved (merged) named-config maps, secrets null. A link naming any `SECRET*` config is
+        not published, so secret values never travel unsealed.
+        """
+        names = [*link.source_config, *link.target_config]
+        if any(sj.is_secret_reference(name) for name in names):
+            return
+        try:
+            # Configs were validated just before; one deleted since then counts as empty (§4.5)
+            # rather than failing a link that is already stored.
+            ild = interface_link(
+                link,
+                source_config=await self.state.live_config(link.source_config),
+                target_config=await self.state.live_config(link.target_config),
+            ).to_wire()
+            for end in (link.source_id, link.target):
+                await self.nc.publish(sj.linkdefs_put(end, self.lattice), ild)
+        except Exception as e:
+            # The link is stored and reaches providers of this project through the KV watch; a
+            # failed compatibility publish is only worth a warning, as in the v1 host.
+            log.warning("could not publish linkdefs.put for link from %s: %s", link.source_id, e)
 
     async def _link_del(self, req: DeleteInterfaceLinkDefinitionRequest) -> Reply:
         exists, removed = await self.state.delete_link(req)
@@ -367,14 +395,7 @@ class ControlInterfaceServer:
             return CtlResponse[Any].ok(message=MSG_LINK_DELETED_NO_SPEC)
         if removed is not None:
             # Tell both ends (providers listen on these); configs are empty on delete.
-            ild = InterfaceLinkDefinition(
-                source_id=removed.source_id,
-                target=removed.target,
-                name=removed.name,
-                wit_namespace=removed.wit_namespace,
-                wit_package=removed.wit_package,
-                interfaces=list(removed.interfaces),
-            ).to_wire()
+            ild = interface_link(removed).to_wire()
             for end in (removed.source_id, removed.target):
                 with contextlib.suppress(Exception):
                     await self.nc.publish(sj.linkdefs_del(end, self.lattice), ild)
@@ -406,6 +427,22 @@ class ControlInterfaceServer:
         await self.state.delete_config(name)
         await self.publish(ev.config_deleted(self.host.host_id, config_name=name))
         return CtlResponse[Any].ok(message=MSG_CONFIG_DELETED)
+
+
+def interface_link(
+    link: Link, *, source_config: StrMap | None = None, target_config: StrMap | None = None
+) -> InterfaceLinkDefinition:
+    """The `InterfaceLinkDefinition` providers receive for `link`, with resolved configs (§6.5)."""
+    return InterfaceLinkDefinition(
+        source_id=link.source_id,
+        target=link.target,
+        name=link.name,
+        wit_namespace=link.wit_namespace,
+        wit_package=link.wit_package,
+        interfaces=list(link.interfaces),
+        source_config=dict(source_config or {}),
+        target_config=dict(target_config or {}),
+    )
 
 
 def _deserialize_message(op: CtlOperation, error: PayloadError) -> str:

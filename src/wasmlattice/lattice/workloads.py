@@ -84,7 +84,10 @@ class WorkloadOps:
         """Answer one of `WORKLOAD_OPS`; None means no reply (an auction this host does not bid on)."""
         if op is CtlOperation.COMPONENT_AUCTION:
             creq = parse_payload(ComponentAuctionRequest, data)
-            if not self.matches(creq.constraints):
+            # Only hosts that could newly start it bid: a host already running that component ID
+            # stays silent, as the v1 host does (§2.1), so bidders are always new placements.
+            running = self.components.get(creq.component_id) is not None
+            if running or not self.matches(creq.constraints):
                 return None
             cack = ComponentAuctionAck(
                 component_ref=creq.component_ref,
@@ -118,11 +121,14 @@ class WorkloadOps:
     def _scale(self, cmd: ScaleComponentCommand) -> Reply:
         existing = self.components.get(cmd.component_id)
         message, update_after = MSG_SCALE_ACK, False
-        if existing is not None and cmd.count > 0 and existing.image_ref != cmd.component_ref:
+        if existing is not None and existing.image_ref != cmd.component_ref:
+            # The v1 host warns whenever the running image differs, whatever the count (§2.4.2).
+            # An update only follows a scale that leaves it running: after a stop there is
+            # nothing to update, so the ack then says the image is not changed.
+            update_after = cmd.allow_update and cmd.count > 0
             message = different_ref_message(
-                cmd.component_id, existing.image_ref, cmd.component_ref, cmd.allow_update
+                cmd.component_id, existing.image_ref, cmd.component_ref, update_after
             )
-            update_after = cmd.allow_update
         self.server.background(self._do_scale(cmd, update_after), f"scale:{cmd.component_id}")
         return CtlResponse[Any].ok(message=message)
 
