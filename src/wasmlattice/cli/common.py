@@ -31,8 +31,13 @@ class OutputFormat(StrEnum):
 NatsUrlOpt = Annotated[
     str, typer.Option("--nats-url", envvar="WASMLATTICE_NATS_URL", help="NATS server URL of the lattice.")
 ]
+# Our variable first, then the wasmCloud host's name for the same setting (reference §8), so an
+# environment written for `wasmcloud`/`wash` works unchanged.
 LatticeOpt = Annotated[
-    str, typer.Option("--lattice", "-x", envvar="WASMLATTICE_LATTICE", help="Lattice name.")
+    str,
+    typer.Option(
+        "--lattice", "-x", envvar=["WASMLATTICE_LATTICE", "WASMCLOUD_LATTICE"], help="Lattice name."
+    ),
 ]
 OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="text or json.")]
 TimeoutOpt = Annotated[
@@ -88,15 +93,18 @@ def cli_nats_options(nats_url: str, timeout: float) -> Any:
     )
 
 
-def nats_call(nats_url: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
-    """Connect to NATS, run `fn(connection)`, disconnect; a connection failure becomes one error line."""
+def nats_call(nats_url: str, timeout: float, fn: Callable[[Any], Awaitable[T]], options: Any = None) -> T:
+    """Connect to NATS, run `fn(connection)`, disconnect; a connection failure becomes one error line.
+
+    `options` (a `NatsOptions`) replaces the WASMLATTICE_NATS_* ones, e.g. those a host was started with.
+    """
     from ..lattice.connection import NatsConnectionError, connect
 
     # The client's own close looks like a disconnect to the connection logger; not worth a warning.
     logging.getLogger("wasmlattice.lattice.connection").setLevel(logging.ERROR)
 
     async def go() -> T:
-        nc = await connect(cli_nats_options(nats_url, timeout))
+        nc = await connect(options if options is not None else cli_nats_options(nats_url, timeout))
         try:
             return await fn(nc)
         finally:
@@ -109,12 +117,14 @@ def nats_call(nats_url: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) 
         fail(str(e))
 
 
-def ctl_call(nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
+def ctl_call(
+    nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], Awaitable[T]], options: Any = None
+) -> T:
     """Connect to NATS, run `fn(CtlClient)`, disconnect; every failure becomes one error line."""
     from ..client.ctl import CtlClient, CtlError
 
     try:
-        return nats_call(nats_url, timeout, lambda nc: fn(CtlClient(nc, lattice, timeout=timeout)))
+        return nats_call(nats_url, timeout, lambda nc: fn(CtlClient(nc, lattice, timeout=timeout)), options)
     except CtlError as e:
         fail(e.message)
     except ValueError as e:  # invalid subject tokens (host IDs, config names) and payload errors

@@ -26,30 +26,70 @@ from .common import (
     OutputOpt,
     ctl_call,
     fail,
-    parse_kv,
     print_json,
 )
 
 # --- running hosts: `host`, `up`, `down` ---
 
+# Each setting reads our variable first, then the wasmCloud host's name for it (reference §8), so an
+# environment written for a `wasmcloud` host starts a wasmlattice host unchanged.
 NatsCredsOpt = Annotated[
     Path | None,
-    typer.Option("--nats-creds", envvar="WASMLATTICE_NATS_CREDS", help="NATS credentials (.creds) file."),
+    typer.Option(
+        "--nats-creds",
+        envvar=["WASMLATTICE_NATS_CREDS", "WASMCLOUD_NATS_CREDS"],
+        help="NATS credentials (.creds) file.",
+    ),
 ]
 NatsJwtOpt = Annotated[
     str | None,
-    typer.Option("--nats-jwt", envvar="WASMLATTICE_NATS_JWT", help="NATS user JWT (needs --nats-seed)."),
+    typer.Option(
+        "--nats-jwt",
+        envvar=["WASMLATTICE_NATS_JWT", "WASMCLOUD_NATS_JWT"],
+        help="NATS user JWT (needs --nats-seed).",
+    ),
 ]
 NatsSeedOpt = Annotated[
     str | None,
-    typer.Option("--nats-seed", envvar="WASMLATTICE_NATS_SEED", help="NATS user nkey seed (SU...)."),
+    typer.Option(
+        "--nats-seed",
+        envvar=["WASMLATTICE_NATS_SEED", "WASMCLOUD_NATS_SEED"],
+        help="NATS user nkey seed (SU...).",
+    ),
 ]
-NatsTlsOpt = Annotated[bool, typer.Option("--nats-tls", help="Require TLS to the NATS server.")]
+# The TLS variables are the ones every other command reads (`cli_nats_options`): set them once.
+NatsTlsOpt = Annotated[
+    bool, typer.Option("--nats-tls", envvar="WASMLATTICE_NATS_TLS", help="Require TLS to the NATS server.")
+]
 NatsTlsCaOpt = Annotated[
-    Path | None, typer.Option("--nats-tls-ca", help="CA file to trust for NATS TLS (implies --nats-tls).")
+    Path | None,
+    typer.Option(
+        "--nats-tls-ca",
+        envvar="WASMLATTICE_NATS_TLS_CA",
+        help="CA file to trust for NATS TLS (implies --nats-tls).",
+    ),
+]
+NatsTlsCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--nats-tls-cert",
+        envvar="WASMLATTICE_NATS_TLS_CERT",
+        help="TLS client certificate for NATS (with --nats-tls-key; implies --nats-tls).",
+    ),
+]
+NatsTlsKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--nats-tls-key",
+        envvar="WASMLATTICE_NATS_TLS_KEY",
+        help="Private key of --nats-tls-cert.",
+    ),
 ]
 JsDomainOpt = Annotated[
-    str | None, typer.Option("--js-domain", envvar="WASMLATTICE_JS_DOMAIN", help="JetStream domain.")
+    str | None,
+    typer.Option(
+        "--js-domain", envvar=["WASMLATTICE_JS_DOMAIN", "WASMCLOUD_JS_DOMAIN"], help="JetStream domain."
+    ),
 ]
 FriendlyNameOpt = Annotated[
     str | None,
@@ -57,8 +97,95 @@ FriendlyNameOpt = Annotated[
 ]
 HostSeedOpt = Annotated[
     str | None,
-    typer.Option("--host-seed", envvar="WASMLATTICE_HOST_SEED", help="nkeys server seed (SN...)."),
+    typer.Option(
+        "--host-seed",
+        envvar=["WASMLATTICE_HOST_SEED", "WASMCLOUD_HOST_SEED"],
+        help="nkeys server seed (SN...).",
+    ),
 ]
+HeartbeatOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--heartbeat-interval",
+        "--heartbeat-interval-seconds",
+        min=0.1,
+        envvar=["WASMLATTICE_HEARTBEAT_INTERVAL", "WASMCLOUD_HEARTBEAT_INTERVAL"],
+        help="Seconds between host_heartbeat events (30).",
+    ),
+]
+
+# wasmCloud's level names (`trace`, `warn`, `critical`) map onto Python's.
+_LOG_LEVELS = {
+    "trace": "debug",
+    "debug": "debug",
+    "info": "info",
+    "warn": "warning",
+    "warning": "warning",
+    "error": "error",
+    "critical": "critical",
+}
+
+
+def _check_log_level(value: str) -> str:
+    """The Python logging level for a level name (ours or wasmCloud's), or a usage error."""
+    level = _LOG_LEVELS.get(value.strip().lower())
+    if level is None:
+        raise typer.BadParameter(f"{value!r} is not a log level: use debug, info, warning or error")
+    return level
+
+
+LogLevelOpt = Annotated[
+    str,
+    typer.Option(
+        "--log-level",
+        envvar=["WASMLATTICE_LOG_LEVEL", "WASMCLOUD_LOG_LEVEL"],
+        callback=_check_log_level,
+        help="debug, info, warning or error.",
+    ),
+]
+
+# What `up --detach` has already resolved for its child (from flags or the variables above): the child
+# gets it as flags or as our variables, so a stale wasmCloud-named one cannot override it.
+_SHARED_SETTINGS: tuple[str, ...] = ("NATS_CREDS", "NATS_JWT", "NATS_SEED", "HOST_SEED", "JS_DOMAIN")
+_SHARED_SETTINGS += ("LATTICE", "HEARTBEAT_INTERVAL", "LOG_LEVEL")
+_RESOLVED_ENV = frozenset(
+    {f"{prefix}_{name}" for prefix in ("WASMLATTICE", "WASMCLOUD") for name in _SHARED_SETTINGS}
+    | {f"WASMLATTICE_NATS_{name}" for name in ("TLS", "TLS_CA", "TLS_CERT", "TLS_KEY")}
+)
+
+RESERVED_LABEL_MESSAGE = "labels under `hostcore.` are set by the host; choose another key"
+
+
+def _host_labels(args: list[str]) -> dict[str, str]:
+    """The `--label` flags as a dict, once they and the WASMCLOUD_LABEL_* variables are valid.
+
+    Exits with code 2 on a malformed label or a `hostcore.` key: the host would only drop such a
+    label with a log line, and the user would wait for a label that never appears.
+    """
+    from ..host.host import LABEL_ENV_PREFIX, LabelError, labels_from_env, parse_label_args
+    from ..lattice.models import is_reserved_label
+
+    labels: dict[str, str] = {}
+    for arg in args:
+        try:
+            labels.update(parse_label_args([arg]))
+        except LabelError as e:
+            fail(f"--label: {e}", code=2)
+    for key in labels:
+        if is_reserved_label(key):
+            fail(f"--label {key}: {RESERVED_LABEL_MESSAGE}", code=2)
+    for key in labels_from_env():
+        if is_reserved_label(key):
+            fail(f"{LABEL_ENV_PREFIX}{key}: {RESERVED_LABEL_MESSAGE} (or unset the variable)", code=2)
+    return labels
+
+
+def _existing_file(path: Path | None, option: str) -> Path | None:
+    """`path` made absolute (the detached `up` runs elsewhere), or exit 2 if it is not a file."""
+    if path is not None and not path.is_file():
+        # One plain line: a path wrapped inside Typer's error box cannot be copied.
+        fail(f"{option}: {path} is not a file", code=2)
+    return path.resolve() if path is not None else None
 
 
 def _nats_kwargs(
@@ -68,18 +195,25 @@ def _nats_kwargs(
     tls: bool,
     tls_ca: Path | None,
     js_domain: str | None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
 ) -> dict[str, Any]:
-    """The NATS connection fields of `HostOptions` given on the command line (a CA implies TLS)."""
-    if creds is not None and not creds.is_file():
-        raise typer.BadParameter(f"{creds} is not a file", param_hint="--nats-creds")
-    if tls_ca is not None and not tls_ca.is_file():
-        raise typer.BadParameter(f"{tls_ca} is not a file", param_hint="--nats-tls-ca")
+    """The NATS connection fields of `HostOptions` given on the command line (a CA or cert implies TLS)."""
+    if (tls_cert is None) != (tls_key is None):
+        given, missing = (
+            ("--nats-tls-cert", "--nats-tls-key")
+            if tls_key is None
+            else ("--nats-tls-key", "--nats-tls-cert")
+        )
+        fail(f"{given} needs {missing} too: a TLS client certificate goes with its private key", code=2)
     return {
-        "nats_creds": creds.resolve() if creds is not None else None,
+        "nats_creds": _existing_file(creds, "--nats-creds"),
         "nats_jwt": jwt,
         "nats_seed": seed,
-        "nats_tls": tls or tls_ca is not None,
-        "nats_tls_ca": tls_ca.resolve() if tls_ca is not None else None,
+        "nats_tls": tls or tls_ca is not None or tls_cert is not None,
+        "nats_tls_ca": _existing_file(tls_ca, "--nats-tls-ca"),
+        "nats_tls_cert": _existing_file(tls_cert, "--nats-tls-cert"),
+        "nats_tls_key": _existing_file(tls_key, "--nats-tls-key"),
         "js_domain": js_domain,
     }
 
@@ -106,10 +240,10 @@ def host_cmd(
     nats_seed: NatsSeedOpt = None,
     nats_tls: NatsTlsOpt = False,
     nats_tls_ca: NatsTlsCaOpt = None,
+    nats_tls_cert: NatsTlsCertOpt = None,
+    nats_tls_key: NatsTlsKeyOpt = None,
     js_domain: JsDomainOpt = None,
-    heartbeat_interval: Annotated[
-        float | None, typer.Option("--heartbeat-interval", min=0.1, help="Heartbeat interval, seconds.")
-    ] = None,
+    heartbeat_interval: HeartbeatOpt = None,
     invocation_timeout: Annotated[
         float | None,
         typer.Option(
@@ -118,15 +252,17 @@ def host_cmd(
             help="Seconds a call to a component on another host may take (10).",
         ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: LogLevelOpt = "info",
 ) -> None:
     """Run one lattice host connected to an existing NATS server until Ctrl-C."""
     from ..host.run import HostStartError, run_host
     from ..lattice.connection import NatsConnectionError
 
+    labels = _host_labels(label or [])
+    nats = _nats_kwargs(
+        nats_creds, nats_jwt, nats_seed, nats_tls, nats_tls_ca, js_domain, nats_tls_cert, nats_tls_key
+    )
     setup_logging(log_level)
-    labels = parse_kv(label or [], "--label")
-    nats = _nats_kwargs(nats_creds, nats_jwt, nats_seed, nats_tls, nats_tls_ca, js_domain)
     try:
         opts = _host_options(
             nats_url=nats_url,
@@ -299,22 +435,27 @@ def up(
     nats_seed: NatsSeedOpt = None,
     nats_tls: NatsTlsOpt = False,
     nats_tls_ca: NatsTlsCaOpt = None,
+    nats_tls_cert: NatsTlsCertOpt = None,
+    nats_tls_key: NatsTlsKeyOpt = None,
     js_domain: JsDomainOpt = None,
+    heartbeat_interval: HeartbeatOpt = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
     app_manager: Annotated[
         bool, typer.Option("--app-manager/--no-app-manager", help="Run the app manager in-process too.")
     ] = True,
     output: OutputOpt = OutputFormat.text,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    log_level: LogLevelOpt = "warning",
 ) -> None:
     """Start NATS (with JetStream), one host and the app manager; with --detach, in the background."""
     from ..nats_server import EmbeddedNatsError
 
-    ddir = (data_dir or _default_up_dir()).resolve()
-    ddir.mkdir(parents=True, exist_ok=True)
-    labels = parse_kv(label or [], "--label")
-    host_kwargs = _nats_kwargs(nats_creds, nats_jwt, nats_seed, nats_tls, nats_tls_ca, js_domain)
-    host_kwargs.update(host_seed=host_seed, friendly_name=friendly_name)
+    labels = _host_labels(label or [])
+    host_kwargs = _nats_kwargs(
+        nats_creds, nats_jwt, nats_seed, nats_tls, nats_tls_ca, js_domain, nats_tls_cert, nats_tls_key
+    )
+    host_kwargs.update(
+        host_seed=host_seed, friendly_name=friendly_name, heartbeat_interval=heartbeat_interval
+    )
     if host_seed:
         from ..host.identity import HostIdentity, HostIdentityError
 
@@ -322,6 +463,8 @@ def up(
             HostIdentity.from_seed(host_seed)
         except HostIdentityError as e:
             raise typer.BadParameter(str(e), param_hint="--host-seed") from None
+    ddir = (data_dir or _default_up_dir()).resolve()
+    ddir.mkdir(parents=True, exist_ok=True)
     _check_not_running(ddir)
     if detach:
         _up_detached(
@@ -349,11 +492,11 @@ def _up_detached(
     app_manager: bool = True,
 ) -> None:
     """Start `up` in a new session with output in `<data-dir>/up.log`; return once its host answers."""
+    import dataclasses
     import subprocess
 
     # Secrets (seeds, JWT) go to the child through its environment, not its (visible) command line.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WASMLATTICE_NATS_")}
-    env.pop("WASMLATTICE_HOST_SEED", None)
+    env = {k: v for k, v in os.environ.items() if k not in _RESOLVED_ENV}
     secret_env = {
         "nats_jwt": "WASMLATTICE_NATS_JWT",
         "nats_seed": "WASMLATTICE_NATS_SEED",
@@ -375,10 +518,17 @@ def _up_detached(
         cmd += ["--label", lb]
     if host_kwargs.get("friendly_name"):
         cmd += ["--friendly-name", str(host_kwargs["friendly_name"])]
+    if host_kwargs.get("heartbeat_interval") is not None:
+        cmd += ["--heartbeat-interval", repr(host_kwargs["heartbeat_interval"])]
     if host_kwargs.get("nats_tls"):
         cmd += ["--nats-tls"]
-    if host_kwargs.get("nats_tls_ca") is not None:
-        cmd += ["--nats-tls-ca", str(host_kwargs["nats_tls_ca"])]
+    for key, flag in (
+        ("nats_tls_ca", "--nats-tls-ca"),
+        ("nats_tls_cert", "--nats-tls-cert"),
+        ("nats_tls_key", "--nats-tls-key"),
+    ):
+        if host_kwargs.get(key) is not None:
+            cmd += [flag, str(host_kwargs[key])]
     log_path = ddir / "up.log"
     with log_path.open("ab") as log_file:
         proc = subprocess.Popen(
@@ -404,12 +554,15 @@ def _up_detached(
         fail(f"`wasmlattice up` did not become ready within 60s; see {log_path}")
     assert state is not None
     host_id = str(state["host_id"])
-    secured = any(host_kwargs.get(k) for k in ("nats_creds", "nats_jwt", "nats_tls"))
-    # The CLI's control client has no NATS credentials/TLS options: only ping an open server.
-    if not secured:
-        hosts = ctl_call(str(state["nats_url"]), lattice, 2.0, lambda c: c.ping_hosts(1.0))
-        if not any(h.id == host_id for h in hosts):
-            fail(f"the host {host_id} started but does not answer ping; see {log_path}")
+    # Ping with the host's own credentials and TLS settings, so a secured NATS is checked too.
+    url = str(state["nats_url"])
+    opts = dataclasses.replace(
+        _host_options(**{**host_kwargs, "nats_url": url, "lattice": lattice}).nats_options(),
+        name="wasmlattice-cli",
+    )
+    hosts = ctl_call(url, lattice, 2.0, lambda c: c.ping_hosts(1.0), options=opts)
+    if not any(h.id == host_id for h in hosts):
+        fail(f"the host {host_id} started but does not answer ping; see {log_path}")
     if output is OutputFormat.json:
         print_json(state)
         return
@@ -421,36 +574,93 @@ def _up_detached(
     typer.echo(f"Stop with `wasmlattice down --data-dir {ddir}`")
 
 
+def _is_embedded_nats(pid: int, ddir: Path) -> bool:
+    """Whether `pid` is still the nats-server `up` started from `ddir` (not a recycled PID)."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc: trust the recorded PID
+    return any(b"nats-server" in part for part in cmdline) and any(
+        str(ddir).encode() in part for part in cmdline
+    )
+
+
+def _stop_pid(pid: int, timeout: float) -> bool:
+    """SIGTERM, wait up to `timeout`, then SIGKILL; whether it had to be killed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not _pid_alive(pid):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
+
+
 @app.command("down")
 def down(
     data_dir: Annotated[Path | None, typer.Option(help="The data dir `up` used.")] = None,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait before killing.")] = 20.0,
+    output: OutputOpt = OutputFormat.text,
 ) -> None:
-    """Stop what `wasmlattice up` started (its host and embedded NATS)."""
+    """Stop what `wasmlattice up` started (its host and embedded NATS; never a NATS it only joined)."""
     ddir = (data_dir or _default_up_dir()).resolve()
+
+    def report(stopped: bool, message: str, **details: Any) -> None:
+        if output is OutputFormat.json:
+            print_json(
+                {"success": True, "stopped": stopped, "message": message, "data_dir": str(ddir), **details}
+            )
+        else:
+            typer.echo(message)
+
     state = _read_state(ddir)
     if state is None:
-        typer.echo(f"Nothing to stop: no `wasmlattice up` is running from {ddir}")
+        report(False, f"Nothing to stop: no `wasmlattice up` is running from {ddir}")
         return
     pid = state.get("pid")
-    if not isinstance(pid, int) or not _pid_alive(pid):
-        (ddir / STATE_FILE).unlink(missing_ok=True)
-        typer.echo(f"Nothing to stop: the process recorded in {ddir / STATE_FILE} is gone (cleaned up)")
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
-        nats_pid = state.get("nats_pid")
-        if isinstance(nats_pid, int) and _pid_alive(nats_pid):
-            os.kill(nats_pid, signal.SIGKILL)
-        (ddir / STATE_FILE).unlink(missing_ok=True)
-        typer.echo(f"Killed pid {pid} (it did not stop within {timeout:g}s)")
-        return
+    up_alive = isinstance(pid, int) and _pid_alive(pid)
+    # `up` leaves the lattice and stops its embedded NATS itself on SIGTERM.
+    killed = _stop_pid(pid, timeout) if isinstance(pid, int) and up_alive else False
+    # If `up` had to be killed, or died without cleaning up (kill -9), its nats-server outlives it:
+    # stop that too. A NATS that `up` only joined (`nats_pid` null) is never touched.
+    nats_pid = state.get("nats_pid")
+    orphan = (
+        bool(state.get("embedded_nats")) and isinstance(nats_pid, int) and _is_embedded_nats(nats_pid, ddir)
+    )
+    if orphan and isinstance(nats_pid, int):
+        _stop_pid(nats_pid, 5.0)
     (ddir / STATE_FILE).unlink(missing_ok=True)
-    typer.echo(f"Stopped wasmlattice (pid {pid}, host {state.get('host_id')}, NATS {state.get('nats_url')})")
+    details = {
+        "killed": killed,
+        "pid": pid,
+        "host_id": state.get("host_id"),
+        "lattice": state.get("lattice"),
+        "nats_url": state.get("nats_url"),
+        "embedded_nats": bool(state.get("embedded_nats")),
+        "nats_pid": nats_pid,
+    }
+    if not up_alive:
+        if orphan:
+            msg = f"wasmlattice (pid {pid}) had exited; stopped the nats-server it left (pid {nats_pid})"
+            report(True, msg, **details)
+        else:
+            msg = f"Nothing to stop: the process recorded in {ddir / STATE_FILE} is gone (cleaned up)"
+            report(False, msg)
+        return
+    if killed:
+        report(True, f"Killed pid {pid} (it did not stop within {timeout:g}s)", **details)
+        return
+    nats_note = "" if state.get("embedded_nats") else " left running: `up` did not start it"
+    where = f"host {state.get('host_id')}, NATS {state.get('nats_url')}{nats_note}"
+    report(True, f"Stopped wasmlattice (pid {pid}, {where})", **details)
 
 
 @app.command("app-manager")
@@ -462,6 +672,8 @@ def app_manager_cmd(
     nats_seed: NatsSeedOpt = None,
     nats_tls: NatsTlsOpt = False,
     nats_tls_ca: NatsTlsCaOpt = None,
+    nats_tls_cert: NatsTlsCertOpt = None,
+    nats_tls_key: NatsTlsKeyOpt = None,
     js_domain: JsDomainOpt = None,
     host_timeout: Annotated[
         float,
@@ -469,7 +681,7 @@ def app_manager_cmd(
             "--host-timeout", min=1.0, help="Seconds without an answer before a host counts as gone (10)."
         ),
     ] = 10.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: LogLevelOpt = "info",
 ) -> None:
     """Run an app manager alone (the wadm API and reconciler) until Ctrl-C; several may run at once."""
     from ..apps.manager import run_app_manager
@@ -479,7 +691,9 @@ def app_manager_cmd(
     opts = _host_options(
         nats_url=nats_url,
         lattice=lattice,
-        **_nats_kwargs(nats_creds, nats_jwt, nats_seed, nats_tls, nats_tls_ca, js_domain),
+        **_nats_kwargs(
+            nats_creds, nats_jwt, nats_seed, nats_tls, nats_tls_ca, js_domain, nats_tls_cert, nats_tls_key
+        ),
     )
 
     async def main() -> None:

@@ -50,6 +50,7 @@ class HostOptions:
     - `nats_url`: NATS server URL(s), comma-separated (`--nats-url`).
     - `nats_creds` / `nats_jwt` + `nats_seed`: NATS authentication (creds file, or JWT and user seed).
     - `nats_tls`, `nats_tls_ca`: require TLS / trust this CA file.
+    - `nats_tls_cert` + `nats_tls_key`: TLS client certificate and its key (both or neither).
     - `js_domain`: JetStream domain of the KV buckets.
     - `lattice`: lattice name (`default`).
     - `labels`: extra host labels; `hostcore.*` keys are reserved and ignored.
@@ -69,6 +70,8 @@ class HostOptions:
     nats_seed: str | None = None
     nats_tls: bool = False
     nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
     js_domain: str | None = None
     lattice: str = DEFAULT_LATTICE
     labels: dict[str, str] = field(default_factory=dict)
@@ -90,6 +93,8 @@ class HostOptions:
             seed=self.nats_seed,
             tls_required=self.nats_tls,
             tls_ca=self.nats_tls_ca,
+            tls_cert=self.nats_tls_cert,
+            tls_key=self.nats_tls_key,
             js_domain=self.js_domain,
         )
 
