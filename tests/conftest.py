@@ -87,8 +87,8 @@ def free_port() -> int:
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run `wasmlattice ARGS...` as a user would, with this interpreter and no WASMLATTICE_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WASMLATTICE_")}
+    """Run `wasmlattice ARGS...` as a user would: this interpreter, no WASMLATTICE_*/WASMCLOUD_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WASMLATTICE_", "WASMCLOUD_"))}
     return subprocess.run(
         [sys.executable, "-m", "wasmlattice.cli.main", *args],
         capture_output=True,
@@ -191,7 +191,8 @@ def wasmlattice_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def wasmlattice_env(wasmlattice_cache_dir: Path) -> dict[str, str]:
     """The environment `wasmlattice` subprocesses run with."""
-    env = dict(os.environ)
+    # A developer's own wasmCloud settings (labels, lattice, seeds) must not reach the hosts.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WASMCLOUD_")}
     env["WASMLATTICE_CACHE_DIR"] = str(wasmlattice_cache_dir)
     env["PYTHONUNBUFFERED"] = "1"
     return env
