@@ -118,6 +118,17 @@ async def test_watch_on_missing_bucket_fails_clearly(js: Any, lattice_name: str)
         await bucket.watch().start()
 
 
+async def test_a_wrong_jetstream_domain_is_named_in_the_error(nats_url: str, lattice_name: str) -> None:
+    opts = NatsOptions(url=nats_url, js_domain="no-such-domain")
+    nc = await connect(opts)
+    try:
+        with pytest.raises(KvError, match=r"JetStream did not answer.*--js-domain") as err:
+            await open_bucket(jetstream(nc, opts), f"LATTICEDATA_{lattice_name}")
+        assert f"LATTICEDATA_{lattice_name}" in str(err.value)
+    finally:
+        await nc.close()
+
+
 async def test_watch_survives_nats_restart(tmp_path: Path) -> None:
     server = EmbeddedNats(port=0, data_dir=tmp_path / "nats")
     await server.start()

@@ -81,8 +81,14 @@ async def open_bucket(
     except nats.js.errors.BucketNotFoundError:
         if not create:
             raise KvError(f"KV bucket {name} does not exist (and create=False)") from None
-    except nats.errors.NoRespondersError:
-        raise KvError(f"cannot open KV bucket {name}: JetStream is not enabled on this NATS server") from None
+    except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
+        # Both mean nothing answered the JetStream API on the prefix we used: JetStream is off,
+        # or a JetStream domain was given that this server (or its cluster) does not have.
+        raise KvError(
+            f"cannot open KV bucket {name}: JetStream did not answer; check that the NATS server runs "
+            "with JetStream enabled (`nats-server -js`) and, if a JetStream domain is set "
+            "(--js-domain), that it is the server's domain"
+        ) from None
     except (nats.errors.Error, TimeoutError) as e:
         raise KvError(f"cannot open KV bucket {name}: {type(e).__name__}: {e}") from e
     try:
