@@ -90,6 +90,43 @@ class LatticeEnv:
     async def inventory(self, host_id: str) -> HostInventory:
         return await self.ctl.get_host_inventory(host_id)
 
+    def log_text(self) -> str:
+        """Everything the host processes of this env have logged so far."""
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("host*.log")))
+
+    async def wait_log(self, needle: str, timeout: float = 20.0) -> str:
+        """The hosts' log once it contains `needle`; fails with the log's tail after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_text()
+            if needle in text:
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} not in the host log:\n{text[-4000:]}")
+            await asyncio.sleep(0.05)
+
+    def host_tracebacks(self) -> list[str]:
+        """Tracebacks of the hosts themselves (a guest's own, on its stderr, are expected for traps)."""
+        return [
+            line for line in self.log_text().splitlines() if "Traceback" in line and "stderr]" not in line
+        ]
+
+    async def gather(self, subject: str, body: bytes = b"", wait: float = 1.0) -> list[dict[str, Any]]:
+        """Publish with a fresh inbox and collect every JSON reply for `wait` s (like ping, auctions)."""
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        await self.nc.publish(subject, body, reply=inbox)
+        replies: list[dict[str, Any]] = []
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await sub.next_msg(timeout=left)
+            except TimeoutError:
+                break
+            replies.append(json.loads(msg.data))
+        await sub.unsubscribe()
+        return replies
+
     def close(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:

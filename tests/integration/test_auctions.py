@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import pytest
@@ -17,23 +16,6 @@ from lattice_env import HTTP_SERVER
 from lattice_env import LatticeEnv as Env
 
 pytestmark = pytest.mark.timeout(180)
-
-
-async def gather(env: Env, subject: str, body: dict[str, Any], wait: float = 0.7) -> list[dict[str, Any]]:
-    """Publish `body` with a fresh inbox and collect every reply for `wait` seconds (like an auction)."""
-    inbox = env.nc.new_inbox()
-    sub = await env.nc.subscribe(inbox)
-    await env.nc.publish(subject, json.dumps(body).encode(), reply=inbox)
-    replies: list[dict[str, Any]] = []
-    deadline = time.monotonic() + wait
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = await sub.next_msg(timeout=left)
-        except TimeoutError:
-            break
-        replies.append(json.loads(msg.data))
-    await sub.unsubscribe()
-    return replies
 
 
 def ctl_subject(env: Env, op: str) -> str:
@@ -54,7 +36,7 @@ async def start_labelled_hosts(env: Env) -> dict[str, str]:
 async def component_bidders(env: Env, component_id: str, ref: str, constraints: dict[str, str]) -> list[str]:
     """Host IDs answering a component auction, after checking each reply's exact JSON (§2.3)."""
     body = {"component_ref": ref, "component_id": component_id, "constraints": constraints}
-    replies = await gather(env, ctl_subject(env, "component.auction"), body)
+    replies = await env.gather(ctl_subject(env, "component.auction"), json.dumps(body).encode(), 0.7)
     for reply in replies:
         assert reply == {
             "success": True,
@@ -72,7 +54,7 @@ async def component_bidders(env: Env, component_id: str, ref: str, constraints: 
 async def provider_bidders(env: Env, provider_id: str, ref: str, constraints: dict[str, str]) -> list[str]:
     """Host IDs answering a provider auction, after checking each reply's exact JSON (§2.3)."""
     body = {"provider_ref": ref, "provider_id": provider_id, "constraints": constraints}
-    replies = await gather(env, ctl_subject(env, "provider.auction"), body)
+    replies = await env.gather(ctl_subject(env, "provider.auction"), json.dumps(body).encode(), 0.7)
     for reply in replies:
         assert reply == {
             "success": True,

@@ -51,10 +51,6 @@ async def wait_json(url: str, want: Callable[[Any], bool], timeout: float = 20.0
     raise AssertionError(f"{url} never satisfied the condition; last answer {last}")
 
 
-def host_logs(env: LatticeEnv) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in sorted(env.log_dir.glob("host*.log")))
-
-
 # -- config ------------------------------------------------------------------------------------
 
 
@@ -104,7 +100,7 @@ async def test_config_merged_in_order_and_followed_live(
     await ctl.delete_config("cfg-b")
     data = await wait_json(url + "/config/all", lambda d: d["all"] == {})
     assert data["order"] == []
-    assert "Traceback" not in host_logs(env)
+    assert "Traceback" not in env.log_text()
 
 
 async def test_config_draft_store_and_runtime_interfaces(
@@ -215,8 +211,8 @@ async def test_secrets_put_by_cli_revealed_only_to_the_guest(
     inventory = await env.inventory(host)
     assert value not in inventory.to_wire().decode()
     assert value not in json.dumps(env.events)
-    assert value not in host_logs(env)
-    assert blob.hex() not in host_logs(env)
+    assert value not in env.log_text()
+    assert blob.hex() not in env.log_text()
 
     # Resolved at scale time: deleting the secret leaves the running component's copy.
     await asyncio.to_thread(cli_ok, "secret", "del", "api_token", *nats)
@@ -279,7 +275,7 @@ async def test_secret_scale_failures_name_the_secret(
 
     # None of them runs, the value leaked nowhere, and the host still scales a good one.
     assert [c.id for c in (await env.inventory(host)).components] == []
-    assert value not in json.dumps(env.events) and value not in host_logs(env)
+    assert value not in json.dumps(env.events) and value not in env.log_text()
     await asyncio.to_thread(cli_ok, "secret", "put", "good", value, "--key-file", str(host_key), *nats)
     url = await serve_http(
         env, host, "good-comp", comp, port=free_port(), config=["SECRET_good"], ready_path="/ready"

@@ -39,10 +39,6 @@ async def wait_body(url: str, status: int, contains: str, timeout: float = 30.0)
     raise AssertionError(f"{url}: wanted {status} with {contains!r}; last {last}")
 
 
-def host_log(env: LatticeEnv) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in env.log_dir.glob("host*.log"))
-
-
 async def test_calls_follow_the_link(env: LatticeEnv, build_component: Callable[[str], Path]) -> None:
     caller = "file://" + str(build_component("greeter_caller"))
     callee = "file://" + str(build_component("greeter_callee"))
@@ -55,7 +51,7 @@ async def test_calls_follow_the_link(env: LatticeEnv, build_component: Callable[
     # No link yet: the call fails (500, the guest trapped) with a logged message naming the link.
     status, _ = await get(f"{url}/hello?name=ann&age=7")
     assert status == 500
-    assert "no link named `default` for `test:greeter/greet`" in host_log(env)
+    assert "no link named `default` for `test:greeter/greet`" in env.log_text()
 
     await env.ctl.put_link(greet_link("caller", "callee"))
     # Records go in, strings come out; each call gets a fresh callee instance.
@@ -66,7 +62,7 @@ async def test_calls_follow_the_link(env: LatticeEnv, build_component: Callable[
     assert await get(f"{url}/divide?a=1&b=0") == (400, "error: division by zero\n")
     # A trapping callee fails only that request; both components keep serving.
     assert (await get(f"{url}/crash"))[0] == 500
-    assert "`callee` trapped in test:greeter/greet#crash" in host_log(env)
+    assert "`callee` trapped in test:greeter/greet#crash" in env.log_text()
     assert (await get(f"{url}/hello?name=cy&age=9"))[0] == 200
 
     # Deleting the link breaks the next call with the clear error; putting it back heals.
@@ -82,4 +78,4 @@ async def test_calls_follow_the_link(env: LatticeEnv, build_component: Callable[
         lambda e: e["data"]["component_id"] == "callee" and e["data"]["max_instances"] == 0,
     )
     assert (await get(f"{url}/hello?name=ann&age=7"))[0] == 500
-    assert "calling test:greeter/greet@0.1.0#hello on `callee` failed: no responders for" in host_log(env)
+    assert "calling test:greeter/greet@0.1.0#hello on `callee` failed: no responders for" in env.log_text()

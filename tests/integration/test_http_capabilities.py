@@ -46,20 +46,6 @@ def outgoing(base: str, url: str, *headers: str) -> str:
     return f"{base}/outgoing?url={quote(url, safe='')}{extra}"
 
 
-def host_log(env: Env) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in sorted(env.log_dir.glob("host*.log")))
-
-
-async def wait_log(env: Env, needle: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = host_log(env)
-        if needle in text:
-            return text
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{needle!r} not in the host log:\n{host_log(env)[-4000:]}")
-
-
 async def wait_body(url: str, status: int, needle: str, timeout: float = 30.0) -> str:
     """Poll `url` until it answers `status` with `needle` in the body (links apply asynchronously)."""
     deadline = time.monotonic() + timeout
@@ -89,7 +75,7 @@ async def test_outgoing_requests_go_through_the_linked_http_client(
     # No link yet: the guest gets internal-error naming the missing link, and the host logs it.
     status, text = await get(outgoing(base, hello))
     assert status == 502 and "InternalError" in text and NO_LINK in text, text
-    await wait_log(env, f"component echo: {NO_LINK}")
+    await env.wait_log(f"component echo: {NO_LINK}")
 
     await ctl.start_provider(host, HTTP_CLIENT, "egress")
     await env.wait_event("provider_started", lambda e: e["data"]["provider_id"] == "egress")
@@ -109,7 +95,7 @@ async def test_outgoing_requests_go_through_the_linked_http_client(
     # Destinations outside `allowed_hosts` are denied (same server, other name), and logged.
     status, text = await get(outgoing(base, f"http://localhost:{upstream.port}/hello"))
     assert status == 502 and "HttpRequestDenied" in text, text
-    await wait_log(env, f"outgoing request to localhost:{upstream.port} denied")
+    await env.wait_log(f"outgoing request to localhost:{upstream.port} denied")
     status, text = await get(outgoing(base, "http://does-not-exist.invalid:8080/"))
     assert status == 502 and "HttpRequestDenied" in text, text
     # Allowed but failing destinations get their own error codes.
@@ -176,7 +162,7 @@ async def test_host_routing_puts_several_components_behind_one_listener(env: Env
     await ctl.put_link(http_link("router", "b", ["h-b"]).model_copy(update={"name": "b"}))
     # A link without `host` is not served, and the log says why.
     await ctl.put_link(http_link("router", "c", ["h-none"]).model_copy(update={"name": "c"}))
-    await wait_log(env, "host routing needs a `host`")
+    await env.wait_log("host routing needs a `host`")
 
     url = f"http://127.0.0.1:{port}/echo"
     deadline = time.monotonic() + 30
@@ -303,7 +289,7 @@ async def test_tls_listeners(env: Env, echo_ref: str, tmp_path: Path) -> None:
     await ctl.put_link(http_link("by-address", "a", ["addr-a"]))
     await ctl.put_link(http_link("by-address", "b", ["addr-b"]).model_copy(update={"name": "b"}))
     await wait_status_with(f"https://127.0.0.1:{good_port}/count", {}, 200, trusting)
-    await wait_log(env, f"cannot listen on 127.0.0.1:{bad_port} for b")
+    await env.wait_log(f"cannot listen on 127.0.0.1:{bad_port} for b")
     with pytest.raises(aiohttp.ClientError):
         await request(f"https://127.0.0.1:{bad_port}/count", ssl_ctx=trusting)
     status, _ = await request(f"https://127.0.0.1:{port}/echo", ssl_ctx=trusting)

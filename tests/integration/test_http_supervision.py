@@ -27,20 +27,6 @@ from wasmlattice.capabilities.base import Resync, RetryLater
 pytestmark = pytest.mark.timeout(180)
 
 
-def host_log(env: Env) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in sorted(env.log_dir.glob("host*.log")))
-
-
-async def wait_log(env: Env, needle: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = host_log(env)
-        if needle in text:
-            return text
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{needle!r} not in the host log:\n{host_log(env)[-4000:]}")
-
-
 def occupy(port: int) -> socket.socket:
     """A plain listening socket on 127.0.0.1:`port` (no SO_REUSEPORT, so nothing else can bind it)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -81,12 +67,12 @@ async def test_a_taken_port_is_reported_unhealthy_and_bound_once_free(env: Env, 
         assert reply["healthy"] is False
         assert why in reply["message"] and hint in reply["message"], reply
         # The host's log has the bind failure (with the OS error) and the health change.
-        text = await wait_log(env, f"provider web became unhealthy: {why}")
+        text = await env.wait_log(f"provider web became unhealthy: {why}")
         assert f"WARNING wasmlattice.capabilities: http-server web: {why}" in text
         assert hint in text
         # Retries of the same failure do not flood the log at WARNING.
         await asyncio.sleep(2.0)
-        assert host_log(env).count(f"WARNING wasmlattice.capabilities: http-server web: {why}") == 1
+        assert env.log_text().count(f"WARNING wasmlattice.capabilities: http-server web: {why}") == 1
         with pytest.raises(OSError):
             await get(f"http://{address}/echo", timeout=2)  # the blocker accepts, never answers
     finally:
@@ -98,8 +84,8 @@ async def test_a_taken_port_is_reported_unhealthy_and_bound_once_free(env: Env, 
     assert "/echo" in await wait_status(f"http://{address}/echo", 200, timeout=35)
     assert time.monotonic() - freed < 31
     assert len([e for e in env.events if "linkdef" in e["type"] or "config" in e["type"]]) == puts_before
-    await wait_log(env, f"http-server web listening on {address}")
-    await wait_log(env, "http-server web: recovered after")
+    await env.wait_log(f"http-server web listening on {address}")
+    await env.wait_log("http-server web: recovered after")
     # Healthy again: a health_check_passed after the failed one, and the subject says so.
     failed_at = env.events.index(failed)
     await env.wait_event(

@@ -44,26 +44,6 @@ def watcher_link(provider: str, source_config: list[str]) -> Link:
     )
 
 
-def host_log(env: Env) -> str:
-    return (env.log_dir / "host0.log").read_text(errors="replace")
-
-
-def host_tracebacks(env: Env) -> list[str]:
-    """Tracebacks of the host itself (the guest's own, on its stderr, are expected for `trap`)."""
-    return [line for line in host_log(env).splitlines() if "Traceback" in line and "stderr]" not in line]
-
-
-async def wait_log(env: Env, needle: str, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = host_log(env)
-        if needle in text:
-            return text
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{needle!r} not in the host log:\n{text[-4000:]}")
-        await asyncio.sleep(0.05)
-
-
 async def until(read: Callable[[], Awaitable[Any]], expected: Any, what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -110,7 +90,7 @@ async def test_nats_watcher(env: Env, watcher_ref: str) -> None:
     await kv.put("old", b"before")
     await env.ctl.put_config("kvw-src", {"bucket": bucket})
     await env.ctl.put_link(watcher_link("kv-nats", ["kvw-src"]))
-    await wait_log(env, f"watcher link `default` to {WATCHER}: watching bucket '{bucket}'")
+    await env.wait_log(f"watcher link `default` to {WATCHER}: watching bucket '{bucket}'")
 
     # The guest writes through the handle it got, into the watched bucket.
     await kv.put("k1", b"v1")
@@ -125,7 +105,7 @@ async def test_nats_watcher(env: Env, watcher_ref: str) -> None:
 
     # A trap is logged with the component, function and key; the next change is still delivered.
     await kv.put("trap", b"x")
-    text = await wait_log(env, f"component {WATCHER} trapped in on-set for key 'trap' of bucket '{bucket}'")
+    text = await env.wait_log(f"component {WATCHER} trapped in on-set for key 'trap' of bucket '{bucket}'")
     assert "deliberate trap" in text
     await kv.put("k2", b"after")
     await until(lambda: read("seen:k2"), b"after", "seen:k2")
@@ -133,11 +113,11 @@ async def test_nats_watcher(env: Env, watcher_ref: str) -> None:
 
     # Without the link, changes are no longer delivered.
     await env.ctl.delete_link("kv-nats", "wasi", "keyvalue")
-    await wait_log(env, f"watcher link `default` to {WATCHER}: stopped watching")
+    await env.wait_log(f"watcher link `default` to {WATCHER}: stopped watching")
     await kv.put("k3", b"late")
     await asyncio.sleep(1.0)
     assert await read("seen:k3") is None
-    assert host_tracebacks(env) == []
+    assert env.host_tracebacks() == []
 
 
 async def test_memory_watcher(env: Env, watcher_ref: str, build_component: Callable[[str], Path]) -> None:
@@ -159,7 +139,7 @@ async def test_memory_watcher(env: Env, watcher_ref: str, build_component: Calla
         )
     )
     await env.ctl.put_link(watcher_link("kv-mem", ["mem-bucket"]))
-    await wait_log(env, f"watcher link `default` to {WATCHER}: watching bucket '{bucket}'")
+    await env.wait_log(f"watcher link `default` to {WATCHER}: watching bucket '{bucket}'")
 
     async def read(key: str) -> Any:
         status, body = await get(f"{url}/get?key={key}")
@@ -179,8 +159,8 @@ async def test_memory_watcher(env: Env, watcher_ref: str, build_component: Calla
     assert await read("a") is None
 
     await env.ctl.delete_link("kv-mem", "wasi", "keyvalue")
-    await wait_log(env, f"watcher link `default` to {WATCHER}: stopped watching")
+    await env.wait_log(f"watcher link `default` to {WATCHER}: stopped watching")
     await write("set?key=b&value=two")
     await asyncio.sleep(1.0)
     assert await read("seen:b") is None
-    assert host_tracebacks(env) == []
+    assert env.host_tracebacks() == []

@@ -84,26 +84,6 @@ async def until_unserved(nc: Any, subject: str, timeout: float = 30.0) -> None:
     raise AssertionError(f"{subject} is still answered after {timeout}s")
 
 
-def host_log(env: Env) -> str:
-    return (env.log_dir / "host0.log").read_text(errors="replace")
-
-
-def host_tracebacks(env: Env) -> list[str]:
-    """Tracebacks of the host itself (the guest's own, on its stderr, are expected for `trap`)."""
-    return [line for line in host_log(env).splitlines() if "Traceback" in line and "stderr]" not in line]
-
-
-async def wait_log(env: Env, needle: str, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = host_log(env)
-        if needle in text:
-            return text
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{needle!r} not in the host log:\n{text[-4000:]}")
-        await asyncio.sleep(0.05)
-
-
 async def collector(nc: Any, subject: str, queue: str = "") -> tuple[Any, list[Any]]:
     got: list[Any] = []
 
@@ -207,16 +187,16 @@ async def test_messaging_both_directions(env: Env, msg_ref: str) -> None:
     # A handler Err and a trap are logged with component, subject and reason; the next message is handled.
     await nc.publish(f"{p}.echo", b"fail")
     reason = f"refusing body `fail` on {p}.echo"
-    await wait_log(env, f"component {COMPONENT} returned an error for a message on {p}.echo: {reason}")
+    await env.wait_log(f"component {COMPONENT} returned an error for a message on {p}.echo: {reason}")
     await nc.publish(f"{p}.echo", b"trap")
-    text = await wait_log(env, f"component {COMPONENT} trapped handling a message on {p}.echo")
+    text = await env.wait_log(f"component {COMPONENT} trapped handling a message on {p}.echo")
     assert "deliberate trap" in text
     assert (await nc.request(f"{p}.echo", b"after", timeout=10.0)).data == b"AFTER"
 
     # wasi:logging lines land in the host log with the component ID and level (trace/debug are
     # below the host's INFO level).
     assert await call(f"{url}/log?tag=T1") == (200, {"ok": None})
-    text = await wait_log(env, "T1 critical")
+    text = await env.wait_log("T1 critical")
     for level, name in (("info", "INFO"), ("warn", "WARNING"), ("error", "ERROR"), ("critical", "CRITICAL")):
         assert f"{name} wasmlattice.guest: component {COMPONENT} [{level}] msg-guest: T1 {level}" in text
     assert "T1 debug" not in text and "T1 trace" not in text
@@ -236,7 +216,7 @@ async def test_messaging_both_directions(env: Env, msg_ref: str) -> None:
             break
         await asyncio.sleep(0.1)
     assert (status, doc) == (500, {"err": "no link named `default` for `wasmcloud:messaging/consumer`"})
-    assert host_tracebacks(env) == []
+    assert env.host_tracebacks() == []
 
 
 async def test_cluster_uris_and_local_components(env: Env, msg_ref: str, nats_url: str) -> None:
@@ -273,7 +253,7 @@ async def test_cluster_uris_and_local_components(env: Env, msg_ref: str, nats_ur
     await until_unserved(nc, f"{p}.alt")
     await env.ctl.scale_component(host, msg_ref, COMPONENT, 1)
     assert (await request_until_served(nc, f"{p}.main", b"back")).data == b"BACK"
-    assert host_tracebacks(env) == []
+    assert env.host_tracebacks() == []
 
 
 async def test_logging_and_consumer_under_run(
