@@ -86,15 +86,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run `wasmlattice ARGS...` as a user would: this interpreter, no WASMLATTICE_*/WASMCLOUD_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WASMLATTICE_", "WASMCLOUD_"))}
+def cli(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `wasmlattice ARGS...` as a user would: this interpreter, and of the WASMLATTICE_* and
+    WASMCLOUD_* variables only those in `env`."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("WASMLATTICE_", "WASMCLOUD_"))}
     return subprocess.run(
         [sys.executable, "-m", "wasmlattice.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env={**base, **(env or {})},
     )
 
 

@@ -215,18 +215,6 @@ def test_up_detach_then_down(tmp_path: Path) -> None:
 # --- `host` / `up` / `down`: wasmCloud's variables, labels, an existing NATS, TLS client certificates ---
 
 
-def cli_env(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run the CLI with exactly the WASMLATTICE_*/WASMCLOUD_* variables in `env` (others inherited)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("WASMLATTICE_", "WASMCLOUD_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "wasmlattice.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**base, **env},
-    )
-
-
 def count_heartbeats(url: str, lattice: str, host_id: str, want: int, within: float) -> int:
     """How many `host_heartbeat` events from `host_id` arrive (stops at `want` or after `within` s)."""
     import asyncio
@@ -318,9 +306,7 @@ def test_host_reads_wasmcloud_variables_ours_first(nats_url: str, lattice_name: 
         assert count_heartbeats(nats_url, lattice_name, ident.public_key, 2, within=10) == 2
         assert get_hosts(nats_url, f"{lattice_name}_theirs") == []
         # The other commands read WASMCLOUD_LATTICE too.
-        r = cli_env(
-            "get", "hosts", "--nats-url", nats_url, "-o", "json", env={"WASMCLOUD_LATTICE": lattice_name}
-        )
+        r = cli("get", "hosts", "--nats-url", nats_url, "-o", "json", env={"WASMCLOUD_LATTICE": lattice_name})
         assert [h["id"] for h in json.loads(r.stdout)] == [ident.public_key], r.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -330,17 +316,17 @@ def test_host_reads_wasmcloud_variables_ours_first(nats_url: str, lattice_name: 
 
 def test_host_reads_wasmcloud_nats_variables(nats_url: str, lattice_name: str, tmp_path: Path) -> None:
     common = ("host", "--nats-url", nats_url, "--lattice", lattice_name, "--log-level", "error")
-    r = cli_env(*common, env={"WASMCLOUD_NATS_CREDS": str(tmp_path / "none.creds")})
+    r = cli(*common, env={"WASMCLOUD_NATS_CREDS": str(tmp_path / "none.creds")})
     assert r.returncode == 2 and r.stderr == f"error: --nats-creds: {tmp_path / 'none.creds'} is not a file\n"
-    r = cli_env(*common, env={"WASMCLOUD_NATS_JWT": "eyJ"})
+    r = cli(*common, env={"WASMCLOUD_NATS_JWT": "eyJ"})
     assert r.returncode == 1 and "--nats-jwt needs --nats-seed" in r.stderr
-    r = cli_env(*common, env={"WASMCLOUD_NATS_JWT": "eyJ", "WASMCLOUD_NATS_SEED": "notaseed"})
+    r = cli(*common, env={"WASMCLOUD_NATS_JWT": "eyJ", "WASMCLOUD_NATS_SEED": "notaseed"})
     assert r.returncode == 1 and "--nats-seed must be an nkey seed" in r.stderr
     # A JetStream domain the server does not have: the host cannot open the lattice's buckets.
-    r = cli_env(*common, env={"WASMCLOUD_JS_DOMAIN": "nosuchdomain"}, timeout=30)
+    r = cli(*common, env={"WASMCLOUD_JS_DOMAIN": "nosuchdomain"}, timeout=30)
     assert r.returncode == 1 and f"LATTICEDATA_{lattice_name}" in r.stderr
     # (Without --log-level, which would win over the variable.)
-    r = cli_env(*common[:-2], env={"WASMCLOUD_LOG_LEVEL": "loud"}, timeout=30)
+    r = cli(*common[:-2], env={"WASMCLOUD_LOG_LEVEL": "loud"}, timeout=30)
     assert r.returncode == 2 and "'loud'" in r.stderr and "--log-level" in r.stderr
 
 
@@ -357,7 +343,7 @@ def test_reserved_and_malformed_labels_are_refused(command: str, tmp_path: Path)
         assert r.stderr == (
             f"error: --label {key}: labels under `hostcore.` are set by the host; choose another key\n"
         )
-    r = cli_env(*common, env={"WASMCLOUD_LABEL_hostcore.os": "plan9"})
+    r = cli(*common, env={"WASMCLOUD_LABEL_hostcore.os": "plan9"})
     assert r.returncode == 2 and "WASMCLOUD_LABEL_hostcore.os: labels under `hostcore.`" in r.stderr
     for label in ("novalue", "=v", "a=b=c"):
         r = cli(*common, "--label", label)
@@ -500,7 +486,7 @@ def test_host_and_up_with_a_tls_client_certificate(
     try:
         deadline = time.monotonic() + 20
         while True:
-            r = cli_env("get", "hosts", "--nats-url", url, "-o", "json", env=tls_env)
+            r = cli("get", "hosts", "--nats-url", url, "-o", "json", env=tls_env)
             hosts = json.loads(r.stdout) if r.returncode == 0 else []
             if len(hosts) == 2 or time.monotonic() > deadline:
                 break
