@@ -24,8 +24,10 @@ checks publish `health_check_failed` and log why.
 
 Listeners use SO_REUSEPORT, so several hosts of a lattice may serve the same address. Links come
 from the lattice state: a put or delete on any host reaches every host's view, and the host that
-runs the provider re-applies its routes. Requests run on local instances of the target component,
-within its `max_instances`; a target not running here answers 503.
+runs the provider re-applies its routes. Requests run on local instances of the target component
+when this host runs it, within its `max_instances`. Otherwise they are forwarded over wRPC as
+`wrpc:http/incoming-handler@0.1.0` `handle` to whichever host of the lattice runs it (its queue
+group), with bodies streamed both ways (`http.wrpc_http`); when none does, the answer is 503.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from wasmlattice.capabilities.base import Resync, RetryLater
+from wasmlattice.capabilities.base import HostServices, Resync, RetryLater
 from wasmlattice.http.server import HttpHandler, bind_socket, error_response
 from wasmlattice.http.target import HttpTarget
+from wasmlattice.http.wrpc_http import RemoteHttp
 from wasmlattice.lattice.models import Link, ProviderDescription, StrMap
 from wasmlattice.lattice.state import LatticeState
 
@@ -158,9 +161,22 @@ class HttpServerProvider:
         lookup: TargetLookup,
         config: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None,
+        services: HostServices | None = None,
     ) -> None:
         cfg = _lower(config or {})
         self.provider_id = provider_id
+        # Components running on other hosts are reached over wRPC (only when on a lattice).
+        self.remote = (
+            RemoteHttp(
+                services.nc,
+                services.lattice,
+                provider_id,
+                timeout=services.invocation_timeout,
+                max_body=MAX_BODY,
+            )
+            if services is not None and services.nc is not None
+            else None
+        )
         self.image_ref = image_ref
         self.annotations = dict(annotations or {})
         self.state = state
@@ -325,8 +341,18 @@ class HttpServerProvider:
         sock = bind_socket(*address)
         holder: list[_Listener] = []
         handler = HttpHandler(lambda request: self._resolve(holder[0], request), max_body=MAX_BODY)
+
+        async def serve(request: web.BaseRequest) -> web.StreamResponse:
+            remote = self.remote
+            if remote is not None:
+                # Local instances are preferred; only a component not running here is forwarded.
+                routed = self._route(holder[0], request)
+                if isinstance(routed, str) and self.lookup(routed) is None:
+                    return await remote.forward(request, routed)
+            return await handler.handle(request)
+
         server = web.Server(
-            handler.handle, max_line_size=MAX_HEADER_SIZE, max_field_size=MAX_HEADER_SIZE, access_log=None
+            serve, max_line_size=MAX_HEADER_SIZE, max_field_size=MAX_HEADER_SIZE, access_log=None
         )
         # In-flight requests get a short grace period when a link delete closes the listener.
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=CLOSE_GRACE)
@@ -354,7 +380,20 @@ class HttpServerProvider:
         log.info("http-server %s stopped listening on %s", self.provider_id, _fmt(address))
 
     def _resolve(self, listener: _Listener, request: web.BaseRequest) -> HttpTarget | web.StreamResponse:
-        """The component serving `request` on `listener`, or the error response to send."""
+        """The local target serving `request` on `listener`, or the error response to send."""
+        routed = self._route(listener, request)
+        if not isinstance(routed, str):
+            return routed
+        target = self.lookup(routed)
+        if target is None:
+            if self.remote is not None:
+                # Scaled away between routing and resolving: the next request is forwarded.
+                return error_response(503, f"component {routed} stopped running on this host; try again")
+            return error_response(503, f"component {routed} is not running on this host")
+        return target
+
+    def _route(self, listener: _Listener, request: web.BaseRequest) -> str | web.StreamResponse:
+        """The ID of the component linked for `request` on `listener`, or the error response to send."""
         if self.routing_mode == "path":
             path = request.rel_url.path
             matches = [p for p in listener.routes if path_matches(p, path)]
@@ -373,10 +412,7 @@ class HttpServerProvider:
             if not listener.routes:
                 return error_response(404, f"no component is linked to {_fmt(listener.address)}")
             component_id = listener.routes[""]
-        target = self.lookup(component_id)
-        if target is None:
-            return error_response(503, f"component {component_id} is not running on this host")
-        return target
+        return component_id
 
 
 def _fmt(address: tuple[str, int]) -> str:

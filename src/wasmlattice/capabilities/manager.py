@@ -30,6 +30,7 @@ def _http_server(spec: ProviderSpec) -> Provider:
         lookup=components.http_target,
         config=spec.config,
         annotations=spec.annotations,
+        services=spec.services,
     )
 
 

@@ -285,6 +285,7 @@ class ComponentRegistry:
                 running.linked.exports,
                 lambda iface, func, *args, timeout: invoker.call(iface, func, *args, timeout=timeout),
                 timeout=self.services.invocation_timeout,
+                http=running.target,
             )
             await running.server.start()
 

@@ -7,9 +7,11 @@ invocation decodes its parameters with the function's types, runs the export on 
 within the component's `max_instances` (waiting for a free one until its deadline), and answers
 the encoded result; a trap or a full component is answered as an error the caller sees.
 
-Not served: `wasi:http/incoming-handler` (wasmCloud serves it as `wrpc:http/incoming-handler`,
-with streamed bodies; HTTP reaches components through the HTTP server provider here), functions
-passing resources, and root-level function exports.
+A `wasi:http/incoming-handler@0.2.x` export is served as wasmCloud does it, as
+`wrpc:http/incoming-handler@0.1.0` `handle` with streamed bodies (`http.wrpc_http`), running the
+guest through the component's HTTP target (its instance bound and deadline, as local requests).
+
+Not served: functions passing resources, and root-level function exports.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from wasmlattice.host.invoke import InvokeError
+from wasmlattice.http import wrpc_http
+from wasmlattice.http.target import HttpTarget
 from wasmlattice.lattice.wrpc import codec, transport
 from wasmlattice.runtime.component import InterfaceName
 from wasmlattice.runtime.fastcall import GuestTrap
@@ -58,6 +62,7 @@ class ExportServer:
         exports: Mapping[str, Mapping[str, FuncSig]],
         invoke: Any,
         timeout: float = 10.0,
+        http: HttpTarget | None = None,
     ) -> None:
         self.nc = nc
         self.lattice = lattice
@@ -67,6 +72,8 @@ class ExportServer:
         # A caller gives up after its invocation time-out: waiting for an instance (or running)
         # longer than that only holds resources for an answer nobody reads.
         self.timeout = timeout
+        # What serves the component's HTTP handler, if it exports one.
+        self.http = http
         self._subs: list[Any] = []
 
     async def start(self) -> list[str]:
@@ -74,6 +81,17 @@ class ExportServer:
         subjects: list[str] = []
         prefix = wrpc_prefix(self.lattice, self.component_id)
         queue = queue_group(self.lattice, self.component_id)
+        if self.http is not None and any(
+            (n := InterfaceName.parse(i)) is not None and n.unversioned == HTTP_HANDLER for i in self.exports
+        ):
+            # One subject whichever 0.2.x version the component exports (wasmCloud maps them all).
+            export = wrpc_http.HttpExport(self.component_id, self.http, self.timeout)
+            subject = transport.invocation_subject(prefix, wrpc_http.INSTANCE, wrpc_http.FUNCTION)
+            sub = await transport.serve(
+                self.nc, subject, queue, export.handle, params_complete=wrpc_http.params_complete
+            )
+            self._subs.append(sub)
+            subjects.append(subject)
         for instance, funcs in self.exports.items():
             parsed = InterfaceName.parse(instance)
             if parsed is None or parsed.unversioned == HTTP_HANDLER:

@@ -67,7 +67,7 @@ class ServeOptions:
         return host.strip("[]"), int(port)
 
 
-class _GuestResponse(web.StreamResponse):
+class GuestResponse(web.StreamResponse):
     """A response carrying exactly the guest's headers (aiohttp would add Server and Content-Type)."""
 
     guest_content_type = False
@@ -152,7 +152,7 @@ class HttpHandler:
             for name, v in ((k.decode("latin-1").lower(), v) for k, v in request.raw_headers)
             if name not in FORBIDDEN_HEADERS
         ]
-        path, authority = _split_target(request.raw_path)
+        path, authority = split_target(request.raw_path)
         return IncomingRequest(
             request.method,
             path,
@@ -175,7 +175,7 @@ class HttpHandler:
         wctx = self._new_ctx(target, loop)
         wctx.inline = True
         body = BytePipe.complete(wctx, data)
-        ex = _Exchange(loop)
+        ex = Exchange(loop)
         budget = min(target.timeout, INLINE_BUDGET)
         try:
             target.pool.run(wctx, budget, self._request(request, body), ResponseOutparam(ex.deliver))
@@ -204,9 +204,9 @@ class HttpHandler:
             pump = loop.create_task(_pump_body(request, body, self.max_body))
         else:
             body.eof = True
-        ex = _Exchange(loop)
+        ex = Exchange(loop)
         target.executor.submit(
-            _run_guest, target, ex, wctx, self._request(request, body), ResponseOutparam(ex.deliver)
+            run_guest, target, ex, wctx, self._request(request, body), ResponseOutparam(ex.deliver)
         )
         try:
             return await self._respond(request, target, ex, body)
@@ -215,7 +215,7 @@ class HttpHandler:
                 pump.cancel()
 
     async def _respond(
-        self, request: web.BaseRequest, target: HttpTarget, ex: _Exchange, req_body: BytePipe
+        self, request: web.BaseRequest, target: HttpTarget, ex: Exchange, req_body: BytePipe
     ) -> web.StreamResponse:
         name = target.name
         await ex.wait_first(STREAM_GRACE)
@@ -230,7 +230,7 @@ class HttpHandler:
         if not isinstance(resp, OutgoingResponse):
             await _settle(name, ex)
             return error_response(500, "the component set an invalid response")
-        out = _GuestResponse(status=resp.status)
+        out = GuestResponse(status=resp.status)
         hdrs = out.headers
         for hname, value in resp.fields.entries:
             hdrs.add(hname, header_text(value))
@@ -284,9 +284,10 @@ class HttpHandler:
             self.client = None
 
 
-def _run_guest(
-    target: HttpTarget, ex: _Exchange, wctx: WasiCtx, req: IncomingRequest, out: ResponseOutparam
+def run_guest(
+    target: HttpTarget, ex: Exchange, wctx: WasiCtx, req: IncomingRequest, out: ResponseOutparam
 ) -> None:
+    """Run the guest's handler on this (worker) thread, reporting its end to `ex`."""
     try:
         target.pool.run(wctx, target.timeout, req, out)
     except BaseException as e:
@@ -297,7 +298,7 @@ def _run_guest(
         ex.finish(None)
 
 
-async def _settle(name: str, ex: _Exchange) -> None:
+async def _settle(name: str, ex: Exchange) -> None:
     """Wait for the guest to return; log a failure after the response had started."""
     await ex.wait_finished()
     e = ex.error
@@ -367,7 +368,7 @@ class ComponentApp:
 _UNSET: Any = object()
 
 
-def _split_target(target: str) -> tuple[str, str | None]:
+def split_target(target: str) -> tuple[str, str | None]:
     """Path-with-query and authority of a request-target; absolute-form gives both (as hyper does)."""
     if target.startswith("/"):
         return target, None
@@ -391,7 +392,7 @@ def _end_unfinished_body(result: Any) -> None:
 STREAM_GRACE = 0.002
 
 
-class _Exchange:
+class Exchange:
     """Hands a guest's response and completion from its wasm thread to the event loop.
 
     The loop sleeps until the guest finishes, or until STREAM_GRACE has passed with a response

@@ -421,6 +421,11 @@ class Invocation:
         self._data: bytes | None = None
         self._remote_error: RemoteError | None = None
 
+    @property
+    def handshake_done(self) -> bool:
+        """Whether the server has answered the handshake (someone is serving the call)."""
+        return self._ready
+
     # -- routing (called by the mux) ----------------------------------------------------------
 
     def deliver(self, rest: str, msg: Msg) -> None:
