@@ -113,25 +113,30 @@ class LatticeEnv:
 
     async def gather(self, subject: str, body: bytes = b"", wait: float = 1.0) -> list[dict[str, Any]]:
         """Publish with a fresh inbox and collect every JSON reply for `wait` s (like ping, auctions)."""
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox)
-        await self.nc.publish(subject, body, reply=inbox)
-        replies: list[dict[str, Any]] = []
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = await sub.next_msg(timeout=left)
-            except TimeoutError:
-                break
-            replies.append(json.loads(msg.data))
-        await sub.unsubscribe()
-        return replies
+        return await gather(self.nc, subject, body, wait)
 
     def close(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+
+
+async def gather(nc: Any, subject: str, body: bytes = b"", wait: float = 1.0) -> list[dict[str, Any]]:
+    """Publish on `nc` with a fresh inbox and collect every JSON reply for `wait` seconds."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    await nc.publish(subject, body, reply=inbox)
+    replies: list[dict[str, Any]] = []
+    deadline = time.monotonic() + wait
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = await sub.next_msg(timeout=left)
+        except TimeoutError:
+            break
+        replies.append(json.loads(msg.data))
+    await sub.unsubscribe()
+    return replies
 
 
 async def get(url: str, timeout: float = 60.0) -> tuple[int, str]:

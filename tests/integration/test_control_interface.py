@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lattice_env import gather
 
 from wasmlattice.host.identity import HostIdentity
 from wasmlattice.lattice import subjects as sj
@@ -141,19 +142,7 @@ class Lattice:
 
     async def gather(self, subject: str, body: bytes = b"", wait: float = 1.0) -> list[dict[str, Any]]:
         """Publish with a fresh inbox and collect every reply for `wait` seconds (like `host ping`)."""
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox)
-        await self.nc.publish(subject, body, reply=inbox)
-        replies: list[dict[str, Any]] = []
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = await sub.next_msg(timeout=left)
-            except Exception:
-                break
-            replies.append(json.loads(msg.data))
-        await sub.unsubscribe()
-        return replies
+        return await gather(self.nc, subject, body, wait)
 
     def subj(self, op: str, target: str | None = None) -> str:
         return sj.ctl_subject(op, self.lattice, target)
