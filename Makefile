@@ -90,6 +90,7 @@ bench: bench-deps system-deps
 	$(BIN)/python benchmarks/control_plane.py
 	$(BIN)/python benchmarks/capabilities.py
 	$(BIN)/python benchmarks/lattice_calls.py
+	$(BIN)/python benchmarks/http_across_hosts.py
 	$(BIN)/python benchmarks/apps.py
 
 clean: down

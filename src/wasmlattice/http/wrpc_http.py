@@ -673,7 +673,10 @@ class RemoteHttp:
         except (OSError, transport.WrpcError, codec.CodecError) as e:
             # The body failed midway (or the client went away): abort the connection so the client
             # sees a truncated response rather than a clean end.
-            log.warning("%s: response body from another host aborted: %s", cid, e)
+            if isinstance(e, ConnectionError):
+                log.debug("%s: client went away during the response: %s", cid, e)  # routine
+            else:
+                log.warning("%s: response body from another host aborted: %s", cid, e)
             if request.transport is not None:
                 request.transport.close()
         return out

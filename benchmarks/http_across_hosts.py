@@ -1,0 +1,234 @@
+"""HTTP ingress across hosts: the HTTP server provider running the component locally vs forwarding.
+
+Two host processes (A and B) on an embedded nats-server; `builtin://http-server` runs on A only.
+The hello-world guest (examples/hello) runs as `hello-local` on A and as `hello-remote` on B, each
+linked from the provider on its own address: requests to the first run in-process on A, requests to
+the second are forwarded over wRPC (`wrpc:http/incoming-handler@0.1.0` `handle`, bodies streamed)
+to B. `wrk` loads each address in turn. A second pair of rows POSTs a 64 KiB body to the `/body`
+route of the `http_echo` test guest (tests/components/http_echo), which streams it back, so the
+request and response bodies both cross the lattice.
+
+    python benchmarks/http_across_hosts.py [--duration 8] [--connections 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+from common import free_port, machine, stop_processes
+
+from wasmlattice.client.ctl import CtlClient
+from wasmlattice.devbuild import build
+from wasmlattice.lattice.models import Link
+from wasmlattice.nats_server import EmbeddedNats
+
+ROOT = Path(__file__).resolve().parent.parent
+LATTICE = "httpxbench"
+BODY_SIZE = 64 * 1024
+# wrk's Lua hook: every request a POST with the same 64 KiB body.
+POST_SCRIPT = f"""
+wrk.method = "POST"
+wrk.body = string.rep("x", {BODY_SIZE})
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
+
+
+def http_link(target: str, config: str) -> Link:
+    """A link from the HTTP server provider to `target`, named after it (one per address)."""
+    return Link(
+        source_id="http",
+        target=target,
+        name=target,
+        wit_namespace="wasi",
+        wit_package="http",
+        interfaces=["incoming-handler"],
+        source_config=[config],
+    )
+
+
+async def hosts_by_label(ctl: CtlClient, timeout: float = 120.0) -> dict[str, str]:
+    """Host IDs by their `bench` label, once both hosts answer a ping."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hosts = await ctl.ping_hosts(wait=0.5)
+        found = {h.labels.get("bench", ""): h.id for h in hosts}
+        if {"a", "b"} <= set(found):
+            return found
+    raise TimeoutError("the two hosts did not answer within the time-out")
+
+
+async def scaled(ctl: CtlClient, host: str, ref: str, cid: str, count: int) -> None:
+    """Scale `ref` as `cid` on `host` and wait until the host lists it."""
+    await ctl.scale_component(host, ref, cid, count)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        inv = await ctl.get_host_inventory(host)
+        if any(c.id == cid for c in inv.components):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{cid} did not start on {host}")
+
+
+async def answers(http: aiohttp.ClientSession, url: str, body: bytes | None = None) -> None:
+    """Wait until `url` answers 200 (and, for a POST, echoes `body` back unchanged)."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if body is None:
+                async with http.get(url) as r:
+                    got = await r.read()
+                    if r.status == 200:
+                        return
+            else:
+                async with http.post(url, data=body) as r:
+                    got = await r.read()
+                    if r.status == 200 and got == body:
+                        return
+            last = f"{r.status} {got[:200]!r} ({len(got)} bytes)"
+        except aiohttp.ClientError as e:
+            last = str(e)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer as expected within 120 s: {last}")
+        await asyncio.sleep(0.2)
+
+
+@dataclass
+class Result:
+    """One wrk run."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    v, unit = float(m[1]), m[2]
+    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+
+def wrk(url: str, duration: int, connections: int, script: Path | None = None) -> Result:
+    """Load `url` with wrk and parse its summary (errors: non-2xx/3xx answers plus socket errors)."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    proc = subprocess.run([*cmd, url], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed on {url} (exit {proc.returncode}): {proc.stderr.strip()}")
+    out = proc.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out)[1])  # type: ignore[index]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out)[1])  # type: ignore[index]
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errs = int(m[1]) if m else 0
+    m = re.search(r"Socket errors:.*", out)
+    if m:
+        errs += sum(int(x) for x in re.findall(r"\d+", m[0]))
+    return Result(rps, p50, p99, errs)
+
+
+async def run(args: argparse.Namespace) -> None:
+    """Start the lattice, deploy, load each address, print the table, and stop everything."""
+    hello_ref = f"file://{build(ROOT / 'examples' / 'hello').resolve()}"
+    echo_dir = ROOT / "tests" / "components"
+    echo_ref = f"file://{build(echo_dir / 'http_echo', echo_dir / '.build').resolve()}"
+    with tempfile.TemporaryDirectory(prefix="wl-httpxbench-") as tmp:
+        script = Path(tmp) / "post64k.lua"
+        script.write_text(POST_SCRIPT)
+        env = dict(os.environ, WASMLATTICE_CACHE_DIR=str(Path(tmp) / "cache"))
+        server = EmbeddedNats(host="127.0.0.1", port=0, data_dir=Path(tmp) / "nats")
+        await server.start()
+        procs: list[subprocess.Popen[bytes]] = []
+        nc: Any = None
+        try:
+            for label in ("a", "b"):
+                cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", server.url]
+                cmd += ["--lattice", LATTICE, "--log-level", "warning", "--label", f"bench={label}"]
+                procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
+            nc = await nats.connect(server.url)
+            ctl = CtlClient(nc, LATTICE, timeout=30.0)
+            hosts = await hosts_by_label(ctl)
+            a, b = hosts["a"], hosts["b"]
+            # component id -> (host, image, port)
+            deploy = {
+                "hello-local": (a, hello_ref, free_port()),
+                "hello-remote": (b, hello_ref, free_port()),
+                "echo-local": (a, echo_ref, free_port()),
+                "echo-remote": (b, echo_ref, free_port()),
+            }
+            for cid, (host, ref, port) in deploy.items():
+                await ctl.put_config(f"{cid}-http", {"address": f"127.0.0.1:{port}"})
+                await scaled(ctl, host, ref, cid, args.count)
+            await ctl.start_provider(a, "builtin://http-server", "http")
+            for cid in deploy:
+                await ctl.put_link(http_link(cid, f"{cid}-http"))
+
+            body = b"x" * BODY_SIZE
+            cases = [
+                # (label, component, path, wrk script)
+                ("GET hello, local (A)", "hello-local", "/hello", None),
+                ("GET hello, remote (B, wRPC)", "hello-remote", "/hello", None),
+                ("POST 64 KiB echo, local (A)", "echo-local", "/body", script),
+                ("POST 64 KiB echo, remote (B)", "echo-remote", "/body", script),
+            ]
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+                for _, cid, path, lua in cases:
+                    url = f"http://127.0.0.1:{deploy[cid][2]}{path}"
+                    await answers(http, url, body if lua is not None else None)
+
+            results: list[tuple[str, Result]] = []
+            for label, cid, path, lua in cases:
+                url = f"http://127.0.0.1:{deploy[cid][2]}{path}"
+                await asyncio.to_thread(wrk, url, 2, args.connections, lua)  # warm-up
+                r = await asyncio.to_thread(wrk, url, args.duration, args.connections, lua)
+                results.append((label, r))
+
+            print(f"# http_across_hosts: {time.strftime('%Y-%m-%d %H:%M')}, {machine()}")
+            print(
+                f"# 2 host processes + embedded nats-server, http-server provider on A; "
+                f"wrk -t1 -c{args.connections} -d{args.duration}s; {args.count} instances per component"
+            )
+            print(f"{'path':<32}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+            for i, (label, r) in enumerate(results):
+                print(f"{label:<32}{r.rps:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.errors:>8}")
+                if i % 2 == 1:
+                    local = results[i - 1][1]
+                    ratio = r.rps / local.rps if local.rps else float("nan")
+                    print(f"{'  ratio remote/local':<32}{ratio:>9.2f}x")
+        finally:
+            if nc is not None:
+                await nc.close()
+            stop_processes(procs)
+            await server.stop()
+
+
+def main() -> None:
+    """Parse the options and run the benchmark."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=int, default=8, help="seconds of wrk load per path")
+    ap.add_argument("--connections", type=int, default=8, help="wrk connections")
+    ap.add_argument("--count", type=int, default=8, help="max concurrent instances per component")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk, or `make bench-deps`)")
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
