@@ -743,7 +743,11 @@ class Server:
             await self._report(results_subject, "the server stopped before the invocation finished")
             raise
         except Exception as exc:
-            log.warning("wRPC invocation of %s failed: %s", self.subject, exc, exc_info=True)
+            # A handler raises WrpcError with a message meant for the caller (a trap, a full
+            # component, bad parameters): the message says it all. Anything else is a bug here,
+            # and its traceback is what whoever fixes it needs.
+            expected = isinstance(exc, WrpcError)
+            log.warning("wRPC invocation of %s failed: %s", self.subject, exc, exc_info=not expected)
             await self._report(results_subject, str(exc) or type(exc).__name__)
         finally:
             self._mux.unregister(token)
