@@ -325,6 +325,34 @@ async def test_host_killed_work_moves_and_http_keeps_answering(
     await apps.wait_status("web", "deployed")
 
 
+async def test_http_provider_and_component_on_different_hosts(
+    env: LatticeEnv, apps: Apps, http_echo_wasm: Path
+) -> None:
+    """The manifest puts the HTTP server on one host and the component on another: requests reach
+    the component over the lattice (wrpc:http), so placement need not keep them together."""
+    echo = "file://" + str(http_echo_wasm)
+    start_hosts(env, [{"role": "edge"}, {"role": "worker"}])
+    await env.host_ids(2)
+    await apps.start_manager()
+    port = free_port()
+    workers = {"name": "w", "requirements": {"role": "worker"}}
+    edge = {"name": "e", "requirements": {"role": "edge"}}
+    doc = manifest("split", "v1", [
+        component("echo", echo, spread(2, workers)),
+        capability("http", "builtin://http-server", daemon(1, edge)),
+    ])  # fmt: skip
+    listen = {"config": [{"name": "listen", "properties": {"address": f"127.0.0.1:{port}"}}]}
+    doc["spec"]["components"][1]["traits"].append(
+        link("wasi", "http", ["incoming-handler"], "echo", source=listen)
+    )
+    await apps.deploy(doc)
+    await apps.wait_status("split", "deployed")
+    await eventually(lambda: _assert_eq(apps.placement("split-echo"), {"h1": 2}))
+    status, body = await get(f"http://127.0.0.1:{port}/echo?from=edge")
+    assert status == 200, body
+    assert "/echo?from=edge" in body, body
+
+
 async def test_manager_restarted_mid_deploy_converges(
     env: LatticeEnv, apps: Apps, http_echo_wasm: Path
 ) -> None:
