@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from wasmlattice.lattice.wrpc.transport import (
+    Invocation,
     InvocationTimeout,
     NoResponders,
     RemoteError,
@@ -28,7 +29,6 @@ from wasmlattice.lattice.wrpc.transport import (
     current_invocation,
     invocation_subject,
     invoke,
-    open_invocation,
     serve,
 )
 
@@ -258,7 +258,7 @@ async def test_async_result_stream(conns: tuple[Client, Client], uniq: str) -> N
 
     srv = await serve(server, uniq, None, streaming)
     try:
-        async with open_invocation(client, uniq, b"p") as inv:
+        async with Invocation(client, uniq, b"p") as inv:
             assert await inv.results() == b"root:p"
             got = [c async for c in inv.result_stream((0,))]
         assert b"".join(got) == b"onetwo" + big

@@ -596,7 +596,7 @@ class RemoteHttp:
             request.method, path, "https" if request.secure else "http", authority or request.host, headers
         )
         upload = _Upload(request, self.max_body)
-        inv = transport.open_invocation(
+        inv = transport.Invocation(
             self.nc,
             self.subject(component_id),
             params,

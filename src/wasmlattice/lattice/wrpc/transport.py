@@ -387,7 +387,7 @@ async def _pump(nc: Client, subject: str, chunks: AsyncIterable[bytes]) -> None:
 
 
 class Invocation:
-    """One outgoing invocation; use as `async with open_invocation(...) as inv:`.
+    """One outgoing invocation; use as `async with Invocation(...) as inv:`.
 
     `results()` returns the synchronous result bytes; `result_stream(path)` iterates the chunks of an
     asynchronous result sent on `R_c.results.<path>`. Leaving the block stops routing its messages.
@@ -550,19 +550,6 @@ class Invocation:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def open_invocation(
-    nc: Client,
-    subject: str,
-    params: bytes,
-    *,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    param_streams: Mapping[Sequence[int], AsyncIterable[bytes]] | None = None,
-) -> Invocation:
-    """An invocation to run with `async with` when asynchronous results are needed."""
-    return Invocation(nc, subject, params, headers=headers, timeout=timeout, param_streams=param_streams)
 
 
 async def invoke(
