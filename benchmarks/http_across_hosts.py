@@ -16,23 +16,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import nats
-from common import free_port, machine, stop_processes
+from common import WrkResult, free_port, http_link, machine, stop_processes, wrk
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
-from wasmlattice.lattice.models import Link
 from wasmlattice.nats_server import EmbeddedNats
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,19 +41,6 @@ wrk.method = "POST"
 wrk.body = string.rep("x", {BODY_SIZE})
 wrk.headers["Content-Type"] = "application/octet-stream"
 """
-
-
-def http_link(target: str, config: str) -> Link:
-    """A link from the HTTP server provider to `target`, named after it (one per address)."""
-    return Link(
-        source_id="http",
-        target=target,
-        name=target,
-        wit_namespace="wasi",
-        wit_package="http",
-        interfaces=["incoming-handler"],
-        source_config=[config],
-    )
 
 
 async def hosts_by_label(ctl: CtlClient, timeout: float = 120.0) -> dict[str, str]:
@@ -103,44 +87,6 @@ async def answers(http: aiohttp.ClientSession, url: str, body: bytes | None = No
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not answer as expected within 120 s: {last}")
         await asyncio.sleep(0.2)
-
-
-@dataclass
-class Result:
-    """One wrk run."""
-
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-def _ms(text: str) -> float:
-    m = re.match(r"([\d.]+)(us|ms|s)", text)
-    if not m:
-        return float("nan")
-    v, unit = float(m[1]), m[2]
-    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
-
-
-def wrk(url: str, duration: int, connections: int, script: Path | None = None) -> Result:
-    """Load `url` with wrk and parse its summary (errors: non-2xx/3xx answers plus socket errors)."""
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
-    if script is not None:
-        cmd += ["-s", str(script)]
-    proc = subprocess.run([*cmd, url], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"wrk failed on {url} (exit {proc.returncode}): {proc.stderr.strip()}")
-    out = proc.stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out)[1])  # type: ignore[index]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out)[1])  # type: ignore[index]
-    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errs = int(m[1]) if m else 0
-    m = re.search(r"Socket errors:.*", out)
-    if m:
-        errs += sum(int(x) for x in re.findall(r"\d+", m[0]))
-    return Result(rps, p50, p99, errs)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -192,7 +138,7 @@ async def run(args: argparse.Namespace) -> None:
                     url = f"http://127.0.0.1:{deploy[cid][2]}{path}"
                     await answers(http, url, body if lua is not None else None)
 
-            results: list[tuple[str, Result]] = []
+            results: list[tuple[str, WrkResult]] = []
             for label, cid, path, lua in cases:
                 url = f"http://127.0.0.1:{deploy[cid][2]}{path}"
                 await asyncio.to_thread(wrk, url, 2, args.connections, lua)  # warm-up

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from wasmlattice.devbuild import build, wasmtime_cli
@@ -27,7 +25,7 @@ from wasmlattice.devbuild import build, wasmtime_cli
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import free_port, machine  # noqa: E402 - after the path entry
+from common import WrkResult, free_port, machine, wrk  # noqa: E402 - after the path entry
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
@@ -45,41 +43,9 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0)
     raise TimeoutError(f"server on {port} did not answer within {timeout}s")
 
 
-@dataclass
-class Result:
-    """One wrk run."""
-
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-def _ms(text: str) -> float:
-    m = re.match(r"([\d.]+)(us|ms|s)", text)
-    if not m:
-        return float("nan")
-    v, unit = float(m[1]), m[2]
-    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
-
-
-def wrk(port: int, duration: int, connections: int) -> Result:
-    """Load the server with wrk and parse its summary."""
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}/hello"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out)[1])  # type: ignore[index]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out)[1])  # type: ignore[index]
-    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errs = int(m[1]) if m else 0
-    m = re.search(r"Socket errors:.*", out)
-    if m:
-        errs += sum(int(x) for x in re.findall(r"\d+", m[0]))
-    return Result(rps, p50, p99, errs)
+def hello_url(port: int) -> str:
+    """The URL the hello guest answers on a server at `port`."""
+    return f"http://127.0.0.1:{port}/hello"
 
 
 def start(cmd: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -101,7 +67,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def bench_mode(
     wasm: Path, reuse: bool, workers: int, duration: int, connections: int
-) -> tuple[Result, Result]:
+) -> tuple[WrkResult, WrkResult]:
     """Run both hosts in one mode; returns (ours, wasmtime serve)."""
     p1, p2 = free_port(), free_port()
     ours_cmd = [sys.executable, "-m", "wasmlattice.cli.main", "run", str(wasm), "--listen", f"127.0.0.1:{p1}"]
@@ -115,10 +81,10 @@ def bench_mode(
     try:
         peer = start(peer_cmd, p2)
         try:
-            wrk(p1, 2, connections)  # warm-up
-            wrk(p2, 2, connections)
-            a = wrk(p1, duration, connections)
-            b = wrk(p2, duration, connections)
+            wrk(hello_url(p1), 2, connections)  # warm-up
+            wrk(hello_url(p2), 2, connections)
+            a = wrk(hello_url(p1), duration, connections)
+            b = wrk(hello_url(p2), duration, connections)
         finally:
             stop(peer)
     finally:

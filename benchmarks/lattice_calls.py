@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 import nats
-from common import RESPONDER, free_port, machine, percentile, stop_processes
+from common import RESPONDER, free_port, http_link, machine, percentile, stop_processes
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
@@ -43,18 +43,6 @@ PEER_SUBJECT = "bench.calc"
 def calc_link(source: str, target: str) -> Link:
     return Link(
         source_id=source, target=target, wit_namespace="test", wit_package="bench", interfaces=["calc"]
-    )
-
-
-def http_link(target: str, config: str) -> Link:
-    return Link(
-        source_id="http",
-        target=target,
-        name=target,
-        wit_namespace="wasi",
-        wit_package="http",
-        interfaces=["incoming-handler"],
-        source_config=[config],
     )
 
 
