@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from wasmlattice.capabilities.base import HostServices, Resync, RetryLater
-from wasmlattice.http.server import HttpHandler, bind_socket, error_response
+from wasmlattice.http.server import Forward, HttpHandler, bind_socket, error_response
 from wasmlattice.http.target import HttpTarget
 from wasmlattice.http.wrpc_http import RemoteHttp
 from wasmlattice.lattice.models import Link, ProviderDescription, StrMap
@@ -341,18 +341,8 @@ class HttpServerProvider:
         sock = bind_socket(*address)
         holder: list[_Listener] = []
         handler = HttpHandler(lambda request: self._resolve(holder[0], request), max_body=MAX_BODY)
-
-        async def serve(request: web.BaseRequest) -> web.StreamResponse:
-            remote = self.remote
-            if remote is not None:
-                # Local instances are preferred; only a component not running here is forwarded.
-                routed = self._route(holder[0], request)
-                if isinstance(routed, str) and self.lookup(routed) is None:
-                    return await remote.forward(request, routed)
-            return await handler.handle(request)
-
         server = web.Server(
-            serve, max_line_size=MAX_HEADER_SIZE, max_field_size=MAX_HEADER_SIZE, access_log=None
+            handler.handle, max_line_size=MAX_HEADER_SIZE, max_field_size=MAX_HEADER_SIZE, access_log=None
         )
         # In-flight requests get a short grace period when a link delete closes the listener.
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=CLOSE_GRACE)
@@ -379,18 +369,21 @@ class HttpServerProvider:
         await listener.handler.close()
         log.info("http-server %s stopped listening on %s", self.provider_id, _fmt(address))
 
-    def _resolve(self, listener: _Listener, request: web.BaseRequest) -> HttpTarget | web.StreamResponse:
-        """The local target serving `request` on `listener`, or the error response to send."""
+    def _resolve(
+        self, listener: _Listener, request: web.BaseRequest
+    ) -> HttpTarget | Forward | web.StreamResponse:
+        """What serves `request` on `listener`: the local target (preferred), a forward to another
+        host of the lattice, or the error response to send."""
         routed = self._route(listener, request)
         if not isinstance(routed, str):
             return routed
         target = self.lookup(routed)
-        if target is None:
-            if self.remote is not None:
-                # Scaled away between routing and resolving: the next request is forwarded.
-                return error_response(503, f"component {routed} stopped running on this host; try again")
+        if target is not None:
+            return target
+        remote = self.remote
+        if remote is None:
             return error_response(503, f"component {routed} is not running on this host")
-        return target
+        return lambda request: remote.forward(request, routed)
 
     def _route(self, listener: _Listener, request: web.BaseRequest) -> str | web.StreamResponse:
         """The ID of the component linked for `request` on `listener`, or the error response to send."""

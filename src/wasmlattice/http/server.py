@@ -6,7 +6,7 @@ import asyncio
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,8 +85,54 @@ def error_response(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message + "\n")
 
 
-# Resolves the component that serves a request: a target, or a ready response (404, 503...).
-Resolver = Callable[[web.BaseRequest], "HttpTarget | web.StreamResponse"]
+async def send_continue(request: web.BaseRequest) -> None:
+    """Answer `Expect: 100-continue`, which aiohttp's low-level server leaves to the application.
+
+    Without it a client that waits for the go-ahead and a guest waiting for the body deadlock
+    until the deadline.
+    """
+    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+
+
+def guest_request_headers(request: web.BaseRequest) -> list[tuple[str, bytes]]:
+    """The request's headers as the guest sees them: lower-case, without hop-by-hop/forbidden ones.
+
+    Like wasmtime, the guest does not see those (the Host header reaches it as the authority).
+    """
+    return [
+        (name, v)
+        for name, v in ((k.decode("latin-1").lower(), v) for k, v in request.raw_headers)
+        if name not in FORBIDDEN_HEADERS
+    ]
+
+
+def guest_response(status: int, entries: Iterable[tuple[str, bytes]]) -> GuestResponse:
+    """A response with exactly the guest's status and headers (its Content-Length honoured)."""
+    out = GuestResponse(status=status)
+    hdrs = out.headers
+    for name, value in entries:
+        hdrs.add(name, header_text(value))
+    out.guest_content_type = "content-type" in hdrs
+    length = hdrs.get("content-length")
+    if length is not None and length.isdigit():
+        out.content_length = int(length)
+    return out
+
+
+def bodyless(method: str, status: int) -> bool:
+    """Whether the answer carries no body on the wire (HEAD, 1xx, 204, 304), whatever the guest wrote.
+
+    aiohttp would write the guest's bytes raw after the headers, so they are drained, not sent.
+    """
+    return method == "HEAD" or status < 200 or status in (204, 304)
+
+
+# Serves a request some other way than with a local target (e.g. on another host of the lattice).
+Forward = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+# Resolves what serves a request: a local target, a forwarder, or a ready response (404, 503...).
+Resolver = Callable[[web.BaseRequest], "HttpTarget | Forward | web.StreamResponse"]
 
 
 class HttpHandler:
@@ -112,8 +158,10 @@ class HttpHandler:
                 413, f"request body of {request.content_length} bytes exceeds {self.max_body}"
             )
         target = self.resolve(request)
-        if not isinstance(target, HttpTarget):
+        if isinstance(target, web.StreamResponse):
             return target
+        if not isinstance(target, HttpTarget):
+            return await target(request)
         try:
             await target.acquire()
         except SlotTimeout as e:
@@ -125,11 +173,7 @@ class HttpHandler:
             target.release()
 
     async def _serve(self, request: web.BaseRequest, target: HttpTarget) -> web.StreamResponse:
-        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-            # aiohttp's low-level server leaves this to the application: without it a client that
-            # waits for the go-ahead and the guest waiting for the body deadlock until the deadline.
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            request.writer.output_size = 0
+        await send_continue(request)
         if target.inline.enabled() and (not request.body_exists or request.content.is_eof()):
             data = request.content.read_nowait(-1) if request.body_exists else b""
             resp = await self._try_inline(request, target, data)
@@ -145,20 +189,13 @@ class HttpHandler:
         return wctx
 
     def _request(self, request: web.BaseRequest, body: BytePipe) -> IncomingRequest:
-        # Like wasmtime, the guest does not see hop-by-hop/forbidden headers (the Host header
-        # reaches it as the authority instead).
-        headers = [
-            (name, v)
-            for name, v in ((k.decode("latin-1").lower(), v) for k, v in request.raw_headers)
-            if name not in FORBIDDEN_HEADERS
-        ]
         path, authority = split_target(request.raw_path)
         return IncomingRequest(
             request.method,
             path,
             "https" if request.secure else "http",
             authority or request.host,
-            headers,
+            guest_request_headers(request),
             body,
         )
 
@@ -230,18 +267,9 @@ class HttpHandler:
         if not isinstance(resp, OutgoingResponse):
             await _settle(name, ex)
             return error_response(500, "the component set an invalid response")
-        out = GuestResponse(status=resp.status)
-        hdrs = out.headers
-        for hname, value in resp.fields.entries:
-            hdrs.add(hname, header_text(value))
-        out.guest_content_type = "content-type" in hdrs
-        length = hdrs.get("content-length")
-        if length is not None and length.isdigit():
-            out.content_length = int(length)
+        out = guest_response(resp.status, resp.fields.entries)
         pipe = resp.pipe
-        # A HEAD answer, 1xx, 204 and 304 carry no body on the wire (aiohttp would write the
-        # guest's bytes raw after the headers): drain what the guest writes, send nothing.
-        no_body = request.method == "HEAD" or resp.status < 200 or resp.status in (204, 304)
+        no_body = bodyless(request.method, resp.status)
         if ex.finished and pipe is not None and pipe.eof and pipe.error is None:
             # The whole body is here: headers, body and end go out in one write.
             out._send_headers_immediately = False

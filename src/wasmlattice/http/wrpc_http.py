@@ -66,12 +66,21 @@ from ..wasi.http import (
     IncomingRequest,
     OutgoingResponse,
     ResponseOutparam,
-    header_text,
     method_from_wit,
     method_to_wit,
 )
 from ..wasi.io import BytePipe, IoError
-from .server import STREAM_GRACE, Exchange, GuestResponse, error_response, run_guest, split_target
+from .server import (
+    STREAM_GRACE,
+    Exchange,
+    bodyless,
+    error_response,
+    guest_request_headers,
+    guest_response,
+    run_guest,
+    send_continue,
+    split_target,
+)
 from .target import HttpTarget, SlotTimeout, interrupted
 
 log = logging.getLogger("wasmlattice.http")
@@ -149,6 +158,7 @@ ERROR_CODE = variant(
 _REQUEST_TAIL = codec.TupleCodec([METHOD, option(STRING), option(SCHEME), option(STRING), FIELDS], "request")
 _RESPONSE_TAIL = codec.TupleCodec([U16, FIELDS], "response")
 _ERROR_RESULT = codec.TupleCodec([result(None, ERROR_CODE)], "results")
+_ERROR_CODE_DEC = codec.decoder(ERROR_CODE)
 _BYTES_DEC = codec.decoder(BYTES)
 _U8_ENC = codec.encoder(U8)
 _U8_DEC = codec.decoder(U8)
@@ -285,7 +295,7 @@ def decode_result(data: bytes | bytearray | memoryview) -> ResponseHead | Err:
         if not len(mv):
             raise codec.CodecError("empty result")
         if mv[0] == 1:
-            code, o = codec.decoder(ERROR_CODE)(mv, 1)
+            code, o = _ERROR_CODE_DEC(mv, 1)
             _check_end(mv, o)
             return Err(code)
         if mv[0] != 0:
@@ -564,10 +574,15 @@ class RemoteHttp:
         # Until the response head: how long the remote host has to start answering.
         self.timeout = timeout
         self.max_body = max_body
+        self._subjects: dict[str, str] = {}
 
     def subject(self, component_id: str) -> str:
-        """Where `handle` of `component_id` is invoked."""
-        return transport.invocation_subject(f"{self.lattice}.{component_id}", INSTANCE, FUNCTION)
+        """Where `handle` of `component_id` is invoked (built once per component)."""
+        subject = self._subjects.get(component_id)
+        if subject is None:
+            subject = transport.invocation_subject(f"{self.lattice}.{component_id}", INSTANCE, FUNCTION)
+            self._subjects[component_id] = subject
+        return subject
 
     def _not_running(self, component_id: str) -> web.Response:
         return error_response(
@@ -577,23 +592,19 @@ class RemoteHttp:
         )
 
     async def forward(self, request: web.BaseRequest, component_id: str) -> web.StreamResponse:
-        """Serve `request` with `component_id` running elsewhere in the lattice."""
-        if request.content_length is not None and request.content_length > self.max_body:
-            return error_response(
-                413, f"request body of {request.content_length} bytes exceeds {self.max_body}"
-            )
-        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-            # As the local path: a client waiting for the go-ahead would never send its body.
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            request.writer.output_size = 0
+        """Serve `request` with `component_id` running elsewhere in the lattice.
+
+        `HttpHandler` has refused a declared body over the limit already; `_Upload` enforces the
+        limit on what actually arrives.
+        """
+        await send_continue(request)
         path, authority = split_target(request.raw_path)
-        headers = [
-            (name, v)
-            for name, v in ((k.decode("latin-1").lower(), v) for k, v in request.raw_headers)
-            if name not in FORBIDDEN_HEADERS
-        ]
         params = encode_request(
-            request.method, path, "https" if request.secure else "http", authority or request.host, headers
+            request.method,
+            path,
+            "https" if request.secure else "http",
+            authority or request.host,
+            guest_request_headers(request),
         )
         upload = _Upload(request, self.max_body)
         inv = transport.Invocation(
@@ -622,8 +633,7 @@ class RemoteHttp:
         except transport.NoResponders:
             return self._not_running(cid)
         except transport.InvocationTimeout as e:
-            # No handshake at all: no host took the invocation. `_ready` is the transport's record of
-            # the handshake (it has no public accessor yet).
+            # No handshake at all: no host took the invocation.
             if not inv.handshake_done:
                 return self._not_running(cid)
             log.warning("%s: %s", cid, e)
@@ -649,16 +659,8 @@ class RemoteHttp:
     async def _stream(
         self, request: web.BaseRequest, inv: transport.Invocation, cid: str, head: ResponseHead
     ) -> web.StreamResponse:
-        out = GuestResponse(status=head.status)
-        hdrs = out.headers
-        for name, value in head.headers:
-            hdrs.add(name, header_text(value))
-        out.guest_content_type = "content-type" in hdrs
-        length = hdrs.get("content-length")
-        if length is not None and length.isdigit():
-            out.content_length = int(length)
-        # As the local path: these carry no body on the wire, whatever the guest wrote.
-        no_body = request.method == "HEAD" or head.status < 200 or head.status in (204, 304)
+        out = guest_response(head.status, head.headers)
+        no_body = bodyless(request.method, head.status)
         try:
             await out.prepare(request)
             if head.body is not None:
