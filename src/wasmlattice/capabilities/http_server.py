@@ -211,7 +211,7 @@ class HttpServerProvider:
             why = self._listen_errors.get(self.default_address)
             return False, why or f"not listening on {_fmt(self.default_address)}"
         if self._listen_errors:
-            return False, "; ".join(self._listen_errors[a] for a in sorted(self._listen_errors))
+            return False, self._listen_error_text()
         if self._resync.last_error is not None:
             # Applying link changes failed for another reason; it is being retried.
             return False, f"http-server {self.provider_id}: {self._resync.last_error}"
@@ -246,7 +246,7 @@ class HttpServerProvider:
         """`sync`, then `RetryLater` naming each listener that could not be opened (Resync retries)."""
         await self.sync()
         if self._listen_errors:
-            raise RetryLater("; ".join(self._listen_errors[a] for a in sorted(self._listen_errors)))
+            raise RetryLater(self._listen_error_text())
 
     async def sync(self) -> None:
         """Make listeners and routes match this provider's links in the lattice state.
@@ -296,6 +296,10 @@ class HttpServerProvider:
                         continue
                 listener.routes = routes
             self._listen_errors = errors
+
+    def _listen_error_text(self) -> str:
+        """Every listener that could not be opened, and why, in address order."""
+        return "; ".join(self._listen_errors[a] for a in sorted(self._listen_errors))
 
     def _listen_error(self, address: tuple[str, int], routes: Mapping[str, str], error: Exception) -> str:
         """What to tell the user about a listener that could not be opened, and what to do."""
