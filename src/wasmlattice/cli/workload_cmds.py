@@ -157,21 +157,33 @@ def labels_match(labels: Mapping[str, str], constraints: Mapping[str, str]) -> b
     return all(labels.get(k) == v for k, v in constraints.items())
 
 
-async def pick_component_host(
-    ctl: Any, ref: str, component_id: str, constraints: dict[str, str], auction_wait: float
+def _items(inv: Any, what: str) -> Any:
+    """The components or the providers of a host inventory."""
+    return inv.components if what == "component" else inv.providers
+
+
+async def _least_loaded_bidder(
+    ctl: Any, what: str, item_id: str, acks: list[Any], constraints: dict[str, str]
 ) -> str:
-    """Auction the component; the bidder with fewest components (hosts running it already do not bid)."""
+    """The bidder running the fewest components/providers (hosts running `item_id` do not bid)."""
     from ..client.ctl import CtlError
 
-    acks = await ctl.auction_component(ref, component_id, constraints, wait=auction_wait)
     bidders = list(dict.fromkeys(a.host_id for a in acks))
     if not bidders:
-        extra = f" (hosts already running component {component_id} do not bid)"
-        raise CtlError(_no_match(f"component {component_id}", ctl.lattice, constraints, extra))
+        extra = f" (hosts already running {what} {item_id} do not bid)"
+        raise CtlError(_no_match(f"{what} {item_id}", ctl.lattice, constraints, extra))
     if len(bidders) == 1:
         return str(bidders[0])
     invs = await asyncio.gather(*(ctl.get_host_inventory(h) for h in bidders))
-    return str(min(zip(bidders, invs, strict=True), key=lambda hi: len(hi[1].components))[0])
+    return str(min(zip(bidders, invs, strict=True), key=lambda hi: len(_items(hi[1], what)))[0])
+
+
+async def pick_component_host(
+    ctl: Any, ref: str, component_id: str, constraints: dict[str, str], auction_wait: float
+) -> str:
+    """Auction the component; the least loaded bidder."""
+    acks = await ctl.auction_component(ref, component_id, constraints, wait=auction_wait)
+    return await _least_loaded_bidder(ctl, "component", component_id, acks, constraints)
 
 
 async def component_scale_targets(
@@ -210,10 +222,17 @@ async def running_matching(
     ctl: Any, component_id: str, constraints: Mapping[str, str], wait: float
 ) -> list[str]:
     """IDs of the hosts running `component_id` whose labels satisfy every constraint."""
+    return [str(inv.host_id) for inv in await _running_on(ctl, "component", component_id, wait, constraints)]
+
+
+async def _running_on(
+    ctl: Any, what: str, item_id: str, wait: float, constraints: Mapping[str, str] | None = None
+) -> list[Any]:
+    """Inventories of the hosts running component/provider `item_id` (and matching `constraints`)."""
     return [
-        str(inv.host_id)
+        inv
         for inv in await inventories(ctl, wait)
-        if any(cd.id == component_id for cd in inv.components) and labels_match(inv.labels, constraints)
+        if any(i.id == item_id for i in _items(inv, what)) and labels_match(inv.labels, constraints or {})
     ]
 
 
@@ -227,29 +246,16 @@ async def _drop(task: asyncio.Future[Any]) -> None:
 async def pick_provider_host(
     ctl: Any, ref: str, provider_id: str, constraints: dict[str, str], auction_wait: float
 ) -> str:
-    """Auction the provider; the bidder with fewest providers (hosts running it already do not bid)."""
-    from ..client.ctl import CtlError
-
+    """Auction the provider; the least loaded bidder."""
     acks = await ctl.auction_provider(ref, provider_id, constraints, wait=auction_wait)
-    bidders = list(dict.fromkeys(a.host_id for a in acks))
-    if not bidders:
-        extra = f" (hosts already running provider {provider_id} do not bid)"
-        raise CtlError(_no_match(f"provider {provider_id}", ctl.lattice, constraints, extra))
-    if len(bidders) == 1:
-        return str(bidders[0])
-    invs = await asyncio.gather(*(ctl.get_host_inventory(h) for h in bidders))
-    return str(min(zip(bidders, invs, strict=True), key=lambda hi: len(hi[1].providers))[0])
+    return await _least_loaded_bidder(ctl, "provider", provider_id, acks, constraints)
 
 
 async def hosts_running(ctl: Any, what: str, item_id: str, wait: float) -> list[Any]:
     """Inventories of the hosts running component/provider `item_id`; CtlError if there are none."""
     from ..client.ctl import CtlError
 
-    found = []
-    for inv in await inventories(ctl, wait):
-        items = inv.components if what == "component" else inv.providers
-        if any(i.id == item_id for i in items):
-            found.append(inv)
+    found = await _running_on(ctl, what, item_id, wait)
     if not found:
         raise CtlError(
             f"{what} {item_id} is not running on any host of lattice '{ctl.lattice}': "
