@@ -252,13 +252,11 @@ class AppStore:
 
     async def get(self, name: str, version: str | None = None) -> Manifest | None:
         """App `name`'s manifest at `version` (the latest if None), or None if either is unknown."""
-        record = await self._record(name)
-        if record is None:
+        found = await self.get_raw(name, version)
+        if found is None:
             return None
-        version = version if version is not None else record.latest
-        if version is None or version not in record.manifests:
-            return None
-        return self._parse(record.manifests[version], name, version)
+        version, raw = found
+        return self._parse(raw, name, version)
 
     async def get_raw(self, name: str, version: str | None = None) -> tuple[str, dict[str, Any]] | None:
         """(version, stored manifest JSON) of app `name` at `version` (latest if None), or None."""
