@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import re
 import socket
 import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import nats
+
+from wasmlattice.client.ctl import CtlClient
 from wasmlattice.lattice.models import Link
+from wasmlattice.nats_server import EmbeddedNats
 
 
 def free_port() -> int:
@@ -118,3 +129,79 @@ def http_link(target: str, config: str) -> Link:
         interfaces=["incoming-handler"],
         source_config=[config],
     )
+
+
+class BenchLattice:
+    """An embedded nats-server in a temporary directory, the processes a benchmark runs against it
+    (hosts, an app manager, a responder...) with one compile cache, and a NATS connection."""
+
+    def __init__(self, tmp: Path, lattice: str) -> None:
+        self.lattice = lattice
+        self.tmp = tmp
+        self.env = dict(os.environ, WASMLATTICE_CACHE_DIR=str(tmp / "cache"))
+        self.server = EmbeddedNats(host="127.0.0.1", port=0, data_dir=tmp / "nats")
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.nc: Any = None
+
+    @property
+    def url(self) -> str:
+        """The NATS URL."""
+        return self.server.url
+
+    def start(self, cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """Start `cmd` (stopped when the benchmark ends) with the shared environment."""
+        proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def start_host(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start a host process on this lattice (`args`: more `wasmlattice.host.run` options)."""
+        cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", self.url]
+        return self.start([*cmd, "--lattice", self.lattice, "--log-level", "warning", *args])
+
+    async def start_responder(self, subject: str, reply: bytes) -> None:
+        """Start the plain nats-py responder (`RESPONDER`) and wait until it is subscribed."""
+        proc = self.start(
+            [sys.executable, "-c", RESPONDER, self.url, subject, reply.hex()], stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
+
+
+@asynccontextmanager
+async def bench_lattice(prefix: str, lattice: str) -> AsyncIterator[BenchLattice]:
+    """A `BenchLattice` for the block; everything it started is stopped when the block ends."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        lat = BenchLattice(Path(tmp), lattice)
+        await lat.server.start()
+        try:
+            lat.nc = await nats.connect(lat.url)
+            yield lat
+        finally:
+            if lat.nc is not None:
+                await lat.nc.close()
+            stop_processes(lat.procs)
+            await lat.server.stop()
+
+
+async def hosts_by_label(ctl: CtlClient, timeout: float = 120.0) -> dict[str, str]:
+    """Host IDs by their `bench` label (`a`, `b`), once both hosts answer a ping."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hosts = await ctl.ping_hosts(wait=0.5)
+        found = {h.labels.get("bench", ""): h.id for h in hosts}
+        if {"a", "b"} <= set(found):
+            return found
+    raise TimeoutError("the two hosts did not answer within the time-out")
+
+
+async def scaled(ctl: CtlClient, host: str, ref: str, cid: str, count: int) -> None:
+    """Scale `ref` as `cid` on `host` and wait until the host lists it."""
+    await ctl.scale_component(host, ref, cid, count)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        inv = await ctl.get_host_inventory(host)
+        if any(c.id == cid for c in inv.components):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{cid} did not start on {host}")

@@ -14,23 +14,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import nats
-from common import RESPONDER, machine, percentile, stop_processes
+from common import bench_lattice, machine, percentile
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
 from wasmlattice.lattice import subjects as sj
-from wasmlattice.nats_server import EmbeddedNats
 
 ROOT = Path(__file__).resolve().parent.parent
 LATTICE = "bench"
@@ -110,80 +104,59 @@ async def wait_hosts(ctl: CtlClient, timeout: float = 120.0) -> list[str]:
 async def run(args: argparse.Namespace) -> None:
     wasm = build(ROOT / "examples" / "hello")
     ref = "file://" + str(wasm.resolve())
-    with tempfile.TemporaryDirectory(prefix="wl-bench-") as tmp:
-        env = dict(os.environ, WASMLATTICE_CACHE_DIR=str(Path(tmp) / "cache"))
-        server = EmbeddedNats(host="127.0.0.1", port=0, data_dir=Path(tmp) / "nats")
-        await server.start()
-        procs: list[subprocess.Popen[bytes]] = []
-        nc: Any = None
-        try:
-            for i in range(HOSTS):
-                cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", server.url]
-                cmd += ["--lattice", LATTICE, "--log-level", "warning", "--friendly-name", f"host{i}"]
-                procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
-            responder = subprocess.Popen(
-                [sys.executable, "-c", RESPONDER, server.url, PEER_SUBJECT, PEER_REPLY.hex()],
-                stdout=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
-            )
-            procs.append(responder)
-            assert responder.stdout is not None
-            await asyncio.wait_for(asyncio.to_thread(responder.stdout.readline), 30)
+    async with bench_lattice("wl-bench-", LATTICE) as lat:
+        for i in range(HOSTS):
+            lat.start_host("--friendly-name", f"host{i}")
+        await lat.start_responder(PEER_SUBJECT, PEER_REPLY)
+        nc = lat.nc
+        bench = Bench(nc)
+        await bench.watch_events()
+        host_ids = await wait_hosts(bench.ctl)
 
-            nc = await nats.connect(server.url)
-            bench = Bench(nc)
-            await bench.watch_events()
-            host_ids = await wait_hosts(bench.ctl)
+        print(f"# control_plane: {time.strftime('%Y-%m-%d %H:%M')}, {machine()}")
+        print(f"# {HOSTS} host processes, embedded nats-server {lat.url}, guest {wasm.name}")
 
-            print(f"# control_plane: {time.strftime('%Y-%m-%d %H:%M')}, {machine()}")
-            print(f"# {HOSTS} host processes, embedded nats-server {server.url}, guest {wasm.name}")
+        # (a) Scale to 100 max instances on all 3 hosts; the first one also compiles the component.
+        cold = await bench.scale_everywhere(host_ids, ref, "scale-cold", 100)
+        warm = [
+            await bench.scale_everywhere(host_ids, ref, f"scale-{i}", 100) for i in range(args.scale_runs)
+        ]
+        for i in range(args.scale_runs):
+            await bench.scale_everywhere(host_ids, ref, f"scale-{i}", 0)
+        await bench.scale_everywhere(host_ids, ref, "scale-cold", 0)
 
-            # (a) Scale to 100 max instances on all 3 hosts; the first one also compiles the component.
-            cold = await bench.scale_everywhere(host_ids, ref, "scale-cold", 100)
-            warm = [
-                await bench.scale_everywhere(host_ids, ref, f"scale-{i}", 100) for i in range(args.scale_runs)
-            ]
-            for i in range(args.scale_runs):
-                await bench.scale_everywhere(host_ids, ref, f"scale-{i}", 0)
-            await bench.scale_everywhere(host_ids, ref, "scale-cold", 0)
+        # (c) setup: 50 distinct components across the hosts.
+        for i in range(50):
+            host = host_ids[i % HOSTS]
+            await bench.ctl.scale_component(host, ref, f"c{i:02d}", 1)
+        got = 0
+        while got < 50:
+            event = await asyncio.wait_for(bench.scaled.get(), 120)
+            if event["type"].endswith("component_scale_failed"):
+                raise RuntimeError(f"scale failed: {event['data']}")
+            got += event["data"]["component_id"].startswith("c")
+        counts = [len((await bench.ctl.get_host_inventory(h)).components) for h in host_ids]
+        assert sum(counts) == 50, counts
 
-            # (c) setup: 50 distinct components across the hosts.
-            for i in range(50):
-                host = host_ids[i % HOSTS]
-                await bench.ctl.scale_component(host, ref, f"c{i:02d}", 1)
-            got = 0
-            while got < 50:
-                event = await asyncio.wait_for(bench.scaled.get(), 120)
-                if event["type"].endswith("component_scale_failed"):
-                    raise RuntimeError(f"scale failed: {event['data']}")
-                got += event["data"]["component_id"].startswith("c")
-            counts = [len((await bench.ctl.get_host_inventory(h)).components) for h in host_ids]
-            assert sum(counts) == 50, counts
+        n = args.requests
+        ping = await timed(n, bench.ping_all)
+        turn = iter(range(10**9))
+        inv = await timed(n, lambda: bench.ctl.get_host_inventory(host_ids[next(turn) % HOSTS]))
+        peer = await timed(n * 4, lambda: nc.request(PEER_SUBJECT, b"", timeout=10))
 
-            n = args.requests
-            ping = await timed(n, bench.ping_all)
-            turn = iter(range(10**9))
-            inv = await timed(n, lambda: bench.ctl.get_host_inventory(host_ids[next(turn) % HOSTS]))
-            peer = await timed(n * 4, lambda: nc.request(PEER_SUBJECT, b"", timeout=10))
-
-            print(f"{'measure':<46}{'p50 ms':>10}{'p99 ms':>10}{'vs peer p50':>13}")
-            peer50 = pct(peer, 50)
-            print(f"{'(a) scale 100 max instances x 3 hosts, cold':<46}{cold * 1000:>10.1f}{'':>10}")
-            w50, wmax = statistics.median(warm) * 1000, max(warm) * 1000
-            label = f"(a) same, compiled ({args.scale_runs} runs, median/max)"
-            print(f"{label:<46}{w50:>10.1f}{wmax:>10.1f}")
-            for name, s in (
-                (f"(b) host ping, all {HOSTS} replies", ping),
-                (f"(c) get inventory ({counts} components)", inv),
-                ("peer: nats-py request/reply round trip", peer),
-            ):
-                ratio = pct(s, 50) / peer50
-                print(f"{name:<46}{pct(s, 50):>10.2f}{pct(s, 99):>10.2f}{ratio:>12.1f}x")
-        finally:
-            if nc is not None:
-                await nc.close()
-            stop_processes(procs)
-            await server.stop()
+        print(f"{'measure':<46}{'p50 ms':>10}{'p99 ms':>10}{'vs peer p50':>13}")
+        peer50 = pct(peer, 50)
+        print(f"{'(a) scale 100 max instances x 3 hosts, cold':<46}{cold * 1000:>10.1f}{'':>10}")
+        w50, wmax = statistics.median(warm) * 1000, max(warm) * 1000
+        label = f"(a) same, compiled ({args.scale_runs} runs, median/max)"
+        print(f"{label:<46}{w50:>10.1f}{wmax:>10.1f}")
+        for name, s in (
+            (f"(b) host ping, all {HOSTS} replies", ping),
+            (f"(c) get inventory ({counts} components)", inv),
+            ("peer: nats-py request/reply round trip", peer),
+        ):
+            ratio = pct(s, 50) / peer50
+            print(f"{name:<46}{pct(s, 50):>10.2f}{pct(s, 99):>10.2f}{ratio:>12.1f}x")
 
 
 def main() -> None:

@@ -15,22 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import nats
-from common import WrkResult, free_port, http_link, machine, stop_processes, wrk
+from common import WrkResult, bench_lattice, free_port, hosts_by_label, http_link, machine, scaled, wrk
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
-from wasmlattice.nats_server import EmbeddedNats
 
 ROOT = Path(__file__).resolve().parent.parent
 LATTICE = "httpxbench"
@@ -41,29 +35,6 @@ wrk.method = "POST"
 wrk.body = string.rep("x", {BODY_SIZE})
 wrk.headers["Content-Type"] = "application/octet-stream"
 """
-
-
-async def hosts_by_label(ctl: CtlClient, timeout: float = 120.0) -> dict[str, str]:
-    """Host IDs by their `bench` label, once both hosts answer a ping."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        hosts = await ctl.ping_hosts(wait=0.5)
-        found = {h.labels.get("bench", ""): h.id for h in hosts}
-        if {"a", "b"} <= set(found):
-            return found
-    raise TimeoutError("the two hosts did not answer within the time-out")
-
-
-async def scaled(ctl: CtlClient, host: str, ref: str, cid: str, count: int) -> None:
-    """Scale `ref` as `cid` on `host` and wait until the host lists it."""
-    await ctl.scale_component(host, ref, cid, count)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        inv = await ctl.get_host_inventory(host)
-        if any(c.id == cid for c in inv.components):
-            return
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"{cid} did not start on {host}")
 
 
 async def answers(http: aiohttp.ClientSession, url: str, body: bytes | None = None) -> None:
@@ -94,74 +65,61 @@ async def run(args: argparse.Namespace) -> None:
     hello_ref = f"file://{build(ROOT / 'examples' / 'hello').resolve()}"
     echo_dir = ROOT / "tests" / "components"
     echo_ref = f"file://{build(echo_dir / 'http_echo', echo_dir / '.build').resolve()}"
-    with tempfile.TemporaryDirectory(prefix="wl-httpxbench-") as tmp:
-        script = Path(tmp) / "post64k.lua"
+    async with bench_lattice("wl-httpxbench-", LATTICE) as lat:
+        script = lat.tmp / "post64k.lua"
         script.write_text(POST_SCRIPT)
-        env = dict(os.environ, WASMLATTICE_CACHE_DIR=str(Path(tmp) / "cache"))
-        server = EmbeddedNats(host="127.0.0.1", port=0, data_dir=Path(tmp) / "nats")
-        await server.start()
-        procs: list[subprocess.Popen[bytes]] = []
-        nc: Any = None
-        try:
-            for label in ("a", "b"):
-                cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", server.url]
-                cmd += ["--lattice", LATTICE, "--log-level", "warning", "--label", f"bench={label}"]
-                procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
-            nc = await nats.connect(server.url)
-            ctl = CtlClient(nc, LATTICE, timeout=30.0)
-            hosts = await hosts_by_label(ctl)
-            a, b = hosts["a"], hosts["b"]
-            # component id -> (host, image, port)
-            deploy = {
-                "hello-local": (a, hello_ref, free_port()),
-                "hello-remote": (b, hello_ref, free_port()),
-                "echo-local": (a, echo_ref, free_port()),
-                "echo-remote": (b, echo_ref, free_port()),
-            }
-            for cid, (host, ref, port) in deploy.items():
-                await ctl.put_config(f"{cid}-http", {"address": f"127.0.0.1:{port}"})
-                await scaled(ctl, host, ref, cid, args.count)
-            await ctl.start_provider(a, "builtin://http-server", "http")
-            for cid in deploy:
-                await ctl.put_link(http_link(cid, f"{cid}-http"))
+        for label in ("a", "b"):
+            lat.start_host("--label", f"bench={label}")
+        nc = lat.nc
+        ctl = CtlClient(nc, LATTICE, timeout=30.0)
+        hosts = await hosts_by_label(ctl)
+        a, b = hosts["a"], hosts["b"]
+        # component id -> (host, image, port)
+        deploy = {
+            "hello-local": (a, hello_ref, free_port()),
+            "hello-remote": (b, hello_ref, free_port()),
+            "echo-local": (a, echo_ref, free_port()),
+            "echo-remote": (b, echo_ref, free_port()),
+        }
+        for cid, (host, ref, port) in deploy.items():
+            await ctl.put_config(f"{cid}-http", {"address": f"127.0.0.1:{port}"})
+            await scaled(ctl, host, ref, cid, args.count)
+        await ctl.start_provider(a, "builtin://http-server", "http")
+        for cid in deploy:
+            await ctl.put_link(http_link(cid, f"{cid}-http"))
 
-            body = b"x" * BODY_SIZE
-            cases = [
-                # (label, component, path, wrk script)
-                ("GET hello, local (A)", "hello-local", "/hello", None),
-                ("GET hello, remote (B, wRPC)", "hello-remote", "/hello", None),
-                ("POST 64 KiB echo, local (A)", "echo-local", "/body", script),
-                ("POST 64 KiB echo, remote (B)", "echo-remote", "/body", script),
-            ]
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
-                for _, cid, path, lua in cases:
-                    url = f"http://127.0.0.1:{deploy[cid][2]}{path}"
-                    await answers(http, url, body if lua is not None else None)
-
-            results: list[tuple[str, WrkResult]] = []
-            for label, cid, path, lua in cases:
+        body = b"x" * BODY_SIZE
+        cases = [
+            # (label, component, path, wrk script)
+            ("GET hello, local (A)", "hello-local", "/hello", None),
+            ("GET hello, remote (B, wRPC)", "hello-remote", "/hello", None),
+            ("POST 64 KiB echo, local (A)", "echo-local", "/body", script),
+            ("POST 64 KiB echo, remote (B)", "echo-remote", "/body", script),
+        ]
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+            for _, cid, path, lua in cases:
                 url = f"http://127.0.0.1:{deploy[cid][2]}{path}"
-                await asyncio.to_thread(wrk, url, 2, args.connections, lua)  # warm-up
-                r = await asyncio.to_thread(wrk, url, args.duration, args.connections, lua)
-                results.append((label, r))
+                await answers(http, url, body if lua is not None else None)
 
-            print(f"# http_across_hosts: {time.strftime('%Y-%m-%d %H:%M')}, {machine()}")
-            print(
-                f"# 2 host processes + embedded nats-server, http-server provider on A; "
-                f"wrk -t1 -c{args.connections} -d{args.duration}s; {args.count} instances per component"
-            )
-            print(f"{'path':<32}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
-            for i, (label, r) in enumerate(results):
-                print(f"{label:<32}{r.rps:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.errors:>8}")
-                if i % 2 == 1:
-                    local = results[i - 1][1]
-                    ratio = r.rps / local.rps if local.rps else float("nan")
-                    print(f"{'  ratio remote/local':<32}{ratio:>9.2f}x")
-        finally:
-            if nc is not None:
-                await nc.close()
-            stop_processes(procs)
-            await server.stop()
+        results: list[tuple[str, WrkResult]] = []
+        for label, cid, path, lua in cases:
+            url = f"http://127.0.0.1:{deploy[cid][2]}{path}"
+            await asyncio.to_thread(wrk, url, 2, args.connections, lua)  # warm-up
+            r = await asyncio.to_thread(wrk, url, args.duration, args.connections, lua)
+            results.append((label, r))
+
+        print(f"# http_across_hosts: {time.strftime('%Y-%m-%d %H:%M')}, {machine()}")
+        print(
+            f"# 2 host processes + embedded nats-server, http-server provider on A; "
+            f"wrk -t1 -c{args.connections} -d{args.duration}s; {args.count} instances per component"
+        )
+        print(f"{'path':<32}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+        for i, (label, r) in enumerate(results):
+            print(f"{label:<32}{r.rps:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.errors:>8}")
+            if i % 2 == 1:
+                local = results[i - 1][1]
+                ratio = r.rps / local.rps if local.rps else float("nan")
+                print(f"{'  ratio remote/local':<32}{ratio:>9.2f}x")
 
 
 def main() -> None:
