@@ -96,7 +96,7 @@ async def run(args: argparse.Namespace) -> None:
                 cmd = [
                     sys.executable,
                     "-m",
-                    "wasmlattice.host.run",
+                    "wasmlattice.lattice.run",
                     "--nats-url",
                     server.url,
                     "--lattice",

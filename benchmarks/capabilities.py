@@ -32,8 +32,8 @@ from common import free_port, machine, stop_processes
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
-from wasmlattice.lattice.models import Link
 from wasmlattice.nats_server import EmbeddedNats
+from wasmlattice.protocol.models import Link
 
 ROOT = Path(__file__).resolve().parent.parent
 LATTICE = "kvbench"
@@ -98,7 +98,7 @@ async def run(args: argparse.Namespace) -> None:
         nc: Any = None
         rc: Any = None
         try:
-            cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", server.url]
+            cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", server.url]
             cmd += ["--lattice", LATTICE, "--log-level", "warning"]
             procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
             nc = await nats.connect(server.url)

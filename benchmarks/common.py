@@ -20,8 +20,8 @@ from typing import Any
 import nats
 
 from wasmlattice.client.ctl import CtlClient
-from wasmlattice.lattice.models import Link
 from wasmlattice.nats_server import EmbeddedNats
+from wasmlattice.protocol.models import Link
 
 
 def free_port() -> int:
@@ -155,8 +155,8 @@ class BenchLattice:
         return proc
 
     def start_host(self, *args: str) -> subprocess.Popen[bytes]:
-        """Start a host process on this lattice (`args`: more `wasmlattice.host.run` options)."""
-        cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", self.url]
+        """Start a host process on this lattice (`args`: more `wasmlattice.lattice.run` options)."""
+        cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", self.url]
         return self.start([*cmd, "--lattice", self.lattice, "--log-level", "warning", *args])
 
     async def start_responder(self, subject: str, reply: bytes) -> None:

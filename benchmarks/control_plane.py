@@ -24,7 +24,7 @@ from common import bench_lattice, machine, percentile
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
-from wasmlattice.lattice import subjects as sj
+from wasmlattice.protocol import subjects as sj
 
 ROOT = Path(__file__).resolve().parent.parent
 LATTICE = "bench"

@@ -25,8 +25,8 @@ from common import bench_lattice, free_port, hosts_by_label, http_link, machine,
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
-from wasmlattice.lattice.models import Link
-from wasmlattice.lattice.wrpc import codec
+from wasmlattice.protocol.models import Link
+from wasmlattice.protocol.wrpc import codec
 from wasmlattice.runtime.witypes import U32, record
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,8 +20,8 @@ import urllib.request
 from pathlib import Path
 
 from wasmlattice.client.ctl import CtlClient
-from wasmlattice.lattice.connection import NatsOptions, connect
-from wasmlattice.lattice.models import Link
+from wasmlattice.protocol.connection import NatsOptions, connect
+from wasmlattice.protocol.models import Link
 
 
 def http_link(component_id: str, config: str) -> Link:

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 
 from wasmlattice.client.ctl import CtlClient
-from wasmlattice.lattice import subjects as sj
-from wasmlattice.lattice.models import HostInventory, Link
+from wasmlattice.protocol import subjects as sj
+from wasmlattice.protocol.models import HostInventory, Link
 
 HTTP_SERVER = "wasmcloud+builtin://http-server"
 
@@ -47,8 +47,8 @@ class LatticeEnv:
         await self.nc.flush()
 
     def start_host(self, *extra: str) -> None:
-        """Start one more host process (`extra`: more `wasmlattice.host.run` arguments)."""
-        cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", self.nats_url]
+        """Start one more host process (`extra`: more `wasmlattice.lattice.run` arguments)."""
+        cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", self.nats_url]
         cmd += ["--lattice", self.lattice, "--label", "zone=test", *extra]
         log = (self.log_dir / f"host{len(self.procs)}.log").open("wb")
         self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env))

@@ -18,7 +18,7 @@ from conftest import cli
 from wasmlattice.apps.api import ApiServer, status_json
 from wasmlattice.apps.manifest import Manifest
 from wasmlattice.apps.store import AppStore
-from wasmlattice.lattice.connection import NatsOptions, connect, jetstream
+from wasmlattice.protocol.connection import NatsOptions, connect, jetstream
 
 pytestmark = pytest.mark.timeout(120)
 

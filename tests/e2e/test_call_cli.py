@@ -11,7 +11,7 @@ import pytest
 from conftest import cli, cli_ok
 from lattice_env import LatticeEnv
 
-from wasmlattice.lattice.models import Link
+from wasmlattice.protocol.models import Link
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -41,14 +41,14 @@ def wait_hosts(url: str, lattice: str, n: int, timeout: float = 20) -> list[dict
 def start_host(
     nats_url: str, lattice_name: str, tmp_path: Path
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start `python -m wasmlattice.host.run` processes on the test lattice (stopped at the end)."""
+    """Start `python -m wasmlattice.lattice.run` processes on the test lattice (stopped at the end)."""
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(*labels: str) -> subprocess.Popen[bytes]:
         cmd = [
             sys.executable,
             "-m",
-            "wasmlattice.host.run",
+            "wasmlattice.lattice.run",
             "--nats-url",
             nats_url,
             "--lattice",

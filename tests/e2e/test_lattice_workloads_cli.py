@@ -63,11 +63,11 @@ def http_get(url: str, timeout: float = 30.0) -> str:
 def start_host(
     nats_url: str, lattice_name: str, tmp_path: Path, wasmlattice_env: dict[str, str]
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start `python -m wasmlattice.host.run` processes on the test lattice (stopped at the end)."""
+    """Start `python -m wasmlattice.lattice.run` processes on the test lattice (stopped at the end)."""
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(*labels: str) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", nats_url]
+        cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", nats_url]
         cmd += ["--lattice", lattice_name]
         for lb in labels:
             cmd += ["--label", lb]

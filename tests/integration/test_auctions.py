@@ -1,6 +1,6 @@
 """Auctions, the backwards-compatible `linkdefs.put` publish and `scale component` placement.
 
-Real nats-server, real `wasmlattice.host.run` processes, raw NATS for the wire checks (exact JSON
+Real nats-server, real `wasmlattice.lattice.run` processes, raw NATS for the wire checks (exact JSON
 of every reply and publish, reference §2.1, §2.4.1, §4.2, §6.3) and the CLI as a user runs it.
 """
 

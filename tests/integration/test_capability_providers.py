@@ -25,7 +25,7 @@ PROVIDERS = {
 
 
 async def test_every_builtin_provider_is_started_reported_and_stopped(env: LatticeEnv) -> None:
-    cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", env.nats_url]
+    cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", env.nats_url]
     cmd += ["--lattice", env.lattice, "--health-interval", "0.3"]
     log = (env.log_dir / "host-providers.log").open("wb")
     env.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env.env))

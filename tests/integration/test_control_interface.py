@@ -1,6 +1,6 @@
 """The control interface v1 served by real host processes over a real nats-server.
 
-Hosts run as `python -m wasmlattice.host.run` subprocesses; the test talks to them with plain nats-py
+Hosts run as `python -m wasmlattice.lattice.run` subprocesses; the test talks to them with plain nats-py
 requests and checks the exact JSON of replies and events against the reference (§2, §3, §4).
 """
 
@@ -21,7 +21,7 @@ import pytest
 from lattice_env import gather
 
 from wasmlattice.host.identity import HostIdentity
-from wasmlattice.lattice import subjects as sj
+from wasmlattice.protocol import subjects as sj
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -71,7 +71,7 @@ class HostProcs:
     def start(
         self, *labels: str, seed: str | None = None, heartbeat: float = 30.0
     ) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", self.nats_url]
+        cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", self.nats_url]
         cmd += ["--lattice", self.lattice, "--heartbeat-interval", str(heartbeat)]
         for label in labels:
             cmd += ["--label", label]
@@ -431,8 +431,8 @@ async def test_stop_kill_and_restart(hosts: HostProcs, lattice: Lattice) -> None
 async def test_unreachable_nats_and_bad_seed_fail_clearly() -> None:
     import socket
 
-    from wasmlattice.host.run import HostOptions, HostStartError, run_host
-    from wasmlattice.lattice.connection import NatsUnreachableError
+    from wasmlattice.lattice.run import HostOptions, HostStartError, run_host
+    from wasmlattice.protocol.connection import NatsUnreachableError
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ import pytest
 from conftest import free_port
 from lattice_env import LatticeEnv, get, serve_http
 
-from wasmlattice.lattice.models import Link
+from wasmlattice.protocol.models import Link
 
 pytestmark = pytest.mark.timeout(180)
 

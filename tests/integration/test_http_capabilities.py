@@ -21,7 +21,7 @@ from conftest import Upstream, free_port
 from lattice_env import HTTP_SERVER, get, http_link, serve_http, wait_status
 from lattice_env import LatticeEnv as Env
 
-from wasmlattice.lattice.models import Link
+from wasmlattice.protocol.models import Link
 
 pytestmark = pytest.mark.timeout(180)
 

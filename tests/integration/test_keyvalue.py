@@ -23,7 +23,7 @@ from lattice_env import HTTP_SERVER, eventually, get, http_link, serve_http
 from lattice_env import LatticeEnv as Env
 
 from wasmlattice.capabilities.kv_backends import ENCODED_PREFIX, nats_key
-from wasmlattice.lattice.models import Link
+from wasmlattice.protocol.models import Link
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -24,7 +24,7 @@ from lattice_env import LatticeEnv as Env
 from lattice_env import get, serve_http
 
 from wasmlattice.capabilities.kv_backends import nats_key
-from wasmlattice.lattice.models import Link
+from wasmlattice.protocol.models import Link
 
 pytestmark = pytest.mark.timeout(120)
 

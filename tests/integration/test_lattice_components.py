@@ -1,6 +1,6 @@
 """Components and the builtin HTTP server provider on real host processes over a real nats-server.
 
-Hosts run as `python -m wasmlattice.host.run`; the test drives them with `CtlClient` and checks the
+Hosts run as `python -m wasmlattice.lattice.run`; the test drives them with `CtlClient` and checks the
 lattice events, the inventory, and HTTP requests through the provider's listeners.
 """
 
@@ -177,7 +177,7 @@ async def test_path_routing_several_components(env: Env, echo_ref: str) -> None:
 
 async def test_provider_health_is_answered_and_reported(env: Env) -> None:
     # A host checking its providers every 0.3 s (the reference default is 30 s, first after 5 s).
-    cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", env.nats_url]
+    cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", env.nats_url]
     cmd += ["--lattice", env.lattice, "--health-interval", "0.3"]
     log = (env.log_dir / "host-health.log").open("wb")
     env.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env.env))

@@ -1,4 +1,4 @@
-"""JetStream KV buckets (`wasmlattice.lattice.kv`) against a real nats-server, wasmCloud key layout."""
+"""JetStream KV buckets (`wasmlattice.protocol.kv`) against a real nats-server, wasmCloud key layout."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from wasmlattice.lattice.connection import NatsOptions, connect, jetstream
-from wasmlattice.lattice.kv import KvBucket, KvError, KvEvent, open_bucket
 from wasmlattice.nats_server import EmbeddedNats
+from wasmlattice.protocol.connection import NatsOptions, connect, jetstream
+from wasmlattice.protocol.kv import KvBucket, KvError, KvEvent, open_bucket
 
 pytestmark = pytest.mark.timeout(60)
 

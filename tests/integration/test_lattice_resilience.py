@@ -1,7 +1,7 @@
 """Resilience of a lattice of real host processes: NATS restarts, a killed host, a lost KV bucket.
 
 Each test starts its own nats-server (`EmbeddedNats` on a fixed free port with its own store dir, so
-it can be stopped and started again in place) and its own `python -m wasmlattice.host.run`
+it can be stopped and started again in place) and its own `python -m wasmlattice.lattice.run`
 processes, and drives them with `CtlClient`. Every wait is bounded.
 """
 
@@ -23,10 +23,10 @@ from conftest import free_port
 from lattice_env import http_link
 
 from wasmlattice.client.ctl import CtlClient, CtlError
-from wasmlattice.lattice import subjects as sj
-from wasmlattice.lattice.kv import open_bucket
-from wasmlattice.lattice.models import Link
 from wasmlattice.nats_server import EmbeddedNats
+from wasmlattice.protocol import subjects as sj
+from wasmlattice.protocol.kv import open_bucket
+from wasmlattice.protocol.models import Link
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
@@ -93,7 +93,15 @@ class Lattice:
         )
 
     def start_host(self) -> None:
-        cmd = [sys.executable, "-m", "wasmlattice.host.run", "--nats-url", self.url, "--lattice", self.name]
+        cmd = [
+            sys.executable,
+            "-m",
+            "wasmlattice.lattice.run",
+            "--nats-url",
+            self.url,
+            "--lattice",
+            self.name,
+        ]
         cmd += ["--friendly-name", f"host{len(self.procs)}"]
         with self.log(len(self.procs)).open("wb") as out:
             self.procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env))

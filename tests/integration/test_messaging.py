@@ -21,7 +21,7 @@ from conftest import free_port
 from lattice_env import LatticeEnv as Env
 from lattice_env import get, serve_http
 
-from wasmlattice.lattice.models import Link
+from wasmlattice.protocol.models import Link
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import nats
 import pytest
 
-from wasmlattice.lattice.connection import NatsConnectionError, NatsOptions, NatsUnreachableError, connect
 from wasmlattice.nats_server import (
     EmbeddedNats,
     EmbeddedNatsError,
@@ -22,6 +21,7 @@ from wasmlattice.nats_server import (
     find_nats_server,
     port_in_use,
 )
+from wasmlattice.protocol.connection import NatsConnectionError, NatsOptions, NatsUnreachableError, connect
 
 pytestmark = pytest.mark.timeout(60)
 

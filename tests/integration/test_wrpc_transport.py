@@ -1,4 +1,4 @@
-"""wRPC over NATS (`wasmlattice.lattice.wrpc.transport`) against the shared real nats-server.
+"""wRPC over NATS (`wasmlattice.protocol.wrpc.transport`) against the shared real nats-server.
 
 Client and server use separate NATS connections, as two hosts would. Each test serves on a subject
 of its own (`uniq`), so tests sharing the nats-server do not meet. Values are raw bytes here; the
@@ -20,7 +20,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from wasmlattice.lattice.wrpc.transport import (
+from wasmlattice.protocol.wrpc.transport import (
     Invocation,
     InvocationTimeout,
     NoResponders,

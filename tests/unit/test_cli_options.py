@@ -43,7 +43,7 @@ def test_client_certificate_from_the_environment(monkeypatch: pytest.MonkeyPatch
 
 
 def test_host_options_pass_the_client_certificate_to_the_connection(tmp_path: Path) -> None:
-    from wasmlattice.host.run import HostOptions
+    from wasmlattice.lattice.run import HostOptions
 
     opts = HostOptions(nats_tls_cert=tmp_path / "c.pem", nats_tls_key=tmp_path / "c.key").nats_options()
     assert (opts.tls_cert, opts.tls_key) == (tmp_path / "c.pem", tmp_path / "c.key")

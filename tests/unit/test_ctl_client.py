@@ -18,8 +18,8 @@ from wasmlattice.client.ctl import (
     parse_envelope,
     parse_key_values,
 )
-from wasmlattice.lattice.connection import NatsOptions, connect
-from wasmlattice.lattice.models import Link
+from wasmlattice.protocol.connection import NatsOptions, connect
+from wasmlattice.protocol.models import Link
 
 pytestmark = pytest.mark.timeout(30)
 

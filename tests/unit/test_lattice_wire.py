@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from wasmlattice.lattice import events as ev
-from wasmlattice.lattice import subjects as sj
-from wasmlattice.lattice.models import (
+from wasmlattice.protocol import events as ev
+from wasmlattice.protocol import subjects as sj
+from wasmlattice.protocol.models import (
     ClaimsList,
     ComponentAuctionAck,
     ComponentAuctionRequest,
@@ -44,8 +44,8 @@ from wasmlattice.lattice.models import (
     is_reserved_label,
     parse_payload,
 )
-from wasmlattice.lattice.subjects import CtlOperation as Op
-from wasmlattice.lattice.wire import WireModel
+from wasmlattice.protocol.subjects import CtlOperation as Op
+from wasmlattice.protocol.wire import WireModel
 
 NOW = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 HOST = "NBXHOSTIDEXAMPLE"

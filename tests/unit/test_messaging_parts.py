@@ -10,7 +10,7 @@ from wasmlattice.capabilities import guest_logging
 from wasmlattice.capabilities.catalog import host_registry
 from wasmlattice.capabilities.manager import canonical_ref
 from wasmlattice.capabilities.messaging import is_handler_link, parse_subscriptions, subject_problem
-from wasmlattice.lattice.models import Link
+from wasmlattice.protocol.models import Link
 from wasmlattice.runtime.component import InterfaceName
 from wasmlattice.runtime.witypes import STRING, enum, func
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wasmlattice.lattice.wrpc.codec import (
+from wasmlattice.protocol.wrpc.codec import (
     FUTURE_PENDING,
     STREAM_END,
     CodecError,

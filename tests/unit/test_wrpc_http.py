@@ -17,7 +17,7 @@ from wasmlattice.http.wrpc_http import (
     encode_trailers,
     params_complete,
 )
-from wasmlattice.lattice.wrpc import codec
+from wasmlattice.protocol.wrpc import codec
 from wasmlattice.runtime.witypes import Err
 
 # GET /a?b=1 on http://h with header `x` twice (values 1 and 2).

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from wasmlattice.lattice.wrpc.transport import (
+from wasmlattice.protocol.wrpc.transport import (
     ChunkStream,
     InvocationTimeout,
     NoResponders,

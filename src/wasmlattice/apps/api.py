@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from wasmlattice.apps.manifest import Manifest, ManifestError, parse_manifest
 from wasmlattice.apps.store import AppStore, AppStoreError, VersionExistsError
-from wasmlattice.lattice.events import CloudEvent, rfc3339, ulid_uuid
+from wasmlattice.protocol.events import CloudEvent, rfc3339, ulid_uuid
 
 log = logging.getLogger(__name__)
 

@@ -244,7 +244,7 @@ async def run_app_manager(
     ready: asyncio.Event | None = None,
 ) -> None:
     """Connect, run an app manager for `lattice` until `stop` is set, then leave cleanly."""
-    from wasmlattice.lattice.connection import connect, jetstream
+    from wasmlattice.protocol.connection import connect, jetstream
 
     nc = await connect(nats_opts)
     manager = AppManager(nc, jetstream(nc, nats_opts), lattice, host_timeout=host_timeout)

@@ -39,7 +39,7 @@ from typing import Any
 
 from wasmlattice.apps.manifest import Component, LinkTrait, Manifest, SecretProperty, distribute
 from wasmlattice.client.ctl import CtlClient, CtlError, CtlNoHostError
-from wasmlattice.lattice.models import HostInventory, Link
+from wasmlattice.protocol.models import HostInventory, Link
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import nats.errors
 import nats.js.errors
 
 from wasmlattice.apps.manifest import Manifest, new_version, parse_manifest
-from wasmlattice.lattice.kv import KvBucket, KvError, open_bucket
+from wasmlattice.protocol.kv import KvBucket, KvError, open_bucket
 
 log = logging.getLogger(__name__)
 

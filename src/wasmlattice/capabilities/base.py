@@ -22,13 +22,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from wasmlattice.lattice.models import Link, ProviderDescription, StrMap
+from wasmlattice.protocol.models import Link, ProviderDescription, StrMap
 from wasmlattice.wasi.ctx import DeadlineExceeded, NeedsLoop, WasiCtx, ctx
 
 if TYPE_CHECKING:
     from wasmlattice.capabilities.manager import ProviderManager
     from wasmlattice.host.components import ComponentRegistry
-    from wasmlattice.lattice.state import LatticeState
+    from wasmlattice.protocol.state import LatticeState
 
 log = logging.getLogger("wasmlattice.capabilities")
 

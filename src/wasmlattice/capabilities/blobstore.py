@@ -44,7 +44,7 @@ from wasmlattice.capabilities.base import (
 from wasmlattice.capabilities.blobstore_backend import BlobBackend, BlobError, BlobReader
 from wasmlattice.capabilities.blobstore_fs import FsBlobBackend
 from wasmlattice.capabilities.blobstore_nats import NatsBlobBackend
-from wasmlattice.lattice.models import Link, StrMap
+from wasmlattice.protocol.models import Link, StrMap
 from wasmlattice.runtime.fastcall import Trap
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import (

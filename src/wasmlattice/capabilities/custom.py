@@ -19,7 +19,7 @@ from typing import Any
 
 from wasmlattice.capabilities.base import CapabilityError, ComponentContext, component
 from wasmlattice.host.invoke import InvokeError
-from wasmlattice.lattice.wrpc import codec, transport
+from wasmlattice.protocol.wrpc import codec, transport
 from wasmlattice.runtime.component import InterfaceName
 from wasmlattice.runtime.fastcall import GuestTrap, Trap
 from wasmlattice.runtime.linking import HostFunc, HostInterface

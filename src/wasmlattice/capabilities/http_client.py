@@ -31,7 +31,7 @@ from wasmlattice.capabilities.base import (
     ProviderSpec,
     lower_config,
 )
-from wasmlattice.lattice.models import Link, StrMap
+from wasmlattice.protocol.models import Link, StrMap
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import Err
 from wasmlattice.wasi.ctx import NeedsLoop, WasiCtx

@@ -46,8 +46,8 @@ from wasmlattice.capabilities.base import HostServices, Resync, RetryLater
 from wasmlattice.http.server import Forward, HttpHandler, bind_socket, error_response
 from wasmlattice.http.target import HttpTarget
 from wasmlattice.http.wrpc_http import RemoteHttp
-from wasmlattice.lattice.models import Link, ProviderDescription, StrMap
-from wasmlattice.lattice.state import LatticeState
+from wasmlattice.protocol.models import Link, ProviderDescription, StrMap
+from wasmlattice.protocol.state import LatticeState
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from wasmlattice.capabilities.base import (
     lower_config,
 )
 from wasmlattice.host.invoke import InvokeError
-from wasmlattice.lattice.models import Link, StrMap
+from wasmlattice.protocol.models import Link, StrMap
 from wasmlattice.runtime.fastcall import GuestTrap
 
 log = logging.getLogger("wasmlattice.capabilities")

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from wasmlattice.capabilities.base import HostServices, Provider, ProviderSpec
 from wasmlattice.capabilities.http_server import HttpServerProvider
-from wasmlattice.lattice import subjects as sj
-from wasmlattice.lattice.models import ProviderDescription
+from wasmlattice.protocol import subjects as sj
+from wasmlattice.protocol.models import ProviderDescription
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from wasmlattice.capabilities.base import (
     lower_config,
 )
 from wasmlattice.host.invoke import InvokeError
-from wasmlattice.lattice.models import Link, StrMap
+from wasmlattice.protocol.models import Link, StrMap
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import BYTES, STRING, U32, Err, FuncSig, func, option, record, result

@@ -53,9 +53,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from wasmlattice.capabilities.base import CapabilityError, HostServices, component
-from wasmlattice.lattice import subjects as sj
-from wasmlattice.lattice.kv import KvBucket, KvError, open_bucket
-from wasmlattice.lattice.models import NamedConfig, PayloadError, StrMap, parse_payload
+from wasmlattice.protocol import subjects as sj
+from wasmlattice.protocol.kv import KvBucket, KvError, open_bucket
+from wasmlattice.protocol.models import NamedConfig, PayloadError, StrMap, parse_payload
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import BYTES, STRING, Err, borrow, func, own, result, variant
 

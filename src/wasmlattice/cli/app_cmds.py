@@ -19,8 +19,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from .app import app
-from .common import (
+from wasmlattice.cli.app import app
+from wasmlattice.cli.common import (
     DEFAULT_CLI_NATS_URL,
     LatticeOpt,
     NatsUrlOpt,
@@ -54,7 +54,7 @@ VersionOpt = Annotated[str | None, typer.Option("--version", "-v", help="Version
 
 def _app_call(nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Connect to NATS, run `fn(AppClient)`, disconnect; every failure becomes one error line."""
-    from ..apps.client import AppApiError, AppClient
+    from wasmlattice.apps.client import AppApiError, AppClient
 
     try:
         return nats_call(nats_url, timeout, lambda nc: fn(AppClient(nc, lattice, timeout=timeout)))
@@ -64,7 +64,7 @@ def _app_call(nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], A
 
 def _load(source: str) -> tuple[Any, list[str], Path]:
     """Parse and validate a manifest file (or stdin for '-'): (manifest, warnings, its directory)."""
-    from ..apps.manifest import ManifestError, load_manifest_file, parse_manifest
+    from wasmlattice.apps.manifest import ManifestError, load_manifest_file, parse_manifest
 
     try:
         if source == "-":
@@ -124,7 +124,7 @@ def _status_line(status: Any) -> str:
 
 async def _wait_final(client: Any, name: str, deadline: float, show: Callable[[Any], None]) -> Any:
     """Poll app `name`'s status until it is deployed or failed, or the deadline passes (then None)."""
-    from ..apps.client import AppNoManagerError
+    from wasmlattice.apps.client import AppNoManagerError
 
     last = None
     while True:
@@ -186,7 +186,7 @@ def app_deploy(
     notes: list[str] = []
 
     async def go(client: Any) -> dict[str, Any]:
-        from ..apps.client import AppApiError
+        from wasmlattice.apps.client import AppApiError
 
         deadline = time.monotonic() + timeout
         client.timeout = min(_DEPLOY_REQUEST_TIMEOUT_S, timeout)
@@ -249,7 +249,7 @@ def app_deploy(
 
 async def _put_for_deploy(client: Any, raw: dict[str, Any], notes: list[str]) -> str:
     """Store the manifest; an identical copy already stored under its version is reused instead."""
-    from ..apps.client import AppApiError
+    from wasmlattice.apps.client import AppApiError
 
     version = (raw.get("metadata") or {}).get("annotations", {}).get("version")
     name = raw["metadata"]["name"]
@@ -279,7 +279,7 @@ def console_err() -> Any:
 
 
 def _print_failed_scalers(status: dict[str, Any] | None) -> None:
-    from ..apps.client import AppStatus
+    from wasmlattice.apps.client import AppStatus
 
     if not status:
         return
@@ -458,7 +458,7 @@ def app_validate(
     output: OutputOpt = OutputFormat.text,
 ) -> None:
     """Check a manifest without deploying it (no NATS needed): errors exit 1; warnings are printed."""
-    from ..apps.manifest import ManifestError, load_manifest_file, parse_manifest
+    from wasmlattice.apps.manifest import ManifestError, load_manifest_file, parse_manifest
 
     errors: list[str] = []
     warnings: list[str] = []

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import app
-from .common import (
+from wasmlattice.cli.app import app
+from wasmlattice.cli.common import (
     DEFAULT_CLI_NATS_URL,
     LatticeOpt,
     NatsUrlOpt,
@@ -62,7 +62,7 @@ def call_cmd(
             raw.append(json.loads(text))
         except ValueError as e:
             fail(f"argument {i + 1} is not JSON ({e}): {text!r}")
-    logging.getLogger("wasmlattice.lattice.connection").setLevel(logging.ERROR)
+    logging.getLogger("wasmlattice.protocol.connection").setLevel(logging.ERROR)
     try:
         result = asyncio.run(_call(component_id, iface, version, func, raw, nats_url, lattice, timeout))
     except CallError as e:
@@ -87,10 +87,10 @@ async def _call(
     lattice: str,
     timeout: float,
 ) -> Any:
-    from ..client.ctl import CtlClient
-    from ..client.values import JsonValueError, from_json, to_json
-    from ..lattice.connection import NatsConnectionError, connect
-    from ..lattice.wrpc import codec, transport
+    from wasmlattice.client.ctl import CtlClient
+    from wasmlattice.client.values import JsonValueError, from_json, to_json
+    from wasmlattice.protocol.connection import NatsConnectionError, connect
+    from wasmlattice.protocol.wrpc import codec, transport
 
     try:
         nc = await connect(cli_nats_options(nats_url, timeout))
@@ -145,17 +145,17 @@ async def _find_image(ctl: Any, component_id: str) -> str:
 
 def _signature(image_ref: str, iface: str, version: str | None, func: str) -> tuple[str, Any]:
     """The versioned instance name and signature of an export, read from the component file."""
-    from ..capabilities.catalog import host_registry
-    from ..host.components import file_ref_path
-    from ..runtime.component import (
+    from wasmlattice.capabilities.catalog import host_registry
+    from wasmlattice.host.components import file_ref_path
+    from wasmlattice.runtime.component import (
         CompileCache,
         ComponentError,
         InterfaceName,
         default_cache_dir,
         read_component_file,
     )
-    from ..runtime.engine import HostEngine
-    from ..runtime.linking import link
+    from wasmlattice.runtime.engine import HostEngine
+    from wasmlattice.runtime.linking import link
 
     engine = HostEngine()
     try:

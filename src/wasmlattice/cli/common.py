@@ -71,7 +71,7 @@ def cli_nats_options(nats_url: str, timeout: float) -> Any:
 
     (Environment variables rather than flags on every command: set them once for a secured NATS.)
     """
-    from ..lattice.connection import NatsOptions
+    from wasmlattice.protocol.connection import NatsOptions
 
     env = os.environ
 
@@ -98,10 +98,10 @@ def nats_call(nats_url: str, timeout: float, fn: Callable[[Any], Awaitable[T]], 
 
     `options` (a `NatsOptions`) replaces the WASMLATTICE_NATS_* ones, e.g. those a host was started with.
     """
-    from ..lattice.connection import NatsConnectionError, connect
+    from wasmlattice.protocol.connection import NatsConnectionError, connect
 
     # The client's own close looks like a disconnect to the connection logger; not worth a warning.
-    logging.getLogger("wasmlattice.lattice.connection").setLevel(logging.ERROR)
+    logging.getLogger("wasmlattice.protocol.connection").setLevel(logging.ERROR)
 
     async def go() -> T:
         nc = await connect(options if options is not None else cli_nats_options(nats_url, timeout))
@@ -121,7 +121,7 @@ def ctl_call(
     nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], Awaitable[T]], options: Any = None
 ) -> T:
     """Connect to NATS, run `fn(CtlClient)`, disconnect; every failure becomes one error line."""
-    from ..client.ctl import CtlClient, CtlError
+    from wasmlattice.client.ctl import CtlClient, CtlError
 
     try:
         return nats_call(nats_url, timeout, lambda nc: fn(CtlClient(nc, lattice, timeout=timeout)), options)
@@ -140,7 +140,7 @@ def ack(output: OutputFormat, message: str, fallback: str) -> None:
 
 
 def parse_kv(items: list[str], what: str) -> dict[str, str]:
-    from ..client.ctl import parse_key_values
+    from wasmlattice.client.ctl import parse_key_values
 
     try:
         return parse_key_values(items, what)

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
-from .. import aio
-from .app import app, setup_logging
-from .common import (
+from wasmlattice import aio
+from wasmlattice.cli.app import app, setup_logging
+from wasmlattice.cli.common import (
     DEFAULT_CLI_NATS_URL,
     STATE_FILE,
     LabelOpt,
@@ -162,8 +162,8 @@ def _host_labels(args: list[str]) -> dict[str, str]:
     Exits with code 2 on a malformed label or a `hostcore.` key: the host would only drop such a
     label with a log line, and the user would wait for a label that never appears.
     """
-    from ..host.host import LABEL_ENV_PREFIX, LabelError, labels_from_env, parse_label_args
-    from ..lattice.models import is_reserved_label
+    from wasmlattice.host.host import LABEL_ENV_PREFIX, LabelError, labels_from_env, parse_label_args
+    from wasmlattice.protocol.models import is_reserved_label
 
     labels: dict[str, str] = {}
     for arg in args:
@@ -222,7 +222,7 @@ def _host_options(**kwargs: Any) -> Any:
     """Build `HostOptions`, passing only the fields it has (the host side owns that dataclass)."""
     import dataclasses
 
-    from ..host.run import HostOptions
+    from wasmlattice.lattice.run import HostOptions
 
     names = {f.name for f in dataclasses.fields(HostOptions)}
     return HostOptions(**{k: v for k, v in kwargs.items() if k in names and v is not None})
@@ -255,8 +255,8 @@ def host_cmd(
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run one lattice host connected to an existing NATS server until Ctrl-C."""
-    from ..host.run import HostStartError, run_host
-    from ..lattice.connection import NatsConnectionError
+    from wasmlattice.lattice.run import HostStartError, run_host
+    from wasmlattice.protocol.connection import NatsConnectionError
 
     labels = _host_labels(label or [])
     nats = _nats_kwargs(
@@ -281,7 +281,7 @@ def host_cmd(
 
 
 def _default_up_dir() -> Path:
-    from ..nats_server import default_data_dir
+    from wasmlattice.nats_server import default_data_dir
 
     return default_data_dir().parent
 
@@ -333,9 +333,9 @@ async def _up_main(
     host_kwargs: dict[str, Any],
     app_manager: bool = True,
 ) -> None:
-    from ..host.identity import HostIdentity
-    from ..host.run import run_host
-    from ..nats_server import EmbeddedNats, port_in_use
+    from wasmlattice.host.identity import HostIdentity
+    from wasmlattice.lattice.run import run_host
+    from wasmlattice.nats_server import EmbeddedNats, port_in_use
 
     nats: EmbeddedNats | None = None
     url = nats_url
@@ -365,7 +365,7 @@ async def _up_main(
         ready = asyncio.Event()
         host_task = asyncio.ensure_future(run_host(opts, ready))
         if app_manager:
-            from ..apps.manager import run_app_manager
+            from wasmlattice.apps.manager import run_app_manager
 
             manager_task = asyncio.ensure_future(run_app_manager(opts.nats_options(), lattice, manager_stop))
         ready_wait = asyncio.ensure_future(ready.wait())
@@ -447,7 +447,7 @@ def up(
     log_level: LogLevelOpt = "warning",
 ) -> None:
     """Start NATS (with JetStream), one host and the app manager; with --detach, in the background."""
-    from ..nats_server import EmbeddedNatsError
+    from wasmlattice.nats_server import EmbeddedNatsError
 
     labels = _host_labels(label or [])
     host_kwargs = _nats_kwargs(
@@ -457,7 +457,7 @@ def up(
         host_seed=host_seed, friendly_name=friendly_name, heartbeat_interval=heartbeat_interval
     )
     if host_seed:
-        from ..host.identity import HostIdentity, HostIdentityError
+        from wasmlattice.host.identity import HostIdentity, HostIdentityError
 
         try:
             HostIdentity.from_seed(host_seed)
@@ -684,8 +684,8 @@ def app_manager_cmd(
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run an app manager alone (the wadm API and reconciler) until Ctrl-C; several may run at once."""
-    from ..apps.manager import run_app_manager
-    from ..lattice.connection import NatsConnectionError
+    from wasmlattice.apps.manager import run_app_manager
+    from wasmlattice.protocol.connection import NatsConnectionError
 
     setup_logging(log_level)
     opts = _host_options(

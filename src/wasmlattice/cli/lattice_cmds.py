@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import app
-from .common import (
+from wasmlattice.cli.app import app
+from wasmlattice.cli.common import (
     DEFAULT_CLI_NATS_URL,
     LatticeOpt,
     NatsUrlOpt,
@@ -48,7 +48,7 @@ def get_hosts(
     wait: Annotated[float, typer.Option(min=0.05, help="How long to collect ping replies, seconds.")] = 1.0,
 ) -> None:
     """List the hosts of the lattice (every host answers a ping). Text output exits 1 if none answer."""
-    from ..client.ctl import UP_HINT, to_json
+    from wasmlattice.client.ctl import UP_HINT, to_json
 
     hosts = ctl_call(nats_url, lattice, timeout, lambda c: c.ping_hosts(wait))
     if output is OutputFormat.json:
@@ -82,7 +82,7 @@ def get_inventory(
     wait: Annotated[float, typer.Option(min=0.05, help="How long to collect ping replies, seconds.")] = 1.0,
 ) -> None:
     """Show the components, providers and labels of one host or of every host."""
-    from ..client.ctl import UP_HINT, CtlError, to_json
+    from wasmlattice.client.ctl import UP_HINT, CtlError, to_json
 
     async def fetch(c: Any) -> list[Any]:
         if host_id is not None:
@@ -122,7 +122,7 @@ def get_inventory(
 
 
 def _print_links(links: list[Any], output: OutputFormat) -> None:
-    from ..client.ctl import to_json
+    from wasmlattice.client.ctl import to_json
 
     if output is OutputFormat.json:
         print_json(to_json(links))
@@ -238,7 +238,7 @@ def link_put(
     timeout: TimeoutOpt = 2.0,
 ) -> None:
     """Create or replace a link from SOURCE to TARGET for NAMESPACE:PACKAGE/INTERFACE."""
-    from ..lattice.models import Link
+    from wasmlattice.protocol.models import Link
 
     link = Link(
         source_id=source,

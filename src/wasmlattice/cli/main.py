@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from .. import __version__
-from ..runtime.component import ComponentError
-from . import app_cmds, call_cmd, host_cmds, lattice_cmds, secret_cmds, workload_cmds  # noqa: F401 - register commands
-from .app import app, setup_logging
+from wasmlattice import __version__
+from wasmlattice.cli import app_cmds, call_cmd, host_cmds, lattice_cmds, secret_cmds, workload_cmds  # noqa: F401 - register commands
+from wasmlattice.cli.app import app, setup_logging
+from wasmlattice.runtime.component import ComponentError
 
 
 def _parse_env(items: list[str]) -> list[tuple[str, str]]:
@@ -81,8 +81,8 @@ def run(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve a wasi:http component over HTTP, the way `wasmtime serve` does."""
-    from ..http.server import ServeOptions
-    from ..http.workers import run_server
+    from wasmlattice.http.server import ServeOptions
+    from wasmlattice.http.workers import run_server
 
     setup_logging(log_level)
     opts = ServeOptions(
@@ -115,8 +115,13 @@ def inspect(
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
 ) -> None:
     """Show a component's imports and exports, with their versions."""
-    from ..runtime.component import CompileCache, default_cache_dir, inspect_component, read_component_file
-    from ..runtime.engine import HostEngine
+    from wasmlattice.runtime.component import (
+        CompileCache,
+        default_cache_dir,
+        inspect_component,
+        read_component_file,
+    )
+    from wasmlattice.runtime.engine import HostEngine
 
     try:
         data = read_component_file(component)

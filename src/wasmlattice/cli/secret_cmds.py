@@ -17,8 +17,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from .app import app
-from .common import (
+from wasmlattice.cli.app import app
+from wasmlattice.cli.common import (
     DEFAULT_CLI_NATS_URL,
     LatticeOpt,
     NatsUrlOpt,
@@ -50,10 +50,10 @@ KeyFileOpt = Annotated[
 
 def _js_call(nats_url: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Connect to NATS, run `fn(jetstream)`, disconnect; every failure becomes one error line."""
-    from ..lattice.connection import NatsConnectionError, connect, jetstream
-    from ..lattice.kv import KvError
+    from wasmlattice.protocol.connection import NatsConnectionError, connect, jetstream
+    from wasmlattice.protocol.kv import KvError
 
-    logging.getLogger("wasmlattice.lattice.connection").setLevel(logging.ERROR)
+    logging.getLogger("wasmlattice.protocol.connection").setLevel(logging.ERROR)
     opts = cli_nats_options(nats_url, timeout)
 
     async def go() -> T:
@@ -75,7 +75,7 @@ def _js_call(nats_url: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -
 
 
 def _load_key(key_file: Path | None) -> bytes:
-    from ..capabilities.secrets import SecretsKeyError, load_key
+    from wasmlattice.capabilities.secrets import SecretsKeyError, load_key
 
     try:
         return load_key(key_file)
@@ -84,7 +84,7 @@ def _load_key(key_file: Path | None) -> bytes:
 
 
 def _check_name(name: str) -> str:
-    from ..capabilities.secrets import check_name
+    from wasmlattice.capabilities.secrets import check_name
 
     try:
         return check_name(name)
@@ -112,7 +112,7 @@ def secret_put(
     timeout: TimeoutOpt = 5.0,
 ) -> None:
     """Encrypt and store secret NAME, and its reference SECRET_NAME for scale commands."""
-    from ..capabilities.secrets import put_secret, reference_name
+    from wasmlattice.capabilities.secrets import put_secret, reference_name
 
     _check_name(name)
     if (value is None) == (file is None):
@@ -151,7 +151,7 @@ def secret_del(
     timeout: TimeoutOpt = 5.0,
 ) -> None:
     """Delete secret NAME and its reference (idempotent); running components keep what they have."""
-    from ..capabilities.secrets import delete_secret
+    from wasmlattice.capabilities.secrets import delete_secret
 
     _check_name(name)
     _js_call(nats_url, timeout, lambda js: delete_secret(js, lattice, name))
@@ -167,7 +167,7 @@ def secret_keygen(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing key file.")] = False,
 ) -> None:
     """Create a new random secrets key file (mode 0600); copy it to every host of the lattice."""
-    from ..capabilities.secrets import SecretsKeyError, generate_key_file, key_file_path
+    from wasmlattice.capabilities.secrets import SecretsKeyError, generate_key_file, key_file_path
 
     path = key_file or key_file_path()
     try:

@@ -23,8 +23,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import app
-from .common import (
+from wasmlattice.cli.app import app
+from wasmlattice.cli.common import (
     DEFAULT_CLI_NATS_URL,
     LatticeOpt,
     NatsUrlOpt,
@@ -36,7 +36,7 @@ from .common import (
     parse_kv,
     print_json,
 )
-from .lattice_cmds import stop_app
+from wasmlattice.cli.lattice_cmds import stop_app
 
 scale_app = typer.Typer(help="Scale components.", no_args_is_help=True)
 update_app = typer.Typer(help="Update components to a new image reference.", no_args_is_help=True)
@@ -94,7 +94,7 @@ class EventWatch:
 
     async def start(self) -> None:
         """Subscribe (before the command is sent, so its outcome cannot be missed)."""
-        from ..lattice.subjects import events_wildcard
+        from wasmlattice.protocol.subjects import events_wildcard
 
         async def on_msg(msg: Any) -> None:
             with contextlib.suppress(ValueError):
@@ -142,7 +142,7 @@ async def inventories(ctl: Any, wait: float) -> list[Any]:
 
 
 def _no_match(what: str, lattice: str, constraints: Mapping[str, str], extra: str = "") -> str:
-    from ..client.ctl import UP_HINT
+    from wasmlattice.client.ctl import UP_HINT
 
     if not constraints:
         return f"no host on lattice '{lattice}' bid for {what}{extra}: {UP_HINT}"
@@ -166,7 +166,7 @@ async def _least_loaded_bidder(
     ctl: Any, what: str, item_id: str, acks: list[Any], constraints: dict[str, str]
 ) -> str:
     """The bidder running the fewest components/providers (hosts running `item_id` do not bid)."""
-    from ..client.ctl import CtlError
+    from wasmlattice.client.ctl import CtlError
 
     bidders = list(dict.fromkeys(a.host_id for a in acks))
     if not bidders:
@@ -193,7 +193,7 @@ async def component_scale_targets(
 
     A count of 0 never starts anything, so it fails (with what to check) when no matching host runs it.
     """
-    from ..client.ctl import CtlError
+    from wasmlattice.client.ctl import CtlError
 
     if count == 0:
         running = await running_matching(ctl, component_id, constraints, wait)
@@ -253,7 +253,7 @@ async def pick_provider_host(
 
 async def hosts_running(ctl: Any, what: str, item_id: str, wait: float) -> list[Any]:
     """Inventories of the hosts running component/provider `item_id`; CtlError if there are none."""
-    from ..client.ctl import CtlError
+    from wasmlattice.client.ctl import CtlError
 
     found = await _running_on(ctl, what, item_id, wait)
     if not found:
@@ -421,7 +421,7 @@ def update_component(
     timeout: TimeoutOpt = 2.0,
 ) -> None:
     """Replace the image of running component ID with NEW_REF (on every host running it by default)."""
-    from ..client.ctl import CtlError
+    from wasmlattice.client.ctl import CtlError
 
     image_ref = normalize_ref(new_ref)
 
@@ -541,7 +541,7 @@ def stop_provider(
     timeout: TimeoutOpt = 2.0,
 ) -> None:
     """Stop provider ID (on every host running it unless --host is given)."""
-    from ..client.ctl import CtlError
+    from wasmlattice.client.ctl import CtlError
 
     async def go(c: Any) -> dict[str, Any]:
         if host is not None:

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import nats.errors
 from pydantic import BaseModel
 
-from wasmlattice.lattice import subjects
-from wasmlattice.lattice.models import (
+from wasmlattice.protocol import subjects
+from wasmlattice.protocol.models import (
     DEFAULT_AUCTION_TIMEOUT_S,
     DEFAULT_LINK_NAME,
     DEFAULT_REQUEST_TIMEOUT_S,
@@ -44,8 +44,8 @@ from wasmlattice.lattice.models import (
     StopProviderCommand,
     UpdateComponentCommand,
 )
-from wasmlattice.lattice.subjects import CtlOperation
-from wasmlattice.lattice.wire import PayloadError, WireModel, WireRoot, decode_json, validate_obj
+from wasmlattice.protocol.subjects import CtlOperation
+from wasmlattice.protocol.wire import PayloadError, WireModel, WireRoot, decode_json, validate_obj
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -23,8 +23,8 @@ from wasmlattice.capabilities.secrets import resolve_secrets
 from wasmlattice.host.exports import ExportServer
 from wasmlattice.host.invoke import ExportInvoker, InvokeError
 from wasmlattice.http.target import INCOMING_HANDLER, HttpTarget, Workload
-from wasmlattice.lattice import subjects as sj
-from wasmlattice.lattice.models import ComponentDescription, StrMap
+from wasmlattice.protocol import subjects as sj
+from wasmlattice.protocol.models import ComponentDescription, StrMap
 from wasmlattice.runtime.component import (
     CompileCache,
     ComponentError,

@@ -24,7 +24,7 @@ from typing import Any
 from wasmlattice.host.invoke import InvokeError
 from wasmlattice.http import wrpc_http
 from wasmlattice.http.target import HttpTarget
-from wasmlattice.lattice.wrpc import codec, transport
+from wasmlattice.protocol.wrpc import codec, transport
 from wasmlattice.runtime.component import InterfaceName
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.witypes import FuncSig, has_handle

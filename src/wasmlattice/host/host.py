@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import wasmlattice
 from wasmlattice.host.identity import HostIdentity, friendly_name
-from wasmlattice.lattice.models import (
+from wasmlattice.protocol.models import (
     HOSTCORE_LABEL_PREFIX,
     MSG_LABEL_RESERVED,
     HostInventory,
@@ -25,10 +25,10 @@ from wasmlattice.lattice.models import (
     StrMap,
     is_reserved_label,
 )
-from wasmlattice.lattice.models import (
+from wasmlattice.protocol.models import (
     Host as HostInfo,
 )
-from wasmlattice.lattice.subjects import DEFAULT_LATTICE
+from wasmlattice.protocol.subjects import DEFAULT_LATTICE
 
 if TYPE_CHECKING:
     from wasmlattice.capabilities.manager import ProviderManager

@@ -13,22 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..runtime.component import CompileCache, default_cache_dir
-from ..runtime.engine import HostEngine
-from ..runtime.fastcall import GuestTrap
-from ..runtime.pool import InstancePool
-from ..runtime.witypes import Err, Ok
-from ..wasi.ctx import WasiConfig, WasiCtx
-from ..wasi.http import (
-    FORBIDDEN_HEADERS,
-    IncomingRequest,
-    OutgoingClient,
-    OutgoingResponse,
-    ResponseOutparam,
-    header_text,
-)
-from ..wasi.io import BytePipe, IoError
-from .target import (
+from wasmlattice.http.target import (
     INCOMING_HANDLER,
     INLINE_BUDGET,
     HttpTarget,
@@ -37,6 +22,21 @@ from .target import (
     load_http_component,
     retry_on_thread,
 )
+from wasmlattice.runtime.component import CompileCache, default_cache_dir
+from wasmlattice.runtime.engine import HostEngine
+from wasmlattice.runtime.fastcall import GuestTrap
+from wasmlattice.runtime.pool import InstancePool
+from wasmlattice.runtime.witypes import Err, Ok
+from wasmlattice.wasi.ctx import WasiConfig, WasiCtx
+from wasmlattice.wasi.http import (
+    FORBIDDEN_HEADERS,
+    IncomingRequest,
+    OutgoingClient,
+    OutgoingResponse,
+    ResponseOutparam,
+    header_text,
+)
+from wasmlattice.wasi.io import BytePipe, IoError
 
 log = logging.getLogger("wasmlattice.http")
 
@@ -492,7 +492,7 @@ class Exchange:
 
 
 async def _pump_body(request: web.BaseRequest, pipe: BytePipe, limit: int) -> None:
-    from ..wasi.io import IoError
+    from wasmlattice.wasi.io import IoError
 
     total = 0
     try:

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
-from ..runtime.component import CompileCache, ComponentError, read_component_file
-from ..runtime.engine import HostEngine
-from ..runtime.fastcall import GuestTrap
-from ..runtime.linking import LinkedComponent, link
-from ..runtime.pool import InstancePool
-from ..wasi.ctx import DeadlineExceeded, NeedsLoop, WasiConfig
+from wasmlattice.runtime.component import CompileCache, ComponentError, read_component_file
+from wasmlattice.runtime.engine import HostEngine
+from wasmlattice.runtime.fastcall import GuestTrap
+from wasmlattice.runtime.linking import LinkedComponent, link
+from wasmlattice.runtime.pool import InstancePool
+from wasmlattice.wasi.ctx import DeadlineExceeded, NeedsLoop, WasiConfig
 
 INCOMING_HANDLER = "wasi:http/incoming-handler"
 
@@ -139,7 +139,7 @@ def load_http_component(engine: HostEngine, path: str, cache: CompileCache) -> L
     """
     # Capabilities need a lattice; imported outside one they answer their interface's error (or
     # an empty config), so such components still run here.
-    from ..capabilities.catalog import host_registry
+    from wasmlattice.capabilities.catalog import host_registry
 
     data = read_component_file(path)
     comp = cache.load(data, engine, path)

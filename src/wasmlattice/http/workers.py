@@ -16,9 +16,9 @@ import sys
 import time
 from typing import Any
 
-from .. import aio
-from ..runtime.component import ComponentError
-from .server import ComponentApp, ServeOptions, bind_socket, serve_app
+from wasmlattice import aio
+from wasmlattice.http.server import ComponentApp, ServeOptions, bind_socket, serve_app
+from wasmlattice.runtime.component import ComponentError
 
 log = logging.getLogger("wasmlattice.http")
 

@@ -42,9 +42,21 @@ from typing import Any
 
 from aiohttp import web
 
-from ..lattice.wrpc import codec, transport
-from ..runtime.fastcall import GuestTrap
-from ..runtime.witypes import (
+from wasmlattice.http.server import (
+    STREAM_GRACE,
+    Exchange,
+    bodyless,
+    error_response,
+    guest_request_headers,
+    guest_response,
+    run_guest,
+    send_continue,
+    split_target,
+)
+from wasmlattice.http.target import HttpTarget, SlotTimeout, interrupted
+from wasmlattice.protocol.wrpc import codec, transport
+from wasmlattice.runtime.fastcall import GuestTrap
+from wasmlattice.runtime.witypes import (
     BYTES,
     STRING,
     U8,
@@ -60,8 +72,8 @@ from ..runtime.witypes import (
     tup,
     variant,
 )
-from ..wasi.ctx import WasiCtx
-from ..wasi.http import (
+from wasmlattice.wasi.ctx import WasiCtx
+from wasmlattice.wasi.http import (
     FORBIDDEN_HEADERS,
     IncomingRequest,
     OutgoingResponse,
@@ -69,19 +81,7 @@ from ..wasi.http import (
     method_from_wit,
     method_to_wit,
 )
-from ..wasi.io import BytePipe, IoError
-from .server import (
-    STREAM_GRACE,
-    Exchange,
-    bodyless,
-    error_response,
-    guest_request_headers,
-    guest_response,
-    run_guest,
-    send_continue,
-    split_target,
-)
-from .target import HttpTarget, SlotTimeout, interrupted
+from wasmlattice.wasi.io import BytePipe, IoError
 
 log = logging.getLogger("wasmlattice.http")
 

@@ -1,1 +1,1 @@
-"""The lattice layer: wasmCloud v1 control-interface subjects, wire models and CloudEvents."""
+"""The host's face to the lattice: control-interface server, provider health, and the composition root."""

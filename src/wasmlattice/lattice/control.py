@@ -18,11 +18,12 @@ from typing import Any
 from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.host.components import ComponentRegistry
 from wasmlattice.host.host import Host, LabelError
-from wasmlattice.lattice import events as ev
-from wasmlattice.lattice import subjects as sj
-from wasmlattice.lattice.events import CloudEvent
 from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S, ProviderHealth
-from wasmlattice.lattice.models import (
+from wasmlattice.lattice.workloads import WORKLOAD_OPS, WorkloadOps
+from wasmlattice.protocol import events as ev
+from wasmlattice.protocol import subjects as sj
+from wasmlattice.protocol.events import CloudEvent
+from wasmlattice.protocol.models import (
     DEFAULT_HEARTBEAT_INTERVAL_S,
     MSG_CONFIG_DELETED,
     MSG_CONFIG_NOT_FOUND,
@@ -53,9 +54,8 @@ from wasmlattice.lattice.models import (
     fallback_error_body,
     parse_payload,
 )
-from wasmlattice.lattice.state import LatticeState, LinkRejectedError
-from wasmlattice.lattice.subjects import CtlOperation, UnsupportedSubjectError
-from wasmlattice.lattice.workloads import WORKLOAD_OPS, WorkloadOps
+from wasmlattice.protocol.state import LatticeState, LinkRejectedError
+from wasmlattice.protocol.subjects import CtlOperation, UnsupportedSubjectError
 
 log = logging.getLogger(__name__)
 

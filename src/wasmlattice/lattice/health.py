@@ -12,12 +12,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import events as ev
-from . import subjects as sj
-from .models import HealthCheckResponse
+from wasmlattice.protocol import events as ev
+from wasmlattice.protocol import subjects as sj
+from wasmlattice.protocol.models import HealthCheckResponse
 
 if TYPE_CHECKING:
-    from .control import ControlInterfaceServer
+    from wasmlattice.lattice.control import ControlInterfaceServer
 
 log = logging.getLogger(__name__)
 

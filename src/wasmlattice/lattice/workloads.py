@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.host.components import ComponentRegistry, different_ref_message
-from wasmlattice.lattice import events as ev
-from wasmlattice.lattice.models import (
+from wasmlattice.protocol import events as ev
+from wasmlattice.protocol.models import (
     MSG_PROVIDER_ALREADY_RUNNING,
     MSG_PROVIDER_NOT_RUNNING,
     MSG_PROVIDER_STARTED,
@@ -34,7 +34,7 @@ from wasmlattice.lattice.models import (
     component_updating,
     parse_payload,
 )
-from wasmlattice.lattice.subjects import CtlOperation
+from wasmlattice.protocol.subjects import CtlOperation
 
 if TYPE_CHECKING:
     from wasmlattice.lattice.control import ControlInterfaceServer

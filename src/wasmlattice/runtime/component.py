@@ -15,7 +15,7 @@ from typing import Any
 import wasmtime
 import wasmtime.component as wc
 
-from .engine import HostEngine, wasmtime_version
+from wasmlattice.runtime.engine import HostEngine, wasmtime_version
 
 log = logging.getLogger("wasmlattice.runtime")
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from wasmtime import _ffi as ffi
 
-from .witypes import (
+from wasmlattice.runtime.witypes import (
     EnumT,
     Err,
     FlagsT,
@@ -55,7 +55,7 @@ from .witypes import (
 )
 
 if TYPE_CHECKING:
-    from .store import StoreState
+    from wasmlattice.runtime.store import StoreState
 
 _lib = ffi.dll
 

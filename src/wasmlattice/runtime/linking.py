@@ -19,10 +19,10 @@ from typing import Any
 import wasmtime.component as wc
 from wasmtime.component import _types as T
 
-from . import fastcall
-from .component import ComponentError, InterfaceName
-from .engine import HostEngine
-from .witypes import (
+from wasmlattice.runtime import fastcall
+from wasmlattice.runtime.component import ComponentError, InterfaceName
+from wasmlattice.runtime.engine import HostEngine
+from wasmlattice.runtime.witypes import (
     EnumT,
     FlagsT,
     FuncSig,

@@ -8,11 +8,11 @@ from typing import Any
 
 import wasmtime
 
-from . import fastcall
-from .component import ComponentError
-from .engine import HostEngine
-from .linking import LinkedComponent
-from .store import StoreState
+from wasmlattice.runtime import fastcall
+from wasmlattice.runtime.component import ComponentError
+from wasmlattice.runtime.engine import HostEngine
+from wasmlattice.runtime.linking import LinkedComponent
+from wasmlattice.runtime.store import StoreState
 
 # How long a guest's start-up (instantiation, including its own init code) may run when the
 # call has no deadline of its own.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from ..runtime.fastcall import Trap
-from ..runtime.linking import HostInterface
-from ..runtime.witypes import Err
-from .ctx import WasiCtx, ctx
-from .io import BytePipe, InputStream, OutputStream
+from wasmlattice.runtime.fastcall import Trap
+from wasmlattice.runtime.linking import HostInterface
+from wasmlattice.runtime.witypes import Err
+from wasmlattice.wasi.ctx import WasiCtx, ctx
+from wasmlattice.wasi.io import BytePipe, InputStream, OutputStream
 
 _MAX_LINE = 16 * 1024
 

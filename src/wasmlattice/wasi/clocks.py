@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from ..runtime.linking import HostInterface
-from .ctx import ctx
-from .io import Pollable
+from wasmlattice.runtime.linking import HostInterface
+from wasmlattice.wasi.ctx import ctx
+from wasmlattice.wasi.io import Pollable
 
 
 def _mono_now() -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..runtime.fastcall import Trap, current_state
+from wasmlattice.runtime.fastcall import Trap, current_state
 
 
 @dataclass

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from ..runtime.linking import HostInterface
-from ..runtime.witypes import Err
-from .ctx import WasiCtx, ctx
-from .io import MAX_READ, BytePipe, InputStream, IoError, Pollable
+from wasmlattice.runtime.linking import HostInterface
+from wasmlattice.runtime.witypes import Err
+from wasmlattice.wasi.ctx import WasiCtx, ctx
+from wasmlattice.wasi.io import MAX_READ, BytePipe, InputStream, IoError, Pollable
 
 # POSIX's SYMLOOP_MAX floor is 8; Linux allows 40 and so does cap-std.
 _MAX_SYMLINKS = 40

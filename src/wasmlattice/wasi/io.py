@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..runtime.fastcall import Trap
-from ..runtime.linking import HostInterface
-from ..runtime.witypes import Err
-from .ctx import WasiCtx, ctx
+from wasmlattice.runtime.fastcall import Trap
+from wasmlattice.runtime.linking import HostInterface
+from wasmlattice.runtime.witypes import Err
+from wasmlattice.wasi.ctx import WasiCtx, ctx
 
 # The most a single blocking-write-and-flush may carry (as wasmtime enforces).
 BLOCKING_WRITE_LIMIT = 4096

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random as _random
 
-from ..runtime.linking import HostInterface
+from wasmlattice.runtime.linking import HostInterface
 
 _insecure = _random.Random()
 

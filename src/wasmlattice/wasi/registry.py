@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..runtime.linking import HostRegistry
-from . import cli, clocks, filesystem, http, io, random, sockets
+from wasmlattice.runtime.linking import HostRegistry
+from wasmlattice.wasi import cli, clocks, filesystem, http, io, random, sockets
 
 
 def wasi_registry() -> HostRegistry:

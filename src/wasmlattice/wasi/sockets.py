@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from ..runtime.linking import HostInterface
-from ..runtime.witypes import Err
-from .ctx import ctx
-from .io import IoError, Pollable
+from wasmlattice.runtime.linking import HostInterface
+from wasmlattice.runtime.witypes import Err
+from wasmlattice.wasi.ctx import ctx
+from wasmlattice.wasi.io import IoError, Pollable
 
 DENIED = "access-denied"
 

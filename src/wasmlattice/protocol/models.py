@@ -11,10 +11,10 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, field_validator
 
-from wasmlattice.lattice.subjects import DEFAULT_LATTICE as DEFAULT_LATTICE
-from wasmlattice.lattice.wire import I32_MAX, I32_MIN, U32_MAX, U64_MAX, WireModel, WireRoot
-from wasmlattice.lattice.wire import PayloadError as PayloadError  # re-exported for callers
-from wasmlattice.lattice.wire import parse_payload as parse_payload  # re-exported for callers
+from wasmlattice.protocol.subjects import DEFAULT_LATTICE as DEFAULT_LATTICE
+from wasmlattice.protocol.wire import I32_MAX, I32_MIN, U32_MAX, U64_MAX, WireModel, WireRoot
+from wasmlattice.protocol.wire import PayloadError as PayloadError  # re-exported for callers
+from wasmlattice.protocol.wire import parse_payload as parse_payload  # re-exported for callers
 
 U32 = Annotated[int, Field(ge=0, le=U32_MAX)]
 U64 = Annotated[int, Field(ge=0, le=U64_MAX)]

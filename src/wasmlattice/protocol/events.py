@@ -16,9 +16,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from wasmlattice.lattice.models import DEFAULT_LINK_NAME, U32, HostInventory, Link, StrMap
-from wasmlattice.lattice.subjects import DEFAULT_LATTICE, event_subject
-from wasmlattice.lattice.wire import WireModel
+from wasmlattice.protocol.models import DEFAULT_LINK_NAME, U32, HostInventory, Link, StrMap
+from wasmlattice.protocol.subjects import DEFAULT_LATTICE, event_subject
+from wasmlattice.protocol.wire import WireModel
 
 SPEC_VERSION = "1.0"
 EVENT_TYPE_PREFIX = "com.wasmcloud.lattice."

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from wasmlattice.lattice import subjects as sj
-from wasmlattice.lattice.kv import KvBucket, KvEvent, KvWatch, open_bucket
-from wasmlattice.lattice.models import (
+from wasmlattice.protocol import subjects as sj
+from wasmlattice.protocol.kv import KvBucket, KvEvent, KvWatch, open_bucket
+from wasmlattice.protocol.models import (
     MSG_CONFIG_NOT_MAP,
     MSG_LINK_CONFLICT,
     ComponentSpecification,
@@ -27,7 +27,7 @@ from wasmlattice.lattice.models import (
     StrMap,
     parse_payload,
 )
-from wasmlattice.lattice.wire import decode_json
+from wasmlattice.protocol.wire import decode_json
 
 log = logging.getLogger(__name__)
 

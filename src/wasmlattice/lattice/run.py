@@ -1,7 +1,7 @@
 """Run one host: connect to NATS, open lattice state, serve the control interface until told to stop.
 
 `run_host(HostOptions(...))` is what the `wasmlattice host` command calls. For tests this module is
-also runnable: `python -m wasmlattice.host.run --nats-url URL [--label k=v ...] [--lattice NAME]`.
+also runnable: `python -m wasmlattice.lattice.run --nats-url URL [--label k=v ...] [--lattice NAME]`.
 """
 
 from __future__ import annotations
@@ -22,19 +22,19 @@ from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.host.components import ComponentRegistry
 from wasmlattice.host.host import Host, LabelError, labels_from_env, parse_label_args
 from wasmlattice.host.identity import HostIdentity, HostIdentityError
-from wasmlattice.lattice.connection import (
+from wasmlattice.lattice.control import ControlInterfaceServer
+from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S
+from wasmlattice.protocol.connection import (
     DEFAULT_NATS_URL,
     NatsConnectionError,
     NatsOptions,
     connect,
     jetstream,
 )
-from wasmlattice.lattice.control import ControlInterfaceServer
-from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S
-from wasmlattice.lattice.kv import KvError
-from wasmlattice.lattice.models import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HOST_STOP_TIMEOUT_S
-from wasmlattice.lattice.state import LatticeState
-from wasmlattice.lattice.subjects import DEFAULT_LATTICE, DEFAULT_TOPIC_PREFIX, check_token
+from wasmlattice.protocol.kv import KvError
+from wasmlattice.protocol.models import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HOST_STOP_TIMEOUT_S
+from wasmlattice.protocol.state import LatticeState
+from wasmlattice.protocol.subjects import DEFAULT_LATTICE, DEFAULT_TOPIC_PREFIX, check_token
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ async def _shutdown(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m wasmlattice.host.run", description="Run one wasmlattice host (for tests)."
+        prog="python -m wasmlattice.lattice.run", description="Run one wasmlattice host (for tests)."
     )
     p.add_argument("--nats-url", default=DEFAULT_NATS_URL, help="NATS server URL")
     p.add_argument("--nats-creds", type=Path, default=None, help="NATS credentials file")
@@ -243,7 +243,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m wasmlattice.host.run`; returns the process exit code."""
+    """Entry point of `python -m wasmlattice.lattice.run`; returns the process exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
