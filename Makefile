@@ -15,7 +15,7 @@ help:
 	@echo "make up      - install, start a lattice (NATS, a host, the app manager) and deploy the examples"
 	@echo "make down    - stop what 'make up' started"
 	@echo "make test    - install test tools, build test components, run the whole suite"
-	@echo "make lint    - ruff check, ruff format --check, mypy --strict"
+	@echo "make lint    - ruff check, ruff format --check, mypy --strict, the import-layer check"
 	@echo "make bench   - every benchmark, each beside its peer (installs wrk and redis-server if missing)"
 
 $(BIN)/python:
@@ -73,13 +73,14 @@ test: test-deps system-deps
 	$(BIN)/python -m pytest -q
 
 lint: test-deps
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/mypy --strict src
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
+	$(BIN)/mypy --strict src tools
+	$(BIN)/python tools/check_layers.py
 
 fmt: test-deps
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks tools
+	$(BIN)/ruff check --fix src tests benchmarks tools
 
 bench-deps: test-deps
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from wasmlattice.host.invoke import ExportInvoker, InvokeError
-from wasmlattice.http.target import Workload
+from wasmlattice.capabilities.base import InvokeError
+from wasmlattice.host.invoke import ExportInvoker
 from wasmlattice.runtime.component import CompileCache
 from wasmlattice.runtime.engine import HostEngine
+from wasmlattice.runtime.execution import Workload
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.linking import HostInterface, HostRegistry, link
 from wasmlattice.wasi.ctx import WasiConfig

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wasmlattice.http.wrpc_http import (
+from wasmlattice.protocol.wrpc import codec
+from wasmlattice.protocol.wrpc.http import (
     ERROR_CODE,
     StreamDecoder,
     decode_request,
@@ -17,7 +18,6 @@ from wasmlattice.http.wrpc_http import (
     encode_trailers,
     params_complete,
 )
-from wasmlattice.protocol.wrpc import codec
 from wasmlattice.runtime.witypes import Err
 
 # GET /a?b=1 on http://h with header `x` twice (values 1 and 2).

@@ -1,5 +1,10 @@
 """What capability implementations share: the calling component's context, links, and providers.
 
+It is also the capabilities' port to the host: capabilities sit below the host
+(docs/architecture.md) and never import it. `ComponentRouter` is what they need from it, the
+host's one router, which decides for every call whether a local instance or another host serves
+it; `HostServices` carries it and the other host-wide things.
+
 A capability import (`wasi:keyvalue/store`, `wasmcloud:messaging/consumer`, ...) is bound once at
 link time to host functions that know nothing about any particular component. On each call they
 ask `component()` which component is calling (the store's WASI config carries its
@@ -22,12 +27,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from wasmlattice.capabilities.http_ingress import Forward, HttpTarget
 from wasmlattice.protocol.models import Link, ProviderDescription, StrMap
-from wasmlattice.wasi.ctx import DeadlineExceeded, NeedsLoop, WasiCtx, ctx
+from wasmlattice.runtime.execution import DeadlineExceeded, NeedsLoop, from_thread
+from wasmlattice.runtime.witypes import FuncSig
+from wasmlattice.wasi.ctx import WasiCtx, ctx
 
 if TYPE_CHECKING:
-    from wasmlattice.capabilities.manager import ProviderManager
-    from wasmlattice.host.components import ComponentRegistry
     from wasmlattice.protocol.state import LatticeState
 
 log = logging.getLogger("wasmlattice.capabilities")
@@ -52,6 +58,51 @@ class CapabilityError(Exception):
 def no_link_message(interface: str, link_name: str = DEFAULT_LINK_NAME) -> str:
     """The error text of a call through an interface that has no link of that name."""
     return f"no link named `{link_name}` for `{interface}`"
+
+
+class InvokeError(Exception):
+    """A component's export cannot be called; the message says why (not running, not exported,
+    no free instance in time, the remote host failed or answered badly)."""
+
+
+class ComponentRouter(Protocol):
+    """The host's router: where each call to a component goes, here or on another host."""
+
+    def runs_here(self, component_id: str) -> bool:
+        """Whether `component_id` runs on this host (messaging and watchers deliver only here)."""
+        ...
+
+    async def call_here(
+        self, component_id: str, interface: str, func: str, *args: Any, timeout: float | None = None
+    ) -> Any:
+        """Call an export (`ns:pkg/iface`) of a component running here; `InvokeError` or a trap."""
+        ...
+
+    async def call(
+        self, source_id: str, link_name: str, target: str, instance: str, func: str, sig: FuncSig, args: Any
+    ) -> Any:
+        """Call `instance#func` (`ns:pkg/iface@version`, typed `sig`) on `target`, here or remotely.
+
+        `InvokeError` whose message names the target and what failed.
+        """
+        ...
+
+    def context(self, component_id: str) -> ComponentContext | None:
+        """The capability context of a component running here (None if it does not run here)."""
+        ...
+
+    def http_route(self, component_id: str, source_id: str, max_body: int) -> HttpTarget | Forward | None:
+        """What serves an HTTP request for `component_id` (from provider `source_id`, bodies up to
+        `max_body`): its local target, a forwarder to another host, or None."""
+        ...
+
+
+class ProviderLookup(Protocol):
+    """Finds a provider running on this host by ID."""
+
+    def get(self, provider_id: str) -> Any:
+        """The running provider with that ID, or None."""
+        ...
 
 
 class Provider(Protocol):
@@ -210,8 +261,10 @@ class HostServices:
     lattice: str
     nc: Any = None  # nats.aio.client.Client
     js: Any = None  # JetStream context
-    providers: ProviderManager | None = None
-    components: ComponentRegistry | None = None
+    # The providers running on this host (`capabilities.manager.ProviderManager`).
+    providers: ProviderLookup | None = None
+    # The host's router: how capabilities reach components (here or on another host).
+    router: ComponentRouter | None = None
     # Deadline of one call to a component on another host (reference §5.3: 10 s).
     invocation_timeout: float = DEFAULT_INVOCATION_TIMEOUT_S
     _index: dict[tuple[str, str, str], Link] | None = None
@@ -298,18 +351,11 @@ class ComponentContext:
             limit = min(limit, wctx.deadline - time.monotonic())
             if limit <= 0:
                 raise DeadlineExceeded("request deadline exceeded before a capability call")
-        fut = asyncio.run_coroutine_threadsafe(_awaitable(make), self.services.loop)
+        deadline = wctx.deadline if wctx is not None else None
         try:
-            return fut.result(limit)
+            return from_thread(self.services.loop, make, limit, deadline=deadline)
         except concurrent.futures.TimeoutError:
-            fut.cancel()
-            if wctx is not None and wctx.deadline is not None and time.monotonic() >= wctx.deadline:
-                raise DeadlineExceeded("request deadline exceeded during a capability call") from None
             raise CapabilityError(f"the capability call did not finish within {limit:.1f}s") from None
-
-
-async def _awaitable(make: Callable[[], Awaitable[T]]) -> T:
-    return await make()
 
 
 def current_link_name(interface: str) -> str:

@@ -45,6 +45,7 @@ from wasmlattice.capabilities.blobstore_backend import BlobBackend, BlobError, B
 from wasmlattice.capabilities.blobstore_fs import FsBlobBackend
 from wasmlattice.capabilities.blobstore_nats import NatsBlobBackend
 from wasmlattice.protocol.models import Link, StrMap
+from wasmlattice.runtime.execution import NeedsLoop
 from wasmlattice.runtime.fastcall import Trap
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import (
@@ -62,7 +63,7 @@ from wasmlattice.runtime.witypes import (
     result,
     tup,
 )
-from wasmlattice.wasi.ctx import NeedsLoop, WasiCtx, ctx
+from wasmlattice.wasi.ctx import WasiCtx, ctx
 from wasmlattice.wasi.io import PIPE_CAPACITY, BytePipe, InputStream, IoError, OutputStream
 
 log = logging.getLogger("wasmlattice.capabilities.blobstore")

@@ -17,78 +17,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from wasmlattice.capabilities.base import CapabilityError, ComponentContext, component
-from wasmlattice.host.invoke import InvokeError
-from wasmlattice.protocol.wrpc import codec, transport
+from wasmlattice.capabilities.base import CapabilityError, ComponentContext, InvokeError, component
 from wasmlattice.runtime.component import InterfaceName
-from wasmlattice.runtime.fastcall import GuestTrap, Trap
+from wasmlattice.runtime.fastcall import Trap
 from wasmlattice.runtime.linking import HostFunc, HostInterface
 from wasmlattice.runtime.witypes import FuncSig, has_handle
 
 
 class Route:
-    """How calls of one imported function travel: in-process, or over wRPC with these codecs."""
+    """Calls of one imported function, forwarded along the caller's link by the host's router."""
 
     def __init__(self, name: InterfaceName, func: str, sig: FuncSig) -> None:
         self.interface = name.unversioned
         self.instance = str(name)  # the version the caller imports is the one it calls remotely
         self.func = func
         self.sig = sig
-        # Prepared once at link time: the hot path only encodes and decodes.
-        self.params = codec.params_codec(sig)
-        self.results = codec.results_codec(sig)
-        self._wire: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
 
     def call(self, comp: ComponentContext, args: tuple[Any, ...]) -> Any:
         """Call the function on the target of the calling component's link; the callee's result."""
         lk = comp.link(self.interface)
-        components = comp.services.components
-        if components is not None and components.get(lk.target) is not None:
-            return self._local(comp, components, lk.target, args)
-        if comp.services.nc is None:
-            raise comp.error(
-                f"`{lk.target}` (the target of link `{lk.name}` for `{self.interface}`) is not running on "
-                "this host, and this host is not connected to a lattice"
+        router = comp.services.router
+        if router is None:
+            raise comp.error(f"this host cannot route calls to `{lk.target}`")
+        timeout = comp.services.invocation_timeout
+        try:
+            return comp.run(
+                lambda: router.call(
+                    comp.component_id, lk.name, lk.target, self.instance, self.func, self.sig, args
+                ),
+                timeout=timeout + 1.0,
             )
-        return self._remote(comp, lk.target, lk.name, args)
-
-    def _local(self, comp: ComponentContext, components: Any, target: str, args: tuple[Any, ...]) -> Any:
-        try:
-            return comp.run(lambda: components.invoke(target, self.interface, self.func, *args))
         except InvokeError as e:
-            raise comp.error(f"calling {self.interface}#{self.func} on `{target}` failed: {e}") from None
-        except GuestTrap as e:
-            raise comp.error(f"`{target}` trapped in {self.interface}#{self.func}: {e.reason}") from None
-
-    def _remote(self, comp: ComponentContext, target: str, link_name: str, args: tuple[Any, ...]) -> Any:
-        services = comp.services
-        try:
-            data = self.params.encode(args)
-        except codec.CodecError as e:
-            raise comp.error(f"cannot send {self.instance}#{self.func} to `{target}`: {e}") from None
-        key = (target, comp.component_id, link_name)
-        found = self._wire.get(key)
-        if found is None:
-            # Built once per (target, caller, link), not per call.
-            subject = transport.invocation_subject(f"{services.lattice}.{target}", self.instance, self.func)
-            found = self._wire[key] = (subject, {"source-id": comp.component_id, "link-name": link_name})
-        subject, headers = found
-        timeout = services.invocation_timeout
-
-        async def invoke() -> bytes:
-            return await transport.invoke(services.nc, subject, data, headers=headers, timeout=timeout)
-
-        try:
-            reply = comp.run(invoke, timeout=timeout + 1.0)
-        except transport.WrpcError as e:
-            raise comp.error(f"calling {self.instance}#{self.func} on `{target}` failed: {e}") from None
-        try:
-            values = self.results.decode(reply)
-        except codec.CodecError as e:
-            raise comp.error(
-                f"`{target}` answered {self.instance}#{self.func} with an invalid result: {e}"
-            ) from None
-        return values[0] if values else None
+            raise comp.error(str(e)) from None
 
 
 def _forwarder(name: InterfaceName, func: str, sig: FuncSig) -> HostFunc:

@@ -32,9 +32,10 @@ from wasmlattice.capabilities.base import (
     lower_config,
 )
 from wasmlattice.protocol.models import Link, StrMap
+from wasmlattice.runtime.execution import NeedsLoop
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import Err
-from wasmlattice.wasi.ctx import NeedsLoop, WasiCtx
+from wasmlattice.wasi.ctx import WasiCtx
 from wasmlattice.wasi.http import (
     FutureIncomingResponse,
     OutgoingClient,

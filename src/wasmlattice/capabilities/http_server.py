@@ -27,7 +27,8 @@ from the lattice state: a put or delete on any host reaches every host's view, a
 runs the provider re-applies its routes. Requests run on local instances of the target component
 when this host runs it, within its `max_instances`. Otherwise they are forwarded over wRPC as
 `wrpc:http/incoming-handler@0.1.0` `handle` to whichever host of the lattice runs it (its queue
-group), with bodies streamed both ways (`http.wrpc_http`); when none does, the answer is 503.
+group), with bodies streamed both ways (`host/wrpc_http.py`); when none does, the answer is 503.
+The host's router makes that choice for every request.
 """
 
 from __future__ import annotations
@@ -37,15 +38,19 @@ import contextlib
 import errno
 import logging
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from wasmlattice.capabilities.base import HostServices, Resync, RetryLater
-from wasmlattice.http.server import Forward, HttpHandler, bind_socket, error_response
-from wasmlattice.http.target import HttpTarget
-from wasmlattice.http.wrpc_http import RemoteHttp
+from wasmlattice.capabilities.base import ComponentRouter, HostServices, Resync, RetryLater
+from wasmlattice.capabilities.http_ingress import (
+    Forward,
+    HttpHandler,
+    HttpTarget,
+    bind_socket,
+    error_response,
+)
 from wasmlattice.protocol.models import Link, ProviderDescription, StrMap
 from wasmlattice.protocol.state import LatticeState
 
@@ -61,8 +66,6 @@ TLS_KEY_KEY = "tls_priv_key_file"
 MAX_BODY = 64 * 1024 * 1024
 MAX_HEADER_SIZE = 8190
 CLOSE_GRACE = 5.0  # seconds
-
-TargetLookup = Callable[[str], HttpTarget | None]
 
 
 class ProviderConfigError(ValueError):
@@ -158,29 +161,18 @@ class HttpServerProvider:
         image_ref: str,
         *,
         state: LatticeState,
-        lookup: TargetLookup,
+        router: ComponentRouter,
         config: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None,
         services: HostServices | None = None,
     ) -> None:
         cfg = _lower(config or {})
         self.provider_id = provider_id
-        # Components running on other hosts are reached over wRPC (only when on a lattice).
-        self.remote = (
-            RemoteHttp(
-                services.nc,
-                services.lattice,
-                provider_id,
-                timeout=services.invocation_timeout,
-                max_body=MAX_BODY,
-            )
-            if services is not None and services.nc is not None
-            else None
-        )
         self.image_ref = image_ref
         self.annotations = dict(annotations or {})
         self.state = state
-        self.lookup = lookup
+        # Decides whether a local instance or another host of the lattice serves each request.
+        self.router = router
         self.routing_mode = cfg.get("routing_mode", "address").lower()
         if self.routing_mode not in ROUTING_MODES:
             raise ProviderConfigError(
@@ -381,13 +373,10 @@ class HttpServerProvider:
         routed = self._route(listener, request)
         if not isinstance(routed, str):
             return routed
-        target = self.lookup(routed)
-        if target is not None:
-            return target
-        remote = self.remote
-        if remote is None:
+        target = self.router.http_route(routed, self.provider_id, MAX_BODY)
+        if target is None:
             return error_response(503, f"component {routed} is not running on this host")
-        return lambda request: remote.forward(request, routed)
+        return target
 
     def _route(self, listener: _Listener, request: web.BaseRequest) -> str | web.StreamResponse:
         """The ID of the component linked for `request` on `listener`, or the error response to send."""

@@ -29,12 +29,12 @@ from typing import Any
 
 from wasmlattice.capabilities.base import (
     CapabilityError,
+    InvokeError,
     LinkTargetProvider,
     ProviderSpec,
     Resync,
     lower_config,
 )
-from wasmlattice.host.invoke import InvokeError
 from wasmlattice.protocol.models import Link, StrMap
 from wasmlattice.runtime.fastcall import GuestTrap
 
@@ -402,16 +402,16 @@ class WatchingKvProvider(LinkTargetProvider):
         from wasmlattice.capabilities.keyvalue import Bucket
 
         component_id = link.target
-        components = self.services.components
-        running = None if components is None else components.get(component_id)
-        if components is None or running is None or running.context is None:
+        router = self.services.router
+        context = None if router is None else router.context(component_id)
+        if router is None or context is None:
             log.debug("%s: change of %r skipped: %s is not running here", self._what(link), key, component_id)
             return
-        handle = Bucket(running.context, kv_link, backend)
+        handle = Bucket(context, kv_link, backend)
         func = "on-delete" if value is None else "on-set"
         args: tuple[Any, ...] = (handle, key) if value is None else (handle, key, value)
         try:
-            await components.invoke(component_id, WATCHER, func, *args)
+            await router.call_here(component_id, WATCHER, func, *args)
             return
         except GuestTrap as e:
             what, reason = "trapped in", e.reason

@@ -21,13 +21,13 @@ ProviderFactory = Callable[[ProviderSpec], Provider]
 
 
 def _http_server(spec: ProviderSpec) -> Provider:
-    components = spec.services.components
-    assert components is not None
+    router = spec.services.router
+    assert router is not None
     return HttpServerProvider(
         spec.provider_id,
         spec.image_ref,
         state=spec.services.state,
-        lookup=components.http_target,
+        router=router,
         config=spec.config,
         annotations=spec.annotations,
         services=spec.services,

@@ -44,13 +44,13 @@ import nats.errors
 from wasmlattice.capabilities.base import (
     CapabilityError,
     ComponentContext,
+    InvokeError,
     LinkTargetProvider,
     ProviderSpec,
     Resync,
     component,
     lower_config,
 )
-from wasmlattice.host.invoke import InvokeError
 from wasmlattice.protocol.models import Link, StrMap
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.linking import HostInterface
@@ -371,9 +371,9 @@ class NatsMessagingProvider(LinkTargetProvider):
 
     async def _apply_local(self) -> None:
         # Hold each link's subscriptions exactly while its target component runs on this host.
-        components = self.services.components
+        router = self.services.router
         for handler in list(self._links.values()):
-            here = components is not None and components.get(handler.link.target) is not None
+            here = router is not None and router.runs_here(handler.link.target)
             if here and not handler.active and handler.subscriptions and time.monotonic() >= handler.retry_at:
                 await self._activate(handler)
             elif not here and handler.active:
@@ -439,9 +439,9 @@ class NatsMessagingProvider(LinkTargetProvider):
 
     async def _deliver(self, component_id: str, msg: Any) -> None:
         """Hand one message to the component's `handle-message`; log what goes wrong."""
-        components = self.services.components
+        router = self.services.router
         subject = msg.subject
-        if components is None or components.get(component_id) is None:
+        if router is None or not router.runs_here(component_id):
             log.debug(
                 "messaging-nats %s: message on %s skipped: %s is not running here",
                 self.provider_id,
@@ -451,7 +451,7 @@ class NatsMessagingProvider(LinkTargetProvider):
             return
         message: BrokerMessage = (subject, bytes(msg.data), msg.reply or None)
         try:
-            outcome = await components.invoke(component_id, HANDLER, "handle-message", message)
+            outcome = await router.call_here(component_id, HANDLER, "handle-message", message)
         except GuestTrap as e:
             what, reason = "trapped handling", e.reason
         except InvokeError as e:

@@ -81,8 +81,7 @@ def run(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve a wasi:http component over HTTP, the way `wasmtime serve` does."""
-    from wasmlattice.http.server import ServeOptions
-    from wasmlattice.http.workers import run_server
+    from wasmlattice.host.standalone import ServeOptions, run_server
 
     setup_logging(log_level)
     opts = ServeOptions(

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from wasmlattice.capabilities.base import ComponentContext, HostServices
+from wasmlattice.capabilities.base import ComponentContext, HostServices, InvokeError
 from wasmlattice.capabilities.catalog import host_registry
+from wasmlattice.capabilities.http_ingress import INCOMING_HANDLER, HttpTarget
 from wasmlattice.capabilities.secrets import resolve_secrets
 from wasmlattice.host.exports import ExportServer
-from wasmlattice.host.invoke import ExportInvoker, InvokeError
-from wasmlattice.http.target import INCOMING_HANDLER, HttpTarget, Workload
+from wasmlattice.host.invoke import ExportInvoker
 from wasmlattice.protocol import subjects as sj
 from wasmlattice.protocol.models import ComponentDescription, StrMap
 from wasmlattice.runtime.component import (
@@ -32,6 +32,7 @@ from wasmlattice.runtime.component import (
     read_component_file,
 )
 from wasmlattice.runtime.engine import HostEngine
+from wasmlattice.runtime.execution import Workload
 from wasmlattice.runtime.linking import HostRegistry, LinkedComponent, link
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.wasi.ctx import WasiConfig

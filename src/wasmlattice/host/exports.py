@@ -8,7 +8,7 @@ within the component's `max_instances` (waiting for a free one until its deadlin
 the encoded result; a trap or a full component is answered as an error the caller sees.
 
 A `wasi:http/incoming-handler@0.2.x` export is served as wasmCloud does it, as
-`wrpc:http/incoming-handler@0.1.0` `handle` with streamed bodies (`http.wrpc_http`), running the
+`wrpc:http/incoming-handler@0.1.0` `handle` with streamed bodies (`host/wrpc_http.py`), running the
 guest through the component's HTTP target (its instance bound and deadline, as local requests).
 
 Not served: functions passing resources, and root-level function exports.
@@ -21,10 +21,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from wasmlattice.host.invoke import InvokeError
-from wasmlattice.http import wrpc_http
-from wasmlattice.http.target import HttpTarget
+from wasmlattice.capabilities.base import InvokeError
+from wasmlattice.capabilities.http_ingress import HttpTarget
+from wasmlattice.host import wrpc_http
 from wasmlattice.protocol.wrpc import codec, transport
+from wasmlattice.protocol.wrpc import http as wrpc_http_codec
 from wasmlattice.runtime.component import InterfaceName
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.witypes import FuncSig, has_handle
@@ -86,9 +87,9 @@ class ExportServer:
         ):
             # One subject whichever 0.2.x version the component exports (wasmCloud maps them all).
             export = wrpc_http.HttpExport(self.component_id, self.http, self.timeout)
-            subject = transport.invocation_subject(prefix, wrpc_http.INSTANCE, wrpc_http.FUNCTION)
+            subject = transport.invocation_subject(prefix, wrpc_http_codec.INSTANCE, wrpc_http_codec.FUNCTION)
             sub = await transport.serve(
-                self.nc, subject, queue, export.handle, params_complete=wrpc_http.params_complete
+                self.nc, subject, queue, export.handle, params_complete=wrpc_http_codec.params_complete
             )
             self._subs.append(sub)
             subjects.append(subject)

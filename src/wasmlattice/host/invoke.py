@@ -2,26 +2,24 @@
 
 Each call gets a fresh instance (reference §5.2) within the component's `Workload`: the same
 instance bound and worker threads its HTTP requests use, so one component never runs more than
-`max_instances` guests at once. A call is first tried inline on the event loop's thread (a thread
-hand-off costs more than a short call) and run on a worker thread when it would wait or takes long.
+`max_instances` guests at once. Calls take the host's one guest-call path
+(`runtime.execution.call_guest`): inline on the event loop's thread first, on a worker thread when
+the guest would wait or takes long.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from wasmlattice.http.target import INLINE_BUDGET, SlotTimeout, Workload, retry_on_thread
+from wasmlattice.capabilities.base import InvokeError
 from wasmlattice.runtime.component import ComponentError
 from wasmlattice.runtime.engine import HostEngine
-from wasmlattice.runtime.fastcall import GuestTrap
+from wasmlattice.runtime.execution import SlotTimeout, Workload, call_guest
 from wasmlattice.runtime.linking import LinkedComponent
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.wasi.ctx import WasiConfig, WasiCtx
-
-
-class InvokeError(Exception):
-    """An export cannot be called (not exported, no free instance in time)."""
 
 
 class ExportInvoker:
@@ -65,46 +63,20 @@ class ExportInvoker:
             pool = self._pool(interface, func)
         except ComponentError as e:
             raise InvokeError(str(e)) from None
-        workload = self.workload
-        limit = workload.timeout if timeout is None else min(timeout, workload.timeout)
+        loop = asyncio.get_running_loop()
+
+        def attempt(inline: bool) -> Callable[[float], Any]:
+            wctx = WasiCtx(self.wasi, loop)
+            wctx.inline = inline
+            return lambda limit: pool.run(wctx, limit, *args)
+
         try:
-            await workload.acquire(limit)
+            return await call_guest(self.workload, attempt, timeout=timeout)
         except SlotTimeout:
+            limit = self.workload.limit(timeout)
             raise InvokeError(
                 f"{self.wasi.component_id} is at its limit of concurrent instances and none became free "
                 f"within {limit:g}s"
             ) from None
-        loop = asyncio.get_running_loop()
-        try:
-            if workload.inline.enabled():
-                done, value = self._try_inline(pool, loop, limit, args)
-                if done:
-                    return value
-            wctx = WasiCtx(self.wasi, loop)
-            return await loop.run_in_executor(workload.executor, pool.run, wctx, limit, *args)
-        finally:
-            workload.release()
-
-    def _try_inline(
-        self, pool: InstancePool, loop: asyncio.AbstractEventLoop, limit: float, args: tuple[Any, ...]
-    ) -> tuple[bool, Any]:
-        """Run the call on the loop's thread (no thread hand-off): (True, result), or (False, None)
-        when it must run on a worker thread instead.
-
-        As for inline HTTP requests: the attempt is abandoned when the guest would wait for the
-        loop or outlives a short budget; nothing it did has left the process by then, so the call
-        simply runs again on a thread. A trap is a result like any other.
-        """
-        wctx = WasiCtx(self.wasi, loop)
-        wctx.inline = True
-        budget = min(limit, INLINE_BUDGET)
-        try:
-            value = pool.run(wctx, budget, *args)
-        except GuestTrap as e:
-            retry = retry_on_thread(e, budget, limit)
-            self.workload.inline.record(not retry)
-            if retry:
-                return False, None
-            raise
-        self.workload.inline.record(True)
-        return True, value
+        except RuntimeError:  # the workload was retired: the component was replaced or stopped
+            raise InvokeError(f"{self.wasi.component_id} is stopping and cannot take the call") from None

@@ -22,6 +22,7 @@ from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.host.components import ComponentRegistry
 from wasmlattice.host.host import Host, LabelError, labels_from_env, parse_label_args
 from wasmlattice.host.identity import HostIdentity, HostIdentityError
+from wasmlattice.host.router import Router
 from wasmlattice.lattice.control import ControlInterfaceServer
 from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S
 from wasmlattice.protocol.connection import (
@@ -145,7 +146,10 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
         )
         components = ComponentRegistry(services=services)
         providers = ProviderManager(services)
-        services.components, services.providers = components, providers
+        services.providers = providers
+        services.router = Router(
+            components, nc=nc, lattice=opts.lattice, invocation_timeout=opts.invocation_timeout
+        )
         host.components, host.providers = components, providers
 
         loop = asyncio.get_running_loop()

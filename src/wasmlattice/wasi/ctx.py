@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wasmlattice.runtime.fastcall import Trap, current_state
+from wasmlattice.runtime.execution import DeadlineExceeded, NeedsLoop
+from wasmlattice.runtime.fastcall import current_state
 
 
 @dataclass
@@ -29,14 +30,6 @@ class WasiConfig:
     # The running component's `capabilities.base.ComponentContext` on a lattice host (links,
     # config, secrets); None under `wasmlattice run`.
     component: Any = None
-
-
-class DeadlineExceeded(Trap):
-    """The guest's request deadline passed while the host was waiting on its behalf."""
-
-
-class NeedsLoop(Exception):
-    """An inline guest run would have to wait for the event loop; the call is retried on a thread."""
 
 
 class WasiCtx:

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from wasmlattice.runtime.execution import NeedsLoop
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import Err, Ok
-from wasmlattice.wasi.ctx import NeedsLoop, WasiCtx, ctx
+from wasmlattice.wasi.ctx import WasiCtx, ctx
 from wasmlattice.wasi.io import BytePipe, InputStream, IoError, OutputStream, Pollable
 
 # Headers a guest may not set (the same set wasmtime refuses by default).

@@ -1,4 +1,12 @@
-"""HTTP ingress: serve a `wasi:http/incoming-handler` component over HTTP/1.1 with aiohttp."""
+"""HTTP ingress: serve `wasi:http/incoming-handler` guests over HTTP/1.1 with aiohttp.
+
+`HttpHandler` turns each aiohttp request into the guest's `incoming-request`, runs the guest
+through the host's one guest-call path (`runtime.execution.start_guest`: instance bound, inline or
+worker thread, deadline) and streams its response back. What serves a request is resolved per
+request: the http-server capability resolves by listener address, path or host through the host's
+router (a local target, or a forwarder to another host); `wasmlattice run` resolves every request
+to its one component.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +15,11 @@ import logging
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
-from wasmlattice.http.target import (
-    INCOMING_HANDLER,
-    INLINE_BUDGET,
-    HttpTarget,
-    SlotTimeout,
-    interrupted,
-    load_http_component,
-    retry_on_thread,
-)
-from wasmlattice.runtime.component import CompileCache, default_cache_dir
-from wasmlattice.runtime.engine import HostEngine
+from wasmlattice.runtime.execution import SlotTimeout, Workload, interrupted, start_guest
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.runtime.witypes import Err, Ok
@@ -40,31 +36,25 @@ from wasmlattice.wasi.io import BytePipe, IoError
 
 log = logging.getLogger("wasmlattice.http")
 
+INCOMING_HANDLER = "wasi:http/incoming-handler"
 
-@dataclass
-class ServeOptions:
-    """How `wasmlattice run` serves a component."""
 
-    listen: str = "127.0.0.1:8000"
-    workers: int = 1
-    reuse: int = 1
-    timeout: float = 30.0
-    max_memory: int | None = None
-    allowed_outgoing: tuple[str, ...] = ()
-    max_body: int = 64 * 1024 * 1024
-    max_header_size: int = 8190
-    threads: int = 2
-    env: list[tuple[str, str]] = field(default_factory=list)
-    args: list[str] = field(default_factory=list)
-    read_only_dirs: dict[str, Path] = field(default_factory=dict)
-    cache_dir: Path | None = None
+class HttpTarget(Workload):
+    """A linked HTTP component and what serving it needs: its pool and WASI config, and a workload."""
 
-    def host_port(self) -> tuple[str, int]:
-        """The listen address split into host and port."""
-        host, _, port = self.listen.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"--listen must be HOST:PORT, got {self.listen!r}")
-        return host.strip("[]"), int(port)
+    def __init__(
+        self,
+        name: str,
+        pool: InstancePool,
+        config: WasiConfig,
+        *,
+        timeout: float,
+        threads: int,
+        max_concurrency: int | None = None,
+    ) -> None:
+        super().__init__(name, timeout=timeout, threads=threads, max_concurrency=max_concurrency)
+        self.pool = pool
+        self.config = config
 
 
 class GuestResponse(web.StreamResponse):
@@ -150,9 +140,8 @@ class HttpHandler:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one HTTP request by calling the guest's incoming handler."""
-        loop = asyncio.get_running_loop()
         if self.client is None:
-            self.client = OutgoingClient(loop)
+            self.client = OutgoingClient(asyncio.get_running_loop())
         if request.content_length is not None and request.content_length > self.max_body:
             return error_response(
                 413, f"request body of {request.content_length} bytes exceeds {self.max_body}"
@@ -162,94 +151,37 @@ class HttpHandler:
             return target
         if not isinstance(target, HttpTarget):
             return await target(request)
+        await send_continue(request)
+        # A request whose body is all here may run inline; one still arriving streams to a thread.
+        complete = not request.body_exists or request.content.is_eof()
+        data = (request.content.read_nowait(-1) if request.body_exists else b"") if complete else None
+        call = HttpGuestCall(target, self._request(request), data, self.client.send)
         try:
-            await target.acquire()
+            done = await start_guest(target, call.attempt, inline=complete)
         except SlotTimeout as e:
             log.warning("%s", e)
             return error_response(503, str(e))
+        except RuntimeError:  # the workload was retired: the component was replaced or stopped
+            return error_response(503, f"{target.name} is stopping and cannot take the request")
+        call.started(done)
+        pump = None
+        if data is None:
+            pump = asyncio.get_running_loop().create_task(_pump_body(request, call.body, self.max_body))
         try:
-            return await self._serve(request, target)
+            return await self._respond(request, target, call.ex, call.body)
         finally:
-            target.release()
+            if pump is not None:
+                pump.cancel()
 
-    async def _serve(self, request: web.BaseRequest, target: HttpTarget) -> web.StreamResponse:
-        await send_continue(request)
-        if target.inline.enabled() and (not request.body_exists or request.content.is_eof()):
-            data = request.content.read_nowait(-1) if request.body_exists else b""
-            resp = await self._try_inline(request, target, data)
-            if resp is not None:
-                return resp
-            return await self._threaded(request, target, data)
-        return await self._threaded(request, target, None)
-
-    def _new_ctx(self, target: HttpTarget, loop: asyncio.AbstractEventLoop) -> WasiCtx:
-        wctx = WasiCtx(target.config, loop)
-        assert self.client is not None
-        wctx.outgoing = self.client.send
-        return wctx
-
-    def _request(self, request: web.BaseRequest, body: BytePipe) -> IncomingRequest:
+    def _request(self, request: web.BaseRequest) -> RequestParts:
         path, authority = split_target(request.raw_path)
-        return IncomingRequest(
+        return RequestParts(
             request.method,
             path,
             "https" if request.secure else "http",
             authority or request.host,
             guest_request_headers(request),
-            body,
         )
-
-    async def _try_inline(
-        self, request: web.BaseRequest, target: HttpTarget, data: bytes
-    ) -> web.StreamResponse | None:
-        """Run the guest on the loop's thread (no GIL hand-offs); None if it must run on a thread.
-
-        The attempt is abandoned when the guest would wait (for the network, a timer, or room in
-        a full pipe) or outlives a short budget. Nothing it did has left the process by then -
-        the loop has not run - so the request is simply run again on a worker thread.
-        """
-        loop = asyncio.get_running_loop()
-        wctx = self._new_ctx(target, loop)
-        wctx.inline = True
-        body = BytePipe.complete(wctx, data)
-        ex = Exchange(loop)
-        budget = min(target.timeout, INLINE_BUDGET)
-        try:
-            target.pool.run(wctx, budget, self._request(request, body), ResponseOutparam(ex.deliver))
-        except GuestTrap as e:
-            retry = retry_on_thread(e, budget, target.timeout)
-            if retry:
-                target.inline.record(False)
-                return None
-            ex.error = e
-        except BaseException as e:
-            ex.error = e
-        target.inline.record(True)
-        ex.finished = True
-        _end_unfinished_body(ex.response)
-        return await self._respond(request, target, ex, body)
-
-    async def _threaded(
-        self, request: web.BaseRequest, target: HttpTarget, data: bytes | None
-    ) -> web.StreamResponse:
-        """Run the guest on a worker thread, streaming the request body in as it arrives."""
-        loop = asyncio.get_running_loop()
-        wctx = self._new_ctx(target, loop)
-        body = BytePipe(wctx) if data is None else BytePipe.complete(wctx, data)
-        pump = None
-        if data is None and request.body_exists:
-            pump = loop.create_task(_pump_body(request, body, self.max_body))
-        else:
-            body.eof = True
-        ex = Exchange(loop)
-        target.executor.submit(
-            run_guest, target, ex, wctx, self._request(request, body), ResponseOutparam(ex.deliver)
-        )
-        try:
-            return await self._respond(request, target, ex, body)
-        finally:
-            if pump is not None:
-                pump.cancel()
 
     async def _respond(
         self, request: web.BaseRequest, target: HttpTarget, ex: Exchange, req_body: BytePipe
@@ -312,12 +244,76 @@ class HttpHandler:
             self.client = None
 
 
+class RequestParts(NamedTuple):
+    """The parts of an HTTP request the guest sees, apart from its body."""
+
+    method: str
+    path_with_query: str | None
+    scheme: str | None
+    authority: str | None
+    headers: list[tuple[str, bytes]]
+
+
+class HttpGuestCall:
+    """One HTTP request to a guest: each attempt's WASI context, request body and `Exchange`.
+
+    `attempt` is what `start_guest` calls to make an attempt (inline first, then maybe again on a
+    worker thread); the last one made is the one that serves, and its `ex` and `body` are what the
+    response is built from. `data` is the whole request body, or None while it still arrives.
+    """
+
+    # Set by each attempt; `start_guest` makes one before it returns.
+    ex: Exchange
+    body: BytePipe
+
+    def __init__(
+        self,
+        target: HttpTarget,
+        parts: RequestParts,
+        data: bytes | None,
+        outgoing: Callable[..., Any] | None = None,
+        config: WasiConfig | None = None,
+    ) -> None:
+        self.target = target
+        self.parts = parts
+        self.data = data
+        self.outgoing = outgoing
+        self.config = config or target.config
+        self.loop = asyncio.get_running_loop()
+
+    def attempt(self, inline: bool) -> Callable[[float], None]:
+        """A fresh attempt: the guest's handler run under a deadline (see `start_guest`)."""
+        wctx = WasiCtx(self.config, self.loop)
+        wctx.outgoing = self.outgoing
+        wctx.inline = inline
+        self.body = body = BytePipe(wctx) if self.data is None else BytePipe.complete(wctx, self.data)
+        self.ex = ex = Exchange(self.loop)
+        p = self.parts
+        req = IncomingRequest(p.method, p.path_with_query, p.scheme, p.authority, p.headers, body)
+        out = ResponseOutparam(ex.deliver)
+        pool = self.target.pool
+        if inline:
+            # Inline, a trap is raised so that `start_guest` can tell a retry from a result.
+            return lambda limit: pool.run(wctx, limit, req, out)
+        return lambda limit: run_guest(pool, ex, wctx, req, out, limit)
+
+    def started(self, done: asyncio.Future[None]) -> None:
+        """Note how the call went when it finished inline (a trap there is its result)."""
+        if not done.done():
+            return  # on a worker thread: `run_guest` reports to the exchange
+        error = done.exception()
+        if error is not None:
+            self.ex.error = error
+        self.ex.finished = True
+        _end_unfinished_body(self.ex.response)
+
+
 def run_guest(
-    target: HttpTarget, ex: Exchange, wctx: WasiCtx, req: IncomingRequest, out: ResponseOutparam
+    pool: InstancePool, ex: Exchange, wctx: WasiCtx, req: IncomingRequest, out: ResponseOutparam, limit: float
 ) -> None:
     """Run the guest's handler on this (worker) thread, reporting its end to `ex`."""
     try:
-        target.pool.run(wctx, target.timeout, req, out)
+        pool.run(wctx, limit, req, out)
     except BaseException as e:
         _end_unfinished_body(ex.response)
         ex.finish(e)
@@ -357,40 +353,6 @@ def _failure(target: HttpTarget, exc: BaseException | None, req_body: BytePipe) 
     if req_body.error is not None:
         return error_response(413, req_body.error.message)
     return error_response(500, "the component returned without setting a response")
-
-
-class ComponentApp:
-    """`wasmlattice run`: one loaded, linked component and the handler that serves it over HTTP."""
-
-    def __init__(self, path: str, opts: ServeOptions, engine: HostEngine | None = None) -> None:
-        self.path = path
-        self.opts = opts
-        self.engine = engine or HostEngine()
-        self.linked = load_http_component(
-            self.engine, path, CompileCache(opts.cache_dir or default_cache_dir())
-        )
-        self.pool = InstancePool(
-            self.engine, self.linked, INCOMING_HANDLER, "handle", reuse=opts.reuse, max_memory=opts.max_memory
-        )
-        self.config = WasiConfig(
-            component_id=Path(path).stem,
-            env=list(opts.env),
-            args=list(opts.args),
-            read_only_dirs=dict(opts.read_only_dirs),
-            allowed_outgoing=tuple(opts.allowed_outgoing),
-        )
-        self.target = HttpTarget(path, self.pool, self.config, timeout=opts.timeout, threads=opts.threads)
-        self.handler = HttpHandler(lambda _request: self.target, max_body=opts.max_body)
-
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Serve one HTTP request by calling the guest's incoming handler."""
-        return await self.handler.handle(request)
-
-    async def close(self) -> None:
-        """Release the worker threads and pooled client connections."""
-        await self.handler.close()
-        self.target.executor.shutdown(wait=False, cancel_futures=True)
-        self.engine.close()
 
 
 _UNSET: Any = object()
@@ -525,24 +487,3 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
-
-
-async def serve_app(app: ComponentApp, sock: socket.socket, ready: asyncio.Event | None = None) -> None:
-    """Serve `app` on `sock` until cancelled."""
-    server = web.Server(
-        app.handle,
-        max_line_size=app.opts.max_header_size,
-        max_field_size=app.opts.max_header_size,
-        access_log=None,
-    )
-    runner = web.ServerRunner(server, handle_signals=False)
-    await runner.setup()
-    site = web.SockSite(runner, sock)
-    await site.start()
-    if ready is not None:
-        ready.set()
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
-        await app.close()

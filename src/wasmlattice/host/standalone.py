@@ -1,0 +1,243 @@
+"""`wasmlattice run`: one component served over HTTP on its own, the way `wasmtime serve` does.
+
+One process, or several worker processes sharing the port with SO_REUSEPORT. Threads cannot
+scale guests past the GIL (every host call takes it back), so throughput comes from processes.
+The parent compiles the component once (filling the compile cache), then supervises workers that
+load the compiled artifact, restarting any that die.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from wasmlattice import aio
+from wasmlattice.capabilities.catalog import host_registry
+from wasmlattice.capabilities.http_ingress import INCOMING_HANDLER, HttpHandler, HttpTarget, bind_socket
+from wasmlattice.runtime.component import CompileCache, ComponentError, default_cache_dir, read_component_file
+from wasmlattice.runtime.engine import HostEngine
+from wasmlattice.runtime.linking import LinkedComponent, link
+from wasmlattice.runtime.pool import InstancePool
+from wasmlattice.wasi.ctx import WasiConfig
+
+
+@dataclass
+class ServeOptions:
+    """How `wasmlattice run` serves a component."""
+
+    listen: str = "127.0.0.1:8000"
+    workers: int = 1
+    reuse: int = 1
+    timeout: float = 30.0
+    max_memory: int | None = None
+    allowed_outgoing: tuple[str, ...] = ()
+    max_body: int = 64 * 1024 * 1024
+    max_header_size: int = 8190
+    threads: int = 2
+    env: list[tuple[str, str]] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    read_only_dirs: dict[str, Path] = field(default_factory=dict)
+    cache_dir: Path | None = None
+
+    def host_port(self) -> tuple[str, int]:
+        """The listen address split into host and port."""
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--listen must be HOST:PORT, got {self.listen!r}")
+        return host.strip("[]"), int(port)
+
+
+def load_http_component(engine: HostEngine, path: str, cache: CompileCache) -> LinkedComponent:
+    """Read, compile (through `cache`) and link an HTTP component, checking it exports the handler.
+
+    Blocking (compilation): call it off the event loop when the loop serves other work.
+    """
+    # Capabilities need a lattice; outside one they answer their interface's error (or an empty
+    # config), so such components still run here.
+    data = read_component_file(path)
+    comp = cache.load(data, engine, path)
+    linked = link(engine, comp, host_registry(), origin=path)
+    if not any(n.split("@")[0] == INCOMING_HANDLER for n in linked.exports):
+        raise ComponentError(
+            f"{path} does not export {INCOMING_HANDLER}; it is not an HTTP component "
+            "(build it for the wasi:http/proxy world)"
+        )
+    return linked
+
+
+class ComponentApp:
+    """`wasmlattice run`: one loaded, linked component and the handler that serves it over HTTP."""
+
+    def __init__(self, path: str, opts: ServeOptions, engine: HostEngine | None = None) -> None:
+        self.path = path
+        self.opts = opts
+        self.engine = engine or HostEngine()
+        self.linked = load_http_component(
+            self.engine, path, CompileCache(opts.cache_dir or default_cache_dir())
+        )
+        self.pool = InstancePool(
+            self.engine, self.linked, INCOMING_HANDLER, "handle", reuse=opts.reuse, max_memory=opts.max_memory
+        )
+        self.config = WasiConfig(
+            component_id=Path(path).stem,
+            env=list(opts.env),
+            args=list(opts.args),
+            read_only_dirs=dict(opts.read_only_dirs),
+            allowed_outgoing=tuple(opts.allowed_outgoing),
+        )
+        self.target = HttpTarget(path, self.pool, self.config, timeout=opts.timeout, threads=opts.threads)
+        self.handler = HttpHandler(lambda _request: self.target, max_body=opts.max_body)
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Serve one HTTP request by calling the guest's incoming handler."""
+        return await self.handler.handle(request)
+
+    async def close(self) -> None:
+        """Release the worker threads and pooled client connections."""
+        await self.handler.close()
+        self.target.executor.shutdown(wait=False, cancel_futures=True)
+        self.engine.close()
+
+
+async def serve_app(app: ComponentApp, sock: socket.socket, ready: asyncio.Event | None = None) -> None:
+    """Serve `app` on `sock` until cancelled."""
+    server = web.Server(
+        app.handle,
+        max_line_size=app.opts.max_header_size,
+        max_field_size=app.opts.max_header_size,
+        access_log=None,
+    )
+    runner = web.ServerRunner(server, handle_signals=False)
+    await runner.setup()
+    site = web.SockSite(runner, sock)
+    await site.start()
+    if ready is not None:
+        ready.set()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        await app.close()
+
+
+log = logging.getLogger("wasmlattice.http")
+
+
+def _describe(path: str, opts: ServeOptions) -> str:
+    mode = (
+        "a fresh instance per request"
+        if opts.reuse == 1
+        else f"instances reused for up to {opts.reuse} requests"
+    )
+    workers = f"{opts.workers} worker{'s' if opts.workers != 1 else ''}"
+    return f"serving {path} on http://{opts.listen}/ ({workers}, {mode})"
+
+
+async def _serve_until_signal(app: ComponentApp, sock: Any, on_ready: Any = None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    ready = asyncio.Event()
+    task = asyncio.ensure_future(serve_app(app, sock, ready))
+    await asyncio.wait({task, asyncio.ensure_future(ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+    if on_ready is not None:
+        on_ready()
+    await stop.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _worker_main(path: str, opts: ServeOptions, ready: Any, index: int) -> None:
+    logging.basicConfig(
+        level=logging.getLogger().level or logging.INFO,
+        format=f"%(asctime)s %(levelname)s %(name)s[w{index}]: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        app = ComponentApp(path, opts)
+        host, port = opts.host_port()
+        sock = bind_socket(host, port)
+    except Exception as e:
+        ready.put((index, f"{type(e).__name__}: {e}"))
+        return
+    aio.run(_serve_until_signal(app, sock, on_ready=lambda: ready.put((index, None))))
+
+
+def run_server(path: str, opts: ServeOptions) -> int:
+    """Serve until SIGINT/SIGTERM; returns the process exit code."""
+    host, port = opts.host_port()
+    try:
+        probe = bind_socket(host, port)
+    except OSError as e:
+        raise ComponentError(f"cannot listen on {opts.listen}: {e.strerror}") from None
+    if opts.workers == 1:
+        app = ComponentApp(path, opts)
+        print(f"wasmlattice: {_describe(path, opts)}", flush=True)
+        aio.run(_serve_until_signal(app, probe))
+        return 0
+    probe.close()
+    # Compile once here so that every worker loads the cached artifact (and errors show once).
+    ComponentApp(path, opts).engine.close()
+    return _supervise(path, opts)
+
+
+def _supervise(path: str, opts: ServeOptions) -> int:
+    ctx = multiprocessing.get_context("spawn")
+    ready: Any = ctx.Queue()
+    procs: dict[int, Any] = {}
+
+    def start(i: int) -> None:
+        p = ctx.Process(target=_worker_main, args=(path, opts, ready, i), name=f"wasmlattice-worker-{i}")
+        p.start()
+        procs[i] = p
+
+    for i in range(opts.workers):
+        start(i)
+    for _ in range(opts.workers):
+        i, err = ready.get()
+        if err is not None:
+            for p in procs.values():
+                p.terminate()
+            raise ComponentError(f"worker {i} failed to start: {err}")
+    print(f"wasmlattice: {_describe(path, opts)}", flush=True)
+
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    restarts: dict[int, float] = {}
+    while not stopping:
+        time.sleep(0.2)
+        for i, p in list(procs.items()):
+            if not p.is_alive() and not stopping:
+                wait = min(10.0, 0.5 * 2 ** min(restarts.get(i, 0), 5))
+                log.error("worker %d exited with %s; restarting in %.1fs", i, p.exitcode, wait)
+                time.sleep(wait)
+                restarts[i] = restarts.get(i, 0) + 1
+                start(i)
+    for p in procs.values():
+        p.terminate()
+    for p in procs.values():
+        p.join(10)
+        if p.is_alive():
+            p.kill()
+    return 0
