@@ -16,7 +16,7 @@ import pytest
 from conftest import cli
 
 from wasmlattice.apps.api import ApiServer, status_json
-from wasmlattice.apps.manifest import Manifest
+from wasmlattice.apps.manifest.model import Manifest
 from wasmlattice.apps.store import AppStore
 from wasmlattice.protocol.connection import NatsOptions, connect, jetstream
 

@@ -17,7 +17,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from wasmlattice.apps.manifest import Manifest, ManifestError, parse_manifest
+from wasmlattice.apps.manifest.load import parse_manifest
+from wasmlattice.apps.manifest.model import Manifest, ManifestError
 from wasmlattice.apps.store import AppStore, AppStoreError, VersionExistsError
 from wasmlattice.protocol.events import CloudEvent, rfc3339, ulid_uuid
 

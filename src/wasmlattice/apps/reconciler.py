@@ -37,7 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wasmlattice.apps.manifest import Component, LinkTrait, Manifest, SecretProperty, distribute
+from wasmlattice.apps.manifest.model import Component, LinkTrait, Manifest, SecretProperty, Spread
+from wasmlattice.apps.placement import distribute
 from wasmlattice.client.ctl import CtlClient, CtlError, CtlNoHostError
 from wasmlattice.protocol.models import HostInventory, Link
 
@@ -415,8 +416,6 @@ class Reconciler:
             wanted, spread_of = {}, {}
             shares = distribute(scaler.instances, spreads) if spreads else []
             if not spreads:
-                from wasmlattice.apps.manifest import Spread
-
                 shares = [(Spread("default", {}, None), scaler.instances)]
             # Spreads that already run on a fitting host stay there; then the others are placed,
             # so that losing one host moves only its spread (no reshuffle of the rest).
