@@ -16,7 +16,7 @@ import pytest
 
 from wasmlattice.apps.api import ApiServer
 from wasmlattice.apps.client import AppApiError, AppClient, AppNoManagerError, AppNotFoundError
-from wasmlattice.apps.manifest import Manifest
+from wasmlattice.apps.manifest.model import Manifest
 from wasmlattice.apps.store import AppStore
 from wasmlattice.protocol.connection import NatsOptions, connect, jetstream
 
@@ -436,7 +436,7 @@ async def test_concurrent_puts_keep_every_version(api: Api) -> None:
     assert len(await api.client.versions("echo")) == 8
     # Two stores (two app managers) writing at once don't lose versions either.
     other = AppStore(api.js, api.lattice)
-    from wasmlattice.apps.manifest import parse_manifest
+    from wasmlattice.apps.manifest.load import parse_manifest
 
     manifests = [parse_manifest(manifest_yaml(version=f"o{i}"))[0] for i in range(6)]
     await asyncio.gather(*((api.store if i % 2 else other).put(m) for i, m in enumerate(manifests)))

@@ -15,17 +15,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wasmlattice.apps.manifest import (
-    Component,
-    ManifestError,
-    Spread,
-    distribute,
-    load_manifest_file,
-    new_version,
-    parse_manifest,
-    parse_manifest_dict,
-    sanitize_id_part,
-)
+from wasmlattice.apps.manifest.load import load_manifest_file, parse_manifest, parse_manifest_dict
+from wasmlattice.apps.manifest.model import Component, ManifestError, Spread, new_version, sanitize_id_part
+from wasmlattice.apps.placement import distribute
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "manifests"
 

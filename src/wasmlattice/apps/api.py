@@ -17,7 +17,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from wasmlattice.apps.manifest import Manifest, ManifestError, parse_manifest
+from wasmlattice.apps.manifest.load import parse_manifest
+from wasmlattice.apps.manifest.model import Manifest, ManifestError
+from wasmlattice.apps.status import NO_STATUS_MESSAGE, status_json, status_message, status_type
 from wasmlattice.apps.store import AppStore, AppStoreError, VersionExistsError
 from wasmlattice.protocol.events import CloudEvent, rfc3339, ulid_uuid
 
@@ -47,10 +49,6 @@ _CONTENT_TYPES = {
     "text/yaml": "application/yaml",
 }
 
-# Input aliases of status types (reference §2.2).
-_STATUS_ALIASES = {"ready": "deployed", "compensating": "reconciling"}
-NO_STATUS_MESSAGE = "Waiting for status: Lattice contains no hosts, deployment not started."
-
 
 class AppHooks(Protocol):
     """What the API needs from the reconciler."""
@@ -67,32 +65,6 @@ class AppHooks(Protocol):
 
 class RequestError(Exception):
     """A request is refused; the message goes back as `{"result": "error", "message": ...}`."""
-
-
-def status_json(
-    status_type: str, message: str = "", scalers: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    """A wadm Status object (with its deprecated `version` and `components` fields)."""
-    info: dict[str, Any] = {"type": status_type}
-    if message:
-        info["message"] = message
-    return {"status": info, "scalers": list(scalers or []), "version": "", "components": []}
-
-
-def status_type(status: dict[str, Any]) -> str:
-    """The top-level type of a Status object, aliases resolved (`undeployed` if it has none)."""
-    info = status.get("status")
-    kind = info.get("type") if isinstance(info, dict) else None
-    if not isinstance(kind, str):
-        return "undeployed"
-    return _STATUS_ALIASES.get(kind, kind)
-
-
-def status_message(status: dict[str, Any]) -> str:
-    """The top-level message of a Status object ("" if none)."""
-    info = status.get("status")
-    message = info.get("message") if isinstance(info, dict) else None
-    return message if isinstance(message, str) else ""
 
 
 def parse_api_subject(subject: str, prefix: str, lattice: str) -> tuple[str, str | None]:

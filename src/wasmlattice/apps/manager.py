@@ -26,7 +26,7 @@ from typing import Any
 import nats.js.errors
 
 from wasmlattice.apps.api import ApiServer
-from wasmlattice.apps.manifest import Manifest
+from wasmlattice.apps.manifest.model import Manifest
 from wasmlattice.apps.reconciler import DEFAULT_HOST_TIMEOUT_S, AppState, Reconciler
 from wasmlattice.apps.store import AppStore
 

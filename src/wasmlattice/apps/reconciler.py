@@ -1,8 +1,9 @@
 """Keeping deployed applications running: observe the lattice, compare with the manifests, act.
 
-Reference: wadm-and-wash-v1.md §2.5-§2.7. Where wadm keeps a replicated event-sourced state and
-reacts to each event, this reconciler takes a fresh look at the lattice on every round (host
-pings, inventories, links) and computes, per deployed application, what each scaler wants:
+Where wadm keeps a replicated event-sourced state and reacts to each event, this reconciler takes a
+fresh look at the lattice on every round (host pings, inventories, links) and runs one step of every
+scaler of every deployed application (`scalers.py`; where instances go is `placement.py`; see
+docs/apps.md, "How apps are kept running"):
 
 - a **spread** of a component: its instances split over the spreads by weight, each spread's
   share placed on one eligible host (a host whose labels include every requirement), preferring
@@ -14,22 +15,19 @@ pings, inventories, links) and computes, per deployed application, what each sca
 - **config** with `properties`: the named config `<app>-<name>`, kept equal to the manifest;
 - **links**: each link trait, with its configs.
 
-Commands carry wadm's annotations (`wasmcloud.dev/managed-by`, `appspec`, `scaler`,
-`spread_name`); only instances carrying an app's annotations count as its own, and undeploying
-removes only those. A command is not repeated while its effect is expected (5 s for components,
-links and config, 30 s for providers); a failure event for it marks the scaler `failed` with the
-host's reason. A host that stops is dropped at once (its `host_stopped` event), and so is one whose
-inventory request finds nobody listening (its process died, so NATS dropped its subscriptions);
-one that stops answering without leaving NATS (hung, cut off) is dropped when it has not answered
-a ping for `host_timeout` seconds (10 s by default, where wadm waits 70 s). Its work is placed on
-the remaining eligible hosts in the next round.
+Only instances carrying an app's annotations count as its own, and undeploying removes only those.
+A failure event for a command marks its scaler `failed` with the host's reason. A host that stops is
+dropped at once (its `host_stopped` event), and so is one whose inventory request finds nobody
+listening (its process died, so NATS dropped its subscriptions); one that stops answering without
+leaving NATS (hung, cut off) is dropped when it has not answered a ping for `host_timeout` seconds
+(10 s by default, where wadm waits 70 s). Its work is placed on the remaining eligible hosts in the
+next round.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import time
@@ -37,53 +35,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wasmlattice.apps.manifest import Component, LinkTrait, Manifest, SecretProperty, distribute
+from wasmlattice.apps.manifest.model import Component, Manifest
+from wasmlattice.apps.placement import HostView
+from wasmlattice.apps.scalers import APPSPEC, SCALER, Scalers, desired_link
+from wasmlattice.apps.status import NO_STATUS_MESSAGE, ScalerStatus, combine, status_json
 from wasmlattice.client.ctl import CtlClient, CtlError, CtlNoHostError
-from wasmlattice.protocol.models import HostInventory, Link
+from wasmlattice.protocol.models import Link
 
 log = logging.getLogger(__name__)
 
-MANAGED_BY = "wasmcloud.dev/managed-by"
-APPSPEC = "wasmcloud.dev/appspec"
-SCALER = "wasmcloud.dev/scaler"
-SPREAD = "wasmcloud.dev/spread_name"
-
 DEFAULT_HOST_TIMEOUT_S = 10.0
 ROUND_INTERVAL_S = 1.0
-EXPECT_COMPONENT_S = 5.0
-EXPECT_PROVIDER_S = 30.0
 FAILURE_HOLD_S = 5.0
-
-# Precedence of scaler states in an app's status (reference §2.2).
-PRECEDENCE = ["failed", "undeployed", "waiting", "reconciling", "unhealthy", "deployed"]
-
-
-@dataclass
-class HostView:
-    """One live host as the last round saw it."""
-
-    host_id: str
-    labels: dict[str, str]
-    last_seen: float
-    inventory: HostInventory | None = None
-
-
-@dataclass
-class ScalerStatus:
-    """One scaler's entry in an app status."""
-
-    id: str
-    kind: str
-    name: str
-    state: str = "reconciling"
-    message: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        """The reference's scaler status shape."""
-        status: dict[str, Any] = {"type": self.state}
-        if self.message:
-            status["message"] = self.message
-        return {"id": self.id, "kind": self.kind, "name": self.name, "status": status}
 
 
 @dataclass
@@ -93,23 +56,6 @@ class AppState:
     manifest: Manifest
     scalers: dict[str, ScalerStatus] = field(default_factory=dict)
     previous: Manifest | None = None  # the version replaced by an upgrade, until it is cleaned up
-
-
-def scaler_id(*parts: Any) -> str:
-    """A stable ID for a scaler from what defines it (as wadm: a SHA-256 of its fields)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def eligible(labels: dict[str, str], requirements: dict[str, str]) -> bool:
-    """Whether a host with `labels` meets every requirement."""
-    return all(labels.get(k) == v for k, v in requirements.items())
-
-
-def combine(states: list[str]) -> str:
-    """An app's state from its scalers' states, by the reference's precedence."""
-    if not states:
-        return "undeployed"
-    return min(states, key=PRECEDENCE.index)
 
 
 class Reconciler:
@@ -133,7 +79,7 @@ class Reconciler:
         self.hosts: dict[str, HostView] = {}
         self.statuses: dict[str, dict[str, Any]] = {}
         self._publish_status = publish_status
-        self._expect: dict[str, float] = {}  # command key -> until when its effect is awaited
+        self.scalers = Scalers(self.ctl)
         self._failures: dict[str, tuple[str, float]] = {}  # scaler id -> (reason, until)
         self._emitted: dict[str, dict[str, Any]] = {}
         self._wake = asyncio.Event()
@@ -159,12 +105,7 @@ class Reconciler:
             await self._cleanup(
                 name, [state.manifest] + ([state.previous] if state.previous else []), keep=None
             )
-        self.statuses[name] = {
-            "status": {"type": "undeployed", "message": "Manifest has been undeployed"},
-            "scalers": [],
-            "version": "",
-            "components": [],
-        }
+        self.statuses[name] = status_json("undeployed", "Manifest has been undeployed")
         await self._emit(name)
 
     def status(self, name: str) -> dict[str, Any] | None:
@@ -270,34 +211,32 @@ class Reconciler:
         manifest = state.manifest
         statuses: dict[str, ScalerStatus] = {}
         if not self.hosts:
-            self._set_status(
-                name, "waiting", "Waiting for status: Lattice contains no hosts, deployment not started."
-            )
+            self._set_status(name, "waiting", NO_STATUS_MESSAGE)
             await self._emit(name)
             return
         # Config and secret references first: the components and links below name them.
         for comp in manifest.components:
             for secret in comp.secrets:
-                st = await self._secret_ref(manifest, secret)
+                st = await self.scalers.secret_ref(manifest, secret)
                 statuses[st.id] = st
             for cfg in comp.config:
                 if cfg.properties is not None:
-                    st = await self._config(manifest, cfg.name, cfg.properties)
+                    st = await self.scalers.config(manifest, cfg.name, cfg.properties)
                     statuses[st.id] = st
             for lt in comp.links:
                 for cfg in (*lt.source_config, *lt.target_config):
                     if cfg.properties is not None:
-                        st = await self._config(manifest, cfg.name, cfg.properties)
+                        st = await self.scalers.config(manifest, cfg.name, cfg.properties)
                         statuses[st.id] = st
         for comp in manifest.components:
             if comp.scaler is not None and comp.image is not None:
                 if comp.kind == "capability":
-                    st = await self._provider(name, manifest, comp)
+                    st = await self.scalers.provider(name, manifest, comp, self._live_hosts())
                 else:
-                    st = await self._component(name, manifest, comp)
+                    st = await self.scalers.component(name, manifest, comp, self._live_hosts())
                 statuses[st.id] = st
             for lt in comp.links:
-                st = await self._link(manifest, comp, lt, links)
+                st = await self.scalers.link(manifest, comp, lt, links, self._shared())
                 statuses[st.id] = st
         now = time.monotonic()
         for sid, st in statuses.items():
@@ -307,260 +246,15 @@ class Reconciler:
         state.scalers = statuses
         app_state = combine([s.state for s in statuses.values()])
         message = ", ".join(s.message for s in statuses.values() if s.message and s.state != "deployed")
-        self.statuses[name] = {
-            "status": {"type": app_state, **({"message": message} if message else {})},
-            "scalers": [s.to_json() for s in statuses.values()],
-            "version": "",
-            "components": [],
-        }
+        self.statuses[name] = status_json(app_state, message, [s.to_json() for s in statuses.values()])
         await self._emit(name)
-
-    def _config_names(self, manifest: Manifest, configs: Any) -> list[str]:
-        return [manifest.config_name(c.name) if c.properties is not None else c.name for c in configs]
-
-    async def _config(self, manifest: Manifest, name: str, values: dict[str, str]) -> ScalerStatus:
-        full = manifest.config_name(name)
-        st = ScalerStatus(scaler_id("config", manifest.name, full, values), "ConfigScaler", full)
-        return await self._keep_config(full, values, st)
-
-    async def _keep_config(self, full: str, values: dict[str, str], st: ScalerStatus) -> ScalerStatus:
-        """Put named config `full` unless it already holds `values`; `st` says which."""
-        current = await self.ctl.get_config(full)
-        if current == values:
-            self._expect.pop(f"config:{full}", None)
-            st.state = "deployed"
-        elif self._due(f"config:{full}", EXPECT_COMPONENT_S):
-            await self.ctl.put_config(full, values)
-        return st
-
-    async def _secret_ref(self, manifest: Manifest, secret: SecretProperty) -> ScalerStatus:
-        """Keep the `SECRET_<app>-<name>` reference of a component's secret (reference §4.4)."""
-        full = manifest.secret_name(secret.name)
-        st = ScalerStatus(scaler_id("secret", manifest.name, full, secret), "SecretScaler", full)
-        policy = next((p for p in manifest.policies if p.name == secret.policy), None)
-        if policy is None:
-            st.state, st.message = "failed", f"secret {secret.name}: no policy named {secret.policy}"
-            return st
-        props = dict(policy.properties)
-        values = {
-            "name": secret.name,
-            "type": "secret.wasmcloud.dev/v1alpha1",
-            "backend": props.pop("backend", ""),
-            "key": secret.key,
-            "policy": json.dumps({"type": "properties.secret.wasmcloud.dev/v1alpha1", "properties": props}),
-        }
-        if secret.field:
-            values["field"] = secret.field
-        if secret.version:
-            values["version"] = secret.version
-        return await self._keep_config(full, values, st)
-
-    def _due(self, key: str, expect: float) -> bool:
-        """Whether a command may be sent now (none with the same key awaits its effect); records it."""
-        now = time.monotonic()
-        if self._expect.get(key, 0.0) > now:
-            return False
-        self._expect[key] = now + expect
-        return True
-
-    def _annotations(self, app: str, sid: str, spread: str | None) -> dict[str, str]:
-        out = {MANAGED_BY: "wadm", APPSPEC: app, SCALER: sid}
-        if spread is not None:
-            out[SPREAD] = spread
-        return out
 
     def _live_hosts(self) -> list[HostView]:
         return sorted((v for v in self.hosts.values() if v.inventory is not None), key=lambda v: v.host_id)
 
-    async def _component(self, app: str, manifest: Manifest, comp: Component) -> ScalerStatus:
-        scaler = comp.scaler
-        assert scaler is not None and comp.image is not None
-        cid = manifest.component_id(comp)
-        config = self._config_names(manifest, comp.config) + [
-            manifest.secret_name(x.name) for x in comp.secrets
-        ]
-        kind = "SpreadScaler" if scaler.kind == "spreadscaler" else "DaemonScaler"
-        sid = scaler_id(
-            kind,
-            manifest.name,
-            comp.name,
-            cid,
-            comp.image,
-            config,
-            scaler.instances,
-            [(s.name, s.requirements, s.weight) for s in scaler.spread],
-        )
-        st = ScalerStatus(sid, kind, cid)
-        hosts = self._live_hosts()
-        running: dict[str, int] = {}  # host -> instances carrying this scaler's annotations
-        spread_now: dict[str, str] = {}  # host -> the spread those instances were placed for
-        for v in hosts:
-            assert v.inventory is not None
-            for c in v.inventory.components:
-                ann = c.annotations or {}
-                if c.id == cid and ann.get(SCALER) == sid:
-                    running[v.host_id] = c.max_instances
-                    spread_now[v.host_id] = ann.get(SPREAD, "")
-        spreads = scaler.spread or []
-        if scaler.kind == "daemonscaler":
-            wanted = {
-                v.host_id: scaler.instances
-                for v in hosts
-                if not spreads or any(eligible(v.labels, s.requirements) for s in spreads)
-            }
-            spread_of = {h: (spreads[0].name if spreads else "default") for h in wanted}
-            if not wanted:
-                st.state, st.message = "failed", f"No eligible hosts found for daemonscaler of {cid}"
-        else:
-            wanted, spread_of = {}, {}
-            shares = distribute(scaler.instances, spreads) if spreads else []
-            if not spreads:
-                from wasmlattice.apps.manifest import Spread
-
-                shares = [(Spread("default", {}, None), scaler.instances)]
-            # Spreads that already run on a fitting host stay there; then the others are placed,
-            # so that losing one host moves only its spread (no reshuffle of the rest).
-            placed_here = {
-                spread.name: v.host_id
-                for spread, _ in shares
-                for v in hosts
-                if spread_now.get(v.host_id) == spread.name and eligible(v.labels, spread.requirements)
-            }
-            for spread, count in sorted(shares, key=lambda sc: sc[0].name not in placed_here):
-                if count == 0:
-                    continue
-                fitting = [v for v in hosts if eligible(v.labels, spread.requirements)]
-                if not fitting:
-                    st.state = "failed"
-                    st.message = (
-                        f"Could not satisfy spread {spread.name} for {comp.image}, 0/1 eligible hosts found."
-                    )
-                    continue
-                # Else the least loaded host no other spread took; else share a host with another
-                # spread (one entry per host holds their sum).
-                home = placed_here.get(spread.name)
-                free = [v for v in fitting if v.host_id not in wanted]
-                if home is not None and home not in wanted:
-                    pick = next(v for v in fitting if v.host_id == home)
-                elif free:
-                    pick = min(free, key=lambda v: len(v.inventory.components if v.inventory else []))
-                else:
-                    pick = min(fitting, key=lambda v: wanted[v.host_id])
-                wanted[pick.host_id] = wanted.get(pick.host_id, 0) + count
-                spread_of.setdefault(pick.host_id, spread.name)
-        sent = False
-        for v in hosts:
-            have = running.get(v.host_id, 0)
-            want = wanted.get(v.host_id, 0)
-            key = f"component:{sid}:{v.host_id}"
-            if have == want:
-                self._expect.pop(key, None)  # the effect arrived: a later change may act at once
-                continue
-            if self._due(key, EXPECT_COMPONENT_S):
-                await self.ctl.scale_component(
-                    v.host_id,
-                    comp.image,
-                    cid,
-                    want,
-                    annotations=self._annotations(app, sid, spread_of.get(v.host_id, "default")),
-                    config=config,
-                )
-            sent = True
-        if st.state != "failed":
-            st.state = "reconciling" if sent else "deployed"
-        return st
-
-    async def _provider(self, app: str, manifest: Manifest, comp: Component) -> ScalerStatus:
-        scaler = comp.scaler
-        assert scaler is not None and comp.image is not None
-        pid = manifest.component_id(comp)
-        config = self._config_names(manifest, comp.config)
-        kind = "SpreadScaler" if scaler.kind == "spreadscaler" else "DaemonScaler"
-        sid = scaler_id(
-            "provider",
-            kind,
-            manifest.name,
-            comp.name,
-            pid,
-            comp.image,
-            config,
-            scaler.instances,
-            [(s.name, s.requirements) for s in scaler.spread],
-        )
-        st = ScalerStatus(sid, kind, pid)
-        hosts = self._live_hosts()
-        spreads = scaler.spread or []
-
-        def matches(v: HostView) -> bool:
-            return not spreads or any(eligible(v.labels, s.requirements) for s in spreads)
-
-        candidates = [v for v in hosts if matches(v)]
-        has = {
-            v.host_id
-            for v in hosts
-            if v.inventory is not None
-            and any(p.id == pid and p.image_ref == comp.image for p in v.inventory.providers)
-        }
-        target = len(candidates) if scaler.kind == "daemonscaler" else scaler.instances
-        running = [v for v in candidates if v.host_id in has]
-        for v in running:
-            self._expect.pop(f"provider:{pid}:{v.host_id}", None)
-        missing = max(0, target - len(running))
-        free = [v for v in candidates if v.host_id not in has]
-        sent = False
-        for v in free[:missing]:
-            if self._due(f"provider:{pid}:{v.host_id}", EXPECT_PROVIDER_S):
-                await self.ctl.start_provider(
-                    v.host_id, comp.image, pid, config=config, annotations=self._annotations(app, sid, None)
-                )
-            sent = True
-        if len(candidates) < target:
-            st.state = "failed"
-            st.message = (
-                f"Could not start provider {pid} for {comp.image}: "
-                f"{len(candidates)}/{target} eligible hosts found."
-            )
-        else:
-            st.state = "reconciling" if sent else "deployed"
-        return st
-
-    def _link_of(self, manifest: Manifest, comp: Component, lt: LinkTrait) -> Link | None:
-        by_name = {c.name: c for c in manifest.components}
-        target = by_name.get(lt.target)
-        if target is None:
-            return None
-        shared = {n: st.manifest for n, st in self.apps.items()}
-        return Link(
-            source_id=manifest.component_id(comp, shared),
-            target=manifest.component_id(target, shared),
-            name=lt.name,
-            wit_namespace=lt.namespace,
-            wit_package=lt.package,
-            interfaces=list(lt.interfaces),
-            source_config=self._config_names(manifest, lt.source_config),
-            target_config=self._config_names(manifest, lt.target_config),
-        )
-
-    async def _link(
-        self, manifest: Manifest, comp: Component, lt: LinkTrait, links: list[Link]
-    ) -> ScalerStatus:
-        want = self._link_of(manifest, comp, lt)
-        name = f"{manifest.component_id(comp)} -({lt.namespace}:{lt.package})-> {lt.target}"
-        sid = scaler_id("link", manifest.name, want.model_dump() if want is not None else lt.target)
-        st = ScalerStatus(sid, "LinkScaler", name)
-        if want is None:
-            st.state, st.message = "failed", f"link target {lt.target} is not a component of {manifest.name}"
-            return st
-        if any(_same_link(want, have) for have in links):
-            self._expect.pop(f"link:{sid}", None)
-            st.state = "deployed"
-            return st
-        if self._due(f"link:{sid}", EXPECT_COMPONENT_S):
-            try:
-                await self.ctl.put_link(want)
-            except CtlError as e:
-                st.state, st.message = "failed", e.message
-        return st
+    def _shared(self) -> dict[str, Manifest]:
+        # Every deployed manifest by name: a shared component's ID is its owner's.
+        return {n: st.manifest for n, st in self.apps.items()}
 
     # -- cleanup --------------------------------------------------------------------------------
 
@@ -573,7 +267,7 @@ class Reconciler:
         if keep is not None:
             for c in keep.components:
                 for lt in c.links:
-                    lk = self._link_of(keep, c, lt)
+                    lk = desired_link(keep, c, lt, self._shared())
                     if lk is not None:
                         keep_links.add((lk.source_id, lk.wit_namespace, lk.wit_package, lk.name))
                 keep_configs |= {keep.config_name(x.name) for x in c.config if x.properties is not None}
@@ -587,7 +281,7 @@ class Reconciler:
         for manifest in manifests:
             for comp in manifest.components:
                 for lt in comp.links:
-                    lk = self._link_of(manifest, comp, lt)
+                    lk = desired_link(manifest, comp, lt, self._shared())
                     if lk is None or (lk.source_id, lk.wit_namespace, lk.wit_package, lk.name) in keep_links:
                         continue
                     with contextlib.suppress(CtlError, TimeoutError):
@@ -666,15 +360,10 @@ class Reconciler:
     # -- status -----------------------------------------------------------------------------------
 
     def _set_status(self, name: str, state: str, message: str) -> None:
-        self.statuses[name] = {
-            "status": {"type": state, **({"message": message} if message else {})},
-            "scalers": [],
-            "version": "",
-            "components": [],
-        }
+        self.statuses[name] = status_json(state, message)
 
     async def _emit(self, name: str) -> None:
-        # Published only when it changed (reference §2.2).
+        # Published only when it changed, as wadm does.
         status = self.statuses[name]
         if self._publish_status is None or self._emitted.get(name) == status:
             return
@@ -682,16 +371,3 @@ class Reconciler:
         res = self._publish_status(name, status)
         if asyncio.iscoroutine(res):
             await res
-
-
-def _same_link(a: Link, b: Link) -> bool:
-    return (
-        a.source_id == b.source_id
-        and a.target == b.target
-        and a.name == b.name
-        and a.wit_namespace == b.wit_namespace
-        and a.wit_package == b.wit_package
-        and sorted(a.interfaces) == sorted(b.interfaces)
-        and list(a.source_config) == list(b.source_config)
-        and list(a.target_config) == list(b.target_config)
-    )

@@ -20,7 +20,8 @@ from typing import Any, Literal, TypeVar
 import nats.errors
 import nats.js.errors
 
-from wasmlattice.apps.manifest import Manifest, new_version, parse_manifest
+from wasmlattice.apps.manifest.load import parse_manifest
+from wasmlattice.apps.manifest.model import Manifest, new_version
 from wasmlattice.protocol.kv import KvBucket, KvError, open_bucket
 
 log = logging.getLogger(__name__)

@@ -64,7 +64,8 @@ def _app_call(nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], A
 
 def _load(source: str) -> tuple[Any, list[str], Path]:
     """Parse and validate a manifest file (or stdin for '-'): (manifest, warnings, its directory)."""
-    from wasmlattice.apps.manifest import ManifestError, load_manifest_file, parse_manifest
+    from wasmlattice.apps.manifest.load import load_manifest_file, parse_manifest
+    from wasmlattice.apps.manifest.model import ManifestError
 
     try:
         if source == "-":
@@ -458,7 +459,8 @@ def app_validate(
     output: OutputOpt = OutputFormat.text,
 ) -> None:
     """Check a manifest without deploying it (no NATS needed): errors exit 1; warnings are printed."""
-    from wasmlattice.apps.manifest import ManifestError, load_manifest_file, parse_manifest
+    from wasmlattice.apps.manifest.load import load_manifest_file, parse_manifest
+    from wasmlattice.apps.manifest.model import ManifestError
 
     errors: list[str] = []
     warnings: list[str] = []
