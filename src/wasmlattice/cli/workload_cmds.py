@@ -25,14 +25,10 @@ import typer
 
 from wasmlattice.cli.app import app
 from wasmlattice.cli.common import (
-    DEFAULT_CLI_NATS_URL,
-    LatticeOpt,
-    NatsUrlOpt,
+    LatticeTarget,
     OutputFormat,
-    OutputOpt,
-    TimeoutOpt,
-    ctl_call,
     fail,
+    option_group,
     parse_kv,
     print_json,
 )
@@ -318,6 +314,7 @@ def _placement(
 
 
 @scale_app.command("component")
+@option_group
 def scale_component(
     ref: Annotated[str, typer.Argument(help="Component reference: file:///abs.wasm, a local path, or OCI.")],
     component_id: Annotated[str, typer.Argument(help="Component ID.")],
@@ -345,10 +342,8 @@ def scale_component(
     no_wait: NoWaitOpt = False,
     wait_timeout: WaitTimeoutOpt = 60.0,
     auction_timeout: AuctionTimeoutOpt = 1.0,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Scale component ID (image REF) to --count instances, then wait for the host's outcome event."""
     image_ref = normalize_ref(ref)
@@ -395,12 +390,12 @@ def scale_component(
             await watch.close()
         return {"component_id": component_id, "image_ref": image_ref, "count": count, "results": results}
 
-    result = ctl_call(nats_url, lattice, timeout, go)
+    result = lat.ctl(go)
     result["success"] = all(r["success"] for r in result["results"])
     verb = "scale to" if no_wait else "scaled to"
     report(
         result,
-        output,
+        lat.output,
         lambda r: (
             f"Component {component_id} {verb} {count} on host {r['host_id']}"
             + (" (acknowledged; not waiting for the outcome)" if no_wait else "")
@@ -409,16 +404,15 @@ def scale_component(
 
 
 @update_app.command("component")
+@option_group
 def update_component(
     component_id: Annotated[str, typer.Argument(help="ID of the running component.")],
     new_ref: Annotated[str, typer.Argument(help="New reference: file:///abs.wasm, a local path, or OCI.")],
     host: HostOpt = None,
     no_wait: NoWaitOpt = False,
     wait_timeout: WaitTimeoutOpt = 60.0,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Replace the image of running component ID with NEW_REF (on every host running it by default)."""
     from wasmlattice.client.ctl import CtlError
@@ -470,11 +464,11 @@ def update_component(
             await watch.close()
         return {"component_id": component_id, "image_ref": image_ref, "previous": current, "results": results}
 
-    result = ctl_call(nats_url, lattice, timeout, go)
+    result = lat.ctl(go)
     result["success"] = all(r["success"] for r in result["results"])
     report(
         result,
-        output,
+        lat.output,
         lambda r: (
             f"Component {component_id} on host {r['host_id']}: "
             + (r["message"] if r["event"] is None else f"updated to {image_ref}")
@@ -483,6 +477,7 @@ def update_component(
 
 
 @start_app.command("provider")
+@option_group
 def start_provider(
     ref: Annotated[str, typer.Argument(help="Provider reference, e.g. builtin://http-server.")],
     provider_id: Annotated[str, typer.Argument(help="Provider ID.")],
@@ -493,10 +488,8 @@ def start_provider(
     no_wait: NoWaitOpt = False,
     wait_timeout: WaitTimeoutOpt = 60.0,
     auction_timeout: AuctionTimeoutOpt = 1.0,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Start provider ID (image REF) on a host, then wait for provider_started or provider_start_failed."""
     provider_ref = normalize_ref(ref)
@@ -525,20 +518,19 @@ def start_provider(
             await watch.close()
         return {"provider_id": provider_id, "provider_ref": provider_ref, "results": [entry]}
 
-    result = ctl_call(nats_url, lattice, timeout, go)
+    result = lat.ctl(go)
     result["success"] = all(r["success"] for r in result["results"])
     verb = "starting" if no_wait else "started"
-    report(result, output, lambda r: f"Provider {provider_id} {verb} on host {r['host_id']}")
+    report(result, lat.output, lambda r: f"Provider {provider_id} {verb} on host {r['host_id']}")
 
 
 @stop_app.command("provider")
+@option_group
 def stop_provider(
     provider_id: Annotated[str, typer.Argument(help="Provider ID.")],
     host: HostOpt = None,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Stop provider ID (on every host running it unless --host is given)."""
     from wasmlattice.client.ctl import CtlError
@@ -557,6 +549,6 @@ def stop_provider(
             results.append({"host_id": h, "message": msg, "success": True, "event": "provider_stopped"})
         return {"provider_id": provider_id, "results": results}
 
-    result = ctl_call(nats_url, lattice, timeout, go)
+    result = lat.ctl(go)
     result["success"] = True
-    report(result, output, lambda r: f"Provider {provider_id} stopped on host {r['host_id']}")
+    report(result, lat.output, lambda r: f"Provider {provider_id} stopped on host {r['host_id']}")
