@@ -59,7 +59,8 @@ def option_group(fn: Callable[..., T]) -> Callable[..., T]:
 
     A dataclass whose fields are annotated options (`LatticeTarget`) declares a block of options
     once; a command takes it as one parameter, and its fields appear where that parameter stands,
-    with the same names, flags, defaults and help as if they were written out.
+    with the same names, flags, defaults and help as if they were written out. Commands take it
+    keyword-only (`*, lat: LatticeTarget`) so that it needs no default of its own.
     """
     sig = inspect.signature(fn, eval_str=True)
     groups: dict[str, Any] = {}
