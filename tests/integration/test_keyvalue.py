@@ -22,7 +22,7 @@ from conftest import free_port
 from lattice_env import HTTP_SERVER, eventually, get, http_link, serve_http
 from lattice_env import LatticeEnv as Env
 
-from wasmlattice.capabilities.kv_backends import ENCODED_PREFIX, nats_key
+from wasmlattice.capabilities.kv_nats import ENCODED_PREFIX, nats_key
 from wasmlattice.protocol.models import Link
 
 pytestmark = pytest.mark.timeout(180)

@@ -23,7 +23,7 @@ from conftest import free_port
 from lattice_env import LatticeEnv as Env
 from lattice_env import get, serve_http
 
-from wasmlattice.capabilities.kv_backends import nats_key
+from wasmlattice.capabilities.kv_nats import nats_key
 from wasmlattice.protocol.models import Link
 
 pytestmark = pytest.mark.timeout(120)

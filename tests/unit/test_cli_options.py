@@ -90,9 +90,9 @@ def test_wasmcloud_variable_names_after_ours(command: str) -> None:
 def test_log_levels_accept_wasmcloud_names() -> None:
     import typer
 
-    from wasmlattice.cli.host_cmds import _check_log_level
+    from wasmlattice.cli.host_options import check_log_level
 
-    assert [_check_log_level(v) for v in ("trace", "DEBUG", "Info", "warn", "warning", "error")] == [
+    assert [check_log_level(v) for v in ("trace", "DEBUG", "Info", "warn", "warning", "error")] == [
         "debug",
         "debug",
         "info",
@@ -101,4 +101,4 @@ def test_log_levels_accept_wasmcloud_names() -> None:
         "error",
     ]
     with pytest.raises(typer.BadParameter, match="'loud' is not a log level"):
-        _check_log_level("loud")
+        check_log_level("loud")

@@ -14,16 +14,9 @@ from nats.js.kv import _is_key_valid
 
 from wasmlattice.capabilities import bus, keyvalue
 from wasmlattice.capabilities.base import CapabilityError, current_link_name
-from wasmlattice.capabilities.kv_backends import (
-    ENCODED_PREFIX,
-    KvError,
-    MemoryBucket,
-    check_bucket_name,
-    key_from_nats,
-    nats_key,
-    page,
-    parse_counter,
-)
+from wasmlattice.capabilities.kv_backend import KvError, check_bucket_name, page, parse_counter
+from wasmlattice.capabilities.kv_memory import MemoryBucket
+from wasmlattice.capabilities.kv_nats import ENCODED_PREFIX, key_from_nats, nats_key
 from wasmlattice.runtime.component import CompileCache, InterfaceName
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.fastcall import set_current_state

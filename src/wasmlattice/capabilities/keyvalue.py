@@ -1,11 +1,12 @@
 """`wasi:keyvalue` store, atomics and batch, for 0.2.0-draft (wasmCloud) and 0.2.0-draft2 (Spin, WASI).
 
 `open` resolves the calling component's link for `wasi:keyvalue/store` (by its current link name)
-to a provider and the backend that link selects (`kv_backends`); the bucket handle it returns keeps
-that backend, so later calls on it (and atomics/batch calls given it) go straight there. The two
-versions differ in a few types (list-keys cursors, the increment delta, the get-many result, CAS in
-draft2); each version is one `HostInterface` with its signatures, so an import binds to the one its
-types match, and a mismatch is refused at link time naming the function.
+to a provider and the backend that link selects (`kv_memory`, `kv_nats`, `kv_redis`, each a
+`kv_backend.KvLink`); the bucket handle it returns keeps that backend, so later calls on it (and
+atomics/batch calls given it) go straight there. The two versions differ in a few types (list-keys
+cursors, the increment delta, the get-many result, CAS in draft2); each version is one
+`HostInterface` with its signatures, so an import binds to the one its types match, and a mismatch
+is refused at link time naming the function.
 
 Every failure reaches the guest as `error::other(message)` and is logged with the component's ID:
 a missing link, a stopped provider, a backend error, or input the backend cannot take (empty or
@@ -24,9 +25,10 @@ from wasmlattice.capabilities.base import (
     LinkTargetProvider,
     component,
 )
-from wasmlattice.capabilities.kv_backends import ALIASES as ALIASES
-from wasmlattice.capabilities.kv_backends import PROVIDERS as PROVIDERS
-from wasmlattice.capabilities.kv_backends import KvBucket, KvError, KvLink
+from wasmlattice.capabilities.kv_backend import Bucket, KvBucket, KvError, KvLink
+from wasmlattice.capabilities.kv_memory import MemoryKvProvider
+from wasmlattice.capabilities.kv_nats import NatsKvProvider
+from wasmlattice.capabilities.kv_redis import RedisKvProvider
 from wasmlattice.runtime.linking import HostFunc, HostInterface
 from wasmlattice.runtime.witypes import (
     BOOL,
@@ -55,17 +57,6 @@ T = TypeVar("T")
 STORE = "wasi:keyvalue/store"
 U64_RANGE = (0, 2**64 - 1)
 S64_RANGE = (-(2**63), 2**63 - 1)
-
-
-class Bucket:
-    """A bucket as a guest holds it: the caller, and the backend its link selected at `open`."""
-
-    __slots__ = ("backend", "comp", "link")
-
-    def __init__(self, comp: ComponentContext, link: KvLink, backend: KvBucket) -> None:
-        self.comp = comp
-        self.link = link
-        self.backend = backend
 
 
 class Cas:
@@ -358,3 +349,12 @@ def interfaces() -> list[HostInterface]:
         _batch(_get_many_draft2, lst(tup(STRING, option(BYTES))), "0.2.0-draft2"),
         _batch(_get_many_draft, lst(option(tup(STRING, BYTES))), "0.2.0-draft"),
     ]
+
+
+# Canonical reference -> factory, and wasmCloud-style spellings of the same providers.
+PROVIDERS: dict[str, Any] = {
+    "builtin://keyvalue-nats": NatsKvProvider,
+    "builtin://keyvalue-redis": RedisKvProvider,
+    "builtin://keyvalue-memory": MemoryKvProvider,
+}
+ALIASES: dict[str, str] = {f"wasmcloud+{ref}": ref for ref in PROVIDERS}

@@ -14,6 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,15 +22,14 @@ import typer
 
 from wasmlattice.cli.app import app
 from wasmlattice.cli.common import (
-    DEFAULT_CLI_NATS_URL,
-    LatticeOpt,
-    NatsUrlOpt,
+    LatticeTarget,
     OutputFormat,
     OutputOpt,
-    TimeoutOpt,
+    SlowLatticeTarget,
     console,
     fail,
     nats_call,
+    option_group,
     print_json,
 )
 
@@ -50,6 +50,18 @@ _DEPLOY_REQUEST_TIMEOUT_S = 5.0
 _FINAL = frozenset({"deployed", "failed"})
 
 VersionOpt = Annotated[str | None, typer.Option("--version", "-v", help="Version (default: the latest).")]
+
+DeployTimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", "-t", min=0.1, help="How long to wait for the app to be deployed, seconds."),
+]
+
+
+@dataclass(frozen=True)
+class DeployTarget(LatticeTarget):
+    """`LatticeTarget` of `app deploy`: its --timeout bounds the whole wait for the deployment."""
+
+    timeout: DeployTimeoutOpt = 120.0
 
 
 def _app_call(nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
@@ -146,20 +158,14 @@ async def _wait_final(client: Any, name: str, deadline: float, show: Callable[[A
 
 
 @app_app.command("deploy")
+@option_group
 def app_deploy(
     source: Annotated[
         str, typer.Argument(help="A manifest file (.yaml/.yml/.json, '-' for stdin) or an app name.")
     ],
     version: VersionOpt = None,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: Annotated[
-        float,
-        typer.Option(
-            "--timeout", "-t", min=0.1, help="How long to wait for the app to be deployed, seconds."
-        ),
-    ] = 120.0,
+    *,
+    lat: DeployTarget,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait until the app is deployed or has failed.")
     ] = True,
@@ -183,14 +189,14 @@ def app_deploy(
             "'_' and '-')",
             param_hint="SOURCE",
         )
-    fancy = output is OutputFormat.text and sys.stderr.isatty()
+    fancy = lat.output is OutputFormat.text and sys.stderr.isatty()
     notes: list[str] = []
 
     async def go(client: Any) -> dict[str, Any]:
         from wasmlattice.apps.client import AppApiError
 
-        deadline = time.monotonic() + timeout
-        client.timeout = min(_DEPLOY_REQUEST_TIMEOUT_S, timeout)
+        deadline = time.monotonic() + lat.timeout
+        client.timeout = min(_DEPLOY_REQUEST_TIMEOUT_S, lat.timeout)
         deploy_version = version
         if raw is not None:
             deploy_version = await _put_for_deploy(client, raw, notes)
@@ -207,7 +213,7 @@ def app_deploy(
         else:
 
             def show(st: Any) -> None:
-                if output is OutputFormat.text:
+                if lat.output is OutputFormat.text:
                     typer.echo(f"{name}: {_status_line(st)}", err=True)
 
             final = await _wait_final(client, name, deadline, show)
@@ -218,7 +224,7 @@ def app_deploy(
                 last = None
             result["result"] = "timeout"
             result["status"] = None if last is None else last.raw
-            result["message"] = f"{name} was not deployed within {timeout:g}s" + (
+            result["message"] = f"{name} was not deployed within {lat.timeout:g}s" + (
                 "" if last is None else f" (status {_status_line(last)})"
             )
             return result
@@ -226,10 +232,10 @@ def app_deploy(
         result["status"] = final.raw
         return result
 
-    result = _app_call(nats_url, lattice, _DEPLOY_REQUEST_TIMEOUT_S, go)
+    result = _app_call(lat.nats_url, lat.lattice, _DEPLOY_REQUEST_TIMEOUT_S, go)
     for note in notes:
         typer.echo(note, err=True)
-    if output is OutputFormat.json:
+    if lat.output is OutputFormat.json:
         print_json(result)
         if result["result"] not in ("deployed", "acknowledged"):
             raise typer.Exit(1)
@@ -290,19 +296,18 @@ def _print_failed_scalers(status: dict[str, Any] | None) -> None:
 
 
 @app_app.command("put")
+@option_group
 def app_put(
     source: Annotated[str, typer.Argument(help="A manifest file (.yaml/.yml/.json, '-' for stdin).")],
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 5.0,
+    *,
+    lat: SlowLatticeTarget,
 ) -> None:
     """Store a manifest as a new version of its app, without deploying it."""
     manifest, warnings, base = _load(source)
     _print_warnings(source, warnings)
     raw = _absolute_file_refs(manifest.raw, base)
-    put = _app_call(nats_url, lattice, timeout, lambda c: c.put(raw))
-    if output is OutputFormat.json:
+    put = _app_call(lat.nats_url, lat.lattice, lat.timeout, lambda c: c.put(raw))
+    if lat.output is OutputFormat.json:
         print_json(
             {
                 "result": put.result,
@@ -317,23 +322,22 @@ def app_put(
 
 
 @app_app.command("list")
+@option_group
 def app_list(
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 5.0,
+    *,
+    lat: SlowLatticeTarget,
 ) -> None:
     """List the apps of the lattice with their versions and status."""
-    apps = _app_call(nats_url, lattice, timeout, lambda c: c.list())
-    if output is OutputFormat.json:
+    apps = _app_call(lat.nats_url, lat.lattice, lat.timeout, lambda c: c.list())
+    if lat.output is OutputFormat.json:
         print_json([a.raw for a in apps])
         return
     if not apps:
-        typer.echo(f"No apps in lattice '{lattice}'")
+        typer.echo(f"No apps in lattice '{lat.lattice}'")
         return
     from rich.table import Table
 
-    table = Table(title=f"Apps of lattice '{lattice}'")
+    table = Table(title=f"Apps of lattice '{lat.lattice}'")
     for col in ("Name", "Deployed version", "Latest version", "Status", "Description"):
         table.add_column(col, overflow="fold")
     for a in apps:
@@ -348,20 +352,19 @@ def app_list(
 
 
 @app_app.command("get")
+@option_group
 def app_get(
     name: Annotated[str, typer.Argument(help="App name.")],
     version: VersionOpt = None,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 5.0,
+    *,
+    lat: SlowLatticeTarget,
 ) -> None:
     """Print a stored manifest (YAML, or JSON with -o json)."""
-    manifest = _app_call(nats_url, lattice, timeout, lambda c: c.get(name, version))
+    manifest = _app_call(lat.nats_url, lat.lattice, lat.timeout, lambda c: c.get(name, version))
     if manifest is None:
         what = f"version {version} of app {name}" if version else f"app {name}"
-        fail(f"{what} not found in lattice '{lattice}' (see `wasmlattice app list`)")
-    if output is OutputFormat.json:
+        fail(f"{what} not found in lattice '{lat.lattice}' (see `wasmlattice app list`)")
+    if lat.output is OutputFormat.json:
         print_json(manifest)
         return
     import yaml
@@ -370,16 +373,15 @@ def app_get(
 
 
 @app_app.command("status")
+@option_group
 def app_status(
     name: Annotated[str, typer.Argument(help="App name.")],
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 5.0,
+    *,
+    lat: SlowLatticeTarget,
 ) -> None:
     """Show an app's status and the status of each of its scalers."""
-    status = _app_call(nats_url, lattice, timeout, lambda c: c.status(name))
-    if output is OutputFormat.json:
+    status = _app_call(lat.nats_url, lat.lattice, lat.timeout, lambda c: c.status(name))
+    if lat.output is OutputFormat.json:
         print_json(status.raw)
         return
     typer.echo(f"{name}: {_status_line(status)}")
@@ -396,51 +398,48 @@ def app_status(
 
 
 @app_app.command("undeploy")
+@option_group
 def app_undeploy(
     name: Annotated[str, typer.Argument(help="App name.")],
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 5.0,
+    *,
+    lat: SlowLatticeTarget,
 ) -> None:
     """Undeploy an app: the app manager stops what it started for it (the manifests stay stored)."""
-    r = _app_call(nats_url, lattice, timeout, lambda c: c.undeploy(name))
-    if output is OutputFormat.json:
+    r = _app_call(lat.nats_url, lat.lattice, lat.timeout, lambda c: c.undeploy(name))
+    if lat.output is OutputFormat.json:
         print_json({"result": r.result, "name": r.name, "message": r.message})
         return
     typer.echo(r.message or f"Undeployed {name}")
 
 
 @app_app.command("delete")
+@option_group
 def app_delete(
     name: Annotated[str, typer.Argument(help="App name.")],
     version: Annotated[
         str | None, typer.Option("--version", "-v", help="Delete only this version (default: all of them).")
     ] = None,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 5.0,
+    *,
+    lat: SlowLatticeTarget,
 ) -> None:
     """Delete an app's stored versions (or one); deleting the deployed or last version undeploys it."""
-    r = _app_call(nats_url, lattice, timeout, lambda c: c.delete(name, version))
-    if output is OutputFormat.json:
+    r = _app_call(lat.nats_url, lat.lattice, lat.timeout, lambda c: c.delete(name, version))
+    if lat.output is OutputFormat.json:
         print_json({"result": r.result, "undeploy": r.undeploy, "message": r.message})
         return
     typer.echo(r.message)
 
 
 @app_app.command("history")
+@option_group
 def app_history(
     name: Annotated[str, typer.Argument(help="App name.")],
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 5.0,
+    *,
+    lat: SlowLatticeTarget,
 ) -> None:
     """List an app's stored versions, oldest first, marking the deployed one."""
-    versions = _app_call(nats_url, lattice, timeout, lambda c: c.versions(name))
-    if output is OutputFormat.json:
+    versions = _app_call(lat.nats_url, lat.lattice, lat.timeout, lambda c: c.versions(name))
+    if lat.output is OutputFormat.json:
         print_json([{"version": v.version, "deployed": v.deployed} for v in versions])
         return
     from rich.table import Table

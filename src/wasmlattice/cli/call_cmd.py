@@ -6,19 +6,18 @@ import asyncio
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
 from wasmlattice.cli.app import app
 from wasmlattice.cli.common import (
-    DEFAULT_CLI_NATS_URL,
-    LatticeOpt,
-    NatsUrlOpt,
+    LatticeTarget,
     OutputFormat,
-    OutputOpt,
     cli_nats_options,
     fail,
+    option_group,
     print_json,
 )
 
@@ -35,17 +34,26 @@ def split_target(target: str) -> tuple[str, str | None, str]:
     return iface, version or None, func
 
 
+CallTimeoutOpt = Annotated[
+    float, typer.Option("--timeout", "-t", min=0.05, help="Invocation time-out, seconds.")
+]
+
+
+@dataclass(frozen=True)
+class CallTarget(LatticeTarget):
+    """`LatticeTarget` of `call`: its --timeout is the invocation's, with no environment variable."""
+
+    timeout: CallTimeoutOpt = 10.0
+
+
 @app.command("call")
+@option_group
 def call_cmd(
     component_id: Annotated[str, typer.Argument(help="ID of a running component.")],
     target: Annotated[str, typer.Argument(help="ns:pkg/interface[@version].function")],
     args: Annotated[list[str] | None, typer.Argument(help="Arguments, each one JSON value.")] = None,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: Annotated[
-        float, typer.Option("--timeout", "-t", min=0.05, help="Invocation time-out, seconds.")
-    ] = 10.0,
+    *,
+    lat: CallTarget,
 ) -> None:
     """Call an exported function of a running component with JSON arguments; print the result as JSON.
 
@@ -64,10 +72,12 @@ def call_cmd(
             fail(f"argument {i + 1} is not JSON ({e}): {text!r}")
     logging.getLogger("wasmlattice.protocol.connection").setLevel(logging.ERROR)
     try:
-        result = asyncio.run(_call(component_id, iface, version, func, raw, nats_url, lattice, timeout))
+        result = asyncio.run(
+            _call(component_id, iface, version, func, raw, lat.nats_url, lat.lattice, lat.timeout)
+        )
     except CallError as e:
         fail(str(e))
-    if output is OutputFormat.json:
+    if lat.output is OutputFormat.json:
         print_json({"success": True, "result": result})
     else:
         typer.echo(json.dumps(result))

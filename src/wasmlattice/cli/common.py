@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
+import inspect
 import json
 import logging
 import os
 import sys
+import typing
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -47,6 +52,41 @@ TimeoutOpt = Annotated[
 LabelOpt = Annotated[
     list[str] | None, typer.Option("--label", "-l", help="Host label KEY=VALUE; repeatable.")
 ]
+
+
+def option_group(fn: Callable[..., T]) -> Callable[..., T]:
+    """Give Typer each field of `fn`'s dataclass parameters as an option, and `fn` the dataclass.
+
+    A dataclass whose fields are annotated options (`LatticeTarget`) declares a block of options
+    once; a command takes it as one parameter, and its fields appear where that parameter stands,
+    with the same names, flags, defaults and help as if they were written out. Commands take it
+    keyword-only (`*, lat: LatticeTarget`) so that it needs no default of its own.
+    """
+    sig = inspect.signature(fn, eval_str=True)
+    groups: dict[str, Any] = {}
+    params: list[inspect.Parameter] = []
+    for param in sig.parameters.values():
+        cls = param.annotation
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            params.append(param)
+            continue
+        groups[param.name] = cls
+        hints = typing.get_type_hints(cls, include_extras=True)
+        params += [
+            inspect.Parameter(f.name, param.kind, annotation=hints[f.name], default=f.default)
+            for f in dataclasses.fields(cls)
+        ]
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> T:
+        for name, cls in groups.items():
+            kwargs[name] = cls(**{f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls)})
+        return fn(**kwargs)
+
+    # Typer reads the signature and the annotations; both must show the expanded options.
+    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": sig.return_annotation}
+    return command
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -129,6 +169,27 @@ def ctl_call(
         fail(e.message)
     except ValueError as e:  # invalid subject tokens (host IDs, config names) and payload errors
         fail(str(e))
+
+
+@dataclass(frozen=True)
+class LatticeTarget:
+    """The options of every lattice command: where the lattice is, how to print, how long to wait."""
+
+    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL
+    lattice: LatticeOpt = "default"
+    output: OutputOpt = OutputFormat.text
+    timeout: TimeoutOpt = 2.0
+
+    def ctl(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """`ctl_call` on this lattice."""
+        return ctl_call(self.nats_url, self.lattice, self.timeout, fn)
+
+
+@dataclass(frozen=True)
+class SlowLatticeTarget(LatticeTarget):
+    """`LatticeTarget` of the app and secret commands: the app manager and JetStream get 5 s."""
+
+    timeout: TimeoutOpt = 5.0
 
 
 def ack(output: OutputFormat, message: str, fallback: str) -> None:

@@ -1,248 +1,38 @@
-"""Running hosts: `wasmlattice host`, `up` and `down`."""
+"""Running hosts: `wasmlattice host` and `app-manager`; `up` and `down` are in `up_cmds`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import signal
-import sys
-import time
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from wasmlattice import aio
+from wasmlattice.cli import up_cmds
 from wasmlattice.cli.app import app, setup_logging
-from wasmlattice.cli.common import (
-    DEFAULT_CLI_NATS_URL,
-    STATE_FILE,
-    LabelOpt,
-    LatticeOpt,
-    NatsUrlOpt,
-    OutputFormat,
-    OutputOpt,
-    ctl_call,
-    fail,
-    print_json,
+from wasmlattice.cli.common import DEFAULT_CLI_NATS_URL, LabelOpt, LatticeOpt, NatsUrlOpt, fail, option_group
+from wasmlattice.cli.host_options import (
+    FriendlyNameOpt,
+    HeartbeatOpt,
+    HostSeedOpt,
+    LogLevelOpt,
+    NatsAuth,
+    host_labels,
+    host_options,
 )
 
-# --- running hosts: `host`, `up`, `down` ---
 
-# Each setting reads our variable first, then the wasmCloud host's name for it (reference §8), so an
-# environment written for a `wasmcloud` host starts a wasmlattice host unchanged.
-NatsCredsOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--nats-creds",
-        envvar=["WASMLATTICE_NATS_CREDS", "WASMCLOUD_NATS_CREDS"],
-        help="NATS credentials (.creds) file.",
-    ),
-]
-NatsJwtOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--nats-jwt",
-        envvar=["WASMLATTICE_NATS_JWT", "WASMCLOUD_NATS_JWT"],
-        help="NATS user JWT (needs --nats-seed).",
-    ),
-]
-NatsSeedOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--nats-seed",
-        envvar=["WASMLATTICE_NATS_SEED", "WASMCLOUD_NATS_SEED"],
-        help="NATS user nkey seed (SU...).",
-    ),
-]
-# The TLS variables are the ones every other command reads (`cli_nats_options`): set them once.
-NatsTlsOpt = Annotated[
-    bool, typer.Option("--nats-tls", envvar="WASMLATTICE_NATS_TLS", help="Require TLS to the NATS server.")
-]
-NatsTlsCaOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--nats-tls-ca",
-        envvar="WASMLATTICE_NATS_TLS_CA",
-        help="CA file to trust for NATS TLS (implies --nats-tls).",
-    ),
-]
-NatsTlsCertOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--nats-tls-cert",
-        envvar="WASMLATTICE_NATS_TLS_CERT",
-        help="TLS client certificate for NATS (with --nats-tls-key; implies --nats-tls).",
-    ),
-]
-NatsTlsKeyOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--nats-tls-key",
-        envvar="WASMLATTICE_NATS_TLS_KEY",
-        help="Private key of --nats-tls-cert.",
-    ),
-]
-JsDomainOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--js-domain", envvar=["WASMLATTICE_JS_DOMAIN", "WASMCLOUD_JS_DOMAIN"], help="JetStream domain."
-    ),
-]
-FriendlyNameOpt = Annotated[
-    str | None,
-    typer.Option("--friendly-name", help="Display name of the host (derived from its ID if unset)."),
-]
-HostSeedOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--host-seed",
-        envvar=["WASMLATTICE_HOST_SEED", "WASMCLOUD_HOST_SEED"],
-        help="nkeys server seed (SN...).",
-    ),
-]
-HeartbeatOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--heartbeat-interval",
-        "--heartbeat-interval-seconds",
-        min=0.1,
-        envvar=["WASMLATTICE_HEARTBEAT_INTERVAL", "WASMCLOUD_HEARTBEAT_INTERVAL"],
-        help="Seconds between host_heartbeat events (30).",
-    ),
-]
-
-# wasmCloud's level names (`trace`, `warn`, `critical`) map onto Python's.
-_LOG_LEVELS = {
-    "trace": "debug",
-    "debug": "debug",
-    "info": "info",
-    "warn": "warning",
-    "warning": "warning",
-    "error": "error",
-    "critical": "critical",
-}
-
-
-def _check_log_level(value: str) -> str:
-    """The Python logging level for a level name (ours or wasmCloud's), or a usage error."""
-    level = _LOG_LEVELS.get(value.strip().lower())
-    if level is None:
-        raise typer.BadParameter(f"{value!r} is not a log level: use debug, info, warning or error")
-    return level
-
-
-LogLevelOpt = Annotated[
-    str,
-    typer.Option(
-        "--log-level",
-        envvar=["WASMLATTICE_LOG_LEVEL", "WASMCLOUD_LOG_LEVEL"],
-        callback=_check_log_level,
-        help="debug, info, warning or error.",
-    ),
-]
-
-# What `up --detach` has already resolved for its child (from flags or the variables above): the child
-# gets it as flags or as our variables, so a stale wasmCloud-named one cannot override it.
-_SHARED_SETTINGS: tuple[str, ...] = ("NATS_CREDS", "NATS_JWT", "NATS_SEED", "HOST_SEED", "JS_DOMAIN")
-_SHARED_SETTINGS += ("LATTICE", "HEARTBEAT_INTERVAL", "LOG_LEVEL")
-_RESOLVED_ENV = frozenset(
-    {f"{prefix}_{name}" for prefix in ("WASMLATTICE", "WASMCLOUD") for name in _SHARED_SETTINGS}
-    | {f"WASMLATTICE_NATS_{name}" for name in ("TLS", "TLS_CA", "TLS_CERT", "TLS_KEY")}
-)
-
-RESERVED_LABEL_MESSAGE = "labels under `hostcore.` are set by the host; choose another key"
-
-
-def _host_labels(args: list[str]) -> dict[str, str]:
-    """The `--label` flags as a dict, once they and the WASMCLOUD_LABEL_* variables are valid.
-
-    Exits with code 2 on a malformed label or a `hostcore.` key: the host would only drop such a
-    label with a log line, and the user would wait for a label that never appears.
-    """
-    from wasmlattice.host.host import LABEL_ENV_PREFIX, LabelError, labels_from_env, parse_label_args
-    from wasmlattice.protocol.models import is_reserved_label
-
-    labels: dict[str, str] = {}
-    for arg in args:
-        try:
-            labels.update(parse_label_args([arg]))
-        except LabelError as e:
-            fail(f"--label: {e}", code=2)
-    for key in labels:
-        if is_reserved_label(key):
-            fail(f"--label {key}: {RESERVED_LABEL_MESSAGE}", code=2)
-    for key in labels_from_env():
-        if is_reserved_label(key):
-            fail(f"{LABEL_ENV_PREFIX}{key}: {RESERVED_LABEL_MESSAGE} (or unset the variable)", code=2)
-    return labels
-
-
-def _existing_file(path: Path | None, option: str) -> Path | None:
-    """`path` made absolute (the detached `up` runs elsewhere), or exit 2 if it is not a file."""
-    if path is not None and not path.is_file():
-        # One plain line: a path wrapped inside Typer's error box cannot be copied.
-        fail(f"{option}: {path} is not a file", code=2)
-    return path.resolve() if path is not None else None
-
-
-def _nats_kwargs(
-    creds: Path | None,
-    jwt: str | None,
-    seed: str | None,
-    tls: bool,
-    tls_ca: Path | None,
-    js_domain: str | None,
-    tls_cert: Path | None = None,
-    tls_key: Path | None = None,
-) -> dict[str, Any]:
-    """The NATS connection fields of `HostOptions` given on the command line (a CA or cert implies TLS)."""
-    if (tls_cert is None) != (tls_key is None):
-        given, missing = (
-            ("--nats-tls-cert", "--nats-tls-key")
-            if tls_key is None
-            else ("--nats-tls-key", "--nats-tls-cert")
-        )
-        fail(f"{given} needs {missing} too: a TLS client certificate goes with its private key", code=2)
-    return {
-        "nats_creds": _existing_file(creds, "--nats-creds"),
-        "nats_jwt": jwt,
-        "nats_seed": seed,
-        "nats_tls": tls or tls_ca is not None or tls_cert is not None,
-        "nats_tls_ca": _existing_file(tls_ca, "--nats-tls-ca"),
-        "nats_tls_cert": _existing_file(tls_cert, "--nats-tls-cert"),
-        "nats_tls_key": _existing_file(tls_key, "--nats-tls-key"),
-        "js_domain": js_domain,
-    }
-
-
-def _host_options(**kwargs: Any) -> Any:
-    """Build `HostOptions`, passing only the fields it has (the host side owns that dataclass)."""
-    import dataclasses
-
-    from wasmlattice.lattice.run import HostOptions
-
-    names = {f.name for f in dataclasses.fields(HostOptions)}
-    return HostOptions(**{k: v for k, v in kwargs.items() if k in names and v is not None})
-
-
-@app.command("host")
+@option_group
 def host_cmd(
     nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
     label: LabelOpt = None,
     lattice: LatticeOpt = "default",
     host_seed: HostSeedOpt = None,
     friendly_name: FriendlyNameOpt = None,
-    nats_creds: NatsCredsOpt = None,
-    nats_jwt: NatsJwtOpt = None,
-    nats_seed: NatsSeedOpt = None,
-    nats_tls: NatsTlsOpt = False,
-    nats_tls_ca: NatsTlsCaOpt = None,
-    nats_tls_cert: NatsTlsCertOpt = None,
-    nats_tls_key: NatsTlsKeyOpt = None,
-    js_domain: JsDomainOpt = None,
+    *,
+    auth: NatsAuth,
     heartbeat_interval: HeartbeatOpt = None,
     invocation_timeout: Annotated[
         float | None,
@@ -258,13 +48,11 @@ def host_cmd(
     from wasmlattice.lattice.run import HostStartError, run_host
     from wasmlattice.protocol.connection import NatsConnectionError
 
-    labels = _host_labels(label or [])
-    nats = _nats_kwargs(
-        nats_creds, nats_jwt, nats_seed, nats_tls, nats_tls_ca, js_domain, nats_tls_cert, nats_tls_key
-    )
+    labels = host_labels(label or [])
+    nats = auth.host_kwargs()
     setup_logging(log_level)
     try:
-        opts = _host_options(
+        opts = host_options(
             nats_url=nats_url,
             lattice=lattice,
             labels=labels,
@@ -280,401 +68,12 @@ def host_cmd(
         fail(str(e))
 
 
-def _default_up_dir() -> Path:
-    from wasmlattice.nats_server import default_data_dir
-
-    return default_data_dir().parent
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) counts as gone.
-    with contextlib.suppress(OSError):
-        status = Path(f"/proc/{pid}/status").read_text()
-        if "\nState:\tZ" in status:
-            return False
-    return True
-
-
-def _read_state(data_dir: Path) -> dict[str, Any] | None:
-    path = data_dir / STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
-
-
-def _check_not_running(data_dir: Path) -> None:
-    state = _read_state(data_dir)
-    if state is None:
-        return
-    pid = state.get("pid")
-    if isinstance(pid, int) and _pid_alive(pid):
-        fail(
-            f"wasmlattice is already running from {data_dir} (pid {pid}, NATS {state.get('nats_url')}): "
-            f"stop it with `wasmlattice down --data-dir {data_dir}`"
-        )
-    (data_dir / STATE_FILE).unlink(missing_ok=True)  # stale: its process is gone
-
-
-async def _up_main(
-    data_dir: Path,
-    nats_port: int,
-    nats_url: str | None,
-    lattice: str,
-    labels: dict[str, str],
-    output: str,
-    host_kwargs: dict[str, Any],
-    app_manager: bool = True,
-) -> None:
-    from wasmlattice.host.identity import HostIdentity
-    from wasmlattice.lattice.run import run_host
-    from wasmlattice.nats_server import EmbeddedNats, port_in_use
-
-    nats: EmbeddedNats | None = None
-    url = nats_url
-    if url is None:
-        if port_in_use("127.0.0.1", nats_port):
-            # Like `wash up`: a NATS server already listening on the port is used as is.
-            url = f"nats://127.0.0.1:{nats_port}"
-        else:
-            nats = EmbeddedNats(host="127.0.0.1", port=nats_port, data_dir=data_dir / "nats")
-            await nats.start()
-            url = nats.url
-    state_path = data_dir / STATE_FILE
-    manager_task: asyncio.Future[None] | None = None
-    manager_stop = asyncio.Event()
-    try:
-        host_seed = host_kwargs.get("host_seed")
-        identity = HostIdentity.from_seed(host_seed) if host_seed else HostIdentity.generate()
-        opts = _host_options(
-            **{
-                **host_kwargs,
-                "nats_url": url,
-                "lattice": lattice,
-                "labels": labels,
-                "host_seed": identity.seed,
-            }
-        )
-        ready = asyncio.Event()
-        host_task = asyncio.ensure_future(run_host(opts, ready))
-        if app_manager:
-            from wasmlattice.apps.manager import run_app_manager
-
-            manager_task = asyncio.ensure_future(run_app_manager(opts.nats_options(), lattice, manager_stop))
-        ready_wait = asyncio.ensure_future(ready.wait())
-        try:
-            await asyncio.wait({host_task, ready_wait}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ready_wait.cancel()
-        if host_task.done():
-            host_task.result()  # raises the host's start-up error
-            raise RuntimeError("the host stopped right after starting")
-        if not ready.is_set():
-            host_task.cancel()
-            raise RuntimeError("the host did not become ready within 60s")
-        state = {
-            "pid": os.getpid(),
-            "nats_url": url,
-            "nats_pid": nats.pid if nats is not None else None,
-            "embedded_nats": nats is not None,
-            "lattice": lattice,
-            "host_id": identity.public_key,
-            "data_dir": str(data_dir),
-            "log": str(data_dir / "up.log"),
-        }
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(state_path)
-        if output == "json":
-            print_json(state)
-        else:
-            typer.echo(f"NATS:    {url}" + (" (embedded, JetStream)" if nats is not None else " (existing)"))
-            typer.echo(f"Lattice: {lattice}")
-            typer.echo(f"Host:    {identity.public_key}")
-            typer.echo("Stop with Ctrl-C, or `wasmlattice down` from another terminal.")
-        sys.stdout.flush()
-        # run_host stops on SIGINT/SIGTERM (Ctrl-C, `wasmlattice down`) or a `host.stop` request.
-        await host_task
-    finally:
-        if manager_task is not None:
-            manager_stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(manager_task, 5.0)
-        # Only remove the state file if it is ours (a second `up` may not clobber a running one).
-        state_now = _read_state(data_dir)
-        if state_now is not None and state_now.get("pid") == os.getpid():
-            state_path.unlink(missing_ok=True)
-        if nats is not None:
-            await nats.stop()
-
-
-@app.command("up")
-def up(
-    nats_port: Annotated[
-        int, typer.Option(min=1, max=65535, help="Port of the embedded NATS server.")
-    ] = 4222,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Where NATS data, logs and the state file go.")
-    ] = None,
-    nats_url: Annotated[
-        str | None, typer.Option("--nats-url", help="Use this NATS server instead of starting one.")
-    ] = None,
-    label: LabelOpt = None,
-    lattice: LatticeOpt = "default",
-    host_seed: HostSeedOpt = None,
-    friendly_name: FriendlyNameOpt = None,
-    nats_creds: NatsCredsOpt = None,
-    nats_jwt: NatsJwtOpt = None,
-    nats_seed: NatsSeedOpt = None,
-    nats_tls: NatsTlsOpt = False,
-    nats_tls_ca: NatsTlsCaOpt = None,
-    nats_tls_cert: NatsTlsCertOpt = None,
-    nats_tls_key: NatsTlsKeyOpt = None,
-    js_domain: JsDomainOpt = None,
-    heartbeat_interval: HeartbeatOpt = None,
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
-    app_manager: Annotated[
-        bool, typer.Option("--app-manager/--no-app-manager", help="Run the app manager in-process too.")
-    ] = True,
-    output: OutputOpt = OutputFormat.text,
-    log_level: LogLevelOpt = "warning",
-) -> None:
-    """Start NATS (with JetStream), one host and the app manager; with --detach, in the background."""
-    from wasmlattice.nats_server import EmbeddedNatsError
-
-    labels = _host_labels(label or [])
-    host_kwargs = _nats_kwargs(
-        nats_creds, nats_jwt, nats_seed, nats_tls, nats_tls_ca, js_domain, nats_tls_cert, nats_tls_key
-    )
-    host_kwargs.update(
-        host_seed=host_seed, friendly_name=friendly_name, heartbeat_interval=heartbeat_interval
-    )
-    if host_seed:
-        from wasmlattice.host.identity import HostIdentity, HostIdentityError
-
-        try:
-            HostIdentity.from_seed(host_seed)
-        except HostIdentityError as e:
-            raise typer.BadParameter(str(e), param_hint="--host-seed") from None
-    ddir = (data_dir or _default_up_dir()).resolve()
-    ddir.mkdir(parents=True, exist_ok=True)
-    _check_not_running(ddir)
-    if detach:
-        _up_detached(
-            ddir, nats_port, nats_url, lattice, label or [], output, log_level, host_kwargs, app_manager
-        )
-        return
-    setup_logging(log_level)
-    try:
-        aio.run(_up_main(ddir, nats_port, nats_url, lattice, labels, output.value, host_kwargs, app_manager))
-    except EmbeddedNatsError as e:
-        fail(f"cannot start NATS: {e}")
-    except Exception as e:  # start-up failures: one line, not a traceback
-        fail(f"{type(e).__name__}: {e}")
-
-
-def _up_detached(
-    ddir: Path,
-    nats_port: int,
-    nats_url: str | None,
-    lattice: str,
-    labels: list[str],
-    output: OutputFormat,
-    log_level: str,
-    host_kwargs: dict[str, Any],
-    app_manager: bool = True,
-) -> None:
-    """Start `up` in a new session with output in `<data-dir>/up.log`; return once its host answers."""
-    import dataclasses
-    import subprocess
-
-    # Secrets (seeds, JWT) go to the child through its environment, not its (visible) command line.
-    env = {k: v for k, v in os.environ.items() if k not in _RESOLVED_ENV}
-    secret_env = {
-        "nats_jwt": "WASMLATTICE_NATS_JWT",
-        "nats_seed": "WASMLATTICE_NATS_SEED",
-        "host_seed": "WASMLATTICE_HOST_SEED",
-        "nats_creds": "WASMLATTICE_NATS_CREDS",
-        "js_domain": "WASMLATTICE_JS_DOMAIN",
-    }
-    for key, var in secret_env.items():
-        if host_kwargs.get(key) is not None:
-            env[var] = str(host_kwargs[key])
-
-    cmd = [sys.executable, "-m", "wasmlattice.cli.main", "up", "--data-dir", str(ddir)]
-    cmd += ["--nats-port", str(nats_port), "--lattice", lattice, "--log-level", log_level]
-    if not app_manager:
-        cmd += ["--no-app-manager"]
-    if nats_url is not None:
-        cmd += ["--nats-url", nats_url]
-    for lb in labels:
-        cmd += ["--label", lb]
-    if host_kwargs.get("friendly_name"):
-        cmd += ["--friendly-name", str(host_kwargs["friendly_name"])]
-    if host_kwargs.get("heartbeat_interval") is not None:
-        cmd += ["--heartbeat-interval", repr(host_kwargs["heartbeat_interval"])]
-    if host_kwargs.get("nats_tls"):
-        cmd += ["--nats-tls"]
-    for key, flag in (
-        ("nats_tls_ca", "--nats-tls-ca"),
-        ("nats_tls_cert", "--nats-tls-cert"),
-        ("nats_tls_key", "--nats-tls-key"),
-    ):
-        if host_kwargs.get(key) is not None:
-            cmd += [flag, str(host_kwargs[key])]
-    log_path = ddir / "up.log"
-    with log_path.open("ab") as log_file:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
-    deadline = time.monotonic() + 60
-    state: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-            fail(f"`wasmlattice up` exited with {proc.returncode}; see {log_path}:\n" + "\n".join(tail))
-        state = _read_state(ddir)
-        if state is not None and state.get("pid") == proc.pid:
-            break
-        time.sleep(0.1)
-    else:
-        proc.terminate()
-        fail(f"`wasmlattice up` did not become ready within 60s; see {log_path}")
-    assert state is not None
-    host_id = str(state["host_id"])
-    # Ping with the host's own credentials and TLS settings, so a secured NATS is checked too.
-    url = str(state["nats_url"])
-    opts = dataclasses.replace(
-        _host_options(**{**host_kwargs, "nats_url": url, "lattice": lattice}).nats_options(),
-        name="wasmlattice-cli",
-    )
-    hosts = ctl_call(url, lattice, 2.0, lambda c: c.ping_hosts(1.0), options=opts)
-    if not any(h.id == host_id for h in hosts):
-        fail(f"the host {host_id} started but does not answer ping; see {log_path}")
-    if output is OutputFormat.json:
-        print_json(state)
-        return
-    typer.echo(f"wasmlattice is running in the background (pid {proc.pid})")
-    typer.echo(f"NATS:    {state['nats_url']}")
-    typer.echo(f"Lattice: {lattice}")
-    typer.echo(f"Host:    {host_id}")
-    typer.echo(f"Logs:    {log_path}")
-    typer.echo(f"Stop with `wasmlattice down --data-dir {ddir}`")
-
-
-def _is_embedded_nats(pid: int, ddir: Path) -> bool:
-    """Whether `pid` is still the nats-server `up` started from `ddir` (not a recycled PID)."""
-    if not _pid_alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True  # no /proc: trust the recorded PID
-    return any(b"nats-server" in part for part in cmdline) and any(
-        str(ddir).encode() in part for part in cmdline
-    )
-
-
-def _stop_pid(pid: int, timeout: float) -> bool:
-    """SIGTERM, wait up to `timeout`, then SIGKILL; whether it had to be killed."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if not _pid_alive(pid):
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return True
-
-
-@app.command("down")
-def down(
-    data_dir: Annotated[Path | None, typer.Option(help="The data dir `up` used.")] = None,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait before killing.")] = 20.0,
-    output: OutputOpt = OutputFormat.text,
-) -> None:
-    """Stop what `wasmlattice up` started (its host and embedded NATS; never a NATS it only joined)."""
-    ddir = (data_dir or _default_up_dir()).resolve()
-
-    def report(stopped: bool, message: str, **details: Any) -> None:
-        if output is OutputFormat.json:
-            print_json(
-                {"success": True, "stopped": stopped, "message": message, "data_dir": str(ddir), **details}
-            )
-        else:
-            typer.echo(message)
-
-    state = _read_state(ddir)
-    if state is None:
-        report(False, f"Nothing to stop: no `wasmlattice up` is running from {ddir}")
-        return
-    pid = state.get("pid")
-    up_alive = isinstance(pid, int) and _pid_alive(pid)
-    # `up` leaves the lattice and stops its embedded NATS itself on SIGTERM.
-    killed = _stop_pid(pid, timeout) if isinstance(pid, int) and up_alive else False
-    # If `up` had to be killed, or died without cleaning up (kill -9), its nats-server outlives it:
-    # stop that too. A NATS that `up` only joined (`nats_pid` null) is never touched.
-    nats_pid = state.get("nats_pid")
-    orphan = (
-        bool(state.get("embedded_nats")) and isinstance(nats_pid, int) and _is_embedded_nats(nats_pid, ddir)
-    )
-    if orphan and isinstance(nats_pid, int):
-        _stop_pid(nats_pid, 5.0)
-    (ddir / STATE_FILE).unlink(missing_ok=True)
-    details = {
-        "killed": killed,
-        "pid": pid,
-        "host_id": state.get("host_id"),
-        "lattice": state.get("lattice"),
-        "nats_url": state.get("nats_url"),
-        "embedded_nats": bool(state.get("embedded_nats")),
-        "nats_pid": nats_pid,
-    }
-    if not up_alive:
-        if orphan:
-            msg = f"wasmlattice (pid {pid}) had exited; stopped the nats-server it left (pid {nats_pid})"
-            report(True, msg, **details)
-        else:
-            msg = f"Nothing to stop: the process recorded in {ddir / STATE_FILE} is gone (cleaned up)"
-            report(False, msg)
-        return
-    if killed:
-        report(True, f"Killed pid {pid} (it did not stop within {timeout:g}s)", **details)
-        return
-    nats_note = "" if state.get("embedded_nats") else " left running: `up` did not start it"
-    where = f"host {state.get('host_id')}, NATS {state.get('nats_url')}{nats_note}"
-    report(True, f"Stopped wasmlattice (pid {pid}, {where})", **details)
-
-
-@app.command("app-manager")
+@option_group
 def app_manager_cmd(
     nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
     lattice: LatticeOpt = "default",
-    nats_creds: NatsCredsOpt = None,
-    nats_jwt: NatsJwtOpt = None,
-    nats_seed: NatsSeedOpt = None,
-    nats_tls: NatsTlsOpt = False,
-    nats_tls_ca: NatsTlsCaOpt = None,
-    nats_tls_cert: NatsTlsCertOpt = None,
-    nats_tls_key: NatsTlsKeyOpt = None,
-    js_domain: JsDomainOpt = None,
+    *,
+    auth: NatsAuth,
     host_timeout: Annotated[
         float,
         typer.Option(
@@ -688,12 +87,10 @@ def app_manager_cmd(
     from wasmlattice.protocol.connection import NatsConnectionError
 
     setup_logging(log_level)
-    opts = _host_options(
+    opts = host_options(
         nats_url=nats_url,
         lattice=lattice,
-        **_nats_kwargs(
-            nats_creds, nats_jwt, nats_seed, nats_tls, nats_tls_ca, js_domain, nats_tls_cert, nats_tls_key
-        ),
+        **auth.host_kwargs(),
     )
 
     async def main() -> None:
@@ -708,3 +105,10 @@ def app_manager_cmd(
         aio.run(main())
     except NatsConnectionError as e:
         fail(str(e))
+
+
+# Registered here, in the order `wasmlattice --help` lists them (`up` and `down` live in `up_cmds`).
+app.command("host")(host_cmd)
+app.command("up")(up_cmds.up)
+app.command("down")(up_cmds.down)
+app.command("app-manager")(app_manager_cmd)

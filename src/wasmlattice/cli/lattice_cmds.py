@@ -9,16 +9,12 @@ import typer
 
 from wasmlattice.cli.app import app
 from wasmlattice.cli.common import (
-    DEFAULT_CLI_NATS_URL,
-    LatticeOpt,
-    NatsUrlOpt,
+    LatticeTarget,
     OutputFormat,
-    OutputOpt,
-    TimeoutOpt,
     ack,
     console,
-    ctl_call,
     fail,
+    option_group,
     parse_kv,
     print_json,
 )
@@ -40,25 +36,24 @@ def _labels_text(labels: dict[str, str]) -> str:
 
 
 @get_app.command("hosts")
+@option_group
 def get_hosts(
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
     wait: Annotated[float, typer.Option(min=0.05, help="How long to collect ping replies, seconds.")] = 1.0,
 ) -> None:
     """List the hosts of the lattice (every host answers a ping). Text output exits 1 if none answer."""
     from wasmlattice.client.ctl import UP_HINT, to_json
 
-    hosts = ctl_call(nats_url, lattice, timeout, lambda c: c.ping_hosts(wait))
-    if output is OutputFormat.json:
+    hosts = lat.ctl(lambda c: c.ping_hosts(wait))
+    if lat.output is OutputFormat.json:
         print_json(to_json(hosts))
         return
     if not hosts:
-        fail(f"no host answered on lattice '{lattice}' within {wait:g}s: {UP_HINT}")
+        fail(f"no host answered on lattice '{lat.lattice}' within {wait:g}s: {UP_HINT}")
     from rich.table import Table
 
-    table = Table(title=f"Hosts of lattice '{lattice}'")
+    table = Table(title=f"Hosts of lattice '{lat.lattice}'")
     for col in ("Host ID", "Friendly name", "Uptime", "Version", "Labels"):
         table.add_column(col, overflow="fold")
     for h in hosts:
@@ -73,12 +68,11 @@ def get_hosts(
 
 
 @get_app.command("inventory")
+@option_group
 def get_inventory(
     host_id: Annotated[str | None, typer.Argument(help="Host ID; every host if omitted.")] = None,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
     wait: Annotated[float, typer.Option(min=0.05, help="How long to collect ping replies, seconds.")] = 1.0,
 ) -> None:
     """Show the components, providers and labels of one host or of every host."""
@@ -89,11 +83,11 @@ def get_inventory(
             return [await c.get_host_inventory(host_id)]
         hosts = await c.ping_hosts(wait)
         if not hosts:
-            raise CtlError(f"no host answered on lattice '{lattice}' within {wait:g}s: {UP_HINT}")
+            raise CtlError(f"no host answered on lattice '{lat.lattice}' within {wait:g}s: {UP_HINT}")
         return list(await asyncio.gather(*(c.get_host_inventory(h.id) for h in hosts)))
 
-    inventories = ctl_call(nats_url, lattice, timeout, fetch)
-    if output is OutputFormat.json:
+    inventories = lat.ctl(fetch)
+    if lat.output is OutputFormat.json:
         print_json(to_json(inventories[0]) if host_id is not None else to_json(inventories))
         return
     from rich.table import Table
@@ -144,23 +138,22 @@ def _print_links(links: list[Any], output: OutputFormat) -> None:
 
 
 @get_app.command("links")
+@option_group
 def get_links(
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """List every link of the lattice."""
-    _print_links(ctl_call(nats_url, lattice, timeout, lambda c: c.get_links()), output)
+    _print_links(lat.ctl(lambda c: c.get_links()), lat.output)
 
 
-def _show_config(name: str, nats_url: str, lattice: str, output: OutputFormat, timeout: float) -> None:
-    values = ctl_call(nats_url, lattice, timeout, lambda c: c.get_config(name))
+def _show_config(name: str, lat: LatticeTarget) -> None:
+    values = lat.ctl(lambda c: c.get_config(name))
     if values is None:
-        if output is OutputFormat.json:
+        if lat.output is OutputFormat.json:
             print_json(None)
-        fail(f"config '{name}' not found on lattice '{lattice}': create it with `wasmlattice config put`")
-    if output is OutputFormat.json:
+        fail(f"config '{name}' not found on lattice '{lat.lattice}': create it with `wasmlattice config put`")
+    if lat.output is OutputFormat.json:
         print_json(values)
         return
     from rich.table import Table
@@ -174,27 +167,25 @@ def _show_config(name: str, nats_url: str, lattice: str, output: OutputFormat, t
 
 
 @get_app.command("config")
+@option_group
 def get_config(
     name: Annotated[str, typer.Argument(help="Config name.")],
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Show a named config (exit 1 if it does not exist)."""
-    _show_config(name, nats_url, lattice, output, timeout)
+    _show_config(name, lat)
 
 
 @get_app.command("claims")
+@option_group
 def get_claims(
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """List the claims of every signed component and provider known to the lattice."""
-    claims = ctl_call(nats_url, lattice, timeout, lambda c: c.get_claims())
-    if output is OutputFormat.json:
+    claims = lat.ctl(lambda c: c.get_claims())
+    if lat.output is OutputFormat.json:
         print_json(claims)
         return
     if not claims:
@@ -217,6 +208,7 @@ def get_claims(
 
 
 @link_app.command("put")
+@option_group
 def link_put(
     source: Annotated[str, typer.Argument(help="Source component/provider ID (imports the interface).")],
     target: Annotated[str, typer.Argument(help="Target component/provider ID (exports the interface).")],
@@ -232,10 +224,8 @@ def link_put(
     target_config: Annotated[
         list[str] | None, typer.Option("--target-config", help="Named config for the target; repeatable.")
     ] = None,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Create or replace a link from SOURCE to TARGET for NAMESPACE:PACKAGE/INTERFACE."""
     from wasmlattice.protocol.models import Link
@@ -250,24 +240,23 @@ def link_put(
         source_config=list(source_config or []),
         target_config=list(target_config or []),
     )
-    msg = ctl_call(nats_url, lattice, timeout, lambda c: c.put_link(link))
-    ack(output, msg, f"Link {source} -> {target} ({namespace}:{package}) put")
+    msg = lat.ctl(lambda c: c.put_link(link))
+    ack(lat.output, msg, f"Link {source} -> {target} ({namespace}:{package}) put")
 
 
 @link_app.command("del")
+@option_group
 def link_del(
     source: Annotated[str, typer.Argument(help="Source component/provider ID.")],
     namespace: Annotated[str, typer.Argument(help="WIT namespace.")],
     package: Annotated[str, typer.Argument(help="WIT package.")],
     name: Annotated[str, typer.Option("--name", "--link-name", "-n", help="Link name.")] = "default",
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Delete SOURCE's link for NAMESPACE:PACKAGE (idempotent)."""
-    msg = ctl_call(nats_url, lattice, timeout, lambda c: c.delete_link(source, namespace, package, name))
-    ack(output, msg, f"Link of {source} ({namespace}:{package}) deleted")
+    msg = lat.ctl(lambda c: c.delete_link(source, namespace, package, name))
+    ack(lat.output, msg, f"Link of {source} ({namespace}:{package}) deleted")
 
 
 # `link get` and `config get` are the same commands as `get links` and `get config`.
@@ -275,44 +264,41 @@ link_app.command("get", help="List every link of the lattice (same as `get links
 
 
 @config_app.command("put")
+@option_group
 def config_put(
     name: Annotated[str, typer.Argument(help="Config name.")],
     values: Annotated[list[str], typer.Argument(help="KEY=VALUE pairs.")],
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Store named config NAME (replaces all its keys)."""
     data = parse_kv(values, "config")
-    msg = ctl_call(nats_url, lattice, timeout, lambda c: c.put_config(name, data))
-    ack(output, msg, f"Config '{name}' put")
+    msg = lat.ctl(lambda c: c.put_config(name, data))
+    ack(lat.output, msg, f"Config '{name}' put")
 
 
 config_app.command("get", help="Show named config NAME (same as `get config`).")(get_config)
 
 
 @config_app.command("del")
+@option_group
 def config_del(
     name: Annotated[str, typer.Argument(help="Config name.")],
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Delete named config NAME (idempotent)."""
-    msg = ctl_call(nats_url, lattice, timeout, lambda c: c.delete_config(name))
-    ack(output, msg, f"Config '{name}' deleted")
+    msg = lat.ctl(lambda c: c.delete_config(name))
+    ack(lat.output, msg, f"Config '{name}' deleted")
 
 
 @label_app.command("put")
+@option_group
 def label_put(
     host_id: Annotated[str, typer.Argument(help="Host ID.")],
     labels: Annotated[list[str], typer.Argument(help="KEY=VALUE pairs.")],
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Set labels on a host."""
     pairs = parse_kv(labels, "label")
@@ -323,18 +309,17 @@ def label_put(
             msg = await c.put_label(host_id, k, v)
         return str(msg)
 
-    msg = ctl_call(nats_url, lattice, timeout, put_all)
-    ack(output, msg, "Labels put")
+    msg = lat.ctl(put_all)
+    ack(lat.output, msg, "Labels put")
 
 
 @label_app.command("del")
+@option_group
 def label_del(
     host_id: Annotated[str, typer.Argument(help="Host ID.")],
     keys: Annotated[list[str], typer.Argument(help="Label keys.")],
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Delete labels from a host."""
 
@@ -344,21 +329,20 @@ def label_del(
             msg = await c.delete_label(host_id, k)
         return str(msg)
 
-    msg = ctl_call(nats_url, lattice, timeout, del_all)
-    ack(output, msg, "Labels deleted")
+    msg = lat.ctl(del_all)
+    ack(lat.output, msg, "Labels deleted")
 
 
 @stop_app.command("host")
+@option_group
 def stop_host(
     host_id: Annotated[str, typer.Argument(help="Host ID.")],
     host_timeout: Annotated[
         int | None, typer.Option("--host-timeout", min=0, help="Shutdown deadline for the host, ms.")
     ] = None,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Ask a host to shut down."""
-    msg = ctl_call(nats_url, lattice, timeout, lambda c: c.stop_host(host_id, host_timeout))
-    ack(output, msg, f"Host {host_id} stopping")
+    msg = lat.ctl(lambda c: c.stop_host(host_id, host_timeout))
+    ack(lat.output, msg, f"Host {host_id} stopping")

@@ -19,14 +19,11 @@ import typer
 
 from wasmlattice.cli.app import app
 from wasmlattice.cli.common import (
-    DEFAULT_CLI_NATS_URL,
-    LatticeOpt,
-    NatsUrlOpt,
     OutputFormat,
-    OutputOpt,
-    TimeoutOpt,
+    SlowLatticeTarget,
     cli_nats_options,
     fail,
+    option_group,
     print_json,
 )
 
@@ -93,6 +90,7 @@ def _check_name(name: str) -> str:
 
 
 @secret_app.command("put")
+@option_group
 def secret_put(
     name: Annotated[str, typer.Argument(help="Secret name (what the component passes to store.get).")],
     value: Annotated[
@@ -106,10 +104,8 @@ def secret_put(
         bool, typer.Option("--text", help="With --file: store the file's content as text (UTF-8).")
     ] = False,
     key_file: KeyFileOpt = None,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 5.0,
+    *,
+    lat: SlowLatticeTarget,
 ) -> None:
     """Encrypt and store secret NAME, and its reference SECRET_NAME for scale commands."""
     from wasmlattice.capabilities.secrets import put_secret, reference_name
@@ -134,28 +130,27 @@ def secret_put(
         assert value is not None
         secret = value
     key = _load_key(key_file)
-    revision = _js_call(nats_url, timeout, lambda js: put_secret(js, lattice, name, secret, key))
+    revision = _js_call(lat.nats_url, lat.timeout, lambda js: put_secret(js, lat.lattice, name, secret, key))
     ref = reference_name(name)
-    if output is OutputFormat.json:
+    if lat.output is OutputFormat.json:
         print_json({"success": True, "name": name, "reference": ref, "version": str(revision)})
     else:
         typer.echo(f"Secret '{name}' stored; scale components with config '{ref}' to give it to them")
 
 
 @secret_app.command("del")
+@option_group
 def secret_del(
     name: Annotated[str, typer.Argument(help="Secret name.")],
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 5.0,
+    *,
+    lat: SlowLatticeTarget,
 ) -> None:
     """Delete secret NAME and its reference (idempotent); running components keep what they have."""
     from wasmlattice.capabilities.secrets import delete_secret
 
     _check_name(name)
-    _js_call(nats_url, timeout, lambda js: delete_secret(js, lattice, name))
-    if output is OutputFormat.json:
+    _js_call(lat.nats_url, lat.timeout, lambda js: delete_secret(js, lat.lattice, name))
+    if lat.output is OutputFormat.json:
         print_json({"success": True, "name": name})
     else:
         typer.echo(f"Secret '{name}' deleted")

@@ -1,12 +1,7 @@
 """Workload commands: scale/update components, start/stop providers (like `wash scale/update/start/stop`).
 
-Placement without `--host`: `scale component` first looks for hosts already running the component ID
-(from every host's inventory) whose labels match every `--constraint`; if there are any, the scale goes
-to each of them (a new count, or 0 to stop it, applies on every host running it). Only when none runs
-it is a component auction held with the constraints. Hosts already running an ID never bid for it (as
-in wasmCloud v1), so bidders are new placements; the least loaded one wins (fewest components, or
-fewest providers for a provider), ties going to the host that answered first. `start provider` always
-auctions. By default the command then waits for the outcome event on
+Without `--host`, `placement` picks the hosts (hosts already running the ID, else an auction's least
+loaded bidder). By default the command then waits for the outcome event on
 `wasmbus.evt.<lattice>.>` (`component_scaled` / `component_scale_failed`, `provider_started` /
 `provider_start_failed`) and exits 1 when the host reports a failure or nothing arrives in time, so a
 deploy that failed is never reported as done. `--no-wait` returns after the host's acknowledgement.
@@ -17,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,18 +20,15 @@ import typer
 
 from wasmlattice.cli.app import app
 from wasmlattice.cli.common import (
-    DEFAULT_CLI_NATS_URL,
-    LatticeOpt,
-    NatsUrlOpt,
+    LatticeTarget,
     OutputFormat,
-    OutputOpt,
-    TimeoutOpt,
-    ctl_call,
     fail,
+    option_group,
     parse_kv,
     print_json,
 )
 from wasmlattice.cli.lattice_cmds import stop_app
+from wasmlattice.cli.placement import component_scale_targets, hosts_running, pick_provider_host
 
 scale_app = typer.Typer(help="Scale components.", no_args_is_help=True)
 update_app = typer.Typer(help="Update components to a new image reference.", no_args_is_help=True)
@@ -135,135 +127,6 @@ class EventWatch:
         return found
 
 
-async def inventories(ctl: Any, wait: float) -> list[Any]:
-    """The inventory of every host answering a ping within `wait` seconds."""
-    hosts = await ctl.ping_hosts(wait)
-    return list(await asyncio.gather(*(ctl.get_host_inventory(h.id) for h in hosts)))
-
-
-def _no_match(what: str, lattice: str, constraints: Mapping[str, str], extra: str = "") -> str:
-    from wasmlattice.client.ctl import UP_HINT
-
-    if not constraints:
-        return f"no host on lattice '{lattice}' bid for {what}{extra}: {UP_HINT}"
-    return (
-        f"no host on lattice '{lattice}' matches constraints {dict(constraints)}{extra}; "
-        "check labels with `wasmlattice get hosts`"
-    )
-
-
-def labels_match(labels: Mapping[str, str], constraints: Mapping[str, str]) -> bool:
-    """Whether `labels` satisfy every constraint exactly (the rule hosts apply in auctions)."""
-    return all(labels.get(k) == v for k, v in constraints.items())
-
-
-def _items(inv: Any, what: str) -> Any:
-    """The components or the providers of a host inventory."""
-    return inv.components if what == "component" else inv.providers
-
-
-async def _least_loaded_bidder(
-    ctl: Any, what: str, item_id: str, acks: list[Any], constraints: dict[str, str]
-) -> str:
-    """The bidder running the fewest components/providers (hosts running `item_id` do not bid)."""
-    from wasmlattice.client.ctl import CtlError
-
-    bidders = list(dict.fromkeys(a.host_id for a in acks))
-    if not bidders:
-        extra = f" (hosts already running {what} {item_id} do not bid)"
-        raise CtlError(_no_match(f"{what} {item_id}", ctl.lattice, constraints, extra))
-    if len(bidders) == 1:
-        return str(bidders[0])
-    invs = await asyncio.gather(*(ctl.get_host_inventory(h) for h in bidders))
-    return str(min(zip(bidders, invs, strict=True), key=lambda hi: len(_items(hi[1], what)))[0])
-
-
-async def pick_component_host(
-    ctl: Any, ref: str, component_id: str, constraints: dict[str, str], auction_wait: float
-) -> str:
-    """Auction the component; the least loaded bidder."""
-    acks = await ctl.auction_component(ref, component_id, constraints, wait=auction_wait)
-    return await _least_loaded_bidder(ctl, "component", component_id, acks, constraints)
-
-
-async def component_scale_targets(
-    ctl: Any, ref: str, component_id: str, count: int, constraints: dict[str, str], wait: float
-) -> list[str]:
-    """Where a scale without --host goes: every matching host running the ID, else an auction winner.
-
-    A count of 0 never starts anything, so it fails (with what to check) when no matching host runs it.
-    """
-    from wasmlattice.client.ctl import CtlError
-
-    if count == 0:
-        running = await running_matching(ctl, component_id, constraints, wait)
-        if not running:
-            where = f" matching constraints {constraints}" if constraints else ""
-            raise CtlError(
-                f"component {component_id} is not running on any host{where} of lattice "
-                f"'{ctl.lattice}'; nothing to stop: see `wasmlattice get inventory`"
-            )
-        return running
-    # The auction collects bids while the inventories are read, so a new placement costs one
-    # collection window, not two; its result is dropped when hosts already run the ID.
-    auction = asyncio.ensure_future(pick_component_host(ctl, ref, component_id, constraints, wait))
-    try:
-        running = await running_matching(ctl, component_id, constraints, wait)
-    except BaseException:
-        await _drop(auction)
-        raise
-    if running:
-        await _drop(auction)
-        return running
-    return [await auction]
-
-
-async def running_matching(
-    ctl: Any, component_id: str, constraints: Mapping[str, str], wait: float
-) -> list[str]:
-    """IDs of the hosts running `component_id` whose labels satisfy every constraint."""
-    return [str(inv.host_id) for inv in await _running_on(ctl, "component", component_id, wait, constraints)]
-
-
-async def _running_on(
-    ctl: Any, what: str, item_id: str, wait: float, constraints: Mapping[str, str] | None = None
-) -> list[Any]:
-    """Inventories of the hosts running component/provider `item_id` (and matching `constraints`)."""
-    return [
-        inv
-        for inv in await inventories(ctl, wait)
-        if any(i.id == item_id for i in _items(inv, what)) and labels_match(inv.labels, constraints or {})
-    ]
-
-
-async def _drop(task: asyncio.Future[Any]) -> None:
-    """Cancel a task whose result is no longer wanted, and consume its outcome (no stray warnings)."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-
-
-async def pick_provider_host(
-    ctl: Any, ref: str, provider_id: str, constraints: dict[str, str], auction_wait: float
-) -> str:
-    """Auction the provider; the least loaded bidder."""
-    acks = await ctl.auction_provider(ref, provider_id, constraints, wait=auction_wait)
-    return await _least_loaded_bidder(ctl, "provider", provider_id, acks, constraints)
-
-
-async def hosts_running(ctl: Any, what: str, item_id: str, wait: float) -> list[Any]:
-    """Inventories of the hosts running component/provider `item_id`; CtlError if there are none."""
-    from wasmlattice.client.ctl import CtlError
-
-    found = await _running_on(ctl, what, item_id, wait)
-    if not found:
-        raise CtlError(
-            f"{what} {item_id} is not running on any host of lattice '{ctl.lattice}': "
-            "see `wasmlattice get inventory`"
-        )
-    return found
-
-
 def report(result: dict[str, Any], output: OutputFormat, ok_text: Callable[[dict[str, Any]], str]) -> None:
     """Print a workload result; exit 1 (one error line per failed host) unless every host succeeded."""
     if output is OutputFormat.json:
@@ -318,6 +181,7 @@ def _placement(
 
 
 @scale_app.command("component")
+@option_group
 def scale_component(
     ref: Annotated[str, typer.Argument(help="Component reference: file:///abs.wasm, a local path, or OCI.")],
     component_id: Annotated[str, typer.Argument(help="Component ID.")],
@@ -345,10 +209,8 @@ def scale_component(
     no_wait: NoWaitOpt = False,
     wait_timeout: WaitTimeoutOpt = 60.0,
     auction_timeout: AuctionTimeoutOpt = 1.0,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Scale component ID (image REF) to --count instances, then wait for the host's outcome event."""
     image_ref = normalize_ref(ref)
@@ -395,12 +257,12 @@ def scale_component(
             await watch.close()
         return {"component_id": component_id, "image_ref": image_ref, "count": count, "results": results}
 
-    result = ctl_call(nats_url, lattice, timeout, go)
+    result = lat.ctl(go)
     result["success"] = all(r["success"] for r in result["results"])
     verb = "scale to" if no_wait else "scaled to"
     report(
         result,
-        output,
+        lat.output,
         lambda r: (
             f"Component {component_id} {verb} {count} on host {r['host_id']}"
             + (" (acknowledged; not waiting for the outcome)" if no_wait else "")
@@ -409,16 +271,15 @@ def scale_component(
 
 
 @update_app.command("component")
+@option_group
 def update_component(
     component_id: Annotated[str, typer.Argument(help="ID of the running component.")],
     new_ref: Annotated[str, typer.Argument(help="New reference: file:///abs.wasm, a local path, or OCI.")],
     host: HostOpt = None,
     no_wait: NoWaitOpt = False,
     wait_timeout: WaitTimeoutOpt = 60.0,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Replace the image of running component ID with NEW_REF (on every host running it by default)."""
     from wasmlattice.client.ctl import CtlError
@@ -470,11 +331,11 @@ def update_component(
             await watch.close()
         return {"component_id": component_id, "image_ref": image_ref, "previous": current, "results": results}
 
-    result = ctl_call(nats_url, lattice, timeout, go)
+    result = lat.ctl(go)
     result["success"] = all(r["success"] for r in result["results"])
     report(
         result,
-        output,
+        lat.output,
         lambda r: (
             f"Component {component_id} on host {r['host_id']}: "
             + (r["message"] if r["event"] is None else f"updated to {image_ref}")
@@ -483,6 +344,7 @@ def update_component(
 
 
 @start_app.command("provider")
+@option_group
 def start_provider(
     ref: Annotated[str, typer.Argument(help="Provider reference, e.g. builtin://http-server.")],
     provider_id: Annotated[str, typer.Argument(help="Provider ID.")],
@@ -493,10 +355,8 @@ def start_provider(
     no_wait: NoWaitOpt = False,
     wait_timeout: WaitTimeoutOpt = 60.0,
     auction_timeout: AuctionTimeoutOpt = 1.0,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Start provider ID (image REF) on a host, then wait for provider_started or provider_start_failed."""
     provider_ref = normalize_ref(ref)
@@ -525,20 +385,19 @@ def start_provider(
             await watch.close()
         return {"provider_id": provider_id, "provider_ref": provider_ref, "results": [entry]}
 
-    result = ctl_call(nats_url, lattice, timeout, go)
+    result = lat.ctl(go)
     result["success"] = all(r["success"] for r in result["results"])
     verb = "starting" if no_wait else "started"
-    report(result, output, lambda r: f"Provider {provider_id} {verb} on host {r['host_id']}")
+    report(result, lat.output, lambda r: f"Provider {provider_id} {verb} on host {r['host_id']}")
 
 
 @stop_app.command("provider")
+@option_group
 def stop_provider(
     provider_id: Annotated[str, typer.Argument(help="Provider ID.")],
     host: HostOpt = None,
-    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL,
-    lattice: LatticeOpt = "default",
-    output: OutputOpt = OutputFormat.text,
-    timeout: TimeoutOpt = 2.0,
+    *,
+    lat: LatticeTarget,
 ) -> None:
     """Stop provider ID (on every host running it unless --host is given)."""
     from wasmlattice.client.ctl import CtlError
@@ -557,6 +416,6 @@ def stop_provider(
             results.append({"host_id": h, "message": msg, "success": True, "event": "provider_stopped"})
         return {"provider_id": provider_id, "results": results}
 
-    result = ctl_call(nats_url, lattice, timeout, go)
+    result = lat.ctl(go)
     result["success"] = True
-    report(result, output, lambda r: f"Provider {provider_id} stopped on host {r['host_id']}")
+    report(result, lat.output, lambda r: f"Provider {provider_id} stopped on host {r['host_id']}")

@@ -1,0 +1,203 @@
+"""Options shared by the commands that run a host or an app manager: `host`, `up`, `app-manager`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from wasmlattice.cli.common import fail
+
+# Each setting reads our variable first, then the wasmCloud host's name for it (reference §8), so an
+# environment written for a `wasmcloud` host starts a wasmlattice host unchanged.
+NatsCredsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--nats-creds",
+        envvar=["WASMLATTICE_NATS_CREDS", "WASMCLOUD_NATS_CREDS"],
+        help="NATS credentials (.creds) file.",
+    ),
+]
+NatsJwtOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--nats-jwt",
+        envvar=["WASMLATTICE_NATS_JWT", "WASMCLOUD_NATS_JWT"],
+        help="NATS user JWT (needs --nats-seed).",
+    ),
+]
+NatsSeedOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--nats-seed",
+        envvar=["WASMLATTICE_NATS_SEED", "WASMCLOUD_NATS_SEED"],
+        help="NATS user nkey seed (SU...).",
+    ),
+]
+# The TLS variables are the ones every other command reads (`cli_nats_options`): set them once.
+NatsTlsOpt = Annotated[
+    bool, typer.Option("--nats-tls", envvar="WASMLATTICE_NATS_TLS", help="Require TLS to the NATS server.")
+]
+NatsTlsCaOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--nats-tls-ca",
+        envvar="WASMLATTICE_NATS_TLS_CA",
+        help="CA file to trust for NATS TLS (implies --nats-tls).",
+    ),
+]
+NatsTlsCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--nats-tls-cert",
+        envvar="WASMLATTICE_NATS_TLS_CERT",
+        help="TLS client certificate for NATS (with --nats-tls-key; implies --nats-tls).",
+    ),
+]
+NatsTlsKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--nats-tls-key",
+        envvar="WASMLATTICE_NATS_TLS_KEY",
+        help="Private key of --nats-tls-cert.",
+    ),
+]
+JsDomainOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--js-domain", envvar=["WASMLATTICE_JS_DOMAIN", "WASMCLOUD_JS_DOMAIN"], help="JetStream domain."
+    ),
+]
+FriendlyNameOpt = Annotated[
+    str | None,
+    typer.Option("--friendly-name", help="Display name of the host (derived from its ID if unset)."),
+]
+HostSeedOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--host-seed",
+        envvar=["WASMLATTICE_HOST_SEED", "WASMCLOUD_HOST_SEED"],
+        help="nkeys server seed (SN...).",
+    ),
+]
+HeartbeatOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--heartbeat-interval",
+        "--heartbeat-interval-seconds",
+        min=0.1,
+        envvar=["WASMLATTICE_HEARTBEAT_INTERVAL", "WASMCLOUD_HEARTBEAT_INTERVAL"],
+        help="Seconds between host_heartbeat events (30).",
+    ),
+]
+
+# wasmCloud's level names (`trace`, `warn`, `critical`) map onto Python's.
+_LOG_LEVELS = {
+    "trace": "debug",
+    "debug": "debug",
+    "info": "info",
+    "warn": "warning",
+    "warning": "warning",
+    "error": "error",
+    "critical": "critical",
+}
+
+
+def check_log_level(value: str) -> str:
+    """The Python logging level for a level name (ours or wasmCloud's), or a usage error."""
+    level = _LOG_LEVELS.get(value.strip().lower())
+    if level is None:
+        raise typer.BadParameter(f"{value!r} is not a log level: use debug, info, warning or error")
+    return level
+
+
+LogLevelOpt = Annotated[
+    str,
+    typer.Option(
+        "--log-level",
+        envvar=["WASMLATTICE_LOG_LEVEL", "WASMCLOUD_LOG_LEVEL"],
+        callback=check_log_level,
+        help="debug, info, warning or error.",
+    ),
+]
+
+RESERVED_LABEL_MESSAGE = "labels under `hostcore.` are set by the host; choose another key"
+
+
+def host_labels(args: list[str]) -> dict[str, str]:
+    """The `--label` flags as a dict, once they and the WASMCLOUD_LABEL_* variables are valid.
+
+    Exits with code 2 on a malformed label or a `hostcore.` key: the host would only drop such a
+    label with a log line, and the user would wait for a label that never appears.
+    """
+    from wasmlattice.host.host import LABEL_ENV_PREFIX, LabelError, labels_from_env, parse_label_args
+    from wasmlattice.protocol.models import is_reserved_label
+
+    labels: dict[str, str] = {}
+    for arg in args:
+        try:
+            labels.update(parse_label_args([arg]))
+        except LabelError as e:
+            fail(f"--label: {e}", code=2)
+    for key in labels:
+        if is_reserved_label(key):
+            fail(f"--label {key}: {RESERVED_LABEL_MESSAGE}", code=2)
+    for key in labels_from_env():
+        if is_reserved_label(key):
+            fail(f"{LABEL_ENV_PREFIX}{key}: {RESERVED_LABEL_MESSAGE} (or unset the variable)", code=2)
+    return labels
+
+
+def existing_file(path: Path | None, option: str) -> Path | None:
+    """`path` made absolute (the detached `up` runs elsewhere), or exit 2 if it is not a file."""
+    if path is not None and not path.is_file():
+        # One plain line: a path wrapped inside Typer's error box cannot be copied.
+        fail(f"{option}: {path} is not a file", code=2)
+    return path.resolve() if path is not None else None
+
+
+@dataclass(frozen=True)
+class NatsAuth:
+    """How a host or app manager reaches a secured NATS: credentials, TLS, and the JetStream domain."""
+
+    nats_creds: NatsCredsOpt = None
+    nats_jwt: NatsJwtOpt = None
+    nats_seed: NatsSeedOpt = None
+    nats_tls: NatsTlsOpt = False
+    nats_tls_ca: NatsTlsCaOpt = None
+    nats_tls_cert: NatsTlsCertOpt = None
+    nats_tls_key: NatsTlsKeyOpt = None
+    js_domain: JsDomainOpt = None
+
+    def host_kwargs(self) -> dict[str, Any]:
+        """The NATS connection fields of `HostOptions` (a CA or cert implies TLS); exit 2 if unusable."""
+        tls_cert, tls_key = self.nats_tls_cert, self.nats_tls_key
+        if (tls_cert is None) != (tls_key is None):
+            given, missing = (
+                ("--nats-tls-cert", "--nats-tls-key")
+                if tls_key is None
+                else ("--nats-tls-key", "--nats-tls-cert")
+            )
+            fail(f"{given} needs {missing} too: a TLS client certificate goes with its private key", code=2)
+        return {
+            "nats_creds": existing_file(self.nats_creds, "--nats-creds"),
+            "nats_jwt": self.nats_jwt,
+            "nats_seed": self.nats_seed,
+            "nats_tls": self.nats_tls or self.nats_tls_ca is not None or tls_cert is not None,
+            "nats_tls_ca": existing_file(self.nats_tls_ca, "--nats-tls-ca"),
+            "nats_tls_cert": existing_file(tls_cert, "--nats-tls-cert"),
+            "nats_tls_key": existing_file(tls_key, "--nats-tls-key"),
+            "js_domain": self.js_domain,
+        }
+
+
+def host_options(**kwargs: Any) -> Any:
+    """Build `HostOptions`, passing only the fields it has (the host side owns that dataclass)."""
+    import dataclasses
+
+    from wasmlattice.lattice.run import HostOptions
+
+    names = {f.name for f in dataclasses.fields(HostOptions)}
+    return HostOptions(**{k: v for k, v in kwargs.items() if k in names and v is not None})
