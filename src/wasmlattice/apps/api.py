@@ -47,7 +47,7 @@ _CONTENT_TYPES = {
     "text/yaml": "application/yaml",
 }
 
-# Input aliases of status types (reference §2.2).
+# Input aliases of status types (docs/wadm.md#status).
 _STATUS_ALIASES = {"ready": "deployed", "compensating": "reconciling"}
 NO_STATUS_MESSAGE = "Waiting for status: Lattice contains no hosts, deployment not started."
 

@@ -1,6 +1,6 @@
 """wadm-compatible application manifests (OAM `core.oam.dev/v1beta1`): models, parsing and validation.
 
-The accepted format follows wadm 0.21 (see the project's reference notes, section 1): YAML or JSON, the
+The accepted format follows wadm 0.21 (docs/wadm.md#manifest-format): YAML or JSON, the
 older spellings (`actor`, `replicas`, a plain-string link `target`, `source_config`/`target_config`), and
 the same error/warning split as wadm's validator. Validation never stops at the first problem: every error
 is collected and reported with its field path, what was found and what was expected.

@@ -1,8 +1,9 @@
 """Keeping deployed applications running: observe the lattice, compare with the manifests, act.
 
-Reference: wadm-and-wash-v1.md §2.5-§2.7. Where wadm keeps a replicated event-sourced state and
-reacts to each event, this reconciler takes a fresh look at the lattice on every round (host
-pings, inventories, links) and computes, per deployed application, what each scaler wants:
+Reference: docs/wadm.md#watching-the-lattice, docs/wadm.md#reconciling and
+docs/wadm.md#hosts-going-away. Where wadm keeps a replicated event-sourced state and reacts to each
+event, this reconciler takes a fresh look at the lattice on every round (host pings, inventories,
+links) and computes, per deployed application, what each scaler wants:
 
 - a **spread** of a component: its instances split over the spreads by weight, each spread's
   share placed on one eligible host (a host whose labels include every requirement), preferring
@@ -54,7 +55,7 @@ EXPECT_COMPONENT_S = 5.0
 EXPECT_PROVIDER_S = 30.0
 FAILURE_HOLD_S = 5.0
 
-# Precedence of scaler states in an app's status (reference §2.2).
+# Precedence of scaler states in an app's status (docs/wadm.md#status).
 PRECEDENCE = ["failed", "undeployed", "waiting", "reconciling", "unhealthy", "deployed"]
 
 
@@ -79,7 +80,7 @@ class ScalerStatus:
     message: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        """The reference's scaler status shape."""
+        """wadm's scaler status shape (docs/wadm.md#api)."""
         status: dict[str, Any] = {"type": self.state}
         if self.message:
             status["message"] = self.message
@@ -106,7 +107,7 @@ def eligible(labels: dict[str, str], requirements: dict[str, str]) -> bool:
 
 
 def combine(states: list[str]) -> str:
-    """An app's state from its scalers' states, by the reference's precedence."""
+    """An app's state from its scalers' states, by wadm's precedence (docs/wadm.md#status)."""
     if not states:
         return "undeployed"
     return min(states, key=PRECEDENCE.index)
@@ -334,7 +335,7 @@ class Reconciler:
         return st
 
     async def _secret_ref(self, manifest: Manifest, secret: SecretProperty) -> ScalerStatus:
-        """Keep the `SECRET_<app>-<name>` reference of a component's secret (reference §4.4)."""
+        """Keep the `SECRET_<app>-<name>` reference of a component's secret (docs/protocol.md#kv-layout)."""
         full = manifest.secret_name(secret.name)
         st = ScalerStatus(scaler_id("secret", manifest.name, full, secret), "SecretScaler", full)
         policy = next((p for p in manifest.policies if p.name == secret.policy), None)
@@ -674,7 +675,7 @@ class Reconciler:
         }
 
     async def _emit(self, name: str) -> None:
-        # Published only when it changed (reference §2.2).
+        # Published only when it changed (docs/wadm.md#status).
         status = self.statuses[name]
         if self._publish_status is None or self._emitted.get(name) == status:
             return

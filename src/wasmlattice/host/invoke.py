@@ -1,6 +1,6 @@
 """Calling a running component's exports other than HTTP (messaging handlers, custom interfaces).
 
-Each call gets a fresh instance (reference §5.2) within the component's `Workload`: the same
+Each call gets a fresh instance (docs/protocol.md#instances) within the component's `Workload`: the same
 instance bound and worker threads its HTTP requests use, so one component never runs more than
 `max_instances` guests at once. A call is first tried inline on the event loop's thread (a thread
 hand-off costs more than a short call) and run on a worker thread when it would wait or takes long.
