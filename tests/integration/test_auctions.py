@@ -1,7 +1,8 @@
 """Auctions, the backwards-compatible `linkdefs.put` publish and `scale component` placement.
 
 Real nats-server, real `wasmlattice.lattice.run` processes, raw NATS for the wire checks (exact JSON
-of every reply and publish, reference §2.1, §2.4.1, §4.2, §6.3) and the CLI as a user runs it.
+of every reply and publish: docs/protocol.md#auctions, docs/protocol.md#link-put,
+docs/protocol.md#provider-messages) and the CLI as a user runs it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ async def start_labelled_hosts(env: Env) -> dict[str, str]:
 
 
 async def component_bidders(env: Env, component_id: str, ref: str, constraints: dict[str, str]) -> list[str]:
-    """Host IDs answering a component auction, after checking each reply's exact JSON (§2.3)."""
+    """Host IDs answering a component auction, each reply's exact JSON checked (docs/protocol.md#payloads)."""
     body = {"component_ref": ref, "component_id": component_id, "constraints": constraints}
     replies = await env.gather(ctl_subject(env, "component.auction"), json.dumps(body).encode(), 0.7)
     for reply in replies:
@@ -52,7 +53,7 @@ async def component_bidders(env: Env, component_id: str, ref: str, constraints: 
 
 
 async def provider_bidders(env: Env, provider_id: str, ref: str, constraints: dict[str, str]) -> list[str]:
-    """Host IDs answering a provider auction, after checking each reply's exact JSON (§2.3)."""
+    """Host IDs answering a provider auction, each reply's exact JSON checked (docs/protocol.md#payloads)."""
     body = {"provider_ref": ref, "provider_id": provider_id, "constraints": constraints}
     replies = await env.gather(ctl_subject(env, "provider.auction"), json.dumps(body).encode(), 0.7)
     for reply in replies:
@@ -135,7 +136,8 @@ async def test_link_put_publishes_linkdefs_put_to_both_ends(env: Env) -> None:
     reply = await env.nc.request(ctl_subject(env, "link.put"), json.dumps(link).encode(), timeout=5)
     assert json.loads(reply.data) == {"success": True, "message": "successfully set link"}
     await asyncio.sleep(0.7)  # anything more than the two publishes would arrive by now
-    # §4.2 step 5 / §6.3: an InterfaceLinkDefinition with the resolved (merged, in order) configs.
+    # docs/protocol.md#link-put step 5: an InterfaceLinkDefinition with the resolved (merged, in
+    # order) configs.
     expected = dict(
         link,
         source_config={"a": "1"},

@@ -1,7 +1,8 @@
 """The control interface v1 served by real host processes over a real nats-server.
 
 Hosts run as `python -m wasmlattice.lattice.run` subprocesses; the test talks to them with plain nats-py
-requests and checks the exact JSON of replies and events against the reference (§2, §3, §4).
+requests and checks the exact JSON of replies and events against docs/protocol.md (control
+interface, events, links).
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ async def lattice(nats_url: str, lattice_name: str) -> AsyncIterator[Lattice]:
 
 
 def assert_event(event: dict[str, Any], event_type: str, source: str) -> None:
-    """The CloudEvents envelope of §3.1, exactly."""
+    """The CloudEvents envelope of docs/protocol.md#event-envelope, exactly."""
     assert set(event) == EVENT_KEYS
     assert event["specversion"] == "1.0"
     assert event["type"] == f"com.wasmcloud.lattice.{event_type}"
@@ -205,7 +206,7 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
         hosts.start(f"zone={zone}", "tier=test")
     ids = await lattice.wait_hosts(3)
 
-    # host_started: §3.2 data fields exactly.
+    # host_started: data fields of docs/protocol.md#event-catalogue exactly.
     started = lattice.of("host_started", ids[0])[0]
     assert_event(started, "host_started", ids[0])
     assert set(started["data"]) == {"friendly_name", "labels", "uptime_seconds", "version"}

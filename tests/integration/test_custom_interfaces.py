@@ -1,4 +1,6 @@
-"""Custom interfaces between components on one host, routed by links (reference §5.4, "anything else").
+"""Custom interfaces between components on one host, routed by links.
+
+The "anything else" row of docs/protocol.md#interfaces.
 
 `greeter_caller` serves HTTP and imports `test:greeter/greet`; `greeter_callee` exports it. The
 link from caller to callee decides where calls go; without it the call fails with a logged message.

@@ -36,7 +36,7 @@ def occupy(port: int) -> socket.socket:
 
 
 async def test_a_taken_port_is_reported_unhealthy_and_bound_once_free(env: Env, echo_ref: str) -> None:
-    # A host checking provider health every 0.3 s (the reference: 30 s, first after 5 s).
+    # A host checking provider health every 0.3 s (wasmCloud: 30 s, first after 5 s).
     cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", env.nats_url]
     cmd += ["--lattice", env.lattice, "--health-interval", "0.3"]
     log = (env.log_dir / "host-supervision.log").open("wb")

@@ -80,7 +80,7 @@ async def test_component_behind_http_server_provider(env: Env, echo_ref: str, tm
     seen = len(env.events)
     msg = await ctl.update_component(host, "echo", other_ref)
     assert msg == f"component echo updating from {echo_ref} to {other_ref}"
-    # §2.4.3: scaled(new ref, max) for the new instance set, then scaled(same id and ref, 0).
+    # docs/protocol.md#update: scaled(new ref, max) for the new instance set, then scaled(same id and ref, 0).
     await env.wait_event(
         "component_scaled", lambda e: e["data"]["image_ref"] == other_ref and e["data"]["max_instances"] == 0
     )
@@ -95,7 +95,7 @@ async def test_component_behind_http_server_provider(env: Env, echo_ref: str, tm
     assert [(c.id, c.image_ref) for c in inv.components] == [("echo", other_ref)]
 
     # A scale naming another image than the running one is acknowledged with a warning, whatever
-    # the count (§2.4.2); the image is not changed.
+    # the count (docs/protocol.md#scale); the image is not changed.
     msg = await ctl.scale_component(host, echo_ref, "echo", 2)
     assert msg.startswith(f"component echo is already running with a different image reference `{other_ref}`")
     assert "the image is not changed" in msg
@@ -176,7 +176,7 @@ async def test_path_routing_several_components(env: Env, echo_ref: str) -> None:
 
 
 async def test_provider_health_is_answered_and_reported(env: Env) -> None:
-    # A host checking its providers every 0.3 s (the reference default is 30 s, first after 5 s).
+    # A host checking its providers every 0.3 s (wasmCloud's default is 30 s, first after 5 s).
     cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", env.nats_url]
     cmd += ["--lattice", env.lattice, "--health-interval", "0.3"]
     log = (env.log_dir / "host-health.log").open("wb")
@@ -187,7 +187,7 @@ async def test_provider_health_is_answered_and_reported(env: Env) -> None:
     assert await env.ctl.start_provider(host, HTTP_SERVER, "web") == "successfully started provider"
     await env.wait_event("provider_started", lambda e: e["data"]["provider_id"] == "web")
     # The first healthy check publishes `passed` (a new provider counts as unhealthy), later ones
-    # `status`, each with exactly the reference's data fields.
+    # `status`, each with exactly the data fields of docs/protocol.md#event-catalogue.
     passed = await env.wait_event("health_check_passed", lambda e: e["data"]["provider_id"] == "web")
     assert passed["data"] == {"host_id": host, "provider_id": "web"}
     assert passed["source"] == host

@@ -68,7 +68,7 @@ def _envvars(command: str) -> dict[str, list[str]]:
 @pytest.mark.parametrize("command", ["host", "up"])
 def test_wasmcloud_variable_names_after_ours(command: str) -> None:
     env = _envvars(command)
-    # Reference §8: the wasmCloud host's variable for each setting we share.
+    # docs/protocol.md#host-settings: the wasmCloud host's variable for each setting we share.
     wasmcloud = {
         "--lattice": "WASMCLOUD_LATTICE",
         "--host-seed": "WASMCLOUD_HOST_SEED",

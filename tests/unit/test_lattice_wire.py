@@ -1,6 +1,6 @@
 """Golden tests pinning control-interface payloads, subjects and events to the wasmCloud v1 reference.
 
-Expected JSON is written literally from `shared/reference/wasmcloud-v1-host.md` (§2, §3, §4), not
+Expected JSON is written literally from docs/protocol.md (control interface, events, links), not
 derived from the models, so a renamed field, a wrong default or a null-instead-of-omitted fails here.
 """
 
@@ -192,7 +192,7 @@ def test_ctl_response_envelope() -> None:
     assert got.response == ack
 
 
-# --- auction acks: literal JSON of the reference field names (§2.3) ---
+# --- auction acks: literal JSON of the field names of docs/protocol.md#payloads ---
 
 
 def test_component_auction_ack_literal_json() -> None:
@@ -248,7 +248,7 @@ def test_interface_link_definition_put_payload() -> None:
         source_config=["addr", "extra"],
     )
     ild = interface_link(link, source_config={"address": "127.0.0.1:8080", "x": "1"}, target_config={})
-    # §6.5: configs are resolved maps, secrets null (never omitted).
+    # docs/protocol.md#provider-link-definition: configs are resolved maps, secrets null (never omitted).
     assert ild.to_wire() == (
         b'{"source_id":"web","target":"echo","name":"default","wit_namespace":"wasi",'
         b'"wit_package":"http","interfaces":["incoming-handler"],'
@@ -285,7 +285,7 @@ def test_scale_component_roundtrip_and_max_instances_is_not_count() -> None:
         "allow_update": True,
     }
     assert wire(ScaleComponentCommand.from_wire(json.dumps(full).encode())) == full
-    # A sender using `max_instances` gets count 0, i.e. a stop (reference §2.3).
+    # A sender using `max_instances` gets count 0, i.e. a stop (docs/protocol.md#payloads).
     assert ScaleComponentCommand.from_wire(b'{"component_id":"e","max_instances":4}').count == 0
 
 

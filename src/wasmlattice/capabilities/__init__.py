@@ -1,1 +1,1 @@
-"""Capability providers a host runs in-process (the builtin providers of reference §5.5)."""
+"""Capability providers a host runs in-process (docs/protocol.md#builtin-providers)."""

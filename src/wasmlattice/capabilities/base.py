@@ -8,8 +8,8 @@ it; `HostServices` carries it and the other host-wide things.
 A capability import (`wasi:keyvalue/store`, `wasmcloud:messaging/consumer`, ...) is bound once at
 link time to host functions that know nothing about any particular component. On each call they
 ask `component()` which component is calling (the store's WASI config carries its
-`ComponentContext`), resolve the link for the interface by its link name (reference §5.3: default
-`default`), and ask the link's target provider for the backend that link selects. Link and config
+`ComponentContext`), resolve the link for the interface by its link name (default `default`,
+docs/protocol.md#wrpc), and ask the link's target provider for the backend that link selects. Link and config
 changes therefore apply to the next call, with nothing to relink.
 
 Host functions run on a wasm thread (or inline on the event loop, see `wasi.ctx.NeedsLoop`);
@@ -265,7 +265,7 @@ class HostServices:
     providers: ProviderLookup | None = None
     # The host's router: how capabilities reach components (here or on another host).
     router: ComponentRouter | None = None
-    # Deadline of one call to a component on another host (reference §5.3: 10 s).
+    # Deadline of one call to a component on another host (docs/protocol.md#wrpc: 10 s).
     invocation_timeout: float = DEFAULT_INVOCATION_TIMEOUT_S
     _index: dict[tuple[str, str, str], Link] | None = None
     _index_generation: int = -1

@@ -1,7 +1,7 @@
 """`wasmcloud:bus/lattice` (1.0.0 and 2.0.x): a component picks which named links its later calls use.
 
 `set-link-name(name, interfaces)` records, for the calling instance only, the link name to use for
-each `namespace:package/interface` listed (reference §5.4); capability and custom-interface calls
+each `namespace:package/interface` listed (docs/protocol.md#interfaces); capability and custom-interface calls
 read it through `base.current_link_name`. `default` resets an interface to the default link.
 Instances are fresh per invocation, so a choice lasts for the rest of the invocation that made it.
 Version 2.x answers an error (and changes nothing) when an interface listed has no link of that

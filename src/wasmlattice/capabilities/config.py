@@ -1,7 +1,7 @@
 """`wasi:config/store` (and the older `wasi:config/runtime`): a component's runtime config.
 
 A component's config is the merge of the named configs listed in its scale command, later names
-overriding earlier keys (reference §4.5). It is held in memory per running component
+overriding earlier keys (docs/protocol.md#named-config). It is held in memory per running component
 (`ComponentContext.config`), so `get` and `get-all` never leave the host: they cannot fail, and
 the interface's error variant is never returned. When one of those named configs changes in
 `CONFIGDATA` the host recomputes the merge (`ComponentRegistry.refresh_config`), and the next call

@@ -1,11 +1,11 @@
 """Custom interfaces: an import no capability implements is routed by its link to a component export.
 
-Reference §5.4 ("anything else"): a component importing `ns:pkg/iface` calls whatever the link
-named `default` from it for that interface targets. A target running on this host is called
+As in docs/protocol.md#interfaces ("anything else"): a component importing `ns:pkg/iface` calls
+whatever the link named `default` from it for that interface targets. A target running on this host is called
 in-process (a fresh instance of the target, within its `max_instances`); values pass as Python
 values, lifted from the caller and lowered into the callee.
 
-A target running on another host is called over wRPC (reference §5.3): the parameters encoded
+A target running on another host is called over wRPC (docs/protocol.md#wrpc): the parameters encoded
 with the imported function's types, sent to `<lattice>.<target>.wrpc.0.0.1.<instance>.<function>`
 with the caller's ID and link name in headers; hosts running the target share calls through their
 queue group. A missing link, a target that runs nowhere, a time-out or a trap in the callee traps

@@ -1,4 +1,4 @@
-"""`wasi:logging/logging`: a guest's log lines go into the host's log (reference §5.4).
+"""`wasi:logging/logging`: a guest's log lines go into the host's log (docs/protocol.md#interfaces).
 
 wasmCloud links `wasi:logging/logging@0.1.0-draft` and the unversioned name to the host's own
 logger; so do we. Each line goes to the `wasmlattice.guest` logger with the component ID and the

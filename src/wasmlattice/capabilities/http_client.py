@@ -1,4 +1,4 @@
-"""The builtin HTTP client provider (reference §5.4-§5.5): outgoing HTTP of lattice components.
+"""The builtin HTTP client provider (docs/protocol.md#builtin-providers): outgoing HTTP of lattice components.
 
 A component's `wasi:http/outgoing-handler.handle` resolves, on every call, the component's link for
 `wasi:http/outgoing-handler` (link name `default` unless the instance chose another) to an

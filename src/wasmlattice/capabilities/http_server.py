@@ -1,4 +1,4 @@
-"""The builtin HTTP server provider (reference §5.5): HTTP ingress to the host's components.
+"""The builtin HTTP server provider (docs/protocol.md#builtin-providers): HTTP ingress to components.
 
 A link from the provider (`source_id` = provider ID) to a component on `wasi:http/incoming-handler`
 routes requests to that component. Routing modes (provider config `routing_mode`):

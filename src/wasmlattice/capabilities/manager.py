@@ -1,4 +1,6 @@
-"""Starting and stopping a host's providers by reference (reference §2.4.5-2.4.6, §5.5).
+"""Starting and stopping a host's providers by reference.
+
+Protocol: docs/protocol.md#provider-start-and-stop and docs/protocol.md#builtin-providers.
 
 Every provider is builtin and in-process. `BUILTINS` maps each accepted reference (wasmCloud's
 `wasmcloud+builtin://...` spellings are aliases of ours) to the factory that makes it; other

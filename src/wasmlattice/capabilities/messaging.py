@@ -1,4 +1,4 @@
-"""The builtin NATS messaging provider (`wasmcloud:messaging@0.2.0`, reference §5.4-§5.5).
+"""The builtin NATS messaging provider (`wasmcloud:messaging@0.2.0`, docs/protocol.md#builtin-providers).
 
 Provider `builtin://messaging-nats` (wasmCloud's spelling `wasmcloud+builtin://messaging-nats`
 is an alias) serves both directions of the interface:

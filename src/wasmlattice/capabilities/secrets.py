@@ -1,6 +1,6 @@
 """`wasmcloud:secrets@0.1.0-draft`: secrets resolved at scale time, revealed only on request.
 
-How a component gets a secret (reference §4.4, §7.4):
+How a component gets a secret (docs/protocol.md#secrets, docs/protocol.md#kv-layout):
 
 1. `wasmlattice secret put NAME VALUE` (or `--file F` for bytes) encrypts the value and stores it in
    the JetStream KV bucket `SECRETS_<lattice>` under key NAME, and stores the *secret reference*

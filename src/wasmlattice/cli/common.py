@@ -36,8 +36,8 @@ class OutputFormat(StrEnum):
 NatsUrlOpt = Annotated[
     str, typer.Option("--nats-url", envvar="WASMLATTICE_NATS_URL", help="NATS server URL of the lattice.")
 ]
-# Our variable first, then the wasmCloud host's name for the same setting (reference §8), so an
-# environment written for `wasmcloud`/`wash` works unchanged.
+# Our variable first, then the wasmCloud host's name for the same setting
+# (docs/protocol.md#host-settings), so an environment written for `wasmcloud`/`wash` works unchanged.
 LatticeOpt = Annotated[
     str,
     typer.Option(

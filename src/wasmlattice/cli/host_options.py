@@ -10,8 +10,9 @@ import typer
 
 from wasmlattice.cli.common import fail
 
-# Each setting reads our variable first, then the wasmCloud host's name for it (reference §8), so an
-# environment written for a `wasmcloud` host starts a wasmlattice host unchanged.
+# Each setting reads our variable first, then the wasmCloud host's name for it
+# (docs/protocol.md#host-settings), so an environment written for a `wasmcloud` host starts a
+# wasmlattice host unchanged.
 NatsCredsOpt = Annotated[
     Path | None,
     typer.Option(

@@ -1,9 +1,10 @@
 """The components a host runs: load by reference, compile, link, and serve within `max_instances`.
 
-Reference §2.4.2-2.4.3 and §5.2: every invocation gets a fresh instance, and `max_instances` (the
-scale command's `count`) bounds how many run at once on this host. Loading and compiling run on a
-worker thread so the host keeps answering the lattice meanwhile. A replaced component (rescale or
-update) keeps serving the requests it already accepted; new requests go to its replacement.
+See docs/protocol.md#scale, docs/protocol.md#update and docs/protocol.md#instances: every
+invocation gets a fresh instance, and `max_instances` (the scale command's `count`) bounds how many
+run at once on this host. Loading and compiling run on a worker thread so the host keeps answering
+the lattice meanwhile. A replaced component (rescale or update) keeps serving the requests it
+already accepted; new requests go to its replacement.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from wasmlattice.wasi.ctx import WasiConfig
 
 log = logging.getLogger(__name__)
 
-# wasmCloud's default `max_execution_time` (§5.1): the deadline of one invocation, and how long a
-# request waits for a free instance.
+# wasmCloud's default `max_execution_time` (docs/protocol.md#limits): the deadline of one
+# invocation, and how long a request waits for a free instance.
 DEFAULT_EXECUTION_TIME_S = 600.0
 # Worker threads per component are bounded by max_instances, and by this (threads are not free).
 MAX_THREADS_PER_COMPONENT = 32
@@ -67,7 +68,7 @@ def file_ref_path(ref: str) -> str:
 
 
 def different_ref_message(component_id: str, running: str, requested: str, allow_update: bool) -> str:
-    """Ack text of a scale request naming another image than the running one (§2.4.2)."""
+    """Ack text of a scale request naming another image than the running one (docs/protocol.md#scale)."""
     if allow_update:
         return (
             f"component {component_id} is already running with a different image reference "
@@ -249,7 +250,8 @@ class ComponentRegistry:
         # What every instance of this component shares: its capability context and WASI view.
         context = None
         if self.services is not None:
-            # `SECRET*` names are secret references, resolved once here (§7.4), not config.
+            # `SECRET*` names are secret references, resolved once here, not config
+            # (docs/protocol.md#secrets).
             plain = [n for n in running.config_names if not sj.is_secret_reference(n)]
             secrets = await resolve_secrets(
                 self.services, [n for n in running.config_names if sj.is_secret_reference(n)]
@@ -311,7 +313,8 @@ class ComponentRegistry:
     async def refresh_config(self, names: Collection[str] | None = None) -> int:
         """Re-merge the config of running components listing any of `names` (all if None) from KV.
 
-        The next call of their guests sees it (§4.5); a deleted config counts as empty. Runs under
+        The next call of their guests sees it (docs/protocol.md#named-config); a deleted config
+        counts as empty. Runs under
         the registry lock, so a component being scaled meanwhile is refreshed after it is
         registered and cannot keep a config read before the change. Returns how many changed.
         """

@@ -1,4 +1,4 @@
-"""Serving a running component's exports to the lattice over wRPC (reference §5.3).
+"""Serving a running component's exports to the lattice over wRPC (docs/protocol.md#wrpc).
 
 Every function of every exported interface instance is served on
 `<lattice>.<component_id>.wrpc.0.0.1.<instance>.<function>` (the instance with its version) in the

@@ -1,4 +1,6 @@
-"""The Host: identity, friendly name, labels, version, uptime and inventory (reference §2.3, §7.5).
+"""The Host: identity, friendly name, labels, version, uptime and inventory.
+
+Protocol: docs/protocol.md#payloads and docs/protocol.md#host-identity-and-labels.
 
 The inventory lists the components and providers of the registries attached by the runner
 (`Host.components`, `Host.providers`); a Host without them lists none.

@@ -1,6 +1,6 @@
 """Calling a running component's exports other than HTTP (messaging handlers, custom interfaces).
 
-Each call gets a fresh instance (reference §5.2) within the component's `Workload`: the same
+Each call gets a fresh instance (docs/protocol.md#instances) within the component's `Workload`: the same
 instance bound and worker threads its HTTP requests use, so one component never runs more than
 `max_instances` guests at once. Calls take the host's one guest-call path
 (`runtime.execution.call_guest`): inline on the event loop's thread first, on a worker thread when

@@ -143,7 +143,7 @@ class ControlInterfaceServer:
             self._spawn(f"ctl:{spec.subject}", functools.partial(self._serve, spec))
         self._spawn("kv-watch", self.state.watch_forever)
         if self.workloads is not None:
-            # Running components follow changes of their named configs (reference §4.5).
+            # Running components follow changes of their named configs (docs/protocol.md#named-config).
             self.state.config_listeners.append(self.workloads.components.config_changed)
         self._spawn("config-watch", self.state.watch_config_forever)
         await self.state.wait_synced()
@@ -364,7 +364,9 @@ class ControlInterfaceServer:
         return CtlResponse[Any].ok(message=MSG_LINK_SET)
 
     async def _publish_compat_link(self, link: Link) -> None:
-        """Publish the stored link to `wasmbus.rpc.<lattice>.<end>.linkdefs.put` for both ends (§4.2, §6.3).
+        """Publish the stored link to `wasmbus.rpc.<lattice>.<end>.linkdefs.put` for both ends.
+
+        See docs/protocol.md#link-put and docs/protocol.md#provider-messages.
 
         This is the v1 host's backwards-compatible delivery for providers built for wasmCloud 1.0,
         which listen on their provider ID: an `InterfaceLinkDefinition` whose configs are the
@@ -375,8 +377,8 @@ class ControlInterfaceServer:
         if any(sj.is_secret_reference(name) for name in names):
             return
         try:
-            # Configs were validated just before; one deleted since then counts as empty (§4.5)
-            # rather than failing a link that is already stored.
+            # Configs were validated just before; one deleted since then counts as empty
+            # (docs/protocol.md#named-config) rather than failing a link that is already stored.
             ild = interface_link(
                 link,
                 source_config=await self.state.live_config(link.source_config),
@@ -432,7 +434,10 @@ class ControlInterfaceServer:
 def interface_link(
     link: Link, *, source_config: StrMap | None = None, target_config: StrMap | None = None
 ) -> InterfaceLinkDefinition:
-    """The `InterfaceLinkDefinition` providers receive for `link`, with resolved configs (§6.5)."""
+    """The `InterfaceLinkDefinition` providers receive for `link`, with resolved configs.
+
+    See docs/protocol.md#provider-link-definition.
+    """
     return InterfaceLinkDefinition(
         source_id=link.source_id,
         target=link.target,

@@ -1,4 +1,6 @@
-"""Provider health: answer health requests and publish the `health_check_*` events (reference §3.2, §6.3).
+"""Provider health: answer health requests and publish the `health_check_*` events.
+
+Protocol: docs/protocol.md#event-catalogue and docs/protocol.md#provider-messages.
 
 The v1 host asks each provider `wasmbus.rpc.<lattice>.<provider_id>.health` every 30 s (first after
 5 s) and turns the answers into events. Our providers run in-process, so the host asks them

@@ -1,4 +1,4 @@
-"""Component and provider operations of the control interface (reference §2.4.1-2.4.3, 2.4.5-2.4.6).
+"""Component and provider operations of the control interface (docs/protocol.md#control-interface).
 
 Scale, update and provider start are acknowledged at once; the work runs afterwards and its
 outcome is published as lattice events (`component_scaled` / `component_scale_failed`,
@@ -85,7 +85,8 @@ class WorkloadOps:
         if op is CtlOperation.COMPONENT_AUCTION:
             creq = parse_payload(ComponentAuctionRequest, data)
             # Only hosts that could newly start it bid: a host already running that component ID
-            # stays silent, as the v1 host does (§2.1), so bidders are always new placements.
+            # stays silent, as the v1 host does (docs/protocol.md#auctions), so bidders are always new
+            # placements.
             running = self.components.get(creq.component_id) is not None
             if running or not self.matches(creq.constraints):
                 return None
@@ -122,7 +123,8 @@ class WorkloadOps:
         existing = self.components.get(cmd.component_id)
         message, update_after = MSG_SCALE_ACK, False
         if existing is not None and existing.image_ref != cmd.component_ref:
-            # The v1 host warns whenever the running image differs, whatever the count (§2.4.2).
+            # The v1 host warns whenever the running image differs, whatever the count
+            # (docs/protocol.md#scale).
             # An update only follows a scale that leaves it running: after a stop there is
             # nothing to update, so the ack then says the image is not changed.
             update_after = cmd.allow_update and cmd.count > 0
@@ -207,8 +209,8 @@ class WorkloadOps:
                 )
             )
             return
-        # The v1 host's observable sequence (§2.4.3): scaled(new ref, max), then scaled(new ref, 0)
-        # for the replaced instance set.
+        # The v1 host's observable sequence (docs/protocol.md#update): scaled(new ref, max), then
+        # scaled(new ref, 0) for the replaced instance set.
         for count in (new.max_instances, 0):
             await self.server.publish(
                 ev.component_scaled(

@@ -1,7 +1,7 @@
 """Pydantic models of every wasmCloud v1 control-interface request and response payload.
 
-Field names, required fields, defaults and omitted-when-None fields follow the protocol reference
-(`wasmcloud-v1-host.md` §2.3, §4.1, §4.4). "R" fields have no default, so a missing one is an error;
+Field names, required fields, defaults and omitted-when-None fields follow docs/protocol.md
+(sections Payloads, Links and KV layout). "R" fields have no default, so a missing one is an error;
 "opt" fields are listed in `omit_if_none`.
 """
 

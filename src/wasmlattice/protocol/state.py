@@ -1,5 +1,6 @@
 """Lattice-wide state in JetStream KV: links and claims (`LATTICEDATA_<lattice>`), named config
-(`CONFIGDATA_<lattice>`), laid out exactly as the wasmCloud v1 host does (reference §4.4, §4.5).
+(`CONFIGDATA_<lattice>`), laid out exactly as the wasmCloud v1 host does (docs/protocol.md#kv-layout,
+docs/protocol.md#named-config).
 
 Every host keeps an in-memory view of `LATTICEDATA` current through a KV watch, so all hosts answer
 `link.get` and `claims.get` alike, and a restarted host rebuilds the view from KV. Writes that read
@@ -174,7 +175,7 @@ class LatticeState:
         return self._specs.get(component_id)
 
     def claims(self) -> list[StrMap]:
-        """Every known claim as the string maps `claims.get` returns (reference §2.3)."""
+        """Every known claim as the string maps `claims.get` returns (docs/protocol.md#payloads)."""
         return [claims_map(obj) for _, obj in sorted(self._claims.items())]
 
     # -- component specs and links (authoritative reads from KV) -----------------------------
@@ -197,7 +198,10 @@ class LatticeState:
                 await self.put_spec(component_id, ComponentSpecification(url=url))
 
     async def put_link(self, link: Link) -> None:
-        """Store a link with the v1 `link.put` rules (§4.2); raises `LinkRejectedError` with the reason."""
+        """Store a link with the v1 `link.put` rules; raises `LinkRejectedError` with the reason.
+
+        The rules: docs/protocol.md#link-put.
+        """
         missing = await self.missing_config(list(link.source_config) + list(link.target_config))
         if missing:
             raise LinkRejectedError(CONFIG_VALIDATION_PREFIX + "".join(missing))
@@ -227,7 +231,7 @@ class LatticeState:
             await self.put_spec(link.source_id, ComponentSpecification(url=spec.url, links=links))
 
     async def delete_link(self, req: DeleteInterfaceLinkDefinitionRequest) -> tuple[bool, Link | None]:
-        """Remove the first link matching (source, namespace, package, name) (§4.3).
+        """Remove the first link matching (source, namespace, package, name) (docs/protocol.md#link-delete).
 
         Returns whether the source's spec exists and the removed link (None if nothing matched).
         """
@@ -246,7 +250,7 @@ class LatticeState:
                     return True, existing
             return True, None
 
-    # -- named config (read from KV each time: the reference host does not cache for CTL reads) --
+    # -- named config (read from KV each time: the wasmCloud host does not cache for CTL reads) --
 
     async def put_config(self, name: str, raw: bytes) -> None:
         """Store a named config exactly as sent, after checking it is a string -> string map.
@@ -284,7 +288,9 @@ class LatticeState:
         return out
 
     async def live_config(self, names: Iterable[str]) -> StrMap:
-        """Merge named configs in order like `merged_config`, a missing one counting as empty (§4.5).
+        """Merge named configs in order like `merged_config`, a missing one counting as empty.
+
+        See docs/protocol.md#named-config.
 
         This is the view of a running component after one of its configs was deleted.
         """
@@ -294,7 +300,7 @@ class LatticeState:
         return merged
 
     async def merged_config(self, names: Iterable[str]) -> StrMap:
-        """Merge named configs in order, later names overriding earlier keys (§4.5)."""
+        """Merge named configs in order, later ones override earlier keys (docs/protocol.md#named-config)."""
         merged: StrMap = {}
         for name in names:
             found = await self.get_config(name)

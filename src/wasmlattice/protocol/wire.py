@@ -2,7 +2,7 @@
 
 Every control-interface and event payload is a `WireModel`. Parsing mirrors serde's behaviour in the
 wasmCloud host: types are strict (no "5" -> 5 coercion, no 1 -> true), unknown fields are ignored,
-and fields marked optional in the reference are omitted from the JSON when they are None.
+and fields marked optional (docs/protocol.md#payloads) are omitted from the JSON when they are None.
 """
 
 from __future__ import annotations

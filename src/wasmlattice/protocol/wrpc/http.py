@@ -1,7 +1,7 @@
 """HTTP across the lattice: `wasi:http/incoming-handler` served and called as `wrpc:http/incoming-handler`.
 
 wasmCloud serves a component's `wasi:http/incoming-handler@0.2.x` export over wRPC as
-`wrpc:http/incoming-handler@0.1.0` function `handle` (reference §5.3-5.4), so the HTTP server
+`wrpc:http/incoming-handler@0.1.0` function `handle` (docs/protocol.md#interfaces), so the HTTP server
 provider can reach the component on any host of the lattice. The `wrpc:http@0.1.0` types, as this
 module puts them on the wire (component-model value encoding plus wRPC's async values, see
 `wrpc.codec`):
