@@ -25,11 +25,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from wasmlattice.capabilities.http_ingress import Forward, HttpTarget
 from wasmlattice.protocol.models import Link, ProviderDescription, StrMap
 from wasmlattice.runtime.execution import DeadlineExceeded, NeedsLoop, from_thread
+from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.witypes import FuncSig
 from wasmlattice.wasi.ctx import WasiCtx, ctx
 
@@ -95,6 +96,36 @@ class ComponentRouter(Protocol):
         """What serves an HTTP request for `component_id` (from provider `source_id`, bodies up to
         `max_body`): its local target, a forwarder to another host, or None."""
         ...
+
+
+class Failure(NamedTuple):
+    """Why a call into a component failed: `trapped`, `unavailable` (it could not be called) or
+    `failed` (a host error), and the reason to log."""
+
+    kind: str
+    reason: str
+
+
+async def call_here_or_failure(
+    router: ComponentRouter,
+    component_id: str,
+    interface: str,
+    func: str,
+    *args: Any,
+    describe: Callable[[Exception], str] = str,
+) -> tuple[Any, Failure | None]:
+    """Call an export of a component running here, for deliveries that log rather than raise:
+    (its result, None), or (None, why it failed)."""
+    try:
+        return await router.call_here(component_id, interface, func, *args), None
+    except GuestTrap as e:
+        return None, Failure("trapped", e.reason)
+    except InvokeError as e:
+        return None, Failure("unavailable", str(e))
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        return None, Failure("failed", f"{type(e).__name__}: {describe(e)}")
 
 
 class ProviderLookup(Protocol):

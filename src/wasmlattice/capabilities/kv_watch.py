@@ -17,14 +17,13 @@ from typing import Any
 
 from wasmlattice.capabilities.base import (
     CapabilityError,
-    InvokeError,
     LinkTargetProvider,
     ProviderSpec,
     Resync,
+    call_here_or_failure,
 )
 from wasmlattice.capabilities.kv_backend import Bucket, KvBucket, KvError, KvLink
 from wasmlattice.protocol.models import Link, StrMap
-from wasmlattice.runtime.fastcall import GuestTrap
 
 log = logging.getLogger("wasmlattice.capabilities")
 
@@ -177,17 +176,11 @@ class WatchingKvProvider(LinkTargetProvider):
         handle = Bucket(context, kv_link, backend)
         func = "on-delete" if value is None else "on-set"
         args: tuple[Any, ...] = (handle, key) if value is None else (handle, key, value)
-        try:
-            await router.call_here(component_id, WATCHER, func, *args)
+        _, failure = await call_here_or_failure(router, component_id, WATCHER, func, *args)
+        if failure is None:
             return
-        except GuestTrap as e:
-            what, reason = "trapped in", e.reason
-        except InvokeError as e:
-            what, reason = "could not be called:", str(e)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            what, reason = "failed in", f"{type(e).__name__}: {e}"
+        what = {"trapped": "trapped in", "unavailable": "could not be called:"}.get(failure.kind, "failed in")
+        reason = failure.reason
         log.error(
             "%s: component %s %s %s for key %r of bucket %r: %s",
             self._what(link),

@@ -44,15 +44,14 @@ import nats.errors
 from wasmlattice.capabilities.base import (
     CapabilityError,
     ComponentContext,
-    InvokeError,
     LinkTargetProvider,
     ProviderSpec,
     Resync,
+    call_here_or_failure,
     component,
     lower_config,
 )
 from wasmlattice.protocol.models import Link, StrMap
-from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import BYTES, STRING, U32, Err, FuncSig, func, option, record, result
 
@@ -450,20 +449,16 @@ class NatsMessagingProvider(LinkTargetProvider):
             )
             return
         message: BrokerMessage = (subject, bytes(msg.data), msg.reply or None)
-        try:
-            outcome = await router.call_here(component_id, HANDLER, "handle-message", message)
-        except GuestTrap as e:
-            what, reason = "trapped handling", e.reason
-        except InvokeError as e:
-            what, reason = "could not be given", str(e)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            what, reason = "failed handling", f"{type(e).__name__}: {_describe(e)}"
-        else:
+        outcome, failure = await call_here_or_failure(
+            router, component_id, HANDLER, "handle-message", message, describe=_describe
+        )
+        if failure is None:
             if not isinstance(outcome, Err):
                 return
             what, reason = "returned an error for", str(outcome.value)
+        else:
+            kinds = {"trapped": "trapped handling", "unavailable": "could not be given"}
+            what, reason = kinds.get(failure.kind, "failed handling"), failure.reason
         log.error(
             "messaging-nats %s: component %s %s a message on %s: %s",
             self.provider_id,
