@@ -13,7 +13,7 @@ Differences found while writing these tests. Fixed in src (each has a test here)
   `transfer-encoding`, `upgrade`, `proxy-*`, `http2-settings`); wasmtime removes them from the
   incoming request (the authority carries the host) - http/server.py.
 - the guest could not set a `te` header: our forbidden list had it, wasmtime's does not, and the
-  guest trapped on `fields.from-list` - wasi/http.py.
+  guest trapped on `fields.from-list` - wasi/http_types.py.
 - a body the guest wrote for a HEAD request or a 204 was sent raw after the headers, corrupting
   the keep-alive connection; it is now dropped, as hyper does - http/server.py.
 - an absolute-form request-target (`GET http://h:7/p?q`) reached the guest whole as the path,
@@ -21,9 +21,9 @@ Differences found while writing these tests. Fixed in src (each has a test here)
 - `Expect: 100-continue` was never answered (aiohttp's low-level server leaves it to the app), so
   such uploads hung until the guest's deadline - http/server.py.
 - a UTF-8 response (or outgoing request) header value was sent double-encoded ("cafÃ©");
-  now its bytes pass through - http/server.py, wasi/http.py.
+  now its bytes pass through - http/server.py, wasi/http_types.py.
 - dropping a `future-incoming-response` after taking its response cancelled the body download,
-  so reading an outgoing response's body failed at random - wasi/http.py.
+  so reading an outgoing response's body failed at random - wasi/http_outgoing.py.
 Deliberate or unavoidable differences, asserted as such:
 - host-generated error pages (wasmtime: an HTML page; ours: plain text): for traps only the
   status is compared.

@@ -10,15 +10,10 @@ import pytest
 from wasmlattice.runtime.fastcall import set_current_state
 from wasmlattice.runtime.witypes import Err, Ok
 from wasmlattice.wasi.ctx import WasiConfig, WasiCtx
-from wasmlattice.wasi.http import (
-    Fields,
-    IncomingRequest,
-    OutgoingBody,
-    OutgoingResponse,
-    destination_allowed,
-    method_from_wit,
-    method_to_wit,
-)
+from wasmlattice.wasi.http_body import OutgoingBody
+from wasmlattice.wasi.http_client import destination_allowed
+from wasmlattice.wasi.http_incoming import IncomingRequest, OutgoingResponse
+from wasmlattice.wasi.http_types import Fields, method_from_wit, method_to_wit
 from wasmlattice.wasi.io import BytePipe
 
 

@@ -36,16 +36,14 @@ from wasmlattice.runtime.execution import NeedsLoop
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import Err
 from wasmlattice.wasi.ctx import WasiCtx
-from wasmlattice.wasi.http import (
+from wasmlattice.wasi.http_client import OutgoingClient, destination_allowed, request_target
+from wasmlattice.wasi.http_outgoing import (
     FutureIncomingResponse,
-    OutgoingClient,
     OutgoingRequest,
     RequestOptions,
-    destination_allowed,
-    internal_error,
-    request_target,
     set_component_sender,
 )
+from wasmlattice.wasi.http_types import internal_error
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +161,7 @@ set_component_sender(send_outgoing)
 
 
 def interfaces() -> list[HostInterface]:
-    """None of its own: `wasi/http.py` binds `outgoing-handler` and calls `send_outgoing` on a host."""
+    """None of its own: `wasi/http.py` binds `outgoing-handler`, which calls `send_outgoing` on a host."""
     return []
 
 

@@ -24,14 +24,9 @@ from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.runtime.witypes import Err, Ok
 from wasmlattice.wasi.ctx import WasiConfig, WasiCtx
-from wasmlattice.wasi.http import (
-    FORBIDDEN_HEADERS,
-    IncomingRequest,
-    OutgoingClient,
-    OutgoingResponse,
-    ResponseOutparam,
-    header_text,
-)
+from wasmlattice.wasi.http_client import OutgoingClient
+from wasmlattice.wasi.http_incoming import IncomingRequest, OutgoingResponse, ResponseOutparam
+from wasmlattice.wasi.http_types import FORBIDDEN_HEADERS, header_text
 from wasmlattice.wasi.io import BytePipe, IoError
 
 log = logging.getLogger("wasmlattice.http")

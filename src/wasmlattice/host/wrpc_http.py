@@ -56,7 +56,7 @@ from wasmlattice.protocol.wrpc.http import (
 from wasmlattice.runtime.execution import SlotTimeout, interrupted, start_guest
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.witypes import Err, Ok
-from wasmlattice.wasi.http import OutgoingResponse
+from wasmlattice.wasi.http_incoming import OutgoingResponse
 from wasmlattice.wasi.io import BytePipe, IoError
 
 log = logging.getLogger("wasmlattice.http")

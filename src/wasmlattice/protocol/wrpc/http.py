@@ -55,7 +55,7 @@ from wasmlattice.runtime.witypes import (
     tup,
     variant,
 )
-from wasmlattice.wasi.http import (
+from wasmlattice.wasi.http_types import (
     FORBIDDEN_HEADERS,
     method_from_wit,
     method_to_wit,
