@@ -27,6 +27,8 @@ from typing import IO, Any
 
 import nats
 
+from wasmlattice.supervision import Supervisor
+
 log = logging.getLogger(__name__)
 
 BINARY_ENV = "WASMLATTICE_NATS_SERVER"
@@ -125,8 +127,7 @@ class EmbeddedNats:
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self._proc: asyncio.subprocess.Process | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._supervisor = Supervisor("nats-server", logger=log)
         self._ready = asyncio.Event()
         self.restarts = 0
 
@@ -173,22 +174,24 @@ class EmbeddedNats:
 
     async def start(self) -> None:
         """Start the child and wait until it accepts clients and JetStream answers; then supervise it."""
-        if self._supervisor is not None and not self._supervisor.done():
+        if self._supervisor.running:
             raise EmbeddedNatsError("the embedded nats-server is already started")
-        self._stopping = False
         self._binary = self._binary or find_nats_server()
         await self._spawn_and_wait()
-        self._supervisor = asyncio.create_task(self._supervise(), name=f"nats-server:{self.port}")
+        await self._supervisor.start()
+        self._supervisor.supervise(
+            "process",
+            self._keep_running,
+            first_retry=_BACKOFF_FIRST,
+            max_retry=_BACKOFF_MAX,
+            stable_after=_STABLE_AFTER,
+            expected=(EmbeddedNatsError,),
+        )
 
     async def stop(self) -> None:
         """Stop supervising and terminate the child: SIGTERM, wait, then SIGKILL."""
-        self._stopping = True
         self._ready.clear()
-        sup, self._supervisor = self._supervisor, None
-        if sup is not None:
-            sup.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sup
+        await self._supervisor.stop()
         await self._terminate()
 
     async def wait_ready(self, timeout: float) -> None:
@@ -350,37 +353,25 @@ class EmbeddedNats:
             await proc.wait()
         log.info("nats-server pid %s stopped (exit code %s)", proc.pid, proc.returncode)
 
-    async def _supervise(self) -> None:
-        backoff = _BACKOFF_FIRST
-        while not self._stopping:
+    async def _keep_running(self) -> None:
+        """Watch the child; one that exits unasked is a failure, and the next run starts a new one.
+
+        The supervisor calls this again after the backoff delay, so a restart that fails (the port
+        is taken meanwhile, the server does not become ready) is retried with the same backoff.
+        """
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            await self._spawn_and_wait()
+            self.restarts += 1
+            log.info("nats-server restarted (pid %s, restart #%d)", self.pid, self.restarts)
             proc = self._proc
-            if proc is None:
-                return
-            started = time.monotonic()
-            code = await proc.wait()
-            if self._stopping:
-                return
-            self._ready.clear()
-            log.error(
-                "nats-server pid %s died unexpectedly (exit code %s); last log lines:\n%s",
-                proc.pid,
-                code,
-                self.log_tail(),
-            )
-            if time.monotonic() - started > _STABLE_AFTER:
-                backoff = _BACKOFF_FIRST
-            while not self._stopping:
-                log.info("restarting nats-server in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
-                try:
-                    await self._spawn_and_wait()
-                except EmbeddedNatsError as e:
-                    log.error("restarting nats-server failed: %s", e)
-                    continue
-                self.restarts += 1
-                log.info("nats-server restarted (pid %s, restart #%d)", self.pid, self.restarts)
-                break
+            assert proc is not None
+        code = await proc.wait()
+        self._ready.clear()
+        raise EmbeddedNatsError(
+            f"nats-server pid {proc.pid} died unexpectedly (exit code {code}); last log lines:\n"
+            f"{self.log_tail()}"
+        )
 
 
 def describe(server: EmbeddedNats) -> dict[str, Any]:

@@ -367,8 +367,10 @@ async def test_manager_restarted_mid_deploy_converges(
     await apps.deploy(doc)
     await asyncio.sleep(0.3)  # mid-deploy
     # The manager dies without cleaning up (no lease release): tasks cancelled, connection dropped.
-    for task in first._tasks:
-        task.cancel()
+    for name in ("lease", "reconcile"):
+        child = first._supervisor.child(name)
+        assert child is not None
+        await child.stop()
     await apps.nc.close()
     apps.nc, apps.manager = None, None
     second = await apps.start_manager()
@@ -412,8 +414,10 @@ async def test_two_managers_one_leader(env: LatticeEnv, http_echo_wasm: Path) ->
 
         await eventually(deployed, what="duo deployed")
         # The leader dies without releasing the lease: the follower takes over once it expires.
-        for task in leader._tasks:
-            task.cancel()
+        for name in ("lease", "reconcile"):
+            child = leader._supervisor.child(name)
+            assert child is not None
+            await child.stop()
         await eventually(lambda: _assert_eq(_leads(follower), True), timeout=20, what="follower leads")
         await client.put(manifest("duo", "v2", [component("echo", echo, spread(3))]))
         await client.deploy("duo", "v2")

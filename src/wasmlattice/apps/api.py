@@ -22,6 +22,7 @@ from wasmlattice.apps.manifest.model import Manifest, ManifestError
 from wasmlattice.apps.status import NO_STATUS_MESSAGE, status_json, status_message, status_type
 from wasmlattice.apps.store import AppStore, AppStoreError, VersionExistsError
 from wasmlattice.protocol.events import CloudEvent, rfc3339, ulid_uuid
+from wasmlattice.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ class ApiServer:
         prefix: str = DEFAULT_API_PREFIX,
         *,
         source: str | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.nc = nc
         self.lattice = lattice
@@ -154,7 +156,8 @@ class ApiServer:
         # The CloudEvents `source` of the manifest events: this app manager.
         self.source = source or f"wadm-{uuid.uuid4().hex[:12]}"
         self._sub: Any = None
-        self._handlers: set[asyncio.Task[None]] = set()
+        # Owns the request handlers; a child of the app manager's supervisor when one is given.
+        self._supervisor = Supervisor("wadm-api", parent=supervisor, logger=log)
         # Changes are applied one at a time so that the reconciler sees deploys and undeploys in the
         # order they were stored (reads don't take it).
         self._lock = asyncio.Lock()
@@ -166,6 +169,7 @@ class ApiServer:
 
     async def start(self) -> None:
         """Subscribe (in queue group `wadm_server`); requests are answered once this returns."""
+        await self._supervisor.start()
         self._sub = await self.nc.subscribe(self.subject, queue=QUEUE_GROUP, cb=self._on_message)
         await self.nc.flush()
 
@@ -175,16 +179,12 @@ class ApiServer:
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        if self._handlers:
-            _, pending = await asyncio.wait(set(self._handlers), timeout=HANDLER_DRAIN_TIMEOUT_S)
-            for task in pending:
-                task.cancel()
+        await self._supervisor.stop(HANDLER_DRAIN_TIMEOUT_S)
 
     async def _on_message(self, msg: Any) -> None:
         # One task per request, so a slow deploy doesn't hold up status or list requests.
-        task = asyncio.create_task(self.handle(msg))
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+        if self._supervisor.running:  # a message that arrives while stopping goes unanswered
+            self._supervisor.spawn("wadm-request", self.handle(msg))
 
     async def handle(self, msg: Any) -> None:
         """Answer one request; never raises."""

@@ -29,6 +29,7 @@ from wasmlattice.apps.api import ApiServer
 from wasmlattice.apps.manifest.model import Manifest
 from wasmlattice.apps.reconciler import DEFAULT_HOST_TIMEOUT_S, AppState, Reconciler
 from wasmlattice.apps.store import AppStore
+from wasmlattice.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class AppManager:
         self.store: AppStore | None = None
         self.api: ApiServer | None = None
         self._seen_status: dict[str, dict[str, Any]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        # Owns the lease loop, the reconcile loop and (as a child) the API server's handlers.
+        self._supervisor = Supervisor("app-manager", logger=log)
         self._status_sub: Any = None
         self._lease_kv: Any = None
         self._lease_rev: int | None = None
@@ -100,7 +102,10 @@ class AppManager:
     async def start(self) -> None:
         """Open storage, serve the API, follow statuses, and start competing for the lease."""
         self.store = AppStore(self.js, self.lattice)
-        self.api = ApiServer(self.nc, self.lattice, self.store, self, prefix=self.api_prefix)
+        await self._supervisor.start()
+        self.api = ApiServer(
+            self.nc, self.lattice, self.store, self, prefix=self.api_prefix, supervisor=self._supervisor
+        )
         await self.api.start()
         self._status_sub = await self.nc.subscribe(f"wadm.status.{self.lattice}.*", cb=self._on_status)
         await self.reconciler.start()
@@ -111,17 +116,17 @@ class AppManager:
                 self._lease_kv = await self.js.create_key_value(bucket=STATE_BUCKET, history=1)
             except nats.js.errors.BadRequestError:
                 self._lease_kv = await self.js.key_value(STATE_BUCKET)
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._lease_loop()), loop.create_task(self._run())]
+        self._supervisor.supervise("lease", self._lease_loop)
+        self._supervisor.supervise("reconcile", self._run)
         log.info("app manager %s serving lattice %s", self.manager_id, self.lattice)
 
     async def stop(self) -> None:
         """Stop acting, give up the lease, stop serving."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Only the lease and reconcile loops: the API keeps answering until it is stopped below.
+        for name in ("lease", "reconcile"):
+            child = self._supervisor.child(name)
+            if child is not None:
+                await child.stop()
         if self.leader and self._lease_kv is not None and self._lease_rev is not None:
             with contextlib.suppress(Exception):
                 await self._lease_kv.delete(self._lease_key, last=self._lease_rev)
@@ -132,6 +137,7 @@ class AppManager:
                 await self._status_sub.unsubscribe()
         if self.api is not None:
             await self.api.stop()
+        await self._supervisor.stop()
 
     # -- lease ----------------------------------------------------------------------------------
 

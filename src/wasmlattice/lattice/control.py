@@ -3,7 +3,8 @@
 It subscribes to every control subject with the v1 host's queue groups (`subjects.host_subscriptions`),
 parses each request into its wire model, replies with the `CtlResponse` envelope, and publishes the
 lattice events. Every long-lived activity (one task per subscription, the heartbeat, the KV watch) is
-an asyncio task owned by the server and restarted with backoff if it fails.
+a child of the server's supervisor (`wasmlattice.supervision`), restarted with backoff if it fails;
+request handlers and the work that follows a reply are one-off tasks of the same supervisor.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.host.components import ComponentRegistry
 from wasmlattice.host.host import Host, LabelError
+from wasmlattice.lattice.context import ControlContext
 from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S, ProviderHealth
 from wasmlattice.lattice.workloads import WORKLOAD_OPS, WorkloadOps
 from wasmlattice.protocol import events as ev
@@ -56,10 +58,12 @@ from wasmlattice.protocol.models import (
 )
 from wasmlattice.protocol.state import LatticeState, LinkRejectedError
 from wasmlattice.protocol.subjects import CtlOperation, UnsupportedSubjectError
+from wasmlattice.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
-# Restart backoff of supervised tasks: doubles from the first value up to the cap.
+# Restart backoff of supervised tasks: doubles from the first value up to the cap (and a task that
+# has run that long counts as recovered).
 BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 5.0
 # How long shutdown waits for in-flight request handlers.
@@ -94,6 +98,7 @@ class ControlInterfaceServer:
         components: ComponentRegistry | None = None,
         providers: ProviderManager | None = None,
         health_interval: float = DEFAULT_HEALTH_INTERVAL_S,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.host = host
         self.nc = nc
@@ -104,13 +109,17 @@ class ControlInterfaceServer:
         self.ctl_host = ctl_host
         self.js_domain = js_domain
         self.on_stop = on_stop
+        # The server's own supervisor, a child of the host's when one is given: the server starts
+        # and stops it, the host's supervisor reports it and stops it at the latest with itself.
+        self.supervisor = Supervisor("control-interface", parent=supervisor, logger=log)
+        ctx = ControlContext(host=host, nc=nc, state=state, publish=self.publish, supervisor=self.supervisor)
+        self.health = ProviderHealth(ctx, health_interval)
         # Without these the host refuses component and provider operations (as before they existed).
         self.workloads = (
-            WorkloadOps(self, components, providers)
+            WorkloadOps(ctx, components, providers, self.health)
             if components is not None and providers is not None
             else None
         )
-        self.health = ProviderHealth(self, health_interval)
         self.subscriptions = sj.host_subscriptions(
             host.host_id,
             host.lattice,
@@ -119,8 +128,6 @@ class ControlInterfaceServer:
             provider_auctions=provider_auctions,
         )
         self._subs: dict[sj.Subscription, Any] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._handlers: set[asyncio.Task[None]] = set()
         self._stopping = False
 
     @property
@@ -136,20 +143,22 @@ class ControlInterfaceServer:
         Subscriptions are live (flushed) when this returns, as in the v1 host, so requests may
         arrive before `host_started`; the KV view is replayed before it returns.
         """
+        self._stopping = False
+        await self.supervisor.start()
         for spec in self.subscriptions:
             self._subs[spec] = await self._subscribe(spec)
         await self.nc.flush()
         for spec in self.subscriptions:
-            self._spawn(f"ctl:{spec.subject}", functools.partial(self._serve, spec))
-        self._spawn("kv-watch", self.state.watch_forever)
+            self._supervise(f"ctl:{spec.subject}", functools.partial(self._serve, spec))
+        self._supervise("kv-watch", self.state.watch_forever)
         if self.workloads is not None:
             # Running components follow changes of their named configs (docs/protocol.md#named-config).
             self.state.config_listeners.append(self.workloads.components.config_changed)
-        self._spawn("config-watch", self.state.watch_config_forever)
+        self._supervise("config-watch", self.state.watch_config_forever)
         await self.state.wait_synced()
-        self._spawn("heartbeat", self._heartbeat)
+        self._supervise("heartbeat", self._heartbeat)
         if self.workloads is not None:
-            self._spawn("provider-health", self.health.run)
+            self._supervise("provider-health", self.health.run)
 
     async def publish_started(self) -> None:
         """Publish `host_started` (after startup and KV replay)."""
@@ -165,21 +174,13 @@ class ControlInterfaceServer:
     async def stop(self) -> None:
         """Stop serving: end the heartbeat, KV watch and subscriptions, wait for in-flight handlers."""
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        # Ends the long-lived tasks first (no new request is taken), then waits for the handlers.
+        await self.supervisor.stop(HANDLER_DRAIN_TIMEOUT_S)
         for sub in list(self._subs.values()):
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs.clear()
         await self.health.close()
-        if self._handlers:
-            _, pending = await asyncio.wait(set(self._handlers), timeout=HANDLER_DRAIN_TIMEOUT_S)
-            for task in pending:
-                task.cancel()
 
     async def shutdown(self) -> None:
         """Graceful shutdown: stop serving, publish `host_stopped`, flush."""
@@ -190,24 +191,8 @@ class ControlInterfaceServer:
 
     # -- supervision -------------------------------------------------------------------------
 
-    def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
-        self._tasks.append(asyncio.create_task(self._supervise(name, factory), name=name))
-
-    async def _supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
-        """Run `factory()` and restart it with exponential backoff whenever it fails or ends early."""
-        backoff = BACKOFF_START_S
-        while not self._stopping:
-            try:
-                await factory()
-                if self._stopping:
-                    return
-                log.warning("%s ended unexpectedly; restarting in %.1fs", name, backoff)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s failed; restarting in %.1fs", name, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+    def _supervise(self, name: str, factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self.supervisor.supervise(name, factory, first_retry=BACKOFF_START_S, max_retry=BACKOFF_MAX_S)
 
     async def _subscribe(self, spec: sj.Subscription) -> Any:
         if spec.queue is not None:
@@ -221,9 +206,7 @@ class ControlInterfaceServer:
             sub = self._subs[spec] = await self._subscribe(spec)
         try:
             async for msg in sub.messages:
-                task = asyncio.create_task(self.handle(msg))
-                self._handlers.add(task)
-                task.add_done_callback(self._handlers.discard)
+                self.supervisor.spawn("ctl-request", self.handle(msg))
         finally:
             if not self._stopping:
                 self._subs.pop(spec, None)
@@ -235,12 +218,6 @@ class ControlInterfaceServer:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             await self.publish(ev.host_heartbeat(self.host.inventory()))
-
-    def background(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Run work that outlives its request's reply (scale, start); drained like handlers on stop."""
-        task = asyncio.create_task(coro, name=name)
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
 
     # -- events ------------------------------------------------------------------------------
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from wasmlattice.lattice.context import ControlContext
 from wasmlattice.protocol import events as ev
 from wasmlattice.protocol import subjects as sj
 from wasmlattice.protocol.models import HealthCheckResponse
-
-if TYPE_CHECKING:
-    from wasmlattice.lattice.control import ControlInterfaceServer
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +36,8 @@ class Checkable(Protocol):
 class ProviderHealth:
     """Health checks of one host's providers: the responder per provider, and the periodic events."""
 
-    def __init__(self, server: ControlInterfaceServer, interval: float = DEFAULT_HEALTH_INTERVAL_S) -> None:
-        self.server = server
+    def __init__(self, ctx: ControlContext, interval: float = DEFAULT_HEALTH_INTERVAL_S) -> None:
+        self.ctx = ctx
         self.interval = interval
         self._providers: dict[str, Checkable] = {}
         self._subs: dict[str, Any] = {}
@@ -51,16 +49,16 @@ class ProviderHealth:
         """Begin answering health requests for a provider that just started."""
         self._providers[provider_id] = provider
         self._healthy[provider_id] = False
-        subject = sj.provider_health(provider_id, self.server.lattice)
+        subject = sj.provider_health(provider_id, self.ctx.lattice)
 
         async def answer(msg: Any) -> None:
             healthy, message = provider.health()
             if msg.reply:
-                await self.server.nc.publish(
+                await self.ctx.nc.publish(
                     msg.reply, HealthCheckResponse(healthy=healthy, message=message).to_wire()
                 )
 
-        self._subs[provider_id] = await self.server.nc.subscribe(subject, cb=answer)
+        self._subs[provider_id] = await self.ctx.nc.subscribe(subject, cb=answer)
 
     async def stopped(self, provider_id: str) -> None:
         """Stop answering for a provider that stopped (its health requests then find no responder)."""
@@ -82,7 +80,7 @@ class ProviderHealth:
 
     async def check_all(self) -> None:
         """One round of checks: passed on unhealthy→healthy, failed on healthy→unhealthy, else status."""
-        host_id = self.server.host.host_id
+        host_id = self.ctx.host_id
         for provider_id, provider in list(self._providers.items()):
             try:
                 healthy, message = provider.health()
@@ -97,7 +95,7 @@ class ProviderHealth:
                 event = ev.health_check_failed(host_id, provider_id=provider_id)
             else:
                 event = ev.health_check_status(host_id, provider_id=provider_id)
-            await self.server.publish(event)
+            await self.ctx.publish(event)
 
     async def close(self) -> None:
         """Stop answering for every provider."""

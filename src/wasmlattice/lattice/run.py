@@ -36,6 +36,7 @@ from wasmlattice.protocol.kv import KvError
 from wasmlattice.protocol.models import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HOST_STOP_TIMEOUT_S
 from wasmlattice.protocol.state import LatticeState
 from wasmlattice.protocol.subjects import DEFAULT_LATTICE, DEFAULT_TOPIC_PREFIX, check_token
+from wasmlattice.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,11 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     host = build_host(opts)
     nats_opts = opts.nats_options()
     nc = await connect(nats_opts)
+    # The host's supervisor: every long-lived task of this host runs under it (the control
+    # interface's own supervisor is its child), and none outlives run_host.
+    supervisor = Supervisor("host", logger=log)
     try:
+        await supervisor.start()
         js = jetstream(nc, nats_opts)
         try:
             state = await LatticeState.open(js, opts.lattice)
@@ -174,6 +179,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             components=components,
             providers=providers,
             health_interval=opts.health_interval,
+            supervisor=supervisor,
         )
         installed: list[signal.Signals] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -197,6 +203,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             except TimeoutError:
                 log.warning("graceful shutdown exceeded %.1fs; exiting anyway", deadline[0])
     finally:
+        await supervisor.stop(0.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.drain(), 2.0)
         with contextlib.suppress(Exception):

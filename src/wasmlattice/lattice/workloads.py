@@ -8,10 +8,12 @@ outcome is published as lattice events (`component_scaled` / `component_scale_fa
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.host.components import ComponentRegistry, different_ref_message
+from wasmlattice.lattice.context import ControlContext
+from wasmlattice.lattice.health import ProviderHealth
 from wasmlattice.protocol import events as ev
 from wasmlattice.protocol.models import (
     MSG_PROVIDER_ALREADY_RUNNING,
@@ -35,9 +37,6 @@ from wasmlattice.protocol.models import (
     parse_payload,
 )
 from wasmlattice.protocol.subjects import CtlOperation
-
-if TYPE_CHECKING:
-    from wasmlattice.lattice.control import ControlInterfaceServer
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +63,25 @@ class WorkloadOps:
     """Answers the component/provider control operations for one host."""
 
     def __init__(
-        self, server: ControlInterfaceServer, components: ComponentRegistry, providers: ProviderManager
+        self,
+        ctx: ControlContext,
+        components: ComponentRegistry,
+        providers: ProviderManager,
+        health: ProviderHealth,
     ) -> None:
-        self.server = server
+        self.ctx = ctx
         self.components = components
         self.providers = providers
+        self.health = health
 
     @property
     def host_id(self) -> str:
         """The answering host's ID (the `host_id` of the events it publishes)."""
-        return self.server.host.host_id
+        return self.ctx.host_id
 
     def matches(self, constraints: StrMap) -> bool:
         """Whether this host's labels satisfy every auction constraint exactly."""
-        labels = self.server.host.labels
+        labels = self.ctx.host.labels
         return all(labels.get(k) == v for k, v in constraints.items())
 
     async def handle(self, op: CtlOperation, data: bytes) -> Reply:
@@ -131,14 +135,14 @@ class WorkloadOps:
             message = different_ref_message(
                 cmd.component_id, existing.image_ref, cmd.component_ref, update_after
             )
-        self.server.background(self._do_scale(cmd, update_after), f"scale:{cmd.component_id}")
+        self.ctx.supervisor.spawn(f"scale:{cmd.component_id}", self._do_scale(cmd, update_after))
         return CtlResponse[Any].ok(message=message)
 
     async def _do_scale(self, cmd: ScaleComponentCommand, update_after: bool) -> None:
         try:
             if cmd.count > 0:
                 # A missing named config fails the scale ("Config X does not exist").
-                await self.server.state.merged_config(cmd.config)
+                await self.ctx.state.merged_config(cmd.config)
             running = await self.components.scale(
                 cmd.component_ref,
                 cmd.component_id,
@@ -148,10 +152,10 @@ class WorkloadOps:
                 limits=cmd.component_limits,
             )
             if running is not None:
-                await self.server.state.ensure_spec(cmd.component_id, cmd.component_ref)
+                await self.ctx.state.ensure_spec(cmd.component_id, cmd.component_ref)
         except Exception as e:
             log.warning("scaling %s failed: %s", cmd.component_id, e)
-            await self.server.publish(
+            await self.ctx.publish(
                 ev.component_scale_failed(
                     cmd.host_id,
                     component_id=cmd.component_id,
@@ -162,7 +166,7 @@ class WorkloadOps:
                 )
             )
             return
-        await self.server.publish(
+        await self.ctx.publish(
             ev.component_scaled(
                 cmd.host_id,
                 component_id=cmd.component_id,
@@ -182,9 +186,9 @@ class WorkloadOps:
             return CtlResponse[Any].ok(
                 message=component_already_updated(cmd.component_id, cmd.new_component_ref)
             )
-        self.server.background(
-            self._do_update(cmd.component_id, cmd.new_component_ref, cmd.host_id, cmd.annotations),
+        self.ctx.supervisor.spawn(
             f"update:{cmd.component_id}",
+            self._do_update(cmd.component_id, cmd.new_component_ref, cmd.host_id, cmd.annotations),
         )
         return CtlResponse[Any].ok(
             message=component_updating(cmd.component_id, existing.image_ref, cmd.new_component_ref)
@@ -198,7 +202,7 @@ class WorkloadOps:
         except Exception as e:
             existing = self.components.get(component_id)
             log.warning("updating %s to %s failed: %s", component_id, new_ref, e)
-            await self.server.publish(
+            await self.ctx.publish(
                 ev.component_scale_failed(
                     host_id,
                     component_id=component_id,
@@ -212,7 +216,7 @@ class WorkloadOps:
         # The v1 host's observable sequence (docs/protocol.md#update): scaled(new ref, max), then
         # scaled(new ref, 0) for the replaced instance set.
         for count in (new.max_instances, 0):
-            await self.server.publish(
+            await self.ctx.publish(
                 ev.component_scaled(
                     host_id,
                     component_id=component_id,
@@ -228,7 +232,7 @@ class WorkloadOps:
         if self.providers.running(cmd.provider_id):
             return CtlResponse[Any].fail(MSG_PROVIDER_ALREADY_RUNNING)
         self.providers.reserve(cmd.provider_id)
-        self.server.background(self._do_provider_start(cmd), f"provider-start:{cmd.provider_id}")
+        self.ctx.supervisor.spawn(f"provider-start:{cmd.provider_id}", self._do_provider_start(cmd))
         return CtlResponse[Any].ok(message=MSG_PROVIDER_STARTED)
 
     async def _do_provider_start(self, cmd: StartProviderCommand) -> None:
@@ -236,11 +240,11 @@ class WorkloadOps:
             await self.providers.start(
                 cmd.provider_id, cmd.provider_ref, config_names=cmd.config, annotations=cmd.annotations
             )
-            await self.server.state.ensure_spec(cmd.provider_id, cmd.provider_ref)
+            await self.ctx.state.ensure_spec(cmd.provider_id, cmd.provider_ref)
         except Exception as e:
             log.warning("starting provider %s failed: %s", cmd.provider_id, e)
             await self.providers.stop(cmd.provider_id)
-            await self.server.publish(
+            await self.ctx.publish(
                 ev.provider_start_failed(
                     cmd.host_id or self.host_id,
                     provider_id=cmd.provider_id,
@@ -251,8 +255,8 @@ class WorkloadOps:
             return
         provider = self.providers.get(cmd.provider_id)
         if provider is not None:
-            await self.server.health.started(cmd.provider_id, provider)
-        await self.server.publish(
+            await self.health.started(cmd.provider_id, provider)
+        await self.ctx.publish(
             ev.provider_started(
                 cmd.host_id or self.host_id,
                 provider_id=cmd.provider_id,
@@ -265,9 +269,9 @@ class WorkloadOps:
         provider = self.providers.get(cmd.provider_id)
         if provider is None:
             return CtlResponse[Any].fail(MSG_PROVIDER_NOT_RUNNING)
-        await self.server.health.stopped(cmd.provider_id)
+        await self.health.stopped(cmd.provider_id)
         await self.providers.stop(cmd.provider_id)
-        await self.server.publish(
+        await self.ctx.publish(
             ev.provider_stopped(
                 cmd.host_id or self.host_id, provider_id=cmd.provider_id, annotations=provider.annotations
             )

@@ -23,6 +23,8 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
+from wasmlattice.supervision import Supervised, Supervisor
+
 log = logging.getLogger(__name__)
 
 _KV_OP = "KV-Operation"
@@ -220,7 +222,10 @@ class KvWatch:
         self._nc: Any = bucket._js._nc
         self._queue: asyncio.Queue[KvEvent | BaseException | _Stop] = asyncio.Queue()
         self._initial = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        # Owns the task that follows the consumer; a failed resubscribe is retried with backoff.
+        self._supervisor = Supervisor(f"kv-watch:{bucket.name}:{self.prefix}", logger=log)
+        self._started = False
+        self._follower: Supervised | None = None
         self._sub: Any = None
         self._consumer: str | None = None
         self._cseq = 0
@@ -250,21 +255,21 @@ class KvWatch:
 
     async def start(self) -> KvWatch:
         """Create the consumer (errors surface here) and start following it."""
-        if self._task is not None:
+        if self._started:
             return self
         self._reconnects_seen = self._nc.stats.get("reconnects", 0)
         await self._subscribe()
-        self._task = asyncio.create_task(self._run(), name=f"kv-watch:{self.bucket.name}:{self.prefix}")
+        self._started = True
+        await self._supervisor.start()
+        self._follower = self._supervisor.supervise(
+            "follow", self._run, restart="transient", first_retry=0.05, max_retry=2.0
+        )
         return self
 
     async def stop(self) -> None:
         """Stop watching: end the iteration and remove the consumer."""
         self._closed = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._supervisor.stop()
         await self._unsubscribe()
         self._queue.put_nowait(_Stop())
 
@@ -295,7 +300,7 @@ class KvWatch:
         return self
 
     async def __anext__(self) -> KvEvent:
-        if self._task is None and not self._closed:
+        if not self._started and not self._closed:
             await self.start()
         item = await self._queue.get()
         if isinstance(item, _Stop):
@@ -364,40 +369,36 @@ class KvWatch:
                 await asyncio.wait_for(self._js.delete_consumer(self.bucket.stream, name), 1.0)
 
     async def _run(self) -> None:
-        backoff = 0.05
-        try:
-            while not self._closed:
-                if self._sub is not None:
-                    reason = await self._follow()
-                    log.info(
-                        "KV watch on %s: %s; resuming after revision %d",
-                        self.bucket.name,
-                        reason,
-                        self._last_revision,
-                    )
-                    await self._unsubscribe()
-                if self._nc.is_closed:
-                    raise KvError(f"KV watch on {self.bucket.name} ended: the NATS connection was closed")
+        """Follow the consumer, replacing it when it must be; a failed resubscribe raises (and is retried).
+
+        A `KvError` (the bucket is gone, the connection closed) or a failure while following ends
+        the watch: the iteration raises it.
+        """
+        while not self._closed:
+            if self._sub is None:
                 try:
+                    if self._nc.is_closed:
+                        raise KvError(f"KV watch on {self.bucket.name} ended: the NATS connection was closed")
                     self._reconnects_seen = self._nc.stats.get("reconnects", 0)
                     await self._subscribe()
-                    self.resubscribes += 1
-                    backoff = 0.05
-                except KvError:
-                    raise
-                except Exception as e:
-                    log.debug(
-                        "KV watch on %s: resubscribe failed (%s); retrying in %.2fs",
-                        self.bucket.name,
-                        e,
-                        backoff,
-                    )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as e:
-            self._queue.put_nowait(e)
+                except KvError as e:
+                    self._queue.put_nowait(e)
+                    return
+                self.resubscribes += 1
+                if self._follower is not None:
+                    self._follower.healthy()  # resets the resubscribe backoff
+            try:
+                reason = await self._follow()
+            except Exception as e:
+                self._queue.put_nowait(e)
+                return
+            log.info(
+                "KV watch on %s: %s; resuming after revision %d",
+                self.bucket.name,
+                reason,
+                self._last_revision,
+            )
+            await self._unsubscribe()
 
     async def _follow(self) -> str:
         """Deliver messages until the consumer must be replaced; why it must."""

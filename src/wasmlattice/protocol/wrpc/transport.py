@@ -53,6 +53,8 @@ from weakref import WeakKeyDictionary
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from wasmlattice.supervision import Supervisor
+
 log = logging.getLogger(__name__)
 
 PROTOCOL = "wrpc.0.0.1"
@@ -650,16 +652,18 @@ class Server:
         self._complete = params_complete
         self._sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._params_timeout = params_timeout
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Owns one task per invocation being handled.
+        self._supervisor = Supervisor(f"wrpc-server:{subject}", logger=log)
         self._mux: _Mux | None = None
         self._sub: Any = None
 
     @property
     def in_flight(self) -> int:
         """How many invocations are being handled now."""
-        return len(self._tasks)
+        return self._supervisor.spawned
 
     async def _start(self) -> None:
+        await self._supervisor.start()
         self._mux = await _mux_for(self._nc)
         self._sub = await self._nc.subscribe(self.subject, queue=self.queue or "", cb=self._on_invocation)
         # A round trip makes the subscription effective before `serve` returns: callers on other
@@ -680,12 +684,14 @@ class Server:
             # Waiting here holds back the subscription, so excess invocations queue in NATS' client
             # buffer instead of piling up as tasks.
             await self._sem.acquire()
-        task = asyncio.get_running_loop().create_task(self._handle(msg))
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        if not self._supervisor.running:
+            # Delivered after stop() began: the caller sees no handshake and times out or retries.
+            log.debug("dropped an invocation of %s: the server is stopping", self.subject)
+            self._task_done(None)
+            return
+        self._supervisor.spawn("invocation", self._handle(msg)).add_done_callback(self._task_done)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+    def _task_done(self, _task: asyncio.Task[None] | None) -> None:
         if self._sem is not None:
             self._sem.release()
 
@@ -756,14 +762,7 @@ class Server:
             sub, self._sub = self._sub, None
             if not self._nc.is_closed:
                 await sub.unsubscribe()
-        tasks = set(self._tasks)
-        if not tasks:
-            return
-        _done, pending = await asyncio.wait(tasks, timeout=timeout)
-        for t in pending:
-            t.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        await self._supervisor.stop(timeout)
 
 
 async def serve(
