@@ -1,4 +1,4 @@
-"""Supervision of the builtin HTTP server's listeners, and of `Resync` runs in general.
+"""Supervision of the builtin HTTP server's listeners (resyncs in general: tests/unit/test_supervision.py).
 
 A link whose `address` is taken must not be forgotten until the next lattice change: the provider
 reports itself unhealthy (so the host publishes `health_check_failed` and logs why), retries the
@@ -9,9 +9,7 @@ Real host process, real nats-server, real sockets.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import logging
 import socket
 import subprocess
 import sys
@@ -21,8 +19,6 @@ import pytest
 from conftest import free_port
 from lattice_env import HTTP_SERVER, get, http_link, wait_status
 from lattice_env import LatticeEnv as Env
-
-from wasmlattice.capabilities.base import Resync, RetryLater
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -95,72 +91,3 @@ async def test_a_taken_port_is_reported_unhealthy_and_bound_once_free(env: Env, 
     )
     reply = json.loads((await env.nc.request(f"wasmbus.rpc.{env.lattice}.web.health", b"", timeout=5)).data)
     assert reply == {"healthy": True}
-
-
-async def test_a_failing_resync_run_is_retried_with_backoff(caplog: pytest.LogCaptureFixture) -> None:
-    # A run that fails three times, then succeeds, with no poke after the first.
-    runs: list[float] = []
-
-    async def action() -> None:
-        runs.append(time.monotonic())
-        if len(runs) <= 3:
-            raise RetryLater("cannot listen on 127.0.0.1:1: [Errno 98] Address already in use")
-
-    caplog.set_level(logging.DEBUG, logger="wasmlattice.capabilities")
-    resync = Resync(action, "test", first_retry=0.2, max_retry=0.5)
-    try:
-        await resync.run_now()
-        assert len(runs) == 1 and resync.failures == 1
-        deadline = time.monotonic() + 10
-        while len(runs) < 4 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert len(runs) == 4, runs
-        await asyncio.sleep(0.05)
-        assert resync.failures == 0 and resync.next_retry_in() is None
-    finally:
-        await resync.stop()
-    # Backoff: 0.2 s, then 0.4 s, then capped at 0.5 s.
-    gaps = [b - a for a, b in itertools.pairwise(runs)]
-    for gap, want in zip(gaps, [0.2, 0.4, 0.5], strict=True):
-        assert want - 0.02 <= gap <= want + 0.5, gaps
-    # One WARNING for the repeated failure (the rest at DEBUG), then the recovery at INFO.
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [
-        "test: cannot listen on 127.0.0.1:1: [Errno 98] Address already in use; retrying in 0.2s"
-    ]
-    assert (
-        len([r for r in caplog.records if r.levelno == logging.DEBUG and "failed again" in r.getMessage()])
-        == 2
-    )
-    assert any(
-        r.levelno == logging.INFO and "recovered after 3 failed attempts" in r.getMessage()
-        for r in caplog.records
-    )
-
-
-async def test_an_unexpected_error_in_a_resync_run_is_logged_with_its_cause_and_retried(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    runs = 0
-
-    async def action() -> None:
-        nonlocal runs
-        runs += 1
-        if runs == 1:
-            raise KeyError("bucket")
-
-    resync = Resync(action, "kv test", first_retry=0.1)
-    try:
-        await resync.run_now()
-        deadline = time.monotonic() + 5
-        while runs < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert runs == 2
-    finally:
-        await resync.stop()
-    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert (
-        warning.getMessage()
-        == "kv test: applying lattice changes failed: KeyError: 'bucket'; retrying in 0.1s"
-    )
-    assert warning.exc_info is not None  # the traceback shows where

@@ -32,6 +32,7 @@ from wasmlattice.protocol.models import Link, ProviderDescription, StrMap
 from wasmlattice.runtime.execution import DeadlineExceeded, NeedsLoop, from_thread
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.witypes import FuncSig
+from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.ctx import WasiCtx, ctx
 
 if TYPE_CHECKING:
@@ -128,6 +129,11 @@ async def call_here_or_failure(
         return None, Failure("failed", f"{type(e).__name__}: {describe(e)}")
 
 
+def provider_supervisor(name: str, services: HostServices | None) -> Supervisor:
+    """A provider's own supervisor, under the host's (its log lines under the capabilities logger)."""
+    return Supervisor(name, parent=None if services is None else services.supervisor, logger=log)
+
+
 class ProviderLookup(Protocol):
     """Finds a provider running on this host by ID."""
 
@@ -189,7 +195,10 @@ class LinkTargetProvider:
         self._opening: dict[tuple[str, str, str, str], asyncio.Future[Any]] = {}
         self._stopped = False
         self._following_config = False
-        self._retiring: dict[asyncio.Task[None], Any] = {}
+        # Replaced backends waiting out their grace period before they are closed.
+        self._retiring: list[Any] = []
+        # Owns every task of this provider (retiring backends, and what subclasses run).
+        self.sup = provider_supervisor(f"{self.kind} {self.provider_id}", self.services)
 
     def description(self) -> ProviderDescription:
         """The inventory entry of this provider."""
@@ -202,18 +211,18 @@ class LinkTargetProvider:
         return (False, "stopped") if self._stopped else (True, None)
 
     async def start(self) -> None:
-        """Nothing to do by default: backends open on first use."""
+        """Start the provider's supervisor; backends open on first use."""
+        await self.sup.start()
 
     async def stop(self) -> None:
-        """Close every backend."""
+        """Stop the provider's tasks and close every backend."""
         self._stopped = True
         if self._following_config:
             with contextlib.suppress(ValueError):
                 self.services.state.config_listeners.remove(self._config_changed)
-        retiring, self._retiring = list(self._retiring.items()), {}
-        for task, _ in retiring:
-            task.cancel()
-        backends = [b for _, b in self._backends.values()] + [b for _, b in retiring]
+        await self.sup.stop(0.0)  # backends in their grace period are closed below, at once
+        retiring, self._retiring = self._retiring, []
+        backends = [b for _, b in self._backends.values()] + retiring
         self._backends = {}
         for backend in backends:
             try:
@@ -260,14 +269,16 @@ class LinkTargetProvider:
     def _retire(self, backend: Any) -> None:
         async def close_later() -> None:
             await asyncio.sleep(BACKEND_RETIRE_S)
-            try:
-                await self.close_backend(backend)
-            except Exception:
-                log.exception("%s: closing a backend failed", self.provider_id)
+            if backend in self._retiring:
+                self._retiring.remove(backend)
+                try:
+                    await self.close_backend(backend)
+                except Exception:
+                    log.exception("%s: closing a backend failed", self.provider_id)
 
-        task = asyncio.get_running_loop().create_task(close_later())
-        self._retiring[task] = backend
-        task.add_done_callback(lambda t: self._retiring.pop(t, None))
+        self._retiring.append(backend)
+        if self.sup.running:
+            self.sup.spawn("retire-backend", close_later())
 
     async def open_backend(self, link: Link, config: StrMap) -> Any:
         """Open what serves one link (a bucket, a client...)."""
@@ -296,6 +307,8 @@ class HostServices:
     providers: ProviderLookup | None = None
     # The host's router: how capabilities reach components (here or on another host).
     router: ComponentRouter | None = None
+    # The host's supervisor: each provider's own supervisor runs under it.
+    supervisor: Supervisor | None = None
     # Deadline of one call to a component on another host (docs/protocol.md#wrpc: 10 s).
     invocation_timeout: float = DEFAULT_INVOCATION_TIMEOUT_S
     _index: dict[tuple[str, str, str], Link] | None = None
@@ -416,140 +429,3 @@ def component() -> ComponentContext:
 def lower_config(config: Mapping[str, str]) -> StrMap:
     """Config keys lower-cased (providers read their keys case-insensitively, as wasmCloud's do)."""
     return {k.lower(): v for k, v in config.items()}
-
-
-class RetryLater(Exception):
-    """A `Resync` run could not do everything (e.g. a port is taken); the message says what and why.
-
-    Raised by an action after it applied what it could; `Resync` logs the message without a
-    traceback and runs the action again after a backoff delay.
-    """
-
-
-# Backoff of a failing `Resync` run: first retry after 0.5 s, doubling up to 30 s.
-RESYNC_FIRST_RETRY_S = 0.5
-RESYNC_MAX_RETRY_S = 30.0
-# While a run keeps failing the same way, that failure is logged again at WARNING at most this often.
-RESYNC_REPEAT_LOG_S = 60.0
-
-
-class Resync:
-    """Re-runs `action` after each `poke()`, one run at a time, merging bursts of pokes into one run.
-
-    Providers that follow lattice changes (links come and go) poke it from a state listener. A run
-    that raises is logged with its cause and run again with backoff (`first_retry` doubling up to
-    `max_retry`, back to `first_retry` after a run that succeeds), without waiting for the next
-    lattice change; a poke meanwhile runs it at once. Logging does not flood: the first failure,
-    and any failure whose text differs from the previous one, at WARNING; the same failure again
-    at DEBUG, with a WARNING reminder at most every `RESYNC_REPEAT_LOG_S`; recovery at INFO.
-    """
-
-    def __init__(
-        self,
-        action: Callable[[], Awaitable[None]],
-        what: str,
-        *,
-        first_retry: float = RESYNC_FIRST_RETRY_S,
-        max_retry: float = RESYNC_MAX_RETRY_S,
-    ) -> None:
-        self.action = action
-        self.what = what
-        self.first_retry = first_retry
-        self.max_retry = max_retry
-        self._dirty = False
-        self._task: asyncio.Task[None] | None = None
-        self._stopped = False
-        self._retry: asyncio.TimerHandle | None = None
-        # Consecutive failed runs, when the first of them failed, the last failure's text, and
-        # when a failure was last logged at WARNING.
-        self.failures = 0
-        self._failing_since = 0.0
-        self._last_error: str | None = None
-        self._last_warned = 0.0
-
-    def poke(self, _event: object = None) -> None:
-        """Ask for a run (soon, on the running loop)."""
-        if self._stopped:
-            return
-        self._dirty = True
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def run_now(self) -> None:
-        """Run the action now and wait for it; a failure is logged and retried as after a poke."""
-        self.poke()
-        if self._task is not None:
-            await asyncio.shield(self._task)
-
-    @property
-    def last_error(self) -> str | None:
-        """Why the last run failed (as logged), None if it succeeded or none has run."""
-        return self._last_error
-
-    def next_retry_in(self) -> float | None:
-        """Seconds until the scheduled retry of a failed run, None if none is scheduled."""
-        if self._retry is None:
-            return None
-        return max(0.0, self._retry.when() - asyncio.get_running_loop().time())
-
-    async def _run(self) -> None:
-        while self._dirty and not self._stopped:
-            self._dirty = False
-            # This run supersedes a scheduled retry; a failure below schedules the next one.
-            if self._retry is not None:
-                self._retry.cancel()
-                self._retry = None
-            try:
-                await self.action()
-            except Exception as e:
-                self._failed(e)
-            else:
-                self._succeeded()
-
-    def _failed(self, error: Exception) -> None:
-        now = time.monotonic()
-        if self.failures == 0:
-            self._failing_since = now
-        self.failures += 1
-        delay = min(self.first_retry * 2 ** min(self.failures - 1, 32), self.max_retry)
-        if isinstance(error, RetryLater):
-            text, trace = str(error), False
-        else:
-            # An unexpected error: its type and traceback help whoever reads the log.
-            text, trace = f"applying lattice changes failed: {type(error).__name__}: {error}", True
-        repeat = text == self._last_error
-        self._last_error = text
-        if not repeat or now - self._last_warned >= RESYNC_REPEAT_LOG_S:
-            if repeat:
-                since = now - self._failing_since
-                text = f"still failing after {self.failures} attempts in {since:.0f}s: {text}"
-            log.warning("%s: %s; retrying in %.1fs", self.what, text, delay, exc_info=trace and not repeat)
-            self._last_warned = now
-        else:
-            log.debug(
-                "%s: attempt %d failed again: %s; retrying in %.1fs", self.what, self.failures, text, delay
-            )
-        if not self._stopped:
-            self._retry = asyncio.get_running_loop().call_later(delay, self.poke)
-
-    def _succeeded(self) -> None:
-        if self.failures:
-            log.info(
-                "%s: recovered after %d failed attempts in %.1fs",
-                self.what,
-                self.failures,
-                time.monotonic() - self._failing_since,
-            )
-        self.failures = 0
-        self._last_error = None
-
-    async def stop(self) -> None:
-        """Stop running (a run in progress is cancelled, a scheduled retry dropped)."""
-        self._stopped = True
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task

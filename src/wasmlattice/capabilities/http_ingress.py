@@ -159,14 +159,14 @@ class HttpHandler:
         except RuntimeError:  # the workload was retired: the component was replaced or stopped
             return error_response(503, f"{target.name} is stopping and cannot take the request")
         call.started(done)
-        pump = None
-        if data is None:
-            pump = asyncio.get_running_loop().create_task(_pump_body(request, call.body, self.max_body))
+        if data is not None:
+            return await self._respond(request, target, call.ex, call.body)
+        # The body still arrives: a task scoped to this request feeds it to the guest meanwhile.
+        pump = asyncio.get_running_loop().create_task(_pump_body(request, call.body, self.max_body))
         try:
             return await self._respond(request, target, call.ex, call.body)
         finally:
-            if pump is not None:
-                pump.cancel()
+            pump.cancel()
 
     def _request(self, request: web.BaseRequest) -> RequestParts:
         path, authority = split_target(request.raw_path)

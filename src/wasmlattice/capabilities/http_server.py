@@ -18,7 +18,7 @@ source config may carry its own pair for its listener. A file that cannot be loa
 provider's start (a bad pair in a link's config: that link is not served, and the reason is logged).
 
 A listener that cannot be opened (the port is taken, a link's TLS files are unreadable) is tried
-again with backoff (0.5 s doubling to 30 s, see `Resync`) without waiting for a lattice change;
+again with backoff (0.5 s doubling to 30 s, a supervised resync) without waiting for a lattice change;
 while any is failing, `health()` is unhealthy with each address and its error, so the host's health
 checks publish `health_check_failed` and log why.
 
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from wasmlattice.capabilities.base import ComponentRouter, HostServices, Resync, RetryLater
+from wasmlattice.capabilities.base import ComponentRouter, HostServices, provider_supervisor
 from wasmlattice.capabilities.http_ingress import (
     Forward,
     HttpHandler,
@@ -53,6 +53,7 @@ from wasmlattice.capabilities.http_ingress import (
 )
 from wasmlattice.protocol.models import Link, ProviderDescription, StrMap
 from wasmlattice.protocol.state import LatticeState
+from wasmlattice.supervision import RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,13 @@ class HttpServerProvider:
         # Listeners the links want that could not be opened in the last sync: address -> why.
         self._listen_errors: dict[tuple[str, int], str] = {}
         self._sync_lock = asyncio.Lock()
-        self._resync = Resync(self._sync_or_retry, f"http-server {provider_id}")
+        self.sup = provider_supervisor(f"http-server {provider_id}", services)
+        self._resync = self.sup.resync(
+            "listeners",
+            self._sync_or_retry,
+            what=f"http-server {provider_id}",
+            failure="applying lattice changes failed",
+        )
         self._stopped = False
 
     def description(self) -> ProviderDescription:
@@ -220,6 +227,7 @@ class HttpServerProvider:
         if self.routing_mode in SHARED_LISTENER_MODES:
             # One listener for the provider's lifetime; a bind (or TLS) failure fails the start.
             await self._open(self.default_address, self.tls)
+        await self.sup.start()
         self.state.listeners.append(self._resync.poke)
         # Through the resync, so a listener that cannot be opened now is retried with backoff.
         await self._resync.run_now()
@@ -229,7 +237,7 @@ class HttpServerProvider:
         self._stopped = True
         with contextlib.suppress(ValueError):
             self.state.listeners.remove(self._resync.poke)
-        await self._resync.stop()
+        await self.sup.stop()
         async with self._sync_lock:
             for address in list(self._listeners):
                 await self._close(address)

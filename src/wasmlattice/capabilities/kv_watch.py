@@ -19,7 +19,6 @@ from wasmlattice.capabilities.base import (
     CapabilityError,
     LinkTargetProvider,
     ProviderSpec,
-    Resync,
     call_here_or_failure,
 )
 from wasmlattice.capabilities.kv_backend import Bucket, KvBucket, KvError, KvLink
@@ -59,11 +58,17 @@ class WatchingKvProvider(LinkTargetProvider):
         super().__init__(spec)
         self._watches: dict[tuple[str, str], _Watch] = {}
         self._watch_lock = asyncio.Lock()
-        self._watch_resync = Resync(self.sync_watches, f"{self.kind} {self.provider_id}")
+        self._watch_resync = self.sup.resync(
+            "watches",
+            self.sync_watches,
+            what=f"{self.kind} {self.provider_id}",
+            failure="applying lattice changes failed",
+        )
         self._unsupported_warned: set[tuple[str, str]] = set()
 
     async def start(self) -> None:
         """Watch the buckets of the watcher links already known, and follow link changes."""
+        await super().start()
         self.services.state.listeners.append(self._watch_resync.poke)
         await self.sync_watches()
 
@@ -123,7 +128,7 @@ class WatchingKvProvider(LinkTargetProvider):
             for key, (link, cfg) in wanted.items():
                 if key not in self._watches:
                     watch = _Watch(link, cfg)
-                    watch.task = asyncio.get_running_loop().create_task(self._run_watch(watch))
+                    watch.task = self.sup.spawn(f"watch {link.name} to {link.target}", self._run_watch(watch))
                     self._watches[key] = watch
 
     def _what(self, link: Link) -> str:

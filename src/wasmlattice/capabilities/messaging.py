@@ -46,7 +46,6 @@ from wasmlattice.capabilities.base import (
     ComponentContext,
     LinkTargetProvider,
     ProviderSpec,
-    Resync,
     call_here_or_failure,
     component,
     lower_config,
@@ -255,10 +254,13 @@ class NatsMessagingProvider(LinkTargetProvider):
         super().__init__(spec)
         self._links: dict[tuple[str, str], _HandlerLink] = {}
         self._sync_lock = asyncio.Lock()
-        self._resync = Resync(self.sync, f"messaging-nats {spec.provider_id}")
-        self._check_task: asyncio.Task[None] | None = None
+        self._resync = self.sup.resync(
+            "links",
+            self.sync,
+            what=f"messaging-nats {spec.provider_id}",
+            failure="applying lattice changes failed",
+        )
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
-        self._deliveries: set[asyncio.Task[None]] = set()
 
     # -- consumer: component -> provider --------------------------------------------------------
 
@@ -276,9 +278,10 @@ class NatsMessagingProvider(LinkTargetProvider):
 
     async def start(self) -> None:
         """Apply the links already known and follow later changes."""
+        await super().start()
         self.services.state.listeners.append(self._resync.poke)
         await self.sync()
-        self._check_task = asyncio.get_running_loop().create_task(self._check_local_forever())
+        self.sup.supervise("local-components", self._check_local_forever, restart="transient")
 
     async def stop(self) -> None:
         """Unsubscribe everything, stop following links, close every connection opened."""
@@ -286,17 +289,13 @@ class NatsMessagingProvider(LinkTargetProvider):
         with contextlib.suppress(ValueError):
             self.services.state.listeners.remove(self._resync.poke)
         await self._resync.stop()
-        for task in (self._check_task,):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        child = self.sup.child("local-components")
+        if child is not None:
+            await child.stop()
         async with self._sync_lock:
             for key in list(self._links):
                 await self._deactivate(self._links.pop(key))
-        for task in list(self._deliveries):
-            task.cancel()
-        await super().stop()
+        await super().stop()  # stops the supervisor: deliveries still running are cancelled
 
     def subscribed(self) -> list[tuple[str, str, str]]:
         """(component ID, subject, queue) of every subscription held now."""
@@ -426,14 +425,16 @@ class NatsMessagingProvider(LinkTargetProvider):
         async def on_message(msg: Any) -> None:
             # Waits (holding back this subscription) while MAX_IN_FLIGHT deliveries run.
             await self._in_flight.acquire()
-            task = asyncio.get_running_loop().create_task(self._deliver(component_id, msg))
-            self._deliveries.add(task)
+            try:
+                task = self.sup.spawn("delivery", self._deliver(component_id, msg))
+            except BaseException:
+                self._in_flight.release()
+                raise
             task.add_done_callback(self._delivered)
 
         return on_message
 
-    def _delivered(self, task: asyncio.Task[None]) -> None:
-        self._deliveries.discard(task)
+    def _delivered(self, _task: asyncio.Task[None]) -> None:
         self._in_flight.release()
 
     async def _deliver(self, component_id: str, msg: Any) -> None:

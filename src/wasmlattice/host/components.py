@@ -36,6 +36,7 @@ from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.execution import Workload
 from wasmlattice.runtime.linking import HostRegistry, LinkedComponent, link
 from wasmlattice.runtime.pool import InstancePool
+from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.ctx import WasiConfig
 
 log = logging.getLogger(__name__)
@@ -146,10 +147,15 @@ class ComponentRegistry:
         self._components: dict[str, RunningComponent] = {}
         # Scale/update of one host are serialized: each is a read-modify-write of the map.
         self._lock = asyncio.Lock()
-        self._retiring: set[asyncio.Task[None]] = set()
+        # Owns the registry's background work: retiring replaced components, refreshing config.
+        self.sup = Supervisor("components", parent=None if services is None else services.supervisor)
         # Named configs changed in CONFIGDATA and not yet applied (None: any), and who applies them.
         self._stale_configs: set[str | None] = set()
         self._config_refresher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the registry's supervisor (before the first scale)."""
+        await self.sup.start()
 
     def get(self, component_id: str) -> RunningComponent | None:
         """The running component with that ID, if any."""
@@ -289,6 +295,7 @@ class ComponentRegistry:
                 lambda iface, func, *args, timeout: invoker.call(iface, func, *args, timeout=timeout),
                 timeout=self.services.invocation_timeout,
                 http=running.target,
+                supervisor=self.sup,
             )
             await running.server.start()
 
@@ -303,7 +310,7 @@ class ComponentRegistry:
         """
         self._stale_configs.add(name)
         if self._config_refresher is None or self._config_refresher.done():
-            self._config_refresher = asyncio.get_running_loop().create_task(self._refresh_stale_configs())
+            self._config_refresher = self.sup.spawn("refresh-config", self._refresh_stale_configs())
 
     async def _refresh_stale_configs(self) -> None:
         while self._stale_configs:
@@ -353,8 +360,7 @@ class ComponentRegistry:
                 if running.workload is not None:
                     await running.workload.retire(0.5)
             self._components.clear()
-        for task in list(self._retiring):
-            task.cancel()
+        await self.sup.stop(0.0)  # components still being retired are cut short
         self.engine.close()
 
     async def _load(self, ref: str) -> LinkedComponent:
@@ -392,9 +398,7 @@ class ComponentRegistry:
         )
 
     def _retire(self, running: RunningComponent) -> None:
-        task = asyncio.get_running_loop().create_task(_retire(running))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self.sup.spawn(f"retire {running.component_id}", _retire(running))
 
 
 async def _retire(running: RunningComponent) -> None:

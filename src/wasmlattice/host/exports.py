@@ -29,6 +29,7 @@ from wasmlattice.protocol.wrpc import http as wrpc_http_codec
 from wasmlattice.runtime.component import InterfaceName
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.witypes import FuncSig, has_handle
+from wasmlattice.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class ExportServer:
         invoke: Any,
         timeout: float = 10.0,
         http: HttpTarget | None = None,
+        *,
+        supervisor: Supervisor,
     ) -> None:
         self.nc = nc
         self.lattice = lattice
@@ -75,6 +78,7 @@ class ExportServer:
         self.timeout = timeout
         # What serves the component's HTTP handler, if it exports one.
         self.http = http
+        self.supervisor = supervisor
         self._subs: list[Any] = []
 
     async def start(self) -> list[str]:
@@ -86,7 +90,7 @@ class ExportServer:
             (n := InterfaceName.parse(i)) is not None and n.unversioned == HTTP_HANDLER for i in self.exports
         ):
             # One subject whichever 0.2.x version the component exports (wasmCloud maps them all).
-            export = wrpc_http.HttpExport(self.component_id, self.http, self.timeout)
+            export = wrpc_http.HttpExport(self.component_id, self.http, self.timeout, self.supervisor)
             subject = transport.invocation_subject(prefix, wrpc_http_codec.INSTANCE, wrpc_http_codec.FUNCTION)
             sub = await transport.serve(
                 self.nc, subject, queue, export.handle, params_complete=wrpc_http_codec.params_complete

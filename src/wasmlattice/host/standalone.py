@@ -151,7 +151,11 @@ async def _serve_until_signal(app: ComponentApp, sock: Any, on_ready: Any = None
         loop.add_signal_handler(sig, stop.set)
     ready = asyncio.Event()
     task = asyncio.ensure_future(serve_app(app, sock, ready))
-    await asyncio.wait({task, asyncio.ensure_future(ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    ready_wait = asyncio.ensure_future(ready.wait())
+    try:
+        await asyncio.wait({task, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready_wait.cancel()  # scoped to this wait: no task outlives the function that made it
     if task.done():
         task.result()
     if on_ready is not None:

@@ -56,6 +56,7 @@ from wasmlattice.protocol.wrpc.http import (
 from wasmlattice.runtime.execution import SlotTimeout, interrupted, start_guest
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.witypes import Err, Ok
+from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.http_incoming import OutgoingResponse
 from wasmlattice.wasi.io import BytePipe, IoError
 
@@ -65,12 +66,13 @@ log = logging.getLogger("wasmlattice.http")
 class HttpExport:
     """Serves `wrpc:http/incoming-handler.handle` invocations with one component's HTTP target."""
 
-    def __init__(self, component_id: str, target: HttpTarget, timeout: float) -> None:
+    def __init__(self, component_id: str, target: HttpTarget, timeout: float, supervisor: Supervisor) -> None:
         self.component_id = component_id
         self.target = target
         # How long an invocation waits for a free instance (the caller's time-out).
         self.timeout = timeout
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Owns each invocation's body feeder and the wait for its guest's end.
+        self.sup = supervisor
 
     async def handle(self, data: bytes, headers: Mapping[str, str]) -> transport.Reply | bytes:
         """One invocation: run the guest on the request; its response head, body and trailers."""
@@ -92,12 +94,12 @@ class HttpExport:
         except RuntimeError:  # the workload was retired: the component was replaced or stopped
             raise WrpcHttpError(f"{cid} is stopping and cannot take the request") from None
         ex, body = guest.ex, guest.body
-        self._spawn(_feed_body(call, req, body))
+        self.sup.spawn(f"{cid} request body", _feed_body(call, req, body))
         try:
             await ex.wait_first(STREAM_GRACE)
         finally:
             # Whatever happens to this invocation, the guest's end is logged and its body released.
-            self._spawn(self._settle(ex, finished, done))
+            self.sup.spawn(f"{cid} guest end", self._settle(ex, finished, done))
         response = ex.response
         if isinstance(response, Err):
             log.warning(
@@ -140,11 +142,6 @@ class HttpExport:
         if e is not None and isinstance(ex.response, (Ok, Err, OutgoingResponse)):
             reason = e.reason if isinstance(e, GuestTrap) else repr(e)
             log.error("%s failed after responding: %s", self.component_id, reason)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _source(headers: Mapping[str, str]) -> str:

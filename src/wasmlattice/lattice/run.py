@@ -148,8 +148,10 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             nc=nc,
             js=js,
             invocation_timeout=opts.invocation_timeout,
+            supervisor=supervisor,
         )
         components = ComponentRegistry(services=services)
+        await components.start()
         providers = ProviderManager(services)
         services.providers = providers
         services.router = Router(
