@@ -26,7 +26,7 @@ from common import bench_lattice, free_port, hosts_by_label, http_link, machine,
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
 from wasmlattice.protocol.models import Link
-from wasmlattice.protocol.wrpc import codec
+from wasmlattice.protocol.wrpc.tuples import TupleCodec
 from wasmlattice.runtime.witypes import U32, record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +44,8 @@ async def run(args: argparse.Namespace) -> None:
     callee = build(ROOT / "benchmarks" / "components" / "calc.wat")
     caller = build(ROOT / "benchmarks" / "components" / "calc_caller")
     callee_ref, caller_ref = (f"file://{p.resolve()}" for p in (callee, caller))
-    params = codec.TupleCodec([record(x=U32, y=U32)]).encode([(1000, 1)])
-    result = codec.TupleCodec([U32]).encode([1001])
+    params = TupleCodec([record(x=U32, y=U32)]).encode([(1000, 1)])
+    result = TupleCodec([U32]).encode([1001])
     async with bench_lattice("wl-callbench-", LATTICE) as lat:
         for label in ("a", "b"):
             lat.start_host("--label", f"bench={label}")

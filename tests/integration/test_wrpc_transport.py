@@ -1,4 +1,4 @@
-"""wRPC over NATS (`wasmlattice.protocol.wrpc.transport`) against the shared real nats-server.
+"""wRPC over NATS (`protocol/wrpc`: transport, client, server) against the shared real nats-server.
 
 Client and server use separate NATS connections, as two hosts would. Each test serves on a subject
 of its own (`uniq`), so tests sharing the nats-server do not meet. Values are raw bytes here; the
@@ -20,16 +20,13 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from wasmlattice.protocol.wrpc.client import Invocation, invoke
+from wasmlattice.protocol.wrpc.server import Reply, current_invocation, serve
 from wasmlattice.protocol.wrpc.transport import (
-    Invocation,
     InvocationTimeout,
     NoResponders,
     RemoteError,
-    Reply,
-    current_invocation,
     invocation_subject,
-    invoke,
-    serve,
 )
 
 pytestmark = pytest.mark.timeout(60)

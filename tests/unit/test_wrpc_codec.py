@@ -16,23 +16,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wasmlattice.protocol.wrpc.codec import (
+from wasmlattice.protocol.wrpc.async_values import (
     FUTURE_PENDING,
     STREAM_END,
-    CodecError,
-    TruncatedError,
-    TupleCodec,
-    check_value,
     decode_future,
     decode_stream_chunk,
-    decoder,
     encode_future_pending,
     encode_future_ready,
     encode_stream_chunk,
-    encoder,
-    params_codec,
-    results_codec,
 )
+from wasmlattice.protocol.wrpc.codec import check_value, decoder, encoder
+from wasmlattice.protocol.wrpc.primitives import CodecError, TruncatedError
+from wasmlattice.protocol.wrpc.tuples import TupleCodec, params_codec, results_codec
 from wasmlattice.runtime.witypes import (
     EnumT,
     Err,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wasmlattice.protocol.wrpc import codec
+from wasmlattice.protocol.wrpc.async_values import STREAM_END
 from wasmlattice.protocol.wrpc.http import (
     ERROR_CODE,
     StreamDecoder,
@@ -18,6 +18,7 @@ from wasmlattice.protocol.wrpc.http import (
     encode_trailers,
     params_complete,
 )
+from wasmlattice.protocol.wrpc.primitives import CodecError
 from wasmlattice.runtime.witypes import Err
 
 # GET /a?b=1 on http://h with header `x` twice (values 1 and 2).
@@ -95,20 +96,20 @@ def test_error_code_result() -> None:
     # A value that is no error-code still answers an error the caller can show.
     fallback = decode_result(encode_error_code(("no-such-code", 1)))
     assert isinstance(fallback, Err) and fallback.value[0] == "internal-error"
-    with pytest.raises(codec.CodecError):
+    with pytest.raises(CodecError):
         decode_result(wire + b"\x00")
 
 
 def test_body_stream_decodes_across_message_boundaries() -> None:
     body = bytes(range(256)) * 700  # 179200 bytes: a multi-byte LEB128 length
-    wire = encode_body_chunk(body[:100_000]) + encode_body_chunk(body[100_000:]) + codec.STREAM_END
+    wire = encode_body_chunk(body[:100_000]) + encode_body_chunk(body[100_000:]) + STREAM_END
     assert wire[:4] == bytes([0xA0, 0x8D, 0x06, 0x00])  # 100000 as LEB128, then the first byte
     dec = StreamDecoder()
     got: list[bytes] = []
     for i in range(0, len(wire), 777):  # cut anywhere, as the transport may
         got += dec.feed(wire[i : i + 777])
     assert dec.ended and b"".join(got) == body
-    with pytest.raises(codec.CodecError):
+    with pytest.raises(CodecError):
         dec.feed(b"\x01x")
 
 

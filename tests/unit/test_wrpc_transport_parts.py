@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from wasmlattice.protocol.wrpc.streams import ChunkStream
 from wasmlattice.protocol.wrpc.transport import (
-    ChunkStream,
     InvocationTimeout,
     NoResponders,
     RemoteError,

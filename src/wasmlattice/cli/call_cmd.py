@@ -100,7 +100,9 @@ async def _call(
     from wasmlattice.client.ctl import CtlClient
     from wasmlattice.client.values import JsonValueError, from_json, to_json
     from wasmlattice.protocol.connection import NatsConnectionError, connect
-    from wasmlattice.protocol.wrpc import codec, transport
+    from wasmlattice.protocol.wrpc.client import invoke
+    from wasmlattice.protocol.wrpc.transport import WrpcError, invocation_subject
+    from wasmlattice.protocol.wrpc.tuples import params_codec, results_codec
 
     try:
         nc = await connect(cli_nats_options(nats_url, timeout))
@@ -125,15 +127,13 @@ async def _call(
             ]
         except JsonValueError as e:
             raise CallError(str(e)) from None
-        data = codec.params_codec(sig).encode(values)
-        subject = transport.invocation_subject(f"{lattice}.{component_id}", instance, func)
+        data = params_codec(sig).encode(values)
+        subject = invocation_subject(f"{lattice}.{component_id}", instance, func)
         try:
-            reply = await transport.invoke(
-                nc, subject, data, headers={"source-id": "wasmlattice-cli"}, timeout=timeout
-            )
-        except transport.WrpcError as e:
+            reply = await invoke(nc, subject, data, headers={"source-id": "wasmlattice-cli"}, timeout=timeout)
+        except WrpcError as e:
             raise CallError(f"calling {instance}.{func} on {component_id} failed: {e}") from None
-        decoded = codec.results_codec(sig).decode(reply)
+        decoded = results_codec(sig).decode(reply)
         return to_json(sig.result, decoded[0]) if decoded else None
     finally:
         with contextlib.suppress(Exception):

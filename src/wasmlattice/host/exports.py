@@ -24,8 +24,11 @@ from typing import Any
 from wasmlattice.capabilities.base import InvokeError
 from wasmlattice.capabilities.http_ingress import HttpTarget
 from wasmlattice.host import wrpc_http
-from wasmlattice.protocol.wrpc import codec, transport
 from wasmlattice.protocol.wrpc import http as wrpc_http_codec
+from wasmlattice.protocol.wrpc.primitives import CodecError
+from wasmlattice.protocol.wrpc.server import serve
+from wasmlattice.protocol.wrpc.transport import WrpcError, invocation_subject
+from wasmlattice.protocol.wrpc.tuples import TupleCodec, params_codec, results_codec
 from wasmlattice.runtime.component import InterfaceName
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.witypes import FuncSig, has_handle
@@ -91,8 +94,8 @@ class ExportServer:
         ):
             # One subject whichever 0.2.x version the component exports (wasmCloud maps them all).
             export = wrpc_http.HttpExport(self.component_id, self.http, self.timeout, self.supervisor)
-            subject = transport.invocation_subject(prefix, wrpc_http_codec.INSTANCE, wrpc_http_codec.FUNCTION)
-            sub = await transport.serve(
+            subject = invocation_subject(prefix, wrpc_http_codec.INSTANCE, wrpc_http_codec.FUNCTION)
+            sub = await serve(
                 self.nc, subject, queue, export.handle, params_complete=wrpc_http_codec.params_complete
             )
             self._subs.append(sub)
@@ -107,39 +110,33 @@ class ExportServer:
                         "%s: %s#%s passes resources; not served over wRPC", self.component_id, instance, fname
                     )
                     continue
-                subject = transport.invocation_subject(prefix, instance, fname)
-                params = codec.params_codec(sig)
+                subject = invocation_subject(prefix, instance, fname)
+                params = params_codec(sig)
                 handler = self._handler(parsed.unversioned, instance, fname, sig, params)
-                sub = await transport.serve(
-                    self.nc, subject, queue, handler, params_complete=_completeness(params)
-                )
+                sub = await serve(self.nc, subject, queue, handler, params_complete=_completeness(params))
                 self._subs.append(sub)
                 subjects.append(subject)
         return subjects
 
-    def _handler(
-        self, interface: str, instance: str, fname: str, sig: FuncSig, params: codec.TupleCodec
-    ) -> Any:
-        results = codec.results_codec(sig)
+    def _handler(self, interface: str, instance: str, fname: str, sig: FuncSig, params: TupleCodec) -> Any:
+        results = results_codec(sig)
         component_id = self.component_id
 
         async def handle(data: bytes, headers: Mapping[str, str]) -> bytes:
             try:
                 args = params.decode(data)
-            except codec.CodecError as e:
-                raise transport.WrpcError(f"invalid parameters for {instance}#{fname}: {e}") from None
+            except CodecError as e:
+                raise WrpcError(f"invalid parameters for {instance}#{fname}: {e}") from None
             try:
                 value = await self.invoke(interface, fname, *args, timeout=self.timeout)
             except InvokeError as e:
-                raise transport.WrpcError(f"{component_id} cannot serve {instance}#{fname}: {e}") from None
+                raise WrpcError(f"{component_id} cannot serve {instance}#{fname}: {e}") from None
             except GuestTrap as e:
                 source = headers.get("source-id", "a caller")
                 log.warning(
                     "%s trapped in %s#%s called by %s: %s", component_id, instance, fname, source, e.reason
                 )
-                raise transport.WrpcError(
-                    f"{component_id} trapped in {instance}#{fname}: {e.reason}"
-                ) from None
+                raise WrpcError(f"{component_id} trapped in {instance}#{fname}: {e.reason}") from None
             return results.encode([] if sig.result is None else [value])
 
         return handle
@@ -153,11 +150,11 @@ class ExportServer:
                 log.error("%s: stopping a wRPC subscription failed: %s", self.component_id, r)
 
 
-def _completeness(params: codec.TupleCodec) -> Any:
+def _completeness(params: TupleCodec) -> Any:
     def complete(data: bytes) -> bool:
         try:
             params.decode_prefix(data)
-        except codec.CodecError:
+        except CodecError:
             return False
         return True
 

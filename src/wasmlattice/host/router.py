@@ -16,7 +16,10 @@ from wasmlattice.capabilities.base import ComponentContext, InvokeError
 from wasmlattice.capabilities.http_ingress import Forward, HttpTarget
 from wasmlattice.host.components import ComponentRegistry
 from wasmlattice.host.wrpc_http import RemoteHttp
-from wasmlattice.protocol.wrpc import codec, transport
+from wasmlattice.protocol.wrpc.client import invoke
+from wasmlattice.protocol.wrpc.primitives import CodecError
+from wasmlattice.protocol.wrpc.transport import WrpcError, invocation_subject
+from wasmlattice.protocol.wrpc.tuples import params_codec, results_codec
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.witypes import FuncSig
 
@@ -28,8 +31,8 @@ class _WireCall:
 
     def __init__(self, sig: FuncSig) -> None:
         self.sig = sig  # kept alive: the cache is keyed by its identity
-        self.params = codec.params_codec(sig)
-        self.results = codec.results_codec(sig)
+        self.params = params_codec(sig)
+        self.results = results_codec(sig)
         # (target, caller, link name) -> (subject, headers)
         self.subjects: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
 
@@ -94,23 +97,21 @@ class Router:
             wire = self._wire[id(sig)] = _WireCall(sig)
         try:
             data = wire.params.encode(args)
-        except codec.CodecError as e:
+        except CodecError as e:
             raise InvokeError(f"cannot send {instance}#{func} to `{target}`: {e}") from None
         key = (target, source_id, link_name)
         found = wire.subjects.get(key)
         if found is None:
-            subject = transport.invocation_subject(f"{self.lattice}.{target}", instance, func)
+            subject = invocation_subject(f"{self.lattice}.{target}", instance, func)
             found = wire.subjects[key] = (subject, {"source-id": source_id, "link-name": link_name})
         subject, headers = found
         try:
-            reply = await transport.invoke(
-                self.nc, subject, data, headers=headers, timeout=self.invocation_timeout
-            )
-        except transport.WrpcError as e:
+            reply = await invoke(self.nc, subject, data, headers=headers, timeout=self.invocation_timeout)
+        except WrpcError as e:
             raise InvokeError(f"calling {instance}#{func} on `{target}` failed: {e}") from None
         try:
             values = wire.results.decode(reply)
-        except codec.CodecError as e:
+        except CodecError as e:
             raise InvokeError(f"`{target}` answered {instance}#{func} with an invalid result: {e}") from None
         return values[0] if values else None
 

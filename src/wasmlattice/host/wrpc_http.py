@@ -28,7 +28,8 @@ from wasmlattice.capabilities.http_ingress import (
     send_continue,
     split_target,
 )
-from wasmlattice.protocol.wrpc import codec, transport
+from wasmlattice.protocol.wrpc.async_values import STREAM_END
+from wasmlattice.protocol.wrpc.client import Invocation
 from wasmlattice.protocol.wrpc.http import (
     BODY_IDLE_TIMEOUT,
     CHUNK,
@@ -53,6 +54,17 @@ from wasmlattice.protocol.wrpc.http import (
     encode_trailers,
     with_idle_timeout,
 )
+from wasmlattice.protocol.wrpc.primitives import CodecError
+from wasmlattice.protocol.wrpc.server import Reply, ServerInvocation, current_invocation
+from wasmlattice.protocol.wrpc.transport import (
+    SOURCE_ID,
+    TARGET_ID,
+    InvocationTimeout,
+    NoResponders,
+    RemoteError,
+    WrpcError,
+    invocation_subject,
+)
 from wasmlattice.runtime.execution import SlotTimeout, interrupted, start_guest
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.witypes import Err, Ok
@@ -74,14 +86,14 @@ class HttpExport:
         # Owns each invocation's body feeder and the wait for its guest's end.
         self.sup = supervisor
 
-    async def handle(self, data: bytes, headers: Mapping[str, str]) -> transport.Reply | bytes:
+    async def handle(self, data: bytes, headers: Mapping[str, str]) -> Reply | bytes:
         """One invocation: run the guest on the request; its response head, body and trailers."""
         cid = self.component_id
         try:
             req, _ = decode_request(data)
-        except codec.CodecError as e:
+        except CodecError as e:
             raise WrpcHttpError(f"invalid {INSTANCE}#{FUNCTION} parameters for {cid}: {e}") from None
-        call = transport.current_invocation()
+        call = current_invocation()
         target = self.target
         parts = RequestParts(req.method, req.path_with_query, req.scheme, req.authority, req.headers)
         guest = HttpGuestCall(target, parts, None)
@@ -110,7 +122,7 @@ class HttpExport:
         if not isinstance(resp, OutgoingResponse):
             raise WrpcHttpError(self._failure(ex, body, headers))
         state = _BodyState()
-        return transport.Reply(
+        return Reply(
             encode_response(resp.status, resp.fields.entries),
             {RESPONSE_BODY: _send_body(resp, done, state), RESPONSE_TRAILERS: _send_trailers(state)},
         )
@@ -145,10 +157,10 @@ class HttpExport:
 
 
 def _source(headers: Mapping[str, str]) -> str:
-    return headers.get(transport.SOURCE_ID, "a caller")
+    return headers.get(SOURCE_ID, "a caller")
 
 
-async def _feed_body(call: transport.ServerInvocation, req: RequestHead, pipe: BytePipe) -> None:
+async def _feed_body(call: ServerInvocation, req: RequestHead, pipe: BytePipe) -> None:
     """Move the request body (and trailers) from the invocation into the guest's pipe."""
     try:
         if req.body is not None:
@@ -193,7 +205,7 @@ async def _send_body(resp: OutgoingResponse, done: asyncio.Event, state: _BodySt
                     yield encode_body_chunk(data[i : i + CHUNK])
             state.trailers = None if pipe.trailers is None else list(pipe.trailers)
         state.ok = True
-        yield codec.STREAM_END
+        yield STREAM_END
     finally:
         if not state.ok and resp.pipe is not None:
             resp.pipe.close_reader()  # nobody reads the rest: do not leave the guest blocked
@@ -226,7 +238,7 @@ class RemoteHttp:
         """Where `handle` of `component_id` is invoked (built once per component)."""
         subject = self._subjects.get(component_id)
         if subject is None:
-            subject = transport.invocation_subject(f"{self.lattice}.{component_id}", INSTANCE, FUNCTION)
+            subject = invocation_subject(f"{self.lattice}.{component_id}", INSTANCE, FUNCTION)
             self._subjects[component_id] = subject
         return subject
 
@@ -253,11 +265,11 @@ class RemoteHttp:
             guest_request_headers(request),
         )
         upload = _Upload(request, self.max_body)
-        inv = transport.Invocation(
+        inv = Invocation(
             self.nc,
             self.subject(component_id),
             params,
-            headers={transport.SOURCE_ID: self.source_id, transport.TARGET_ID: component_id},
+            headers={SOURCE_ID: self.source_id, TARGET_ID: component_id},
             timeout=self.timeout,
             param_streams={REQUEST_BODY: upload.chunks()},
         )
@@ -272,29 +284,29 @@ class RemoteHttp:
             inv.close()
 
     async def _answer(
-        self, request: web.BaseRequest, inv: transport.Invocation, cid: str, upload: _Upload
+        self, request: web.BaseRequest, inv: Invocation, cid: str, upload: _Upload
     ) -> web.StreamResponse:
         try:
             data = await inv.results()
-        except transport.NoResponders:
+        except NoResponders:
             return self._not_running(cid)
-        except transport.InvocationTimeout as e:
+        except InvocationTimeout as e:
             # No handshake at all: no host took the invocation.
             if not inv.handshake_done:
                 return self._not_running(cid)
             log.warning("%s: %s", cid, e)
             return error_response(504, f"component {cid} did not answer within {self.timeout:g}s")
-        except transport.RemoteError as e:
+        except RemoteError as e:
             if upload.too_big:
                 return error_response(413, f"request body exceeds {self.max_body} bytes")
             log.warning("%s failed on another host: %s", cid, e)
             return error_response(500, f"the component failed: {_remote_reason(e)}")
-        except transport.WrpcError as e:
+        except WrpcError as e:
             log.warning("%s: invocation failed: %s", cid, e)
             return error_response(502, f"calling component {cid} over the lattice failed: {e}")
         try:
             head = decode_result(data)
-        except codec.CodecError as e:
+        except CodecError as e:
             log.warning("%s answered with an invalid wrpc:http result: %s", cid, e)
             return error_response(502, f"component {cid} answered with an invalid response: {e}")
         if isinstance(head, Err):
@@ -303,7 +315,7 @@ class RemoteHttp:
         return await self._stream(request, inv, cid, head)
 
     async def _stream(
-        self, request: web.BaseRequest, inv: transport.Invocation, cid: str, head: ResponseHead
+        self, request: web.BaseRequest, inv: Invocation, cid: str, head: ResponseHead
     ) -> web.StreamResponse:
         out = guest_response(head.status, head.headers)
         no_body = bodyless(request.method, head.status)
@@ -318,7 +330,7 @@ class RemoteHttp:
                     if not no_body:
                         await out.write(chunk)
             await out.write_eof()
-        except (OSError, transport.WrpcError, codec.CodecError) as e:
+        except (OSError, WrpcError, CodecError) as e:
             # The body failed midway (or the client went away): abort the connection so the client
             # sees a truncated response rather than a clean end.
             if isinstance(e, ConnectionError):
@@ -330,7 +342,7 @@ class RemoteHttp:
         return out
 
 
-def _remote_reason(e: transport.RemoteError) -> str:
+def _remote_reason(e: RemoteError) -> str:
     # The transport's text is "<subject>: the server failed: <reason>"; the subject adds nothing.
     text = str(e)
     _, sep, reason = text.partition(": the server failed: ")
@@ -360,4 +372,4 @@ class _Upload:
                     raise WrpcHttpError(f"request body exceeds {self.limit} bytes")
                 for i in range(0, len(data), CHUNK):
                     yield encode_body_chunk(data[i : i + CHUNK])
-        yield codec.STREAM_END
+        yield STREAM_END

@@ -4,7 +4,7 @@ wasmCloud serves a component's `wasi:http/incoming-handler@0.2.x` export over wR
 `wrpc:http/incoming-handler@0.1.0` function `handle` (docs/protocol.md#interfaces), so the HTTP server
 provider can reach the component on any host of the lattice. The `wrpc:http@0.1.0` types, as this
 module puts them on the wire (component-model value encoding plus wRPC's async values, see
-`wrpc.codec`):
+`wrpc/codec.py` and `wrpc/async_values.py`):
 
     fields   = list<tuple<string, list<list<u8>>>>     each name once, with all its values
     request  = record { body: stream<u8>, trailers: future<option<fields>>, method: method,
@@ -39,7 +39,16 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from wasmlattice.protocol.wrpc import codec, transport
+from wasmlattice.protocol.wrpc.async_values import (
+    decode_future,
+    decode_stream_chunk,
+    encode_future_ready,
+    encode_stream_chunk,
+)
+from wasmlattice.protocol.wrpc.codec import decoder, encoder
+from wasmlattice.protocol.wrpc.primitives import CodecError, TruncatedError
+from wasmlattice.protocol.wrpc.transport import WrpcError
+from wasmlattice.protocol.wrpc.tuples import TupleCodec
 from wasmlattice.runtime.witypes import (
     BYTES,
     STRING,
@@ -133,15 +142,15 @@ ERROR_CODE = variant(
     ("internal-error", option(STRING)),
 )
 # The synchronous fields after a record's two async ones.
-_REQUEST_TAIL = codec.TupleCodec([METHOD, option(STRING), option(SCHEME), option(STRING), FIELDS], "request")
-_RESPONSE_TAIL = codec.TupleCodec([U16, FIELDS], "response")
-_ERROR_RESULT = codec.TupleCodec([result(None, ERROR_CODE)], "results")
-_ERROR_CODE_DEC = codec.decoder(ERROR_CODE)
-_BYTES_DEC = codec.decoder(BYTES)
-_U8_ENC = codec.encoder(U8)
-_U8_DEC = codec.decoder(U8)
-_OPTION_FIELDS_ENC = codec.encoder(OPTION_FIELDS)
-_OPTION_FIELDS_DEC = codec.decoder(OPTION_FIELDS)
+_REQUEST_TAIL = TupleCodec([METHOD, option(STRING), option(SCHEME), option(STRING), FIELDS], "request")
+_RESPONSE_TAIL = TupleCodec([U16, FIELDS], "response")
+_ERROR_RESULT = TupleCodec([result(None, ERROR_CODE)], "results")
+_ERROR_CODE_DEC = decoder(ERROR_CODE)
+_BYTES_DEC = decoder(BYTES)
+_U8_ENC = encoder(U8)
+_U8_DEC = decoder(U8)
+_OPTION_FIELDS_ENC = encoder(OPTION_FIELDS)
+_OPTION_FIELDS_DEC = decoder(OPTION_FIELDS)
 
 # A pending stream and a pending future inline (both an empty list / `pending` case).
 PENDING = b"\x00"
@@ -149,7 +158,7 @@ PENDING = b"\x00"
 Entries = list[tuple[str, bytes]]
 
 
-class WrpcHttpError(transport.WrpcError):
+class WrpcHttpError(WrpcError):
     """A wrpc:http invocation could not be served or answered; the message says why."""
 
 
@@ -227,20 +236,20 @@ def encode_request(
     tail = _REQUEST_TAIL.encode(
         [method_to_wit(method), path_with_query, scheme_to_wit(scheme), authority, fields_to_wire(headers)]
     )
-    return PENDING + codec.encode_future_ready(_OPTION_FIELDS_ENC, None) + tail
+    return PENDING + encode_future_ready(_OPTION_FIELDS_ENC, None) + tail
 
 
 def decode_request(data: bytes | bytearray | memoryview) -> tuple[RequestHead, int]:
     """The `handle` parameters at the start of `data` and how many bytes they used.
 
-    Raises `codec.TruncatedError` while incomplete, `codec.CodecError` when invalid.
+    Raises `TruncatedError` while incomplete, `CodecError` when invalid.
     """
     with memoryview(data) as mv:
         try:
             inline, o = _BYTES_DEC(mv, 0)
-        except codec.CodecError as e:
+        except CodecError as e:
             raise e.within("request.body") from None
-        ready, trailers, o = codec.decode_future(_OPTION_FIELDS_DEC, mv, o)
+        ready, trailers, o = decode_future(_OPTION_FIELDS_DEC, mv, o)
         (method, pwq, scheme, authority, headers), used = _REQUEST_TAIL.decode_prefix(mv[o:])
     return RequestHead(
         method_from_wit(method),
@@ -263,23 +272,23 @@ def encode_error_code(code: Any) -> bytes:
     """`err(error-code)` as the result; a code that is not a valid `error-code` becomes internal-error."""
     try:
         return _ERROR_RESULT.encode([Err(code)])
-    except codec.CodecError:
+    except CodecError:
         return _ERROR_RESULT.encode([Err(("internal-error", f"invalid error code {code!r}"))])
 
 
 def decode_result(data: bytes | bytearray | memoryview) -> ResponseHead | Err:
-    """The `handle` result: the response head, or `Err(error-code)`. `codec.CodecError` if invalid."""
+    """The `handle` result: the response head, or `Err(error-code)`. `CodecError` if invalid."""
     with memoryview(data) as mv:
         if not len(mv):
-            raise codec.CodecError("empty result")
+            raise CodecError("empty result")
         if mv[0] == 1:
             code, o = _ERROR_CODE_DEC(mv, 1)
             _check_end(mv, o)
             return Err(code)
         if mv[0] != 0:
-            raise codec.CodecError(f"invalid result status byte {mv[0]:#04x}")
+            raise CodecError(f"invalid result status byte {mv[0]:#04x}")
         inline, o = _BYTES_DEC(mv, 1)
-        ready, trailers, o = codec.decode_future(_OPTION_FIELDS_DEC, mv, o)
+        ready, trailers, o = decode_future(_OPTION_FIELDS_DEC, mv, o)
         (status, headers), used = _RESPONSE_TAIL.decode_prefix(mv[o:])
         _check_end(mv, o + used)
     return ResponseHead(
@@ -293,7 +302,7 @@ def decode_result(data: bytes | bytearray | memoryview) -> ResponseHead | Err:
 
 def _check_end(mv: memoryview, used: int) -> None:
     if used != len(mv):
-        raise codec.CodecError(f"{len(mv) - used} trailing bytes after the result")
+        raise CodecError(f"{len(mv) - used} trailing bytes after the result")
 
 
 def encode_trailers(trailers: Entries | None) -> bytes:
@@ -307,13 +316,13 @@ def decode_trailers(data: bytes) -> Entries | None:
     """The value of a pending trailers future received on its path."""
     value, used = _OPTION_FIELDS_DEC(memoryview(data), 0)
     if used != len(data):
-        raise codec.CodecError(f"{len(data) - used} trailing bytes after the trailers")
+        raise CodecError(f"{len(data) - used} trailing bytes after the trailers")
     return None if value is None else fields_from_wire(value)
 
 
 def encode_body_chunk(data: bytes) -> bytes:
     """One non-empty piece of a pending `stream<u8>`."""
-    return codec.encode_stream_chunk(_U8_ENC, data)
+    return encode_stream_chunk(_U8_ENC, data)
 
 
 class StreamDecoder:
@@ -328,19 +337,19 @@ class StreamDecoder:
     def feed(self, data: bytes) -> list[bytes]:
         """The complete chunks now decodable; sets `ended` at the end marker."""
         if self.ended:
-            raise codec.CodecError("data after the end of the stream")
+            raise CodecError("data after the end of the stream")
         self._buf += data
         out: list[bytes] = []
         while self._buf:
             try:
-                chunk, used = codec.decode_stream_chunk(_U8_DEC, self._buf)
-            except codec.TruncatedError:
+                chunk, used = decode_stream_chunk(_U8_DEC, self._buf)
+            except TruncatedError:
                 break
             del self._buf[:used]
             if not chunk:
                 self.ended = True
                 if self._buf:
-                    raise codec.CodecError(f"{len(self._buf)} bytes after the end of the stream")
+                    raise CodecError(f"{len(self._buf)} bytes after the end of the stream")
                 break
             assert isinstance(chunk, bytes)
             out.append(chunk)
@@ -372,9 +381,9 @@ async def with_idle_timeout(messages: AsyncIterator[bytes], idle: float) -> Asyn
 
 
 def params_complete(data: bytes) -> bool:
-    """Whether `data` holds the whole `handle` parameters (for `transport.serve`)."""
+    """Whether `data` holds the whole `handle` parameters (for `server.serve`)."""
     try:
         decode_request(data)
-    except codec.CodecError:
+    except CodecError:
         return False
     return True
