@@ -9,6 +9,7 @@ references are refused with a message naming the supported ones.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
@@ -117,7 +118,13 @@ class ProviderManager:
             config = await self.services.state.merged_config(names)
             spec = ProviderSpec(provider_id, provider_ref, config, dict(annotations or {}), self.services)
             provider = BUILTINS[ref](spec)
-            await provider.start()
+            try:
+                await provider.start()
+            except BaseException:
+                # Whatever it opened before failing (listeners, its supervisor) is released.
+                with contextlib.suppress(Exception):
+                    await provider.stop()
+                raise
             self._providers[provider_id] = provider
             log.info("provider %s (%s) started", provider_id, provider_ref)
             return provider
