@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wasmlattice.runtime import fastcall
+from wasmlattice.runtime import fastcall, fastcall_values
 from wasmlattice.runtime.witypes import (
     EnumT,
     Err,
@@ -26,7 +26,7 @@ from wasmlattice.runtime.witypes import (
     WitType,
 )
 
-CODEC = fastcall.Codec()
+CODEC = fastcall_values.Codec()
 
 INT_BOUNDS = {
     "s8": (-(2**7), 2**7 - 1),
@@ -116,7 +116,7 @@ def values(t: WitType) -> st.SearchStrategy[Any]:
 
 
 def roundtrip(t: WitType, v: Any) -> Any:
-    buf = (ctypes.c_uint8 * fastcall.VAL_SIZE)()
+    buf = (ctypes.c_uint8 * fastcall_values.VAL_SIZE)()
     addr = ctypes.addressof(buf)
     CODEC.lower(t)(None, v, addr)  # type: ignore[arg-type]
     try:
@@ -163,14 +163,14 @@ def _has_f32(t: WitType) -> bool:
     ],
 )
 def test_out_of_range_integers_are_refused(t: WitType, v: int) -> None:
-    buf = (ctypes.c_uint8 * fastcall.VAL_SIZE)()
+    buf = (ctypes.c_uint8 * fastcall_values.VAL_SIZE)()
     with pytest.raises(ValueError, match="out of range"):
         CODEC.lower(t)(None, v, ctypes.addressof(buf))  # type: ignore[arg-type]
 
 
 def test_unknown_variant_case_is_refused_by_name() -> None:
     t = VariantT((("a", None), ("b", Prim("u8"))))
-    buf = (ctypes.c_uint8 * fastcall.VAL_SIZE)()
+    buf = (ctypes.c_uint8 * fastcall_values.VAL_SIZE)()
     with pytest.raises(ValueError, match="'zzz' is not a case"):
         CODEC.lower(t)(None, ("zzz", None), ctypes.addressof(buf))  # type: ignore[arg-type]
 

@@ -19,7 +19,7 @@ from typing import Any
 import wasmtime.component as wc
 from wasmtime.component import _types as T
 
-from wasmlattice.runtime import fastcall
+from wasmlattice.runtime import fastcall, fastcall_values
 from wasmlattice.runtime.component import ComponentError, InterfaceName
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.witypes import (
@@ -194,7 +194,7 @@ class LinkedComponent:
 
     component: wc.Component
     linker: wc.Linker
-    codec: fastcall.Codec
+    codec: fastcall_values.Codec
     exports: dict[str, dict[str, FuncSig]]
     imported: list[str]
     resources: _ResourceTypes
@@ -268,7 +268,7 @@ def link(
             "remove the import or run it where a capability provides it"
         )
 
-    codec = fastcall.Codec()
+    codec = fastcall_values.Codec()
     linker = wc.Linker(engine.engine)
     with linker.root() as root:
         for name, impl, members, sigs in impls:
