@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import cli
-
+from tests.support.cli import cli
 from wasmlattice import __version__
 
 

@@ -11,9 +11,10 @@ import json
 from typing import Any
 
 import pytest
-from conftest import cli, cli_ok
-from lattice_env import HTTP_SERVER
-from lattice_env import LatticeEnv as Env
+
+from tests.support.cli import cli, cli_ok
+from tests.support.lattice import HTTP_SERVER
+from tests.support.lattice import LatticeEnv as Env
 
 pytestmark = pytest.mark.timeout(180)
 

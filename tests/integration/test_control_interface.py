@@ -11,15 +11,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lattice_env import gather
 
+from tests.support.lattice import gather
+from tests.support.processes import free_port, host_cmd
 from wasmlattice.host.identity import HostIdentity
 from wasmlattice.protocol import subjects as sj
 
@@ -71,8 +71,7 @@ class HostProcs:
     def start(
         self, *labels: str, seed: str | None = None, heartbeat: float = 30.0
     ) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", self.nats_url]
-        cmd += ["--lattice", self.lattice, "--heartbeat-interval", str(heartbeat)]
+        cmd = host_cmd(self.nats_url, self.lattice, "--heartbeat-interval", str(heartbeat))
         for label in labels:
             cmd += ["--label", label]
         if seed:
@@ -429,19 +428,14 @@ async def test_stop_kill_and_restart(hosts: HostProcs, lattice: Lattice) -> None
 
 
 async def test_unreachable_nats_and_bad_seed_fail_clearly() -> None:
-    import socket
-
     from wasmlattice.lattice.run import HostOptions, HostStartError, run_host
     from wasmlattice.protocol.connection import NatsUnreachableError
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        free_port = s.getsockname()[1]
-
+    port = free_port()  # a port nobody listens on
     with pytest.raises(NatsUnreachableError, match=r"cannot reach NATS at nats://127\.0\.0\.1"):
-        await run_host(HostOptions(nats_url=f"nats://127.0.0.1:{free_port}"))
+        await run_host(HostOptions(nats_url=f"nats://127.0.0.1:{port}"))
     with pytest.raises(HostStartError, match="server seed starting with 'SN'"):
-        await run_host(HostOptions(nats_url=f"nats://127.0.0.1:{free_port}", host_seed="SUAM"))
+        await run_host(HostOptions(nats_url=f"nats://127.0.0.1:{port}", host_seed="SUAM"))
 
 
 def test_identity_labels_and_uptime() -> None:

@@ -9,16 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import free_port
-from lattice_env import HTTP_SERVER, get, http_link, wait_status
-from lattice_env import LatticeEnv as Env
+
+from tests.support.http import get, wait_status
+from tests.support.lattice import HTTP_SERVER, http_link
+from tests.support.lattice import LatticeEnv as Env
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -177,10 +177,7 @@ async def test_path_routing_several_components(env: Env, echo_ref: str) -> None:
 
 async def test_provider_health_is_answered_and_reported(env: Env) -> None:
     # A host checking its providers every 0.3 s (the reference default is 30 s, first after 5 s).
-    cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", env.nats_url]
-    cmd += ["--lattice", env.lattice, "--health-interval", "0.3"]
-    log = (env.log_dir / "host-health.log").open("wb")
-    env.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env.env))
+    env.start_host("--health-interval", "0.3")
     (host,) = await env.host_ids(1)
     health_subject = f"wasmbus.rpc.{env.lattice}.web.health"
 
