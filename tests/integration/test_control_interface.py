@@ -199,11 +199,15 @@ async def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int
     return proc.returncode
 
 
-async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Lattice) -> None:
+@pytest.fixture
+async def ids(hosts: HostProcs, lattice: Lattice) -> list[str]:
+    """Three hosts (zones a, b and c, tier test) started and announced; their IDs in start order."""
     for zone in ("a", "b", "c"):
         hosts.start(f"zone={zone}", "tier=test")
-    ids = await lattice.wait_hosts(3)
+    return await lattice.wait_hosts(3)
 
+
+async def test_host_started_and_ping(lattice: Lattice, ids: list[str]) -> None:
     # host_started: §3.2 data fields exactly.
     started = lattice.of("host_started", ids[0])[0]
     assert_event(started, "host_started", ids[0])
@@ -228,8 +232,11 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
     assert sorted(r["labels"]["zone"] for r in by_id.values()) == ["a", "b", "c"]
     assert pinged["ctl_host"].startswith("nats://")
 
-    # host.get: the inventory of one host.
+
+async def test_host_get_is_the_inventory_of_one_host(lattice: Lattice, ids: list[str]) -> None:
     host = ids[0]
+    started = lattice.of("host_started", host)[0]
+    # host.get: the inventory of one host.
     inv = await lattice.request(lattice.subj("host.get", host))
     assert set(inv) == {"success", "message", "response"} and inv["success"] is True
     assert set(inv["response"]) == INVENTORY_KEYS
@@ -237,6 +244,9 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
     assert inv["response"]["components"] == [] and inv["response"]["providers"] == []
     assert inv["response"]["friendly_name"] == started["data"]["friendly_name"]
 
+
+async def test_labels_put_and_del(lattice: Lattice, ids: list[str]) -> None:
+    host = ids[0]
     # label.put / label.del: reply texts, event, inventory.
     reply = await lattice.request(lattice.subj("label.put", host), {"key": "role", "value": "edge"})
     assert reply == {"success": True, "message": "successfully put label"}
@@ -255,6 +265,8 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
     inv = await lattice.request(lattice.subj("host.get", host))
     assert "role" not in inv["response"]["labels"]
 
+
+async def test_config_put_get_del(lattice: Lattice, ids: list[str]) -> None:
     # config put / get / del round trip, with events.
     reply = await lattice.request(lattice.subj("config.put", "kvcfg"), {"bucket": "b1", "ttl": "5"})
     assert reply == {"success": True, "message": "successfully put config"}
@@ -278,6 +290,11 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
     assert reply["message"].startswith("config data should be a map of string -> string")
     assert "'n'" in reply["message"]
 
+
+async def test_link_put_get_and_del(lattice: Lattice, ids: list[str]) -> None:
+    # LINK names `kvcfg` as its target config, which must exist first.
+    reply = await lattice.request(lattice.subj("config.put", "kvcfg"), {"bucket": "b1", "ttl": "5"})
+    assert reply == {"success": True, "message": "successfully put config"}
     # link.put: a missing config name is rejected with a linkdef_set_failed event.
     missing = dict(LINK, source_id="other", target_config=["nope"])
     reply = await lattice.request(lattice.subj("link.put"), missing)
@@ -305,37 +322,6 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
     reply = await lattice.request(lattice.subj("link.put"), dict(LINK, target="elsewhere"))
     assert reply["success"] is False and reply["message"].startswith("link already exists with different")
 
-    # Malformed payloads: success false, the field named, nothing crashes.
-    reply = await lattice.request(lattice.subj("link.put"), {k: v for k, v in LINK.items() if k != "target"})
-    assert reply["success"] is False and set(reply) == {"success", "message"}
-    assert reply["message"].startswith("failed to deserialize wrpc link definition")
-    assert "'target'" in reply["message"]
-    reply = await lattice.request(lattice.subj("label.put", host), {"key": "k", "value": 1})
-    assert reply["success"] is False and "'value'" in reply["message"]
-    reply = await lattice.request(lattice.subj("label.put", host), b"{not json")
-    assert reply["success"] is False and "invalid JSON" in reply["message"]
-    reply = await lattice.request(lattice.subj("component.scale", host), {"count": 1})
-    assert reply["success"] is False and "'component_id'" in reply["message"]
-    reply = await lattice.request(f"{sj.ctl_prefix(lattice.lattice)}.link.bogus", b"{}")
-    assert reply == {"success": False, "message": "unsupported subject"}
-
-    # Scale is acknowledged before loading; a missing file then fails with an event.
-    scale = {"component_id": "echo", "component_ref": "file:///x.wasm", "count": 1}
-    reply = await lattice.request(lattice.subj("component.scale", host), scale)
-    assert reply == {"success": True, "message": ""}
-    failed = await lattice.wait_event("component_scale_failed", lambda e: e["data"]["component_id"] == "echo")
-    assert "/x.wasm does not exist" in failed["data"]["error"]
-    # Auctions: hosts whose labels match answer, others stay silent.
-    auction = {"component_id": "echo", "component_ref": "x", "constraints": {"nope": "x"}}
-    assert await lattice.gather(lattice.subj("component.auction"), json.dumps(auction).encode(), 0.5) == []
-
-    # claims.get (nothing signed yet) and registry.put.
-    reply = await lattice.request(lattice.subj("claims.get"))
-    assert reply == {"success": True, "message": "", "response": []}
-    creds = {"ghcr.io": {"username": "u", "password": "p", "registryType": "oci"}}
-    reply = await lattice.request(lattice.subj("registry.put"), creds)
-    assert reply == {"success": True, "message": "successfully put registries"}
-
     # link.del: event with target/interfaces, then idempotent deletes.
     deleted_ends: list[str] = []
 
@@ -355,6 +341,47 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
     assert reply == {"success": True, "message": "successfully deleted link (spec doesn't exist)"}
     assert sorted(s.split(".")[3] for s in deleted_ends) == ["http-echo", "kv-provider"]
 
+
+async def test_malformed_payloads_are_refused(lattice: Lattice, ids: list[str]) -> None:
+    host = ids[0]
+    # Malformed payloads: success false, the field named, nothing crashes.
+    reply = await lattice.request(lattice.subj("link.put"), {k: v for k, v in LINK.items() if k != "target"})
+    assert reply["success"] is False and set(reply) == {"success", "message"}
+    assert reply["message"].startswith("failed to deserialize wrpc link definition")
+    assert "'target'" in reply["message"]
+    reply = await lattice.request(lattice.subj("label.put", host), {"key": "k", "value": 1})
+    assert reply["success"] is False and "'value'" in reply["message"]
+    reply = await lattice.request(lattice.subj("label.put", host), b"{not json")
+    assert reply["success"] is False and "invalid JSON" in reply["message"]
+    reply = await lattice.request(lattice.subj("component.scale", host), {"count": 1})
+    assert reply["success"] is False and "'component_id'" in reply["message"]
+    reply = await lattice.request(f"{sj.ctl_prefix(lattice.lattice)}.link.bogus", b"{}")
+    assert reply == {"success": False, "message": "unsupported subject"}
+
+
+async def test_scale_failure_and_unmatched_auction(lattice: Lattice, ids: list[str]) -> None:
+    host = ids[0]
+    # Scale is acknowledged before loading; a missing file then fails with an event.
+    scale = {"component_id": "echo", "component_ref": "file:///x.wasm", "count": 1}
+    reply = await lattice.request(lattice.subj("component.scale", host), scale)
+    assert reply == {"success": True, "message": ""}
+    failed = await lattice.wait_event("component_scale_failed", lambda e: e["data"]["component_id"] == "echo")
+    assert "/x.wasm does not exist" in failed["data"]["error"]
+    # Auctions: hosts whose labels match answer, others stay silent.
+    auction = {"component_id": "echo", "component_ref": "x", "constraints": {"nope": "x"}}
+    assert await lattice.gather(lattice.subj("component.auction"), json.dumps(auction).encode(), 0.5) == []
+
+
+async def test_claims_and_registry(lattice: Lattice, ids: list[str]) -> None:
+    # claims.get (nothing signed yet) and registry.put.
+    reply = await lattice.request(lattice.subj("claims.get"))
+    assert reply == {"success": True, "message": "", "response": []}
+    creds = {"ghcr.io": {"username": "u", "password": "p", "registryType": "oci"}}
+    reply = await lattice.request(lattice.subj("registry.put"), creds)
+    assert reply == {"success": True, "message": "successfully put registries"}
+
+
+async def test_sigterm_is_a_graceful_stop(hosts: HostProcs, lattice: Lattice, ids: list[str]) -> None:
     # SIGTERM is a graceful stop too: host_stopped, exit code 0.
     victim = next(p for p in hosts.procs if p.poll() is None)
     victim.send_signal(signal.SIGTERM)
