@@ -20,7 +20,7 @@ from wasmlattice.apps.manifest import Manifest
 from wasmlattice.apps.store import AppStore
 from wasmlattice.protocol.connection import NatsOptions, connect, jetstream
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 MANIFEST = """apiVersion: core.oam.dev/v1beta1
 kind: Application

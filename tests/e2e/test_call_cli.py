@@ -13,7 +13,7 @@ from tests.support.cli import cli, cli_ok
 from tests.support.lattice import LatticeEnv
 from wasmlattice.protocol.models import Link
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 
 async def test_call_exported_functions(env: LatticeEnv, build_component: Callable[[str], Path]) -> None:

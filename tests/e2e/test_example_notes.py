@@ -19,7 +19,7 @@ from tests.support.lattice import LatticeEnv
 from tests.support.processes import free_port
 from wasmlattice import devbuild
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 
 def load_deploy() -> Any:

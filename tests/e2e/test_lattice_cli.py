@@ -16,7 +16,7 @@ from tests.support.cli import cli, get_hosts, wait_hosts
 from tests.support.cli import cli_ok as ok
 from tests.support.processes import free_port, running, wait_gone, wasmlattice_cmd
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
 
 def test_hosts_labels_config_links_inventory_stop(

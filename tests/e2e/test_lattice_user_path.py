@@ -21,7 +21,7 @@ from tests.support.components import EXAMPLES
 from tests.support.processes import free_port, wait_gone
 from wasmlattice import devbuild
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def as_json(*args: str, timeout: float = 60) -> Any:

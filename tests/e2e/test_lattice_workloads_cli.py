@@ -24,7 +24,7 @@ from tests.support.cli import cli, wait_hosts
 from tests.support.cli import cli_ok as ok
 from tests.support.processes import free_port, wasmlattice_cmd
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 
 def inventory(common: tuple[str, ...], host_id: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from tests.support.processes import free_port
 from wasmlattice.apps.client import AppClient
 from wasmlattice.apps.manager import AppManager
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 
 def manifest(name: str, version: str, components: list[dict[str, Any]]) -> dict[str, Any]:

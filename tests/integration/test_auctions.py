@@ -16,7 +16,7 @@ from tests.support.cli import cli, cli_ok
 from tests.support.lattice import HTTP_SERVER
 from tests.support.lattice import LatticeEnv as Env
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def ctl_subject(env: Env, op: str) -> str:

@@ -25,7 +25,7 @@ from tests.support.lattice import eventually, serve_http
 from tests.support.processes import free_port
 from wasmlattice.protocol.models import Link
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 NATS_BLOB = "builtin://blobstore-nats"
 FS_BLOB = "builtin://blobstore-fs"

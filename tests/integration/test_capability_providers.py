@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.lattice import LatticeEnv
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 # Reference -> the provider name the inventory reports.
 PROVIDERS = {

@@ -28,7 +28,7 @@ from tests.support.lattice import LatticeEnv, serve_http
 from tests.support.processes import free_port
 from wasmlattice.capabilities import secrets as sec
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def ref(build_component: Callable[[str], Path], name: str) -> str:

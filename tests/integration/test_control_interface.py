@@ -199,6 +199,7 @@ async def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int
     return proc.returncode
 
 
+# Tests that start host processes take seconds each: they are marked slow.
 @pytest.fixture
 async def ids(hosts: HostProcs, lattice: Lattice) -> list[str]:
     """Three hosts (zones a, b and c, tier test) started and announced; their IDs in start order."""
@@ -207,6 +208,7 @@ async def ids(hosts: HostProcs, lattice: Lattice) -> list[str]:
     return await lattice.wait_hosts(3)
 
 
+@pytest.mark.slow
 async def test_host_started_and_ping(lattice: Lattice, ids: list[str]) -> None:
     # host_started: §3.2 data fields exactly.
     started = lattice.of("host_started", ids[0])[0]
@@ -233,6 +235,7 @@ async def test_host_started_and_ping(lattice: Lattice, ids: list[str]) -> None:
     assert pinged["ctl_host"].startswith("nats://")
 
 
+@pytest.mark.slow
 async def test_host_get_is_the_inventory_of_one_host(lattice: Lattice, ids: list[str]) -> None:
     host = ids[0]
     started = lattice.of("host_started", host)[0]
@@ -245,6 +248,7 @@ async def test_host_get_is_the_inventory_of_one_host(lattice: Lattice, ids: list
     assert inv["response"]["friendly_name"] == started["data"]["friendly_name"]
 
 
+@pytest.mark.slow
 async def test_labels_put_and_del(lattice: Lattice, ids: list[str]) -> None:
     host = ids[0]
     # label.put / label.del: reply texts, event, inventory.
@@ -266,6 +270,7 @@ async def test_labels_put_and_del(lattice: Lattice, ids: list[str]) -> None:
     assert "role" not in inv["response"]["labels"]
 
 
+@pytest.mark.slow
 async def test_config_put_get_del(lattice: Lattice, ids: list[str]) -> None:
     # config put / get / del round trip, with events.
     reply = await lattice.request(lattice.subj("config.put", "kvcfg"), {"bucket": "b1", "ttl": "5"})
@@ -291,6 +296,7 @@ async def test_config_put_get_del(lattice: Lattice, ids: list[str]) -> None:
     assert "'n'" in reply["message"]
 
 
+@pytest.mark.slow
 async def test_link_put_get_and_del(lattice: Lattice, ids: list[str]) -> None:
     # LINK names `kvcfg` as its target config, which must exist first.
     reply = await lattice.request(lattice.subj("config.put", "kvcfg"), {"bucket": "b1", "ttl": "5"})
@@ -342,6 +348,7 @@ async def test_link_put_get_and_del(lattice: Lattice, ids: list[str]) -> None:
     assert sorted(s.split(".")[3] for s in deleted_ends) == ["http-echo", "kv-provider"]
 
 
+@pytest.mark.slow
 async def test_malformed_payloads_are_refused(lattice: Lattice, ids: list[str]) -> None:
     host = ids[0]
     # Malformed payloads: success false, the field named, nothing crashes.
@@ -359,6 +366,7 @@ async def test_malformed_payloads_are_refused(lattice: Lattice, ids: list[str]) 
     assert reply == {"success": False, "message": "unsupported subject"}
 
 
+@pytest.mark.slow
 async def test_scale_failure_and_unmatched_auction(lattice: Lattice, ids: list[str]) -> None:
     host = ids[0]
     # Scale is acknowledged before loading; a missing file then fails with an event.
@@ -372,6 +380,7 @@ async def test_scale_failure_and_unmatched_auction(lattice: Lattice, ids: list[s
     assert await lattice.gather(lattice.subj("component.auction"), json.dumps(auction).encode(), 0.5) == []
 
 
+@pytest.mark.slow
 async def test_claims_and_registry(lattice: Lattice, ids: list[str]) -> None:
     # claims.get (nothing signed yet) and registry.put.
     reply = await lattice.request(lattice.subj("claims.get"))
@@ -381,6 +390,7 @@ async def test_claims_and_registry(lattice: Lattice, ids: list[str]) -> None:
     assert reply == {"success": True, "message": "successfully put registries"}
 
 
+@pytest.mark.slow
 async def test_sigterm_is_a_graceful_stop(hosts: HostProcs, lattice: Lattice, ids: list[str]) -> None:
     # SIGTERM is a graceful stop too: host_stopped, exit code 0.
     victim = next(p for p in hosts.procs if p.poll() is None)
@@ -389,6 +399,7 @@ async def test_sigterm_is_a_graceful_stop(hosts: HostProcs, lattice: Lattice, id
     await lattice.wait_event("host_stopped", timeout=5)
 
 
+@pytest.mark.slow
 async def test_stop_kill_and_restart(hosts: HostProcs, lattice: Lattice) -> None:
     seed_a = HostIdentity.generate().seed
     proc_a = hosts.start("name=a", seed=seed_a, heartbeat=1.0)

@@ -16,7 +16,7 @@ from tests.support.lattice import LatticeEnv, serve_http
 from tests.support.processes import free_port
 from wasmlattice.protocol.models import Link
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def greet_link(source: str, target: str) -> Link:

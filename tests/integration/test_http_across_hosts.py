@@ -22,7 +22,7 @@ from tests.support.http import wait_status
 from tests.support.lattice import HTTP_SERVER, LatticeEnv, eventually, http_link
 from tests.support.processes import free_port
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 INSTANCE = "wrpc:http/incoming-handler@0.1.0"
 

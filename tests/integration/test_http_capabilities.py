@@ -24,7 +24,7 @@ from tests.support.lattice import LatticeEnv as Env
 from tests.support.processes import free_port
 from wasmlattice.protocol.models import Link
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 HTTP_CLIENT = "wasmcloud+builtin://http-client"
 NO_LINK = "no link named `default` for `wasi:http/outgoing-handler`"

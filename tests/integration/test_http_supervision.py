@@ -23,7 +23,7 @@ from tests.support.lattice import LatticeEnv as Env
 from tests.support.processes import free_port
 from wasmlattice.capabilities.base import Resync, RetryLater
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def occupy(port: int) -> socket.socket:

@@ -24,7 +24,7 @@ from tests.support.lattice import LatticeEnv as Env
 from tests.support.processes import free_port
 from wasmlattice.capabilities.kv_backends import ENCODED_PREFIX, nats_key
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 NATS_KV = "builtin://keyvalue-nats"
 REDIS_KV = "builtin://keyvalue-redis"

@@ -27,7 +27,7 @@ from tests.support.processes import free_port
 from wasmlattice.capabilities.kv_backends import nats_key
 from wasmlattice.protocol.models import Link
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 NATS_KV = "builtin://keyvalue-nats"
 MEMORY_KV = "builtin://keyvalue-memory"

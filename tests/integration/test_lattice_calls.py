@@ -21,7 +21,7 @@ from tests.support.lattice import LatticeEnv, serve_http
 from tests.support.processes import free_port
 from wasmlattice.protocol.models import Link
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 
 def chain_link(source: str, target: str, iface: str, name: str = "default") -> Link:

@@ -21,7 +21,7 @@ from tests.support.lattice import HTTP_SERVER, http_link
 from tests.support.lattice import LatticeEnv as Env
 from tests.support.processes import free_port
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 async def test_auction_and_scale_failures(env: Env, echo_ref: str) -> None:

@@ -23,7 +23,7 @@ from tests.support.lattice import serve_http
 from tests.support.processes import free_port
 from wasmlattice.protocol.models import Link
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 MESSAGING = "wasmcloud+builtin://messaging-nats"
 PROVIDER = "nats-msg"
