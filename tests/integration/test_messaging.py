@@ -116,10 +116,23 @@ async def setup(env: Env, msg_ref: str, subscriptions: str) -> tuple[str, str]:
     return host, url
 
 
-async def test_messaging_both_directions(env: Env, msg_ref: str) -> None:
+class Messaging:
+    """The message guest behind HTTP on one host, subscribed to `{lattice}.echo` and, in queue group
+    `workers`, to `{lattice}.work.*`."""
+
+    def __init__(self, env: Env, url: str) -> None:
+        self.env, self.url, self.nc, self.p = env, url, env.nc, env.lattice
+
+
+@pytest.fixture
+async def messaging(env: Env, msg_ref: str) -> Messaging:
     p = env.lattice
-    nc = env.nc
     _, url = await setup(env, msg_ref, f"{p}.echo, {p}.work.*|workers")
+    return Messaging(env, url)
+
+
+async def test_subscription_request_reply_and_republish(messaging: Messaging) -> None:
+    nc, p = messaging.nc, messaging.p
     _, handled = await collector(nc, f"handled.{p}.>")
 
     # Request/reply through the subscription: the guest answers on reply-to, upper-cased...
@@ -133,6 +146,10 @@ async def test_messaging_both_directions(env: Env, msg_ref: str) -> None:
         f"{p}.echo",
     )
 
+
+async def test_queue_group_is_shared_with_other_members(messaging: Messaging) -> None:
+    nc, p = messaging.nc, messaging.p
+
     # A queue group subscription: the component shares `workers` with a test member.
     async def test_worker(msg: Any) -> None:
         await msg.respond(b"from-test")
@@ -142,11 +159,18 @@ async def test_messaging_both_directions(env: Env, msg_ref: str) -> None:
     replies = [(await request_until_served(nc, f"{p}.work.job{i}", b"job")).data for i in range(40)]
     assert set(replies) == {b"JOB", b"from-test"}, replies
 
+
+async def test_publish_from_http_reaches_a_subscriber(messaging: Messaging) -> None:
+    nc, p, url = messaging.nc, messaging.p, messaging.url
     # Publish from an HTTP route reaches a subscriber, with its reply-to.
     _, out = await collector(nc, f"{p}.out")
     assert await get_json(f"{url}/publish?subject={p}.out&body=hi&reply_to={p}.r") == (200, {"ok": None})
     await wait_for(lambda: len(out) == 1, "the published message")
     assert (out[0].data, out[0].reply) == (b"hi", f"{p}.r")
+
+
+async def test_request_from_http_and_its_errors(messaging: Messaging) -> None:
+    nc, p, url = messaging.nc, messaging.p, messaging.url
 
     # Request from an HTTP route to a test responder.
     async def responder(msg: Any) -> None:
@@ -177,8 +201,13 @@ async def test_messaging_both_directions(env: Env, msg_ref: str) -> None:
     assert status == 500 and "empty token" in doc["err"]
     status, doc = await get_json(f"{url}/request?subject={p}.svc&body=again&timeout_ms=5000")
     assert status == 200 and doc["ok"]["body"] == "pong:again"
-    assert (await nc.request(f"{p}.echo", b"still", timeout=10.0)).data == b"STILL"
+    assert (await request_until_served(nc, f"{p}.echo", b"still")).data == b"STILL"
 
+
+async def test_handler_errors_and_traps_are_logged(messaging: Messaging) -> None:
+    env, nc, p = messaging.env, messaging.nc, messaging.p
+    # Messages published before the handler link reaches the provider would go to nobody.
+    assert (await request_until_served(nc, f"{p}.echo", b"ready")).data == b"READY"
     # A handler Err and a trap are logged with component, subject and reason; the next message is handled.
     await nc.publish(f"{p}.echo", b"fail")
     reason = f"refusing body `fail` on {p}.echo"
@@ -187,7 +216,12 @@ async def test_messaging_both_directions(env: Env, msg_ref: str) -> None:
     text = await env.wait_log(f"component {COMPONENT} trapped handling a message on {p}.echo")
     assert "deliberate trap" in text
     assert (await nc.request(f"{p}.echo", b"after", timeout=10.0)).data == b"AFTER"
+    # The guest's error and trap are its own: the host itself logs no traceback.
+    assert env.host_tracebacks() == []
 
+
+async def test_guest_logging_lands_in_the_host_log(messaging: Messaging) -> None:
+    env, url = messaging.env, messaging.url
     # wasi:logging lines land in the host log with the component ID and level (trace/debug are
     # below the host's INFO level).
     assert await get_json(f"{url}/log?tag=T1") == (200, {"ok": None})
@@ -196,6 +230,18 @@ async def test_messaging_both_directions(env: Env, msg_ref: str) -> None:
         assert f"{name} wasmlattice.guest: component {COMPONENT} [{level}] msg-guest: T1 {level}" in text
     assert "T1 debug" not in text and "T1 trace" not in text
 
+
+async def test_deleting_the_links(messaging: Messaging) -> None:
+    env, nc, p, url = messaging.env, messaging.nc, messaging.p, messaging.url
+    # The handler link is in place before it is deleted.
+    await request_until_served(nc, f"{p}.echo", b"ready")
+
+    # A test responder for the HTTP route's requests.
+    async def responder(msg: Any) -> None:
+        await msg.respond(b"pong:" + msg.data)
+
+    await nc.subscribe(f"{p}.svc", cb=responder)
+    await nc.flush()
     # Deleting the handler link stops delivery; the HTTP side keeps working.
     await env.ctl.delete_link(PROVIDER, "wasmcloud", "messaging")
     await until_unserved(nc, f"{p}.echo")
