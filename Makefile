@@ -9,12 +9,13 @@ NATS_PORT ?= 4222
 # Compiled components are cached here, so repeated runs and test sessions skip compilation.
 export WASMLATTICE_CACHE_DIR ?= $(CURDIR)/$(STATE)/compiled
 
-.PHONY: help venv install test-deps system-deps up down test lint fmt bench bench-deps clean
+.PHONY: help venv install test-deps system-deps up down test test-fast lint fmt bench bench-deps clean
 
 help:
 	@echo "make up      - install, start a lattice (NATS, a host, the app manager) and deploy the examples"
 	@echo "make down    - stop what 'make up' started"
 	@echo "make test    - install test tools, build test components, run the whole suite"
+	@echo "make test-fast - the same without the tests marked slow (unit tests, sub-second integration tests)"
 	@echo "make lint    - ruff check, ruff format --check, mypy --strict, the import-layer check"
 	@echo "make bench   - every benchmark, each beside its peer (installs wrk and redis-server if missing)"
 
@@ -71,6 +72,10 @@ system-deps:
 
 test: test-deps system-deps
 	$(BIN)/python -m pytest -q
+
+# Tests taking a second or more (host processes, lattices, CLI subprocesses) are marked `slow`.
+test-fast: test-deps system-deps
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: test-deps
 	$(BIN)/ruff check src tests benchmarks tools

@@ -6,22 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli
 
+from tests.support.cli import cli
+from tests.support.processes import wasmlattice_cmd
 from wasmlattice.apps.api import ApiServer
 from wasmlattice.apps.manifest.model import Manifest
 from wasmlattice.apps.status import status_json
 from wasmlattice.apps.store import AppStore
 from wasmlattice.protocol.connection import NatsOptions, connect, jetstream
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 MANIFEST = """apiVersion: core.oam.dev/v1beta1
 kind: Application
@@ -117,15 +117,7 @@ class Served:
         """Run `wasmlattice app ARGS --nats-url .. --lattice ..` without blocking the server's loop."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("WASMLATTICE_")}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "wasmlattice.cli.main",
-            "app",
-            *args,
-            "--nats-url",
-            self.url,
-            "--lattice",
-            self.lattice,
+            *wasmlattice_cmd("app", *args, "--nats-url", self.url, "--lattice", self.lattice),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,

@@ -10,12 +10,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import cli, free_port
-from conftest import cli_ok as ok
+import pytest
 
+from tests.support.cli import cli
+from tests.support.cli import cli_ok as ok
+from tests.support.components import EXAMPLES
+from tests.support.processes import free_port
 from wasmlattice import devbuild
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# Each test runs the CLI as a subprocess: a second or more.
+pytestmark = pytest.mark.slow
 
 
 def fetch(url: str) -> tuple[int, str]:

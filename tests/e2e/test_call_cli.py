@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import cli, cli_ok
-from lattice_env import LatticeEnv
 
+from tests.support.cli import cli, cli_ok
+from tests.support.lattice import LatticeEnv
 from wasmlattice.protocol.models import Link
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 
 async def test_call_exported_functions(env: LatticeEnv, build_component: Callable[[str], Path]) -> None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import cli
+import pytest
 
+from tests.support.cli import cli
 from wasmlattice import __version__
+
+# Each test runs the CLI as a subprocess: a second or more.
+pytestmark = pytest.mark.slow
 
 
 def test_version() -> None:

@@ -9,19 +9,17 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from conftest import free_port
-from lattice_env import LatticeEnv
 
+from tests.support.components import EXAMPLES
+from tests.support.lattice import LatticeEnv
+from tests.support.processes import free_port
 from wasmlattice import devbuild
 
-pytestmark = pytest.mark.timeout(240)
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 
 def load_deploy() -> Any:

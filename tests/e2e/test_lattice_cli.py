@@ -6,71 +6,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import cli, free_port
-from conftest import cli_ok as ok
 
-pytestmark = pytest.mark.timeout(60)
+from tests.support.cli import cli, get_hosts, wait_hosts
+from tests.support.cli import cli_ok as ok
+from tests.support.processes import free_port, running, wait_gone, wasmlattice_cmd
 
-
-def get_hosts(url: str, lattice: str) -> list[dict[str, object]]:
-    """The `get hosts -o json` list."""
-    hosts: list[dict[str, object]] = json.loads(
-        ok("get", "hosts", "--nats-url", url, "--lattice", lattice, "-o", "json").stdout
-    )
-    return hosts
-
-
-def wait_hosts(url: str, lattice: str, n: int, timeout: float = 20) -> list[dict[str, object]]:
-    """Poll until exactly `n` hosts answer ping."""
-    deadline = time.monotonic() + timeout
-    while True:
-        hosts = get_hosts(url, lattice)
-        if len(hosts) == n or time.monotonic() > deadline:
-            assert len(hosts) == n, hosts
-            return hosts
-        time.sleep(0.2)
-
-
-@pytest.fixture
-def start_host(
-    nats_url: str, lattice_name: str, tmp_path: Path
-) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start `python -m wasmlattice.lattice.run` processes on the test lattice (stopped at the end)."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*labels: str) -> subprocess.Popen[bytes]:
-        cmd = [
-            sys.executable,
-            "-m",
-            "wasmlattice.lattice.run",
-            "--nats-url",
-            nats_url,
-            "--lattice",
-            lattice_name,
-        ]
-        for lb in labels:
-            cmd += ["--label", lb]
-        log = (tmp_path / f"host{len(procs)}.log").open("wb")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
 
 def test_hosts_labels_config_links_inventory_stop(
@@ -241,25 +187,6 @@ def count_heartbeats(url: str, lattice: str, host_id: str, want: int, within: fl
     return asyncio.run(go())
 
 
-def running(pid: int) -> bool:
-    """Whether `pid` runs (a zombie, exited but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-
-
-def wait_gone(pid: int, timeout: float = 15) -> None:
-    """Fail unless `pid` exits within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not running(pid):
-            return
-        time.sleep(0.1)
-    pytest.fail(f"pid {pid} still running after down")
-
-
 def child_commands(pid: int) -> list[str]:
     """The command names of the direct children of `pid` (from /proc)."""
     names = []
@@ -293,7 +220,7 @@ def test_host_reads_wasmcloud_variables_ours_first(nats_url: str, lattice_name: 
     log_path = tmp_path / "host.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "wasmlattice.cli.main", "host"],
+            wasmlattice_cmd("host"),
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**base, **env},
@@ -478,7 +405,7 @@ def test_host_and_up_with_a_tls_client_certificate(
     host_log = (tmp_path / "host.log").open("wb")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("WASMLATTICE_", "WASMCLOUD_"))}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wasmlattice.cli.main", "host", "--nats-url", url, "--friendly-name", "tls-2"],
+        wasmlattice_cmd("host", "--nats-url", url, "--friendly-name", "tls-2"),
         stdout=host_log,
         stderr=subprocess.STDOUT,
         env={**base, **tls_env},  # the same variables every other command reads

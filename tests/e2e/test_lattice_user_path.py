@@ -5,7 +5,6 @@ a listen address, curl, `get links`, `down` - and afterwards nothing `up` starte
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import time
@@ -15,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli, free_port
-from conftest import cli_ok as ok
 
+from tests.support.cli import cli
+from tests.support.cli import cli_ok as ok
+from tests.support.components import EXAMPLES
+from tests.support.processes import free_port, wait_gone
 from wasmlattice import devbuild
 
-pytestmark = pytest.mark.timeout(180)
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def as_json(*args: str, timeout: float = 60) -> Any:
@@ -43,21 +42,6 @@ def http_get(url: str, timeout: float = 30.0) -> tuple[int, str]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-
-
-def wait_gone(pid: int, timeout: float = 10.0) -> None:
-    """Fail unless process `pid` exits (or is a zombie) within `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-            state = Path(f"/proc/{pid}/status").read_text()
-        except (ProcessLookupError, FileNotFoundError):
-            return
-        if "\nState:\tZ" in state:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"pid {pid} still running {timeout}s after `wasmlattice down`")
 
 
 def listening(port: int) -> bool:

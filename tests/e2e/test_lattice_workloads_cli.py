@@ -11,30 +11,20 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli, free_port
-from conftest import cli_ok as ok
 
-pytestmark = pytest.mark.timeout(90)
+from tests.support.cli import cli, wait_hosts
+from tests.support.cli import cli_ok as ok
+from tests.support.processes import free_port, wasmlattice_cmd
 
-
-def wait_hosts(common: tuple[str, ...], n: int, timeout: float = 20) -> list[dict[str, Any]]:
-    """Poll `get hosts -o json` until exactly `n` hosts answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        hosts: list[dict[str, Any]] = json.loads(ok("get", "hosts", "-o", "json", *common).stdout)
-        if len(hosts) == n or time.monotonic() > deadline:
-            assert len(hosts) == n, hosts
-            return hosts
-        time.sleep(0.2)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 
 def inventory(common: tuple[str, ...], host_id: str) -> dict[str, Any]:
@@ -59,35 +49,6 @@ def http_get(url: str, timeout: float = 30.0) -> str:
     raise AssertionError(f"{url} did not answer 200 within {timeout}s; last: {last}")
 
 
-@pytest.fixture
-def start_host(
-    nats_url: str, lattice_name: str, tmp_path: Path, wasmlattice_env: dict[str, str]
-) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start `python -m wasmlattice.lattice.run` processes on the test lattice (stopped at the end)."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*labels: str) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", nats_url]
-        cmd += ["--lattice", lattice_name]
-        for lb in labels:
-            cmd += ["--label", lb]
-        log = (tmp_path / f"host{len(procs)}.log").open("wb")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=wasmlattice_env)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-
-
 def test_scale_start_link_update_stop(
     nats_url: str,
     lattice_name: str,
@@ -98,7 +59,7 @@ def test_scale_start_link_update_stop(
     common = ("--nats-url", nats_url, "--lattice", lattice_name)
     start_host("zone=eu")
     start_host("zone=us")
-    hosts = wait_hosts(common, 2)
+    hosts = wait_hosts(nats_url, lattice_name, 2)
     eu = next(str(h["id"]) for h in hosts if h["labels"]["zone"] == "eu")
     us = next(str(h["id"]) for h in hosts if h["labels"]["zone"] == "us")
 
@@ -172,11 +133,11 @@ def test_host_command_nats_and_identity_flags(
     ident = HostIdentity.generate()
     env = {k: v for k, v in wasmlattice_env.items() if not k.startswith("WASMLATTICE_NATS")}
     env["WASMLATTICE_HOST_SEED"] = ident.seed
-    cmd = [sys.executable, "-m", "wasmlattice.cli.main", "host", *common, "--friendly-name", "edge-1"]
+    cmd = wasmlattice_cmd("host", *common, "--friendly-name", "edge-1")
     log = (tmp_path / "host.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        (host,) = wait_hosts(common, 1)
+        (host,) = wait_hosts(nats_url, lattice_name, 1)
         assert host["id"] == ident.public_key and host["friendly_name"] == "edge-1"
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -18,13 +18,14 @@ from typing import Any
 
 import nats
 import pytest
-from conftest import free_port
-from lattice_env import LatticeEnv, get
 
+from tests.support.http import get
+from tests.support.lattice import LatticeEnv, eventually
+from tests.support.processes import free_port
 from wasmlattice.apps.client import AppClient
 from wasmlattice.apps.manager import AppManager
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 
 def manifest(name: str, version: str, components: list[dict[str, Any]]) -> dict[str, Any]:
@@ -67,6 +68,9 @@ def link(namespace: str, package: str, interfaces: list[str], target: Any, **ext
     return {"type": "link", "properties": props}
 
 
+# How long an app may take to converge: the manager reconciles in rounds, slower than one link.
+CONVERGE = 60.0
+
 # One spread per zone, equal weights.
 ZONES = ({"name": "a", "requirements": {"zone": "a"}}, {"name": "b", "requirements": {"zone": "b"}})
 
@@ -75,18 +79,6 @@ def kv_link(config_name: str, bucket: str) -> dict[str, Any]:
     """A link to the `kv` capability with an owned target config naming the bucket."""
     target = {"name": "kv", "config": [{"name": config_name, "properties": {"bucket": bucket}}]}
     return link("wasi", "keyvalue", ["store"], target)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            return await check()
-        except AssertionError as e:
-            last = e
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"{what or 'condition'} not reached within {timeout}s: {last}")
 
 
 class Apps:
@@ -201,7 +193,7 @@ async def test_spreads_daemons_links_upgrade_undeploy(
         assert await apps.placement("place-edge") == {"h3": 2, "h4": 2}
         assert len(await apps.providers("shared-kv")) == 1
 
-    await eventually(placed, what="placement")
+    await eventually(placed, what="placement", timeout=CONVERGE)
     links = await env.ctl.get_links()
     (made,) = [lk for lk in links if lk.source_id == "place-echo"]
     assert (made.target, made.wit_package, made.target_config) == (
@@ -237,7 +229,7 @@ async def test_spreads_daemons_links_upgrade_undeploy(
         assert await env.ctl.get_config("place-bucket") is None
         assert await env.ctl.get_config("place-bucket2") == {"bucket": "two"}
 
-    await eventually(upgraded, what="upgrade")
+    await eventually(upgraded, what="upgrade", timeout=CONVERGE)
     await apps.wait_status("place", "deployed")
     assert await apps.placement("place-edge") == inv_edge  # unchanged
     assert len(await apps.providers("shared-kv")) == 1
@@ -251,11 +243,13 @@ async def test_spreads_daemons_links_upgrade_undeploy(
         assert [x for x in await env.ctl.get_links() if x.source_id == "place-echo"] == []
         assert await env.ctl.get_config("place-bucket2") is None
 
-    await eventually(removed, what="undeploy")
+    await eventually(removed, what="undeploy", timeout=CONVERGE)
     assert await apps.status("place") == "undeployed"
     assert len(await apps.providers("shared-kv")) == 1  # "other" keeps it
     await apps.client.undeploy("other")
-    await eventually(lambda: _assert_eq(apps.providers("shared-kv"), []), what="provider stopped")
+    await eventually(
+        lambda: _assert_eq(apps.providers("shared-kv"), []), what="provider stopped", timeout=CONVERGE
+    )
 
 
 async def _assert_eq(value: Awaitable[Any], expected: Any) -> None:
@@ -283,7 +277,9 @@ async def test_host_killed_work_moves_and_http_keeps_answering(
     )
     await apps.deploy(doc)
     await apps.wait_status("web", "deployed")
-    await eventually(lambda: _assert_eq(apps.placement("web-echo"), {"h0": 4, "h1": 4, "h2": 4}))
+    await eventually(
+        lambda: _assert_eq(apps.placement("web-echo"), {"h0": 4, "h1": 4, "h2": 4}), timeout=CONVERGE
+    )
     url = f"http://127.0.0.1:{port}/echo"
     assert (await get(url))[0] == 200
     worker_at = await apps.placement("web-worker")
@@ -347,7 +343,7 @@ async def test_http_provider_and_component_on_different_hosts(
     )
     await apps.deploy(doc)
     await apps.wait_status("split", "deployed")
-    await eventually(lambda: _assert_eq(apps.placement("split-echo"), {"h1": 2}))
+    await eventually(lambda: _assert_eq(apps.placement("split-echo"), {"h1": 2}), timeout=CONVERGE)
     status, body = await get(f"http://127.0.0.1:{port}/echo?from=edge")
     assert status == 200, body
     assert "/echo?from=edge" in body, body
@@ -376,7 +372,7 @@ async def test_manager_restarted_mid_deploy_converges(
     second = await apps.start_manager()
     assert second.manager_id != first.manager_id
     await apps.wait_status("restart", "deployed", timeout=120)
-    await eventually(lambda: _assert_eq(apps.placement("restart-echo"), {"h0": 3, "h1": 3}))
+    await eventually(lambda: _assert_eq(apps.placement("restart-echo"), {"h0": 3, "h1": 3}), timeout=CONVERGE)
     assert await apps.providers("restart-kv") == ["h0", "h1"]
     # Nothing duplicated: one entry per host, one provider per host, as many as asked.
     for host in await env.ctl.ping_hosts(wait=0.5):
@@ -412,7 +408,7 @@ async def test_two_managers_one_leader(env: LatticeEnv, http_echo_wasm: Path) ->
         async def deployed() -> None:
             assert (await client.status("duo")).status == "deployed"
 
-        await eventually(deployed, what="duo deployed")
+        await eventually(deployed, what="duo deployed", timeout=CONVERGE)
         # The leader dies without releasing the lease: the follower takes over once it expires.
         for name in ("lease", "reconcile"):
             child = leader._supervisor.child(name)
@@ -426,7 +422,7 @@ async def test_two_managers_one_leader(env: LatticeEnv, http_echo_wasm: Path) ->
             inv = await env.ctl.get_host_inventory((await env.host_ids(1))[0])
             assert [c.max_instances for c in inv.components if c.id == "duo-echo"] == [3]
 
-        await eventually(three, what="v2 applied by the new leader")
+        await eventually(three, what="v2 applied by the new leader", timeout=CONVERGE)
     finally:
         for m in managers:
             with contextlib.suppress(Exception):
@@ -499,8 +495,10 @@ async def test_secrets_in_a_manifest_reach_the_component(
         status, body = await get(f"http://127.0.0.1:{port}/secret?key=db-pass")
         assert status == 200 and json.loads(body)["value"] == "s3cret-value", (status, body)
 
-    await eventually(revealed, what="secret revealed")
+    await eventually(revealed, what="secret revealed", timeout=CONVERGE)
     await apps.client.undeploy("vaulted")
     await eventually(
-        lambda: _assert_eq(env.ctl.get_config("SECRET_vaulted-db_pass"), None), what="ref removed"
+        lambda: _assert_eq(env.ctl.get_config("SECRET_vaulted-db_pass"), None),
+        timeout=CONVERGE,
+        what="ref removed",
     )

@@ -12,11 +12,12 @@ import json
 from typing import Any
 
 import pytest
-from conftest import cli, cli_ok
-from lattice_env import HTTP_SERVER
-from lattice_env import LatticeEnv as Env
 
-pytestmark = pytest.mark.timeout(180)
+from tests.support.cli import cli, cli_ok
+from tests.support.lattice import HTTP_SERVER
+from tests.support.lattice import LatticeEnv as Env
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def ctl_subject(env: Env, op: str) -> str:

@@ -18,13 +18,14 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import free_port
-from lattice_env import LatticeEnv as Env
-from lattice_env import eventually, get, serve_http
 
+from tests.support.http import get
+from tests.support.lattice import LatticeEnv as Env
+from tests.support.lattice import eventually, serve_http
+from tests.support.processes import free_port
 from wasmlattice.protocol.models import Link
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 NATS_BLOB = "builtin://blobstore-nats"
 FS_BLOB = "builtin://blobstore-fs"
@@ -83,7 +84,7 @@ async def start_provider(env: Env, host: str, ref: str, pid: str) -> None:
 async def missing_link_then_link(env: Env, url: str, component_id: str, provider: str, config: str) -> None:
     """Before its link, a call fails with the missing-link error (also logged); then link it."""
     assert await error(f"{url}/exists?c=any") == MISSING_LINK
-    logs = "".join(p.read_text(errors="replace") for p in env.log_dir.glob("host*.log"))
+    logs = env.log_text()
     assert MISSING_LINK in logs and component_id in logs
     await env.ctl.put_link(blob_link(component_id, provider, [config]))
 

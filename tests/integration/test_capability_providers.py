@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
-from lattice_env import LatticeEnv
 
-pytestmark = pytest.mark.timeout(120)
+from tests.support.lattice import LatticeEnv
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 # Reference -> the provider name the inventory reports.
 PROVIDERS = {
@@ -25,10 +24,7 @@ PROVIDERS = {
 
 
 async def test_every_builtin_provider_is_started_reported_and_stopped(env: LatticeEnv) -> None:
-    cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", env.nats_url]
-    cmd += ["--lattice", env.lattice, "--health-interval", "0.3"]
-    log = (env.log_dir / "host-providers.log").open("wb")
-    env.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env.env))
+    env.start_host("--health-interval", "0.3")
     (host,) = await env.host_ids(1)
     ctl = env.ctl
     # The http-server binds its default address in path mode; keep it on a free loopback port.

@@ -21,21 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli, cli_ok, free_port
-from lattice_env import LatticeEnv, get, serve_http
 
+from tests.support.cli import cli, cli_ok
+from tests.support.http import get_json
+from tests.support.lattice import LatticeEnv, serve_http
+from tests.support.processes import free_port
 from wasmlattice.capabilities import secrets as sec
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def ref(build_component: Callable[[str], Path], name: str) -> str:
     return "file://" + str(build_component(name).resolve())
-
-
-async def get_json(url: str) -> tuple[int, Any]:
-    status, body = await get(url)
-    return status, json.loads(body)
 
 
 async def wait_json(url: str, want: Callable[[Any], bool], timeout: float = 20.0) -> Any:

@@ -55,7 +55,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import HttpClient, Reply, ServerProcess, Upstream, pattern_bytes
+
+from tests.support.http import HttpClient, Reply, Upstream, pattern_bytes
+from tests.support.processes import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -521,8 +523,6 @@ async def test_response_header_value_bytes(http_client: HttpClient, hosts: Hosts
 
 
 async def test_outgoing_connection_refused(http_client: HttpClient, hosts: Hosts) -> None:
-    from conftest import free_port
-
     url = f"http://127.0.0.1:{free_port()}/nothing-listens-here"
     ours, ref = await both(http_client, hosts, "GET", f"/outgoing?url={url}")
     assert ours.status == ref.status == 502

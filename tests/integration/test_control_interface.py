@@ -12,15 +12,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lattice_env import gather
 
+from tests.support.lattice import gather
+from tests.support.processes import free_port, host_cmd
 from wasmlattice.host.identity import HostIdentity
 from wasmlattice.protocol import subjects as sj
 
@@ -72,8 +72,7 @@ class HostProcs:
     def start(
         self, *labels: str, seed: str | None = None, heartbeat: float = 30.0
     ) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", self.nats_url]
-        cmd += ["--lattice", self.lattice, "--heartbeat-interval", str(heartbeat)]
+        cmd = host_cmd(self.nats_url, self.lattice, "--heartbeat-interval", str(heartbeat))
         for label in labels:
             cmd += ["--label", label]
         if seed:
@@ -201,11 +200,17 @@ async def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int
     return proc.returncode
 
 
-async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Lattice) -> None:
+# Tests that start host processes take seconds each: they are marked slow.
+@pytest.fixture
+async def ids(hosts: HostProcs, lattice: Lattice) -> list[str]:
+    """Three hosts (zones a, b and c, tier test) started and announced; their IDs in start order."""
     for zone in ("a", "b", "c"):
         hosts.start(f"zone={zone}", "tier=test")
-    ids = await lattice.wait_hosts(3)
+    return await lattice.wait_hosts(3)
 
+
+@pytest.mark.slow
+async def test_host_started_and_ping(lattice: Lattice, ids: list[str]) -> None:
     # host_started: data fields of docs/protocol.md#event-catalogue exactly.
     started = lattice.of("host_started", ids[0])[0]
     assert_event(started, "host_started", ids[0])
@@ -230,8 +235,12 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
     assert sorted(r["labels"]["zone"] for r in by_id.values()) == ["a", "b", "c"]
     assert pinged["ctl_host"].startswith("nats://")
 
-    # host.get: the inventory of one host.
+
+@pytest.mark.slow
+async def test_host_get_is_the_inventory_of_one_host(lattice: Lattice, ids: list[str]) -> None:
     host = ids[0]
+    started = lattice.of("host_started", host)[0]
+    # host.get: the inventory of one host.
     inv = await lattice.request(lattice.subj("host.get", host))
     assert set(inv) == {"success", "message", "response"} and inv["success"] is True
     assert set(inv["response"]) == INVENTORY_KEYS
@@ -239,6 +248,10 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
     assert inv["response"]["components"] == [] and inv["response"]["providers"] == []
     assert inv["response"]["friendly_name"] == started["data"]["friendly_name"]
 
+
+@pytest.mark.slow
+async def test_labels_put_and_del(lattice: Lattice, ids: list[str]) -> None:
+    host = ids[0]
     # label.put / label.del: reply texts, event, inventory.
     reply = await lattice.request(lattice.subj("label.put", host), {"key": "role", "value": "edge"})
     assert reply == {"success": True, "message": "successfully put label"}
@@ -257,6 +270,9 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
     inv = await lattice.request(lattice.subj("host.get", host))
     assert "role" not in inv["response"]["labels"]
 
+
+@pytest.mark.slow
+async def test_config_put_get_del(lattice: Lattice, ids: list[str]) -> None:
     # config put / get / del round trip, with events.
     reply = await lattice.request(lattice.subj("config.put", "kvcfg"), {"bucket": "b1", "ttl": "5"})
     assert reply == {"success": True, "message": "successfully put config"}
@@ -280,6 +296,12 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
     assert reply["message"].startswith("config data should be a map of string -> string")
     assert "'n'" in reply["message"]
 
+
+@pytest.mark.slow
+async def test_link_put_get_and_del(lattice: Lattice, ids: list[str]) -> None:
+    # LINK names `kvcfg` as its target config, which must exist first.
+    reply = await lattice.request(lattice.subj("config.put", "kvcfg"), {"bucket": "b1", "ttl": "5"})
+    assert reply == {"success": True, "message": "successfully put config"}
     # link.put: a missing config name is rejected with a linkdef_set_failed event.
     missing = dict(LINK, source_id="other", target_config=["nope"])
     reply = await lattice.request(lattice.subj("link.put"), missing)
@@ -307,37 +329,6 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
     reply = await lattice.request(lattice.subj("link.put"), dict(LINK, target="elsewhere"))
     assert reply["success"] is False and reply["message"].startswith("link already exists with different")
 
-    # Malformed payloads: success false, the field named, nothing crashes.
-    reply = await lattice.request(lattice.subj("link.put"), {k: v for k, v in LINK.items() if k != "target"})
-    assert reply["success"] is False and set(reply) == {"success", "message"}
-    assert reply["message"].startswith("failed to deserialize wrpc link definition")
-    assert "'target'" in reply["message"]
-    reply = await lattice.request(lattice.subj("label.put", host), {"key": "k", "value": 1})
-    assert reply["success"] is False and "'value'" in reply["message"]
-    reply = await lattice.request(lattice.subj("label.put", host), b"{not json")
-    assert reply["success"] is False and "invalid JSON" in reply["message"]
-    reply = await lattice.request(lattice.subj("component.scale", host), {"count": 1})
-    assert reply["success"] is False and "'component_id'" in reply["message"]
-    reply = await lattice.request(f"{sj.ctl_prefix(lattice.lattice)}.link.bogus", b"{}")
-    assert reply == {"success": False, "message": "unsupported subject"}
-
-    # Scale is acknowledged before loading; a missing file then fails with an event.
-    scale = {"component_id": "echo", "component_ref": "file:///x.wasm", "count": 1}
-    reply = await lattice.request(lattice.subj("component.scale", host), scale)
-    assert reply == {"success": True, "message": ""}
-    failed = await lattice.wait_event("component_scale_failed", lambda e: e["data"]["component_id"] == "echo")
-    assert "/x.wasm does not exist" in failed["data"]["error"]
-    # Auctions: hosts whose labels match answer, others stay silent.
-    auction = {"component_id": "echo", "component_ref": "x", "constraints": {"nope": "x"}}
-    assert await lattice.gather(lattice.subj("component.auction"), json.dumps(auction).encode(), 0.5) == []
-
-    # claims.get (nothing signed yet) and registry.put.
-    reply = await lattice.request(lattice.subj("claims.get"))
-    assert reply == {"success": True, "message": "", "response": []}
-    creds = {"ghcr.io": {"username": "u", "password": "p", "registryType": "oci"}}
-    reply = await lattice.request(lattice.subj("registry.put"), creds)
-    assert reply == {"success": True, "message": "successfully put registries"}
-
     # link.del: event with target/interfaces, then idempotent deletes.
     deleted_ends: list[str] = []
 
@@ -357,6 +348,51 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
     assert reply == {"success": True, "message": "successfully deleted link (spec doesn't exist)"}
     assert sorted(s.split(".")[3] for s in deleted_ends) == ["http-echo", "kv-provider"]
 
+
+@pytest.mark.slow
+async def test_malformed_payloads_are_refused(lattice: Lattice, ids: list[str]) -> None:
+    host = ids[0]
+    # Malformed payloads: success false, the field named, nothing crashes.
+    reply = await lattice.request(lattice.subj("link.put"), {k: v for k, v in LINK.items() if k != "target"})
+    assert reply["success"] is False and set(reply) == {"success", "message"}
+    assert reply["message"].startswith("failed to deserialize wrpc link definition")
+    assert "'target'" in reply["message"]
+    reply = await lattice.request(lattice.subj("label.put", host), {"key": "k", "value": 1})
+    assert reply["success"] is False and "'value'" in reply["message"]
+    reply = await lattice.request(lattice.subj("label.put", host), b"{not json")
+    assert reply["success"] is False and "invalid JSON" in reply["message"]
+    reply = await lattice.request(lattice.subj("component.scale", host), {"count": 1})
+    assert reply["success"] is False and "'component_id'" in reply["message"]
+    reply = await lattice.request(f"{sj.ctl_prefix(lattice.lattice)}.link.bogus", b"{}")
+    assert reply == {"success": False, "message": "unsupported subject"}
+
+
+@pytest.mark.slow
+async def test_scale_failure_and_unmatched_auction(lattice: Lattice, ids: list[str]) -> None:
+    host = ids[0]
+    # Scale is acknowledged before loading; a missing file then fails with an event.
+    scale = {"component_id": "echo", "component_ref": "file:///x.wasm", "count": 1}
+    reply = await lattice.request(lattice.subj("component.scale", host), scale)
+    assert reply == {"success": True, "message": ""}
+    failed = await lattice.wait_event("component_scale_failed", lambda e: e["data"]["component_id"] == "echo")
+    assert "/x.wasm does not exist" in failed["data"]["error"]
+    # Auctions: hosts whose labels match answer, others stay silent.
+    auction = {"component_id": "echo", "component_ref": "x", "constraints": {"nope": "x"}}
+    assert await lattice.gather(lattice.subj("component.auction"), json.dumps(auction).encode(), 0.5) == []
+
+
+@pytest.mark.slow
+async def test_claims_and_registry(lattice: Lattice, ids: list[str]) -> None:
+    # claims.get (nothing signed yet) and registry.put.
+    reply = await lattice.request(lattice.subj("claims.get"))
+    assert reply == {"success": True, "message": "", "response": []}
+    creds = {"ghcr.io": {"username": "u", "password": "p", "registryType": "oci"}}
+    reply = await lattice.request(lattice.subj("registry.put"), creds)
+    assert reply == {"success": True, "message": "successfully put registries"}
+
+
+@pytest.mark.slow
+async def test_sigterm_is_a_graceful_stop(hosts: HostProcs, lattice: Lattice, ids: list[str]) -> None:
     # SIGTERM is a graceful stop too: host_stopped, exit code 0.
     victim = next(p for p in hosts.procs if p.poll() is None)
     victim.send_signal(signal.SIGTERM)
@@ -364,6 +400,7 @@ async def test_control_interface_on_three_hosts(hosts: HostProcs, lattice: Latti
     await lattice.wait_event("host_stopped", timeout=5)
 
 
+@pytest.mark.slow
 async def test_stop_kill_and_restart(hosts: HostProcs, lattice: Lattice) -> None:
     seed_a = HostIdentity.generate().seed
     proc_a = hosts.start("name=a", seed=seed_a, heartbeat=1.0)
@@ -430,19 +467,14 @@ async def test_stop_kill_and_restart(hosts: HostProcs, lattice: Lattice) -> None
 
 
 async def test_unreachable_nats_and_bad_seed_fail_clearly() -> None:
-    import socket
-
     from wasmlattice.lattice.run import HostOptions, HostStartError, run_host
     from wasmlattice.protocol.connection import NatsUnreachableError
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        free_port = s.getsockname()[1]
-
+    port = free_port()  # a port nobody listens on
     with pytest.raises(NatsUnreachableError, match=r"cannot reach NATS at nats://127\.0\.0\.1"):
-        await run_host(HostOptions(nats_url=f"nats://127.0.0.1:{free_port}"))
+        await run_host(HostOptions(nats_url=f"nats://127.0.0.1:{port}"))
     with pytest.raises(HostStartError, match="server seed starting with 'SN'"):
-        await run_host(HostOptions(nats_url=f"nats://127.0.0.1:{free_port}", host_seed="SUAM"))
+        await run_host(HostOptions(nats_url=f"nats://127.0.0.1:{port}", host_seed="SUAM"))
 
 
 def test_identity_labels_and_uptime() -> None:

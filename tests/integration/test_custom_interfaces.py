@@ -8,37 +8,23 @@ link from caller to callee decides where calls go; without it the call fails wit
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import free_port
-from lattice_env import LatticeEnv, get, serve_http
 
+from tests.support.http import get, wait_body
+from tests.support.lattice import LatticeEnv, serve_http
+from tests.support.processes import free_port
 from wasmlattice.protocol.models import Link
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def greet_link(source: str, target: str) -> Link:
     return Link(
         source_id=source, target=target, wit_namespace="test", wit_package="greeter", interfaces=["greet"]
     )
-
-
-async def wait_body(url: str, status: int, contains: str, timeout: float = 30.0) -> str:
-    """Poll until `url` answers `status` with `contains` in the body (links apply asynchronously)."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        got, body = await get(url)
-        if got == status and contains in body:
-            return body
-        last = (got, body)
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{url}: wanted {status} with {contains!r}; last {last}")
 
 
 async def test_calls_follow_the_link(env: LatticeEnv, build_component: Callable[[str], Path]) -> None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HttpClient, ServerProcess, Upstream, free_port, wasmlattice_cmd
+
+from tests.support.components import parse_wat
+from tests.support.http import HttpClient, Upstream
+from tests.support.processes import ServerProcess, free_port, wasmlattice_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -217,9 +219,7 @@ def test_core_module_built_by_wasm_tools_is_refused(wasmlattice_env: dict[str, s
     wat = tmp_path / "core.wat"
     wat.write_text('(module (func (export "f")))')
     wasm = tmp_path / "core.wasm"
-    subprocess.run(
-        [str(Path(sys.executable).parent / "wasm-tools"), "parse", str(wat), "-o", str(wasm)], check=True
-    )
+    parse_wat(wat, wasm)
     r, _ = run_cli(wasmlattice_env, "run", str(wasm), "--listen", f"127.0.0.1:{free_port()}")
     assert r.returncode != 0
     assert "core WebAssembly module, not a component" in r.stderr, r.stderr

@@ -17,10 +17,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import free_port
-from lattice_env import HTTP_SERVER, LatticeEnv, eventually, http_link, wait_status
 
-pytestmark = pytest.mark.timeout(180)
+from tests.support.http import wait_status
+from tests.support.lattice import HTTP_SERVER, LatticeEnv, eventually, http_link
+from tests.support.processes import free_port
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 INSTANCE = "wrpc:http/incoming-handler@0.1.0"
 

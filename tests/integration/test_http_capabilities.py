@@ -17,13 +17,14 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 import trustme
-from conftest import Upstream, free_port
-from lattice_env import HTTP_SERVER, get, http_link, serve_http, wait_status
-from lattice_env import LatticeEnv as Env
 
+from tests.support.http import Upstream, get, wait_body, wait_status
+from tests.support.lattice import HTTP_SERVER, http_link, serve_http
+from tests.support.lattice import LatticeEnv as Env
+from tests.support.processes import free_port
 from wasmlattice.protocol.models import Link
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 HTTP_CLIENT = "wasmcloud+builtin://http-client"
 NO_LINK = "no link named `default` for `wasi:http/outgoing-handler`"
@@ -44,18 +45,6 @@ def outgoing(base: str, url: str, *headers: str) -> str:
     """The echo guest's URL that makes an outgoing request to `url` (with `name:value` headers)."""
     extra = "".join(f"&header={quote(h)}" for h in headers)
     return f"{base}/outgoing?url={quote(url, safe='')}{extra}"
-
-
-async def wait_body(url: str, status: int, needle: str, timeout: float = 30.0) -> str:
-    """Poll `url` until it answers `status` with `needle` in the body (links apply asynchronously)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await get(url)
-        if last[0] == status and needle in last[1]:
-            return str(last[1])
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} did not answer {status} with {needle!r} within {timeout}s; last: {last}")
 
 
 # ---------------------------------------------------------------------------------------------

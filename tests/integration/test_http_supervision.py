@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
-from conftest import free_port
-from lattice_env import HTTP_SERVER, get, http_link, wait_status
-from lattice_env import LatticeEnv as Env
 
-pytestmark = pytest.mark.timeout(180)
+from tests.support.http import get, wait_status
+from tests.support.lattice import HTTP_SERVER, http_link
+from tests.support.lattice import LatticeEnv as Env
+from tests.support.processes import free_port
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def occupy(port: int) -> socket.socket:
@@ -33,10 +33,7 @@ def occupy(port: int) -> socket.socket:
 
 async def test_a_taken_port_is_reported_unhealthy_and_bound_once_free(env: Env, echo_ref: str) -> None:
     # A host checking provider health every 0.3 s (wasmCloud: 30 s, first after 5 s).
-    cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", env.nats_url]
-    cmd += ["--lattice", env.lattice, "--health-interval", "0.3"]
-    log = (env.log_dir / "host-supervision.log").open("wb")
-    env.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env.env))
+    env.start_host("--health-interval", "0.3")
     (host,) = await env.host_ids(1)
     ctl = env.ctl
     port = free_port()

@@ -9,7 +9,6 @@ memory provider. The `kv_draft` guest picks its link per request with `wasmcloud
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -18,49 +17,29 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import free_port
-from lattice_env import HTTP_SERVER, eventually, get, http_link, serve_http
-from lattice_env import LatticeEnv as Env
 
+from tests.support.http import get_json
+from tests.support.lattice import HTTP_SERVER, eventually, http_link, kv_link, serve_http
+from tests.support.lattice import LatticeEnv as Env
+from tests.support.processes import free_port
 from wasmlattice.capabilities.kv_nats import ENCODED_PREFIX, nats_key
-from wasmlattice.protocol.models import Link
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 NATS_KV = "builtin://keyvalue-nats"
 REDIS_KV = "builtin://keyvalue-redis"
 MEMORY_KV = "builtin://keyvalue-memory"
 
 
-def kv_link(source: str, target: str, name: str = "default", config: list[str] | None = None) -> Link:
-    return Link(
-        source_id=source,
-        target=target,
-        wit_namespace="wasi",
-        wit_package="keyvalue",
-        interfaces=["store", "atomics", "batch"],
-        name=name,
-        target_config=config or [],
-    )
-
-
-async def call(url: str) -> tuple[int, Any]:
-    status, body = await get(url)
-    try:
-        return status, json.loads(body)
-    except ValueError:
-        return status, body
-
-
 async def ok(url: str) -> Any:
-    status, doc = await call(url)
+    status, doc = await get_json(url)
     assert status == 200, f"{url} -> {status} {doc}"
     return doc["ok"]
 
 
 async def fails(url: str) -> str:
     """The message of the interface's `other` error that `url` answers with."""
-    status, doc = await call(url)
+    status, doc = await get_json(url)
     assert status == 500 and doc["error"] == "other", f"{url} -> {status} {doc}"
     message: str = doc["message"]
     return message

@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
-from lattice_env import LatticeEnv as Env
-from lattice_env import get, serve_http
 
+from tests.support.http import get
+from tests.support.lattice import LatticeEnv as Env
+from tests.support.lattice import serve_http
+from tests.support.processes import free_port
 from wasmlattice.capabilities.kv_nats import nats_key
 from wasmlattice.protocol.models import Link
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 NATS_KV = "builtin://keyvalue-nats"
 MEMORY_KV = "builtin://keyvalue-memory"

@@ -8,7 +8,6 @@ named config `where`, so the response shows which replica served it.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from collections.abc import Callable
@@ -16,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
-from lattice_env import LatticeEnv, get, serve_http
 
+from tests.support.http import get_json
+from tests.support.lattice import LatticeEnv, serve_http
+from tests.support.processes import free_port
 from wasmlattice.protocol.models import Link
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 
 def chain_link(source: str, target: str, iface: str, name: str = "default") -> Link:
@@ -33,18 +33,6 @@ def chain_link(source: str, target: str, iface: str, name: str = "default") -> L
         wit_package="chain",
         interfaces=[iface],
     )
-
-
-async def get_json(url: str) -> tuple[int, Any]:
-    status, body = await get(url, timeout=30.0)
-    try:
-        return status, json.loads(body)
-    except ValueError:
-        return status, body
-
-
-def logs(env: LatticeEnv) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in sorted(env.log_dir.glob("host*.log")))
 
 
 async def scaled(env: LatticeEnv, host: str, ref: str, cid: str, config: list[str] | None = None) -> None:
@@ -109,13 +97,13 @@ async def test_chain_across_three_hosts(env: LatticeEnv, build_component: Callab
 
     # A trap in the callee fails the caller's request, with the reason in the caller's log; it goes on.
     assert (await get_json(f"{url}/crash"))[0] == 500
-    assert "the back component crashed on purpose" in logs(env)
+    assert "the back component crashed on purpose" in env.log_text()
     assert (await get_json(f"{url}/chain?{query}"))[0] == 200
 
     # A slow target: the caller's time-out (3 s here) fails the call at its deadline.
     assert (await get_json(f"{url}/slow?ms=10"))[1] == {"slept": 10}
     assert (await get_json(f"{url}/slow?ms=6000"))[0] == 500
-    assert "no result within 3" in logs(env)
+    assert "no result within 3" in env.log_text()
 
     # A target that runs nowhere: "no responders", long before the time-out. (Both links from
     # front share source, package and name, so delete removes them one at a time.)
@@ -124,7 +112,7 @@ async def test_chain_across_three_hosts(env: LatticeEnv, build_component: Callab
     await ctl.put_link(chain_link("front", "middle", "stage"))
     await ctl.put_link(chain_link("front", "nowhere", "judge"))
     deadline = time.monotonic() + 20
-    while "no responders for" not in logs(env):
+    while "no responders for" not in env.log_text():
         assert time.monotonic() < deadline, "the link to `nowhere` was not used"
         await asyncio.sleep(0.2)
         await get_json(f"{url}/slow?ms=1")

@@ -9,21 +9,22 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
-from conftest import free_port
-from lattice_env import HTTP_SERVER, get, http_link, wait_status
-from lattice_env import LatticeEnv as Env
 
-pytestmark = pytest.mark.timeout(180)
+from tests.support.http import get, wait_status
+from tests.support.lattice import HTTP_SERVER, http_link
+from tests.support.lattice import LatticeEnv as Env
+from tests.support.processes import free_port
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
-async def test_component_behind_http_server_provider(env: Env, echo_ref: str, tmp_path: Path) -> None:
+async def test_auction_and_scale_failures(env: Env, echo_ref: str) -> None:
     env.start_host()
     (host,) = await env.host_ids(1)
     ctl = env.ctl
@@ -40,8 +41,31 @@ async def test_component_behind_http_server_provider(env: Env, echo_ref: str, tm
     failed = await env.wait_event("component_scale_failed", lambda e: e["data"]["component_id"] == "oci")
     assert "only file:// references are supported" in failed["data"]["error"]
 
+
+class Served:
+    """The echo component on one host (max_instances 1) behind the builtin HTTP server on `port`."""
+
+    def __init__(self, env: Env, host: str, port: int, scaled: dict[str, Any]) -> None:
+        self.env, self.host, self.port, self.scaled = env, host, port, scaled
+        self.url = f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def served(env: Env, echo_ref: str) -> Served:
+    env.start_host()
+    (host,) = await env.host_ids(1)
+    ctl = env.ctl
     assert await ctl.scale_component(host, echo_ref, "echo", 1, annotations={"a": "b"}) == ""
     scaled = await env.wait_event("component_scaled", lambda e: e["data"]["component_id"] == "echo")
+    port = free_port()
+    await ctl.put_config("echo-http", {"address": f"127.0.0.1:{port}"})
+    assert await ctl.start_provider(host, HTTP_SERVER, "http-server") == "successfully started provider"
+    await ctl.put_link(http_link("http-server", "echo", ["echo-http"]))
+    return Served(env, host, port, scaled)
+
+
+async def test_component_behind_http_server_provider(served: Served, echo_ref: str) -> None:
+    env, host, scaled, url = served.env, served.host, served.scaled, served.url
     assert scaled["data"] == {
         "annotations": {"a": "b"},
         "host_id": host,
@@ -54,16 +78,11 @@ async def test_component_behind_http_server_provider(env: Env, echo_ref: str, tm
         ("echo", echo_ref, 1, {"a": "b"})
     ]
 
-    port = free_port()
-    await ctl.put_config("echo-http", {"address": f"127.0.0.1:{port}"})
-    assert await ctl.start_provider(host, HTTP_SERVER, "http-server") == "successfully started provider"
     started = await env.wait_event("provider_started")
     assert started["data"]["provider_id"] == "http-server" and started["data"]["image_ref"] == HTTP_SERVER
     inv = await env.inventory(host)
     assert [(p.id, p.image_ref) for p in inv.providers] == [("http-server", HTTP_SERVER)]
 
-    await ctl.put_link(http_link("http-server", "echo", ["echo-http"]))
-    url = f"http://127.0.0.1:{port}"
     body = await wait_status(f"{url}/echo?x=1", 200, timeout=60.0)
     assert "/echo?x=1" in body
 
@@ -73,6 +92,11 @@ async def test_component_behind_http_server_provider(env: Env, echo_ref: str, tm
     assert [status for status, _ in results] == [200, 200]
     assert all(len(text) == n for _, text in results)
 
+
+async def test_update_and_scale_with_another_image(served: Served, echo_ref: str, tmp_path: Path) -> None:
+    env, host, url, ctl = served.env, served.host, served.url, served.env.ctl
+    # The route is there once the link has reached the provider.
+    await wait_status(f"{url}/echo", 200, timeout=60.0)
     # Update to another reference (same bytes, other path): it keeps serving.
     other = tmp_path / "echo2.wasm"
     shutil.copyfile(echo_ref.removeprefix("file://"), other)
@@ -124,6 +148,11 @@ async def test_component_behind_http_server_provider(env: Env, echo_ref: str, tm
     status, text = await get(f"{url}/echo")
     assert status == 503 and "echo is not running" in text
 
+
+async def test_link_delete_provider_stop_and_host_stop(served: Served) -> None:
+    env, host, url, port, ctl = served.env, served.host, served.url, served.port, served.env.ctl
+    # The listener is open once the link has reached the provider.
+    await wait_status(f"{url}/echo", 200, timeout=60.0)
     # Link delete closes the listener; provider stop is reported.
     await ctl.delete_link("http-server", "wasi", "http")
     deadline = time.monotonic() + 20
@@ -177,10 +206,7 @@ async def test_path_routing_several_components(env: Env, echo_ref: str) -> None:
 
 async def test_provider_health_is_answered_and_reported(env: Env) -> None:
     # A host checking its providers every 0.3 s (wasmCloud's default is 30 s, first after 5 s).
-    cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", env.nats_url]
-    cmd += ["--lattice", env.lattice, "--health-interval", "0.3"]
-    log = (env.log_dir / "host-health.log").open("wb")
-    env.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env.env))
+    env.start_host("--health-interval", "0.3")
     (host,) = await env.host_ids(1)
     health_subject = f"wasmbus.rpc.{env.lattice}.web.health"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,9 +18,9 @@ from typing import Any, TypeVar
 import aiohttp
 import nats
 import pytest
-from conftest import free_port
-from lattice_env import http_link
 
+from tests.support.lattice import HTTP_SERVER, http_link, kv_link
+from tests.support.processes import free_port, host_cmd
 from wasmlattice.client.ctl import CtlClient, CtlError
 from wasmlattice.nats_server import EmbeddedNats
 from wasmlattice.protocol import subjects as sj
@@ -31,10 +30,9 @@ from wasmlattice.protocol.models import Link
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 T = TypeVar("T")
-HTTP_SERVER = "wasmcloud+builtin://http-server"
 
 
-async def eventually(
+async def poll_until(
     probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout: float, what: str
 ) -> T:
     """Call `probe` until `ok(result)`, at most `timeout` seconds; errors count as 'not yet'."""
@@ -93,23 +91,14 @@ class Lattice:
         )
 
     def start_host(self) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "wasmlattice.lattice.run",
-            "--nats-url",
-            self.url,
-            "--lattice",
-            self.name,
-        ]
-        cmd += ["--friendly-name", f"host{len(self.procs)}"]
+        cmd = host_cmd(self.url, self.name, "--friendly-name", f"host{len(self.procs)}")
         with self.log(len(self.procs)).open("wb") as out:
             self.procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env))
 
     async def host_ids(self, count: int, timeout: float = 30.0) -> dict[str, str]:
         """Wait until `count` hosts answer ping; friendly name -> host ID."""
         try:
-            hosts = await eventually(
+            hosts = await poll_until(
                 lambda: self.ctl.ping_hosts(wait=0.5), lambda h: len(h) == count, timeout, f"{count} hosts"
             )
         except AssertionError as e:
@@ -139,22 +128,6 @@ async def lattice(
         await lat.close()
 
 
-@pytest.fixture
-def echo_ref(http_echo_wasm: Path) -> str:
-    return "file://" + str(http_echo_wasm.resolve())
-
-
-def kv_link(source: str, target: str, name: str = "default") -> Link:
-    return Link(
-        source_id=source,
-        target=target,
-        name=name,
-        wit_namespace="wasi",
-        wit_package="keyvalue",
-        interfaces=["store"],
-    )
-
-
 async def http_get(url: str) -> int:
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s,
@@ -166,7 +139,7 @@ async def http_get(url: str) -> int:
 
 async def scale_and_wait(lat: Lattice, host_id: str, ref: str, cid: str, count: int = 1) -> None:
     await lat.ctl.scale_component(host_id, ref, cid, count)
-    await eventually(
+    await poll_until(
         lambda: lat.ctl.get_host_inventory(host_id),
         lambda inv: any(c.id == cid for c in inv.components),
         60.0,
@@ -191,7 +164,7 @@ async def test_hosts_survive_a_nats_restart(lattice: Lattice, echo_ref: str) -> 
     ids = await lat.host_ids(3)
     ctl = lat.ctl
     await ctl.put_config("cfg", {"a": "1", "b": "2"})
-    link = kv_link("echo", "kv")
+    link = kv_link("echo", "kv", interfaces=("store",))
     await ctl.put_link(link)
     await scale_and_wait(lat, ids["host0"], echo_ref, "echo", 3)
     # HTTP ingress on another host, routed to a component there: it must work again after the
@@ -205,7 +178,7 @@ async def test_hosts_survive_a_nats_restart(lattice: Lattice, echo_ref: str) -> 
     http = http_link("http-server", "web", ["http"])
     await ctl.put_link(http)
     url = f"http://127.0.0.1:{port}/echo"
-    await eventually(lambda: http_get(url), lambda s: s == 200, 30.0, "HTTP 200 from web")
+    await poll_until(lambda: http_get(url), lambda s: s == 200, 30.0, "HTTP 200 from web")
     assert await links_on_every_answer(lat, [link, http])
 
     # Stop the server (SIGTERM: JetStream flushes its store) and start it again in place.
@@ -221,10 +194,10 @@ async def test_hosts_survive_a_nats_restart(lattice: Lattice, echo_ref: str) -> 
     assert recovered < 30.0
 
     # State kept: JetStream (links, config) and the host (its component).
-    await eventually(
+    await poll_until(
         lambda: ctl.get_config("cfg"), lambda c: c == {"a": "1", "b": "2"}, 15.0, "config after restart"
     )
-    await eventually(
+    await poll_until(
         ctl.get_links,
         lambda got: (
             sorted(x.model_dump_json() for x in got)
@@ -240,10 +213,10 @@ async def test_hosts_survive_a_nats_restart(lattice: Lattice, echo_ref: str) -> 
     # from each host's watched view, so a new link on every answer shows both KV watches resumed.
     await ctl.put_config("cfg2", {"after": "restart"})
     assert await ctl.get_config("cfg2") == {"after": "restart"}
-    link2 = kv_link("echo", "kv2", name="second")
+    link2 = kv_link("echo", "kv2", name="second", interfaces=("store",))
     await ctl.put_link(link2)
 
-    await eventually(
+    await poll_until(
         lambda: links_on_every_answer(lat, [link, http, link2], tries=10),
         bool,
         15.0,
@@ -274,7 +247,7 @@ async def test_kill_9_of_one_host(lattice: Lattice, echo_ref: str) -> None:
     )
     await ctl.put_link(http_link("http-server", "echo0", ["http"]))
     url = f"http://127.0.0.1:{port}/echo"
-    await eventually(lambda: http_get(url), lambda s: s == 200, 30.0, "HTTP 200 from echo0")
+    await poll_until(lambda: http_get(url), lambda s: s == 200, 30.0, "HTTP 200 from echo0")
 
     victim = lat.procs[2]
     victim.send_signal(signal.SIGKILL)
@@ -301,9 +274,9 @@ async def test_lattice_bucket_deleted_and_recreated(lattice: Lattice) -> None:
     lat.start_host()
     ids = await lat.host_ids(1)
     ctl = lat.ctl
-    old = kv_link("echo", "kv")
+    old = kv_link("echo", "kv", interfaces=("store",))
     await ctl.put_link(old)
-    await eventually(ctl.get_links, lambda got: got == [old], 10.0, "link before")
+    await poll_until(ctl.get_links, lambda got: got == [old], 10.0, "link before")
 
     bucket = sj.lattice_data_bucket(lat.name)
     js = lat.nc.jetstream()
@@ -318,10 +291,10 @@ async def test_lattice_bucket_deleted_and_recreated(lattice: Lattice) -> None:
     assert f"cannot watch KV bucket {bucket}: it does not exist" in text, text[-3000:]
 
     await open_bucket(js, bucket)
-    new = kv_link("echo", "kv2", name="second")
-    await eventually(lambda: ctl.put_link(new), lambda _: True, 20.0, "link put after re-create")
+    new = kv_link("echo", "kv2", name="second", interfaces=("store",))
+    await poll_until(lambda: ctl.put_link(new), lambda _: True, 20.0, "link put after re-create")
     # The restarted watch replays the new bucket: the deleted link is gone, the new one is seen.
-    await eventually(ctl.get_links, lambda got: got == [new], 20.0, "links after re-create")
+    await poll_until(ctl.get_links, lambda got: got == [new], 20.0, "links after re-create")
     hosts = await ctl.ping_hosts(wait=0.5)
     assert [h.id for h in hosts] == [ids["host0"]]
     assert lat.procs[0].poll() is None

@@ -13,6 +13,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from tests.support.processes import free_port
 from wasmlattice.nats_server import (
     EmbeddedNats,
     EmbeddedNatsError,
@@ -24,12 +25,6 @@ from wasmlattice.nats_server import (
 from wasmlattice.protocol.connection import NatsConnectionError, NatsOptions, NatsUnreachableError, connect
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def jetstream_ok(url: str) -> None:

@@ -5,9 +5,6 @@ instance becomes free before the caller's deadline."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,26 +18,14 @@ from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.linking import HostInterface, HostRegistry, link
 from wasmlattice.wasi.ctx import WasiConfig
 
-WAT = Path(__file__).parent.parent / "components" / "wat" / "hostcall.wat"
 BENCH = "test:micro/bench"
 
 
 @pytest.fixture(scope="module")
-def engine() -> Any:
-    e = HostEngine()
-    yield e
-    e.close()
-
-
-@pytest.fixture(scope="module")
-def invoker_for(engine: HostEngine, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    out = tmp_path_factory.mktemp("wat") / "hostcall.wasm"
-    subprocess.run(
-        [str(Path(sys.executable).parent / "wasm-tools"), "parse", str(WAT), "-o", str(out)], check=True
-    )
+def invoker_for(engine: HostEngine, hostcall_wasm: bytes) -> Any:
     reg = HostRegistry()
     reg.add(HostInterface("test:micro/host", {"ping": lambda x: x + 1}, versions=("",)))
-    linked = link(engine, CompileCache(None).load(out.read_bytes(), engine, "hostcall.wasm"), reg)
+    linked = link(engine, CompileCache(None).load(hostcall_wasm, engine, "hostcall.wasm"), reg)
 
     def make(max_instances: int, timeout: float) -> ExportInvoker:
         workload = Workload("micro", timeout=timeout, threads=max_instances, max_concurrency=max_instances)

@@ -3,8 +3,6 @@ the memory backend, which implementation each interface version binds to, and `s
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import pytest
 from nats.js.kv import _is_key_valid
 
+from tests.support.components import parse_wat
 from wasmlattice.capabilities import bus, keyvalue
 from wasmlattice.capabilities.base import CapabilityError, current_link_name
 from wasmlattice.capabilities.kv_backend import KvError, check_bucket_name, page, parse_counter
@@ -154,9 +153,7 @@ BAD_STORE_WAT = """
 def test_a_component_importing_other_types_is_refused_naming_the_function(tmp_path: Path) -> None:
     wat, wasm = tmp_path / "bad.wat", tmp_path / "bad.wasm"
     wat.write_text(BAD_STORE_WAT)
-    subprocess.run(
-        [str(Path(sys.executable).parent / "wasm-tools"), "parse", str(wat), "-o", str(wasm)], check=True
-    )
+    parse_wat(wat, wasm)
     engine = HostEngine()
     try:
         comp = CompileCache(None).load(wasm.read_bytes(), engine, "bad.wasm")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.components import WAT_DIR, parse_wat
 from wasmlattice.runtime.component import (
     CompileCache,
     ComponentError,
@@ -20,23 +19,6 @@ from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.fastcall import GuestTrap, Trap
 from wasmlattice.runtime.linking import HostInterface, HostRegistry, MissingImport, link
 from wasmlattice.runtime.pool import InstancePool
-
-WAT = Path(__file__).parent.parent / "components" / "wat" / "hostcall.wat"
-
-
-@pytest.fixture(scope="module")
-def hostcall_wasm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    out = tmp_path_factory.mktemp("wat") / "hostcall.wasm"
-    wasm_tools = Path(sys.executable).parent / "wasm-tools"
-    subprocess.run([str(wasm_tools), "parse", str(WAT), "-o", str(out)], check=True)
-    return out.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def engine() -> Any:
-    e = HostEngine()
-    yield e
-    e.close()
 
 
 def registry(ping: Any) -> HostRegistry:
@@ -185,17 +167,13 @@ def test_non_components_are_refused_with_what_they_are(data: bytes, message: str
         check_format(data, "x.wasm")
 
 
-TWO_BORROWS = Path(__file__).parent.parent / "components" / "wat" / "two_borrows.wat"
+TWO_BORROWS = WAT_DIR / "two_borrows.wat"
 
 
 def test_host_functions_take_two_borrows(engine: HostEngine, tmp_path: Path) -> None:
     # output-stream.splice, descriptor.rename-at and is-same-object pass two borrows; wasmtime
     # 50.0.1's C API could not lift them, so this guards any upgrade of the pinned version.
-    out = tmp_path / "two.wasm"
-    subprocess.run(
-        [str(Path(sys.executable).parent / "wasm-tools"), "parse", str(TWO_BORROWS), "-o", str(out)],
-        check=True,
-    )
+    out = parse_wat(TWO_BORROWS, tmp_path / "two.wasm")
 
     class R:
         pass

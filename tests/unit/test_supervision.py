@@ -402,7 +402,7 @@ async def test_wait_spawned(sup: Supervisor) -> None:
     assert sorted(ran) == [0, 1, 2]
 
 
-# -- resync (the behaviour of capabilities/base.py `Resync`) --------------------------------------
+# -- resync (how providers follow lattice changes) --------------------------------------------------
 
 
 async def test_resync_merges_bursts_of_pokes(sup: Supervisor) -> None:

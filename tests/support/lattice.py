@@ -1,7 +1,7 @@
 """A lattice for capability and component tests: host processes, a control client, every event.
 
 `lattice_env` (fixture, see conftest) yields a `LatticeEnv`; `serve_http` puts one component behind
-a builtin HTTP server provider and returns its URL; `get`/`wait_status` are small HTTP helpers.
+a builtin HTTP server provider and returns its URL; `http_link`/`kv_link` build the usual links.
 """
 
 from __future__ import annotations
@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from tests.support.http import get
+from tests.support.processes import host_cmd
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.protocol import subjects as sj
 from wasmlattice.protocol.models import HostInventory, Link
@@ -48,8 +49,7 @@ class LatticeEnv:
 
     def start_host(self, *extra: str) -> None:
         """Start one more host process (`extra`: more `wasmlattice.lattice.run` arguments)."""
-        cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", self.nats_url]
-        cmd += ["--lattice", self.lattice, "--label", "zone=test", *extra]
+        cmd = host_cmd(self.nats_url, self.lattice, "--label", "zone=test", *extra)
         log = (self.log_dir / f"host{len(self.procs)}.log").open("wb")
         self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env))
 
@@ -139,27 +139,6 @@ async def gather(nc: Any, subject: str, body: bytes = b"", wait: float = 1.0) ->
     return replies
 
 
-async def get(url: str, timeout: float = 60.0) -> tuple[int, str]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s, s.get(url) as r:
-        return r.status, (await r.read()).decode("latin-1")
-
-
-async def wait_status(url: str, status: int, timeout: float = 30.0) -> str:
-    """Poll `url` until it answers `status` (routes follow the KV watch asynchronously)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            got, body = await get(url, timeout=30.0)
-            if got == status:
-                return body
-            last = (got, body)
-        except aiohttp.ClientError as e:
-            last = e
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} did not answer {status} within {timeout}s; last: {last}")
-
-
 def http_link(provider_id: str, component_id: str, source_config: list[str]) -> Link:
     return Link(
         source_id=provider_id,
@@ -168,6 +147,25 @@ def http_link(provider_id: str, component_id: str, source_config: list[str]) -> 
         wit_package="http",
         interfaces=["incoming-handler"],
         source_config=source_config,
+    )
+
+
+def kv_link(
+    source: str,
+    target: str,
+    name: str = "default",
+    config: list[str] | None = None,
+    interfaces: tuple[str, ...] = ("store", "atomics", "batch"),
+) -> Link:
+    """A `wasi:keyvalue` link from `source` to the provider `target` (`config`: its target config)."""
+    return Link(
+        source_id=source,
+        target=target,
+        wit_namespace="wasi",
+        wit_package="keyvalue",
+        interfaces=list(interfaces),
+        name=name,
+        target_config=config or [],
     )
 
 
@@ -210,14 +208,17 @@ async def serve_http(
     raise AssertionError(f"{component_id} was not served on {url} within 30s")
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0, what: str = "") -> Any:
     """Retry `check` until it stops raising AssertionError (links and config reach hosts through KV
-    watches, so their effects show up a little later); its result."""
+    watches, so their effects show up a little later); its result. After `timeout` the last
+    AssertionError is raised, prefixed with `what` when given."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return await check()
-        except AssertionError:
+        except AssertionError as e:
             if time.monotonic() > deadline:
+                if what:
+                    raise AssertionError(f"{what} not reached within {timeout}s: {e}") from e
                 raise
             await asyncio.sleep(0.1)

@@ -1,0 +1,47 @@
+"""The `wasmlattice` CLI as a user runs it: a subprocess with a clean WASMLATTICE_*/WASMCLOUD_* env."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from typing import Any
+
+from tests.support.processes import wasmlattice_cmd
+
+
+def cli(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `wasmlattice ARGS...` as a user would: this interpreter, and of the WASMLATTICE_* and
+    WASMCLOUD_* variables only those in `env`."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("WASMLATTICE_", "WASMCLOUD_"))}
+    return subprocess.run(
+        wasmlattice_cmd(*args), capture_output=True, text=True, timeout=timeout, env={**base, **(env or {})}
+    )
+
+
+def cli_ok(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the CLI and require exit code 0."""
+    r = cli(*args, timeout=timeout)
+    assert r.returncode == 0, f"{args} -> {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    return r
+
+
+def get_hosts(nats_url: str, lattice: str) -> list[dict[str, Any]]:
+    """The `get hosts -o json` list."""
+    out = cli_ok("get", "hosts", "--nats-url", nats_url, "--lattice", lattice, "-o", "json").stdout
+    hosts: list[dict[str, Any]] = json.loads(out)
+    return hosts
+
+
+def wait_hosts(nats_url: str, lattice: str, n: int, timeout: float = 20) -> list[dict[str, Any]]:
+    """Poll `get hosts -o json` until exactly `n` hosts answer; the hosts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        hosts = get_hosts(nats_url, lattice)
+        if len(hosts) == n or time.monotonic() > deadline:
+            assert len(hosts) == n, hosts
+            return hosts
+        time.sleep(0.2)

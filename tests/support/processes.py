@@ -1,0 +1,198 @@
+"""Processes the tests run: free ports, HTTP hosts, lattice hosts, redis-server, a nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wasmlattice_cmd(*args: str) -> list[str]:
+    """The command line of `wasmlattice ARGS...` with this interpreter."""
+    return [sys.executable, "-m", "wasmlattice.cli.main", *args]
+
+
+def host_cmd(nats_url: str, lattice: str, *args: str) -> list[str]:
+    """The command line of one lattice host (`python -m wasmlattice.lattice.run`) on `lattice`."""
+    return [
+        sys.executable,
+        "-m",
+        "wasmlattice.lattice.run",
+        "--nats-url",
+        nats_url,
+        "--lattice",
+        lattice,
+        *args,
+    ]
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def wait_gone(pid: int, timeout: float = 15.0) -> None:
+    """Fail unless process `pid` exits (or is a zombie) within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not running(pid):
+            return
+        time.sleep(0.1)
+    pytest.fail(f"pid {pid} still running {timeout}s after being told to stop")
+
+
+@dataclass
+class ServerProcess:
+    """An HTTP host running as a subprocess, with its output captured in a file."""
+
+    name: str
+    cmd: list[str]
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_path: str = "/echo", timeout: float = 180.0) -> ServerProcess:
+        log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the child's lifetime
+        try:
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
+            )
+        finally:
+            log.close()
+        self.wait_ready(ready_path, timeout)
+        return self
+
+    def log_text(self) -> str:
+        """Everything the process has written so far (stdout and stderr)."""
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 10.0) -> str:
+        """Wait until `needle` shows up in the log; the log text (asserting it did)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_text()
+            if needle in text or time.monotonic() > deadline:
+                assert needle in text, f"{needle!r} not in the {self.name} log:\n{text[-4000:]}"
+                return text
+            time.sleep(0.05)
+
+    def wait_ready(self, path: str, timeout: float) -> None:
+        """Poll with HTTP until the server answers `path` with any status."""
+        deadline = time.monotonic() + timeout
+        assert self.proc is not None
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode} before answering:\n{self.log_text()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not answer within {timeout}s:\n{self.log_text()}")
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            try:
+                conn.request("GET", path)
+                conn.getresponse().read()
+                return
+            except (OSError, http.client.HTTPException):
+                time.sleep(0.1)
+            finally:
+                conn.close()
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after a grace period; the exit code."""
+        p = self.proc
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        return p.returncode
+
+
+@contextmanager
+def redis_server(data_dir: Path) -> Iterator[str]:
+    """A real redis-server on 127.0.0.1 and a free port (no persistence); yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed; `make test` installs it (make system-deps)")
+    port = free_port()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(
+        [binary, *args, "--dir", str(data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class BackgroundNats:
+    """An `EmbeddedNats` run on its own event loop in a thread, so that its supervisor keeps running
+    while tests use their own loops."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from wasmlattice.nats_server import EmbeddedNats
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="nats-server-loop", daemon=True)
+        self.thread.start()
+        self.server = EmbeddedNats(host="127.0.0.1", port=0, data_dir=data_dir)
+
+    def call(self, coro: Any, timeout: float = 30.0) -> Any:
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        try:
+            self.call(self.server.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
