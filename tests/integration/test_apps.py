@@ -467,7 +467,8 @@ async def test_secrets_in_a_manifest_reach_the_component(
     start_hosts(env, [{"zone": "a"}])
     await env.host_ids(1)
     await apps.start_manager()
-    await put_secret(apps.nc.jetstream(), env.lattice, "dbpw", "s3cret-value", key)
+    # Granted to the component the manifest runs (`<app>-<component>`); the manifest's policy grants nothing.
+    await put_secret(apps.nc.jetstream(), env.lattice, "dbpw", "s3cret-value", key, allow=["vaulted-api"])
     guest = "file://" + str(build_component("config_guest"))
     port = free_port()
     listen = {"config": [{"name": "listen", "properties": {"address": f"127.0.0.1:{port}"}}]}

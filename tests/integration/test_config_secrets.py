@@ -15,6 +15,7 @@ import json
 import os
 import secrets as pyrandom
 import stat
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,8 @@ from tests.support.processes import free_port
 from wasmlattice.capabilities import secrets as sec
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
+
+DENIED = "not granted to component"
 
 
 def ref(build_component: Callable[[str], Path], name: str) -> str:
@@ -167,10 +170,12 @@ async def test_secrets_put_by_cli_revealed_only_to_the_guest(
     blob = b"\x00\xffbinary-" + pyrandom.token_bytes(8)
     blob_file = tmp_path / "blob.bin"
     blob_file.write_bytes(blob)
-    put = await asyncio.to_thread(cli_ok, "secret", "put", "api_token", value, *nats)
+    put = await asyncio.to_thread(cli_ok, "secret", "put", "api_token", value, "--allow", "sec-comp", *nats)
     assert value not in put.stdout + put.stderr
-    assert "SECRET_api_token" in put.stdout
-    await asyncio.to_thread(cli_ok, "secret", "put", "blob", "--file", str(blob_file), *nats)
+    assert "SECRET_api_token" in put.stdout and "sec-comp" in put.stdout
+    await asyncio.to_thread(
+        cli_ok, "secret", "put", "blob", "--file", str(blob_file), "-a", "sec-comp", *nats
+    )
     await env.ctl.put_config("plain", {"k": "v"})
 
     # At rest: ciphertext in SECRETS_<lattice>, only a reference in CONFIGDATA.
@@ -273,9 +278,105 @@ async def test_secret_scale_failures_name_the_secret(
     # None of them runs, the value leaked nowhere, and the host still scales a good one.
     assert [c.id for c in (await env.inventory(host)).components] == []
     assert value not in json.dumps(env.events) and value not in env.log_text()
-    await asyncio.to_thread(cli_ok, "secret", "put", "good", value, "--key-file", str(host_key), *nats)
+    await asyncio.to_thread(
+        cli_ok, "secret", "put", "good", value, "--key-file", str(host_key), "--allow", "good-comp", *nats
+    )
     url = await serve_http(
         env, host, "good-comp", comp, port=free_port(), config=["SECRET_good"], ready_path="/ready"
     )
     status, data = await get_json(url + "/secret?key=good")
     assert (status, data["value"]) == (200, value)
+
+
+async def test_secret_reaches_only_the_components_it_is_granted_to(
+    env: LatticeEnv, build_component: Callable[[str], Path], tmp_path: Path
+) -> None:
+    # Attack (issue 12): any NATS client could scale its component with `--config SECRET_x` and
+    # read secret x. Now the grant sealed with the secret decides; naming the reference, or a
+    # policy written into the CONFIGDATA reference with `config.put`, grants nothing.
+    host_key = tmp_path / "host.key"
+    sec.generate_key_file(host_key)
+    env.env = {**env.env, sec.KEY_FILE_ENV: str(host_key)}
+    env.start_host()
+    (host,) = await env.host_ids(1)
+    comp = ref(build_component, "config_guest")
+    nats = ("--nats-url", env.nats_url, "--lattice", env.lattice, "--key-file", str(host_key))
+    value = "only-a-" + pyrandom.token_hex(16)
+    await asyncio.to_thread(cli_ok, "secret", "put", "shared", value, "--allow", "a", *nats)
+
+    url_a = await serve_http(
+        env, host, "a", comp, port=free_port(), config=["SECRET_shared"], ready_path="/ready"
+    )
+    status, data = await get_json(url_a + "/secret?key=shared")
+    assert (status, data["value"]) == (200, value)
+
+    # b names the same reference in its scale command: it runs, but store.get is refused, naming
+    # the secret and the component, never the value.
+    url_b = await serve_http(
+        env, host, "b", comp, port=free_port(), config=["SECRET_shared"], ready_path="/ready"
+    )
+    status, data = await get_json(url_b + "/secret?key=shared")
+    assert status == 500 and data["error"].startswith("upstream: "), data
+    assert "'shared'" in data["error"] and f"{DENIED} 'b'" in data["error"], data
+    assert value not in json.dumps(data)
+
+    # A forged reference: any NATS client can rewrite CONFIGDATA with config.put, here with a
+    # policy naming c, and add a second reference of its own to the same stored secret.
+    forged_policy = json.dumps(
+        {"type": sec.POLICY_TYPE, "properties": {"allow": "c", "components": "c", "c": "allow"}}
+    )
+    await env.ctl.put_config("SECRET_shared", {**sec.reference("shared"), "policy": forged_policy})
+    await env.ctl.put_config(
+        "SECRET_stolen", {**sec.reference("shared"), "name": "stolen", "policy": forged_policy}
+    )
+    url_c = await serve_http(
+        env, host, "c", comp, port=free_port(), config=["SECRET_shared", "SECRET_stolen"], ready_path="/ready"
+    )
+    for name in ("shared", "stolen"):
+        status, data = await get_json(url_c + f"/secret?key={name}")
+        assert status == 500 and f"'{name}'" in data["error"] and f"{DENIED} 'c'" in data["error"], data
+        assert value not in json.dumps(data)
+
+    # A forged grant in the secrets bucket itself (also writable by any NATS client): the grants
+    # are sealed with the value, so a rewritten entry no longer decrypts and the scale fails.
+    kv = await env.nc.jetstream().key_value(sec.bucket_name(env.lattice))
+    stored = (await kv.get("shared")).value
+    assert stored[:1] == b"\x02", "the stored entry carries sealed grants"
+    (size,) = struct.unpack(">H", stored[1:3])
+    header = b'{"components":["a","d"]}'
+    await kv.put("shared", b"\x02" + struct.pack(">H", len(header)) + header + stored[3 + size :])
+    assert await env.ctl.scale_component(host, comp, "d", 1, config=["SECRET_shared"]) == ""
+    failed = await env.wait_event("component_scale_failed", lambda e: e["data"]["component_id"] == "d")
+    assert "cannot decrypt secret 'shared'" in failed["data"]["error"]
+
+    # Only a holder of the key changes grants: put again, then `secret allow` / `deny` / `list`.
+    await asyncio.to_thread(cli_ok, "secret", "put", "shared", value, "-a", "a", *nats)
+    # Put again without --allow (a new value, say): the grants stay.
+    again = await asyncio.to_thread(cli_ok, "secret", "put", "shared", value, *nats)
+    assert "stored for a;" in again.stdout
+    allowed = await asyncio.to_thread(cli_ok, "secret", "allow", "shared", "e", *nats)
+    assert "a, e" in allowed.stdout
+    listed = await asyncio.to_thread(cli_ok, "secret", "list", "--output", "json", *nats)
+    (entry,) = json.loads(listed.stdout)["secrets"]
+    assert (entry["name"], entry["allowed"], entry["problem"]) == ("shared", ["a", "e"], None)
+    assert value not in listed.stdout
+    url_e = await serve_http(
+        env, host, "e", comp, port=free_port(), config=["SECRET_shared"], ready_path="/ready"
+    )
+    status, data = await get_json(url_e + "/secret?key=shared")
+    assert (status, data["value"]) == (200, value)
+    denied = await asyncio.to_thread(cli_ok, "secret", "deny", "shared", "e", "a", *nats)
+    assert "no component" in denied.stdout
+    # Without the key nobody changes grants.
+    other_key = tmp_path / "other.key"
+    sec.generate_key_file(other_key)
+    nats_other = (*nats[:-1], str(other_key))
+    refused = await asyncio.to_thread(cli, "secret", "allow", "shared", "b", *nats_other)
+    assert refused.returncode != 0 and "cannot change the grants of secret 'shared'" in refused.stderr
+
+    # The value went nowhere else; each refusal was logged once, by the host that refused it.
+    assert value not in json.dumps(env.events) and value not in env.log_text()
+    log = env.log_text()
+    assert log.count(f"{DENIED} 'b'") == 1, log
+    assert log.count(f"{DENIED} 'c'") == 2, log  # two references, one line each
+    assert sorted(c.id for c in (await env.inventory(host)).components) == ["a", "b", "c", "e"]

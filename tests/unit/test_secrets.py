@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from wasmlattice.capabilities import secrets as sec
 from wasmlattice.capabilities.secrets import (
@@ -174,3 +175,57 @@ def test_bad_reference_is_explained(data: dict[str, str], needle: str) -> None:
 def test_bad_secret_names_are_refused(name: str) -> None:
     with pytest.raises(ValueError):
         sec.check_name(name)
+
+
+# -- grants ------------------------------------------------------------------------------------
+
+
+def test_grants_are_sealed_with_the_value() -> None:
+    grants = sec.SecretGrants.of(["a", "billing-api"])
+    stored = encrypt(KEY, "lat", "api", PLAIN, grants)
+    opened = sec.open_entry(KEY, "lat", "api", stored)
+    assert opened.value.reveal() == PLAIN and opened.grants == grants and not opened.legacy
+    assert opened.grants.allows("a") and not opened.grants.allows("b")
+    # No grants given: granted to no component.
+    assert sec.open_entry(KEY, "lat", "api", encrypt(KEY, "lat", "api", PLAIN)).grants.components == set()
+
+
+def test_rewritten_grants_do_not_decrypt() -> None:
+    # The grants are readable in the stored entry but authenticated: whoever rewrites them without
+    # the key (anyone who can write the KV bucket) gets an entry no host will open.
+    stored = encrypt(KEY, "lat", "api", PLAIN, sec.SecretGrants.of(["a"]))
+    forged = stored.replace(b'"a"', b'"b"')
+    assert forged != stored
+    with pytest.raises(SecretDecryptError) as info:
+        sec.open_entry(KEY, "lat", "api", forged)
+    assert PLAIN not in str(info.value)
+    # Nor does an entry whose grants were sealed with another key.
+    with pytest.raises(SecretDecryptError):
+        sec.open_entry(KEY, "lat", "api", encrypt(OTHER_KEY, "lat", "api", PLAIN, sec.SecretGrants.of(["b"])))
+
+
+def test_first_format_entries_decrypt_but_grant_nothing() -> None:
+    # An entry written before grants existed: 0x01 || nonce || AES-GCM(kind || value).
+    nonce = os.urandom(12)
+    aad = b"wasmlattice-secret:v1:lat/api"
+    stored = b"\x01" + nonce + AESGCM(KEY).encrypt(nonce, b"s" + PLAIN.encode(), aad)
+    opened = sec.open_entry(KEY, "lat", "api", stored)
+    assert opened.value.reveal() == PLAIN and opened.legacy
+    assert not opened.grants.allows("a") and opened.grants.components == set()
+
+
+@pytest.mark.parametrize(
+    ("ids", "needle"),
+    [
+        ([""], "1 to 256"),
+        (["x" * 257], "1 to 256"),
+        (["a b"], "whitespace"),
+        (["a\x00"], "control"),
+        (["\ud800"], "control"),
+        ([f"c{i}" for i in range(257)], "at most 256"),
+    ],
+)
+def test_bad_grants_are_refused(ids: list[str], needle: str) -> None:
+    with pytest.raises(ValueError) as info:
+        sec.SecretGrants.of(ids)
+    assert needle in str(info.value)

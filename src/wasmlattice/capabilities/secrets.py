@@ -1,40 +1,54 @@
-"""`wasmcloud:secrets@0.1.0-draft`: secrets resolved at scale time, revealed only on request.
+"""`wasmcloud:secrets@0.1.0-draft`: secrets resolved at scale time, revealed only on request, and
+only to the components the secret's owner granted it to.
 
 How a component gets a secret (docs/protocol.md#secrets, docs/protocol.md#kv-layout):
 
-1. `wasmlattice secret put NAME VALUE` (or `--file F` for bytes) encrypts the value and stores it in
-   the JetStream KV bucket `SECRETS_<lattice>` under key NAME, and stores the *secret reference*
+1. `wasmlattice secret put NAME VALUE --allow COMPONENT_ID` (or `--file F` for bytes) encrypts the
+   value, together with its *grants* (the component IDs that may read it), and stores it in the
+   JetStream KV bucket `SECRETS_<lattice>` under key NAME, and stores the *secret reference*
    `SECRET_NAME` in `CONFIGDATA_<lattice>`: a string map `{name, type, backend, key, policy}` in
    wasmCloud's layout (`type` = `secret.wasmcloud.dev/v1alpha1`, `backend` = `nats-kv`, optional
-   `field` and `version`). References written by other tools (`wash config put SECRET_x ...`)
-   work the same way if their backend is `nats-kv`.
+   `field` and `version`). References written by other tools (`wash config put SECRET_x ...`, a
+   wadm manifest's secret) read the same values if their backend is `nats-kv`.
 2. A scale command lists `SECRET_NAME` among its config names. The host reads each reference,
-   fetches and decrypts the value, and keeps it in the component's context under the reference's
-   `name` (`resolve_secrets`). A missing reference, a missing or undecryptable value, or another
-   backend fails the scale with a message naming the secret (never its value).
+   fetches and decrypts the value, and checks the grants sealed with it (`resolve_secrets`). A
+   missing reference, a missing or undecryptable value, or another backend fails the scale with a
+   message naming the secret (never its value). A secret that is not granted to the component does
+   not fail the scale: the host logs the refusal once and the component's `store.get(name)`
+   answers `upstream` naming the secret and the component (`SecretDenied`), never the value.
 3. The guest calls `store.get(name)` (an opaque handle; `not-found` if the component has no such
    secret) and `reveal.reveal(handle)` for the value.
 
+Who may read a secret is decided only by the grants inside the encrypted entry. Naming
+`SECRET_NAME` in a scale command, or a `policy` in the CONFIGDATA reference (which any NATS client
+can rewrite with `config.put`), grants nothing: the grants are authenticated by AES-GCM with the
+secrets key, so only a holder of the key (`wasmlattice secret put/allow/deny`) can change them.
+Like wasmCloud's nats-kv backend, which keeps its own mapping of who may read what, the grant
+lives with the backend, not with the reference.
+
 Encryption at rest: AES-256-GCM with a random 96-bit nonce per write. The stored value is
-`0x01 || nonce || ciphertext+tag`; the plaintext is one kind byte (`s` text, `b` bytes) and the
-value; the associated data binds it to its lattice and key, so an entry copied under another key
-or lattice does not decrypt. The 32-byte key comes from, in order:
+`0x02 || u16 length || grants || nonce || ciphertext+tag`; `grants` is canonical JSON
+(`{"components": [...]}`) kept readable but authenticated as associated data, together with the
+lattice and the KV key, so an entry copied under another key or lattice, or with altered grants,
+does not decrypt. The plaintext is one kind byte (`s` text, `b` bytes) and the value. Entries of
+the first format (`0x01 || nonce || ciphertext+tag`, no grants) still decrypt but grant nothing:
+store them again with `--allow`. The 32-byte key comes from, in order:
 
 - `WASMLATTICE_SECRETS_KEY`: the key, base64;
 - `WASMLATTICE_SECRETS_KEY_FILE`: a file holding the key, base64;
 - `$XDG_DATA_HOME/wasmlattice/secrets.key` (default `~/.local/share/wasmlattice/secrets.key`),
   created by `wasmlattice secret keygen` (mode 0600).
 
-Every host of the lattice and the CLI that writes secrets need the same key. Policies (`policy`)
-are stored but not enforced: the only backend is the host's own.
+Every host of the lattice and the CLI that writes secrets need the same key.
 
 Secret values are held in `SecretValue`, whose `repr`/`str` are redacted, so a value cannot reach
 a log line, event, inventory or error message by accident; only `reveal` and the guest see it.
 
 Not yet like wasmCloud: wasmCloud gives secrets only to *signed* components and providers (their
 JWT is sent to the secrets backend, which checks the policy). This host verifies no component
-claims yet, so any component scaled with a secret reference receives that secret: restrict who
-may send scale commands (NATS permissions on the control subjects) accordingly.
+claims yet, so grants name component IDs, and whoever may send scale commands can run another
+image under a granted ID: restrict who may send them (NATS credentials and permissions on the
+control subjects). `SecretGrants.allows` is where grants by signing key will be checked.
 """
 
 from __future__ import annotations
@@ -42,8 +56,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
 import re
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +84,19 @@ REFERENCE_TYPE = "secret.wasmcloud.dev/v1alpha1"
 POLICY_TYPE = "properties.secret.wasmcloud.dev/v1alpha1"
 BUCKET_PREFIX = "SECRETS_"
 
-_FORMAT_V1 = b"\x01"
+# Limits on the grants sealed with a secret: they are read by every host that resolves it.
+MAX_GRANTS = 256
+MAX_GRANT_ID_CHARS = 256
+
+log = logging.getLogger(__name__)
+
+_FORMAT_V1 = b"\x01"  # no grants: decrypts, grants nothing
+_FORMAT_V2 = b"\x02"  # grants sealed as associated data
 _NONCE_BYTES = 12
+_TAG_BYTES = 16
 _KIND_TEXT, _KIND_BYTES = b"s", b"b"
 _AAD_PREFIX = b"wasmlattice-secret:v1:"
+_AAD_PREFIX_V2 = b"wasmlattice-secret:v2:"
 # Secret names are KV keys and parts of config names: keep them plain.
 _VALID_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -86,6 +111,75 @@ class SecretDecryptError(ValueError):
 
 class SecretResolveError(RuntimeError):
     """A secret reference of a component cannot be resolved; the message names the secret only."""
+
+
+def check_grant(component_id: str) -> str:
+    """`component_id` if it can be granted a secret; `ValueError` naming the limit otherwise."""
+    if not component_id or len(component_id) > MAX_GRANT_ID_CHARS:
+        raise ValueError(
+            f"invalid component ID {component_id[:40]!r} to grant: it must have 1 to "
+            f"{MAX_GRANT_ID_CHARS} characters"
+        )
+    if any(not c.isprintable() or c.isspace() for c in component_id):
+        raise ValueError(
+            f"invalid component ID {component_id!r} to grant: no whitespace or control characters"
+        )
+    return component_id
+
+
+@dataclass(frozen=True)
+class SecretGrants:
+    """Who may read a secret: component IDs (and, once component signing lands, signing keys)."""
+
+    components: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, components: Iterable[str]) -> SecretGrants:
+        """Grants to `components`, each checked (`ValueError` naming the bad one or the limit)."""
+        ids = frozenset(check_grant(c) for c in components)
+        if len(ids) > MAX_GRANTS:
+            raise ValueError(f"a secret can be granted to at most {MAX_GRANTS} components, not {len(ids)}")
+        return cls(ids)
+
+    def allows(self, component_id: str) -> bool:
+        """Whether the component with this ID may read the secret."""
+        # The one place a grant is decided. Once components carry verified claims, grants by
+        # signing key (a `signers` member, sealed the same way) are checked here against the
+        # component's verified subject key, as wasmCloud's backends check the entity JWT.
+        return component_id in self.components
+
+    def encode(self) -> bytes:
+        """The canonical JSON that is sealed (as associated data) with the secret."""
+        return json.dumps({"components": sorted(self.components)}, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> SecretGrants:
+        """Grants from `encode`'s JSON; `SecretDecryptError` if it is not that shape."""
+        try:
+            obj = json.loads(data)
+            components = obj["components"]
+            if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
+                raise TypeError
+            return cls.of(components)
+        except (ValueError, TypeError, KeyError):
+            raise SecretDecryptError("its grants are not a list of component IDs") from None
+
+
+@dataclass(frozen=True)
+class StoredSecret:
+    """A decrypted secret entry: its value, who may read it, and whether it predates grants."""
+
+    value: SecretValue
+    grants: SecretGrants
+    legacy: bool = False
+
+
+@dataclass(frozen=True)
+class SecretDenied:
+    """A secret named by a component that it is not granted: `store.get` answers `message`."""
+
+    name: str
+    message: str
 
 
 class SecretValue:
@@ -195,25 +289,54 @@ def _aad(lattice: str, key: str) -> bytes:
     return _AAD_PREFIX + lattice.encode() + b"/" + key.encode()
 
 
-def encrypt(secret_key: bytes, lattice: str, key: str, value: str | bytes) -> bytes:
-    """The stored form of `value` under KV key `key` of `lattice`'s secrets bucket."""
+def _aad_v2(lattice: str, key: str, header: bytes) -> bytes:
+    return _AAD_PREFIX_V2 + lattice.encode() + b"/" + key.encode() + b"\x00" + header
+
+
+def encrypt(
+    secret_key: bytes, lattice: str, key: str, value: str | bytes, grants: SecretGrants | None = None
+) -> bytes:
+    """The stored form of `value` under KV key `key` of `lattice`'s secrets bucket, with its grants."""
     plain = _KIND_TEXT + value.encode() if isinstance(value, str) else _KIND_BYTES + value
+    header = (grants or SecretGrants()).encode()
     nonce = os.urandom(_NONCE_BYTES)
-    return _FORMAT_V1 + nonce + AESGCM(secret_key).encrypt(nonce, plain, _aad(lattice, key))
+    sealed = AESGCM(secret_key).encrypt(nonce, plain, _aad_v2(lattice, key, header))
+    return _FORMAT_V2 + struct.pack(">H", len(header)) + header + nonce + sealed
+
+
+def open_entry(secret_key: bytes, lattice: str, key: str, stored: bytes) -> StoredSecret:
+    """The value and grants `encrypt` stored; `SecretDecryptError` if the key is wrong or data altered."""
+    if stored[:1] == _FORMAT_V2 and len(stored) >= 3:
+        (size,) = struct.unpack(">H", stored[1:3])
+        header, rest = stored[3 : 3 + size], stored[3 + size :]
+        if len(header) != size or len(rest) < _NONCE_BYTES + _TAG_BYTES + 1:
+            raise SecretDecryptError("the stored value is not a wasmlattice encrypted secret")
+        plain = _open(secret_key, rest, _aad_v2(lattice, key, header))
+        # The grants are authenticated by the tag just checked: only a key holder wrote them.
+        return StoredSecret(_value(plain), SecretGrants.decode(header))
+    if stored[:1] == _FORMAT_V1 and len(stored) >= 1 + _NONCE_BYTES + _TAG_BYTES + 1:
+        plain = _open(secret_key, stored[1:], _aad(lattice, key))
+        return StoredSecret(_value(plain), SecretGrants(), legacy=True)
+    raise SecretDecryptError("the stored value is not a wasmlattice encrypted secret")
 
 
 def decrypt(secret_key: bytes, lattice: str, key: str, stored: bytes) -> SecretValue:
     """The value `encrypt` stored; `SecretDecryptError` if the key is wrong or the data was altered."""
-    if len(stored) < 1 + _NONCE_BYTES + 16 + 1 or stored[:1] != _FORMAT_V1:
-        raise SecretDecryptError("the stored value is not a wasmlattice encrypted secret")
-    nonce, sealed = stored[1 : 1 + _NONCE_BYTES], stored[1 + _NONCE_BYTES :]
+    return open_entry(secret_key, lattice, key, stored).value
+
+
+def _open(secret_key: bytes, nonce_and_sealed: bytes, aad: bytes) -> bytes:
+    nonce, sealed = nonce_and_sealed[:_NONCE_BYTES], nonce_and_sealed[_NONCE_BYTES:]
     try:
-        plain = AESGCM(secret_key).decrypt(nonce, sealed, _aad(lattice, key))
+        return AESGCM(secret_key).decrypt(nonce, sealed, aad)
     except InvalidTag:
         raise SecretDecryptError(
             "it does not decrypt with this host's secrets key (another key was used, or the stored "
-            "value was altered)"
+            "value or its grants were altered)"
         ) from None
+
+
+def _value(plain: bytes) -> SecretValue:
     kind, data = plain[:1], plain[1:]
     if kind == _KIND_TEXT:
         try:
@@ -297,10 +420,13 @@ async def open_secrets_bucket(js: Any, lattice: str, *, create: bool) -> KvBucke
     return await open_bucket(js, bucket_name(lattice), create=create, description="wasmlattice secrets")
 
 
-async def resolve_secrets(services: HostServices, config_names: Iterable[str]) -> dict[str, SecretValue]:
+async def resolve_secrets(
+    services: HostServices, config_names: Iterable[str], component_id: str
+) -> dict[str, SecretValue | SecretDenied]:
     """Fetch and decrypt the secrets that the `SECRET*` names refer to, keyed by reference `name`.
 
-    `SecretResolveError` naming the first secret that cannot be had, and why.
+    A secret not granted to `component_id` is a `SecretDenied` (logged here, once per resolution),
+    never its value. `SecretResolveError` naming the first secret that cannot be had, and why.
     """
     refs: list[SecretReference] = []
     for cname in config_names:
@@ -330,7 +456,7 @@ async def resolve_secrets(services: HostServices, config_names: Iterable[str]) -
             f"cannot read secret {refs[0].name!r} ({refs[0].config_name}): {e}"
         ) from None
     bucket: KvBucket | None = None
-    out: dict[str, SecretValue] = {}
+    out: dict[str, SecretValue | SecretDenied] = {}
     for ref in refs:
         what = f"secret {ref.name!r} ({ref.config_name})"
         if bucket is None:
@@ -357,13 +483,34 @@ async def resolve_secrets(services: HostServices, config_names: Iterable[str]) -
                 f"latest (version {revision})"
             )
         try:
-            value = decrypt(secret_key, services.lattice, ref.key, stored)
+            entry_value = open_entry(secret_key, services.lattice, ref.key, stored)
         except SecretDecryptError as e:
             raise SecretResolveError(f"cannot decrypt {what}: {e}") from None
+        if not entry_value.grants.allows(component_id):
+            denied = _denied(ref, component_id, entry_value)
+            log.warning("component %s: %s", component_id, denied.message)
+            out[ref.name] = denied
+            continue
+        value = entry_value.value
         if ref.field is not None:
             value = _field(value, ref.field, what)
         out[ref.name] = value
     return out
+
+
+def _denied(ref: SecretReference, component_id: str, entry: StoredSecret) -> SecretDenied:
+    # Said to the guest and the host log: the secret's name and the component, never the value.
+    if entry.legacy:
+        how = (
+            f"it was stored without grants; store it again with "
+            f"`wasmlattice secret put {ref.key} ... --allow {component_id}`"
+        )
+    else:
+        how = f"its owner can grant it with `wasmlattice secret allow {ref.key} {component_id}`"
+    return SecretDenied(
+        ref.name,
+        f"secret {ref.name!r} ({ref.config_name}) is not granted to component {component_id!r}; {how}",
+    )
 
 
 def _field(value: SecretValue, field_name: str, what: str) -> SecretValue:
@@ -378,14 +525,100 @@ def _field(value: SecretValue, field_name: str, what: str) -> SecretValue:
     return SecretValue(member if isinstance(member, str) else json.dumps(member))
 
 
-async def put_secret(js: Any, lattice: str, name: str, value: str | bytes, secret_key: bytes) -> int:
-    """Store `value` encrypted under `name` and its `SECRET_<name>` reference; the value's KV revision."""
+async def put_secret(
+    js: Any,
+    lattice: str,
+    name: str,
+    value: str | bytes,
+    secret_key: bytes,
+    allow: Iterable[str] | None = None,
+) -> tuple[int, SecretGrants]:
+    """Store `value` encrypted under `name`, granted to `allow`, and its `SECRET_<name>` reference.
+
+    `allow` None keeps the grants of the secret already stored under `name` (none if there is none,
+    or it does not decrypt with `secret_key`). The value's KV revision and the grants stored.
+    """
     check_name(name)
     bucket = await open_secrets_bucket(js, lattice, create=True)
-    revision = await bucket.put(name, encrypt(secret_key, lattice, name, value))
+    if allow is None:
+        grants = SecretGrants()
+        current = await bucket.get_entry(name)
+        if current is not None:
+            try:
+                grants = open_entry(secret_key, lattice, name, current[0]).grants
+            except SecretDecryptError:
+                pass  # an entry this key cannot read vouches for nobody
+    else:
+        grants = SecretGrants.of(allow)
+    revision = await bucket.put(name, encrypt(secret_key, lattice, name, value, grants))
     config = await open_bucket(js, sj.config_data_bucket(lattice))
     await config.put(sj.config_key(reference_name(name)), json.dumps(reference(name)).encode())
-    return revision
+    return revision, grants
+
+
+async def change_grants(
+    js: Any,
+    lattice: str,
+    name: str,
+    secret_key: bytes,
+    *,
+    allow: Iterable[str] = (),
+    deny: Iterable[str] = (),
+) -> SecretGrants:
+    """Grant secret `name` to `allow` and take it from `deny`; the grants now stored.
+
+    The value is re-encrypted with the new grants (its reference is untouched). `SecretResolveError`
+    if there is no such secret or it does not decrypt with `secret_key`.
+    """
+    check_name(name)
+    added, removed = SecretGrants.of(allow), SecretGrants.of(deny)
+    try:
+        bucket = await open_secrets_bucket(js, lattice, create=False)
+    except KvError:
+        raise SecretResolveError(f"no secret {name!r}: the lattice has no secrets yet") from None
+    entry = await bucket.get_entry(name)
+    if entry is None:
+        raise SecretResolveError(
+            f"no secret {name!r} in {bucket.name}; store it with `wasmlattice secret put`"
+        )
+    try:
+        current = open_entry(secret_key, lattice, name, entry[0])
+    except SecretDecryptError as e:
+        raise SecretResolveError(f"cannot change the grants of secret {name!r}: {e}") from None
+    grants = SecretGrants.of((current.grants.components | added.components) - removed.components)
+    await bucket.put(name, encrypt(secret_key, lattice, name, current.value.reveal(), grants))
+    return grants
+
+
+@dataclass(frozen=True)
+class SecretListing:
+    """One stored secret as `secret list` shows it: name, version, grants (None: undecryptable)."""
+
+    name: str
+    version: int
+    grants: SecretGrants | None
+    problem: str | None = None
+
+
+async def list_secrets(js: Any, lattice: str, secret_key: bytes) -> list[SecretListing]:
+    """Every secret of the lattice with its grants, checked with `secret_key` (never the values)."""
+    try:
+        bucket = await open_secrets_bucket(js, lattice, create=False)
+    except KvError:
+        return []
+    out: list[SecretListing] = []
+    for key in sorted(await bucket.keys()):
+        entry = await bucket.get_entry(key)
+        if entry is None:
+            continue
+        try:
+            opened = open_entry(secret_key, lattice, key, entry[0])
+        except SecretDecryptError as e:
+            out.append(SecretListing(key, entry[1], None, str(e)))
+            continue
+        problem = "stored without grants: granted to no component" if opened.legacy else None
+        out.append(SecretListing(key, entry[1], opened.grants, problem))
+    return out
 
 
 async def delete_secret(js: Any, lattice: str, name: str) -> None:
@@ -410,12 +643,15 @@ REVEAL_SIGNATURES = {"reveal": func(borrow("secret"), returns=SECRET_VALUE)}
 
 
 def get(key: str) -> SecretValue:
-    """`store.get`: a handle to the calling component's secret `key`; `not-found` if it has none."""
+    """`store.get`: a handle to the component's secret `key`; `not-found` if none, `upstream` if denied."""
     try:
         comp = component()
     except CapabilityError as e:
         raise Err(("upstream", str(e))) from None
     found = comp.secrets.get(key)
+    if isinstance(found, SecretDenied):
+        # Refused by the secret's grants: the guest learns which secret and why, not the value.
+        raise Err(("upstream", found.message))
     if not isinstance(found, SecretValue):
         raise Err("not-found")
     return found

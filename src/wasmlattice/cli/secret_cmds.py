@@ -1,9 +1,12 @@
-"""Secret commands: store encrypted secrets for components (`wasmlattice secret put/del/keygen`).
+"""Secret commands: store encrypted secrets for components and say who may read them
+(`wasmlattice secret put/allow/deny/list/del/keygen`).
 
-`put` encrypts the value with the secrets key (see `wasmlattice.capabilities.secrets`) and writes
-it to the lattice's `SECRETS_<lattice>` KV bucket, and writes the reference `SECRET_<name>` to
-`CONFIGDATA_<lattice>`; a component scaled with `SECRET_<name>` in its config list then reads it
-through `wasmcloud:secrets`. The commands talk to JetStream directly: no host needs to run.
+`put` encrypts the value and its grants (the component IDs given with `--allow`) with the secrets
+key (see `wasmlattice.capabilities.secrets`) and writes it to the lattice's `SECRETS_<lattice>` KV
+bucket, and writes the reference `SECRET_<name>` to `CONFIGDATA_<lattice>`; a granted component
+scaled with `SECRET_<name>` in its config list then reads it through `wasmcloud:secrets`. Any
+other component gets an error naming the secret. `allow` and `deny` change the grants (they need
+the key too). The commands talk to JetStream directly: no host needs to run.
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ from wasmlattice.cli.common import (
 T = TypeVar("T")
 
 secret_app = typer.Typer(
-    help="Store and delete encrypted secrets for components (wasmcloud:secrets).", no_args_is_help=True
+    help="Store encrypted secrets for components (wasmcloud:secrets) and grant them to the components "
+    "that may read them. A component reads a secret only if it is granted (--allow, `secret allow`); "
+    "naming SECRET_<name> in its config grants nothing.",
+    no_args_is_help=True,
 )
 app.add_typer(secret_app, name="secret")
 
@@ -80,6 +86,20 @@ def _load_key(key_file: Path | None) -> bytes:
         fail(str(e))
 
 
+def _check_grants(ids: list[str], hint: str) -> list[str]:
+    from wasmlattice.capabilities.secrets import SecretGrants
+
+    try:
+        SecretGrants.of(ids)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint=hint) from None
+    return ids
+
+
+def _grants_text(components: frozenset[str]) -> str:
+    return ", ".join(sorted(components)) if components else "no component"
+
+
 def _check_name(name: str) -> str:
     from wasmlattice.capabilities.secrets import check_name
 
@@ -103,14 +123,27 @@ def secret_put(
     text: Annotated[
         bool, typer.Option("--text", help="With --file: store the file's content as text (UTF-8).")
     ] = False,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            "-a",
+            metavar="COMPONENT_ID",
+            help="A component that may read the secret (repeatable). Given, it replaces the grants; "
+            "omitted, a secret stored before keeps its grants and a new one is granted to no component.",
+            show_default=False,
+        ),
+    ] = None,
     key_file: KeyFileOpt = None,
     *,
     lat: SlowLatticeTarget,
 ) -> None:
-    """Encrypt and store secret NAME, and its reference SECRET_NAME for scale commands."""
+    """Encrypt and store secret NAME with its grants, and its reference SECRET_NAME for scale commands."""
     from wasmlattice.capabilities.secrets import put_secret, reference_name
 
     _check_name(name)
+    if allow is not None:
+        _check_grants(allow, "--allow")
     if (value is None) == (file is None):
         raise typer.BadParameter("give the value either as an argument or with --file, not both")
     secret: str | bytes
@@ -130,12 +163,116 @@ def secret_put(
         assert value is not None
         secret = value
     key = _load_key(key_file)
-    revision = _js_call(lat.nats_url, lat.timeout, lambda js: put_secret(js, lat.lattice, name, secret, key))
+    revision, grants = _js_call(
+        lat.nats_url, lat.timeout, lambda js: put_secret(js, lat.lattice, name, secret, key, allow)
+    )
     ref = reference_name(name)
+    allowed = sorted(grants.components)
     if lat.output is OutputFormat.json:
-        print_json({"success": True, "name": name, "reference": ref, "version": str(revision)})
+        print_json(
+            {"success": True, "name": name, "reference": ref, "version": str(revision), "allowed": allowed}
+        )
+    elif allowed:
+        typer.echo(
+            f"Secret '{name}' stored for {_grants_text(grants.components)}; scale them with config "
+            f"'{ref}' to give it to them"
+        )
     else:
-        typer.echo(f"Secret '{name}' stored; scale components with config '{ref}' to give it to them")
+        typer.echo(
+            f"Secret '{name}' stored, granted to no component yet: grant it with "
+            f"`wasmlattice secret allow {name} COMPONENT_ID`, then scale with config '{ref}'"
+        )
+
+
+def _change(name: str, allow: list[str], deny: list[str], key_file: Path | None, lat: Any) -> None:
+    from wasmlattice.capabilities.secrets import SecretResolveError, change_grants
+
+    _check_name(name)
+    key = _load_key(key_file)
+
+    async def go(js: Any) -> Any:
+        try:
+            return await change_grants(js, lat.lattice, name, key, allow=allow, deny=deny)
+        except SecretResolveError as e:
+            return e
+
+    result = _js_call(lat.nats_url, lat.timeout, go)
+    if isinstance(result, SecretResolveError):
+        fail(str(result))
+    if lat.output is OutputFormat.json:
+        print_json({"success": True, "name": name, "allowed": sorted(result.components)})
+    else:
+        typer.echo(f"Secret '{name}' is granted to {_grants_text(result.components)}")
+        typer.echo("Components already running keep what they were given until they are scaled again.")
+
+
+ComponentsArg = Annotated[
+    list[str], typer.Argument(metavar="COMPONENT_ID...", help="Component IDs.", show_default=False)
+]
+
+
+@secret_app.command("allow")
+@option_group
+def secret_allow(
+    name: Annotated[str, typer.Argument(help="Secret name.")],
+    components: ComponentsArg,
+    key_file: KeyFileOpt = None,
+    *,
+    lat: SlowLatticeTarget,
+) -> None:
+    """Grant secret NAME to the components with these IDs (needs the secrets key)."""
+    _change(name, _check_grants(components, "COMPONENT_ID"), [], key_file, lat)
+
+
+@secret_app.command("deny")
+@option_group
+def secret_deny(
+    name: Annotated[str, typer.Argument(help="Secret name.")],
+    components: ComponentsArg,
+    key_file: KeyFileOpt = None,
+    *,
+    lat: SlowLatticeTarget,
+) -> None:
+    """Take secret NAME from these components; ones running keep their copy until scaled again."""
+    _change(name, [], _check_grants(components, "COMPONENT_ID"), key_file, lat)
+
+
+@secret_app.command("list")
+@option_group
+def secret_list(
+    key_file: KeyFileOpt = None,
+    *,
+    lat: SlowLatticeTarget,
+) -> None:
+    """List the lattice's secrets and who may read them (never their values)."""
+    from wasmlattice.capabilities.secrets import list_secrets
+
+    key = _load_key(key_file)
+    found = _js_call(lat.nats_url, lat.timeout, lambda js: list_secrets(js, lat.lattice, key))
+    if lat.output is OutputFormat.json:
+        print_json(
+            {
+                "success": True,
+                "secrets": [
+                    {
+                        "name": s.name,
+                        "version": str(s.version),
+                        "allowed": None if s.grants is None else sorted(s.grants.components),
+                        "problem": s.problem,
+                    }
+                    for s in found
+                ],
+            }
+        )
+        return
+    if not found:
+        typer.echo("No secrets")
+    for s in found:
+        if s.grants is None:
+            typer.echo(f"{s.name}  (version {s.version}): {s.problem}")
+        else:
+            note = f" ({s.problem})" if s.problem else ""
+            typer.echo(f"{s.name}  (version {s.version}): {_grants_text(s.grants.components)}{note}")
 
 
 @secret_app.command("del")

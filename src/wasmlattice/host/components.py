@@ -259,8 +259,11 @@ class ComponentRegistry:
             # `SECRET*` names are secret references, resolved once here, not config
             # (docs/protocol.md#secrets).
             plain = [n for n in running.config_names if not sj.is_secret_reference(n)]
+            # Each secret is checked against the grants sealed with it: naming it grants nothing.
             secrets = await resolve_secrets(
-                self.services, [n for n in running.config_names if sj.is_secret_reference(n)]
+                self.services,
+                [n for n in running.config_names if sj.is_secret_reference(n)],
+                running.component_id,
             )
             config = await self.services.state.merged_config(plain)
             context = ComponentContext(
