@@ -50,10 +50,11 @@ up: test-deps
 	  notes=$$($(BIN)/python -m wasmlattice.devbuild examples/notes) && echo "built $$notes" && \
 	  $(BIN)/wasmlattice up --detach --data-dir $(STATE) --nats-port $(NATS_PORT) && \
 	  urls=$$($(BIN)/python examples/deploy.py "$$hello" "$$notes" --nats-url nats://127.0.0.1:$(NATS_PORT) \
-	    --address $(LISTEN) --notes-address $(NOTES_LISTEN)) && \
+	    --nats-creds $(STATE)/nats-user.nk --address $(LISTEN) --notes-address $(NOTES_LISTEN)) && \
 	  hello_url=$$(echo "$$urls" | sed -n 1p) && notes_url=$$(echo "$$urls" | sed -n 2p) && \
 	  echo "" && \
 	  echo "The examples are deployed on the lattice:" && \
+	  echo "  env:     export WASMLATTICE_DATA_DIR=$(CURDIR)/$(STATE)   # its NATS credentials, for the commands below" && \
 	  echo "  hello:   curl $$hello_url" && \
 	  echo "  notes:   curl -X PUT --data 'buy milk' $$notes_url/notes/todo" && \
 	  echo "           curl $$notes_url/notes/todo; curl $$notes_url/notes; curl $$notes_url/stats" && \

@@ -7,7 +7,10 @@ bucket `notes` and publishes change events on `notes.changed`. Waits until both 
 their base URLs, one per line.
 
     python examples/deploy.py HELLO_WASM NOTES_WASM --nats-url nats://127.0.0.1:4222 \\
-        --address 127.0.0.1:8000 --notes-address 127.0.0.1:8001
+        --nats-creds .wasmlattice/nats-user.nk --address 127.0.0.1:8000 --notes-address 127.0.0.1:8001
+
+`--nats-creds` is the credentials file `wasmlattice up` wrote to its data dir: its NATS refuses
+clients without it (docs/security.md).
 """
 
 from __future__ import annotations
@@ -41,10 +44,16 @@ def http_link(component_id: str, config: str) -> Link:
 
 
 async def deploy(
-    hello: Path, notes: Path, nats_url: str, lattice: str, address: str, notes_address: str
+    hello: Path,
+    notes: Path,
+    nats_url: str,
+    lattice: str,
+    address: str,
+    notes_address: str,
+    nats_creds: Path | None = None,
 ) -> None:
     """Scale the components, start the providers and put the links and configs."""
-    nc = await connect(NatsOptions(url=nats_url, name="wasmlattice-example"))
+    nc = await connect(NatsOptions(url=nats_url, name="wasmlattice-example", creds_file=nats_creds))
     try:
         ctl = CtlClient(nc, lattice)
         hosts = []
@@ -108,11 +117,22 @@ def main() -> None:
     ap.add_argument("hello", type=Path)
     ap.add_argument("notes", type=Path)
     ap.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    ap.add_argument("--nats-creds", type=Path, help="NATS credentials (the file `wasmlattice up` wrote)")
     ap.add_argument("--lattice", default="default")
     ap.add_argument("--address", default="127.0.0.1:8000")
     ap.add_argument("--notes-address", default="127.0.0.1:8001")
     args = ap.parse_args()
-    asyncio.run(deploy(args.hello, args.notes, args.nats_url, args.lattice, args.address, args.notes_address))
+    asyncio.run(
+        deploy(
+            args.hello,
+            args.notes,
+            args.nats_url,
+            args.lattice,
+            args.address,
+            args.notes_address,
+            args.nats_creds,
+        )
+    )
     urls = [f"http://{args.address}/hello", f"http://{args.notes_address}"]
     asyncio.run(wait_until_served(urls[0]))
     asyncio.run(wait_until_served(urls[1] + "/notes"))

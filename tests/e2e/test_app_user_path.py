@@ -42,7 +42,8 @@ def test_deploy_the_example_app_with_the_cli(tmp_path: Path) -> None:
     state = json.loads(
         ok("up", "--detach", "--data-dir", str(data_dir), "--nats-port", str(nats_port), "-o", "json").stdout
     )
-    nats = ["--nats-url", state["nats_url"]]
+    # `up`'s NATS admits only the holder of its credentials: in its data dir (docs/security.md).
+    nats = ["--nats-url", state["nats_url"], "--data-dir", str(data_dir)]
     try:
         assert (
             "valid manifest for app hello-app"

@@ -134,7 +134,7 @@ def test_up_detach_then_down(tmp_path: Path) -> None:
     state = json.loads(r.stdout)
     assert state["nats_url"] == f"nats://127.0.0.1:{port}" and state["embedded_nats"] is True
     try:
-        hosts = get_hosts(state["nats_url"], "default")
+        hosts = get_hosts(state["nats_url"], "default", "--data-dir", str(data_dir))
         assert [h["id"] for h in hosts] == [state["host_id"]]
         assert hosts[0]["labels"]["env"] == "test"  # type: ignore[index]
         again = cli("up", "--detach", "--data-dir", str(data_dir), "--nats-port", str(port))

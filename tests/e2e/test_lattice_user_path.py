@@ -58,7 +58,8 @@ def test_new_user_path_through_the_cli(tmp_path: Path) -> None:
     state = as_json("up", "--detach", "--data-dir", str(data_dir), "--nats-port", str(nats_port))
     assert state["nats_url"] == f"nats://127.0.0.1:{nats_port}" and state["embedded_nats"] is True
     host_id = state["host_id"]
-    nats = ("--nats-url", state["nats_url"])
+    # `up`'s NATS admits only the holder of its credentials: in its data dir (docs/security.md).
+    nats = ("--nats-url", state["nats_url"], "--data-dir", str(data_dir))
     stopped = False
     try:
         hosts = as_json("get", "hosts", *nats)

@@ -19,10 +19,19 @@ from wasmlattice.nats_server import (
     EmbeddedNatsError,
     PortInUseError,
     default_data_dir,
+    ensure_user_seed,
     find_nats_server,
     port_in_use,
+    user_public_key,
 )
-from wasmlattice.protocol.connection import NatsConnectionError, NatsOptions, NatsUnreachableError, connect
+from wasmlattice.protocol.connection import (
+    NOT_AUTHORIZED,
+    NatsConnectionError,
+    NatsNotAuthorizedError,
+    NatsOptions,
+    NatsUnreachableError,
+    connect,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,6 +88,34 @@ async def test_start_again_on_same_port_and_store(server: EmbeddedNats) -> None:
         assert entry.value == b"v"
     finally:
         await nc.close()
+
+
+async def test_with_a_user_seed_only_that_user_gets_in(tmp_path: Path) -> None:
+    creds = tmp_path / "nats-user.nk"
+    seed = ensure_user_seed(creds)
+    async with EmbeddedNats(port=0, data_dir=tmp_path / "nats", user_seed=seed) as srv:
+        assert srv.authenticated
+        conf = srv.config_path.read_text()
+        assert user_public_key(seed) in conf and seed not in conf  # the server never holds the seed
+        # No credentials, or another user's: refused at once, with the reason and what to do.
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(NatsNotAuthorizedError) as e:
+            await connect(NatsOptions(url=srv.url))
+        assert str(e.value).startswith(NOT_AUTHORIZED) and srv.url in str(e.value)
+        assert loop.time() - started < 3.0
+        other = tmp_path / "other.nk"
+        ensure_user_seed(other)
+        with pytest.raises(NatsNotAuthorizedError, match=f"refused the credentials in {other}"):
+            await connect(NatsOptions(url=srv.url, creds_file=other))
+        # The key's holder gets in, JetStream included (the hosts' KV buckets live there).
+        nc = await connect(NatsOptions(url=srv.url, creds_file=creds))
+        try:
+            kv = await nc.jetstream().create_key_value(bucket="authed")
+            await kv.put("k", b"v")
+            assert (await kv.get("k")).value == b"v"
+        finally:
+            await nc.close()
 
 
 async def test_port_in_use_is_refused_clearly(tmp_path: Path) -> None:

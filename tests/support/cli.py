@@ -29,9 +29,9 @@ def cli_ok(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return r
 
 
-def get_hosts(nats_url: str, lattice: str) -> list[dict[str, Any]]:
-    """The `get hosts -o json` list."""
-    out = cli_ok("get", "hosts", "--nats-url", nats_url, "--lattice", lattice, "-o", "json").stdout
+def get_hosts(nats_url: str, lattice: str, *extra: str) -> list[dict[str, Any]]:
+    """The `get hosts -o json` list (`extra`: more options, e.g. `--data-dir` of an `up`)."""
+    out = cli_ok("get", "hosts", "--nats-url", nats_url, "--lattice", lattice, "-o", "json", *extra).stdout
     hosts: list[dict[str, Any]] = json.loads(out)
     return hosts
 

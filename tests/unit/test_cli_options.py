@@ -1,17 +1,35 @@
-"""CLI options: NATS credentials and TLS from WASMLATTICE_NATS_* variables; wasmCloud variable names."""
+"""CLI options: NATS credentials and TLS from WASMLATTICE_NATS_* variables, or from the data dir of
+the `up` that started the NATS; wasmCloud variable names."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from wasmlattice.cli.common import cli_nats_options
+from wasmlattice.cli.common import STATE_FILE, cli_nats_options
 
 
-def test_plain_connection_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No NATS credential variables, and `up`'s default data dir an empty one of this test's."""
     for name in ("CREDS", "JWT", "SEED", "TLS", "TLS_CA", "TLS_CERT", "TLS_KEY"):
         monkeypatch.delenv(f"WASMLATTICE_NATS_{name}", raising=False)
+    monkeypatch.delenv("WASMCLOUD_NATS_CREDS", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
+def write_up_state(data_dir: Path, nats_url: str, creds: Path | None) -> None:
+    """The state file `up` leaves in its data dir, and its credentials file."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if creds is not None:
+        creds.write_text("SUAAAA\n")
+    state = {"pid": 1, "nats_url": nats_url, "nats_creds": str(creds) if creds else None}
+    (data_dir / STATE_FILE).write_text(json.dumps(state))
+
+
+def test_plain_connection_by_default(clean_env: None) -> None:
     opts = cli_nats_options("nats://127.0.0.1:4222", 5.0)
     assert (opts.creds_file, opts.jwt, opts.seed, opts.tls_required, opts.tls_ca) == (
         None,
@@ -21,6 +39,51 @@ def test_plain_connection_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         None,
     )
     assert opts.connect_timeout == 2.0
+
+
+def test_the_credentials_of_up_go_to_its_nats_only(clean_env: None, tmp_path: Path) -> None:
+    data_dir = tmp_path / "up"
+    creds = data_dir / "nats-user.nk"
+    write_up_state(data_dir, "nats://127.0.0.1:4555", creds)
+    # Its server, under any loopback name.
+    for url in (
+        "nats://127.0.0.1:4555",
+        "nats://localhost:4555",
+        "127.0.0.1:4555",
+        "nats://a:1,nats://[::1]:4555",
+    ):
+        assert cli_nats_options(url, 2.0, data_dir=data_dir).creds_file == creds, url
+    # Another server, or another data dir, gets nothing.
+    assert cli_nats_options("nats://127.0.0.1:4556", 2.0, data_dir=data_dir).creds_file is None
+    assert cli_nats_options("nats://10.0.0.1:4555", 2.0, data_dir=data_dir).creds_file is None
+    assert cli_nats_options("nats://127.0.0.1:4555", 2.0, data_dir=tmp_path / "other").creds_file is None
+    # The default data dir is `up`'s default.
+    default = tmp_path / "xdg" / "wasmlattice"
+    write_up_state(default, "nats://127.0.0.1:4222", default / "nats-user.nk")
+    assert cli_nats_options("nats://127.0.0.1:4222", 2.0).creds_file == default / "nats-user.nk"
+
+
+def test_up_that_joined_a_nats_has_no_credentials_to_give(clean_env: None, tmp_path: Path) -> None:
+    data_dir = tmp_path / "up"
+    write_up_state(data_dir, "nats://127.0.0.1:4555", None)
+    (data_dir / "nats-user.nk").write_text("SUAAAA\n")  # left by an earlier `up` with its own NATS
+    assert cli_nats_options("nats://127.0.0.1:4555", 2.0, data_dir=data_dir).creds_file is None
+
+
+def test_explicit_credentials_win_over_those_of_up(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "up"
+    write_up_state(data_dir, "nats://127.0.0.1:4555", data_dir / "nats-user.nk")
+    mine = tmp_path / "mine.creds"
+    opts = cli_nats_options("nats://127.0.0.1:4555", 2.0, creds=mine, data_dir=data_dir)
+    assert opts.creds_file == mine
+    monkeypatch.setenv("WASMCLOUD_NATS_CREDS", str(mine))
+    assert cli_nats_options("nats://127.0.0.1:4555", 2.0, data_dir=data_dir).creds_file == mine
+    monkeypatch.delenv("WASMCLOUD_NATS_CREDS")
+    monkeypatch.setenv("WASMLATTICE_NATS_SEED", "SUABC")
+    opts = cli_nats_options("nats://127.0.0.1:4555", 2.0, data_dir=data_dir)
+    assert (opts.creds_file, opts.seed) == (None, "SUABC")
 
 
 def test_credentials_and_tls_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -64,12 +64,15 @@ class DeployTarget(LatticeTarget):
     timeout: DeployTimeoutOpt = 120.0
 
 
-def _app_call(nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
+def _app_call(lat: LatticeTarget, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Connect to NATS, run `fn(AppClient)`, disconnect; every failure becomes one error line."""
     from wasmlattice.apps.client import AppApiError, AppClient
 
+    opts = lat.nats_options(timeout)
     try:
-        return nats_call(nats_url, timeout, lambda nc: fn(AppClient(nc, lattice, timeout=timeout)))
+        return nats_call(
+            lat.nats_url, timeout, lambda nc: fn(AppClient(nc, lat.lattice, timeout=timeout)), opts
+        )
     except AppApiError as e:
         fail(e.message)
 
@@ -232,7 +235,7 @@ def app_deploy(
         result["status"] = final.raw
         return result
 
-    result = _app_call(lat.nats_url, lat.lattice, _DEPLOY_REQUEST_TIMEOUT_S, go)
+    result = _app_call(lat, _DEPLOY_REQUEST_TIMEOUT_S, go)
     for note in notes:
         typer.echo(note, err=True)
     if lat.output is OutputFormat.json:
@@ -306,7 +309,7 @@ def app_put(
     manifest, warnings, base = _load(source)
     _print_warnings(source, warnings)
     raw = _absolute_file_refs(manifest.raw, base)
-    put = _app_call(lat.nats_url, lat.lattice, lat.timeout, lambda c: c.put(raw))
+    put = _app_call(lat, lat.timeout, lambda c: c.put(raw))
     if lat.output is OutputFormat.json:
         print_json(
             {
@@ -328,7 +331,7 @@ def app_list(
     lat: SlowLatticeTarget,
 ) -> None:
     """List the apps of the lattice with their versions and status."""
-    apps = _app_call(lat.nats_url, lat.lattice, lat.timeout, lambda c: c.list())
+    apps = _app_call(lat, lat.timeout, lambda c: c.list())
     if lat.output is OutputFormat.json:
         print_json([a.raw for a in apps])
         return
@@ -360,7 +363,7 @@ def app_get(
     lat: SlowLatticeTarget,
 ) -> None:
     """Print a stored manifest (YAML, or JSON with -o json)."""
-    manifest = _app_call(lat.nats_url, lat.lattice, lat.timeout, lambda c: c.get(name, version))
+    manifest = _app_call(lat, lat.timeout, lambda c: c.get(name, version))
     if manifest is None:
         what = f"version {version} of app {name}" if version else f"app {name}"
         fail(f"{what} not found in lattice '{lat.lattice}' (see `wasmlattice app list`)")
@@ -380,7 +383,7 @@ def app_status(
     lat: SlowLatticeTarget,
 ) -> None:
     """Show an app's status and the status of each of its scalers."""
-    status = _app_call(lat.nats_url, lat.lattice, lat.timeout, lambda c: c.status(name))
+    status = _app_call(lat, lat.timeout, lambda c: c.status(name))
     if lat.output is OutputFormat.json:
         print_json(status.raw)
         return
@@ -405,7 +408,7 @@ def app_undeploy(
     lat: SlowLatticeTarget,
 ) -> None:
     """Undeploy an app: the app manager stops what it started for it (the manifests stay stored)."""
-    r = _app_call(lat.nats_url, lat.lattice, lat.timeout, lambda c: c.undeploy(name))
+    r = _app_call(lat, lat.timeout, lambda c: c.undeploy(name))
     if lat.output is OutputFormat.json:
         print_json({"result": r.result, "name": r.name, "message": r.message})
         return
@@ -423,7 +426,7 @@ def app_delete(
     lat: SlowLatticeTarget,
 ) -> None:
     """Delete an app's stored versions (or one); deleting the deployed or last version undeploys it."""
-    r = _app_call(lat.nats_url, lat.lattice, lat.timeout, lambda c: c.delete(name, version))
+    r = _app_call(lat, lat.timeout, lambda c: c.delete(name, version))
     if lat.output is OutputFormat.json:
         print_json({"result": r.result, "undeploy": r.undeploy, "message": r.message})
         return
@@ -438,7 +441,7 @@ def app_history(
     lat: SlowLatticeTarget,
 ) -> None:
     """List an app's stored versions, oldest first, marking the deployed one."""
-    versions = _app_call(lat.nats_url, lat.lattice, lat.timeout, lambda c: c.versions(name))
+    versions = _app_call(lat, lat.timeout, lambda c: c.versions(name))
     if lat.output is OutputFormat.json:
         print_json([{"version": v.version, "deployed": v.deployed} for v in versions])
         return

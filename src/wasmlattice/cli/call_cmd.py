@@ -15,7 +15,6 @@ from wasmlattice.cli.app import app
 from wasmlattice.cli.common import (
     LatticeTarget,
     OutputFormat,
-    cli_nats_options,
     fail,
     option_group,
     print_json,
@@ -73,7 +72,7 @@ def call_cmd(
     logging.getLogger("wasmlattice.protocol.connection").setLevel(logging.ERROR)
     try:
         result = asyncio.run(
-            _call(component_id, iface, version, func, raw, lat.nats_url, lat.lattice, lat.timeout)
+            _call(component_id, iface, version, func, raw, lat.nats_options(), lat.lattice, lat.timeout)
         )
     except CallError as e:
         fail(str(e))
@@ -93,7 +92,7 @@ async def _call(
     version: str | None,
     func: str,
     raw: list[Any],
-    nats_url: str,
+    nats_options: Any,
     lattice: str,
     timeout: float,
 ) -> Any:
@@ -105,7 +104,7 @@ async def _call(
     from wasmlattice.protocol.wrpc.tuples import params_codec, results_codec
 
     try:
-        nc = await connect(cli_nats_options(nats_url, timeout))
+        nc = await connect(nats_options)
     except NatsConnectionError as e:
         raise CallError(str(e)) from None
     try:

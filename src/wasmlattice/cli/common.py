@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 
@@ -24,6 +25,8 @@ T = TypeVar("T")
 
 DEFAULT_CLI_NATS_URL = "nats://127.0.0.1:4222"
 STATE_FILE = "up.json"
+# The NATS user nkey seed of the embedded server `up` starts, in its data dir (mode 0600).
+NATS_CREDS_FILE = "nats-user.nk"
 
 
 class OutputFormat(StrEnum):
@@ -45,6 +48,24 @@ LatticeOpt = Annotated[
     ),
 ]
 OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="text or json.")]
+# Our variable first, then the wasmCloud host's name (docs/protocol.md#host-settings).
+NatsCredsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--nats-creds",
+        envvar=["WASMLATTICE_NATS_CREDS", "WASMCLOUD_NATS_CREDS"],
+        help="NATS credentials: a .creds file, or a user nkey seed file like the one `up` writes.",
+    ),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="WASMLATTICE_DATA_DIR",
+        help="Data dir of the `wasmlattice up` whose NATS credentials to use (default: `up`'s).",
+        show_default=False,
+    ),
+]
 TimeoutOpt = Annotated[
     float,
     typer.Option("--timeout", "-t", min=0.05, envvar="WASMLATTICE_TIMEOUT", help="Request timeout, seconds."),
@@ -106,10 +127,59 @@ def console() -> Any:
     return Console(width=None if sys.stdout.isatty() else 200)
 
 
-def cli_nats_options(nats_url: str, timeout: float) -> Any:
-    """NATS options of the lattice commands; credentials and TLS come from WASMLATTICE_NATS_* variables.
+def default_up_dir() -> Path:
+    """Where `wasmlattice up` keeps its state, NATS data and credentials unless given --data-dir."""
+    from wasmlattice.nats_server import default_data_dir
 
-    (Environment variables rather than flags on every command: set them once for a secured NATS.)
+    return default_data_dir().parent
+
+
+def read_up_state(data_dir: Path) -> dict[str, Any] | None:
+    """The state file of `up` in `data_dir` (what it started, where), or None if there is none."""
+    try:
+        state = json.loads((data_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _server_key(url: str) -> tuple[str, int]:
+    """(host, port) of a NATS URL, with every loopback name as one host."""
+    parts = urlsplit(url.strip() if "://" in url else f"nats://{url.strip()}")
+    host = (parts.hostname or "127.0.0.1").lower()
+    if host in ("localhost", "::1") or host.startswith("127."):
+        host = "loopback"
+    try:
+        port = parts.port or 4222
+    except ValueError:
+        port = -1
+    return host, port
+
+
+def up_credentials(nats_url: str, data_dir: Path | None) -> Path | None:
+    """The credentials file of the `up` in `data_dir` (default: `up`'s), if its NATS is at `nats_url`.
+
+    Only the server that `up` started gets them: the state file names its URL and the file.
+    """
+    ddir = (data_dir or default_up_dir()).resolve()
+    state = read_up_state(ddir)
+    if state is None or not isinstance(state.get("nats_creds"), str) or not state.get("nats_url"):
+        return None
+    theirs = {_server_key(u) for u in str(state["nats_url"]).split(",") if u.strip()}
+    if not any(_server_key(u) in theirs for u in nats_url.split(",") if u.strip()):
+        return None
+    creds = Path(state["nats_creds"])
+    return creds if creds.is_file() else None
+
+
+def cli_nats_options(
+    nats_url: str, timeout: float, creds: Path | None = None, data_dir: Path | None = None
+) -> Any:
+    """NATS options of the lattice commands.
+
+    Credentials: `creds` (--nats-creds / WASMLATTICE_NATS_CREDS / WASMCLOUD_NATS_CREDS), else
+    WASMLATTICE_NATS_JWT + _SEED, else those of the `up` in `data_dir` when `nats_url` is its NATS.
+    TLS comes from the WASMLATTICE_NATS_TLS* variables (set them once for a secured NATS).
     """
     from wasmlattice.protocol.connection import NatsOptions
 
@@ -119,13 +189,18 @@ def cli_nats_options(nats_url: str, timeout: float) -> Any:
         value = env.get(name)
         return Path(value) if value else None
 
+    creds = creds or path("WASMLATTICE_NATS_CREDS") or path("WASMCLOUD_NATS_CREDS")
+    jwt = env.get("WASMLATTICE_NATS_JWT") or None
+    seed = env.get("WASMLATTICE_NATS_SEED") or None
+    if creds is None and jwt is None and seed is None:
+        creds = up_credentials(nats_url, data_dir)
     return NatsOptions(
         url=nats_url,
         name="wasmlattice-cli",
         connect_timeout=min(timeout, 2.0),
-        creds_file=path("WASMLATTICE_NATS_CREDS"),
-        jwt=env.get("WASMLATTICE_NATS_JWT") or None,
-        seed=env.get("WASMLATTICE_NATS_SEED") or None,
+        creds_file=creds,
+        jwt=jwt,
+        seed=seed,
         tls_required=env.get("WASMLATTICE_NATS_TLS", "").lower() in ("1", "true", "yes"),
         tls_ca=path("WASMLATTICE_NATS_TLS_CA"),
         tls_cert=path("WASMLATTICE_NATS_TLS_CERT"),
@@ -179,10 +254,17 @@ class LatticeTarget:
     lattice: LatticeOpt = "default"
     output: OutputOpt = OutputFormat.text
     timeout: TimeoutOpt = 2.0
+    nats_creds: NatsCredsOpt = None
+    data_dir: DataDirOpt = None
+
+    def nats_options(self, timeout: float | None = None) -> Any:
+        """`cli_nats_options` for this target (its credentials, or those of its `up`)."""
+        t = self.timeout if timeout is None else timeout
+        return cli_nats_options(self.nats_url, t, self.nats_creds, self.data_dir)
 
     def ctl(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """`ctl_call` on this lattice."""
-        return ctl_call(self.nats_url, self.lattice, self.timeout, fn)
+        return ctl_call(self.nats_url, self.lattice, self.timeout, fn, options=self.nats_options())
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,15 @@ import typer
 from wasmlattice import aio
 from wasmlattice.cli import up_cmds
 from wasmlattice.cli.app import app, setup_logging
-from wasmlattice.cli.common import DEFAULT_CLI_NATS_URL, LabelOpt, LatticeOpt, NatsUrlOpt, fail, option_group
+from wasmlattice.cli.common import (
+    DEFAULT_CLI_NATS_URL,
+    DataDirOpt,
+    LabelOpt,
+    LatticeOpt,
+    NatsUrlOpt,
+    fail,
+    option_group,
+)
 from wasmlattice.cli.host_options import (
     FriendlyNameOpt,
     HeartbeatOpt,
@@ -21,6 +29,7 @@ from wasmlattice.cli.host_options import (
     NatsAuth,
     host_labels,
     host_options,
+    with_up_credentials,
 )
 
 
@@ -33,6 +42,7 @@ def host_cmd(
     friendly_name: FriendlyNameOpt = None,
     *,
     auth: NatsAuth,
+    data_dir: DataDirOpt = None,
     heartbeat_interval: HeartbeatOpt = None,
     invocation_timeout: Annotated[
         float | None,
@@ -49,7 +59,7 @@ def host_cmd(
     from wasmlattice.protocol.connection import NatsConnectionError
 
     labels = host_labels(label or [])
-    nats = auth.host_kwargs()
+    nats = with_up_credentials(auth.host_kwargs(), nats_url, data_dir)
     setup_logging(log_level)
     try:
         opts = host_options(
@@ -74,6 +84,7 @@ def app_manager_cmd(
     lattice: LatticeOpt = "default",
     *,
     auth: NatsAuth,
+    data_dir: DataDirOpt = None,
     host_timeout: Annotated[
         float,
         typer.Option(
@@ -90,7 +101,7 @@ def app_manager_cmd(
     opts = host_options(
         nats_url=nats_url,
         lattice=lattice,
-        **auth.host_kwargs(),
+        **with_up_credentials(auth.host_kwargs(), nats_url, data_dir),
     )
 
     async def main() -> None:

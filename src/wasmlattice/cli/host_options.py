@@ -8,19 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
-from wasmlattice.cli.common import fail
+from wasmlattice.cli.common import NatsCredsOpt, fail, up_credentials
 
 # Each setting reads our variable first, then the wasmCloud host's name for it
 # (docs/protocol.md#host-settings), so an environment written for a `wasmcloud` host starts a
 # wasmlattice host unchanged.
-NatsCredsOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--nats-creds",
-        envvar=["WASMLATTICE_NATS_CREDS", "WASMCLOUD_NATS_CREDS"],
-        help="NATS credentials (.creds) file.",
-    ),
-]
 NatsJwtOpt = Annotated[
     str | None,
     typer.Option(
@@ -192,6 +184,15 @@ class NatsAuth:
             "nats_tls_key": existing_file(tls_key, "--nats-tls-key"),
             "js_domain": self.js_domain,
         }
+
+
+def with_up_credentials(nats: dict[str, Any], nats_url: str, data_dir: Path | None) -> dict[str, Any]:
+    """`nats` (from `NatsAuth.host_kwargs`), with the credentials of the `up` in `data_dir` when none
+    were given and `nats_url` is that `up`'s NATS."""
+    if nats.get("nats_creds") is not None or nats.get("nats_jwt") or nats.get("nats_seed"):
+        return nats
+    found = up_credentials(nats_url, data_dir)
+    return nats if found is None else {**nats, "nats_creds": found}
 
 
 def host_options(**kwargs: Any) -> Any:

@@ -22,9 +22,9 @@ import typer
 
 from wasmlattice.cli.app import app
 from wasmlattice.cli.common import (
+    LatticeTarget,
     OutputFormat,
     SlowLatticeTarget,
-    cli_nats_options,
     fail,
     option_group,
     print_json,
@@ -51,13 +51,14 @@ KeyFileOpt = Annotated[
 ]
 
 
-def _js_call(nats_url: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
+def _js_call(lat: LatticeTarget, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Connect to NATS, run `fn(jetstream)`, disconnect; every failure becomes one error line."""
     from wasmlattice.protocol.connection import NatsConnectionError, connect, jetstream
     from wasmlattice.protocol.kv import KvError
 
     logging.getLogger("wasmlattice.protocol.connection").setLevel(logging.ERROR)
-    opts = cli_nats_options(nats_url, timeout)
+    timeout = lat.timeout
+    opts = lat.nats_options()
 
     async def go() -> T:
         nc = await connect(opts)
@@ -74,7 +75,7 @@ def _js_call(nats_url: str, timeout: float, fn: Callable[[Any], Awaitable[T]]) -
     except KvError as e:
         fail(str(e))
     except TimeoutError:
-        fail(f"JetStream did not answer within {timeout:g}s (is JetStream enabled on {nats_url}?)")
+        fail(f"JetStream did not answer within {timeout:g}s (is JetStream enabled on {lat.nats_url}?)")
 
 
 def _load_key(key_file: Path | None) -> bytes:
@@ -163,9 +164,7 @@ def secret_put(
         assert value is not None
         secret = value
     key = _load_key(key_file)
-    revision, grants = _js_call(
-        lat.nats_url, lat.timeout, lambda js: put_secret(js, lat.lattice, name, secret, key, allow)
-    )
+    revision, grants = _js_call(lat, lambda js: put_secret(js, lat.lattice, name, secret, key, allow))
     ref = reference_name(name)
     allowed = sorted(grants.components)
     if lat.output is OutputFormat.json:
@@ -196,7 +195,7 @@ def _change(name: str, allow: list[str], deny: list[str], key_file: Path | None,
         except SecretResolveError as e:
             return e
 
-    result = _js_call(lat.nats_url, lat.timeout, go)
+    result = _js_call(lat, go)
     if isinstance(result, SecretResolveError):
         fail(str(result))
     if lat.output is OutputFormat.json:
@@ -248,7 +247,7 @@ def secret_list(
     from wasmlattice.capabilities.secrets import list_secrets
 
     key = _load_key(key_file)
-    found = _js_call(lat.nats_url, lat.timeout, lambda js: list_secrets(js, lat.lattice, key))
+    found = _js_call(lat, lambda js: list_secrets(js, lat.lattice, key))
     if lat.output is OutputFormat.json:
         print_json(
             {
@@ -286,7 +285,7 @@ def secret_del(
     from wasmlattice.capabilities.secrets import delete_secret
 
     _check_name(name)
-    _js_call(lat.nats_url, lat.timeout, lambda js: delete_secret(js, lat.lattice, name))
+    _js_call(lat, lambda js: delete_secret(js, lat.lattice, name))
     if lat.output is OutputFormat.json:
         print_json({"success": True, "name": name})
     else:

@@ -18,15 +18,18 @@ import typer
 from wasmlattice import aio
 from wasmlattice.cli.app import setup_logging
 from wasmlattice.cli.common import (
+    NATS_CREDS_FILE,
     STATE_FILE,
     LabelOpt,
     LatticeOpt,
     OutputFormat,
     OutputOpt,
     ctl_call,
+    default_up_dir,
     fail,
     option_group,
     print_json,
+    read_up_state,
 )
 from wasmlattice.cli.host_options import (
     FriendlyNameOpt,
@@ -49,12 +52,6 @@ _RESOLVED_ENV = frozenset(
 )
 
 
-def _default_up_dir() -> Path:
-    from wasmlattice.nats_server import default_data_dir
-
-    return default_data_dir().parent
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -70,17 +67,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _read_state(data_dir: Path) -> dict[str, Any] | None:
-    path = data_dir / STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
-
-
 def _check_not_running(data_dir: Path) -> None:
-    state = _read_state(data_dir)
+    state = read_up_state(data_dir)
     if state is None:
         return
     pid = state.get("pid")
@@ -104,18 +92,29 @@ async def _up_main(
 ) -> None:
     from wasmlattice.host.identity import HostIdentity
     from wasmlattice.lattice.run import run_host
-    from wasmlattice.nats_server import EmbeddedNats, port_in_use
+    from wasmlattice.nats_server import EmbeddedNats, ensure_user_seed, port_in_use
 
     nats: EmbeddedNats | None = None
+    creds: Path | None = None
     url = nats_url
     if url is None:
         if port_in_use("127.0.0.1", nats_port):
             # Like `wash up`: a NATS server already listening on the port is used as is.
             url = f"nats://127.0.0.1:{nats_port}"
         else:
-            nats = EmbeddedNats(host="127.0.0.1", port=nats_port, data_dir=data_dir / "nats")
+            # Our own server admits only the user whose seed is in the data dir (docs/security.md):
+            # any local process could otherwise drive the lattice.
+            creds = data_dir / NATS_CREDS_FILE
+            seed = ensure_user_seed(creds)
+            nats = EmbeddedNats(host="127.0.0.1", port=nats_port, data_dir=data_dir / "nats", user_seed=seed)
             await nats.start()
             url = nats.url
+            if any(host_kwargs.get(k) for k in ("nats_creds", "nats_jwt", "nats_seed")):
+                typer.echo(
+                    f"note: NATS credentials given to `up` are for a NATS it joins; its own uses {creds}",
+                    err=True,
+                )
+            host_kwargs = {**host_kwargs, "nats_creds": creds, "nats_jwt": None, "nats_seed": None}
     state_path = data_dir / STATE_FILE
     manager_task: asyncio.Future[None] | None = None
     manager_stop = asyncio.Event()
@@ -153,6 +152,7 @@ async def _up_main(
             "nats_url": url,
             "nats_pid": nats.pid if nats is not None else None,
             "embedded_nats": nats is not None,
+            "nats_creds": str(creds) if creds is not None else None,
             "lattice": lattice,
             "host_id": identity.public_key,
             "data_dir": str(data_dir),
@@ -165,6 +165,8 @@ async def _up_main(
             print_json(state)
         else:
             typer.echo(f"NATS:    {url}" + (" (embedded, JetStream)" if nats is not None else " (existing)"))
+            if creds is not None:
+                typer.echo(f"Creds:   {creds} (only clients with this key may connect)")
             typer.echo(f"Lattice: {lattice}")
             typer.echo(f"Host:    {identity.public_key}")
             typer.echo("Stop with Ctrl-C, or `wasmlattice down` from another terminal.")
@@ -177,7 +179,7 @@ async def _up_main(
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(manager_task, 5.0)
         # Only remove the state file if it is ours (a second `up` may not clobber a running one).
-        state_now = _read_state(data_dir)
+        state_now = read_up_state(data_dir)
         if state_now is not None and state_now.get("pid") == os.getpid():
             state_path.unlink(missing_ok=True)
         if nats is not None:
@@ -190,7 +192,11 @@ def up(
         int, typer.Option(min=1, max=65535, help="Port of the embedded NATS server.")
     ] = 4222,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Where NATS data, logs and the state file go.")
+        Path | None,
+        typer.Option(
+            envvar="WASMLATTICE_DATA_DIR",
+            help="Where NATS data and credentials, logs and the state file go.",
+        ),
     ] = None,
     nats_url: Annotated[
         str | None, typer.Option("--nats-url", help="Use this NATS server instead of starting one.")
@@ -224,7 +230,7 @@ def up(
             HostIdentity.from_seed(host_seed)
         except HostIdentityError as e:
             raise typer.BadParameter(str(e), param_hint="--host-seed") from None
-    ddir = (data_dir or _default_up_dir()).resolve()
+    ddir = (data_dir or default_up_dir()).resolve()
     ddir.mkdir(parents=True, exist_ok=True)
     _check_not_running(ddir)
     if detach:
@@ -306,7 +312,7 @@ def _up_detached(
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
             fail(f"`wasmlattice up` exited with {proc.returncode}; see {log_path}:\n" + "\n".join(tail))
-        state = _read_state(ddir)
+        state = read_up_state(ddir)
         if state is not None and state.get("pid") == proc.pid:
             break
         time.sleep(0.1)
@@ -317,10 +323,11 @@ def _up_detached(
     host_id = str(state["host_id"])
     # Ping with the host's own credentials and TLS settings, so a secured NATS is checked too.
     url = str(state["nats_url"])
-    opts = dataclasses.replace(
-        host_options(**{**host_kwargs, "nats_url": url, "lattice": lattice}).nats_options(),
-        name="wasmlattice-cli",
-    )
+    ping_kwargs = {**host_kwargs, "nats_url": url, "lattice": lattice}
+    if state.get("nats_creds"):
+        # `up` started its own NATS: the host and this ping use the credentials it wrote.
+        ping_kwargs.update(nats_creds=Path(state["nats_creds"]), nats_jwt=None, nats_seed=None)
+    opts = dataclasses.replace(host_options(**ping_kwargs).nats_options(), name="wasmlattice-cli")
     hosts = ctl_call(url, lattice, 2.0, lambda c: c.ping_hosts(1.0), options=opts)
     if not any(h.id == host_id for h in hosts):
         fail(f"the host {host_id} started but does not answer ping; see {log_path}")
@@ -329,6 +336,8 @@ def _up_detached(
         return
     typer.echo(f"wasmlattice is running in the background (pid {proc.pid})")
     typer.echo(f"NATS:    {state['nats_url']}")
+    if state.get("nats_creds"):
+        typer.echo(f"Creds:   {state['nats_creds']} (only clients with this key may connect)")
     typer.echo(f"Lattice: {lattice}")
     typer.echo(f"Host:    {host_id}")
     typer.echo(f"Logs:    {log_path}")
@@ -366,12 +375,14 @@ def _stop_pid(pid: int, timeout: float) -> bool:
 
 
 def down(
-    data_dir: Annotated[Path | None, typer.Option(help="The data dir `up` used.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(envvar="WASMLATTICE_DATA_DIR", help="The data dir `up` used.")
+    ] = None,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait before killing.")] = 20.0,
     output: OutputOpt = OutputFormat.text,
 ) -> None:
     """Stop what `wasmlattice up` started (its host and embedded NATS; never a NATS it only joined)."""
-    ddir = (data_dir or _default_up_dir()).resolve()
+    ddir = (data_dir or default_up_dir()).resolve()
 
     def report(stopped: bool, message: str, **details: Any) -> None:
         if output is OutputFormat.json:
@@ -381,7 +392,7 @@ def down(
         else:
             typer.echo(message)
 
-    state = _read_state(ddir)
+    state = read_up_state(ddir)
     if state is None:
         report(False, f"Nothing to stop: no `wasmlattice up` is running from {ddir}")
         return

@@ -1,8 +1,9 @@
 """NATS connections for the lattice: options as in wasmCloud's host flags, reconnect forever, clear errors.
 
-The first connection attempt fails fast with an actionable message (the usual cause is that no server
-runs); once connected, the client reconnects forever and logs each disconnect and reconnect, because a
-host must ride out a NATS restart rather than die with it.
+The first connection attempt fails fast with an actionable message (the usual causes: no server
+runs, or it refuses a client without the right credentials); once connected, the client reconnects
+forever and logs each disconnect and reconnect, because a host must ride out a NATS restart rather
+than die with it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from nats.aio.client import Client
+from nats.errors import AuthorizationError
+
+from wasmlattice.nats_server import user_seed_in
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,13 @@ class NatsConnectionError(RuntimeError):
 
 class NatsUnreachableError(NatsConnectionError):
     """No NATS server answered at the configured address."""
+
+
+class NatsNotAuthorizedError(NatsConnectionError):
+    """The NATS server refused the connection: no credentials, or ones it does not accept."""
+
+
+NOT_AUTHORIZED = "not authorized: pass --nats-creds or run on the machine that ran `up`"
 
 
 @dataclass(frozen=True)
@@ -110,9 +121,44 @@ def _creds_text(jwt: str, seed: str) -> str:
     )
 
 
+def _creds_file_kwargs(path: Path) -> dict[str, Any]:
+    """A `.creds` file (user JWT + seed), or a file holding a user nkey seed (what `up` writes)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as e:
+        raise NatsConnectionError(f"cannot read NATS credentials file {path}: {e.strerror or e}") from None
+    if "BEGIN NATS USER JWT" in text:
+        return {"user_credentials": str(path)}
+    seed = user_seed_in(text)
+    if seed is None:
+        # Never quote the content: it may be a secret in the wrong place.
+        raise NatsConnectionError(
+            f"NATS credentials file {path} holds neither a user JWT and seed (.creds) "
+            "nor a user nkey seed (SU...)"
+        )
+    return {"nkeys_seed_str": seed}
+
+
+def _is_refusal(e: BaseException) -> bool:
+    """Whether `e` is the server refusing our credentials (`-ERR 'Authorization Violation'`)."""
+    # nats-py raises a plain `Error` with the server's text during the handshake, and
+    # AuthorizationError once connected.
+    return isinstance(e, AuthorizationError) or "authorization violation" in str(e).lower()
+
+
+def _refused_message(opts: NatsOptions, where: str) -> str:
+    if opts.creds_file is None and not opts.seed:
+        return f"{NOT_AUTHORIZED} (NATS at {where} refused a client without credentials)"
+    if opts.creds_file is not None:
+        given = f"the credentials in {opts.creds_file}"
+    else:
+        given = "the --nats-jwt/--nats-seed credentials" if opts.jwt else "the --nats-seed key"
+    return f"not authorized: NATS at {where} refused {given}"
+
+
 def _auth_kwargs(opts: NatsOptions) -> dict[str, Any]:
     if opts.creds_file is not None:
-        return {"user_credentials": str(opts.creds_file)}
+        return _creds_file_kwargs(opts.creds_file)
     if opts.jwt and opts.seed:
         return {"user_credentials": UserString(_creds_text(opts.jwt, opts.seed))}
     if opts.seed:
@@ -163,9 +209,16 @@ async def connect(
         )
 
     last_error: list[BaseException] = []
+    # Set when the only server refuses our credentials on the first connect: retrying cannot help.
+    # (With several servers, another one may still take them.)
+    refused = asyncio.Event()
+    first_connect = True
 
     async def error_cb(e: Exception) -> None:
         last_error[:] = [e]
+        if first_connect and len(servers) == 1 and _is_refusal(e):
+            refused.set()
+            return
         log.warning("NATS connection %r: %s: %s", opts.name, type(e).__name__, e)
 
     async def disconnected_cb() -> None:
@@ -204,27 +257,61 @@ async def connect(
     if tls is not None:
         kwargs["tls"] = tls
     # With reconnect-forever, nats-py retries the first connect forever too (e.g. on bad credentials);
-    # bound it so the caller gets the reason instead of a hang.
+    # bound it so the caller gets the reason instead of a hang, and stop at once on a refusal.
     budget = max(opts.connect_timeout * 3, 5.0)
+    where = ", ".join(servers)
     try:
-        await asyncio.wait_for(nc.connect(**kwargs), budget)
+        await _connect_unless_refused(nc, kwargs, refused, budget)
+    except NatsNotAuthorizedError:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise NatsNotAuthorizedError(_refused_message(opts, where)) from None
     except TimeoutError:
         with contextlib.suppress(Exception):
             await nc.close()
+        if last_error and _is_refusal(last_error[0]):
+            raise NatsNotAuthorizedError(_refused_message(opts, where)) from None
         why = (
             f"{type(last_error[0]).__name__}: {last_error[0]}" if last_error else f"no handshake in {budget}s"
         )
-        raise NatsConnectionError(f"cannot connect to NATS at {', '.join(servers)}: {why}") from None
+        raise NatsConnectionError(f"cannot connect to NATS at {where}: {why}") from None
     except Exception as e:
         with contextlib.suppress(Exception):
             await nc.close()
+        if _is_refusal(e):
+            raise NatsNotAuthorizedError(_refused_message(opts, where)) from None
         raise NatsConnectionError(
             f"cannot connect to NATS at {', '.join(servers)}: {type(e).__name__}: {e}"
         ) from e
+    first_connect = False
     log.info(
         "connected to NATS at %s as %r", nc.connected_url.geturl() if nc.connected_url else servers, opts.name
     )
     return nc
+
+
+async def _connect_unless_refused(
+    nc: Client, kwargs: dict[str, Any], refused: asyncio.Event, budget: float
+) -> None:
+    """`nc.connect(**kwargs)` within `budget` seconds; NatsNotAuthorizedError as soon as `refused` is set."""
+    connecting = asyncio.ensure_future(nc.connect(**kwargs))
+    refusal = asyncio.ensure_future(refused.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {connecting, refusal}, timeout=budget, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        refusal.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            # Let the cancelled connect unwind before the caller closes the client.
+            await asyncio.wait({connecting})
+    if connecting in done:
+        connecting.result()
+        return
+    if refusal in done:
+        raise NatsNotAuthorizedError("refused")
+    raise TimeoutError
 
 
 def jetstream(nc: Any, opts: NatsOptions) -> Any:
