@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.client import Client
 
 from tests.support.processes import free_port
 from wasmlattice.nats_server import (
@@ -30,6 +31,7 @@ from wasmlattice.protocol.connection import (
     NatsNotAuthorizedError,
     NatsOptions,
     NatsUnreachableError,
+    SubjectTooLongError,
     connect,
 )
 
@@ -200,3 +202,48 @@ async def test_connect_names_the_connection(nats_url: str) -> None:
         assert nc.options["name"] == "wasmbus"
     finally:
         await nc.close()
+
+
+async def test_a_connection_the_server_drops_over_one_bad_line_reconnects(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nats-server answers a subject over its `max_control_line` (4096 by default) with `-ERR` and
+    closes the connection; nats-py alone would stay closed for good. Ours refuses to send such a
+    subject, and if one reaches the server anyway it reconnects, keeps its subscriptions, and logs
+    the server's error."""
+    closed: list[bool] = []
+
+    async def on_closed() -> None:
+        closed.append(True)
+
+    caplog.set_level(logging.WARNING, logger="wasmlattice.protocol.connection")
+    nc = await connect(NatsOptions(url=nats_url, reconnect_wait=0.1), on_closed=on_closed)
+    try:
+        sub = await nc.subscribe("zombie.test.inbox")
+        await nc.flush()
+        # Our client refuses such a line itself, before it reaches the server, naming the limit.
+        with pytest.raises(SubjectTooLongError, match="max_control_line"):
+            await nc.publish("zombie.test." + "a" * 5000, b"refused")
+        with pytest.raises(SubjectTooLongError, match="max_control_line"):
+            await nc.subscribe("zombie.test." + "a" * 5000)
+        assert nc.is_connected and nc.stats["reconnects"] == 0
+        # nats-py's own publish sends it anyway: the server drops the connection.
+        await Client.publish(nc, "zombie.test." + "a" * 5000, b"refused")
+        async with asyncio.timeout(10):
+            while nc.stats["reconnects"] < 1 or not nc.is_connected:
+                assert not nc.is_closed, f"closed for good: {nc.last_error!r}"
+                await asyncio.sleep(0.05)
+        assert "maximum control line exceeded" in caplog.text.lower()
+        # The subscription made before the drop was replayed on the new connection.
+        other = await nats.connect(nats_url)
+        try:
+            await other.publish("zombie.test.inbox", b"after")
+            await other.flush()
+        finally:
+            await other.close()
+        msg = await sub.next_msg(timeout=5)
+        assert msg.data == b"after"
+        assert closed == []
+    finally:
+        await nc.close()
+    assert closed == []  # our own close is not reported as a loss

@@ -68,6 +68,10 @@ BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 5.0
 # How long shutdown waits for in-flight request handlers.
 HANDLER_DRAIN_TIMEOUT_S = 2.0
+# How often the host checks that its NATS connection is up, and how often it repeats its warning
+# while the connection stays down (the host is invisible to the lattice meanwhile).
+CONNECTION_CHECK_S = 1.0
+CONNECTION_WARN_EVERY_S = 30.0
 
 StopCallback = Callable[[float | None], None]
 Reply = CtlResponse[Any] | None
@@ -157,6 +161,7 @@ class ControlInterfaceServer:
         self._supervise("config-watch", self.state.watch_config_forever)
         await self.state.wait_synced()
         self._supervise("heartbeat", self._heartbeat)
+        self._supervise("connection-watch", self._watch_connection)
         if self.workloads is not None:
             self._supervise("provider-health", self.health.run)
 
@@ -219,14 +224,60 @@ class ControlInterfaceServer:
             await asyncio.sleep(self.heartbeat_interval)
             await self.publish(ev.host_heartbeat(self.host.inventory()))
 
+    async def _watch_connection(self) -> None:
+        """Log a WARNING naming what the lattice cannot reach while the NATS connection is down.
+
+        nats-py buffers publishes while it reconnects, so a heartbeat sent then fails silently; this
+        says within seconds that the host answers no ping and publishes no heartbeat, and again every
+        `CONNECTION_WARN_EVERY_S` while that lasts.
+        """
+        loop = asyncio.get_running_loop()
+        down_since: float | None = None
+        warned_at = 0.0
+        while True:
+            await asyncio.sleep(CONNECTION_CHECK_S)
+            now = loop.time()
+            if self.nc.is_connected:
+                if down_since is not None:
+                    log.info(
+                        "NATS connection back after %.1fs: host %s answers %s again",
+                        now - down_since,
+                        self.host.host_id,
+                        self._ping_subject(),
+                    )
+                down_since = None
+                continue
+            if down_since is None:
+                down_since, warned_at = now, now - CONNECTION_WARN_EVERY_S
+            if now - warned_at >= CONNECTION_WARN_EVERY_S:
+                warned_at = now
+                state = "closed" if self.nc.is_closed else "reconnecting"
+                error = self.nc.last_error
+                log.warning(
+                    "host %s is invisible to the lattice for %.0fs: it cannot answer %s nor publish %s "
+                    "(NATS connection %s: %s)",
+                    self.host.host_id,
+                    now - down_since,
+                    self._ping_subject(),
+                    sj.event_subject(ev.EventType.HOST_HEARTBEAT, self.lattice),
+                    state,
+                    f"{type(error).__name__}: {error}" if error is not None else "no error reported",
+                )
+
+    def _ping_subject(self) -> str:
+        return sj.ctl_subject(CtlOperation.HOST_PING, self.lattice, topic_prefix=self.topic_prefix)
+
     # -- events ------------------------------------------------------------------------------
 
     async def publish(self, event: CloudEvent) -> None:
         """Publish a lattice event on `wasmbus.evt.<lattice>.<type>`; failures are logged, not raised."""
+        subject = event.subject(self.lattice)
         try:
-            await self.nc.publish(event.subject(self.lattice), event.to_wire())
+            await self.nc.publish(subject, event.to_wire())
         except Exception as e:
-            log.warning("could not publish %s event: %s: %s", event.event_type, type(e).__name__, e)
+            log.warning(
+                "could not publish %s event on %s: %s: %s", event.event_type, subject, type(e).__name__, e
+            )
 
     # -- request handling --------------------------------------------------------------------
 
@@ -246,7 +297,13 @@ class ControlInterfaceServer:
         try:
             await self.nc.publish(msg.reply, body)
         except Exception as e:
-            log.warning("could not reply to %s: %s: %s", msg.subject, type(e).__name__, e)
+            log.warning(
+                "could not reply to %s on %s: %s: %s",
+                _clip(msg.subject),
+                _clip(msg.reply),
+                type(e).__name__,
+                e,
+            )
 
     async def _dispatch(self, subject: str, data: bytes) -> Reply:
         try:
@@ -425,6 +482,11 @@ def interface_link(
         source_config=dict(source_config or {}),
         target_config=dict(target_config or {}),
     )
+
+
+def _clip(subject: str, limit: int = 200) -> str:
+    """A subject for the log, cut short: a requester chooses its reply subject's length."""
+    return subject if len(subject) <= limit else f"{subject[:limit]}…({len(subject)} characters)"
 
 
 def _deserialize_message(op: CtlOperation, error: PayloadError) -> str:

@@ -27,6 +27,7 @@ from wasmlattice.lattice.control import ControlInterfaceServer
 from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S
 from wasmlattice.protocol.connection import (
     DEFAULT_NATS_URL,
+    NatsConnectionClosedError,
     NatsConnectionError,
     NatsOptions,
     connect,
@@ -123,12 +124,25 @@ def build_host(opts: HostOptions) -> Host:
 async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> None:
     """Run a host until SIGTERM/SIGINT or a `host.stop` request, then shut down gracefully.
 
-    Raises `HostStartError` (or `NatsConnectionError`) with an actionable message if it cannot start.
+    Raises `HostStartError` (or `NatsConnectionError`) with an actionable message if it cannot start,
+    and `NatsConnectionClosedError` after shutting down if its NATS connection was closed for good:
+    a host the lattice cannot see must not keep running components (docs/lattice.md#supervision).
     `ready` is set once the host serves requests and has published `host_started`.
     """
     host = build_host(opts)
     nats_opts = opts.nats_options()
-    nc = await connect(nats_opts)
+    stop_requested = asyncio.Event()
+    connection_lost: list[str] = []
+
+    async def on_closed() -> None:
+        # The client reconnects after every server error but a refusal of our credentials
+        # (protocol/connection.py); after that nothing would answer ping, inventory or stop, so
+        # leave and let the process supervisor (or the operator) start the host again.
+        error = nc.last_error
+        connection_lost.append(f"{type(error).__name__}: {error}" if error else "closed by the server")
+        stop_requested.set()
+
+    nc = await connect(nats_opts, on_closed=on_closed)
     # The host's supervisor: every long-lived task of this host runs under it (the control
     # interface's own supervisor is its child), and none outlives run_host.
     supervisor = Supervisor("host", logger=log)
@@ -160,7 +174,6 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
         host.components, host.providers = components, providers
 
         loop = asyncio.get_running_loop()
-        stop_requested = asyncio.Event()
         deadline: list[float] = [opts.stop_timeout]
 
         def request_stop(timeout: float | None = None) -> None:
@@ -196,7 +209,15 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             if ready is not None:
                 ready.set()
             await stop_requested.wait()
-            log.info("host %s stopping", host.host_id)
+            if connection_lost:
+                log.error(
+                    "host %s lost its NATS connection for good (%s): it is invisible to the lattice; "
+                    "stopping its components and exiting with an error so that it can be restarted",
+                    host.host_id,
+                    connection_lost[0],
+                )
+            else:
+                log.info("host %s stopping", host.host_id)
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
@@ -210,6 +231,10 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             await asyncio.wait_for(nc.drain(), 2.0)
         with contextlib.suppress(Exception):
             await nc.close()
+    if connection_lost:
+        raise NatsConnectionClosedError(
+            f"host {host.host_id} exited: its NATS connection was closed for good ({connection_lost[0]})"
+        )
     log.info("host %s stopped", host.host_id)
 
 

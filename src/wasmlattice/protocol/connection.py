@@ -3,7 +3,9 @@
 The first connection attempt fails fast with an actionable message (the usual causes: no server
 runs, or it refuses a client without the right credentials); once connected, the client reconnects
 forever and logs each disconnect and reconnect, because a host must ride out a NATS restart rather
-than die with it.
+than die with it. That includes the server closing the
+connection over one bad protocol line (`LatticeClient`); only a connection closed for good
+(authorization revoked) is final, and its owner is told (`on_closed`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from nats import errors as nats_errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import (
+    DEFAULT_SUB_PENDING_BYTES_LIMIT,
+    DEFAULT_SUB_PENDING_MSGS_LIMIT,
+    Subscription,
+)
 from nats.errors import AuthorizationError
 
 from wasmlattice.nats_server import user_seed_in
@@ -45,6 +54,169 @@ class NatsNotAuthorizedError(NatsConnectionError):
 
 
 NOT_AUTHORIZED = "not authorized: pass --nats-creds or run on the machine that ran `up`"
+
+
+class NatsConnectionClosedError(NatsConnectionError):
+    """An established NATS connection was closed for good (not by us); its owner must exit."""
+
+
+# nats-server's default `max_control_line`: a PUB or SUB line whose arguments are longer makes it
+# drop the connection (https://docs.nats.io/running-a-nats-service/configuration#limits).
+SERVER_MAX_CONTROL_LINE = 4096
+# What a line needs besides its subjects: the sizes, the subscription ID, separators.
+_LINE_OVERHEAD = 64
+# The longest subject (with its reply subject or queue group) this client sends.
+MAX_SUBJECT_LINE = SERVER_MAX_CONTROL_LINE - _LINE_OVERHEAD
+
+
+class SubjectTooLongError(nats_errors.BadSubjectError):
+    """A subject (with its reply subject or queue group) too long for nats-server; nothing was sent."""
+
+    def __init__(self, what: str, subject: str, size: int, with_other: str) -> None:
+        super().__init__()
+        shown = subject if len(subject) <= 60 else f"{subject[:60]}…"
+        self.message = (
+            f"{what} {shown!r} is {size} bytes long{with_other}, over the {MAX_SUBJECT_LINE} bytes a "
+            "NATS protocol line has room for (nats-server's max_control_line); not sent"
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _check_line(what: str, subject: str, other: str, other_name: str) -> None:
+    size = len(subject.encode()) + len(other.encode())
+    if size > MAX_SUBJECT_LINE:
+        raise SubjectTooLongError(what, subject, size, f" with its {other_name}" if other else "")
+
+
+# Server errors (lower case, as nats-py hands them over) after which retrying cannot succeed with the
+# same credentials: nats-py and the Go client close for good on these, and so do we.
+_FINAL_SERVER_ERRORS = (
+    "authorization violation",
+    "user authentication expired",
+    "user authentication revoked",
+    "account authentication expired",
+)
+
+
+# How many reconnects in a row the server may refuse our credentials for before the client gives up:
+# it is reachable and says no, so retrying the same credentials forever would only hide the host
+# (the Go client also gives up on the second refusal).
+FINAL_REFUSALS = 2
+
+
+def _is_final(error: BaseException | str) -> bool:
+    """Whether `error` (or a server error's text) is the server refusing our credentials."""
+    text = str(error).lower()
+    return any(final in text for final in _FINAL_SERVER_ERRORS)
+
+
+class LatticeClient(Client):
+    """nats-py's client, except that a server error that ends the connection leads to a reconnect.
+
+    nats-py treats every `-ERR` from the server but a stale connection and a permissions violation
+    as final: it closes the client and nothing reconnects it. nats-server sends most of them as it
+    drops a connection over one protocol line it refuses (a subject longer than `max_control_line`,
+    an unknown operation), so one publish derived from hostile input would cut a host off from the
+    lattice for good while it keeps running. async-nats, the client of the wasmCloud host, reconnects
+    after them and replays its subscriptions; this client does the same through nats-py's own
+    reconnect path (the one a stale connection takes), so every subscription, JetStream watch and
+    holder of the client carries on. Errors in `_FINAL_SERVER_ERRORS` stay final, and end a reconnect
+    that the server refuses for them `FINAL_REFUSALS` times in a row.
+
+    It also refuses to send a subject longer than a protocol line has room for (`MAX_SUBJECT_LINE`,
+    from nats-server's default `max_control_line`), whatever put it there: a subscription on one
+    would be replayed after every reconnect and drop the connection again each time.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Set once we close or drain the client ourselves, so that a close is known to be planned.
+        self.closed_by_owner = False
+        # Consecutive reconnects the server refused our credentials for, and the task that closes
+        # the client once there are `FINAL_REFUSALS` of them.
+        self.refusals = 0
+        self.give_up_task: asyncio.Task[None] | None = None
+        # Set once the first connect succeeded: later refusals are reconnects being refused.
+        self.established = False
+
+    async def give_up(self, error: Exception) -> None:
+        """Close for good after `error`, reported as a close by the server (`on_closed` runs)."""
+        self._err = error
+        await super().close()
+
+    async def _close(self, status: int, do_cbs: bool = True) -> None:
+        # nats-py runs the disconnect and close callbacks last, after writing what is pending to a
+        # transport the server may have reset; if that raises, they never run and nobody learns that
+        # the client is closed for good. Run them whatever happened.
+        if self.is_closed:
+            await super()._close(status, do_cbs)
+            return
+        try:
+            await super()._close(status, do_cbs=False)
+        except Exception as e:
+            log.debug("closing the NATS client: %s: %s", type(e).__name__, e)
+        if do_cbs:
+            if self._disconnected_cb is not None:
+                await self._disconnected_cb()
+            if self._closed_cb is not None:
+                await self._closed_cb()
+
+    async def _process_err(self, err_msg: str) -> None:
+        text = err_msg.strip().strip("'")
+        lowered = text.lower()
+        if "stale connection" in lowered or "permissions violation" in lowered:
+            await super()._process_err(err_msg)  # nats-py already reconnects / keeps the connection
+            return
+        if _is_final(lowered):
+            await super()._process_err(err_msg)  # closes for good; `on_closed` tells the owner
+            return
+        err = nats_errors.Error(f"nats: {text}")
+        self._err = err
+        await self._error_cb(err)
+        # Reconnect now rather than waiting for the server's end of file (and also after an error
+        # the server does not close for, such as an invalid subject: a reconnect is harmless there,
+        # closing for good is not). Ignored while a reconnect is already under way.
+        await self._process_op_err(err)
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        reply: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Publish, refusing (`SubjectTooLongError`) a line nats-server would drop the connection over."""
+        _check_line("subject", subject, reply, "reply subject")
+        await super().publish(subject, payload, reply, headers)
+
+    async def subscribe(
+        self,
+        subject: str,
+        queue: str = "",
+        cb: Callable[[Msg], Awaitable[None]] | None = None,
+        future: asyncio.Future[Any] | None = None,
+        max_msgs: int = 0,
+        pending_msgs_limit: int = DEFAULT_SUB_PENDING_MSGS_LIMIT,
+        pending_bytes_limit: int = DEFAULT_SUB_PENDING_BYTES_LIMIT,
+    ) -> Subscription:
+        """Subscribe, refusing (`SubjectTooLongError`) a subject nats-server would drop the connection
+        over: replayed after every reconnect, it would drop it again each time."""
+        _check_line("subscription subject", subject, queue, "queue group")
+        return await super().subscribe(
+            subject, queue, cb, future, max_msgs, pending_msgs_limit, pending_bytes_limit
+        )
+
+    async def close(self) -> None:
+        """Close for good, as planned by the owner."""
+        self.closed_by_owner = True
+        await super().close()
+
+    async def drain(self) -> None:
+        """Drain, then close for good, as planned by the owner."""
+        self.closed_by_owner = True
+        await super().drain()
 
 
 @dataclass(frozen=True)
@@ -196,8 +368,13 @@ async def connect(
     *,
     on_disconnect: EventHook | None = None,
     on_reconnect: EventHook | None = None,
+    on_closed: EventHook | None = None,
 ) -> Any:
-    """Connect to NATS (a `nats.aio.client.Client`), failing fast and clearly if no server answers."""
+    """Connect to NATS (a `LatticeClient`), failing fast and clearly if no server answers.
+
+    `on_closed` runs if the connection is later closed for good other than by our own `close` or
+    `drain` (the server refused our credentials): nothing reconnects it then.
+    """
     opts.validate()
     servers = opts.servers()
     reasons = [await _probe(u, opts.connect_timeout) for u in servers]
@@ -212,25 +389,44 @@ async def connect(
     # Set when the only server refuses our credentials on the first connect: retrying cannot help.
     # (With several servers, another one may still take them.)
     refused = asyncio.Event()
-    first_connect = True
 
     async def error_cb(e: Exception) -> None:
         last_error[:] = [e]
-        if first_connect and len(servers) == 1 and _is_refusal(e):
+        if not nc.established and len(servers) == 1 and _is_refusal(e):
             refused.set()
             return
         log.warning("NATS connection %r: %s: %s", opts.name, type(e).__name__, e)
+        # Only after the first connect: until then connect() bounds the attempts and reports.
+        if nc.established and _is_final(e):
+            nc.refusals += 1
+            if nc.refusals >= FINAL_REFUSALS:
+                # nats-py would retry these forever; leave its reconnect task (we are inside it)
+                # and close from a task of our own.
+                nc.give_up_task = asyncio.get_running_loop().create_task(nc.give_up(e))
 
     async def disconnected_cb() -> None:
-        # nats-py calls this on our own close too; only an unplanned loss is worth a warning.
-        if nc.is_closed or nc.is_draining:
+        # nats-py calls this on every close too: ours is not worth a warning, and a close for good
+        # by the server is reported by closed_cb.
+        if nc.closed_by_owner or nc.is_closed:
             log.debug("NATS connection closed (%s)", opts.name)
         else:
             log.warning("disconnected from NATS (%s); reconnecting", opts.name)
         if on_disconnect is not None:
             await on_disconnect()
 
+    async def closed_cb() -> None:
+        if nc.closed_by_owner:
+            return
+        log.error(
+            "NATS connection %r is closed for good and will not reconnect: %s",
+            opts.name,
+            _describe(nc.last_error),
+        )
+        if on_closed is not None:
+            await on_closed()
+
     async def reconnected_cb() -> None:
+        nc.refusals = 0
         log.info(
             "reconnected to NATS at %s (%s)",
             nc.connected_url.geturl() if nc.connected_url else "?",
@@ -239,7 +435,7 @@ async def connect(
         if on_reconnect is not None:
             await on_reconnect()
 
-    nc = Client()
+    nc = LatticeClient()
     kwargs: dict[str, Any] = {
         "servers": servers,
         "name": opts.name,
@@ -250,6 +446,7 @@ async def connect(
         "error_cb": error_cb,
         "disconnected_cb": disconnected_cb,
         "reconnected_cb": reconnected_cb,
+        "closed_cb": closed_cb,
         **_auth_kwargs(opts),
         **opts.extra,
     }
@@ -257,7 +454,7 @@ async def connect(
     if tls is not None:
         kwargs["tls"] = tls
     # With reconnect-forever, nats-py retries the first connect forever too (e.g. on bad credentials);
-    # bound it so the caller gets the reason instead of a hang, and stop at once on a refusal.
+    # bound it so the caller gets the reason instead of a hang.
     budget = max(opts.connect_timeout * 3, 5.0)
     where = ", ".join(servers)
     try:
@@ -283,7 +480,7 @@ async def connect(
         raise NatsConnectionError(
             f"cannot connect to NATS at {', '.join(servers)}: {type(e).__name__}: {e}"
         ) from e
-    first_connect = False
+    nc.established = True
     log.info(
         "connected to NATS at %s as %r", nc.connected_url.geturl() if nc.connected_url else servers, opts.name
     )
@@ -312,6 +509,10 @@ async def _connect_unless_refused(
     if refusal in done:
         raise NatsNotAuthorizedError("refused")
     raise TimeoutError
+
+
+def _describe(error: BaseException | None) -> str:
+    return f"{type(error).__name__}: {error}" if error is not None else "no error given"
 
 
 def jetstream(nc: Any, opts: NatsOptions) -> Any:
