@@ -47,7 +47,7 @@ Interfaces = Annotated[list[Name], Field(max_length=lim.MAX_LIST_ITEMS)]
 LabelKey = Annotated[str, AfterValidator(lim.check_label_key)]
 LabelValue = Annotated[str, AfterValidator(lim.check_label_value)]
 LabelMap = Annotated[dict[LabelKey, LabelValue], Field(max_length=lim.MAX_LABELS)]
-Secret = Annotated[str, AfterValidator(partial(lim.check_text, max_len=lim.MAX_REF_LEN))]
+CredentialText = Annotated[str, AfterValidator(partial(lim.check_text, max_len=lim.MAX_REF_LEN))]
 
 DEFAULT_LINK_NAME = "default"
 DEFAULT_REGISTRY_TYPE = "oci"
@@ -440,9 +440,9 @@ class RegistryCredential(WireModel):
     omit_if_none = frozenset({"username", "password", "token"})
     payload_name = "registry credential"
 
-    username: Secret | None = None
-    password: Secret | None = None
-    token: Secret | None = None
+    username: CredentialText | None = None
+    password: CredentialText | None = None
+    token: CredentialText | None = None
     registry_type: str = Field(DEFAULT_REGISTRY_TYPE, alias="registryType")
 
     def auth_kind(self) -> Literal["basic", "token", "anonymous"]:
