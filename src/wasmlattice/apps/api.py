@@ -21,6 +21,7 @@ from wasmlattice.apps.manifest.load import parse_manifest
 from wasmlattice.apps.manifest.model import Manifest, ManifestError
 from wasmlattice.apps.status import NO_STATUS_MESSAGE, status_json, status_message, status_type
 from wasmlattice.apps.store import AppStore, AppStoreError, VersionExistsError
+from wasmlattice.protocol import limits
 from wasmlattice.protocol.events import CloudEvent, rfc3339, ulid_uuid
 from wasmlattice.supervision import Supervisor
 
@@ -97,6 +98,8 @@ def parse_api_subject(subject: str, prefix: str, lattice: str) -> tuple[str, str
     name = rest[0] if rest else None
     if name is not None and not name.strip():
         raise RequestError(f"Invalid subject {subject}: the app name token is empty")
+    if name is not None and len(name) > limits.MAX_NAME_LEN:
+        raise RequestError(f"Invalid subject: the app name is longer than {limits.MAX_NAME_LEN} characters")
     return op, name
 
 
@@ -197,14 +200,24 @@ class ApiServer:
             reply = {"result": "error", "message": f"internal error: {type(e).__name__}: {e}"}
         if not msg.reply:
             return
+        body = json.dumps(reply).encode()
+        max_payload = getattr(self.nc, "max_payload", limits.MAX_PAYLOAD)
+        if isinstance(max_payload, int) and len(body) > max_payload:
+            # The server would refuse it: answer with an error the requester can read instead.
+            message = f"the reply of {len(body)} bytes exceeds the NATS server's max_payload of {max_payload}"
+            body = json.dumps({"result": "error", "message": message}).encode()
         try:
-            await self.nc.publish(msg.reply, json.dumps(reply).encode())
+            await self.nc.publish(msg.reply, body)
         except Exception as e:
             log.warning("could not reply to %s: %s: %s", msg.subject, type(e).__name__, e)
 
     async def dispatch(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> Any:
         """The JSON reply to one request (raises RequestError for a refused one)."""
         op, name = parse_api_subject(subject, self.prefix, self.lattice)
+        if len(data) > limits.MAX_PAYLOAD:
+            raise RequestError(
+                f"model.{op}: the request body of {len(data)} bytes is larger than {limits.MAX_PAYLOAD} bytes"
+            )
         try:
             if op == "put":
                 async with self._lock:

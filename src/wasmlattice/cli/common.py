@@ -236,12 +236,17 @@ def ctl_call(
     nats_url: str, lattice: str, timeout: float, fn: Callable[[Any], Awaitable[T]], options: Any = None
 ) -> T:
     """Connect to NATS, run `fn(CtlClient)`, disconnect; every failure becomes one error line."""
+    from pydantic import ValidationError
+
     from wasmlattice.client.ctl import CtlClient, CtlError
+    from wasmlattice.protocol.wire import describe_validation_error
 
     try:
         return nats_call(nats_url, timeout, lambda nc: fn(CtlClient(nc, lattice, timeout=timeout)), options)
     except CtlError as e:
         fail(e.message)
+    except ValidationError as e:  # a request the host would refuse (protocol/limits.py): say why, once
+        fail(describe_validation_error(e.title, e))
     except ValueError as e:  # invalid subject tokens (host IDs, config names) and payload errors
         fail(str(e))
 

@@ -125,8 +125,16 @@ def host_labels(args: list[str]) -> dict[str, str]:
     Exits with code 2 on a malformed label or a `hostcore.` key: the host would only drop such a
     label with a log line, and the user would wait for a label that never appears.
     """
-    from wasmlattice.host.host import LABEL_ENV_PREFIX, LabelError, labels_from_env, parse_label_args
-    from wasmlattice.protocol.models import is_reserved_label
+    from wasmlattice.host.host import (
+        LABEL_ENV_PREFIX,
+        LabelError,
+        label_cap_message,
+        label_problem,
+        labels_from_env,
+        parse_label_args,
+    )
+    from wasmlattice.protocol.limits import MAX_LABELS
+    from wasmlattice.protocol.models import BUILTIN_LABELS, is_reserved_label
 
     labels: dict[str, str] = {}
     for arg in args:
@@ -137,9 +145,16 @@ def host_labels(args: list[str]) -> dict[str, str]:
     for key in labels:
         if is_reserved_label(key):
             fail(f"--label {key}: {RESERVED_LABEL_MESSAGE}", code=2)
-    for key in labels_from_env():
+    env_labels = labels_from_env()
+    for key, value in env_labels.items():
         if is_reserved_label(key):
             fail(f"{LABEL_ENV_PREFIX}{key}: {RESERVED_LABEL_MESSAGE} (or unset the variable)", code=2)
+        problem = label_problem(key, value)
+        if problem is not None:
+            fail(f"{LABEL_ENV_PREFIX}{key[:40]}: {problem}", code=2)
+    if len({**env_labels, **labels}) + len(BUILTIN_LABELS) > MAX_LABELS:
+        builtin = len(BUILTIN_LABELS)
+        fail(f"--label: {label_cap_message()} (including the {builtin} hostcore.* labels)", code=2)
     return labels
 
 

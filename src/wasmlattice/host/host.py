@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 
 import wasmlattice
 from wasmlattice.host.identity import HostIdentity, friendly_name
+from wasmlattice.protocol import limits
 from wasmlattice.protocol.models import (
+    BUILTIN_LABELS,
     HOSTCORE_LABEL_PREFIX,
     MSG_LABEL_RESERVED,
     HostInventory,
@@ -74,14 +76,37 @@ def builtin_labels() -> StrMap:
     }
 
 
+def label_problem(key: str, value: str) -> str | None:
+    """Why a label breaks the input limits (docs/protocol.md#field-limits), naming the field; or None."""
+    try:
+        limits.check_label_key(key)
+    except limits.LimitError as e:
+        return f"key: {e}"
+    try:
+        limits.check_label_value(value)
+    except limits.LimitError as e:
+        return f"value: {e}"
+    return None
+
+
+def label_cap_message() -> str:
+    """Reply text for a label put that would take a host over `limits.MAX_LABELS`."""
+    return f"labels: a host has at most {limits.MAX_LABELS} labels"
+
+
 def parse_label_args(args: Iterable[str]) -> StrMap:
     """Parse `key=value` label arguments (exactly one `=`, non-empty key); raises `LabelError`."""
     out: StrMap = {}
     for arg in args:
         if arg.count("=") != 1 or not arg.split("=", 1)[0].strip():
-            raise LabelError(f"invalid label {arg!r}: use key=value with exactly one '='")
+            raise LabelError(f"invalid label {limits.quote(arg)}: use key=value with exactly one '='")
         key, value = arg.split("=", 1)
+        problem = label_problem(key.strip(), value)
+        if problem is not None:
+            raise LabelError(f"invalid label {limits.quote(key.strip())}: {problem}")
         out[key.strip()] = value
+    if len(out) + len(BUILTIN_LABELS) > limits.MAX_LABELS:
+        raise LabelError(f"{label_cap_message()} (including the {len(BUILTIN_LABELS)} hostcore.* labels)")
     return out
 
 
@@ -106,7 +131,16 @@ def merge_labels(env_labels: Mapping[str, str], cli_labels: Mapping[str, str]) -
             if is_reserved_label(key):
                 log.warning("ignoring label %s: %s* labels are set by the host", key, HOSTCORE_LABEL_PREFIX)
                 continue
+            problem = label_problem(key, value)
+            if problem is not None:
+                log.warning("ignoring label %s: %s", limits.quote(key), problem)
+                continue
             labels[key] = value
+    room = limits.MAX_LABELS - len(BUILTIN_LABELS)
+    if len(labels) > room:
+        # Every ping, inventory and heartbeat carries the labels: they must stay bounded.
+        log.warning("ignoring %d labels: %s", len(labels) - room, label_cap_message())
+        labels = dict(list(labels.items())[:room])
     labels.update(builtin_labels())
     return labels
 
@@ -200,9 +234,14 @@ class Host:
         )
 
     def put_label(self, key: str, value: str) -> None:
-        """Set a label; `hostcore.*` keys (any case) raise `LabelError`."""
+        """Set a label; `hostcore.*` keys (any case) and labels over the limits raise `LabelError`."""
         if is_reserved_label(key):
             raise LabelError(MSG_LABEL_RESERVED)
+        problem = label_problem(key, value)
+        if problem is not None:
+            raise LabelError(problem)
+        if key not in self.labels and len(self.labels) >= limits.MAX_LABELS:
+            raise LabelError(label_cap_message())
         self.labels[key] = value
 
     def delete_label(self, key: str) -> bool:

@@ -23,6 +23,7 @@ from wasmlattice.lattice.context import ControlContext
 from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S, ProviderHealth
 from wasmlattice.lattice.workloads import WORKLOAD_OPS, WorkloadOps
 from wasmlattice.protocol import events as ev
+from wasmlattice.protocol import limits
 from wasmlattice.protocol import subjects as sj
 from wasmlattice.protocol.events import CloudEvent
 from wasmlattice.protocol.models import (
@@ -294,6 +295,11 @@ class ControlInterfaceServer:
             body = reply.to_wire()
         except Exception as e:
             body = fallback_error_body(f"failed to serialize reply: {e}")
+        max_payload = self.max_payload()
+        if len(body) > max_payload:
+            # A reply the server would refuse (link.get over many links, a large config) becomes an
+            # error the requester can read, instead of no reply at all.
+            body = CtlResponse[Any].fail(reply_too_large(len(body), max_payload)).to_wire()
         try:
             await self.nc.publish(msg.reply, body)
         except Exception as e:
@@ -305,6 +311,11 @@ class ControlInterfaceServer:
                 e,
             )
 
+    def max_payload(self) -> int:
+        """The largest payload the connected server accepts (`max_payload` of its INFO)."""
+        found = getattr(self.nc, "max_payload", None)
+        return found if isinstance(found, int) and found > 0 else limits.MAX_PAYLOAD
+
     async def _dispatch(self, subject: str, data: bytes) -> Reply:
         try:
             parsed = sj.parse_ctl_subject(subject, self.topic_prefix)
@@ -313,6 +324,15 @@ class ControlInterfaceServer:
         op = parsed.operation
         if parsed.host_id is not None and parsed.host_id != self.host.host_id:
             return CtlResponse[Any].fail(sj.UNSUPPORTED_SUBJECT)
+        if len(data) > limits.MAX_PAYLOAD:
+            return CtlResponse[Any].fail(
+                f"{op.value}: payload of {len(data)} bytes is larger than {limits.MAX_PAYLOAD} bytes"
+            )
+        if parsed.config_name is not None:
+            try:
+                limits.check_config_name(parsed.config_name)
+            except limits.LimitError as e:
+                return CtlResponse[Any].fail(f"{op.value}: config name: {e}")
         try:
             return await self._operation(op, parsed, data)
         except PayloadError as e:
@@ -418,8 +438,10 @@ class ControlInterfaceServer:
                 source_config=await self.state.live_config(link.source_config),
                 target_config=await self.state.live_config(link.target_config),
             ).to_wire()
+            if len(ild) > self.max_payload():
+                raise limits.LimitError(reply_too_large(len(ild), self.max_payload()))
             for end in (link.source_id, link.target):
-                await self.nc.publish(sj.linkdefs_put(end, self.lattice), ild)
+                await self.nc.publish(limits.check_subject(sj.linkdefs_put(end, self.lattice)), ild)
         except Exception as e:
             # The link is stored and reaches providers of this project through the KV watch; a
             # failed compatibility publish is only worth a warning, as in the v1 host.
@@ -434,7 +456,7 @@ class ControlInterfaceServer:
             ild = interface_link(removed).to_wire()
             for end in (removed.source_id, removed.target):
                 with contextlib.suppress(Exception):
-                    await self.nc.publish(sj.linkdefs_del(end, self.lattice), ild)
+                    await self.nc.publish(limits.check_subject(sj.linkdefs_del(end, self.lattice)), ild)
         await self.publish(
             ev.linkdef_deleted(
                 self.host.host_id,
@@ -487,6 +509,11 @@ def interface_link(
 def _clip(subject: str, limit: int = 200) -> str:
     """A subject for the log, cut short: a requester chooses its reply subject's length."""
     return subject if len(subject) <= limit else f"{subject[:limit]}…({len(subject)} characters)"
+
+
+def reply_too_large(size: int, max_payload: int) -> str:
+    """Reply text for a reply or message larger than the server's payload limit."""
+    return f"the reply of {size} bytes exceeds the NATS server's max_payload of {max_payload} bytes"
 
 
 def _deserialize_message(op: CtlOperation, error: PayloadError) -> str:

@@ -7,12 +7,23 @@ Field names, required fields, defaults and omitted-when-None fields follow docs/
 
 from __future__ import annotations
 
+import logging
+from functools import partial
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AfterValidator, AliasChoices, Field, ValidationError, field_validator
 
+from wasmlattice.protocol import limits as lim
 from wasmlattice.protocol.subjects import DEFAULT_LATTICE as DEFAULT_LATTICE
-from wasmlattice.protocol.wire import I32_MAX, I32_MIN, U32_MAX, U64_MAX, WireModel, WireRoot
+from wasmlattice.protocol.wire import (
+    I32_MAX,
+    I32_MIN,
+    U32_MAX,
+    U64_MAX,
+    WireModel,
+    WireRoot,
+    describe_validation_error,
+)
 from wasmlattice.protocol.wire import PayloadError as PayloadError  # re-exported for callers
 from wasmlattice.protocol.wire import parse_payload as parse_payload  # re-exported for callers
 
@@ -20,6 +31,23 @@ U32 = Annotated[int, Field(ge=0, le=U32_MAX)]
 U64 = Annotated[int, Field(ge=0, le=U64_MAX)]
 I32 = Annotated[int, Field(ge=I32_MIN, le=I32_MAX)]
 StrMap = dict[str, str]
+
+log = logging.getLogger(__name__)
+
+# Request fields are checked against the input limits (protocol/limits.py, docs/protocol.md#field-limits)
+# as they are parsed, so a refused value never reaches a handler. Reply and event models keep plain
+# types: they are built from values that were checked on the way in.
+Id = Annotated[str, AfterValidator(lim.check_id)]
+OptId = Annotated[str, AfterValidator(lim.check_optional_id)]
+Name = Annotated[str, AfterValidator(lim.check_name)]
+Ref = Annotated[str, AfterValidator(lim.check_ref)]
+ConfigName = Annotated[str, AfterValidator(lim.check_config_name)]
+ConfigNames = Annotated[list[ConfigName], Field(max_length=lim.MAX_LIST_ITEMS)]
+Interfaces = Annotated[list[Name], Field(max_length=lim.MAX_LIST_ITEMS)]
+LabelKey = Annotated[str, AfterValidator(lim.check_label_key)]
+LabelValue = Annotated[str, AfterValidator(lim.check_label_value)]
+LabelMap = Annotated[dict[LabelKey, LabelValue], Field(max_length=lim.MAX_LABELS)]
+CredentialText = Annotated[str, AfterValidator(partial(lim.check_text, max_len=lim.MAX_REF_LEN))]
 
 DEFAULT_LINK_NAME = "default"
 DEFAULT_REGISTRY_TYPE = "oci"
@@ -79,13 +107,13 @@ class ScaleComponentCommand(WireModel):
     omit_if_none = frozenset({"annotations", "component_limits"})
     payload_name = "component.scale"
 
-    component_ref: str = ""
-    component_id: str
+    component_ref: Ref = ""
+    component_id: Id
     count: U32 = 0
-    annotations: StrMap | None = None
-    component_limits: StrMap | None = None
-    host_id: str = ""
-    config: list[str] = Field(default_factory=list)
+    annotations: LabelMap | None = None
+    component_limits: LabelMap | None = None
+    host_id: OptId = ""
+    config: ConfigNames = Field(default_factory=list)
     allow_update: bool = False
 
 
@@ -95,10 +123,10 @@ class UpdateComponentCommand(WireModel):
     omit_if_none = frozenset({"annotations"})
     payload_name = "component.update"
 
-    component_id: str = ""
-    new_component_ref: str = ""
-    host_id: str = ""
-    annotations: StrMap | None = None
+    component_id: OptId = ""
+    new_component_ref: Ref = ""
+    host_id: OptId = ""
+    annotations: LabelMap | None = None
 
 
 class ComponentAuctionRequest(WireModel):
@@ -106,9 +134,9 @@ class ComponentAuctionRequest(WireModel):
 
     payload_name = "component.auction"
 
-    component_ref: str = ""
-    component_id: str
-    constraints: StrMap
+    component_ref: Ref = ""
+    component_id: Id
+    constraints: LabelMap
 
 
 class ComponentAuctionAck(WireModel):
@@ -131,11 +159,11 @@ class StartProviderCommand(WireModel):
     omit_if_none = frozenset({"annotations"})
     payload_name = "provider.start"
 
-    provider_id: str
-    provider_ref: str = ""
-    host_id: str = ""
-    config: list[str] = Field(default_factory=list)
-    annotations: StrMap | None = None
+    provider_id: Id
+    provider_ref: Ref = ""
+    host_id: OptId = ""
+    config: ConfigNames = Field(default_factory=list)
+    annotations: LabelMap | None = None
 
 
 class StopProviderCommand(WireModel):
@@ -143,8 +171,8 @@ class StopProviderCommand(WireModel):
 
     payload_name = "provider.stop"
 
-    host_id: str = ""
-    provider_id: str = Field("", validation_alias=AliasChoices("provider_id", "provider_ref"))
+    host_id: OptId = ""
+    provider_id: OptId = Field("", validation_alias=AliasChoices("provider_id", "provider_ref"))
 
 
 class ProviderAuctionRequest(WireModel):
@@ -152,9 +180,9 @@ class ProviderAuctionRequest(WireModel):
 
     payload_name = "provider.auction"
 
-    provider_ref: str = ""
-    provider_id: str
-    constraints: StrMap
+    provider_ref: Ref = ""
+    provider_id: Id
+    constraints: LabelMap
 
 
 class ProviderAuctionAck(WireModel):
@@ -186,7 +214,7 @@ class StopHostCommand(WireModel):
     payload_name = "host.stop"
     empty_payload_ok = True
 
-    host_id: str = ""
+    host_id: OptId = ""
     timeout: U64 | None = None
 
 
@@ -258,8 +286,8 @@ class HostLabel(WireModel):
 
     payload_name = "label.put"
 
-    key: str
-    value: str
+    key: LabelKey
+    value: LabelValue
 
     def is_reserved(self) -> bool:
         """Whether the key is a `hostcore.*` label (case-insensitive), which cannot be set."""
@@ -271,7 +299,7 @@ class HostLabelIdentifier(WireModel):
 
     payload_name = "label.del"
 
-    key: str
+    key: LabelKey
 
 
 def is_reserved_label(key: str) -> bool:
@@ -287,14 +315,14 @@ class Link(WireModel):
 
     payload_name = "link.put"
 
-    source_id: str
-    target: str
-    name: str = DEFAULT_LINK_NAME
-    wit_namespace: str
-    wit_package: str
-    interfaces: list[str]
-    source_config: list[str] = Field(default_factory=list)
-    target_config: list[str] = Field(default_factory=list)
+    source_id: Id
+    target: Id
+    name: Name = DEFAULT_LINK_NAME
+    wit_namespace: Name
+    wit_package: Name
+    interfaces: Interfaces
+    source_config: ConfigNames = Field(default_factory=list)
+    target_config: ConfigNames = Field(default_factory=list)
 
 
 class DeleteInterfaceLinkDefinitionRequest(WireModel):
@@ -302,10 +330,10 @@ class DeleteInterfaceLinkDefinitionRequest(WireModel):
 
     payload_name = "link.del"
 
-    source_id: str
-    name: str = DEFAULT_LINK_NAME
-    wit_namespace: str
-    wit_package: str
+    source_id: Id
+    name: Name = DEFAULT_LINK_NAME
+    wit_namespace: Name
+    wit_package: Name
 
 
 class LinkList(WireRoot[list[Link]]):
@@ -338,6 +366,21 @@ class ComponentSpecification(WireModel):
 
     url: str
     links: list[Link] = Field(default_factory=list)
+
+    @field_validator("links", mode="before")
+    @classmethod
+    def _skip_invalid_links(cls, value: Any) -> Any:
+        # A link stored by an older host or by hand may break today's limits; it is skipped (and
+        # so never published to a subject or a provider) rather than hiding the spec's other links.
+        if not isinstance(value, list):
+            return value
+        kept: list[Any] = []
+        for i, item in enumerate(value):
+            try:
+                kept.append(Link.model_validate(item, strict=True))
+            except ValidationError as e:
+                log.warning("skipping stored link %d: %s", i, describe_validation_error("link", e))
+        return kept
 
 
 # --- config, claims, registries ---
@@ -397,9 +440,9 @@ class RegistryCredential(WireModel):
     omit_if_none = frozenset({"username", "password", "token"})
     payload_name = "registry credential"
 
-    username: str | None = None
-    password: str | None = None
-    token: str | None = None
+    username: CredentialText | None = None
+    password: CredentialText | None = None
+    token: CredentialText | None = None
     registry_type: str = Field(DEFAULT_REGISTRY_TYPE, alias="registryType")
 
     def auth_kind(self) -> Literal["basic", "token", "anonymous"]:
@@ -411,7 +454,12 @@ class RegistryCredential(WireModel):
         return "anonymous"
 
 
-class RegistryCredentialMap(WireRoot[dict[str, RegistryCredential]]):
+RegistryHost = Annotated[str, AfterValidator(partial(lim.check_text, max_len=lim.MAX_NAME_LEN))]
+
+
+class RegistryCredentialMap(
+    WireRoot[Annotated[dict[RegistryHost, RegistryCredential], Field(max_length=lim.MAX_LIST_ITEMS)]]
+):
     """`registry.put` body: credentials keyed by registry host (e.g. `ghcr.io`)."""
 
     payload_name = "registry.put"

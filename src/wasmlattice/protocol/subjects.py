@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from wasmlattice.protocol import limits
+
 DEFAULT_LATTICE = "default"
 DEFAULT_TOPIC_PREFIX = "wasmbus.ctl"
 CTL_VERSION = "v1"
@@ -95,12 +97,14 @@ def ctl_subject(
 
 
 def check_token(token: str) -> str:
-    """Ensure a host ID or config name is usable as one subject token (no `.`, `*`, `>`, whitespace)."""
-    if not token or any(c in token for c in ".*>") or any(c.isspace() for c in token):
-        raise ValueError(
-            f"{token!r} cannot be a NATS subject token (empty, or contains '.', '*', '>', space)"
-        )
-    return token
+    """Ensure a host ID or config name is usable as one subject token (no `.`, `*`, `>`, whitespace).
+
+    Raises `limits.LimitError` (a ValueError) naming the rule; the cap is `limits.MAX_ID_LEN`.
+    """
+    try:
+        return limits.check_token(token, limits.MAX_ID_LEN)
+    except limits.LimitError as e:
+        raise limits.LimitError(f"{limits.quote(token)} cannot be a NATS subject token: {e}") from None
 
 
 # --- what a host subscribes to (server side) ---

@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from wasmlattice.protocol.limits import MAX_PAYLOAD, find_unpaired_surrogate
+
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
 I32_MIN = -(2**31)
@@ -30,6 +32,8 @@ I32_MAX = 2**31 - 1
 # How much of an offending value an error message quotes; payloads can be large.
 _FOUND_LIMIT = 60
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# How much of one path part (a map key may be anything a sender chose) an error message quotes.
+_PATH_PART_LIMIT = 40
 
 
 class PayloadError(ValueError):
@@ -138,10 +142,14 @@ def format_path(loc: Sequence[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _IDENT.match(part):
+        elif part == "[key]":
+            # pydantic's marker for an error in a map key rather than its value
+            out += " (key)"
+        elif _IDENT.match(part) and len(part) <= _PATH_PART_LIMIT:
             out += f".{part}" if out else part
         else:
-            out += f"[{json.dumps(part)}]"
+            shown = part if len(part) <= _PATH_PART_LIMIT else part[: _PATH_PART_LIMIT - 3] + "..."
+            out += f"[{json.dumps(shown)}]"
     return out
 
 
@@ -173,6 +181,14 @@ def _describe(err: ErrorDetails) -> str:
     if kind in bounds:
         limit = next(iter(ctx.values()), "?")
         return f"{where}expected a number {bounds[kind]} {limit}, found {found}"
+    if kind == "too_long" and "max_length" in ctx:
+        found_len = ctx.get("actual_length")
+        if found_len is None and isinstance(err.get("input"), list | dict):
+            found_len = len(err["input"])
+        return f"{path or 'payload'}: at most {ctx['max_length']} entries, found {found_len}"
+    if kind == "value_error" and "error" in ctx:
+        # Our limit checks (protocol/limits.py) word the whole rule: `component_id: longer than ...`.
+        return f"{path or 'payload'}: {ctx['error']}"
     if kind == "literal_error":
         return f"{where}expected {ctx.get('expected', 'an allowed value')}, found {found}"
     expected = _EXPECTED.get(kind)
@@ -199,19 +215,29 @@ def decode_json(name: str, data: bytes | str) -> Any:
     else:
         text = data
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise PayloadError(
             f"{name}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from exc
     except ValueError as exc:
         raise PayloadError(f"{name}: invalid JSON: {exc}") from exc
+    # A `\ud800` escape decodes to a lone surrogate, which no reply or event could encode later:
+    # refuse it here, wherever it is (only escapes can produce one from UTF-8 input).
+    if not isinstance(data, bytes) or b"\\u" in data:
+        where = find_unpaired_surrogate(obj)
+        if where is not None:
+            field = f"{where}: " if where else ""
+            raise PayloadError(f"{name}: {field}contains an unpaired surrogate (not valid Unicode)")
+    return obj
 
 
 def parse_payload(model: type[M], data: bytes | str, name: str | None = None) -> M:
     """Parse a JSON payload into `model`, raising `PayloadError` with a precise one-line message."""
     label = name or getattr(model, "payload_name", None) or model.__name__
     empty_ok = bool(getattr(model, "empty_payload_ok", False))
+    if len(data) > MAX_PAYLOAD:
+        raise PayloadError(f"{label}: payload of {len(data)} bytes is larger than {MAX_PAYLOAD} bytes")
     if not data.strip():
         if empty_ok:
             return model.model_validate({})

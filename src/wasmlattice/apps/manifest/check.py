@@ -33,6 +33,7 @@ from wasmlattice.apps.manifest.model import (
     join_id,
 )
 from wasmlattice.apps.manifest.yaml_dialect import jsonable
+from wasmlattice.protocol import limits
 
 _NAME_RE = re.compile(r"[-A-Za-z0-9_]+")
 
@@ -117,7 +118,9 @@ class ManifestChecker(TraitChecker):
         if raw_name is not None:
             # wadm trims the name before use; the stored form is the trimmed one.
             meta["name"] = raw_name.strip()
-            if _NAME_RE.fullmatch(raw_name.strip()):
+            if len(raw_name.strip()) > limits.MAX_NAME_LEN:
+                self.error("metadata.name", f"longer than {limits.MAX_NAME_LEN} characters")
+            elif _NAME_RE.fullmatch(raw_name.strip()):
                 name = self.manifest_name = raw_name.strip()
             else:
                 self.error(
@@ -370,6 +373,11 @@ class ManifestChecker(TraitChecker):
                 cid, where = join_id(self.manifest_name, comp.name), f"{draft.path}.name"
                 how = " (computed from the manifest and component names; set 'id' to choose another)"
             else:
+                continue
+            try:
+                limits.check_id(cid)
+            except limits.LimitError as e:
+                self.error(where, f"component id {limits.quote(cid)}{how}: {e}")
                 continue
             if cid in ids:
                 self.error(

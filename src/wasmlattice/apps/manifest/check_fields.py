@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from wasmlattice.apps.manifest.yaml_dialect import yaml_text
+from wasmlattice.protocol import limits
 
 _LABEL_NAME_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 _DNS_PART_RE = re.compile(r"[A-Za-z]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?")
@@ -77,6 +78,16 @@ class FieldChecker:
         """Record a warning at field `path`."""
         self.warnings.append(f"{path}: {message}")
 
+    def limit(self, value: str | None, path: str, check: Callable[[str], str]) -> str | None:
+        """`value` if it passes one of the input limits of protocol/limits.py, else None and an error."""
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except limits.LimitError as e:
+            self.error(path, str(e))
+            return None
+
     def mapping(self, value: Any, path: str, what: str = "a mapping") -> dict[Any, Any] | None:
         """`value` if it is a mapping, else None and an error saying `what` was expected."""
         if isinstance(value, dict):
@@ -132,6 +143,8 @@ class FieldChecker:
         if value is None:
             return None
         obj[key] = value
+        if self.limit(value, fpath, lambda v: limits.check_text(v, limits.MAX_REF_LEN)) is None:
+            return None
         if nonempty and not value.strip():
             self.error(fpath, "expected a non-empty string, found ''")
             return None
@@ -181,7 +194,10 @@ class FieldChecker:
         found = self.string_map(value, path)
         if found is None:
             return None
-        for key in found:
+        if len(found) > limits.MAX_LABELS:
+            self.error(path, f"at most {limits.MAX_LABELS} entries, found {len(found)}")
+        for key, item in found.items():
+            self.limit(item, key_path(path, key), limits.check_label_value)
             if not is_label_key(key):
                 self.error(
                     key_path(path, key),

@@ -20,6 +20,7 @@ from wasmlattice.apps.manifest.model import (
     SharedRef,
     Spread,
 )
+from wasmlattice.protocol import limits
 
 # Packages and interfaces wadm knows under its well-known namespaces; anything else under these
 # namespaces is most likely a typo, so it earns a warning (custom namespaces are never checked).
@@ -71,7 +72,7 @@ class TraitChecker(FieldChecker):
             if obj is None:
                 continue
             self.keys(obj, ipath, ("name",), ("properties",), strict=True)
-            name = self.field_text(obj, "name", ipath)
+            name = self.limit(self.field_text(obj, "name", ipath), f"{ipath}.name", limits.check_config_name)
             props = None
             if obj.get("properties") is not None:
                 props = self.string_map(obj["properties"], f"{ipath}.properties")
@@ -92,7 +93,7 @@ class TraitChecker(FieldChecker):
             if obj is None:
                 continue
             self.keys(obj, ipath, ("name", "properties"), (), strict=False)
-            name = self.field_text(obj, "name", ipath)
+            name = self.limit(self.field_text(obj, "name", ipath), f"{ipath}.name", limits.check_config_name)
             ppath = f"{ipath}.properties"
             props = self.mapping(obj["properties"], ppath) if "properties" in obj else None
             if props is None:
@@ -214,6 +215,13 @@ class TraitChecker(FieldChecker):
                 if "requirements" in obj
                 else None
             )
+            if reqs is not None:
+                # Requirements become auction constraints: the control interface's label limits.
+                try:
+                    limits.check_label_map(reqs)
+                except limits.LimitError as e:
+                    self.error(f"{spath}.requirements", str(e))
+                    reqs = None
             weight = self.whole(obj["weight"], f"{spath}.weight") if obj.get("weight") is not None else None
             if name is not None and name in seen:
                 self.warn(f"{spath}.name", f"spread name {name!r} is used twice in this scaler")
@@ -236,10 +244,14 @@ class TraitChecker(FieldChecker):
             ("target", "name", "source", "source_config", "target_config"),
             strict=False,
         )
-        namespace = self.field_text(props, "namespace", path)
-        package = self.field_text(props, "package", path)
+        namespace, package = (
+            self.limit(self.field_text(props, key, path), f"{path}.{key}", limits.check_name)
+            for key in ("namespace", "package")
+        )
         link_name = (
-            self.field_text(props, "name", path) if props.get("name") is not None else DEFAULT_LINK_NAME
+            self.limit(self.field_text(props, "name", path), f"{path}.name", limits.check_name)
+            if props.get("name") is not None
+            else DEFAULT_LINK_NAME
         )
         interfaces = (
             self.interfaces(props["interfaces"], f"{path}.interfaces") if "interfaces" in props else None
@@ -314,9 +326,12 @@ class TraitChecker(FieldChecker):
         if not items:
             self.error(path, "expected at least one interface, found an empty list")
             return None
+        if len(items) > limits.MAX_LIST_ITEMS:
+            self.error(path, f"at most {limits.MAX_LIST_ITEMS} interfaces, found {len(items)}")
+            return None
         out: list[str] = []
         for index, item in enumerate(items):
-            iface = self.text(item, f"{path}[{index}]")
+            iface = self.limit(self.text(item, f"{path}[{index}]"), f"{path}[{index}]", limits.check_name)
             if iface is not None and not iface.strip():
                 self.error(f"{path}[{index}]", "expected a non-empty interface name, found ''")
             elif iface is not None:
