@@ -297,3 +297,15 @@ async def test_a_host_whose_credentials_are_revoked_exits_with_an_error(setup: S
     await setup.wait_dropped("auth")
     await setup.assert_visible_again_or_exited()
     assert setup.host.poll() not in (None, 0), setup.log_text()
+
+
+@pytest.mark.parametrize("setup", [True], indirect=True, ids=["auth"])
+async def test_a_password_in_the_nats_url_reaches_neither_ping_nor_log(setup: Setup) -> None:
+    """`host.ping` replies carry the host's NATS URL (`ctl_host`, `rpc_host`) to anyone on the
+    lattice, and the log names it: a password in `--nats-url` must appear in neither."""
+    password = HOST_USER.partition(":")[2]
+    (host,) = [h for h in await setup.ctl.ping_hosts(wait=0.5) if h.id == setup.host_id]
+    described = json.dumps(host.model_dump(mode="json"))
+    assert f"127.0.0.1:{setup.nats.port}" in described
+    assert password not in described
+    assert password not in setup.log_text()

@@ -32,6 +32,8 @@ from wasmlattice.protocol.connection import (
     NatsOptions,
     connect,
     jetstream,
+    public_url,
+    without_userinfo,
 )
 from wasmlattice.protocol.kv import KvError
 from wasmlattice.protocol.models import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HOST_STOP_TIMEOUT_S
@@ -188,7 +190,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             state,
             topic_prefix=opts.ctl_topic_prefix,
             heartbeat_interval=opts.heartbeat_interval,
-            ctl_host=nc.connected_url.geturl() if nc.connected_url else opts.nats_url,
+            ctl_host=public_url(nc) or ",".join(without_userinfo(u) for u in opts.nats_url.split(",")),
             js_domain=opts.js_domain,
             on_stop=request_stop,
             components=components,

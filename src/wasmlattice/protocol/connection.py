@@ -429,7 +429,7 @@ async def connect(
         nc.refusals = 0
         log.info(
             "reconnected to NATS at %s (%s)",
-            nc.connected_url.geturl() if nc.connected_url else "?",
+            public_url(nc),
             opts.name,
         )
         if on_reconnect is not None:
@@ -481,9 +481,7 @@ async def connect(
             f"cannot connect to NATS at {', '.join(servers)}: {type(e).__name__}: {e}"
         ) from e
     nc.established = True
-    log.info(
-        "connected to NATS at %s as %r", nc.connected_url.geturl() if nc.connected_url else servers, opts.name
-    )
+    log.info("connected to NATS at %s as %r", public_url(nc) or servers, opts.name)
     return nc
 
 
@@ -509,6 +507,23 @@ async def _connect_unless_refused(
     if refusal in done:
         raise NatsNotAuthorizedError("refused")
     raise TimeoutError
+
+
+def without_userinfo(url: str) -> str:
+    """`url` without a user or password in it (`nats://u:p@h:4222` -> `nats://h:4222`)."""
+    parts = urlsplit(url.strip())
+    if "@" not in parts.netloc:
+        return url.strip()
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def public_url(nc: Any) -> str:
+    """The URL `nc` is connected to, without credentials ("" when not connected).
+
+    It is published in `host.ping` replies and logged, where a password would reach every reader.
+    """
+    url = getattr(nc, "connected_url", None)
+    return "" if url is None else without_userinfo(url.geturl())
 
 
 def _describe(error: BaseException | None) -> str:
