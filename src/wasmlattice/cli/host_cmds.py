@@ -14,11 +14,15 @@ from wasmlattice.cli import up_cmds
 from wasmlattice.cli.app import app, setup_logging
 from wasmlattice.cli.common import DEFAULT_CLI_NATS_URL, LabelOpt, LatticeOpt, NatsUrlOpt, fail, option_group
 from wasmlattice.cli.host_options import (
+    AllowDirOpt,
+    AllowFileLoadOpt,
     FriendlyNameOpt,
     HeartbeatOpt,
     HostSeedOpt,
     LogLevelOpt,
+    MaxComponentSizeOpt,
     NatsAuth,
+    allowed_dirs,
     host_labels,
     host_options,
 )
@@ -42,14 +46,22 @@ def host_cmd(
             help="Seconds a call to a component on another host may take (10).",
         ),
     ] = None,
+    allow_file_load: AllowFileLoadOpt = False,
+    allow_dir: AllowDirOpt = None,
+    max_component_size: MaxComponentSizeOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """Run one lattice host connected to an existing NATS server until Ctrl-C."""
+    """Run one lattice host connected to an existing NATS server until Ctrl-C.
+
+    The host loads file:// components only with --allow-file-load, and only from --allow-dir
+    directories, which are also the only places a blobstore-fs root may be.
+    """
     from wasmlattice.lattice.run import HostStartError, run_host
     from wasmlattice.protocol.connection import NatsConnectionError
 
     labels = host_labels(label or [])
     nats = auth.host_kwargs()
+    dirs = allowed_dirs(allow_dir)
     setup_logging(log_level)
     try:
         opts = host_options(
@@ -60,6 +72,9 @@ def host_cmd(
             friendly_name=friendly_name,
             heartbeat_interval=heartbeat_interval,
             invocation_timeout=invocation_timeout,
+            allow_file_load=allow_file_load,
+            allow_dirs=dirs,
+            max_component_size=max_component_size,
             **nats,
         )
         # run_host handles SIGINT/SIGTERM itself: it leaves the lattice gracefully.
