@@ -51,11 +51,7 @@ def host_cmd(
     max_component_size: MaxComponentSizeOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """Run one lattice host connected to an existing NATS server until Ctrl-C.
-
-    The host loads file:// components only with --allow-file-load, and only from --allow-dir
-    directories, which are also the only places a blobstore-fs root may be.
-    """
+    """Run one lattice host on an existing NATS server until Ctrl-C (file:// needs --allow-file-load)."""
     from wasmlattice.lattice.run import HostStartError, run_host
     from wasmlattice.protocol.connection import NatsConnectionError
 

@@ -15,6 +15,7 @@ from wasmlattice.host.components import ComponentRefError, ComponentRegistry, di
 from wasmlattice.lattice.context import ControlContext
 from wasmlattice.lattice.health import ProviderHealth
 from wasmlattice.protocol import events as ev
+from wasmlattice.protocol.events import CloudEvent
 from wasmlattice.protocol.models import (
     MSG_PROVIDER_ALREADY_RUNNING,
     MSG_PROVIDER_NOT_RUNNING,
@@ -161,9 +162,12 @@ class WorkloadOps:
                 error=str(e),
                 annotations=annotations,
             )
-            self.ctx.supervisor.spawn(f"refused:{component_id}", self.ctx.publish(event))
+            self.ctx.supervisor.spawn(f"refused:{component_id}", self._publish(event))
             return CtlResponse[Any].fail(str(e))
         return None
+
+    async def _publish(self, event: CloudEvent) -> None:
+        await self.ctx.publish(event)
 
     async def _do_scale(self, cmd: ScaleComponentCommand, update_after: bool) -> None:
         try:
