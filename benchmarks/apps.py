@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from common import machine, stop_processes
+from common import host_file_args, machine, stop_processes
 
 from wasmlattice.apps.client import AppClient
 from wasmlattice.client.ctl import CtlClient
@@ -103,6 +103,7 @@ async def run(args: argparse.Namespace) -> None:
                     LATTICE,
                 ]
                 cmd += ["--log-level", "warning", "--label", "pool=p", "--label", f"name=h{i}"]
+                cmd += host_file_args()
                 procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
             manager_cmd = [
                 sys.executable,

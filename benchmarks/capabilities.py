@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 import nats
 import redis.asyncio as aioredis
-from common import free_port, machine, stop_processes
+from common import free_port, host_file_args, machine, stop_processes
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
@@ -99,7 +99,7 @@ async def run(args: argparse.Namespace) -> None:
         rc: Any = None
         try:
             cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", server.url]
-            cmd += ["--lattice", LATTICE, "--log-level", "warning"]
+            cmd += ["--lattice", LATTICE, "--log-level", "warning", *host_file_args()]
             procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
             nc = await nats.connect(server.url)
             ctl = CtlClient(nc, LATTICE, timeout=30.0)

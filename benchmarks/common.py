@@ -23,6 +23,19 @@ from wasmlattice.client.ctl import CtlClient
 from wasmlattice.nats_server import EmbeddedNats
 from wasmlattice.protocol.models import Link
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def host_file_args() -> list[str]:
+    """Host flags that let benchmark hosts load the components they are given (built under the
+    repository, its `.build` folders, which may be links elsewhere, or a temporary directory)."""
+    dirs = [ROOT, ROOT / "tests" / "components" / ".build", ROOT / "examples" / ".build"]
+    args = ["--allow-file-load", "--allow-dir", tempfile.gettempdir()]
+    for d in dirs:
+        if d.is_dir():
+            args += ["--allow-dir", str(d)]
+    return args
+
 
 def free_port() -> int:
     """A free loopback TCP port."""
@@ -156,7 +169,7 @@ class BenchLattice:
 
     def start_host(self, *args: str) -> subprocess.Popen[bytes]:
         """Start a host process on this lattice (`args`: more `wasmlattice.lattice.run` options)."""
-        cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", self.url]
+        cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", self.url, *host_file_args()]
         return self.start([*cmd, "--lattice", self.lattice, "--log-level", "warning", *args])
 
     async def start_responder(self, subject: str, reply: bytes) -> None:

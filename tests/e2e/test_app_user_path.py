@@ -40,7 +40,19 @@ def test_deploy_the_example_app_with_the_cli(tmp_path: Path) -> None:
     (app_dir / "hello-app.yaml").write_text(text)
     data_dir = tmp_path / "up"
     state = json.loads(
-        ok("up", "--detach", "--data-dir", str(data_dir), "--nats-port", str(nats_port), "-o", "json").stdout
+        # `make up` runs from the repository, whose directory `up` allows; the copy is in tmp_path.
+        ok(
+            "up",
+            "--detach",
+            "--data-dir",
+            str(data_dir),
+            "--nats-port",
+            str(nats_port),
+            "--allow-dir",
+            str(tmp_path),
+            "-o",
+            "json",
+        ).stdout
     )
     # `up`'s NATS admits only the holder of its credentials: in its data dir (docs/security.md).
     nats = ["--nats-url", state["nats_url"], "--data-dir", str(data_dir)]

@@ -55,7 +55,17 @@ def test_new_user_path_through_the_cli(tmp_path: Path) -> None:
     shutil.copyfile(devbuild.build(EXAMPLES / "hello"), hello)
     data_dir, nats_port, http_port = tmp_path / "up", free_port(), free_port()
 
-    state = as_json("up", "--detach", "--data-dir", str(data_dir), "--nats-port", str(nats_port))
+    # `up` loads file:// components from its current directory by default; hello.wasm is elsewhere.
+    state = as_json(
+        "up",
+        "--detach",
+        "--data-dir",
+        str(data_dir),
+        "--nats-port",
+        str(nats_port),
+        "--allow-dir",
+        str(tmp_path),
+    )
     assert state["nats_url"] == f"nats://127.0.0.1:{nats_port}" and state["embedded_nats"] is True
     host_id = state["host_id"]
     # `up`'s NATS admits only the holder of its credentials: in its data dir (docs/security.md).

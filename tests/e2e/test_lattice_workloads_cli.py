@@ -82,6 +82,9 @@ def test_scale_start_link_update_stop(
     assert "failed" in bad.stderr and "does not exist" in bad.stderr and bad.stderr.count("\n") == 1
     bad_json = cli("scale", "component", "/nope/x.wasm", "ghost", "--host", us, "-o", "json", *common)
     assert bad_json.returncode == 1 and json.loads(bad_json.stdout)["success"] is False
+    # Outside the directories the host allows: refused in the host's reply, no file opened.
+    (refusal,) = json.loads(bad_json.stdout)["results"]
+    assert refusal["error"].endswith("not a regular file under the host's allowed directories (--allow-dir)")
 
     # No host matches the constraints.
     nomatch = cli("scale", "component", rel, "echo2", "-c", "zone=mars", "--auction-timeout", "0.5", *common)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -70,6 +71,8 @@ def link(namespace: str, package: str, interfaces: list[str], target: Any, **ext
 
 # How long an app may take to converge: the manager reconciles in rounds, slower than one link.
 CONVERGE = 60.0
+# A component file that does not exist, in a directory the test hosts allow (`host_cmd`).
+MISSING_FILE = f"file://{tempfile.gettempdir()}/wasmlattice-nonexistent/x.wasm"
 
 # One spread per zone, equal weights.
 ZONES = ({"name": "a", "requirements": {"zone": "a"}}, {"name": "b", "requirements": {"zone": "b"}})
@@ -438,13 +441,13 @@ async def _leads(manager: AppManager) -> bool:
 async def test_failures_are_reported_with_their_reasons(env: LatticeEnv, apps: Apps) -> None:
     await apps.start_manager()
     # No hosts yet: the app waits.
-    await apps.deploy(manifest("early", "v1", [component("c", "file:///nonexistent/x.wasm", spread(1))]))
+    await apps.deploy(manifest("early", "v1", [component("c", MISSING_FILE, spread(1))]))
     await apps.wait_status("early", "waiting", timeout=20)
     start_hosts(env, [{"zone": "a"}])
     await env.host_ids(1)
     # A spread no host can satisfy.
     nowhere = spread(2, {"name": "z", "requirements": {"zone": "z"}})
-    await apps.deploy(manifest("nowhere", "v1", [component("c", "file:///nonexistent/x.wasm", nowhere)]))
+    await apps.deploy(manifest("nowhere", "v1", [component("c", MISSING_FILE, nowhere)]))
     await apps.wait_status("nowhere", "failed")
     st = await apps.client.status("nowhere")
     assert "Could not satisfy spread z" in st.message, st

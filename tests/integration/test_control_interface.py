@@ -12,7 +12,9 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -370,8 +372,10 @@ async def test_malformed_payloads_are_refused(lattice: Lattice, ids: list[str]) 
 @pytest.mark.slow
 async def test_scale_failure_and_unmatched_auction(lattice: Lattice, ids: list[str]) -> None:
     host = ids[0]
-    # Scale is acknowledged before loading; a missing file then fails with an event.
-    scale = {"component_id": "echo", "component_ref": "file:///x.wasm", "count": 1}
+    # Scale is acknowledged before loading; a missing file (in a directory the host allows) then
+    # fails with an event.
+    missing = f"file://{tempfile.gettempdir()}/{uuid.uuid4().hex}/x.wasm"
+    scale = {"component_id": "echo", "component_ref": missing, "count": 1}
     reply = await lattice.request(lattice.subj("component.scale", host), scale)
     assert reply == {"success": True, "message": ""}
     failed = await lattice.wait_event("component_scale_failed", lambda e: e["data"]["component_id"] == "echo")

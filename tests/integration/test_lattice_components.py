@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +35,9 @@ async def test_auction_and_scale_failures(env: Env, echo_ref: str) -> None:
     assert [a.host_id for a in acks] == [host]
     assert await ctl.auction_component(echo_ref, "echo", {"zone": "other"}, wait=0.5) == []
 
-    # A missing file fails asynchronously, with the path in the error.
-    assert await ctl.scale_component(host, "file:///nonexistent/x.wasm", "ghost", 1) == ""
+    # A missing file (in a directory the host allows) fails asynchronously, with the path in the error.
+    missing = f"file://{tempfile.gettempdir()}/{uuid.uuid4().hex}/x.wasm"
+    assert await ctl.scale_component(host, missing, "ghost", 1) == ""
     failed = await env.wait_event("component_scale_failed", lambda e: e["data"]["component_id"] == "ghost")
     assert "does not exist" in failed["data"]["error"]
     await ctl.scale_component(host, "oci://ghcr.io/x/y:1", "oci", 1)

@@ -47,11 +47,16 @@ class LatticeEnv:
         await self.nc.subscribe(sj.events_wildcard(self.lattice), cb=on_event)
         await self.nc.flush()
 
-    def start_host(self, *extra: str) -> None:
-        """Start one more host process (`extra`: more `wasmlattice.lattice.run` arguments)."""
-        cmd = host_cmd(self.nats_url, self.lattice, "--label", "zone=test", *extra)
+    def start_host(self, *extra: str, files: bool = True, env: dict[str, str] | None = None) -> None:
+        """Start one more host process (`extra`: more `wasmlattice.lattice.run` arguments).
+
+        `files`: allow the tests' component and temporary directories (`host_cmd`); `env`: more
+        environment variables for this host.
+        """
+        cmd = host_cmd(self.nats_url, self.lattice, "--label", "zone=test", *extra, files=files)
         log = (self.log_dir / f"host{len(self.procs)}.log").open("wb")
-        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env))
+        proc_env = {**self.env, **(env or {})}
+        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=proc_env))
 
     async def wait_event(
         self, kind: str, where: Callable[[dict[str, Any]], bool] = lambda e: True, timeout: float = 60.0

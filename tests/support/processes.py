@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -33,8 +34,25 @@ def wasmlattice_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "wasmlattice.cli.main", *args]
 
 
-def host_cmd(nats_url: str, lattice: str, *args: str) -> list[str]:
-    """The command line of one lattice host (`python -m wasmlattice.lattice.run`) on `lattice`."""
+def test_file_args() -> list[str]:
+    """Host flags that let the tests' components load and blob roots work: `--allow-file-load`, and
+    `--allow-dir` for the build directories of test and example components and the temporary
+    directory (`tmp_path`)."""
+    from tests.support.components import BUILD_DIR, EXAMPLES
+
+    args = ["--allow-file-load", "--allow-dir", tempfile.gettempdir()]
+    for build in (BUILD_DIR, EXAMPLES / ".build"):
+        build.mkdir(parents=True, exist_ok=True)
+        args += ["--allow-dir", str(build)]
+    return args
+
+
+def host_cmd(nats_url: str, lattice: str, *args: str, files: bool = True) -> list[str]:
+    """The command line of one lattice host (`python -m wasmlattice.lattice.run`) on `lattice`.
+
+    `files`: add `test_file_args()` (a host loads no `file://` component and allows no blob root
+    without them); False for tests that choose the host's file policy themselves.
+    """
     return [
         sys.executable,
         "-m",
@@ -43,6 +61,7 @@ def host_cmd(nats_url: str, lattice: str, *args: str) -> list[str]:
         nats_url,
         "--lattice",
         lattice,
+        *(test_file_args() if files else []),
         *args,
     ]
 

@@ -141,6 +141,7 @@ def test_wasmcloud_variable_names_after_ours(command: str) -> None:
         "--js-domain": "WASMCLOUD_JS_DOMAIN",
         "--heartbeat-interval": "WASMCLOUD_HEARTBEAT_INTERVAL",
         "--log-level": "WASMCLOUD_LOG_LEVEL",
+        "--allow-file-load": "WASMCLOUD_ALLOW_FILE_LOAD",
     }
     for option, theirs in wasmcloud.items():
         ours = "WASMLATTICE_" + theirs.removeprefix("WASMCLOUD_")

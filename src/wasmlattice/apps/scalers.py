@@ -25,7 +25,7 @@ from wasmlattice.apps.manifest.model import (
 )
 from wasmlattice.apps.placement import HostView, place_daemon, place_provider, place_spreads
 from wasmlattice.apps.status import ScalerStatus
-from wasmlattice.client.ctl import CtlClient, CtlError
+from wasmlattice.client.ctl import CtlClient, CtlError, CtlNoHostError, CtlTimeoutError
 from wasmlattice.protocol.models import Link
 
 MANAGED_BY = "wasmcloud.dev/managed-by"
@@ -182,14 +182,21 @@ class Scalers:
                 self._expect.pop(key, None)  # the effect arrived: a later change may act at once
                 continue
             if self._due(key, EXPECT_COMPONENT_S):
-                await self.ctl.scale_component(
-                    v.host_id,
-                    comp.image,
-                    cid,
-                    want,
-                    annotations=annotations_for(app, sid, placement.spread_of.get(v.host_id, "default")),
-                    config=config,
-                )
+                try:
+                    await self.ctl.scale_component(
+                        v.host_id,
+                        comp.image,
+                        cid,
+                        want,
+                        annotations=annotations_for(app, sid, placement.spread_of.get(v.host_id, "default")),
+                        config=config,
+                    )
+                except (CtlNoHostError, CtlTimeoutError):
+                    raise
+                except CtlError as e:
+                    # A host may refuse in its reply (a `file://` image outside what it allows):
+                    # that is this scaler's failure, not the whole round's.
+                    st.state, st.message = "failed", e.message
             sent = True
         if st.state != "failed":
             st.state = "reconciling" if sent else "deployed"

@@ -31,6 +31,7 @@ from wasmlattice.capabilities.http_ingress import Forward, HttpTarget
 from wasmlattice.protocol.models import Link, ProviderDescription, StrMap
 from wasmlattice.runtime.execution import DeadlineExceeded, NeedsLoop, from_thread
 from wasmlattice.runtime.fastcall import GuestTrap
+from wasmlattice.runtime.hostfiles import HostFiles
 from wasmlattice.runtime.witypes import FuncSig
 from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.ctx import WasiCtx, ctx
@@ -311,6 +312,9 @@ class HostServices:
     supervisor: Supervisor | None = None
     # Deadline of one call to a component on another host (docs/protocol.md#wrpc: 10 s).
     invocation_timeout: float = DEFAULT_INVOCATION_TIMEOUT_S
+    # What control messages may reach on this machine: `file://` components, blobstore-fs roots
+    # (docs/security.md). Nothing unless the host's operator allowed it.
+    files: HostFiles = field(default_factory=HostFiles)
     _index: dict[tuple[str, str, str], Link] | None = None
     _index_generation: int = -1
 

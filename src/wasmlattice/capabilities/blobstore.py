@@ -6,7 +6,8 @@ unless it chose another); the link's target is a blobstore provider running on t
 - `builtin://blobstore-nats` (`capabilities.blobstore_nats`): a container is an object store
   bucket; link target config `bucket_prefix` keeps a link's containers apart from others'.
 - `builtin://blobstore-fs` (`capabilities.blobstore_fs`): a container is a directory under the
-  link target config's `root`; names are confined to it.
+  link target config's `root`; names are confined to it. The root must be inside a directory the
+  host allows (`--allow-dir`) and may not contain the host's secrets (docs/security.md).
 
 `get-container`/`create-container` bind the container resource to the backend of the link at that
 moment: later calls on it keep using that backend.
@@ -30,7 +31,6 @@ import concurrent.futures
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from pathlib import Path
 from typing import Any, TypeVar
 
 from wasmlattice.capabilities.base import (
@@ -47,6 +47,7 @@ from wasmlattice.capabilities.blobstore_nats import NatsBlobBackend
 from wasmlattice.protocol.models import Link, StrMap
 from wasmlattice.runtime.execution import NeedsLoop
 from wasmlattice.runtime.fastcall import Trap
+from wasmlattice.runtime.hostfiles import HostFileError
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import (
     BOOL,
@@ -497,9 +498,13 @@ class FsBlobstoreProvider(BlobstoreProvider):
                 f"link `{link.name}` from `{link.source_id}` to `{self.provider_id}` has no `root` in its "
                 "target config; put a named config with `root=/some/directory` in the link's target_config"
             )
-        path = Path(root)
-        if not path.is_absolute():
-            raise CapabilityError(f"blobstore-fs root {root!r} must be an absolute path")
+        # The root comes from link config, which any control message can set: only a directory
+        # the host's operator allowed is used (docs/security.md).
+        try:
+            path = self.services.files.check_blob_root(root)
+        except HostFileError as e:
+            log.warning("%s: link `%s` from `%s`: %s", self.provider_id, link.name, link.source_id, e)
+            raise CapabilityError(str(e)) from None
         try:
             return await asyncio.get_running_loop().run_in_executor(None, FsBlobBackend, path)
         except OSError as e:

@@ -1,8 +1,10 @@
 """The `builtin://blobstore-fs` backend: containers are directories under one root directory.
 
 Link target config: `root` (required) is the directory a link's containers live in (created if
-missing). A container is a sub-directory `<root>/<container>`; an object is a file under it, and a
-`/` in an object name makes sub-directories (`a/b.txt`), like keys in S3.
+missing). Link config is whatever a control message says, so the provider
+(`capabilities.blobstore`) uses a root only inside a directory the host allows (`--allow-dir`).
+A container is a sub-directory `<root>/<container>`; an object is a file under it, and a `/` in
+an object name makes sub-directories (`a/b.txt`), like keys in S3.
 
 Confinement: nothing a guest names may reach outside `root`. Container names are one path
 component that does not start with `.`; object names are relative paths whose components are

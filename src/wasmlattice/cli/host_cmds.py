@@ -22,11 +22,15 @@ from wasmlattice.cli.common import (
     option_group,
 )
 from wasmlattice.cli.host_options import (
+    AllowDirOpt,
+    AllowFileLoadOpt,
     FriendlyNameOpt,
     HeartbeatOpt,
     HostSeedOpt,
     LogLevelOpt,
+    MaxComponentSizeOpt,
     NatsAuth,
+    allowed_dirs,
     host_labels,
     host_options,
     with_up_credentials,
@@ -52,14 +56,18 @@ def host_cmd(
             help="Seconds a call to a component on another host may take (10).",
         ),
     ] = None,
+    allow_file_load: AllowFileLoadOpt = False,
+    allow_dir: AllowDirOpt = None,
+    max_component_size: MaxComponentSizeOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """Run one lattice host connected to an existing NATS server until Ctrl-C."""
+    """Run one lattice host on an existing NATS server until Ctrl-C (file:// needs --allow-file-load)."""
     from wasmlattice.lattice.run import HostStartError, run_host
     from wasmlattice.protocol.connection import NatsConnectionError
 
     labels = host_labels(label or [])
     nats = with_up_credentials(auth.host_kwargs(), nats_url, data_dir)
+    dirs = allowed_dirs(allow_dir)
     setup_logging(log_level)
     try:
         opts = host_options(
@@ -70,6 +78,9 @@ def host_cmd(
             friendly_name=friendly_name,
             heartbeat_interval=heartbeat_interval,
             invocation_timeout=invocation_timeout,
+            allow_file_load=allow_file_load,
+            allow_dirs=dirs,
+            max_component_size=max_component_size,
             **nats,
         )
         # run_host handles SIGINT/SIGTERM itself: it leaves the lattice gracefully.

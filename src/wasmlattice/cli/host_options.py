@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -85,6 +86,52 @@ HeartbeatOpt = Annotated[
         help="Seconds between host_heartbeat events (30).",
     ),
 ]
+
+# What control messages may reach on the host's machine (docs/security.md). wasmCloud has
+# `--allow-file-load`; the allowed directories and the file size cap are ours.
+ALLOW_FILE_LOAD_ENV = ["WASMLATTICE_ALLOW_FILE_LOAD", "WASMCLOUD_ALLOW_FILE_LOAD"]
+ALLOW_FILE_LOAD_HELP = (
+    "Load file:// components (only regular files under --allow-dir). Off by default, as in wasmCloud."
+)
+AllowFileLoadOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-file-load/--no-allow-file-load", envvar=ALLOW_FILE_LOAD_ENV, help=ALLOW_FILE_LOAD_HELP
+    ),
+]
+ALLOW_DIR_HELP = (
+    "Directory that file:// components and blobstore-fs roots may be in (symbolic links resolved); "
+    "repeatable. Nothing outside these is loaded or used as a blob root, whatever a control message says."
+)
+AllowDirOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--allow-dir",
+        envvar="WASMLATTICE_ALLOW_DIRS",
+        file_okay=False,
+        help=ALLOW_DIR_HELP + f" Variable: `{os.pathsep}`-separated.",
+    ),
+]
+MaxComponentSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-component-size",
+        min=1,
+        envvar="WASMLATTICE_MAX_COMPONENT_SIZE",
+        help="Bytes a file:// component may have (268435456, 256 MiB).",
+    ),
+]
+
+
+def allowed_dirs(dirs: list[Path] | None) -> list[Path]:
+    """The `--allow-dir` directories made absolute, or exit 2 if one is not a directory."""
+    resolved = []
+    for d in dirs or []:
+        if not d.is_dir():
+            fail(f"--allow-dir: {d} is not a directory", code=2)
+        resolved.append(d.resolve())
+    return resolved
+
 
 # wasmCloud's level names (`trace`, `warn`, `critical`) map onto Python's.
 _LOG_LEVELS = {

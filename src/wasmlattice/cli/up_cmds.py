@@ -32,11 +32,15 @@ from wasmlattice.cli.common import (
     read_up_state,
 )
 from wasmlattice.cli.host_options import (
+    ALLOW_DIR_HELP,
+    ALLOW_FILE_LOAD_ENV,
     FriendlyNameOpt,
     HeartbeatOpt,
     HostSeedOpt,
     LogLevelOpt,
+    MaxComponentSizeOpt,
     NatsAuth,
+    allowed_dirs,
     host_labels,
     host_options,
 )
@@ -45,11 +49,33 @@ from wasmlattice.cli.host_options import (
 # reads): the child gets it as flags or as our variables, so a stale wasmCloud-named one cannot
 # override it.
 _SHARED_SETTINGS: tuple[str, ...] = ("NATS_CREDS", "NATS_JWT", "NATS_SEED", "HOST_SEED", "JS_DOMAIN")
-_SHARED_SETTINGS += ("LATTICE", "HEARTBEAT_INTERVAL", "LOG_LEVEL")
+_SHARED_SETTINGS += ("LATTICE", "HEARTBEAT_INTERVAL", "LOG_LEVEL", "ALLOW_FILE_LOAD")
 _RESOLVED_ENV = frozenset(
     {f"{prefix}_{name}" for prefix in ("WASMLATTICE", "WASMCLOUD") for name in _SHARED_SETTINGS}
     | {f"WASMLATTICE_NATS_{name}" for name in ("TLS", "TLS_CA", "TLS_CERT", "TLS_KEY")}
+    | {"WASMLATTICE_ALLOW_DIRS", "WASMLATTICE_MAX_COMPONENT_SIZE"}
 )
+# Where blobstore-fs roots may go by default under `up` (inside its data dir).
+UP_BLOBS_DIR = "blobs"
+
+
+def default_up_allow_dirs(data_dir: Path) -> list[Path]:
+    """`up`'s allowed directories without --allow-dir: the current directory, and `<data-dir>/blobs`.
+
+    The current directory is left out when it is `/`, the home directory or above it: allowing it
+    would let any lattice client write under `~/.ssh` through a blobstore-fs root.
+    """
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    dirs = [] if cwd == home or cwd in home.parents or cwd == Path(cwd.anchor) else [cwd]
+    blobs = data_dir / UP_BLOBS_DIR
+    blobs.mkdir(parents=True, exist_ok=True)
+    return [*dirs, blobs.resolve()]
+
+
+def _files_line(host_kwargs: dict[str, Any]) -> str:
+    dirs = ", ".join(str(d) for d in host_kwargs.get("allow_dirs") or []) or "none"
+    loads = "file:// loading on" if host_kwargs.get("allow_file_load") else "file:// loading off"
+    return f"Files:   {loads}; allowed dirs (file://, blobstore-fs roots): {dirs} (--allow-dir)"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -157,6 +183,9 @@ async def _up_main(
             "host_id": identity.public_key,
             "data_dir": str(data_dir),
             "log": str(data_dir / "up.log"),
+            # What control messages may reach on this machine (docs/lattice.md#host-files).
+            "allow_file_load": bool(host_kwargs.get("allow_file_load")),
+            "allow_dirs": [str(d) for d in host_kwargs.get("allow_dirs") or []],
         }
         tmp = state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
@@ -169,6 +198,7 @@ async def _up_main(
                 typer.echo(f"Creds:   {creds} (only clients with this key may connect)")
             typer.echo(f"Lattice: {lattice}")
             typer.echo(f"Host:    {identity.public_key}")
+            typer.echo(_files_line(host_kwargs))
             typer.echo("Stop with Ctrl-C, or `wasmlattice down` from another terminal.")
         sys.stdout.flush()
         # run_host stops on SIGINT/SIGTERM (Ctrl-C, `wasmlattice down`) or a `host.stop` request.
@@ -212,6 +242,26 @@ def up(
     app_manager: Annotated[
         bool, typer.Option("--app-manager/--no-app-manager", help="Run the app manager in-process too.")
     ] = True,
+    allow_file_load: Annotated[
+        bool,
+        typer.Option(
+            "--allow-file-load/--no-allow-file-load",
+            envvar=ALLOW_FILE_LOAD_ENV,
+            help="Load file:// components (only regular files under --allow-dir). On for `up`.",
+        ),
+    ] = True,
+    allow_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--allow-dir",
+            envvar="WASMLATTICE_ALLOW_DIRS",
+            file_okay=False,
+            help=ALLOW_DIR_HELP
+            + " Default for `up`: the current directory (unless it is / or your home directory or above)"
+            + " and <data-dir>/blobs.",
+        ),
+    ] = None,
+    max_component_size: MaxComponentSizeOpt = None,
     output: OutputOpt = OutputFormat.text,
     log_level: LogLevelOpt = "warning",
 ) -> None:
@@ -233,6 +283,11 @@ def up(
     ddir = (data_dir or default_up_dir()).resolve()
     ddir.mkdir(parents=True, exist_ok=True)
     _check_not_running(ddir)
+    host_kwargs.update(
+        allow_file_load=allow_file_load,
+        allow_dirs=allowed_dirs(allow_dir) if allow_dir else default_up_allow_dirs(ddir),
+        max_component_size=max_component_size,
+    )
     if detach:
         _up_detached(
             ddir, nats_port, nats_url, lattice, label or [], output, log_level, host_kwargs, app_manager
@@ -289,6 +344,11 @@ def _up_detached(
         cmd += ["--heartbeat-interval", repr(host_kwargs["heartbeat_interval"])]
     if host_kwargs.get("nats_tls"):
         cmd += ["--nats-tls"]
+    cmd += ["--allow-file-load" if host_kwargs.get("allow_file_load") else "--no-allow-file-load"]
+    for d in host_kwargs.get("allow_dirs") or []:
+        cmd += ["--allow-dir", str(d)]
+    if host_kwargs.get("max_component_size") is not None:
+        cmd += ["--max-component-size", str(host_kwargs["max_component_size"])]
     for key, flag in (
         ("nats_tls_ca", "--nats-tls-ca"),
         ("nats_tls_cert", "--nats-tls-cert"),
@@ -340,6 +400,7 @@ def _up_detached(
         typer.echo(f"Creds:   {state['nats_creds']} (only clients with this key may connect)")
     typer.echo(f"Lattice: {lattice}")
     typer.echo(f"Host:    {host_id}")
+    typer.echo(_files_line(host_kwargs))
     typer.echo(f"Logs:    {log_path}")
     typer.echo(f"Stop with `wasmlattice down --data-dir {ddir}`")
 

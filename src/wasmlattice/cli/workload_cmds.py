@@ -169,6 +169,16 @@ def outcome_entry(
     return entry
 
 
+def refused_entry(host: str, what: str, error: Exception) -> dict[str, Any]:
+    """One host's result when it refused the request in its reply (a `file://` reference outside
+    what the host allows, for one): no outcome event follows."""
+    reason = str(error)
+    for prefix in ("component.scale failed: ", "component.update failed: "):
+        reason = reason.removeprefix(prefix)
+    error_text = f"{what} on host {host} failed: {reason}"
+    return {"host_id": host, "message": "", "success": False, "event": None, "error": error_text}
+
+
 def _placement(
     host: str | None, constraint: list[str] | None, annotation: list[str] | None
 ) -> tuple[dict[str, str], dict[str, str] | None]:
@@ -213,6 +223,8 @@ def scale_component(
     lat: LatticeTarget,
 ) -> None:
     """Scale component ID (image REF) to --count instances, then wait for the host's outcome event."""
+    from wasmlattice.client.ctl import CtlError, CtlNoHostError, CtlTimeoutError
+
     image_ref = normalize_ref(ref)
     constraints, annotations = _placement(host, constraint, annotation)
 
@@ -225,34 +237,41 @@ def scale_component(
             )
         watch = EventWatch(c)
         await watch.start()
+        what = f"scaling component {component_id} to {count}"
         try:
             acks: dict[str, str] = {}
+            refused: dict[str, dict[str, Any]] = {}
             for h in targets:
-                acks[h] = await c.scale_component(
-                    h,
-                    image_ref,
-                    component_id,
-                    count,
-                    annotations=annotations,
-                    config=list(config or []),
-                    allow_update=allow_update,
-                )
+                try:
+                    acks[h] = await c.scale_component(
+                        h,
+                        image_ref,
+                        component_id,
+                        count,
+                        annotations=annotations,
+                        config=list(config or []),
+                        allow_update=allow_update,
+                    )
+                except (CtlNoHostError, CtlTimeoutError):
+                    raise
+                except CtlError as e:
+                    refused[h] = refused_entry(h, what, e)
             if no_wait:
                 results = [
                     {"host_id": h, "message": m, "success": True, "event": None} for h, m in acks.items()
                 ]
             else:
                 got = await watch.outcomes(
-                    targets,
+                    list(acks),
                     ("component_scaled", "component_scale_failed"),
                     lambda d: d.get("component_id") == component_id,
                     wait_timeout,
                 )
-                what = f"scaling component {component_id} to {count}"
                 results = [
                     outcome_entry(h, acks[h], got.get(h), "component_scaled", what, wait_timeout)
-                    for h in targets
+                    for h in acks
                 ]
+            results += list(refused.values())
         finally:
             await watch.close()
         return {"component_id": component_id, "image_ref": image_ref, "count": count, "results": results}
@@ -282,7 +301,7 @@ def update_component(
     lat: LatticeTarget,
 ) -> None:
     """Replace the image of running component ID with NEW_REF (on every host running it by default)."""
-    from wasmlattice.client.ctl import CtlError
+    from wasmlattice.client.ctl import CtlError, CtlNoHostError, CtlTimeoutError
 
     image_ref = normalize_ref(new_ref)
 
@@ -310,7 +329,16 @@ def update_component(
         watch = EventWatch(c)
         await watch.start()
         try:
-            acks = {h: await c.update_component(h, component_id, image_ref) for h in targets}
+            what = f"updating component {component_id} to {image_ref}"
+            acks: dict[str, str] = {}
+            for h in list(targets):
+                try:
+                    acks[h] = await c.update_component(h, component_id, image_ref)
+                except (CtlNoHostError, CtlTimeoutError):
+                    raise
+                except CtlError as e:
+                    targets.remove(h)
+                    results.append(refused_entry(h, what, e))
             got = {}
             if not no_wait and targets:
                 got = await watch.outcomes(
@@ -323,7 +351,6 @@ def update_component(
                 if no_wait:
                     results.append({"host_id": h, "message": acks[h], "success": True, "event": None})
                 else:
-                    what = f"updating component {component_id} to {image_ref}"
                     results.append(
                         outcome_entry(h, acks[h], got.get(h), "component_scaled", what, wait_timeout)
                     )

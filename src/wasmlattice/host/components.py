@@ -29,11 +29,12 @@ from wasmlattice.protocol.models import ComponentDescription, StrMap
 from wasmlattice.runtime.component import (
     CompileCache,
     ComponentError,
+    check_format,
     default_cache_dir,
-    read_component_file,
 )
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.execution import Workload
+from wasmlattice.runtime.hostfiles import HostFileError, HostFiles
 from wasmlattice.runtime.linking import HostRegistry, LinkedComponent, link
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.supervision import Supervisor
@@ -142,6 +143,8 @@ class ComponentRegistry:
         self.engine = engine or HostEngine()
         self.cache = cache or CompileCache(default_cache_dir())
         self.services = services
+        # What `file://` references may load (the host's `--allow-file-load`, `--allow-dir`).
+        self.files = services.files if services is not None else HostFiles()
         self.registry: HostRegistry = host_registry()
         self._linked: dict[str, LinkedComponent] = {}
         self._components: dict[str, RunningComponent] = {}
@@ -275,6 +278,8 @@ class ComponentRegistry:
                 secrets=dict(secrets),
             )
         running.context = context
+        # No `wasi:filesystem` grants on a lattice host: only `wasmlattice run --dir` makes them,
+        # so nothing a control message says can open a host directory to a guest.
         running.wasi = WasiConfig(component_id=running.component_id, args=["main.wasm"], component=context)
         running.target = self._target(running)
         timeout, memory = parse_limits(running.limits)
@@ -366,13 +371,33 @@ class ComponentRegistry:
         await self.sup.stop(0.0)  # components still being retired are cut short
         self.engine.close()
 
+    def check_ref(self, ref: str) -> None:
+        """`ComponentRefError` if this host's policy refuses `ref` outright (no file is opened).
+
+        Cheap enough for a control request to answer with the refusal instead of an ack.
+        """
+        try:
+            path = file_ref_path(ref)
+        except ComponentRefError:
+            return  # not a file: loading says what is wrong with it, as before
+        try:
+            self.files.check_load(ref, path)
+        except HostFileError as e:
+            raise ComponentRefError(str(e)) from None
+
     async def _load(self, ref: str) -> LinkedComponent:
         path = file_ref_path(ref)
         # Reading and compiling take a while for big components: keep the event loop free.
-        return await asyncio.get_running_loop().run_in_executor(None, self._load_blocking, path)
+        return await asyncio.get_running_loop().run_in_executor(None, self._load_blocking, ref, path)
 
-    def _load_blocking(self, path: str) -> LinkedComponent:
-        data = read_component_file(path)
+    def _load_blocking(self, ref: str, path: str) -> LinkedComponent:
+        # Only what the host allows, only a regular file, never more than the size cap
+        # (docs/security.md): the reference comes from a control message.
+        try:
+            data = self.files.read_component(ref, path)
+        except HostFileError as e:
+            raise ComponentRefError(str(e)) from None
+        check_format(data, path)
         # Many component ids often share one file (and scale repeats): compile and link it once.
         # A compiled, linked component is immutable, so every pool can instantiate from it.
         digest = hashlib.sha256(data).hexdigest()

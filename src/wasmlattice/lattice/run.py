@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from wasmlattice import aio
 from wasmlattice.capabilities.base import DEFAULT_INVOCATION_TIMEOUT_S, HostServices
 from wasmlattice.capabilities.manager import ProviderManager
+from wasmlattice.capabilities.secrets import key_file_path
 from wasmlattice.host.components import ComponentRegistry
 from wasmlattice.host.host import Host, LabelError, labels_from_env, parse_label_args
 from wasmlattice.host.identity import HostIdentity, HostIdentityError
@@ -39,6 +41,7 @@ from wasmlattice.protocol.kv import KvError
 from wasmlattice.protocol.models import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HOST_STOP_TIMEOUT_S
 from wasmlattice.protocol.state import LatticeState
 from wasmlattice.protocol.subjects import DEFAULT_LATTICE, DEFAULT_TOPIC_PREFIX, check_token
+from wasmlattice.runtime.hostfiles import DEFAULT_MAX_COMPONENT_SIZE, HostFiles
 from wasmlattice.supervision import Supervisor
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,10 @@ class HostOptions:
     - `invocation_timeout`: seconds a call to a component on another host may take (10).
     - `ctl_topic_prefix`: control subject prefix (`wasmbus.ctl`).
     - `stop_timeout`: default bound in seconds on graceful shutdown (10).
+    - `allow_file_load`: load `file://` components at all (`--allow-file-load`; off, as in wasmCloud).
+    - `allow_dirs`: the only directories `file://` components and blobstore-fs roots may be in
+      (`--allow-dir`; none). See docs/security.md.
+    - `max_component_size`: bytes a `file://` component may have (256 MiB).
     """
 
     nats_url: str = DEFAULT_NATS_URL
@@ -88,6 +95,24 @@ class HostOptions:
     invocation_timeout: float = DEFAULT_INVOCATION_TIMEOUT_S
     ctl_topic_prefix: str = DEFAULT_TOPIC_PREFIX
     stop_timeout: float = DEFAULT_HOST_STOP_TIMEOUT_S
+    allow_file_load: bool = False
+    allow_dirs: list[Path] = field(default_factory=list)
+    max_component_size: int = DEFAULT_MAX_COMPONENT_SIZE
+
+    def host_files(self) -> HostFiles:
+        """What control messages may reach on this machine (docs/security.md)."""
+        # No blobstore-fs root may contain the host's own secrets, even inside an allowed dir.
+        protected = [("secrets key", key_file_path())]
+        protected += [(what, p) for what, p in self._credential_files() if p is not None]
+        return HostFiles.of(
+            allow_file_load=self.allow_file_load,
+            allowed_dirs=self.allow_dirs,
+            max_component_size=self.max_component_size,
+            protected=protected,
+        )
+
+    def _credential_files(self) -> list[tuple[str, Path | None]]:
+        return [("NATS credentials", self.nats_creds), ("NATS TLS key", self.nats_tls_key)]
 
     def nats_options(self) -> NatsOptions:
         """The NATS connection options of the control connection."""
@@ -114,6 +139,11 @@ def build_host(opts: HostOptions) -> Host:
         raise HostStartError(f"heartbeat interval must be positive, got {opts.heartbeat_interval}")
     if opts.invocation_timeout <= 0:
         raise HostStartError(f"invocation timeout must be positive, got {opts.invocation_timeout}")
+    if opts.max_component_size <= 0:
+        raise HostStartError(f"max component size must be positive, got {opts.max_component_size}")
+    for d in opts.allow_dirs:
+        if not d.is_dir():
+            raise HostStartError(f"--allow-dir {d}: not a directory")
     try:
         identity = HostIdentity.from_seed(opts.host_seed) if opts.host_seed else HostIdentity.generate()
     except HostIdentityError as e:
@@ -165,7 +195,9 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             js=js,
             invocation_timeout=opts.invocation_timeout,
             supervisor=supervisor,
+            files=opts.host_files(),
         )
+        _log_file_policy(services.files)
         components = ComponentRegistry(services=services)
         await components.start()
         providers = ProviderManager(services)
@@ -251,6 +283,26 @@ async def _shutdown(
     await server.shutdown()
 
 
+def _log_file_policy(files: HostFiles) -> None:
+    dirs = ", ".join(files.allowed_dirs) or "none"
+    if files.allow_file_load:
+        log.info("file:// components load from: %s (at most %d bytes)", dirs, files.max_component_size)
+        if not files.allowed_dirs:
+            log.warning("--allow-file-load without --allow-dir: every file:// reference is refused")
+    else:
+        log.info("file:// components are refused (no --allow-file-load)")
+    log.info("blobstore-fs roots allowed under: %s", dirs)
+
+
+def env_flag(*names: str) -> bool:
+    """Whether the first of the variables `names` that is set says true (`1`, `true`, `yes`, `on`)."""
+    for name in names:
+        value = os.environ.get(name)
+        if value is not None:
+            return value.strip().lower() in ("1", "true", "yes", "on")
+    return False
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m wasmlattice.lattice.run", description="Run one wasmlattice host (for tests)."
@@ -278,6 +330,27 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a call to a component on another host may take",
     )
     p.add_argument("--ctl-topic-prefix", default=DEFAULT_TOPIC_PREFIX, help="control subject prefix")
+    p.add_argument(
+        "--allow-file-load",
+        action="store_true",
+        default=env_flag("WASMLATTICE_ALLOW_FILE_LOAD", "WASMCLOUD_ALLOW_FILE_LOAD"),
+        help="load file:// components (only under --allow-dir)",
+    )
+    env_dirs = os.environ.get("WASMLATTICE_ALLOW_DIRS", "")
+    p.add_argument(
+        "--allow-dir",
+        action="append",
+        type=Path,
+        default=[Path(d) for d in env_dirs.split(os.pathsep) if d],
+        metavar="DIR",
+        help="directory file:// components and blobstore-fs roots may be in (repeatable)",
+    )
+    p.add_argument(
+        "--max-component-size",
+        type=int,
+        default=DEFAULT_MAX_COMPONENT_SIZE,
+        help="bytes a file:// component may have",
+    )
     p.add_argument("--log-level", default="INFO", help="log level")
     return p
 
@@ -303,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             health_interval=args.health_interval,
             invocation_timeout=args.invocation_timeout,
             ctl_topic_prefix=args.ctl_topic_prefix,
+            allow_file_load=args.allow_file_load,
+            allow_dirs=list(args.allow_dir),
+            max_component_size=args.max_component_size,
         )
         aio.run(run_host(opts))
     except (HostStartError, NatsConnectionError, LabelError) as e:

@@ -11,10 +11,11 @@ import logging
 from typing import Any
 
 from wasmlattice.capabilities.manager import ProviderManager
-from wasmlattice.host.components import ComponentRegistry, different_ref_message
+from wasmlattice.host.components import ComponentRefError, ComponentRegistry, different_ref_message
 from wasmlattice.lattice.context import ControlContext
 from wasmlattice.lattice.health import ProviderHealth
 from wasmlattice.protocol import events as ev
+from wasmlattice.protocol.events import CloudEvent
 from wasmlattice.protocol.models import (
     MSG_PROVIDER_ALREADY_RUNNING,
     MSG_PROVIDER_NOT_RUNNING,
@@ -135,8 +136,38 @@ class WorkloadOps:
             message = different_ref_message(
                 cmd.component_id, existing.image_ref, cmd.component_ref, update_after
             )
+        if (existing is None and cmd.count > 0) or update_after:
+            refusal = self._refuse_ref(
+                cmd.host_id, cmd.component_id, cmd.component_ref, cmd.count, cmd.annotations
+            )
+            if refusal is not None:
+                return refusal
         self.ctx.supervisor.spawn(f"scale:{cmd.component_id}", self._do_scale(cmd, update_after))
         return CtlResponse[Any].ok(message=message)
+
+    def _refuse_ref(
+        self, host_id: str, component_id: str, ref: str, count: int, annotations: StrMap | None
+    ) -> CtlResponse[Any] | None:
+        """The failure reply (and `component_scale_failed` event) if the host's file policy refuses
+        `ref` (docs/security.md); None if loading may go ahead."""
+        try:
+            self.components.check_ref(ref)
+        except ComponentRefError as e:
+            log.warning("component %s: %s", component_id, e)
+            event = ev.component_scale_failed(
+                host_id,
+                component_id=component_id,
+                image_ref=ref,
+                max_instances=count,
+                error=str(e),
+                annotations=annotations,
+            )
+            self.ctx.supervisor.spawn(f"refused:{component_id}", self._publish(event))
+            return CtlResponse[Any].fail(str(e))
+        return None
+
+    async def _publish(self, event: CloudEvent) -> None:
+        await self.ctx.publish(event)
 
     async def _do_scale(self, cmd: ScaleComponentCommand, update_after: bool) -> None:
         try:
@@ -186,6 +217,11 @@ class WorkloadOps:
             return CtlResponse[Any].ok(
                 message=component_already_updated(cmd.component_id, cmd.new_component_ref)
             )
+        refusal = self._refuse_ref(
+            cmd.host_id, cmd.component_id, cmd.new_component_ref, existing.max_instances, cmd.annotations
+        )
+        if refusal is not None:
+            return refusal
         self.ctx.supervisor.spawn(
             f"update:{cmd.component_id}",
             self._do_update(cmd.component_id, cmd.new_component_ref, cmd.host_id, cmd.annotations),
