@@ -80,11 +80,17 @@ class OwnNats:
             assert time.monotonic() < deadline, self.log.read_text(errors="replace")
             await asyncio.sleep(0.1)
 
-    def reload(self, extra: str = "") -> None:
-        """Rewrite the config and have the server apply it (SIGHUP) to every connection."""
+    async def reload(self, extra: str = "") -> None:
+        """Rewrite the config and have the server apply it (SIGHUP) to every connection, returning
+        once it has: a client that speaks before that would still meet the old limits."""
         assert self.proc is not None
+        before = (await self._monitor("/varz") or {}).get("config_load_time")
         self.write_config(extra)
         self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while (await self._monitor("/varz") or {}).get("config_load_time") == before:
+            assert time.monotonic() < deadline, f"the server did not reload\n{self.log.read_text()}"
+            await asyncio.sleep(0.05)
 
     async def closed_connections(self) -> list[dict[str, Any]]:
         """The connections the server has closed, with the reason it gives for each."""
@@ -245,9 +251,9 @@ async def test_host_is_back_after_the_server_drops_it_over_max_control_line(setu
     """The server applies a tiny `max_control_line` to live connections: the host's next heartbeat
     is refused and its connection closed, whatever the control messages said."""
     await setup.ctl.ping_hosts(wait=0.2)  # the test's client speaks before the limit, not after
-    setup.nats.reload("max_control_line: 32")
+    await setup.nats.reload("max_control_line: 32")
     await setup.wait_dropped("control line")
-    setup.nats.reload()
+    await setup.nats.reload()
     await setup.assert_visible_again_or_exited()
     # The host said why in its own log, naming the server's error.
     assert "maximum control line exceeded" in setup.log_text().lower(), setup.log_text()
@@ -293,7 +299,7 @@ async def test_a_host_whose_credentials_are_revoked_exits_with_an_error(setup: S
     serving HTTP while invisible: it stops its components and exits non-zero, saying why."""
     assert setup.host is not None
     setup.nats.users = (TEST_USER,)
-    setup.nats.reload()
+    await setup.nats.reload()
     await setup.wait_dropped("auth")
     await setup.assert_visible_again_or_exited()
     assert setup.host.poll() not in (None, 0), setup.log_text()
