@@ -151,8 +151,11 @@ class KvBucket:
         """Set `key` if it is still at `version`; whether it was set."""
         raise NotImplementedError
 
-    async def watch(self, emit: Emit) -> None:
-        """Await `emit` for every change made after the call, in order, until cancelled."""
+    async def watch(self, emit: Emit, ready: Callable[[], None] | None = None) -> None:
+        """Await `emit` for every change made after `ready()` is called, in order, until cancelled.
+
+        `ready` runs once the watch is in place: a change made after it is never missed.
+        """
         raise KvError(f"bucket {self.name!r} cannot be watched")
 
 

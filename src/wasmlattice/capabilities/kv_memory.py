@@ -46,8 +46,8 @@ class MemoryBucket(KvBucket):
         for notify in list(self.watchers):
             notify(key, value)
 
-    async def watch(self, emit: Emit) -> None:
-        """Emit this bucket's changes from now on (until cancelled)."""
+    async def watch(self, emit: Emit, ready: Callable[[], None] | None = None) -> None:
+        """Emit this bucket's changes from now on (until cancelled); `ready()` once watching."""
         queue: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue(MAX_QUEUED_CHANGES)
         what = f"memory bucket {self.name!r}"
 
@@ -55,6 +55,8 @@ class MemoryBucket(KvBucket):
             queue_change(queue, what, key, value)
 
         self.watchers.append(notify)
+        if ready is not None:
+            ready()
         try:
             await drain_changes(queue, emit)
         finally:

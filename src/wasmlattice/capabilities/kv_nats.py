@@ -7,7 +7,7 @@ import base64
 import binascii
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from wasmlattice.capabilities.base import CapabilityError
@@ -68,8 +68,11 @@ class NatsBucket(KvBucket):
         self.kv = kv
         self.js = js
 
-    async def watch(self, emit: Emit) -> None:
-        """Emit the bucket's changes from now on: an ordered consumer delivering only new entries."""
+    async def watch(self, emit: Emit, ready: Callable[[], None] | None = None) -> None:
+        """Emit the bucket's changes from now on: an ordered consumer delivering only new entries.
+
+        `ready()` runs once the consumer exists: changes before it are not delivered.
+        """
         from nats.js import api
 
         if self.js is None:
@@ -93,6 +96,8 @@ class NatsBucket(KvBucket):
             ordered_consumer=True,
             deliver_policy=api.DeliverPolicy.NEW,
         )
+        if ready is not None:
+            ready()
         try:
             await drain_changes(queue, emit)
         finally:

@@ -145,8 +145,9 @@ class WatchingKvProvider(LinkTargetProvider):
             async def deliver(key: str, value: bytes | None) -> None:
                 await self._deliver(link, kv_link, backend, key, value)
 
-            log.info("%s: watching bucket %r", what, backend.name)
-            await backend.watch(deliver)
+            # Logged once the watch is in place, so that whoever waits for this line (a user, a
+            # test) knows every later change reaches the component.
+            await backend.watch(deliver, lambda: log.info("%s: watching bucket %r", what, backend.name))
         except asyncio.CancelledError:
             raise
         except (CapabilityError, KvError) as e:
