@@ -56,3 +56,36 @@ def test_run_refuses_bad_arguments_with_the_option_named(http_echo_wasm: Path) -
     r = cli("run", str(Path("/nonexistent/app.wasm")))
     assert r.returncode == 2
     assert "does not exist" in r.stderr
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:99999", "[::1]:70000", "127.0.0.1:0"])
+def test_run_refuses_a_port_out_of_range_without_a_traceback(http_echo_wasm: Path, listen: str) -> None:
+    r = cli("run", str(http_echo_wasm), "--listen", listen)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert "--listen" in r.stderr and listen in r.stderr and "1-65535" in r.stderr
+
+
+def test_run_refuses_a_host_it_cannot_encode_without_a_traceback(http_echo_wasm: Path) -> None:
+    listen = "ü" * 70 + ".example:8000"  # a label IDNA cannot encode: `bind` raises TypeError
+    r = cli("run", str(http_echo_wasm), "--listen", listen)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and f"cannot listen on {listen}" in r.stderr
+
+
+def test_call_errors_are_one_text_line_or_json() -> None:
+    nowhere = ("--nats-url", "nats://127.0.0.1:1", "--timeout", "1")
+    cases = [
+        (("echo", "judge"), "is not ns:pkg/interface.function"),
+        (("echo", "test:chain/judge.slow", "five"), "a string needs JSON quotes: '\"five\"'"),
+        (("echo", "test:chain/judge.slow", "1", *nowhere), "cannot reach NATS"),
+    ]
+    for args, needle in cases:
+        text = cli("call", *args)
+        assert text.returncode == 1, (text.stdout, text.stderr)
+        assert text.stdout == "" and text.stderr.startswith("error: ") and needle in text.stderr
+        assert text.stderr.strip().count("\n") == 0 and "Traceback" not in text.stderr
+        js = cli("call", *args, "-o", "json")
+        assert js.returncode == 1, (js.stdout, js.stderr)
+        doc = json.loads(js.stdout)
+        assert doc["success"] is False and needle in doc["error"], doc

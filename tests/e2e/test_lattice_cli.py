@@ -139,6 +139,11 @@ def test_up_detach_then_down(tmp_path: Path) -> None:
         assert hosts[0]["labels"]["env"] == "test"  # type: ignore[index]
         again = cli("up", "--detach", "--data-dir", str(data_dir), "--nats-port", str(port))
         assert again.returncode == 1 and "already running" in again.stderr and "down" in again.stderr
+        # Its log is at info (what it started shows there) and names the way to stop it that works
+        # without a terminal.
+        log = (data_dir / "up.log").read_text()
+        assert " INFO " in log and "connected to NATS" in log, log
+        assert "Ctrl-C" not in log and f"wasmlattice down --data-dir {data_dir}" in log, log
     finally:
         down = ok("down", "--data-dir", str(data_dir))
     assert "Stopped" in down.stdout

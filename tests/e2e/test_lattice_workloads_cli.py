@@ -75,6 +75,15 @@ def test_scale_start_link_update_stop(
     comps = inventory(common, eu)["components"]
     assert [(c["id"], c["image_ref"], c["max_instances"]) for c in comps] == [("echo", ref, 2)]
     assert inventory(common, us)["components"] == []
+    # Adding config (as docs/capabilities.md adds `--config SECRET_x`) without --count keeps the
+    # count each host runs it with; it used to reset it to 1.
+    ok("config", "put", "echo-extra", "greeting=hi", *common)
+    again = ok("scale", "component", rel, "echo", "--config", "echo-extra", "-o", "json", *common)
+    kept = json.loads(again.stdout)
+    assert kept["count"] == 2 and [(x["host_id"], x["count"]) for x in kept["results"]] == [(eu, 2)]
+    comps = inventory(common, eu)["components"]
+    assert [(c["id"], c["max_instances"]) for c in comps] == [("echo", 2)]
+    assert f"scaled to 2 on host {eu}" in ok("scale", "component", rel, "echo", *common).stdout
 
     # A component that cannot load: reported as failed, exit 1, one line naming the cause.
     bad = cli("scale", "component", str(tmp_path / "missing.wasm"), "ghost", "--host", us, *common)

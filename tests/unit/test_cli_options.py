@@ -1,10 +1,12 @@
 """CLI options: NATS credentials and TLS from WASMLATTICE_NATS_* variables, or from the data dir of
-the `up` that started the NATS; wasmCloud variable names."""
+the `up` that started the NATS; wasmCloud variable names; listen addresses, defaults and docs a
+newcomer reads."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,3 +168,113 @@ def test_log_levels_accept_wasmcloud_names() -> None:
     ]
     with pytest.raises(typer.BadParameter, match="'loud' is not a log level"):
         check_log_level("loud")
+
+
+# --- what a newcomer reads: addresses, values, defaults, docs ---
+
+
+@pytest.mark.parametrize(
+    ("listen", "needles"),
+    [
+        ("127.0.0.1:99999", ["99999", "1-65535"]),
+        ("[::1]:65536", ["65536", "1-65535"]),
+        ("127.0.0.1:0", ["port 0", "1-65535"]),
+        ("nowhere", ["HOST:PORT", "'nowhere'"]),
+        (":8000", ["HOST:PORT"]),
+        ("127.0.0.1:८०", ["HOST:PORT"]),  # Devanagari digits: isdigit(), but not a port
+    ],
+)
+def test_listen_addresses_outside_the_port_range_are_named(listen: str, needles: list[str]) -> None:
+    from wasmlattice.host.standalone import ServeOptions, parse_host_port
+
+    with pytest.raises(ValueError) as e:
+        ServeOptions(listen=listen).host_port()
+    for needle in needles:
+        assert needle in str(e.value)
+    assert parse_host_port("[::1]:8000") == ("::1", 8000)
+    assert parse_host_port("127.0.0.1:65535") == ("127.0.0.1", 65535)
+
+
+def test_call_argument_errors_show_json_not_python() -> None:
+    from wasmlattice.client.values import JsonValueError, from_json
+    from wasmlattice.runtime.witypes import Prim, RecordT
+
+    record = RecordT((("name", Prim("string")), ("ok", Prim("bool"))))
+    with pytest.raises(JsonValueError) as e:
+        from_json(record, {"name": "a", "ok": True, "x": None}, "argument 1")
+    assert '{"name": "a", "ok": true, "x": null}' in str(e.value)
+    assert "True" not in str(e.value) and "None" not in str(e.value)
+    with pytest.raises(JsonValueError) as e:
+        from_json(Prim("u8"), "é", "argument 2")
+    assert str(e.value) == 'argument 2: expected u8, got "é"'
+
+
+def _command(*path: str) -> object:
+    import typer.main
+
+    from wasmlattice.cli.main import app
+
+    cmd: object = typer.main.get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]  # type: ignore[attr-defined]
+    return cmd
+
+
+def test_up_logs_at_info_by_default() -> None:
+    # `up --detach` writes its log to up.log: at `warning` a deploy left no line there.
+    (level,) = [p for p in _command("up").params if p.name == "log_level"]  # type: ignore[attr-defined]
+    assert level.default == "info"
+
+
+def test_scale_component_keeps_the_running_count_unless_told() -> None:
+    # Without --count the CLI sends each host the count it runs with (`current_counts`): a scale
+    # that only adds `--config SECRET_x` must not reset it to 1.
+    (count,) = [p for p in _command("scale", "component").params if p.name == "count"]  # type: ignore[attr-defined]
+    assert count.default is None and count.required is False
+
+
+def test_the_app_commands_the_docs_list_exist_and_are_described_truly() -> None:
+    import re
+
+    docs = (Path(__file__).parents[2] / "docs" / "apps.md").read_text()
+    rows = re.findall(r"^\| `app ([a-z-]+).*?` \| (.*) \|$", docs, flags=re.M)
+    assert len(rows) >= 8, rows
+    commands = _command("app").commands  # type: ignore[attr-defined]
+    for name, does in rows:
+        assert name in commands, f"docs/apps.md lists `app {name}`, which the CLI does not have"
+        assert "not supported" not in does, f"docs/apps.md says `app {name}` is not supported; it is"
+
+
+def _all_commands() -> list[list[str]]:
+    """Every `wasmlattice` command path (`["scale", "component"]`, ...), groups included."""
+    import typer.main
+
+    from wasmlattice.cli.main import app
+
+    def walk(cmd: Any, path: list[str]) -> list[list[str]]:
+        out = [path]
+        for name, sub in getattr(cmd, "commands", {}).items():
+            out += walk(sub, [*path, name])
+        return out
+
+    return walk(typer.main.get_command(app), [])
+
+
+def test_help_is_plain_and_fits_80_columns() -> None:
+    from typer.testing import CliRunner
+
+    from wasmlattice.cli.main import app
+
+    paths = _all_commands()
+    assert ["scale", "component"] in paths and ["up"] in paths
+    for path in paths:
+        r = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        where = f"wasmlattice {' '.join(path)} --help"
+        assert r.exit_code == 0, (where, r.output)
+        # Flags take no value: a type after one (`--no-wait <bool>`) reads as if it took one, and
+        # a repeatable option takes one value each time, not a `<list[str]>`.
+        options = [line for line in r.output.splitlines() if line.lstrip().startswith("-")]
+        assert not [line for line in options if "<bool>" in line or "<list[" in line], (where, r.output)
+        assert not any(c in r.output for c in "╭│╰"), (where, r.output)  # no Rich panels
+        long = [line for line in r.output.splitlines() if len(line) > 80]
+        assert not long, (where, long)

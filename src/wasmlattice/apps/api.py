@@ -388,6 +388,7 @@ class ApiServer:
                 f"reconciling it ({type(e).__name__}: {e}); see its log, then deploy again"
             ) from e
         await self._publish(MANIFEST_PUBLISHED, manifest.raw)
+        log.info("app %s version %s deployed", name, version)
         return {
             "result": "acknowledged",
             "message": f"Deployment of {name} version {version} accepted",
@@ -410,6 +411,7 @@ class ApiServer:
         # Resent even when already undeployed, so a manager that missed it still cleans up.
         await self._notify_undeployed(name)
         message = f"Undeployed {name}" if was_deployed else f"{name} was already undeployed"
+        log.info("%s", message)
         return {"result": "acknowledged", "message": message, "name": name, "version": None}
 
     # -- checks and notifications --------------------------------------------------------------------

@@ -367,6 +367,11 @@ class Reconciler:
         status = self.statuses[name]
         if self._publish_status is None or self._emitted.get(name) == status:
             return
+        before = self._emitted.get(name, {}).get("status")
+        if before != status["status"]:  # the app's own state changed (not only a scaler's): log it
+            info = status["status"]
+            reason = f": {info['message']}" if info.get("message") else ""
+            log.info("app %s: %s%s", name, info["type"], reason)
         self._emitted[name] = json.loads(json.dumps(status))
         res = self._publish_status(name, status)
         if asyncio.iscoroutine(res):

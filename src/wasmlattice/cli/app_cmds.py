@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from wasmlattice.cli.app import app
+from wasmlattice.cli.app import app, command_group
 from wasmlattice.cli.common import (
     LatticeTarget,
     OutputFormat,
@@ -35,9 +35,7 @@ from wasmlattice.cli.common import (
 
 T = TypeVar("T")
 
-app_app = typer.Typer(
-    help="Deploy and manage applications (wadm manifests) through the app manager.", no_args_is_help=True
-)
+app_app = command_group("Deploy and manage applications (wadm manifests) through the app manager.")
 app.add_typer(app_app, name="app")
 
 # A bare app name (what wadm allows as metadata.name); anything else is taken as a file.

@@ -15,7 +15,7 @@ from wasmlattice.cli.app import app
 from wasmlattice.cli.common import (
     LatticeTarget,
     OutputFormat,
-    fail,
+    fail_as,
     option_group,
     print_json,
 )
@@ -62,24 +62,33 @@ def call_cmd(
     try:
         iface, version, func = split_target(target)
     except ValueError as e:
-        fail(str(e))
+        fail_as(lat.output, str(e))
     raw: list[Any] = []
     for i, text in enumerate(args or []):
         try:
             raw.append(json.loads(text))
         except ValueError as e:
-            fail(f"argument {i + 1} is not JSON ({e}): {text!r}")
+            fail_as(lat.output, _not_json(i + 1, text, e))
     logging.getLogger("wasmlattice.protocol.connection").setLevel(logging.ERROR)
     try:
         result = asyncio.run(
             _call(component_id, iface, version, func, raw, lat.nats_options(), lat.lattice, lat.timeout)
         )
     except CallError as e:
-        fail(str(e))
+        fail_as(lat.output, str(e))
     if lat.output is OutputFormat.json:
         print_json({"success": True, "result": result})
     else:
         typer.echo(json.dumps(result))
+
+
+def _not_json(n: int, text: str, e: ValueError) -> str:
+    """Why argument `n` is not JSON, with the hint a shell user needs most (strings need quotes)."""
+    where = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
+    hint = ""
+    if text and not text.lstrip().startswith(('"', "{", "[")):
+        hint = f"; a string needs JSON quotes: '{json.dumps(text, ensure_ascii=False)}'"
+    return f"argument {n} is not JSON ({where}): {text}{hint}"
 
 
 class CallError(Exception):
@@ -96,7 +105,7 @@ async def _call(
     lattice: str,
     timeout: float,
 ) -> Any:
-    from wasmlattice.client.ctl import CtlClient
+    from wasmlattice.client.ctl import CtlClient, CtlError
     from wasmlattice.client.values import JsonValueError, from_json, to_json
     from wasmlattice.protocol.connection import NatsConnectionError, connect
     from wasmlattice.protocol.wrpc.client import invoke
@@ -109,7 +118,10 @@ async def _call(
         raise CallError(str(e)) from None
     try:
         ctl = CtlClient(nc, lattice, timeout=min(timeout, 5.0))
-        image_ref = await _find_image(ctl, component_id)
+        try:
+            image_ref = await _find_image(ctl, component_id)
+        except CtlError as e:  # no answer to the inventory requests, or a refusal: one line, not a traceback
+            raise CallError(f"cannot find component {component_id}: {e.message}") from None
         instance, sig = await asyncio.get_running_loop().run_in_executor(
             None, _signature, image_ref, iface, version, func
         )
@@ -130,9 +142,9 @@ async def _call(
         subject = invocation_subject(f"{lattice}.{component_id}", instance, func)
         try:
             reply = await invoke(nc, subject, data, headers={"source-id": "wasmlattice-cli"}, timeout=timeout)
-        except WrpcError as e:
+            decoded = results_codec(sig).decode(reply)
+        except (WrpcError, ValueError) as e:
             raise CallError(f"calling {instance}.{func} on {component_id} failed: {e}") from None
-        decoded = results_codec(sig).decode(reply)
         return to_json(sig.result, decoded[0]) if decoded else None
     finally:
         with contextlib.suppress(Exception):

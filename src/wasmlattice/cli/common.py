@@ -71,7 +71,8 @@ TimeoutOpt = Annotated[
     typer.Option("--timeout", "-t", min=0.05, envvar="WASMLATTICE_TIMEOUT", help="Request timeout, seconds."),
 ]
 LabelOpt = Annotated[
-    list[str] | None, typer.Option("--label", "-l", help="Host label KEY=VALUE; repeatable.")
+    list[str] | None,
+    typer.Option("--label", "-l", metavar="KEY=VALUE", help="Host label KEY=VALUE; repeatable."),
 ]
 
 
@@ -116,7 +117,15 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def fail_as(output: OutputFormat, message: str, code: int = 1) -> NoReturn:
+    """`fail`, and with `-o json` first `{"success": false, "error": ...}` on stdout for scripts."""
+    if output is OutputFormat.json:
+        print_json({"success": False, "error": message})
+    fail(message, code)
+
+
 def print_json(data: Any) -> None:
+    """Print `data` as indented JSON on stdout."""
     typer.echo(json.dumps(data, indent=2, sort_keys=False))
 
 

@@ -109,6 +109,7 @@ AllowDirOpt = Annotated[
         "--allow-dir",
         envvar="WASMLATTICE_ALLOW_DIRS",
         file_okay=False,
+        metavar="DIR",
         help=ALLOW_DIR_HELP + f" Variable: `{os.pathsep}`-separated.",
     ),
 ]

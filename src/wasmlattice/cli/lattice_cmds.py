@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from wasmlattice.cli.app import app
+from wasmlattice.cli.app import app, command_group
 from wasmlattice.cli.common import (
     LatticeTarget,
     OutputFormat,
@@ -19,11 +19,11 @@ from wasmlattice.cli.common import (
     print_json,
 )
 
-get_app = typer.Typer(help="Show hosts, inventories, links, config and claims.", no_args_is_help=True)
-link_app = typer.Typer(help="Put and delete links between components and providers.", no_args_is_help=True)
-config_app = typer.Typer(help="Put, get and delete named config.", no_args_is_help=True)
-label_app = typer.Typer(help="Put and delete host labels.", no_args_is_help=True)
-stop_app = typer.Typer(help="Stop hosts.", no_args_is_help=True)
+get_app = command_group("Show hosts, inventories, links, config and claims.")
+link_app = command_group("Put and delete links between components and providers.")
+config_app = command_group("Put, get and delete named config.")
+label_app = command_group("Put and delete host labels.")
+stop_app = command_group("Stop hosts.")
 app.add_typer(get_app, name="get")
 app.add_typer(link_app, name="link")
 app.add_typer(config_app, name="config")
@@ -215,14 +215,17 @@ def link_put(
     namespace: Annotated[str, typer.Argument(help="WIT namespace, e.g. wasi.")],
     package: Annotated[str, typer.Argument(help="WIT package, e.g. keyvalue.")],
     interface: Annotated[
-        list[str], typer.Option("--interface", "-i", help="WIT interface, e.g. store; repeatable.")
+        list[str],
+        typer.Option("--interface", "-i", metavar="NAME", help="WIT interface, e.g. store; repeatable."),
     ],
     name: Annotated[str, typer.Option("--name", "--link-name", "-n", help="Link name.")] = "default",
     source_config: Annotated[
-        list[str] | None, typer.Option("--source-config", help="Named config for the source; repeatable.")
+        list[str] | None,
+        typer.Option("--source-config", metavar="NAME", help="Named config for the source; repeatable."),
     ] = None,
     target_config: Annotated[
-        list[str] | None, typer.Option("--target-config", help="Named config for the target; repeatable.")
+        list[str] | None,
+        typer.Option("--target-config", metavar="NAME", help="Named config for the target; repeatable."),
     ] = None,
     *,
     lat: LatticeTarget,

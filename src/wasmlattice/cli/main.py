@@ -60,7 +60,9 @@ def run(
     allow_outgoing: Annotated[
         list[str] | None,
         typer.Option(
-            "--allow-outgoing", help="Allow outgoing HTTP to HOST[:PORT]; repeatable; '*' allows all."
+            "--allow-outgoing",
+            metavar="HOST[:PORT]",
+            help="Allow outgoing HTTP to HOST[:PORT]; repeatable; '*' allows all.",
         ),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Per-request deadline in seconds.")] = 30.0,
@@ -72,11 +74,16 @@ def run(
         int, typer.Option(min=256, help="Longest request line or header field, in bytes.")
     ] = 8190,
     env: Annotated[
-        list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE for the guest; repeatable.")
+        list[str] | None,
+        typer.Option("--env", "-e", metavar="KEY=VALUE", help="KEY=VALUE for the guest; repeatable."),
     ] = None,
     dir: Annotated[
         list[str] | None,
-        typer.Option("--dir", help="Grant read-only access: HOST_DIR[::GUEST_DIR]; repeatable."),
+        typer.Option(
+            "--dir",
+            metavar="HOST_DIR[::GUEST_DIR]",
+            help="Grant read-only access: HOST_DIR[::GUEST_DIR]; repeatable.",
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:

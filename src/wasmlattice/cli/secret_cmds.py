@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from wasmlattice.cli.app import app
+from wasmlattice.cli.app import app, command_group
 from wasmlattice.cli.common import (
     LatticeTarget,
     OutputFormat,
@@ -32,11 +32,10 @@ from wasmlattice.cli.common import (
 
 T = TypeVar("T")
 
-secret_app = typer.Typer(
-    help="Store encrypted secrets for components (wasmcloud:secrets) and grant them to the components "
+secret_app = command_group(
+    "Store encrypted secrets for components (wasmcloud:secrets) and grant them to the components "
     "that may read them. A component reads a secret only if it is granted (--allow, `secret allow`); "
-    "naming SECRET_<name> in its config grants nothing.",
-    no_args_is_help=True,
+    "naming SECRET_<name> in its config grants nothing."
 )
 app.add_typer(secret_app, name="secret")
 

@@ -115,6 +115,8 @@ async def _up_main(
     output: str,
     host_kwargs: dict[str, Any],
     app_manager: bool = True,
+    *,
+    in_background: bool = False,
 ) -> None:
     from wasmlattice.host.identity import HostIdentity
     from wasmlattice.lattice.run import run_host
@@ -199,7 +201,10 @@ async def _up_main(
             typer.echo(f"Lattice: {lattice}")
             typer.echo(f"Host:    {identity.public_key}")
             typer.echo(_files_line(host_kwargs))
-            typer.echo("Stop with Ctrl-C, or `wasmlattice down` from another terminal.")
+            if in_background:  # no terminal to press Ctrl-C in: this goes to up.log
+                typer.echo(f"Stop with `wasmlattice down --data-dir {data_dir}`.")
+            else:
+                typer.echo("Stop with Ctrl-C, or `wasmlattice down` from another terminal.")
         sys.stdout.flush()
         # run_host stops on SIGINT/SIGTERM (Ctrl-C, `wasmlattice down`) or a `host.stop` request.
         await host_task
@@ -256,6 +261,7 @@ def up(
             "--allow-dir",
             envvar="WASMLATTICE_ALLOW_DIRS",
             file_okay=False,
+            metavar="DIR",
             help=ALLOW_DIR_HELP
             + " Default for `up`: the current directory (unless it is / or your home directory or above)"
             + " and <data-dir>/blobs.",
@@ -263,7 +269,12 @@ def up(
     ] = None,
     max_component_size: MaxComponentSizeOpt = None,
     output: OutputOpt = OutputFormat.text,
-    log_level: LogLevelOpt = "warning",
+    # Info, as `host` and `app-manager` log: what was deployed, started and bound shows in the log
+    # (`<data-dir>/up.log` with --detach).
+    log_level: LogLevelOpt = "info",
+    in_background: Annotated[
+        bool, typer.Option("--in-background", hidden=True, help="Set by `up --detach` for its child.")
+    ] = False,
 ) -> None:
     """Start NATS (with JetStream), one host and the app manager; with --detach, in the background."""
     from wasmlattice.nats_server import EmbeddedNatsError
@@ -295,7 +306,19 @@ def up(
         return
     setup_logging(log_level)
     try:
-        aio.run(_up_main(ddir, nats_port, nats_url, lattice, labels, output.value, host_kwargs, app_manager))
+        aio.run(
+            _up_main(
+                ddir,
+                nats_port,
+                nats_url,
+                lattice,
+                labels,
+                output.value,
+                host_kwargs,
+                app_manager,
+                in_background=in_background,
+            )
+        )
     except EmbeddedNatsError as e:
         fail(f"cannot start NATS: {e}")
     except Exception as e:  # start-up failures: one line, not a traceback
@@ -330,7 +353,7 @@ def _up_detached(
         if host_kwargs.get(key) is not None:
             env[var] = str(host_kwargs[key])
 
-    cmd = [sys.executable, "-m", "wasmlattice.cli.main", "up", "--data-dir", str(ddir)]
+    cmd = [sys.executable, "-m", "wasmlattice.cli.main", "up", "--in-background", "--data-dir", str(ddir)]
     cmd += ["--nats-port", str(nats_port), "--lattice", lattice, "--log-level", log_level]
     if not app_manager:
         cmd += ["--no-app-manager"]

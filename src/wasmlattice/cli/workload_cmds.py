@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from wasmlattice.cli.app import app
+from wasmlattice.cli.app import app, command_group
 from wasmlattice.cli.common import (
     LatticeTarget,
     OutputFormat,
@@ -30,9 +30,9 @@ from wasmlattice.cli.common import (
 from wasmlattice.cli.lattice_cmds import stop_app
 from wasmlattice.cli.placement import component_scale_targets, hosts_running, pick_provider_host
 
-scale_app = typer.Typer(help="Scale components.", no_args_is_help=True)
-update_app = typer.Typer(help="Update components to a new image reference.", no_args_is_help=True)
-start_app = typer.Typer(help="Start providers.", no_args_is_help=True)
+scale_app = command_group("Scale components.")
+update_app = command_group("Update components to a new image reference.")
+start_app = command_group("Start providers.")
 app.add_typer(scale_app, name="scale")
 app.add_typer(update_app, name="update")
 app.add_typer(start_app, name="start")
@@ -44,11 +44,16 @@ HostOpt = Annotated[
 ]
 ConstraintOpt = Annotated[
     list[str] | None,
-    typer.Option("--constraint", "-c", help="Host label KEY=VALUE the host must have; repeatable."),
+    typer.Option(
+        "--constraint", "-c", metavar="KEY=VALUE", help="Host label KEY=VALUE the host must have; repeatable."
+    ),
 ]
-ConfigOpt = Annotated[list[str] | None, typer.Option("--config", help="Named config to attach; repeatable.")]
+ConfigOpt = Annotated[
+    list[str] | None, typer.Option("--config", metavar="NAME", help="Named config to attach; repeatable.")
+]
 AnnotationOpt = Annotated[
-    list[str] | None, typer.Option("--annotation", "-a", help="Annotation KEY=VALUE; repeatable.")
+    list[str] | None,
+    typer.Option("--annotation", "-a", metavar="KEY=VALUE", help="Annotation KEY=VALUE; repeatable."),
 ]
 NoWaitOpt = Annotated[
     bool, typer.Option("--no-wait", help="Return after the host's acknowledgement, without the event.")
@@ -196,8 +201,18 @@ def scale_component(
     ref: Annotated[str, typer.Argument(help="Component reference: file:///abs.wasm, a local path, or OCI.")],
     component_id: Annotated[str, typer.Argument(help="Component ID.")],
     count: Annotated[
-        int, typer.Option("--count", "--max-instances", min=0, help="Max concurrent instances; 0 stops it.")
-    ] = 1,
+        int | None,
+        typer.Option(
+            "--count",
+            "--max-instances",
+            min=0,
+            help=(
+                "Max concurrent instances; 0 stops it. Default: the count it runs with on each host "
+                "(so adding --config keeps it), or 1 where it is new."
+            ),
+            show_default=False,
+        ),
+    ] = None,
     host: Annotated[
         str | None,
         typer.Option(
@@ -233,21 +248,28 @@ def scale_component(
             targets = [host]
         else:
             targets = await component_scale_targets(
-                c, image_ref, component_id, count, constraints, auction_timeout
+                c, image_ref, component_id, 1 if count is None else count, constraints, auction_timeout
             )
+        # Without --count each host keeps the count it runs the component with: a scale that only
+        # adds config (`--config SECRET_x`) must not reset it to a default.
+        if count is None:
+            counts = await current_counts(c, targets, component_id)
+        else:
+            counts = dict.fromkeys(targets, count)
         watch = EventWatch(c)
         await watch.start()
-        what = f"scaling component {component_id} to {count}"
         try:
             acks: dict[str, str] = {}
             refused: dict[str, dict[str, Any]] = {}
+            results: list[dict[str, Any]]
             for h in targets:
+                what = f"scaling component {component_id} to {counts[h]}"
                 try:
                     acks[h] = await c.scale_component(
                         h,
                         image_ref,
                         component_id,
-                        count,
+                        counts[h],
                         annotations=annotations,
                         config=list(config or []),
                         allow_update=allow_update,
@@ -268,13 +290,25 @@ def scale_component(
                     wait_timeout,
                 )
                 results = [
-                    outcome_entry(h, acks[h], got.get(h), "component_scaled", what, wait_timeout)
+                    outcome_entry(
+                        h,
+                        acks[h],
+                        got.get(h),
+                        "component_scaled",
+                        f"scaling component {component_id} to {counts[h]}",
+                        wait_timeout,
+                    )
                     for h in acks
                 ]
             results += list(refused.values())
         finally:
             await watch.close()
-        return {"component_id": component_id, "image_ref": image_ref, "count": count, "results": results}
+        for entry in results:
+            entry["count"] = counts[str(entry["host_id"])]
+        # One count for the whole command when every host got the same (always, with --count).
+        same = {counts[h] for h in targets}
+        overall = same.pop() if len(same) == 1 else None
+        return {"component_id": component_id, "image_ref": image_ref, "count": overall, "results": results}
 
     result = lat.ctl(go)
     result["success"] = all(r["success"] for r in result["results"])
@@ -283,10 +317,19 @@ def scale_component(
         result,
         lat.output,
         lambda r: (
-            f"Component {component_id} {verb} {count} on host {r['host_id']}"
+            f"Component {component_id} {verb} {r['count']} on host {r['host_id']}"
             + (" (acknowledged; not waiting for the outcome)" if no_wait else "")
         ),
     )
+
+
+async def current_counts(ctl: Any, hosts: list[str], component_id: str) -> dict[str, int]:
+    """The count each host runs `component_id` with (from its inventory), 1 where it does not run it."""
+    invs = await asyncio.gather(*(ctl.get_host_inventory(h) for h in hosts))
+    return {
+        h: next((max(1, int(cd.max_instances)) for cd in inv.components if cd.id == component_id), 1)
+        for h, inv in zip(hosts, invs, strict=True)
+    }
 
 
 @update_app.command("component")

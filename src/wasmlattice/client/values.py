@@ -9,6 +9,7 @@ its case name, flags as an array of names, an option as `null` or the value, a r
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -45,7 +46,9 @@ class JsonValueError(ValueError):
 
 
 def _bad(path: str, t: WitType, got: Any, why: str = "") -> JsonValueError:
-    shown = repr(got) if len(repr(got)) < 60 else repr(got)[:57] + "..."
+    # `got` came from JSON: shown as JSON (`{"a": true}`), as the user wrote it, not as Python.
+    text = json.dumps(got, ensure_ascii=False)
+    shown = text if len(text) < 60 else text[:57] + "..."
     extra = f" ({why})" if why else ""
     return JsonValueError(f"{path}: expected {t}, got {shown}{extra}")
 

@@ -51,11 +51,23 @@ class ServeOptions:
     cache_dir: Path | None = None
 
     def host_port(self) -> tuple[str, int]:
-        """The listen address split into host and port."""
-        host, _, port = self.listen.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"--listen must be HOST:PORT, got {self.listen!r}")
-        return host.strip("[]"), int(port)
+        """The listen address split into host and port; `ValueError` naming it if it is not one."""
+        return parse_host_port(self.listen)
+
+
+def parse_host_port(address: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[v6]:PORT` too) as (host, port); a `ValueError` naming the value and the range.
+
+    Checked here, not by the socket call: an out-of-range port would reach `bind` as an
+    OverflowError and a traceback.
+    """
+    host, _, port = address.strip().rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isascii() or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8000), got {address!r}")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {int(port)} of {address!r} is out of range: a port is 1-65535")
+    return host, int(port)
 
 
 def load_http_component(engine: HostEngine, path: str, cache: CompileCache) -> LinkedComponent:
@@ -188,7 +200,9 @@ def run_server(path: str, opts: ServeOptions) -> int:
     try:
         probe = bind_socket(host, port)
     except OSError as e:
-        raise ComponentError(f"cannot listen on {opts.listen}: {e.strerror}") from None
+        raise ComponentError(f"cannot listen on {opts.listen}: {e.strerror or e}") from None
+    except (ValueError, TypeError) as e:  # a host name the resolver cannot encode (a long non-ASCII label)
+        raise ComponentError(f"cannot listen on {opts.listen}: {e}") from None
     if opts.workers == 1:
         app = ComponentApp(path, opts)
         print(f"wasmlattice: {_describe(path, opts)}", flush=True)
