@@ -149,13 +149,22 @@ class _Connection(RequestHandler):
             self.head_timer = None
         super().connection_lost(exc)
 
-    def log_exception(self, *args: Any, **kw: Any) -> None:
-        """A malformed request is the client's fault: one line at debug; anything else, a traceback."""
-        exc = kw.get("exc_info")
-        if isinstance(exc, HttpProcessingError):
-            log.debug("malformed request from %s: %s", self.peername, exc.message or type(exc).__name__)
-            return
-        super().log_exception(*args, **kw)
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A malformed request is the client's fault: one line at debug (aiohttp logs a traceback)."""
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)  # a bug: keep its traceback
+        log.debug("malformed request from %s: %s", request.remote, message or type(exc).__name__)
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response had started; it cannot become an error")
+        resp = web.Response(status=status, text=message or "", content_type="text/plain")
+        resp.force_close()
+        return resp
 
 
 class IngressServer(web.Server):
