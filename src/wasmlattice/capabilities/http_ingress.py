@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 
 from wasmlattice.runtime.execution import SlotTimeout, Workload, interrupted, start_guest
 from wasmlattice.runtime.fastcall import GuestTrap
@@ -32,6 +36,170 @@ from wasmlattice.wasi.io import BytePipe, IoError
 log = logging.getLogger("wasmlattice.http")
 
 INCOMING_HANDLER = "wasi:http/incoming-handler"
+
+
+@dataclass(frozen=True)
+class IngressLimits:
+    """What one HTTP listener tolerates from its clients (docs/lattice.md, README `run` options).
+
+    `header_timeout`: seconds a new connection has to send a complete request head.
+    `idle_timeout`: seconds a kept-alive connection may wait for its next complete request head.
+    `body_timeout`: seconds a request body may stall (no new bytes) before the request fails.
+    `max_connections`: open connections per listener; past it a new one is answered 503 with
+    `Retry-After` and closed. The effective cap is at most half the process's file-descriptor
+    limit, so a listener cannot starve the rest of the process.
+    """
+
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    body_timeout: float = 30.0
+    max_connections: int = 1000
+
+    def connection_cap(self) -> int:
+        """`max_connections`, lowered to half the process's soft file-descriptor limit."""
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return max(1, min(self.max_connections, soft // 2))
+
+
+# Seconds a refused client is told to wait (`Retry-After`). A refusal waits up to
+# REFUSAL_LINGER for the request the client sent (read and discarded) before it closes: closing
+# with it unread would reset the connection, and the client would not see the 503. At most
+# MAX_LINGERING refusals wait at once, so refusing cannot use up the descriptors the cap saves.
+RETRY_AFTER = 1
+REFUSAL_LINGER = 0.25
+MAX_LINGERING = 64
+_BUSY_BODY = b"too many connections; retry later\n"
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %d\r\nConnection: close\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s"
+) % (RETRY_AFTER, len(_BUSY_BODY), _BUSY_BODY)
+_V09_BODY = b"HTTP/0.9 is not supported; send HTTP/1.0 or HTTP/1.1\n"
+_V09 = (
+    b"HTTP/1.1 505 HTTP Version Not Supported\r\nConnection: close\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s"
+) % (len(_V09_BODY), _V09_BODY)
+
+
+class _Refusal(asyncio.Protocol):
+    """A connection past the listener's cap: answered 503 with `Retry-After`, then closed."""
+
+    def __init__(self, server: IngressServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's is not an `asyncio.Transport` subclass).
+        transport = cast(asyncio.Transport, transport)
+        transport.write(_BUSY)
+        if self.server.lingering >= MAX_LINGERING:
+            transport.close()
+            return
+        self.server.lingering += 1
+        self.transport = transport
+        self.timer = asyncio.get_running_loop().call_later(REFUSAL_LINGER, self._close)
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._close()  # the request was read (and is discarded): closing now sends the 503 cleanly
+
+    def eof_received(self) -> bool:
+        self._close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.server.lingering -= 1
+            self.timer = None
+
+
+class _Connection(RequestHandler):
+    """aiohttp's HTTP/1 connection, plus a header-read timeout and one-line malformed-request logs."""
+
+    def __init__(self, manager: IngressServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.ingress = manager
+        self.head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # aiohttp's keep-alive timer covers every wait for a request head; this shorter one
+        # covers a new connection's first (set once per connection, nothing per request).
+        self.head_timer = self._loop.call_later(self.ingress.limits.header_timeout, self._head_timeout)
+
+    def _head_timeout(self) -> None:
+        self.head_timer = None
+        if self._request_count == 0 and self.transport is not None:  # no request head parsed yet
+            log.debug(
+                "closing %s: no complete request head within %ss",
+                self.peername,
+                self.ingress.limits.header_timeout,
+            )
+            self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+        super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A malformed request is the client's fault: one line at debug (aiohttp logs a traceback)."""
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)  # a bug: keep its traceback
+        log.debug("malformed request from %s: %s", request.remote, message or type(exc).__name__)
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response had started; it cannot become an error")
+        resp = web.Response(status=status, text=message or "", content_type="text/plain")
+        resp.force_close()
+        return resp
+
+
+class IngressServer(web.Server):
+    """aiohttp's low-level server with `IngressLimits`: timeouts and a connection cap per listener."""
+
+    def __init__(self, handler: Any, limits: IngressLimits, **kwargs: Any) -> None:
+        super().__init__(handler, keepalive_timeout=limits.idle_timeout, **kwargs)
+        self.limits = limits
+        self.cap = limits.connection_cap()
+        self.open = 0
+        self.refused = 0
+        self.lingering = 0
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        """Count an accepted connection."""
+        self.open += 1
+        super().connection_made(handler, transport)
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        """Count a closed connection."""
+        self.open -= 1
+        super().connection_lost(handler, exc)
+
+    def __call__(self) -> Any:
+        """The protocol for a new connection: a served one, or a refusal past the cap."""
+        if self.open >= self.cap:
+            self.refused += 1
+            if self.refused & (self.refused - 1) == 0:  # 1st, 2nd, 4th, 8th...: not one line each
+                log.warning(
+                    "refused %d connection(s) so far: %d open is this listener's cap (max_connections)",
+                    self.refused,
+                    self.cap,
+                )
+            return _Refusal(self)
+        return _Connection(self, loop=self._loop, **self._kwargs)
 
 
 class HttpTarget(Workload):
@@ -128,13 +296,18 @@ class HttpHandler:
     resolved, so a component replaced meanwhile finishes its in-flight requests on the old one.
     """
 
-    def __init__(self, resolve: Resolver, *, max_body: int) -> None:
+    def __init__(
+        self, resolve: Resolver, *, max_body: int, body_timeout: float = IngressLimits.body_timeout
+    ) -> None:
         self.resolve = resolve
         self.max_body = max_body
+        self.body_timeout = body_timeout
         self.client: OutgoingClient | None = None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one HTTP request by calling the guest's incoming handler."""
+        if request.version[0] < 1:
+            return refuse_http09(request)
         if self.client is None:
             self.client = OutgoingClient(asyncio.get_running_loop())
         if request.content_length is not None and request.content_length > self.max_body:
@@ -162,7 +335,9 @@ class HttpHandler:
         if data is not None:
             return await self._respond(request, target, call.ex, call.body)
         # The body still arrives: a task scoped to this request feeds it to the guest meanwhile.
-        pump = asyncio.get_running_loop().create_task(_pump_body(request, call.body, self.max_body))
+        pump = asyncio.get_running_loop().create_task(
+            _pump_body(request, call.body, self.max_body, self.body_timeout)
+        )
         try:
             return await self._respond(request, target, call.ex, call.body)
         finally:
@@ -336,6 +511,9 @@ def _failure(target: HttpTarget, exc: BaseException | None, req_body: BytePipe) 
         # (typically a trap), the client is told why.
         log.warning("%s: %s", name, body_err.message)
         return error_response(413, body_err.message)
+    if body_err is not None and isinstance(code, tuple) and code[:1] == ("connection-read-timeout",):
+        # The client stopped sending its body (already logged at debug, the connection closed).
+        return error_response(408, body_err.message)
     if isinstance(exc, GuestTrap):
         if interrupted(exc):
             log.warning("%s exceeded its %ss deadline and was interrupted", name, target.timeout)
@@ -448,13 +626,34 @@ class Exchange:
             await self._fut
 
 
-async def _pump_body(request: web.BaseRequest, pipe: BytePipe, limit: int) -> None:
-    from wasmlattice.wasi.io import IoError
+def refuse_http09(request: web.BaseRequest) -> web.StreamResponse:
+    """Refuse an HTTP/0.9 request (no version, no headers): 505 and the connection closed."""
+    log.debug("refused an HTTP/0.9 request from %s", request.remote)
+    transport = request.transport
+    if transport is not None:
+        transport.write(_V09)
+        transport.close()
+    # Nothing more reaches the client: aiohttp finds the transport closing and drops this.
+    return error_response(505, "HTTP/0.9 is not supported")
 
+
+async def _pump_body(request: web.BaseRequest, pipe: BytePipe, limit: int, idle: float) -> None:
     total = 0
     try:
         while True:
-            chunk = await request.content.readany()
+            try:
+                async with asyncio.timeout(idle):
+                    chunk = await request.content.readany()
+            except TimeoutError:
+                log.debug("request body from %s stalled for %ss", request.remote, idle)
+                pipe.finish(
+                    IoError(
+                        f"the request body stalled: no data for {idle}s", ("connection-read-timeout", None)
+                    )
+                )
+                if request.transport is not None:
+                    request.transport.close()
+                return
             if not chunk:
                 break
             total += len(chunk)

@@ -17,6 +17,10 @@ TLS: the keys `tls_cert_file` and `tls_priv_key_file` (PEM files, as in wasmClou
 source config may carry its own pair for its listener. A file that cannot be loaded fails the
 provider's start (a bad pair in a link's config: that link is not served, and the reason is logged).
 
+Client limits (`IngressLimits`, docs/lattice.md): `header_timeout`, `idle_timeout`, `body_timeout`
+(seconds) and `max_connections` (per listener) in the provider config apply to its listeners; in
+address mode a link's source config may set its own for its listener.
+
 A listener that cannot be opened (the port is taken, a link's TLS files are unreadable) is tried
 again with backoff (0.5 s doubling to 30 s, a supervised resync) without waiting for a lattice change;
 while any is failing, `health()` is unhealthy with each address and its error, so the host's health
@@ -39,7 +43,7 @@ import errno
 import logging
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
@@ -48,6 +52,8 @@ from wasmlattice.capabilities.http_ingress import (
     Forward,
     HttpHandler,
     HttpTarget,
+    IngressLimits,
+    IngressServer,
     bind_socket,
     error_response,
 )
@@ -135,6 +141,29 @@ def ssl_context(files: TlsFiles) -> ssl.SSLContext:
     return context
 
 
+LIMIT_KEYS = ("header_timeout", "idle_timeout", "body_timeout", "max_connections")
+
+
+def ingress_limits(config: Mapping[str, str], where: str, base: IngressLimits) -> IngressLimits:
+    """`base` with the client limits a (lower-cased) config sets; `ProviderConfigError` if invalid."""
+    changes: dict[str, float | int] = {}
+    for key in LIMIT_KEYS:
+        text = config.get(key, "").strip()
+        if not text:
+            continue
+        try:
+            value = int(text) if key == "max_connections" else float(text)
+        except ValueError:
+            value = 0
+        if not 0 < value < 1e9:
+            unit = "a whole number of connections" if key == "max_connections" else "seconds"
+            raise ProviderConfigError(
+                f"{where} sets `{key}` to {text!r}; it must be a positive number ({unit})"
+            )
+        changes[key] = value
+    return replace(base, **changes) if changes else base  # type: ignore[arg-type]
+
+
 def path_matches(prefix: str, path: str) -> bool:
     """Whether a request path falls under a route prefix (`/api` matches `/api` and `/api/x`)."""
     prefix = prefix.rstrip("/")
@@ -149,6 +178,7 @@ class _Listener:
     runner: web.ServerRunner
     handler: HttpHandler
     tls: TlsFiles | None = None
+    limits: IngressLimits = field(default_factory=IngressLimits)
     # Path prefix (path mode), host name (host mode) or "" (address mode) -> component ID.
     routes: dict[str, str] = field(default_factory=dict)
 
@@ -183,6 +213,7 @@ class HttpServerProvider:
         # The header host mode routes by (wasmCloud's provider config `header`).
         self.header = cfg.get("header", "host").strip() or "host"
         self.tls = tls_files(cfg, f"the config of provider {provider_id}")
+        self.limits = ingress_limits(cfg, f"the config of provider {provider_id}", IngressLimits())
         self._listeners: dict[tuple[str, int], _Listener] = {}
         # Listeners the links want that could not be opened in the last sync: address -> why.
         self._listen_errors: dict[tuple[str, int], str] = {}
@@ -226,7 +257,7 @@ class HttpServerProvider:
             ssl_context(self.tls)  # unreadable files fail the start, in every mode
         if self.routing_mode in SHARED_LISTENER_MODES:
             # One listener for the provider's lifetime; a bind (or TLS) failure fails the start.
-            await self._open(self.default_address, self.tls)
+            await self._open(self.default_address, self.tls, self.limits)
         await self.sup.start()
         self.state.listeners.append(self._resync.poke)
         # Through the resync, so a listener that cannot be opened now is retried with backoff.
@@ -257,18 +288,21 @@ class HttpServerProvider:
             errors: dict[tuple[str, int], str] = {}
             wanted: dict[tuple[str, int], dict[str, str]] = {}
             wanted_tls: dict[tuple[str, int], TlsFiles | None] = {}
+            wanted_limits: dict[tuple[str, int], IngressLimits] = {}
             if self.routing_mode in SHARED_LISTENER_MODES:
                 wanted[self.default_address] = {}
                 wanted_tls[self.default_address] = self.tls
+                wanted_limits[self.default_address] = self.limits
             for link in self.state.links():
                 if not is_http_link(link, self.provider_id):
                     continue
                 try:
-                    address, prefix, tls = await self._route_of(link)
+                    address, prefix, tls, limits = await self._route_of(link)
                 except Exception as e:
                     log.error("http-server %s: link to %s not served: %s", self.provider_id, link.target, e)
                     continue
                 wanted_tls.setdefault(address, tls)
+                wanted_limits.setdefault(address, limits)
                 routes = wanted.setdefault(address, {})
                 if prefix in routes and routes[prefix] != link.target:
                     log.error(
@@ -281,15 +315,19 @@ class HttpServerProvider:
                     )
                     continue
                 routes[prefix] = link.target
-            # A listener whose TLS files changed is opened again with the new ones.
-            stale = [a for a, lis in self._listeners.items() if a not in wanted or lis.tls != wanted_tls[a]]
+            # A listener whose TLS files or limits changed is opened again with the new ones.
+            stale = [
+                a
+                for a, lis in self._listeners.items()
+                if a not in wanted or lis.tls != wanted_tls[a] or lis.limits != wanted_limits[a]
+            ]
             for address in stale:
                 await self._close(address)
             for address, routes in wanted.items():
                 listener = self._listeners.get(address)
                 if listener is None:
                     try:
-                        listener = await self._open(address, wanted_tls[address])
+                        listener = await self._open(address, wanted_tls[address], wanted_limits[address])
                     except (OSError, ProviderConfigError) as e:
                         # Logged by the resync (rate-limited) and reported by `health`.
                         errors[address] = self._listen_error(address, routes, e)
@@ -316,19 +354,20 @@ class HttpServerProvider:
             return f"{text}; free the port or change {setting}"
         return f"{text}; change {setting}"
 
-    async def _route_of(self, link: Link) -> tuple[tuple[str, int], str, TlsFiles | None]:
-        """A link's listener address, route key and (address mode) TLS files."""
+    async def _route_of(self, link: Link) -> tuple[tuple[str, int], str, TlsFiles | None, IngressLimits]:
+        """A link's listener address, route key and (address mode) TLS files and client limits."""
         cfg = _lower(await self.state.merged_config(link.source_config))
         if self.routing_mode == "path":
             path = cfg.get("path")
             if not path:
                 raise ProviderConfigError("path routing needs a `path` in the link's source config")
-            return self.default_address, "/" + path.strip("/") if path.strip("/") else "", self.tls
+            prefix = "/" + path.strip("/") if path.strip("/") else ""
+            return self.default_address, prefix, self.tls, self.limits
         if self.routing_mode == "host":
             host = host_key(cfg.get("host", ""))
             if not host:
                 raise ProviderConfigError("host routing needs a `host` in the link's source config")
-            return self.default_address, host, self.tls
+            return self.default_address, host, self.tls, self.limits
         if "address" in cfg:
             host, port = split_address(cfg["address"])
         else:
@@ -337,16 +376,25 @@ class HttpServerProvider:
             if not cfg["port"].isdigit():
                 raise ProviderConfigError(f"invalid port {cfg['port']!r}")
             port = int(cfg["port"])
-        tls = tls_files(cfg, f"the source config of the link to {link.target}") or self.tls
-        return (host, port), "", tls
+        where = f"the source config of the link to {link.target}"
+        tls = tls_files(cfg, where) or self.tls
+        return (host, port), "", tls, ingress_limits(cfg, where, self.limits)
 
-    async def _open(self, address: tuple[str, int], tls: TlsFiles | None) -> _Listener:
+    async def _open(self, address: tuple[str, int], tls: TlsFiles | None, limits: IngressLimits) -> _Listener:
         context = None if tls is None else ssl_context(tls)
         sock = bind_socket(*address)
         holder: list[_Listener] = []
-        handler = HttpHandler(lambda request: self._resolve(holder[0], request), max_body=MAX_BODY)
-        server = web.Server(
-            handler.handle, max_line_size=MAX_HEADER_SIZE, max_field_size=MAX_HEADER_SIZE, access_log=None
+        handler = HttpHandler(
+            lambda request: self._resolve(holder[0], request),
+            max_body=MAX_BODY,
+            body_timeout=limits.body_timeout,
+        )
+        server = IngressServer(
+            handler.handle,
+            limits,
+            max_line_size=MAX_HEADER_SIZE,
+            max_field_size=MAX_HEADER_SIZE,
+            access_log=None,
         )
         # In-flight requests get a short grace period when a link delete closes the listener.
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=CLOSE_GRACE)
@@ -357,7 +405,7 @@ class HttpServerProvider:
             await runner.cleanup()
             sock.close()
             raise
-        listener = _Listener(address, runner, handler, tls)
+        listener = _Listener(address, runner, handler, tls, limits)
         holder.append(listener)
         self._listeners[address] = listener
         scheme = "https" if tls is not None else "http"

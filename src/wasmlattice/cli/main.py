@@ -73,6 +73,18 @@ def run(
     max_header_size: Annotated[
         int, typer.Option(min=256, help="Longest request line or header field, in bytes.")
     ] = 8190,
+    header_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a new connection has to send its request head.")
+    ] = 10.0,
+    idle_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a kept-alive connection may wait for its next request.")
+    ] = 60.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a request body may stall before the request fails.")
+    ] = 30.0,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Open connections per worker; past it new ones get 503.")
+    ] = 1000,
     env: Annotated[
         list[str] | None,
         typer.Option("--env", "-e", metavar="KEY=VALUE", help="KEY=VALUE for the guest; repeatable."),
@@ -88,6 +100,7 @@ def run(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve a wasi:http component over HTTP, the way `wasmtime serve` does."""
+    from wasmlattice.capabilities.http_ingress import IngressLimits
     from wasmlattice.host.standalone import ServeOptions, run_server
 
     setup_logging(log_level)
@@ -100,6 +113,7 @@ def run(
         allowed_outgoing=tuple(allow_outgoing or ()),
         max_body=_parse_size(max_body) or 0,
         max_header_size=max_header_size,
+        limits=IngressLimits(header_timeout, idle_timeout, body_timeout, max_connections),
         env=_parse_env(env or []),
         read_only_dirs=_parse_dirs(dir or []),
     )

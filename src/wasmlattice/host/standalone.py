@@ -24,7 +24,14 @@ from aiohttp import web
 
 from wasmlattice import aio
 from wasmlattice.capabilities.catalog import host_registry
-from wasmlattice.capabilities.http_ingress import INCOMING_HANDLER, HttpHandler, HttpTarget, bind_socket
+from wasmlattice.capabilities.http_ingress import (
+    INCOMING_HANDLER,
+    HttpHandler,
+    HttpTarget,
+    IngressLimits,
+    IngressServer,
+    bind_socket,
+)
 from wasmlattice.runtime.component import CompileCache, ComponentError, default_cache_dir, read_component_file
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.linking import LinkedComponent, link
@@ -44,6 +51,8 @@ class ServeOptions:
     allowed_outgoing: tuple[str, ...] = ()
     max_body: int = 64 * 1024 * 1024
     max_header_size: int = 8190
+    # Client timeouts and connection cap of the listener (IngressLimits has the defaults).
+    limits: IngressLimits = field(default_factory=IngressLimits)
     threads: int = 2
     env: list[tuple[str, str]] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
@@ -109,7 +118,9 @@ class ComponentApp:
             allowed_outgoing=tuple(opts.allowed_outgoing),
         )
         self.target = HttpTarget(path, self.pool, self.config, timeout=opts.timeout, threads=opts.threads)
-        self.handler = HttpHandler(lambda _request: self.target, max_body=opts.max_body)
+        self.handler = HttpHandler(
+            lambda _request: self.target, max_body=opts.max_body, body_timeout=opts.limits.body_timeout
+        )
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one HTTP request by calling the guest's incoming handler."""
@@ -124,8 +135,9 @@ class ComponentApp:
 
 async def serve_app(app: ComponentApp, sock: socket.socket, ready: asyncio.Event | None = None) -> None:
     """Serve `app` on `sock` until cancelled."""
-    server = web.Server(
+    server = IngressServer(
         app.handle,
+        app.opts.limits,
         max_line_size=app.opts.max_header_size,
         max_field_size=app.opts.max_header_size,
         access_log=None,
