@@ -10,6 +10,7 @@ runs it answers (docs/lattice.md, "Calls between components").
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from wasmlattice.capabilities.base import ComponentContext, InvokeError
@@ -54,7 +55,6 @@ class Router:
         self.invocation_timeout = invocation_timeout
         self._wire: dict[int, _WireCall] = {}
         self._remote_http: dict[tuple[str, int], RemoteHttp] = {}
-        self._forwards: dict[tuple[str, str, int], Forward] = {}
 
     def runs_here(self, component_id: str) -> bool:
         """Whether `component_id` runs on this host."""
@@ -123,18 +123,11 @@ class Router:
             return running.target
         if self.nc is None:
             return None
-        key = (component_id, source_id, max_body)
-        forward = self._forwards.get(key)
-        if forward is None:
-            remote = self._remote_http.get((source_id, max_body))
-            if remote is None:
-                remote = RemoteHttp(
-                    self.nc, self.lattice, source_id, timeout=self.invocation_timeout, max_body=max_body
-                )
-                self._remote_http[(source_id, max_body)] = remote
-
-            async def forward_request(request: Any, remote: RemoteHttp = remote) -> Any:
-                return await remote.forward(request, component_id)
-
-            forward = self._forwards[key] = forward_request
-        return forward
+        remote = self._remote_http.get((source_id, max_body))
+        if remote is None:
+            remote = RemoteHttp(
+                self.nc, self.lattice, source_id, timeout=self.invocation_timeout, max_body=max_body
+            )
+            self._remote_http[(source_id, max_body)] = remote
+        # Made per request, not cached per component ID: routes come and go with links.
+        return functools.partial(remote.forward, component_id=component_id)
