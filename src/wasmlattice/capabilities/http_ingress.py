@@ -442,18 +442,16 @@ class HttpGuestCall:
         parts: RequestParts,
         data: bytes | None,
         outgoing: Callable[..., Any] | None = None,
-        config: WasiConfig | None = None,
     ) -> None:
         self.target = target
         self.parts = parts
         self.data = data
         self.outgoing = outgoing
-        self.config = config or target.config
         self.loop = asyncio.get_running_loop()
 
     def attempt(self, inline: bool) -> Callable[[float], None]:
         """A fresh attempt: the guest's handler run under a deadline (see `start_guest`)."""
-        wctx = WasiCtx(self.config, self.loop)
+        wctx = WasiCtx(self.target.config, self.loop)
         wctx.outgoing = self.outgoing
         wctx.inline = inline
         self.body = body = BytePipe(wctx) if self.data is None else BytePipe.complete(wctx, self.data)
