@@ -29,6 +29,8 @@ from wasmlattice.capabilities.kv_backend import (
     queue_change,
 )
 from wasmlattice.capabilities.kv_watch import WatchingKvProvider
+from wasmlattice.protocol.kv import KvBucket as LatticeKvBucket
+from wasmlattice.protocol.kv import KvError as LatticeKvError
 from wasmlattice.protocol.models import Link, StrMap
 
 # Keys nats-py stores as they are; other keys are stored base64url-encoded behind this prefix.
@@ -123,13 +125,19 @@ class NatsBucket(KvBucket):
         await self.kv.delete(nats_key(key))
 
     async def list_keys(self, cursor: int | None, size: int) -> tuple[list[str], int | None]:
-        """A page of the sorted keys (JetStream lists them all; the cursor is an offset)."""
-        from nats.js.errors import NoKeysError
+        """A page of the sorted keys (JetStream lists them all; the cursor is an offset).
 
+        nats-py's own `KeyValue.keys()` can end its listing early: its watcher signals "no more
+        keys" when the consumer reports nothing pending before its callback has counted the
+        messages already pushed, so a page went missing now and then. Our lattice KV watch takes
+        the pending count from the consumer's creation reply and reads in order, so it cannot.
+        """
+        if self.js is None:
+            raise KvError(f"bucket {self.name!r} has no JetStream context to list it with")
         try:
-            stored = await self.kv.keys()
-        except NoKeysError:
-            stored = []
+            stored = await LatticeKvBucket(self.js, self.kv, self.name).keys()
+        except LatticeKvError as e:
+            raise KvError(str(e)) from None
         return page(sorted(key_from_nats(k) for k in stored), cursor, size)
 
     async def increment(self, key: str, delta: int, lo: int, hi: int) -> int:
