@@ -21,6 +21,7 @@ LAYERS = [
     "host",
     "capabilities",
     "client",
+    "artifacts",
     "protocol",
     "wasi",
     "runtime",
