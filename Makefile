@@ -45,12 +45,14 @@ test-deps: $(VENV)/.test-installed
 up: test-deps
 	@mkdir -p $(STATE)
 	@$(BIN)/wasmlattice down --data-dir $(STATE) >/dev/null 2>&1 || true
+	@$(BIN)/python examples/deploy.py --check-only --address $(LISTEN) --notes-address $(NOTES_LISTEN)
 	@hello=$$($(BIN)/python -m wasmlattice.devbuild examples/hello) && echo "built $$hello" && \
 	  cp "$$hello" examples/.build/hello.wasm && \
 	  notes=$$($(BIN)/python -m wasmlattice.devbuild examples/notes) && echo "built $$notes" && \
 	  $(BIN)/wasmlattice up --detach --data-dir $(STATE) --nats-port $(NATS_PORT) && \
 	  urls=$$($(BIN)/python examples/deploy.py "$$hello" "$$notes" --nats-url nats://127.0.0.1:$(NATS_PORT) \
-	    --nats-creds $(STATE)/nats-user.nk --address $(LISTEN) --notes-address $(NOTES_LISTEN)) && \
+	    --nats-creds $(STATE)/nats-user.nk --address $(LISTEN) --notes-address $(NOTES_LISTEN)) || \
+	    { echo "make up failed; stopping the lattice it started" >&2; $(BIN)/wasmlattice down --data-dir $(STATE) >/dev/null 2>&1; exit 1; } && \
 	  hello_url=$$(echo "$$urls" | sed -n 1p) && notes_url=$$(echo "$$urls" | sed -n 2p) && \
 	  echo "" && \
 	  echo "The examples are deployed on the lattice:" && \

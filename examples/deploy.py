@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -105,23 +107,47 @@ async def wait_until_served(url: str, timeout: float = 90.0) -> None:
             with urllib.request.urlopen(url, timeout=5) as r:
                 r.read()
                 return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{url} did not answer within {timeout:.0f} s; see the host log") from None
-            await asyncio.sleep(0.3)
+        except urllib.error.HTTPError as e:
+            # It answered, but not with the component's page (yet): say what it did answer.
+            seen = f"it answered {e.code} {e.reason}"
+        except OSError as e:
+            seen = f"no answer ({e})"
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not serve the example within {timeout:.0f} s: {seen}; see up.log")
+        await asyncio.sleep(0.3)
+
+
+def check_free(address: str, variable: str) -> None:
+    """Exit with a clear message if another program already listens on `address` (HOST:PORT)."""
+    host, _, port = address.rpartition(":")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.settimeout(1.0)
+        if s.connect_ex((host.strip("[]"), int(port))) != 0:
+            return
+    raise SystemExit(
+        f"{address} is already taken by another program; pick a free address, e.g. "
+        f"`make up {variable}=127.0.0.1:{int(port) + 10}`"
+    )
 
 
 def main() -> None:
     """Parse arguments, deploy, wait, print the URLs."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("hello", type=Path)
-    ap.add_argument("notes", type=Path)
+    ap.add_argument("hello", type=Path, nargs="?")
+    ap.add_argument("notes", type=Path, nargs="?")
+    ap.add_argument("--check-only", action="store_true", help="only check that the addresses are free")
     ap.add_argument("--nats-url", default="nats://127.0.0.1:4222")
     ap.add_argument("--nats-creds", type=Path, help="NATS credentials (the file `wasmlattice up` wrote)")
     ap.add_argument("--lattice", default="default")
     ap.add_argument("--address", default="127.0.0.1:8000")
     ap.add_argument("--notes-address", default="127.0.0.1:8001")
     args = ap.parse_args()
+    check_free(args.address, "LISTEN")
+    check_free(args.notes_address, "NOTES_LISTEN")
+    if args.check_only:
+        return
+    if args.hello is None or args.notes is None:
+        ap.error("the hello and notes components are required")
     asyncio.run(
         deploy(
             args.hello,

@@ -104,6 +104,26 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def speaks_nats(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether the listener at `host:port` greets like a NATS server (its first line is `INFO {...}`).
+
+    A NATS server sends INFO as soon as a client connects, so two seconds without it, or anything
+    else, means the port belongs to some other program.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            greeting = b""
+            while b"\n" not in greeting and len(greeting) < 16:
+                chunk = s.recv(16 - len(greeting))
+                if not chunk:
+                    break
+                greeting += chunk
+    except OSError:
+        return False
+    return greeting.startswith(b"INFO {")
+
+
 _SEED_BEGIN = "-----BEGIN USER NKEY SEED-----"
 _SEED_END = "------END USER NKEY SEED------"
 

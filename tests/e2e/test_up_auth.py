@@ -105,3 +105,40 @@ def test_up_refuses_anonymous_clients_and_admits_its_own(tmp_path: Path) -> None
         ok("down", "--data-dir", str(data_dir))
     # The credentials outlive `down`: hosts elsewhere that were given them keep working after a restart.
     assert creds.is_file() and stat.S_IMODE(creds.stat().st_mode) == 0o600
+
+
+def test_up_names_a_port_held_by_something_else_and_says_when_it_joins(tmp_path: Path) -> None:
+    import socket
+
+    # A port held by a program that is not NATS: one clear line, not a wait for NATS that never comes.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        r = cli("up", "--data-dir", str(tmp_path / "x"), "--nats-port", str(port), timeout=60)
+    assert r.returncode != 0
+    assert f"port {port} is in use by a program that is not a NATS server" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+    # A second `up` on the port of a running one joins it, and says so.
+    first, nats_port = tmp_path / "first", free_port()
+    ok("up", "--detach", "--data-dir", str(first), "--nats-port", str(nats_port))
+    second = tmp_path / "second"
+    try:
+        r = cli(
+            "up",
+            "--detach",
+            "--data-dir",
+            str(second),
+            "--nats-port",
+            str(nats_port),
+            "--nats-creds",
+            str(first / "nats-user.nk"),
+        )
+        assert r.returncode == 0, r.stderr
+        url = f"nats://127.0.0.1:{nats_port}"
+        assert f"joined the NATS server already listening on {url}" in r.stderr, r.stderr
+        assert len(hosts("--nats-url", url, env={"WASMLATTICE_DATA_DIR": str(first)})) == 2
+    finally:
+        cli("down", "--data-dir", str(second))
+        cli("down", "--data-dir", str(first))

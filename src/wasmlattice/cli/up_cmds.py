@@ -120,15 +120,32 @@ async def _up_main(
 ) -> None:
     from wasmlattice.host.identity import HostIdentity
     from wasmlattice.lattice.run import run_host
-    from wasmlattice.nats_server import EmbeddedNats, ensure_user_seed, port_in_use
+    from wasmlattice.nats_server import (
+        EmbeddedNats,
+        EmbeddedNatsError,
+        ensure_user_seed,
+        port_in_use,
+        speaks_nats,
+    )
 
     nats: EmbeddedNats | None = None
     creds: Path | None = None
     url = nats_url
     if url is None:
         if port_in_use("127.0.0.1", nats_port):
-            # Like `wash up`: a NATS server already listening on the port is used as is.
+            # Like `wash up`: a NATS server already listening on the port is used as is, but say so:
+            # joining someone else's lattice silently surprises (and its credentials are not ours).
+            if not speaks_nats("127.0.0.1", nats_port):
+                raise EmbeddedNatsError(
+                    f"port {nats_port} is in use by a program that is not a NATS server; "
+                    "choose another with --nats-port"
+                )
             url = f"nats://127.0.0.1:{nats_port}"
+            typer.echo(
+                f"note: joining the NATS server already listening on 127.0.0.1:{nats_port} "
+                "(this command did not start it, and `down` will not stop it)",
+                err=True,
+            )
         else:
             # Our own server admits only the user whose seed is in the data dir (docs/security.md):
             # any local process could otherwise drive the lattice.
@@ -322,7 +339,8 @@ def up(
     except EmbeddedNatsError as e:
         fail(f"cannot start NATS: {e}")
     except Exception as e:  # start-up failures: one line, not a traceback
-        fail(f"{type(e).__name__}: {e}")
+        # Some errors (a bare TimeoutError) carry no text: the type alone would print "TimeoutError: ".
+        fail(f"{type(e).__name__}: {e}" if str(e) else f"start-up failed: {type(e).__name__} (no details)")
 
 
 def _up_detached(
@@ -414,6 +432,12 @@ def _up_detached(
     hosts = ctl_call(url, lattice, 2.0, lambda c: c.ping_hosts(1.0), options=opts)
     if not any(h.id == host_id for h in hosts):
         fail(f"the host {host_id} started but does not answer ping; see {log_path}")
+    if nats_url is None and not state.get("embedded_nats"):
+        typer.echo(
+            f"note: joined the NATS server already listening on {url} "
+            "(this command did not start it, and `down` will not stop it)",
+            err=True,
+        )
     if output is OutputFormat.json:
         print_json(state)
         return
