@@ -73,6 +73,21 @@ def test_run_refuses_a_host_it_cannot_encode_without_a_traceback(http_echo_wasm:
     assert "Traceback" not in r.stderr and f"cannot listen on {listen}" in r.stderr
 
 
+def test_run_refuses_a_port_another_process_listens_on(http_echo_wasm: Path) -> None:
+    import socket
+
+    # With SO_REUSEPORT alone the kernel would split requests between us and the stranger at random.
+    with socket.socket() as stranger:
+        stranger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        stranger.bind(("127.0.0.1", 0))
+        stranger.listen()
+        listen = f"127.0.0.1:{stranger.getsockname()[1]}"
+        r = cli("run", str(http_echo_wasm), "--listen", listen)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert f"cannot listen on {listen}: another process already listens there" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_call_errors_are_one_text_line_or_json() -> None:
     nowhere = ("--nats-url", "nats://127.0.0.1:1", "--timeout", "1")
     cases = [

@@ -32,6 +32,7 @@ from wasmlattice.capabilities.http_ingress import (
     IngressServer,
     bind_socket,
 )
+from wasmlattice.nats_server import port_in_use
 from wasmlattice.runtime.component import CompileCache, ComponentError, default_cache_dir, read_component_file
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.linking import LinkedComponent, link
@@ -210,6 +211,13 @@ def run_server(path: str, opts: ServeOptions) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit code."""
     host, port = opts.host_port()
     try:
+        # SO_REUSEPORT would let us share the port with a stranger (another `run`, another server),
+        # splitting requests between us at random: only our own --workers may share it.
+        if port and port_in_use(host, port):
+            raise ComponentError(
+                f"cannot listen on {opts.listen}: another process already listens there "
+                "(only this command's own --workers share a port)"
+            )
         probe = bind_socket(host, port)
     except OSError as e:
         raise ComponentError(f"cannot listen on {opts.listen}: {e.strerror or e}") from None
