@@ -88,3 +88,31 @@ async def test_a_taken_port_is_reported_unhealthy_and_bound_once_free(env: Env, 
     )
     reply = json.loads((await env.nc.request(f"wasmbus.rpc.{env.lattice}.web.health", b"", timeout=5)).data)
     assert reply == {"healthy": True}
+
+
+async def test_a_misspelt_link_key_is_refused_not_served_on_every_interface(env: Env, echo_ref: str) -> None:
+    env.start_host("--health-interval", "0.3")
+    (host,) = await env.host_ids(1)
+    ctl = env.ctl
+    assert await ctl.scale_component(host, echo_ref, "echo", 1) == ""
+    await env.wait_event("component_scaled", lambda e: e["data"]["component_id"] == "echo")
+    assert await ctl.start_provider(host, HTTP_SERVER, "web") == "successfully started provider"
+    await env.wait_event("health_check_passed", lambda e: e["data"]["provider_id"] == "web")
+
+    port = free_port()
+    await ctl.put_config("web-typo", {"adress": f"127.0.0.1:{port}"})
+    await ctl.put_link(http_link("web", "echo", ["web-typo"]))
+    await env.wait_event("health_check_failed", lambda e: e["data"]["provider_id"] == "web")
+    reply = json.loads((await env.nc.request(f"wasmbus.rpc.{env.lattice}.web.health", b"", timeout=5)).data)
+    assert reply["healthy"] is False
+    assert "the unknown key `adress`; did you mean `address`?" in reply["message"], reply
+    # Nothing listens on the default address (0.0.0.0:8000) or the intended one for this link.
+    with pytest.raises(OSError):
+        await get(f"http://127.0.0.1:{port}/echo", timeout=2)
+    await env.wait_log("link to echo not served: the source config of the link to echo has the unknown key")
+
+    # Fixing the key serves the link and makes the provider healthy again.
+    await ctl.put_config("web-typo", {"address": f"127.0.0.1:{port}"})
+    assert "/echo" in await wait_status(f"http://127.0.0.1:{port}/echo", 200, timeout=30)
+    reply = json.loads((await env.nc.request(f"wasmbus.rpc.{env.lattice}.web.health", b"", timeout=5)).data)
+    assert reply == {"healthy": True}

@@ -696,3 +696,17 @@ def test_ulid_format_and_order() -> None:
     assert before - 5 <= stamp <= int(time.time() * 1000) + 5
     time.sleep(0.002)
     assert new_version()[:10] > versions[-1][:10]
+
+
+def test_a_misspelt_http_server_key_in_link_config_is_refused_with_a_suggestion() -> None:
+    manifest, _ = load_manifest_file(FIXTURES / "echo-demo.yaml")
+    doc = copy.deepcopy(manifest.raw)
+    web = next(c for c in doc["spec"]["components"] if c["name"] == "web")
+    link = next(t for t in web["traits"] if t["type"] == "link")
+    (config,) = link["properties"]["source"]["config"]
+    config["properties"] = {"adress": "127.0.0.1:8080"}
+    (error,) = errors_of(doc)
+    assert error.endswith(".properties.adress: unknown HTTP server key 'adress'; did you mean 'address'?"), error
+    # wasmCloud's own http-server keys are not typos, and neither is a key close to nothing we read.
+    config["properties"] = {"address": "127.0.0.1:8080", "cors_allowed_origins": "*", "team": "web"}
+    parse_manifest(as_yaml(doc))

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import errno
 import logging
 import ssl
@@ -164,6 +165,43 @@ def ingress_limits(config: Mapping[str, str], where: str, base: IngressLimits) -
     return replace(base, **changes) if changes else base  # type: ignore[arg-type]
 
 
+# The keys this server reads from a link's source config.
+LINK_CONFIG_KEYS = ("address", "port", "path", "host", TLS_CERT_KEY, TLS_KEY_KEY, *LIMIT_KEYS)
+# Keys wasmCloud's http-server reads (its `ServiceSettings`) that this one does not act on: accepted,
+# so manifests written for wasmCloud keep deploying, and never taken for typos.
+FOREIGN_LINK_CONFIG_KEYS = (
+    "config_json",
+    "config_b64",
+    "cors_allowed_origins",
+    "cors_allowed_headers",
+    "cors_allowed_methods",
+    "cors_exposed_headers",
+    "cors_max_age_secs",
+    "timeout_ms",
+    "readonly_mode",
+    "max_content_len",
+    "disable_keepalive",
+    "cache_control",
+)
+
+
+def misspelt_link_key(config: Mapping[str, str]) -> tuple[str, str] | None:
+    """A source-config key that looks like a typo of a key this server reads, and that key.
+
+    A misspelt `address` would otherwise be ignored and the listener opened on the default
+    address, every interface, without a word.
+    """
+    lowered = {k.lower() for k in config}
+    for key in config:
+        k = key.lower()
+        if k in LINK_CONFIG_KEYS or k in FOREIGN_LINK_CONFIG_KEYS:
+            continue
+        close = difflib.get_close_matches(k, LINK_CONFIG_KEYS, n=1, cutoff=0.75)
+        if close and close[0] not in lowered:
+            return key, close[0]
+    return None
+
+
 def path_matches(prefix: str, path: str) -> bool:
     """Whether a request path falls under a route prefix (`/api` matches `/api` and `/api/x`)."""
     prefix = prefix.rstrip("/")
@@ -217,6 +255,8 @@ class HttpServerProvider:
         self._listeners: dict[tuple[str, int], _Listener] = {}
         # Listeners the links want that could not be opened in the last sync: address -> why.
         self._listen_errors: dict[tuple[str, int], str] = {}
+        # Links that cannot be served (bad config): target -> why; health reports them.
+        self._link_errors: dict[str, str] = {}
         self._sync_lock = asyncio.Lock()
         self.sup = provider_supervisor(f"http-server {provider_id}", services)
         self._resync = self.sup.resync(
@@ -240,8 +280,10 @@ class HttpServerProvider:
         if self.routing_mode in SHARED_LISTENER_MODES and self.default_address not in self._listeners:
             why = self._listen_errors.get(self.default_address)
             return False, why or f"not listening on {_fmt(self.default_address)}"
-        if self._listen_errors:
-            return False, self._listen_error_text()
+        if self._listen_errors or self._link_errors:
+            problems = [self._listen_error_text()] if self._listen_errors else []
+            problems += [self._link_errors[t] for t in sorted(self._link_errors)]
+            return False, "; ".join(problems)
         if self._resync.last_error is not None:
             # Applying link changes failed for another reason; it is being retried.
             return False, f"http-server {self.provider_id}: {self._resync.last_error}"
@@ -260,6 +302,8 @@ class HttpServerProvider:
             await self._open(self.default_address, self.tls, self.limits)
         await self.sup.start()
         self.state.listeners.append(self._resync.poke)
+        # A link's named config may change without the link: an address, TLS files, a fixed typo.
+        self.state.config_listeners.append(self._resync.poke)
         # Through the resync, so a listener that cannot be opened now is retried with backoff.
         await self._resync.run_now()
 
@@ -268,6 +312,8 @@ class HttpServerProvider:
         self._stopped = True
         with contextlib.suppress(ValueError):
             self.state.listeners.remove(self._resync.poke)
+        with contextlib.suppress(ValueError):
+            self.state.config_listeners.remove(self._resync.poke)
         await self.sup.stop()
         async with self._sync_lock:
             for address in list(self._listeners):
@@ -293,6 +339,7 @@ class HttpServerProvider:
                 wanted[self.default_address] = {}
                 wanted_tls[self.default_address] = self.tls
                 wanted_limits[self.default_address] = self.limits
+            link_errors: dict[str, str] = {}
             for link in self.state.links():
                 if not is_http_link(link, self.provider_id):
                     continue
@@ -300,6 +347,7 @@ class HttpServerProvider:
                     address, prefix, tls, limits = await self._route_of(link)
                 except Exception as e:
                     log.error("http-server %s: link to %s not served: %s", self.provider_id, link.target, e)
+                    link_errors[link.target] = f"link to {link.target} not served: {e}"
                     continue
                 wanted_tls.setdefault(address, tls)
                 wanted_limits.setdefault(address, limits)
@@ -334,6 +382,7 @@ class HttpServerProvider:
                         continue
                 listener.routes = routes
             self._listen_errors = errors
+            self._link_errors = link_errors
 
     def _listen_error_text(self) -> str:
         """Every listener that could not be opened, and why, in address order."""
@@ -356,7 +405,14 @@ class HttpServerProvider:
 
     async def _route_of(self, link: Link) -> tuple[tuple[str, int], str, TlsFiles | None, IngressLimits]:
         """A link's listener address, route key and (address mode) TLS files and client limits."""
-        cfg = _lower(await self.state.merged_config(link.source_config))
+        raw = await self.state.merged_config(link.source_config)
+        typo = misspelt_link_key(raw)
+        if typo is not None:
+            raise ProviderConfigError(
+                f"the source config of the link to {link.target} has the unknown key `{typo[0]}`; "
+                f"did you mean `{typo[1]}`?"
+            )
+        cfg = _lower(raw)
         if self.routing_mode == "path":
             path = cfg.get("path")
             if not path:

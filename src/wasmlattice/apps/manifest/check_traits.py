@@ -20,6 +20,7 @@ from wasmlattice.apps.manifest.model import (
     SharedRef,
     Spread,
 )
+from wasmlattice.capabilities.http_server import misspelt_link_key
 from wasmlattice.protocol import limits
 
 # Packages and interfaces wadm knows under its well-known namespaces; anything else under these
@@ -304,6 +305,8 @@ class TraitChecker(FieldChecker):
         if namespace is None or package is None or link_name is None or interfaces is None:
             return None
         self.check_known_interface(namespace, package, interfaces, path)
+        if (namespace, package) == ("wasi", "http") and "incoming-handler" in interfaces:
+            self.check_http_source_config([(c, p) for c, p in configs if c in source_config])
         trait = LinkTrait(
             namespace=namespace,
             package=package,
@@ -317,6 +320,16 @@ class TraitChecker(FieldChecker):
         )
         self.link_secrets.extend(source_secrets + target_secrets)
         return LinkDraft(trait=trait, path=tpath, target_path=target_path, configs=configs)
+
+    def check_http_source_config(self, source_config: list[tuple[ConfigProperty, str]]) -> None:
+        """Refuse a typo of a key the HTTP server reads (`adress`) in a link's inline source config."""
+        for prop, path in source_config:
+            typo = misspelt_link_key(prop.properties or {})
+            if typo is not None:
+                self.error(
+                    f"{path}.properties.{typo[0]}",
+                    f"unknown HTTP server key {typo[0]!r}; did you mean {typo[1]!r}?",
+                )
 
     def interfaces(self, value: Any, path: str) -> list[str] | None:
         """A non-empty list of interface names, or None when any is unusable."""
