@@ -456,6 +456,41 @@ async def test_failures_are_reported_with_their_reasons(env: LatticeEnv, apps: A
     assert "does not exist" in (await apps.client.status("early")).message
 
 
+async def test_an_http_listener_that_cannot_bind_fails_the_app_with_the_reason(
+    env: LatticeEnv, apps: Apps, http_echo_wasm: Path
+) -> None:
+    """A provider that started but cannot serve (its port is taken) is not `deployed`: the app says
+    `failed` with the listener's error, and becomes `deployed` once the port is free."""
+    import socket
+
+    env.start_host("--label", "name=h0", "--health-interval", "0.5")
+    await env.host_ids(1)
+    await apps.start_manager()
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    doc = manifest("taken", "v1", [
+        component("echo", "file://" + str(http_echo_wasm), spread(1)),
+        capability("http", "builtin://http-server", spread(1)),
+    ])  # fmt: skip
+    listen = {"config": [{"name": "listen", "properties": {"address": f"127.0.0.1:{port}"}}]}
+    doc["spec"]["components"][1]["traits"].append(
+        link("wasi", "http", ["incoming-handler"], "echo", source=listen)
+    )
+    try:
+        await apps.deploy(doc)
+        await apps.wait_status("taken", "failed")
+        st = await apps.client.status("taken")
+        assert f"cannot listen on 127.0.0.1:{port} for taken-echo: [Errno 98]" in st.message, st
+        assert "is unhealthy" in st.message, st
+    finally:
+        blocker.close()
+    await apps.wait_status("taken", "deployed")
+    status, body = await get(f"http://127.0.0.1:{port}/echo")
+    assert status == 200, body
+
+
 async def test_secrets_in_a_manifest_reach_the_component(
     env: LatticeEnv, apps: Apps, build_component: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -706,7 +706,8 @@ def test_a_misspelt_http_server_key_in_link_config_is_refused_with_a_suggestion(
     (config,) = link["properties"]["source"]["config"]
     config["properties"] = {"adress": "127.0.0.1:8080"}
     (error,) = errors_of(doc)
-    assert error.endswith(".properties.adress: unknown HTTP server key 'adress'; did you mean 'address'?"), error
+    expected = ".properties.adress: unknown HTTP server key 'adress'; did you mean 'address'?"
+    assert error.endswith(expected), error
     # wasmCloud's own http-server keys are not typos, and neither is a key close to nothing we read.
     config["properties"] = {"address": "127.0.0.1:8080", "cors_allowed_origins": "*", "team": "web"}
     parse_manifest(as_yaml(doc))

@@ -41,6 +41,7 @@ from wasmlattice.apps.scalers import APPSPEC, SCALER, Scalers, desired_link
 from wasmlattice.apps.status import NO_STATUS_MESSAGE, ScalerStatus, combine, status_json
 from wasmlattice.client.ctl import CtlClient, CtlError, CtlNoHostError
 from wasmlattice.protocol.models import Link
+from wasmlattice.protocol.subjects import provider_health
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ class Reconciler:
         self._publish_status = publish_status
         self.scalers = Scalers(self.ctl)
         self._failures: dict[str, tuple[str, float]] = {}  # scaler id -> (reason, until)
+        # Providers whose last health check failed: (host ID, provider ID) -> why ("" until asked).
+        self._unhealthy: dict[tuple[str, str], str] = {}
+        self._passed: set[tuple[str, str]] = set()  # copies seen passing a health check
         self._emitted: dict[str, dict[str, Any]] = {}
         self._wake = asyncio.Event()
         self._sub: Any = None
@@ -152,12 +156,36 @@ class Reconciler:
             self.hosts.pop(host_id, None)  # a clean stop needs no time-out
         elif kind in ("host_started", "host_heartbeat") and host_id in self.hosts:
             self.hosts[host_id].last_seen = now
+        elif kind.startswith("health_check_") or kind == "provider_stopped":
+            self._on_health(kind, str(host_id), str(data.get("provider_id") or ""))
         elif kind in ("component_scale_failed", "provider_start_failed"):
             annotations = data.get("annotations") or {}
             sid = annotations.get(SCALER)
             if sid:
                 self._failures[sid] = (str(data.get("error", "failed")), now + FAILURE_HOLD_S)
         self.poke()
+
+    def _on_health(self, kind: str, host_id: str, provider_id: str) -> None:
+        """Track which provider copies are unhealthy from the host's health events.
+
+        A provider starts unhealthy and `health_check_passed` marks its first healthy check, so a
+        `health_check_status` for a copy never seen passing may be one that never became healthy
+        (a listener that could not bind): the round asks its health subject to be sure.
+        """
+        if not provider_id:
+            return
+        key = (host_id, provider_id)
+        if kind == "health_check_passed":
+            self._unhealthy.pop(key, None)
+            self._passed.add(key)
+        elif kind == "health_check_failed":
+            self._unhealthy[key] = ""
+            self._passed.discard(key)
+        elif kind == "health_check_status" and key not in self._passed:
+            self._unhealthy.setdefault(key, "")
+        elif kind == "provider_stopped":
+            self._unhealthy.pop(key, None)
+            self._passed.discard(key)
 
     # -- one round ----------------------------------------------------------------------------
 
@@ -232,6 +260,7 @@ class Reconciler:
             if comp.scaler is not None and comp.image is not None:
                 if comp.kind == "capability":
                     st = await self.scalers.provider(name, manifest, comp, self._live_hosts())
+                    await self._report_unhealthy(st, manifest.component_id(comp))
                 else:
                     st = await self.scalers.component(name, manifest, comp, self._live_hosts())
                 statuses[st.id] = st
@@ -248,6 +277,42 @@ class Reconciler:
         message = ", ".join(s.message for s in statuses.values() if s.message and s.state != "deployed")
         self.statuses[name] = status_json(app_state, message, [s.to_json() for s in statuses.values()])
         await self._emit(name)
+
+    async def _report_unhealthy(self, st: ScalerStatus, provider_id: str) -> None:
+        """Mark a provider scaler `failed` while a copy of it fails its health check, saying why.
+
+        A provider that started but cannot do its job (an HTTP listener whose port is taken) is not
+        deployed; the health event carries no reason, so the provider's health subject is asked.
+        """
+        for (host_id, pid), why in list(self._unhealthy.items()):
+            if pid != provider_id or host_id not in self.hosts:
+                continue
+            if not why:
+                asked = await self._health_message(provider_id)
+                if asked is None:  # healthy after all (a status event of a copy seen passing earlier)
+                    self._unhealthy.pop((host_id, pid), None)
+                    self._passed.add((host_id, pid))
+                    continue
+                why = asked
+                if (host_id, pid) in self._unhealthy:
+                    self._unhealthy[(host_id, pid)] = why
+            st.state = "failed"
+            st.message = f"provider {provider_id} on host {host_id} is unhealthy: {why}"
+            return
+
+    async def _health_message(self, provider_id: str) -> str | None:
+        """What the provider's health subject says is wrong (`{healthy, message}`); None if healthy."""
+        try:
+            reply = await self.nc.request(provider_health(provider_id, self.lattice), b"", timeout=1.0)
+            body = json.loads(reply.data)
+        except Exception as e:  # no answer or not JSON: the event alone is still the truth
+            log.debug("health of provider %s not read: %s", provider_id, e)
+            return "its health check failed"
+        if isinstance(body, dict) and body.get("healthy") is True:
+            return None
+        if isinstance(body, dict) and body.get("message"):
+            return str(body["message"])[:1000]
+        return "its health check failed"
 
     def _live_hosts(self) -> list[HostView]:
         return sorted((v for v in self.hosts.values() if v.inventory is not None), key=lambda v: v.host_id)
