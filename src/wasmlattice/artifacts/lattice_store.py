@@ -381,7 +381,7 @@ class LatticeStore:
 
     def _nothing_pushed(self, ref: object) -> ArtifactError:
         return ArtifactError(
-            f"{ref}: nothing was pushed to lattice {limits.quote(self.lattice)} yet "
+            f"{ref}: nothing was pushed to lattice {self.lattice!r} yet "
             f"(its artifact store {self.blob_bucket} does not exist); push with `wasmlattice push`"
         )
 
@@ -531,13 +531,14 @@ class LatticeStore:
             known = await self.tags(parsed.name)
             if known:
                 listed = _listing([t.tag for t in known])
+                implied = "" if parsed.tag is not None else " (no tag given, so :latest)"
                 raise ArtifactError(
-                    f"{parsed}: no such tag in the lattice store (tags of {parsed.name}: {listed})"
+                    f"{parsed}{implied}: no such tag in the lattice store (tags of {parsed.name}: {listed})"
                 )
             names = sorted({a.name for a in await self.list()})
             raise ArtifactError(
                 f"{parsed}: no artifact named {parsed.name} in the lattice store "
-                f"(names in lattice {limits.quote(self.lattice)}: {_listing(names)})"
+                f"(names in lattice {self.lattice!r}: {_listing(names)})"
             )
         return StoredArtifact.from_json(parsed.key, raw)
 
