@@ -432,6 +432,7 @@ class LatticeStore:
                 description=f"wasmlattice: component artifact tags of lattice {self.lattice}",
             )
         except KvError as e:
+            # `open_bucket` says "does not exist" (and nothing else) when create=False finds none.
             if not create and "does not exist" in str(e):
                 raise _Missing(self.tag_bucket) from None
             raise ArtifactError(f"cannot open the lattice artifact tags {self.tag_bucket}: {e}") from None
