@@ -27,8 +27,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
-from wasmlattice.capabilities.http_ingress import Forward, HttpTarget
+from wasmlattice.capabilities.http_ingress import Forward, HttpTarget, PendingTarget
 from wasmlattice.protocol.models import Link, ProviderDescription, StrMap
+from wasmlattice.protocol.policy import PolicyClaims, PolicyDecision
 from wasmlattice.runtime.execution import DeadlineExceeded, NeedsLoop, from_thread
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.hostfiles import HostFiles
@@ -94,9 +95,38 @@ class ComponentRouter(Protocol):
         """The capability context of a component running here (None if it does not run here)."""
         ...
 
-    def http_route(self, component_id: str, source_id: str, max_body: int) -> HttpTarget | Forward | None:
+    def http_route(
+        self, component_id: str, source_id: str, max_body: int
+    ) -> HttpTarget | PendingTarget | Forward | None:
         """What serves an HTTP request for `component_id` (from provider `source_id`, bodies up to
-        `max_body`): its local target, a forwarder to another host, or None."""
+        `max_body`): its local target (pending while the host's policy decides), a forwarder to
+        another host, or None."""
+        ...
+
+
+class InvocationPolicy(Protocol):
+    """The host's policy service as the places that run invocations see it (docs/policy.md).
+
+    The lattice layer implements it (`lattice/policy.py`); it is None on a host without a policy
+    topic, so the check costs one attribute test then.
+    """
+
+    def cached_invocation(
+        self, component_id: str, image_ref: str, interface: str, function: str
+    ) -> PolicyDecision | None:
+        """The decision already known for this invocation key, without asking (None: not known)."""
+        ...
+
+    async def check_invocation(
+        self,
+        component_id: str,
+        image_ref: str,
+        annotations: Mapping[str, str],
+        claims: PolicyClaims | None,
+        interface: str,
+        function: str,
+    ) -> PolicyDecision:
+        """Whether `interface#function` of the component may run; a failure to ask is a denial."""
         ...
 
 
@@ -315,6 +345,8 @@ class HostServices:
     # What control messages may reach on this machine: `file://` components, blobstore-fs roots
     # (docs/security.md). Nothing unless the host's operator allowed it.
     files: HostFiles = field(default_factory=HostFiles)
+    # The policy service every invocation of a component is checked with (None: no policy topic).
+    policy: InvocationPolicy | None = None
     _index: dict[tuple[str, str, str], Link] | None = None
     _index_generation: int = -1
 

@@ -284,8 +284,20 @@ def bodyless(method: str, status: int) -> bool:
 
 # Serves a request some other way than with a local target (e.g. on another host of the lattice).
 Forward = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+class PendingTarget:
+    """A local target known only after an await (the host's policy has not decided yet), or the
+    response to send instead (the policy denied the request)."""
+
+    __slots__ = ("resolve",)
+
+    def __init__(self, resolve: Callable[[], Awaitable[HttpTarget | web.StreamResponse]]) -> None:
+        self.resolve = resolve
+
+
 # Resolves what serves a request: a local target, a forwarder, or a ready response (404, 503...).
-Resolver = Callable[[web.BaseRequest], "HttpTarget | Forward | web.StreamResponse"]
+Resolver = Callable[[web.BaseRequest], "HttpTarget | PendingTarget | Forward | web.StreamResponse"]
 
 
 class HttpHandler:
@@ -314,7 +326,10 @@ class HttpHandler:
             return error_response(
                 413, f"request body of {request.content_length} bytes exceeds {self.max_body}"
             )
-        target = self.resolve(request)
+        resolved = self.resolve(request)
+        if isinstance(resolved, PendingTarget):
+            resolved = await resolved.resolve()
+        target = resolved
         if isinstance(target, web.StreamResponse):
             return target
         if not isinstance(target, HttpTarget):

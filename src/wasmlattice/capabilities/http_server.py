@@ -55,6 +55,7 @@ from wasmlattice.capabilities.http_ingress import (
     HttpTarget,
     IngressLimits,
     IngressServer,
+    PendingTarget,
     bind_socket,
     error_response,
 )
@@ -479,7 +480,7 @@ class HttpServerProvider:
 
     def _resolve(
         self, listener: _Listener, request: web.BaseRequest
-    ) -> HttpTarget | Forward | web.StreamResponse:
+    ) -> HttpTarget | PendingTarget | Forward | web.StreamResponse:
         """What serves `request` on `listener`: the local target (preferred), a forward to another
         host of the lattice, or the error response to send."""
         routed = self._route(listener, request)

@@ -30,6 +30,7 @@ from wasmlattice.cli.host_options import (
     LogLevelOpt,
     MaxComponentSizeOpt,
     NatsAuth,
+    PolicyFlags,
     allowed_dirs,
     host_labels,
     host_options,
@@ -59,6 +60,7 @@ def host_cmd(
     allow_file_load: AllowFileLoadOpt = False,
     allow_dir: AllowDirOpt = None,
     max_component_size: MaxComponentSizeOpt = None,
+    policy: PolicyFlags,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run one lattice host on an existing NATS server until Ctrl-C (file:// needs --allow-file-load)."""
@@ -68,6 +70,7 @@ def host_cmd(
     labels = host_labels(label or [])
     nats = with_up_credentials(auth.host_kwargs(), nats_url, data_dir)
     dirs = allowed_dirs(allow_dir)
+    policy_kwargs = policy.host_kwargs()
     setup_logging(log_level)
     try:
         opts = host_options(
@@ -81,6 +84,7 @@ def host_cmd(
             allow_file_load=allow_file_load,
             allow_dirs=dirs,
             max_component_size=max_component_size,
+            **policy_kwargs,
             **nats,
         )
         # run_host handles SIGINT/SIGTERM itself: it leaves the lattice gracefully.

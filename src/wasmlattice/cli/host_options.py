@@ -266,3 +266,64 @@ def host_options(**kwargs: Any) -> Any:
 
     names = {f.name for f in dataclasses.fields(HostOptions)}
     return HostOptions(**{k: v for k, v in kwargs.items() if k in names and v is not None})
+
+
+# -- the policy service (docs/policy.md): wasmCloud's flags and variable names ------------------
+PolicyTopicOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--policy-topic",
+        envvar=["WASMLATTICE_POLICY_TOPIC", "WASMCLOUD_POLICY_TOPIC"],
+        help="NATS subject of the policy service, asked before starts and invocations (none: all allowed).",
+    ),
+]
+PolicyChangesTopicOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--policy-changes-topic",
+        envvar=["WASMLATTICE_POLICY_CHANGES_TOPIC", "WASMCLOUD_POLICY_CHANGES_TOPIC"],
+        help="NATS subject on which the policy service revises earlier decisions (needs --policy-topic).",
+    ),
+]
+PolicyTimeoutOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--policy-timeout-ms",
+        min=1,
+        envvar=["WASMLATTICE_POLICY_TIMEOUT", "WASMCLOUD_POLICY_TIMEOUT"],
+        help="Milliseconds to wait for the policy service before denying (1000; needs --policy-topic).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class PolicyFlags:
+    """`--policy-topic`, `--policy-changes-topic`, `--policy-timeout-ms` of `host` and `up`."""
+
+    policy_topic: PolicyTopicOpt = None
+    policy_changes_topic: PolicyChangesTopicOpt = None
+    policy_timeout_ms: PolicyTimeoutOpt = None
+
+    def host_kwargs(self) -> dict[str, Any]:
+        """The policy fields of `HostOptions`; exit 2 on an invalid topic or a flag without a topic."""
+        from wasmlattice.protocol.policy import PolicyTopicError, check_policy_topic
+
+        if self.policy_topic is None:
+            for given, flag in (
+                (self.policy_changes_topic, "--policy-changes-topic"),
+                (self.policy_timeout_ms, "--policy-timeout-ms"),
+            ):
+                if given is not None:
+                    fail(f"{flag} needs --policy-topic", code=2)
+            return {}
+        try:
+            check_policy_topic(self.policy_topic, "--policy-topic")
+            if self.policy_changes_topic is not None:
+                check_policy_topic(self.policy_changes_topic, "--policy-changes-topic")
+        except PolicyTopicError as e:
+            fail(str(e), code=2)
+        return {
+            "policy_topic": self.policy_topic,
+            "policy_changes_topic": self.policy_changes_topic,
+            "policy_timeout_ms": self.policy_timeout_ms,
+        }

@@ -40,6 +40,7 @@ from wasmlattice.cli.host_options import (
     LogLevelOpt,
     MaxComponentSizeOpt,
     NatsAuth,
+    PolicyFlags,
     allowed_dirs,
     host_labels,
     host_options,
@@ -54,6 +55,13 @@ _RESOLVED_ENV = frozenset(
     {f"{prefix}_{name}" for prefix in ("WASMLATTICE", "WASMCLOUD") for name in _SHARED_SETTINGS}
     | {f"WASMLATTICE_NATS_{name}" for name in ("TLS", "TLS_CA", "TLS_CERT", "TLS_KEY")}
     | {"WASMLATTICE_ALLOW_DIRS", "WASMLATTICE_MAX_COMPONENT_SIZE"}
+    | {f"{p}_POLICY_{n}" for p in ("WASMLATTICE", "WASMCLOUD") for n in ("TOPIC", "CHANGES_TOPIC", "TIMEOUT")}
+)
+# The policy settings `up --detach` passes its child as flags (docs/policy.md).
+_POLICY_FLAGS = (
+    ("policy_topic", "--policy-topic"),
+    ("policy_changes_topic", "--policy-changes-topic"),
+    ("policy_timeout_ms", "--policy-timeout-ms"),
 )
 # Where blobstore-fs roots may go by default under `up` (inside its data dir).
 UP_BLOBS_DIR = "blobs"
@@ -285,6 +293,7 @@ def up(
         ),
     ] = None,
     max_component_size: MaxComponentSizeOpt = None,
+    policy: PolicyFlags,
     output: OutputOpt = OutputFormat.text,
     # Info, as `host` and `app-manager` log: what was deployed, started and bound shows in the log
     # (`<data-dir>/up.log` with --detach).
@@ -316,6 +325,7 @@ def up(
         allow_dirs=allowed_dirs(allow_dir) if allow_dir else default_up_allow_dirs(ddir),
         max_component_size=max_component_size,
     )
+    host_kwargs.update(policy.host_kwargs())
     if detach:
         _up_detached(
             ddir, nats_port, nats_url, lattice, label or [], output, log_level, host_kwargs, app_manager
@@ -390,6 +400,9 @@ def _up_detached(
         cmd += ["--allow-dir", str(d)]
     if host_kwargs.get("max_component_size") is not None:
         cmd += ["--max-component-size", str(host_kwargs["max_component_size"])]
+    for key, flag in _POLICY_FLAGS:
+        if host_kwargs.get(key) is not None:
+            cmd += [flag, str(host_kwargs[key])]
     for key, flag in (
         ("nats_tls_ca", "--nats-tls-ca"),
         ("nats_tls_cert", "--nats-tls-cert"),

@@ -304,6 +304,9 @@ class ComponentRegistry:
                 timeout=self.services.invocation_timeout,
                 http=running.target,
                 supervisor=self.sup,
+                policy=self.services.policy,
+                image_ref=running.image_ref,
+                annotations=running.annotations,
             )
             await running.server.start()
 

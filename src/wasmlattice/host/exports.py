@@ -21,9 +21,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from wasmlattice.capabilities.base import InvokeError
+from wasmlattice.capabilities.base import InvocationPolicy, InvokeError
 from wasmlattice.capabilities.http_ingress import HttpTarget
 from wasmlattice.host import wrpc_http
+from wasmlattice.host.policy_checks import invocation_denial
 from wasmlattice.protocol.wrpc import http as wrpc_http_codec
 from wasmlattice.protocol.wrpc.primitives import CodecError
 from wasmlattice.protocol.wrpc.server import serve
@@ -70,6 +71,9 @@ class ExportServer:
         http: HttpTarget | None = None,
         *,
         supervisor: Supervisor,
+        policy: InvocationPolicy | None = None,
+        image_ref: str = "",
+        annotations: Mapping[str, str] | None = None,
     ) -> None:
         self.nc = nc
         self.lattice = lattice
@@ -82,7 +86,19 @@ class ExportServer:
         # What serves the component's HTTP handler, if it exports one.
         self.http = http
         self.supervisor = supervisor
+        # Every invocation is checked with the host's policy first (docs/policy.md); None: no policy.
+        self.policy = policy
+        self.image_ref = image_ref
+        self.annotations = dict(annotations or {})
         self._subs: list[Any] = []
+
+    async def denial(self, instance: str, function: str) -> str | None:
+        """None if the policy lets `instance#function` run now, else the error to answer."""
+        if self.policy is None:
+            return None
+        return await invocation_denial(
+            self.policy, self.component_id, self.image_ref, self.annotations, None, instance, function
+        )
 
     async def start(self) -> list[str]:
         """Subscribe every servable export; the subjects served."""
@@ -93,7 +109,13 @@ class ExportServer:
             (n := InterfaceName.parse(i)) is not None and n.unversioned == HTTP_HANDLER for i in self.exports
         ):
             # One subject whichever 0.2.x version the component exports (wasmCloud maps them all).
-            export = wrpc_http.HttpExport(self.component_id, self.http, self.timeout, self.supervisor)
+            export = wrpc_http.HttpExport(
+                self.component_id,
+                self.http,
+                self.timeout,
+                self.supervisor,
+                denial=self.denial if self.policy is not None else None,
+            )
             subject = invocation_subject(prefix, wrpc_http_codec.INSTANCE, wrpc_http_codec.FUNCTION)
             sub = await serve(
                 self.nc, subject, queue, export.handle, params_complete=wrpc_http_codec.params_complete
@@ -121,8 +143,14 @@ class ExportServer:
     def _handler(self, interface: str, instance: str, fname: str, sig: FuncSig, params: TupleCodec) -> Any:
         results = results_codec(sig)
         component_id = self.component_id
+        policy = self.policy
 
         async def handle(data: bytes, headers: Mapping[str, str]) -> bytes:
+            if policy is not None:
+                denied = await self.denial(instance, fname)
+                if denied is not None:
+                    log.info("%s: %s (called by %s)", component_id, denied, headers.get("source-id", "?"))
+                    raise WrpcError(denied)
             try:
                 args = params.decode(data)
             except CodecError as e:

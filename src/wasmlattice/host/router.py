@@ -13,10 +13,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from wasmlattice.capabilities.base import ComponentContext, InvokeError
-from wasmlattice.capabilities.http_ingress import Forward, HttpTarget
-from wasmlattice.host.components import ComponentRegistry
+from aiohttp import web
+
+from wasmlattice.capabilities.base import ComponentContext, InvocationPolicy, InvokeError
+from wasmlattice.capabilities.http_ingress import Forward, HttpTarget, PendingTarget, error_response
+from wasmlattice.host.components import ComponentRegistry, RunningComponent
+from wasmlattice.host.policy_checks import invocation_denial, invocation_denied_text
 from wasmlattice.host.wrpc_http import RemoteHttp
+from wasmlattice.protocol.wrpc import http as wrpc_http_codec
 from wasmlattice.protocol.wrpc.client import invoke
 from wasmlattice.protocol.wrpc.primitives import CodecError
 from wasmlattice.protocol.wrpc.transport import WrpcError, invocation_subject
@@ -68,8 +72,26 @@ class Router:
     async def call_here(
         self, component_id: str, interface: str, func: str, *args: Any, timeout: float | None = None
     ) -> Any:
-        """Call an export of a component running here; `InvokeError` or `GuestTrap`."""
+        """Call an export of a component running here; `InvokeError` or `GuestTrap`.
+
+        With a policy, the call is checked first as wasmCloud checks every invocation it serves
+        (docs/policy.md): a denial is an `InvokeError` naming the decision.
+        """
+        policy = self._policy()
+        if policy is not None:
+            running = self.components.get(component_id)
+            if running is not None:
+                instance = _instance_of(running, interface)
+                denied = await invocation_denial(
+                    policy, component_id, running.image_ref, running.annotations, None, instance, func
+                )
+                if denied is not None:
+                    raise InvokeError(denied)
         return await self.components.invoke(component_id, interface, func, *args, timeout=timeout)
+
+    def _policy(self) -> InvocationPolicy | None:
+        services = self.components.services
+        return None if services is None else services.policy
 
     async def call(
         self, source_id: str, link_name: str, target: str, instance: str, func: str, sig: FuncSig, args: Any
@@ -115,12 +137,17 @@ class Router:
             raise InvokeError(f"`{target}` answered {instance}#{func} with an invalid result: {e}") from None
         return values[0] if values else None
 
-    def http_route(self, component_id: str, source_id: str, max_body: int) -> HttpTarget | Forward | None:
+    def http_route(
+        self, component_id: str, source_id: str, max_body: int
+    ) -> HttpTarget | PendingTarget | Forward | None:
         """What serves an HTTP request for `component_id`: its local target, else a forwarder to
         the host running it (None when this host is on no lattice)."""
         running = self.components.get(component_id)
         if running is not None and running.target is not None:
-            return running.target
+            policy = self._policy()
+            if policy is None:
+                return running.target
+            return self._checked_http(policy, running, running.target)
         if self.nc is None:
             return None
         remote = self._remote_http.get((source_id, max_body))
@@ -131,3 +158,31 @@ class Router:
             self._remote_http[(source_id, max_body)] = remote
         # Made per request, not cached per component ID: routes come and go with links.
         return functools.partial(remote.forward, component_id=component_id)
+
+    def _checked_http(
+        self, policy: InvocationPolicy, running: RunningComponent, target: HttpTarget
+    ) -> HttpTarget | PendingTarget:
+        """The local target once the policy permits the request (as the http-server provider's
+        `wrpc:http` invocation is checked in wasmCloud, docs/policy.md); a 403 when it denies."""
+        cid, ref = running.component_id, running.image_ref
+        instance, func = wrpc_http_codec.INSTANCE, wrpc_http_codec.FUNCTION
+        cached = policy.cached_invocation(cid, ref, instance, func)
+        if cached is not None and cached.permitted:
+            return target  # the common case: no await on the request's path
+
+        async def resolve() -> HttpTarget | web.StreamResponse:
+            if cached is not None:
+                return error_response(403, invocation_denied_text(cid, instance, func, cached))
+            denied = await invocation_denial(policy, cid, ref, running.annotations, None, instance, func)
+            return target if denied is None else error_response(403, denied)
+
+        return PendingTarget(resolve)
+
+
+def _instance_of(running: RunningComponent, interface: str) -> str:
+    """The versioned instance (`ns:pkg/iface@1.0.0`) the component exports for `ns:pkg/iface`, as
+    a wRPC invocation would name it; the interface itself when it exports no versioned one."""
+    for name in running.linked.exports:
+        if name.partition("@")[0] == interface:
+            return name
+    return interface

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -78,8 +78,18 @@ log = logging.getLogger("wasmlattice.http")
 class HttpExport:
     """Serves `wrpc:http/incoming-handler.handle` invocations with one component's HTTP target."""
 
-    def __init__(self, component_id: str, target: HttpTarget, timeout: float, supervisor: Supervisor) -> None:
+    def __init__(
+        self,
+        component_id: str,
+        target: HttpTarget,
+        timeout: float,
+        supervisor: Supervisor,
+        *,
+        denial: Callable[[str, str], Awaitable[str | None]] | None = None,
+    ) -> None:
         self.component_id = component_id
+        # The host's policy check (instance, function) -> error text or None (docs/policy.md).
+        self.denial = denial
         self.target = target
         # How long an invocation waits for a free instance (the caller's time-out).
         self.timeout = timeout
@@ -89,6 +99,11 @@ class HttpExport:
     async def handle(self, data: bytes, headers: Mapping[str, str]) -> Reply | bytes:
         """One invocation: run the guest on the request; its response head, body and trailers."""
         cid = self.component_id
+        if self.denial is not None:
+            denied = await self.denial(INSTANCE, FUNCTION)
+            if denied is not None:
+                log.info("%s: %s (request from %s)", cid, denied, _source(headers))
+                raise WrpcHttpError(denied)
         try:
             req, _ = decode_request(data)
         except CodecError as e:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wasmlattice.host.host import Host
+from wasmlattice.lattice.policy import PolicyService
 from wasmlattice.protocol.events import CloudEvent
 from wasmlattice.protocol.state import LatticeState
 from wasmlattice.supervision import Supervisor
@@ -22,7 +23,8 @@ class ControlContext:
     """The host served, its NATS connection and lattice state, event publishing, and the supervisor.
 
     `publish` sends a lattice event (failures are logged, not raised); `supervisor` owns the work
-    that outlives a request's reply (scale, update, provider start).
+    that outlives a request's reply (scale, update, provider start); `policy` asks the policy
+    service before starts (None: no `--policy-topic`, everything is permitted).
     """
 
     host: Host
@@ -30,6 +32,7 @@ class ControlContext:
     state: LatticeState
     publish: Callable[[CloudEvent], Awaitable[None]]
     supervisor: Supervisor
+    policy: PolicyService | None = None
 
     @property
     def lattice(self) -> str:

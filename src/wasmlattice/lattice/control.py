@@ -21,6 +21,7 @@ from wasmlattice.host.components import ComponentRegistry
 from wasmlattice.host.host import Host, LabelError
 from wasmlattice.lattice.context import ControlContext
 from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S, ProviderHealth
+from wasmlattice.lattice.policy import PolicyService
 from wasmlattice.lattice.workloads import WORKLOAD_OPS, WorkloadOps
 from wasmlattice.protocol import events as ev
 from wasmlattice.protocol import limits
@@ -104,6 +105,7 @@ class ControlInterfaceServer:
         providers: ProviderManager | None = None,
         health_interval: float = DEFAULT_HEALTH_INTERVAL_S,
         supervisor: Supervisor | None = None,
+        policy: PolicyService | None = None,
     ) -> None:
         self.host = host
         self.nc = nc
@@ -117,7 +119,9 @@ class ControlInterfaceServer:
         # The server's own supervisor, a child of the host's when one is given: the server starts
         # and stops it, the host's supervisor reports it and stops it at the latest with itself.
         self.supervisor = Supervisor("control-interface", parent=supervisor, logger=log)
-        ctx = ControlContext(host=host, nc=nc, state=state, publish=self.publish, supervisor=self.supervisor)
+        ctx = ControlContext(
+            host=host, nc=nc, state=state, publish=self.publish, supervisor=self.supervisor, policy=policy
+        )
         self.health = ProviderHealth(ctx, health_interval)
         # Without these the host refuses component and provider operations (as before they existed).
         self.workloads = (

@@ -27,6 +27,7 @@ from wasmlattice.host.identity import HostIdentity, HostIdentityError
 from wasmlattice.host.router import Router
 from wasmlattice.lattice.control import ControlInterfaceServer
 from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S
+from wasmlattice.lattice.policy import PolicyService, PolicySettings
 from wasmlattice.protocol.connection import (
     DEFAULT_NATS_URL,
     NatsConnectionClosedError,
@@ -39,6 +40,7 @@ from wasmlattice.protocol.connection import (
 )
 from wasmlattice.protocol.kv import KvError
 from wasmlattice.protocol.models import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HOST_STOP_TIMEOUT_S
+from wasmlattice.protocol.policy import DEFAULT_POLICY_TIMEOUT_MS
 from wasmlattice.protocol.state import LatticeState
 from wasmlattice.protocol.subjects import DEFAULT_LATTICE, DEFAULT_TOPIC_PREFIX, check_token
 from wasmlattice.runtime.hostfiles import DEFAULT_MAX_COMPONENT_SIZE, HostFiles
@@ -74,6 +76,8 @@ class HostOptions:
     - `allow_dirs`: the only directories `file://` components and blobstore-fs roots may be in
       (`--allow-dir`; none). See docs/security.md.
     - `max_component_size`: bytes a `file://` component may have (256 MiB).
+    - `policy_topic`, `policy_changes_topic`, `policy_timeout_ms`: the policy service
+      (`--policy-topic`; none: everything is permitted). See docs/policy.md.
     """
 
     nats_url: str = DEFAULT_NATS_URL
@@ -98,6 +102,20 @@ class HostOptions:
     allow_file_load: bool = False
     allow_dirs: list[Path] = field(default_factory=list)
     max_component_size: int = DEFAULT_MAX_COMPONENT_SIZE
+    policy_topic: str | None = None
+    policy_changes_topic: str | None = None
+    policy_timeout_ms: int = DEFAULT_POLICY_TIMEOUT_MS
+
+    def policy_settings(self) -> PolicySettings | None:
+        """The validated policy settings (None without a policy topic); `HostStartError` if invalid."""
+        if self.policy_topic is None:
+            if self.policy_changes_topic is not None:
+                raise HostStartError("--policy-changes-topic needs --policy-topic")
+            return None
+        try:
+            return PolicySettings(self.policy_topic, self.policy_changes_topic, self.policy_timeout_ms)
+        except ValueError as e:
+            raise HostStartError(str(e)) from None
 
     def host_files(self) -> HostFiles:
         """What control messages may reach on this machine (docs/security.md)."""
@@ -162,6 +180,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     `ready` is set once the host serves requests and has published `host_started`.
     """
     host = build_host(opts)
+    policy_settings = opts.policy_settings()
     nats_opts = opts.nats_options()
     stop_requested = asyncio.Event()
     connection_lost: list[str] = []
@@ -198,6 +217,17 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             files=opts.host_files(),
         )
         _log_file_policy(services.files)
+        policy: PolicyService | None = None
+        if policy_settings is not None:
+            policy = PolicyService(nc, host, policy_settings)
+            await policy.start()
+            services.policy = policy
+            log.info(
+                "policy service on %s (timeout %d ms%s)",
+                policy_settings.topic,
+                policy_settings.timeout_ms,
+                f", changes on {policy_settings.changes_topic}" if policy_settings.changes_topic else "",
+            )
         components = ComponentRegistry(services=services)
         await components.start()
         providers = ProviderManager(services)
@@ -229,6 +259,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             providers=providers,
             health_interval=opts.health_interval,
             supervisor=supervisor,
+            policy=policy,
         )
         installed: list[signal.Signals] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -259,6 +290,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
                 await asyncio.wait_for(_shutdown(server, providers, components), max(deadline[0], 0.1))
             except TimeoutError:
                 log.warning("graceful shutdown exceeded %.1fs; exiting anyway", deadline[0])
+            if policy is not None:
+                await policy.stop()
     finally:
         await supervisor.stop(0.0)
         with contextlib.suppress(Exception):
@@ -351,6 +384,15 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_COMPONENT_SIZE,
         help="bytes a file:// component may have",
     )
+    p.add_argument("--policy-topic", default=os.environ.get("WASMCLOUD_POLICY_TOPIC"), help="policy topic")
+    p.add_argument(
+        "--policy-changes-topic",
+        default=os.environ.get("WASMCLOUD_POLICY_CHANGES_TOPIC"),
+        help="policy changes topic",
+    )
+    p.add_argument(
+        "--policy-timeout-ms", type=int, default=DEFAULT_POLICY_TIMEOUT_MS, help="policy request timeout"
+    )
     p.add_argument("--log-level", default="INFO", help="log level")
     return p
 
@@ -379,6 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_file_load=args.allow_file_load,
             allow_dirs=list(args.allow_dir),
             max_component_size=args.max_component_size,
+            policy_topic=args.policy_topic,
+            policy_changes_topic=args.policy_changes_topic,
+            policy_timeout_ms=args.policy_timeout_ms,
         )
         aio.run(run_host(opts))
     except (HostStartError, NatsConnectionError, LabelError) as e:

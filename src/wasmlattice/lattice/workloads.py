@@ -12,6 +12,7 @@ from typing import Any
 
 from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.host.components import ComponentRefError, ComponentRegistry, different_ref_message
+from wasmlattice.host.policy_checks import policy_claims
 from wasmlattice.lattice.context import ControlContext
 from wasmlattice.lattice.health import ProviderHealth
 from wasmlattice.protocol import events as ev
@@ -37,6 +38,7 @@ from wasmlattice.protocol.models import (
     component_updating,
     parse_payload,
 )
+from wasmlattice.protocol.policy import denial_text
 from wasmlattice.protocol.subjects import CtlOperation
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,10 @@ WORKLOAD_OPS = frozenset(
     }
 )
 Reply = CtlResponse[Any] | None
+
+
+class PolicyDenied(Exception):
+    """The policy service denied a start (or could not be asked: it fails closed)."""
 
 
 def _error_text(e: BaseException) -> str:
@@ -169,9 +175,27 @@ class WorkloadOps:
     async def _publish(self, event: CloudEvent) -> None:
         await self.ctx.publish(event)
 
+    async def _check_component(
+        self, component_id: str, ref: str, max_instances: int, annotations: StrMap | None
+    ) -> None:
+        """`PolicyDenied` unless the policy service lets this component start (docs/policy.md)."""
+        policy = self.ctx.policy
+        if policy is None:
+            return
+        # The claims of the artifact about to run; unsigned (None) until signed claims are wired in.
+        decision = await policy.check_start_component(
+            component_id, ref, max_instances, annotations, policy_claims(None)
+        )
+        if not decision.permitted:
+            raise PolicyDenied(denial_text(f"scale component `{component_id}`", decision))
+
     async def _do_scale(self, cmd: ScaleComponentCommand, update_after: bool) -> None:
         try:
             if cmd.count > 0:
+                # Before anything runs, as the v1 host (docs/protocol.md#scale): every scale that
+                # leaves the component running asks, a rescale too (answers are cached). A scale
+                # to zero is a stop, never refused (docs/policy.md).
+                await self._check_component(cmd.component_id, cmd.component_ref, cmd.count, cmd.annotations)
                 # A missing named config fails the scale ("Config X does not exist").
                 await self.ctx.state.merged_config(cmd.config)
             running = await self.components.scale(
@@ -234,6 +258,11 @@ class WorkloadOps:
         self, component_id: str, new_ref: str, host_id: str, annotations: StrMap | None
     ) -> None:
         try:
+            current = self.components.get(component_id)
+            if current is not None:
+                # The new image starts like a new component: the policy decides (docs/policy.md).
+                ann = annotations if annotations is not None else current.annotations
+                await self._check_component(component_id, new_ref, current.max_instances, ann)
             _, new = await self.components.update(component_id, new_ref, annotations)
         except Exception as e:
             existing = self.components.get(component_id)
@@ -273,6 +302,13 @@ class WorkloadOps:
 
     async def _do_provider_start(self, cmd: StartProviderCommand) -> None:
         try:
+            policy = self.ctx.policy
+            if policy is not None:
+                decision = await policy.check_start_provider(
+                    cmd.provider_id, cmd.provider_ref, cmd.annotations, policy_claims(None)
+                )
+                if not decision.permitted:
+                    raise PolicyDenied(denial_text(f"start provider `{cmd.provider_id}`", decision))
             await self.providers.start(
                 cmd.provider_id, cmd.provider_ref, config_names=cmd.config, annotations=cmd.annotations
             )
