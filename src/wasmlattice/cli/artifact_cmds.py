@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -136,12 +136,10 @@ async def _pull_oci(ref: str, access: RegistryAccess, allow_latest: bool, max_si
     return artifact.digest, artifact.data
 
 
-PUSHERS: dict[str, Callable[[str, bytes, dict[str, str], RegistryAccess], Awaitable[str]]] = {
-    "oci": _push_oci
-}
-PULLERS: dict[str, Callable[[str, RegistryAccess, bool, int], Awaitable[tuple[str, bytes]]]] = {
-    "oci": _pull_oci
-}
+Pusher = Callable[[str, bytes, dict[str, str], RegistryAccess], Coroutine[Any, Any, str]]
+Puller = Callable[[str, RegistryAccess, bool, int], Coroutine[Any, Any, tuple[str, bytes]]]
+PUSHERS: dict[str, Pusher] = {"oci": _push_oci}
+PULLERS: dict[str, Puller] = {"oci": _pull_oci}
 
 
 def _component_names(data: bytes) -> tuple[list[str], list[str]]:
