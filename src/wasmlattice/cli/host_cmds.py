@@ -30,6 +30,7 @@ from wasmlattice.cli.host_options import (
     LogLevelOpt,
     MaxComponentSizeOpt,
     NatsAuth,
+    OciAccess,
     allowed_dirs,
     host_labels,
     host_options,
@@ -46,6 +47,7 @@ def host_cmd(
     friendly_name: FriendlyNameOpt = None,
     *,
     auth: NatsAuth,
+    oci: OciAccess,
     data_dir: DataDirOpt = None,
     heartbeat_interval: HeartbeatOpt = None,
     invocation_timeout: Annotated[
@@ -81,6 +83,7 @@ def host_cmd(
             allow_file_load=allow_file_load,
             allow_dirs=dirs,
             max_component_size=max_component_size,
+            **oci.host_kwargs(),
             **nats,
         )
         # run_host handles SIGINT/SIGTERM itself: it leaves the lattice gracefully.
