@@ -69,6 +69,7 @@ down:
 
 # The Redis backend is tested against a real redis-server (the tests start their own, on a free port).
 system-deps:
+	@command -v docker-registry >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-registry >/dev/null; }
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 
 test: test-deps system-deps

@@ -62,7 +62,7 @@ def run(
     component: Annotated[
         str,
         typer.Argument(
-            help="The wasi:http/proxy component to serve: a .wasm file or an OCI reference (registry/repo:tag)."
+            help="The wasi:http/proxy component to serve: a .wasm file or an OCI reference (reg/repo:tag)."
         ),
     ],
     listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "127.0.0.1:8000",
