@@ -100,6 +100,7 @@ bench: bench-deps system-deps
 	$(BIN)/python benchmarks/lattice_calls.py
 	$(BIN)/python benchmarks/http_across_hosts.py
 	$(BIN)/python benchmarks/apps.py
+	$(BIN)/python benchmarks/artifacts.py
 
 clean: down
 	rm -rf $(STATE) examples/.build tests/components/.build .pytest_cache .mypy_cache .ruff_cache

@@ -81,11 +81,11 @@ def test_reference_properties() -> None:
 
 def test_policy_refuses_latest_and_undeclared_plain_http() -> None:
     policy = FetchPolicy.of(allow_latest=False, allowed_insecure=["localhost:5000"])
-    with pytest.raises(ArtifactError, match="latest.*--allow-latest"):
+    with pytest.raises(ArtifactError, match=r"latest.*--allow-latest"):
         policy.check_oci("ghcr.io/o/x:latest")
     with pytest.raises(ArtifactError, match="no tag or digest"):
         policy.check_oci("ghcr.io/o/x")
-    with pytest.raises(ArtifactError, match="plain HTTP.*--allowed-insecure"):
+    with pytest.raises(ArtifactError, match=r"plain HTTP.*--allowed-insecure"):
         policy.check_oci("http://ghcr.io/o/x:1")
     policy.check_oci("http://localhost:5000/o/x:1")
     FetchPolicy.of(allow_latest=True).check_oci("ghcr.io/o/x")

@@ -76,9 +76,9 @@ class ArtifactCache:
             return None
         return data
 
-    def put(self, digest: str, data: bytes) -> Path:
-        """Store `data` under `digest` (which it must match); the entry's path."""
-        actual = sha256_digest(data)
+    def put(self, digest: str, data: bytes, verified: bool = False) -> Path:
+        """Store `data` under `digest` (which it must match; `verified`: the caller has checked)."""
+        actual = digest if verified else sha256_digest(data)
         if actual != digest:
             raise ArtifactError(f"refusing to cache bytes with digest {actual} under {digest}")
         path = self.path(digest)

@@ -101,6 +101,8 @@ class OciSource:
         self.cache = cache
         self.max_size = max_size
         self.progress = progress
+        # `pull` hashes while the layer streams in and refuses a mismatch: no second pass needed.
+        self.verifies_digest = True
         # Layer sizes from manifests resolved recently: `pull` enforces the size the manifest named.
         self._sizes: dict[str, int] = {}
 
@@ -199,13 +201,15 @@ class ArtifactFetcher:
                         f"{ref}: the artifact has {len(data)} bytes; at most {self.policy.max_size} are "
                         "accepted (--max-component-size)"
                     )
-                actual = await asyncio.to_thread(sha256_digest, data)
+                # A source that checks while streaming (OCI) is not hashed twice; any other is here.
+                verified = getattr(source, "verifies_digest", False) is True
+                actual = digest if verified else await asyncio.to_thread(sha256_digest, data)
                 if actual != digest:
                     raise ArtifactError(
                         f"digest mismatch for {ref}: expected {digest}, the bytes have {actual}"
                     )
                 try:
-                    await asyncio.to_thread(self.cache.put, digest, data)
+                    await asyncio.to_thread(self.cache.put, digest, data, True)
                 except OSError as e:  # a full or read-only cache costs a re-download, not the scale
                     log.warning("artifact cache: cannot store %s: %s", digest, e)
                 log.info("%s: pulled %s (%d bytes)", ref, digest, len(data))

@@ -430,7 +430,7 @@ class OciClient:
                 f"digest mismatch for the layer of {ref}: the manifest names {digest}, the registry sent "
                 f"{len(buf)} bytes with digest {actual}"
             )
-        return bytes(buf)
+        return bytes(buf)  # one copy; the bytearray grew without a join of many chunks
 
     def _too_big_blob(self, ref: OciReference, digest: str, size: int, cap: int) -> str:
         return (
