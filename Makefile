@@ -71,6 +71,7 @@ down:
 
 # The Redis backend is tested against a real redis-server (the tests start their own, on a free port).
 system-deps:
+	@command -v docker-registry >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-registry >/dev/null; }
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 
 test: test-deps system-deps
@@ -101,6 +102,7 @@ bench: bench-deps system-deps
 	$(BIN)/python benchmarks/lattice_calls.py
 	$(BIN)/python benchmarks/http_across_hosts.py
 	$(BIN)/python benchmarks/apps.py
+	$(BIN)/python benchmarks/artifacts.py
 
 clean: down
 	rm -rf $(STATE) examples/.build tests/components/.build .pytest_cache .mypy_cache .ruff_cache

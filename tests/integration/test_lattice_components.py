@@ -42,7 +42,7 @@ async def test_auction_and_scale_failures(env: Env, echo_ref: str) -> None:
     assert "does not exist" in failed["data"]["error"]
     await ctl.scale_component(host, "oci://ghcr.io/x/y:1", "oci", 1)
     failed = await env.wait_event("component_scale_failed", lambda e: e["data"]["component_id"] == "oci")
-    assert "only file:// references are supported" in failed["data"]["error"]
+    assert "registry ghcr.io" in failed["data"]["error"]
 
 
 class Served:

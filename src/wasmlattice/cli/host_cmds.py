@@ -30,6 +30,7 @@ from wasmlattice.cli.host_options import (
     LogLevelOpt,
     MaxComponentSizeOpt,
     NatsAuth,
+    OciAccess,
     PolicyFlags,
     allowed_dirs,
     host_labels,
@@ -47,6 +48,7 @@ def host_cmd(
     friendly_name: FriendlyNameOpt = None,
     *,
     auth: NatsAuth,
+    oci: OciAccess,
     data_dir: DataDirOpt = None,
     heartbeat_interval: HeartbeatOpt = None,
     invocation_timeout: Annotated[
@@ -85,6 +87,7 @@ def host_cmd(
             allow_dirs=dirs,
             max_component_size=max_component_size,
             **policy_kwargs,
+            **oci.host_kwargs(),
             **nats,
         )
         # run_host handles SIGINT/SIGTERM itself: it leaves the lattice gracefully.

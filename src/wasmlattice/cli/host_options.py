@@ -119,9 +119,60 @@ MaxComponentSizeOpt = Annotated[
         "--max-component-size",
         min=1,
         envvar="WASMLATTICE_MAX_COMPONENT_SIZE",
-        help="Bytes a file:// component may have (268435456, 256 MiB).",
+        help="Bytes a component may have, from a file or a registry (268435456, 256 MiB).",
     ),
 ]
+
+
+@dataclass(frozen=True)
+class OciAccess:
+    """How a host reaches OCI registries (docs/artifacts.md); the wasmCloud host's flags and variables."""
+
+    allow_latest: Annotated[
+        bool,
+        typer.Option(
+            "--allow-latest",
+            envvar="WASMCLOUD_OCI_ALLOW_LATEST",
+            help="Fetch OCI references tagged latest (or with no tag). Off: they are refused.",
+        ),
+    ] = False
+    allowed_insecure: Annotated[
+        str | None,
+        typer.Option(
+            "--allowed-insecure",
+            envvar="WASMCLOUD_OCI_ALLOWED_INSECURE",
+            metavar="HOST[:PORT],...",
+            help="Registries spoken to over plain HTTP (comma-separated); HTTPS to every other.",
+        ),
+    ] = None
+    oci_registry: Annotated[
+        str | None,
+        typer.Option(
+            "--oci-registry",
+            envvar="WASMCLOUD_OCI_REGISTRY",
+            help="Registry that --oci-user/--oci-password are for (all three together).",
+        ),
+    ] = None
+    oci_user: Annotated[
+        str | None, typer.Option("--oci-user", envvar="WASMCLOUD_OCI_REGISTRY_USER", help="Registry user.")
+    ] = None
+    oci_password: Annotated[
+        str | None,
+        typer.Option("--oci-password", envvar="WASMCLOUD_OCI_REGISTRY_PASSWORD", help="Registry password."),
+    ] = None
+
+    def host_kwargs(self) -> dict[str, Any]:
+        """The OCI fields of `HostOptions`; exit 2 unless the three credential flags go together."""
+        creds = (self.oci_registry, self.oci_user, self.oci_password)
+        if any(creds) and not all(creds):
+            fail("--oci-registry, --oci-user and --oci-password go together: set all three", code=2)
+        return {
+            "allow_latest": self.allow_latest,
+            "allowed_insecure": [h.strip() for h in (self.allowed_insecure or "").split(",") if h.strip()],
+            "oci_registry": self.oci_registry,
+            "oci_user": self.oci_user,
+            "oci_password": self.oci_password,
+        }
 
 
 def allowed_dirs(dirs: list[Path] | None) -> list[Path]:

@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 
 from wasmlattice import __version__
-from wasmlattice.cli import app_cmds, call_cmd, host_cmds, lattice_cmds, secret_cmds, workload_cmds  # noqa: F401 - register commands
+from wasmlattice.cli import (  # noqa: F401 - register commands
+    app_cmds,
+    artifact_cmds,
+    call_cmd,
+    host_cmds,
+    lattice_cmds,
+    secret_cmds,
+    workload_cmds,
+)
 from wasmlattice.cli.app import app, setup_logging
 from wasmlattice.runtime.component import ComponentError
 
@@ -51,7 +59,12 @@ def _parse_size(text: str | None) -> int | None:
 
 @app.command()
 def run(
-    component: Annotated[Path, typer.Argument(help="The wasi:http/proxy component (.wasm) to serve.")],
+    component: Annotated[
+        str,
+        typer.Argument(
+            help="The wasi:http/proxy component to serve: a .wasm file or an OCI reference (reg/repo:tag)."
+        ),
+    ],
     listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "127.0.0.1:8000",
     workers: Annotated[int, typer.Option(min=1, help="Processes sharing the port (SO_REUSEPORT).")] = 1,
     reuse: Annotated[
@@ -98,6 +111,12 @@ def run(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    allow_latest: Annotated[
+        bool, typer.Option("--allow-latest", help="Allow an OCI reference tagged latest (or untagged).")
+    ] = False,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Speak plain HTTP to the OCI reference's registry.")
+    ] = False,
 ) -> None:
     """Serve a wasi:http component over HTTP, the way `wasmtime serve` does."""
     from wasmlattice.capabilities.http_ingress import IngressLimits
@@ -121,12 +140,43 @@ def run(
         opts.host_port()
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--listen") from None
+    path = component
+    if not Path(component).exists() and ("/" in component or "://" in component):
+        path = _pull_for_run(component, allow_latest, insecure)
     try:
-        code = run_server(str(component), opts)
+        code = run_server(path, opts)
     except ComponentError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(code)
+
+
+def _pull_for_run(ref: str, allow_latest: bool, insecure: bool) -> str:
+    """Pull an OCI reference into the artifact cache; the cached file's path (exit 2 on failure)."""
+    from wasmlattice import aio
+    from wasmlattice.artifacts.auth import Credentials, docker_config_source
+    from wasmlattice.artifacts.fetch import ArtifactFetcher, FetchPolicy
+    from wasmlattice.artifacts.reference import parse_oci_ref, scheme_of
+    from wasmlattice.artifacts.source import ArtifactError
+
+    async def pull() -> str:
+        insecure_hosts = [parse_oci_ref(ref).registry] if insecure else []
+        policy = FetchPolicy(allow_latest, frozenset(insecure_hosts), allow_latest_hint="pass --allow-latest")
+        fetcher = ArtifactFetcher(policy, Credentials([docker_config_source()]))
+        try:
+            artifact = await fetcher.fetch(ref)
+        finally:
+            await fetcher.close()
+        return str(fetcher.cache.path(artifact.digest))
+
+    if scheme_of(ref) != "oci":
+        typer.echo(f"error: {ref}: no such file, and not an OCI reference", err=True)
+        raise typer.Exit(2)
+    try:
+        return aio.run(pull())
+    except ArtifactError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

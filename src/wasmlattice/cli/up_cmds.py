@@ -40,6 +40,7 @@ from wasmlattice.cli.host_options import (
     LogLevelOpt,
     MaxComponentSizeOpt,
     NatsAuth,
+    OciAccess,
     PolicyFlags,
     allowed_dirs,
     host_labels,
@@ -267,6 +268,7 @@ def up(
     friendly_name: FriendlyNameOpt = None,
     *,
     auth: NatsAuth,
+    oci: OciAccess,
     heartbeat_interval: HeartbeatOpt = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
     app_manager: Annotated[
@@ -324,6 +326,7 @@ def up(
         allow_file_load=allow_file_load,
         allow_dirs=allowed_dirs(allow_dir) if allow_dir else default_up_allow_dirs(ddir),
         max_component_size=max_component_size,
+        **oci.host_kwargs(),
     )
     host_kwargs.update(policy.host_kwargs())
     if detach:
@@ -379,6 +382,16 @@ def _up_detached(
     }
     for key, var in secret_env.items():
         if host_kwargs.get(key) is not None:
+            env[var] = str(host_kwargs[key])
+    # The registry settings as resolved here (the child reads the wasmCloud variables).
+    env["WASMCLOUD_OCI_ALLOW_LATEST"] = "true" if host_kwargs.get("allow_latest") else "false"
+    env["WASMCLOUD_OCI_ALLOWED_INSECURE"] = ",".join(host_kwargs.get("allowed_insecure") or [])
+    for key, var in (
+        ("oci_registry", "WASMCLOUD_OCI_REGISTRY"),
+        ("oci_user", "WASMCLOUD_OCI_REGISTRY_USER"),
+        ("oci_password", "WASMCLOUD_OCI_REGISTRY_PASSWORD"),
+    ):
+        if host_kwargs.get(key):
             env[var] = str(host_kwargs[key])
 
     cmd = [sys.executable, "-m", "wasmlattice.cli.main", "up", "--in-background", "--data-dir", str(ddir)]

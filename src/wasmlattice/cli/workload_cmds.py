@@ -198,7 +198,16 @@ def _placement(
 @scale_app.command("component")
 @option_group
 def scale_component(
-    ref: Annotated[str, typer.Argument(help="Component reference: file:///abs.wasm, a local path, or OCI.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help=(
+                "Component reference: file:///abs.wasm or a local path (the host needs --allow-file-load), "
+                "or an OCI reference the host pulls (registry/repo:tag, @sha256:..., oci://...; "
+                "docs/artifacts.md)."
+            )
+        ),
+    ],
     component_id: Annotated[str, typer.Argument(help="Component ID.")],
     count: Annotated[
         int | None,
@@ -336,7 +345,12 @@ async def current_counts(ctl: Any, hosts: list[str], component_id: str) -> dict[
 @option_group
 def update_component(
     component_id: Annotated[str, typer.Argument(help="ID of the running component.")],
-    new_ref: Annotated[str, typer.Argument(help="New reference: file:///abs.wasm, a local path, or OCI.")],
+    new_ref: Annotated[
+        str,
+        typer.Argument(
+            help="New reference: file:///abs.wasm, a local path, or an OCI reference the host pulls."
+        ),
+    ],
     host: HostOpt = None,
     no_wait: NoWaitOpt = False,
     wait_timeout: WaitTimeoutOpt = 60.0,

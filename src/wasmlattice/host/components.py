@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from wasmlattice.artifacts.fetch import ArtifactFetcher
+from wasmlattice.artifacts.reference import scheme_of
+from wasmlattice.artifacts.source import ArtifactError
 from wasmlattice.capabilities.base import ComponentContext, HostServices, InvokeError
 from wasmlattice.capabilities.catalog import host_registry
 from wasmlattice.capabilities.http_ingress import INCOMING_HANDLER, HttpTarget
@@ -139,12 +142,15 @@ class ComponentRegistry:
         engine: HostEngine | None = None,
         cache: CompileCache | None = None,
         services: HostServices | None = None,
+        fetcher: ArtifactFetcher | None = None,
     ) -> None:
         self.engine = engine or HostEngine()
         self.cache = cache or CompileCache(default_cache_dir())
         self.services = services
         # What `file://` references may load (the host's `--allow-file-load`, `--allow-dir`).
         self.files = services.files if services is not None else HostFiles()
+        # Where every other reference (OCI, and sources registered later) comes from; None: file:// only.
+        self.fetcher = fetcher
         self.registry: HostRegistry = host_registry()
         self._linked: dict[str, LinkedComponent] = {}
         self._components: dict[str, RunningComponent] = {}
@@ -379,6 +385,12 @@ class ComponentRegistry:
 
         Cheap enough for a control request to answer with the refusal instead of an ack.
         """
+        if self.fetcher is not None and scheme_of(ref) != "file":
+            try:
+                self.fetcher.check(ref)  # malformed, `latest` without --allow-latest, insecure
+            except ArtifactError as e:
+                raise ComponentRefError(str(e)) from None
+            return
         try:
             path = file_ref_path(ref)
         except ComponentRefError:
@@ -389,15 +401,26 @@ class ComponentRegistry:
             raise ComponentRefError(str(e)) from None
 
     async def _load(self, ref: str) -> LinkedComponent:
-        path = file_ref_path(ref)
+        data: bytes | None = None
+        if self.fetcher is not None and scheme_of(ref) != "file":
+            # OCI (and other registered sources): policy, digest check and cache in the fetcher.
+            try:
+                data = (await self.fetcher.fetch(ref)).data
+            except ArtifactError as e:
+                raise ComponentRefError(str(e)) from None
+            path = ref
+        else:
+            path = file_ref_path(ref)
         # Reading and compiling take a while for big components: keep the event loop free.
-        return await asyncio.get_running_loop().run_in_executor(None, self._load_blocking, ref, path)
+        return await asyncio.get_running_loop().run_in_executor(None, self._load_blocking, ref, path, data)
 
-    def _load_blocking(self, ref: str, path: str) -> LinkedComponent:
+    def _load_blocking(self, ref: str, path: str, data: bytes | None = None) -> LinkedComponent:
+        # `data`: bytes a fetcher already pulled and checked; `path` is then the reference.
         # Only what the host allows, only a regular file, never more than the size cap
         # (docs/security.md): the reference comes from a control message.
         try:
-            data = self.files.read_component(ref, path)
+            if data is None:
+                data = self.files.read_component(ref, path)
         except HostFileError as e:
             raise ComponentRefError(str(e)) from None
         check_format(data, path)

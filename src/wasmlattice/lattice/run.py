@@ -13,11 +13,22 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wasmlattice import aio
+from wasmlattice.artifacts.auth import (
+    Credential,
+    Credentials,
+    CredentialSource,
+    docker_config_source,
+    flag_credentials,
+    normalize_registry,
+    static_source,
+)
+from wasmlattice.artifacts.fetch import ArtifactFetcher, FetchPolicy
+from wasmlattice.artifacts.source import ArtifactError
 from wasmlattice.capabilities.base import DEFAULT_INVOCATION_TIMEOUT_S, HostServices
 from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.capabilities.secrets import key_file_path
@@ -39,7 +50,11 @@ from wasmlattice.protocol.connection import (
     without_userinfo,
 )
 from wasmlattice.protocol.kv import KvError
-from wasmlattice.protocol.models import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HOST_STOP_TIMEOUT_S
+from wasmlattice.protocol.models import (
+    DEFAULT_HEARTBEAT_INTERVAL_S,
+    DEFAULT_HOST_STOP_TIMEOUT_S,
+    RegistryCredential,
+)
 from wasmlattice.protocol.policy import DEFAULT_POLICY_TIMEOUT_MS
 from wasmlattice.protocol.state import LatticeState
 from wasmlattice.protocol.subjects import DEFAULT_LATTICE, DEFAULT_TOPIC_PREFIX, check_token
@@ -75,7 +90,12 @@ class HostOptions:
     - `allow_file_load`: load `file://` components at all (`--allow-file-load`; off, as in wasmCloud).
     - `allow_dirs`: the only directories `file://` components and blobstore-fs roots may be in
       (`--allow-dir`; none). See docs/security.md.
-    - `max_component_size`: bytes a `file://` component may have (256 MiB).
+    - `max_component_size`: bytes a component may have, from a file or a registry (256 MiB).
+    - `allow_latest`: fetch OCI references tagged `latest` (or untagged) (`--allow-latest`; off).
+    - `allowed_insecure`: registries spoken to over plain HTTP (`--allowed-insecure`); HTTPS otherwise.
+    - `oci_registry` + `oci_user` + `oci_password`: credentials for one registry (all or none).
+    - `docker_config`: also use the registry credentials of the user's Docker `config.json` (on).
+      See docs/artifacts.md.
     - `policy_topic`, `policy_changes_topic`, `policy_timeout_ms`: the policy service
       (`--policy-topic`; none: everything is permitted). See docs/policy.md.
     """
@@ -117,6 +137,33 @@ class HostOptions:
         except ValueError as e:
             raise HostStartError(str(e)) from None
 
+    allow_latest: bool = False
+    allowed_insecure: list[str] = field(default_factory=list)
+    oci_registry: str | None = None
+    oci_user: str | None = None
+    oci_password: str | None = None
+    docker_config: bool = True
+
+    def fetcher(
+        self, pushed: Callable[[], Mapping[str, RegistryCredential]] | None = None
+    ) -> ArtifactFetcher:
+        """The host's artifact fetcher; `pushed`: the credentials `registry.put` stored (they win).
+
+        `HostStartError` if the `--oci-*` flags are incomplete.
+        """
+        try:
+            flags = flag_credentials(self.oci_registry, self.oci_user, self.oci_password)
+        except ArtifactError as e:
+            raise HostStartError(str(e)) from None
+        sources: list[CredentialSource] = []
+        if pushed is not None:
+            sources.append(_pushed_source(pushed))
+        sources.append(static_source(flags))
+        if self.docker_config:
+            sources.append(docker_config_source())
+        policy = FetchPolicy.of(self.allow_latest, self.allowed_insecure, self.max_component_size)
+        return ArtifactFetcher(policy, Credentials(sources))
+
     def host_files(self) -> HostFiles:
         """What control messages may reach on this machine (docs/security.md)."""
         # No blobstore-fs root may contain the host's own secrets, even inside an allowed dir.
@@ -145,6 +192,24 @@ class HostOptions:
             tls_key=self.nats_tls_key,
             js_domain=self.js_domain,
         )
+
+
+def _pushed_source(pushed: Callable[[], Mapping[str, RegistryCredential]]) -> CredentialSource:
+    """A credential source reading the host's `registry.put` map at each lookup (it changes)."""
+
+    def lookup(registry: str) -> Credential | None:
+        for key, cred in pushed().items():
+            if normalize_registry(key) != registry:
+                continue
+            kind = cred.auth_kind()
+            if kind == "basic":
+                return Credential(cred.username, cred.password, origin="registry.put")
+            if kind == "token":
+                return Credential(token=cred.token, origin="registry.put")
+            return None  # anonymous, as the entry says
+        return None
+
+    return lookup
 
 
 def build_host(opts: HostOptions) -> Host:
@@ -181,6 +246,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     """
     host = build_host(opts)
     policy_settings = opts.policy_settings()
+    # Before connecting: incomplete --oci-* flags are a start-up error, not a failed pull later.
+    fetcher = opts.fetcher(lambda: host.registries)
     nats_opts = opts.nats_options()
     stop_requested = asyncio.Event()
     connection_lost: list[str] = []
@@ -228,7 +295,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
                 policy_settings.timeout_ms,
                 f", changes on {policy_settings.changes_topic}" if policy_settings.changes_topic else "",
             )
-        components = ComponentRegistry(services=services)
+        components = ComponentRegistry(services=services, fetcher=fetcher)
         await components.start()
         providers = ProviderManager(services)
         services.providers = providers
@@ -294,6 +361,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
                 await policy.stop()
     finally:
         await supervisor.stop(0.0)
+        await fetcher.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.drain(), 2.0)
         with contextlib.suppress(Exception):
@@ -382,7 +450,7 @@ def _parser() -> argparse.ArgumentParser:
         "--max-component-size",
         type=int,
         default=DEFAULT_MAX_COMPONENT_SIZE,
-        help="bytes a file:// component may have",
+        help="bytes a component may have",
     )
     p.add_argument("--policy-topic", default=os.environ.get("WASMCLOUD_POLICY_TOPIC"), help="policy topic")
     p.add_argument(
@@ -393,6 +461,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--policy-timeout-ms", type=int, default=DEFAULT_POLICY_TIMEOUT_MS, help="policy request timeout"
     )
+    p.add_argument(
+        "--allow-latest",
+        action="store_true",
+        default=env_flag("WASMCLOUD_OCI_ALLOW_LATEST"),
+        help="fetch OCI references tagged latest",
+    )
+    p.add_argument(
+        "--allowed-insecure",
+        action="append",
+        default=[h for h in os.environ.get("WASMCLOUD_OCI_ALLOWED_INSECURE", "").split(",") if h.strip()],
+        metavar="HOST[:PORT]",
+        help="registry spoken to over plain HTTP (repeatable, or comma-separated)",
+    )
+    p.add_argument("--oci-registry", default=os.environ.get("WASMCLOUD_OCI_REGISTRY"))
+    p.add_argument("--oci-user", default=os.environ.get("WASMCLOUD_OCI_REGISTRY_USER"))
+    p.add_argument("--oci-password", default=os.environ.get("WASMCLOUD_OCI_REGISTRY_PASSWORD"))
     p.add_argument("--log-level", default="INFO", help="log level")
     return p
 
@@ -424,6 +508,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             policy_topic=args.policy_topic,
             policy_changes_topic=args.policy_changes_topic,
             policy_timeout_ms=args.policy_timeout_ms,
+            allow_latest=args.allow_latest,
+            allowed_insecure=[h for item in args.allowed_insecure for h in item.split(",") if h.strip()],
+            oci_registry=args.oci_registry,
+            oci_user=args.oci_user,
+            oci_password=args.oci_password,
         )
         aio.run(run_host(opts))
     except (HostStartError, NatsConnectionError, LabelError) as e:

@@ -1,0 +1,247 @@
+"""`wasmlattice push` and `pull`: components to and from registries (docs/artifacts.md).
+
+Each command dispatches on the reference's scheme (`PUSHERS`, `PULLERS`), so another source
+(the lattice's own store) adds one function per direction.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from wasmlattice import aio
+from wasmlattice.cli.app import app
+from wasmlattice.cli.common import fail
+
+if TYPE_CHECKING:
+    from wasmlattice.artifacts.auth import Credentials, CredentialSource
+
+UserOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--user",
+        "-u",
+        envvar=["WASMLATTICE_REGISTRY_USER", "WASMCLOUD_OCI_REGISTRY_USER"],
+        help="Registry user (else the Docker config.json credentials, else anonymous).",
+    ),
+]
+PasswordOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--password",
+        "-p",
+        envvar=["WASMLATTICE_REGISTRY_PASSWORD", "WASMCLOUD_OCI_REGISTRY_PASSWORD"],
+        help="Registry password or token (with --user).",
+    ),
+]
+InsecureOpt = Annotated[
+    bool,
+    typer.Option("--insecure", help="Speak plain HTTP to the registry (a local registry); HTTPS otherwise."),
+]
+# A progress bar only for layers at least this big, and only on a terminal.
+PROGRESS_MIN_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """How the CLI reaches a registry: explicit credentials and plain HTTP or not."""
+
+    user: str | None
+    password: str | None
+    insecure: bool
+
+
+@contextmanager
+def progress_bar(what: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A Rich progress callback on a terminal (None elsewhere, so scripts get clean output)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int) -> None:
+            if total >= PROGRESS_MIN_BYTES:
+                bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _credentials(ref_registry: str, access: RegistryAccess) -> Credentials:
+    from wasmlattice.artifacts.auth import (
+        Credential,
+        Credentials,
+        docker_config_source,
+        static_source,
+    )
+
+    if (access.user is None) != (access.password is None):
+        fail("--user and --password go together", code=2)
+    sources: list[CredentialSource] = []
+    if access.user is not None:
+        sources.append(
+            static_source({ref_registry: Credential(access.user, access.password, origin="--user")})
+        )
+    sources.append(docker_config_source())
+    return Credentials(sources)
+
+
+async def _push_oci(ref: str, data: bytes, annotations: dict[str, str], access: RegistryAccess) -> str:
+    from wasmlattice.artifacts.oci import OciClient
+    from wasmlattice.artifacts.push import push_component, wasm_config
+    from wasmlattice.artifacts.reference import parse_oci_ref
+
+    parsed = parse_oci_ref(ref)
+    imports, exports = _component_names(data)
+    creds = _credentials(parsed.registry, access)
+    insecure = [parsed.registry] if access.insecure else []
+    async with OciClient(creds, insecure=insecure) as client:
+        with progress_bar(f"push {parsed.repository}") as progress:
+            pushed = await push_component(
+                client, parsed, data, wasm_config(data, imports, exports), annotations, progress
+            )
+    return f"{parsed.registry}/{parsed.repository}@{pushed.manifest_digest}"
+
+
+async def _pull_oci(ref: str, access: RegistryAccess, allow_latest: bool, max_size: int) -> tuple[str, bytes]:
+    from wasmlattice.artifacts.fetch import ArtifactFetcher, FetchPolicy
+    from wasmlattice.artifacts.reference import parse_oci_ref
+
+    parsed = parse_oci_ref(ref)
+    policy = FetchPolicy.of(allow_latest, [parsed.registry] if access.insecure else [], max_size)
+    policy = FetchPolicy(
+        policy.allow_latest, policy.allowed_insecure, policy.max_size, allow_latest_hint="pass --allow-latest"
+    )
+    with progress_bar(f"pull {parsed.repository}") as progress:
+        fetcher = ArtifactFetcher(policy, _credentials(parsed.registry, access), progress=progress)
+        try:
+            artifact = await fetcher.fetch(ref)
+        finally:
+            await fetcher.close()
+    return artifact.digest, artifact.data
+
+
+Pusher = Callable[[str, bytes, dict[str, str], RegistryAccess], Coroutine[Any, Any, str]]
+Puller = Callable[[str, RegistryAccess, bool, int], Coroutine[Any, Any, tuple[str, bytes]]]
+PUSHERS: dict[str, Pusher] = {"oci": _push_oci}
+PULLERS: dict[str, Puller] = {"oci": _pull_oci}
+
+
+def _component_names(data: bytes) -> tuple[list[str], list[str]]:
+    """The import and export names of a component for the artifact's config (through the compile
+    cache the host uses too, so pushing warms it); empty for a core module."""
+    from wasmlattice.runtime.component import (
+        CompileCache,
+        ComponentError,
+        check_format,
+        default_cache_dir,
+        inspect_component,
+    )
+    from wasmlattice.runtime.engine import HostEngine
+
+    if data[4:8] == b"\x01\x00\x00\x00":
+        return [], []
+    try:
+        check_format(data, "FILE")
+        engine = HostEngine()
+        comp = CompileCache(default_cache_dir()).load(data, engine, "FILE")
+        info = inspect_component(comp, engine)
+    except ComponentError as e:
+        fail(str(e), code=2)
+    return [i.name for i in info.imports], [e.name for e in info.exports]
+
+
+def _parse_annotations(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            fail(f"--annotation: expected KEY=VALUE, got {item!r}", code=2)
+        out[k] = v
+    return out
+
+
+def _scheme(ref: str, table: Mapping[str, object], verb: str) -> str:
+    from wasmlattice.artifacts.reference import scheme_of
+
+    scheme = scheme_of(ref)
+    if scheme not in table:
+        fail(
+            f"cannot {verb} {ref!r}: {scheme}:// references are not supported here (use an OCI reference)", 2
+        )
+    return scheme
+
+
+@app.command()
+def push(
+    ref: Annotated[str, typer.Argument(help="Where to push: registry/repo:tag (oci:// prefix optional).")],
+    file: Annotated[Path, typer.Argument(help="The component (.wasm).", exists=True, dir_okay=False)],
+    annotation: Annotated[
+        list[str] | None,
+        typer.Option("--annotation", "-a", metavar="KEY=VALUE", help="Manifest annotation; repeatable."),
+    ] = None,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
+    """Push a component to an OCI registry as a wasm artifact (the layout `wash push` writes)."""
+    from wasmlattice.artifacts.source import ArtifactError
+
+    scheme = _scheme(ref, PUSHERS, "push")
+    data = file.read_bytes()
+    if data[:4] != b"\0asm":
+        fail(f"{file} is not a WebAssembly file", code=2)
+    access = RegistryAccess(user, password, insecure)
+    try:
+        pinned = aio.run(PUSHERS[scheme](ref, data, _parse_annotations(annotation or []), access))
+    except ArtifactError as e:
+        fail(str(e))
+    typer.echo(pinned)
+
+
+@app.command()
+def pull(
+    ref: Annotated[str, typer.Argument(help="What to pull: registry/repo:tag or registry/repo@sha256:...")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: <repo name>.wasm).")
+    ] = None,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    insecure: InsecureOpt = False,
+    allow_latest: Annotated[
+        bool, typer.Option("--allow-latest", help="Allow `latest` (or no tag), which may change under you.")
+    ] = False,
+    max_size: Annotated[int, typer.Option("--max-size", min=1, help="Most bytes accepted (256 MiB).")] = 256
+    << 20,
+) -> None:
+    """Pull a component from an OCI registry (checked against its digest, kept in the artifact cache)."""
+    from wasmlattice.artifacts.source import ArtifactError
+
+    scheme = _scheme(ref, PULLERS, "pull")
+    access = RegistryAccess(user, password, insecure)
+    try:
+        digest, data = aio.run(PULLERS[scheme](ref, access, allow_latest, max_size))
+    except ArtifactError as e:
+        fail(str(e))
+    if output is None:
+        name = ref.split("@")[0].rsplit("/", 1)[-1].split(":")[0] or "component"
+        output = Path(f"{name}.wasm")
+    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.replace(output)
+    typer.echo(f"{output} {digest} ({len(data)} bytes)")
