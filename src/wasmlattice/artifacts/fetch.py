@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from wasmlattice.artifacts.auth import Credentials
 from wasmlattice.artifacts.cache import ArtifactCache, sha256_digest
+from wasmlattice.artifacts.lattice_store import LATTICE_SCHEME, LatticeRef, LatticeStore, parse_lattice_ref
 from wasmlattice.artifacts.oci import (
     MAX_MANIFEST_BYTES,
     Descriptor,
@@ -64,11 +65,7 @@ class FetchPolicy:
         """The parsed reference if the policy allows it; `ArtifactError` saying why not."""
         parsed = parse_oci_ref(ref)
         if parsed.is_latest and not self.allow_latest:
-            what = "is tagged 'latest'" if parsed.tag else "has no tag or digest, which means 'latest'"
-            raise ArtifactError(
-                f"cannot fetch {ref!r}: it {what}, and fetching images tagged 'latest' is prohibited on this "
-                f"host ({self.allow_latest_hint}); name a version tag or a digest"
-            )
+            raise self._latest_refused(ref, tagged=bool(parsed.tag))
         insecure = (
             parsed.registry.lower() in self.allowed_insecure
             or parsed.hostname.lower() in self.allowed_insecure
@@ -79,6 +76,20 @@ class FetchPolicy:
                 f"{INSECURE_HINT}; this host speaks HTTPS to every other registry"
             )
         return parsed
+
+    def check_lattice(self, ref: str) -> LatticeRef:
+        """The parsed `lattice://` reference if the policy allows it (the same `latest` rule as OCI)."""
+        parsed = parse_lattice_ref(ref)
+        if parsed.is_latest and not self.allow_latest:
+            raise self._latest_refused(ref, tagged=parsed.tag is not None)
+        return parsed
+
+    def _latest_refused(self, ref: str, tagged: bool) -> ArtifactError:
+        what = "is tagged 'latest'" if tagged else "has no tag or digest, which means 'latest'"
+        return ArtifactError(
+            f"cannot fetch {ref!r}: it {what}, and fetching images tagged 'latest' is prohibited on this "
+            f"host ({self.allow_latest_hint}); name a version tag or a digest"
+        )
 
 
 @dataclass(frozen=True)
@@ -167,6 +178,10 @@ class ArtifactFetcher:
         if check is not None:
             self._checks[scheme.lower()] = check
 
+    def use_lattice_store(self, store: LatticeStore) -> None:
+        """Serve `lattice://` references from the lattice's own artifact store (same policy, same cache)."""
+        self.register(LATTICE_SCHEME.removesuffix("://"), store, self.policy.check_lattice)
+
     def handles(self, ref: str) -> bool:
         """Whether a source is registered for `ref`'s scheme."""
         return scheme_of(ref) in self._sources
@@ -187,6 +202,13 @@ class ArtifactFetcher:
         """The bytes `ref` names now, checked against their digest; from the cache when it has them."""
         self.check(ref)
         source = self._sources[scheme_of(ref)]
+        # A reference pinned by digest whose bytes are cached needs no source at all.
+        pinned = getattr(source, "pinned_digest", None)
+        digest = pinned(ref) if callable(pinned) else None
+        if digest is not None:
+            data = await asyncio.to_thread(self.cache.get, digest, self.policy.max_size)
+            if data is not None:
+                return Artifact(ref, digest, data, cached=True)
         digest = await source.resolve(ref)
         lock = self._pulling.setdefault(digest, asyncio.Lock())
         async with lock:

@@ -543,6 +543,10 @@ class LatticeStore:
             )
         return StoredArtifact.from_json(parsed.key, raw)
 
+    def pinned_digest(self, ref: str) -> str | None:
+        """The digest `ref` pins, if any: the fetcher serves it from its cache without asking us."""
+        return parse_lattice_ref(ref).digest
+
     async def resolve(self, ref: str) -> str:
         """The digest `ref` names now: its pinned digest (if the blob exists), else its tag's."""
         parsed = parse_lattice_ref(ref)

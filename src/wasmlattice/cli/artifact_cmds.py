@@ -6,19 +6,30 @@ Each command dispatches on the reference's scheme (`PUSHERS`, `PULLERS`), so ano
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from wasmlattice import aio
 from wasmlattice.cli.app import app
-from wasmlattice.cli.common import fail
+from wasmlattice.cli.common import (
+    DEFAULT_CLI_NATS_URL,
+    DataDirOpt,
+    LatticeOpt,
+    NatsCredsOpt,
+    NatsUrlOpt,
+    cli_nats_options,
+    fail,
+    option_group,
+)
 
 if TYPE_CHECKING:
     from wasmlattice.artifacts.auth import Credentials, CredentialSource
@@ -45,17 +56,33 @@ InsecureOpt = Annotated[
     bool,
     typer.Option("--insecure", help="Speak plain HTTP to the registry (a local registry); HTTPS otherwise."),
 ]
+T = TypeVar("T")
 # A progress bar only for layers at least this big, and only on a terminal.
 PROGRESS_MIN_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
+class LatticeStoreTarget:
+    """Where a `lattice://` reference goes: the lattice's NATS (the options of the lattice commands)."""
+
+    nats_url: NatsUrlOpt = DEFAULT_CLI_NATS_URL
+    lattice: LatticeOpt = "default"
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", "-t", min=0.05, help="Seconds a lattice:// push or pull may take."),
+    ] = 60.0
+    nats_creds: NatsCredsOpt = None
+    data_dir: DataDirOpt = None
+
+
+@dataclass(frozen=True)
 class RegistryAccess:
-    """How the CLI reaches a registry: explicit credentials and plain HTTP or not."""
+    """How the CLI reaches a registry: explicit credentials and plain HTTP or not (or the lattice)."""
 
     user: str | None
     password: str | None
     insecure: bool
+    store: LatticeStoreTarget = LatticeStoreTarget()
 
 
 @contextmanager
@@ -136,10 +163,62 @@ async def _pull_oci(ref: str, access: RegistryAccess, allow_latest: bool, max_si
     return artifact.digest, artifact.data
 
 
+async def _with_lattice_store(target: LatticeStoreTarget, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Connect to the lattice's NATS, run `fn(LatticeStore)`, disconnect; failures as `ArtifactError`."""
+    from wasmlattice.artifacts.lattice_store import LatticeStore
+    from wasmlattice.artifacts.source import ArtifactError
+    from wasmlattice.protocol.connection import NatsConnectionError, connect, jetstream
+
+    opts = cli_nats_options(target.nats_url, target.timeout, target.nats_creds, target.data_dir)
+    try:
+        nc = await connect(opts)
+    except NatsConnectionError as e:
+        raise ArtifactError(str(e)) from None
+    try:
+        return await asyncio.wait_for(fn(LatticeStore(jetstream(nc, opts), target.lattice)), target.timeout)
+    except TimeoutError:
+        raise ArtifactError(
+            f"the lattice store did not answer within {target.timeout:g}s "
+            f"(is JetStream enabled on {target.nats_url}? a bigger --timeout?)"
+        ) from None
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+async def _push_lattice(ref: str, data: bytes, annotations: dict[str, str], access: RegistryAccess) -> str:
+    from wasmlattice.artifacts.lattice_store import parse_lattice_ref
+
+    parsed = parse_lattice_ref(ref)
+    digest = await _with_lattice_store(access.store, lambda store: store.push(ref, data, annotations))
+    return f"lattice://{parsed.name}@{digest}"
+
+
+async def _pull_lattice(
+    ref: str, access: RegistryAccess, allow_latest: bool, max_size: int
+) -> tuple[str, bytes]:
+    from wasmlattice.artifacts.fetch import ArtifactFetcher, FetchPolicy
+
+    policy = FetchPolicy(allow_latest, max_size=max_size, allow_latest_hint="pass --allow-latest")
+
+    async def pull(store: Any) -> tuple[str, bytes]:
+        # Through a fetcher: the same `latest` rule, digest check and cache as a host.
+        store.max_size = max_size
+        fetcher = ArtifactFetcher(policy)
+        fetcher.use_lattice_store(store)
+        try:
+            artifact = await fetcher.fetch(ref)
+        finally:
+            await fetcher.close()
+        return artifact.digest, artifact.data
+
+    return await _with_lattice_store(access.store, pull)
+
+
 Pusher = Callable[[str, bytes, dict[str, str], RegistryAccess], Coroutine[Any, Any, str]]
 Puller = Callable[[str, RegistryAccess, bool, int], Coroutine[Any, Any, tuple[str, bytes]]]
-PUSHERS: dict[str, Pusher] = {"oci": _push_oci}
-PULLERS: dict[str, Puller] = {"oci": _pull_oci}
+PUSHERS: dict[str, Pusher] = {"oci": _push_oci, "lattice": _push_lattice}
+PULLERS: dict[str, Puller] = {"oci": _pull_oci, "lattice": _pull_lattice}
 
 
 def _component_names(data: bytes) -> tuple[list[str], list[str]]:
@@ -182,14 +261,22 @@ def _scheme(ref: str, table: Mapping[str, object], verb: str) -> str:
     scheme = scheme_of(ref)
     if scheme not in table:
         fail(
-            f"cannot {verb} {ref!r}: {scheme}:// references are not supported here (use an OCI reference)", 2
+            f"cannot {verb} {ref!r}: {scheme}:// references are not supported here (use an OCI reference or lattice://)",
+            2,
         )
     return scheme
 
 
 @app.command()
+@option_group
 def push(
-    ref: Annotated[str, typer.Argument(help="Where to push: registry/repo:tag (oci:// prefix optional).")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="Where to push: registry/repo:tag (oci:// prefix optional), or lattice://NAME:TAG "
+            "for the lattice's own store."
+        ),
+    ],
     file: Annotated[Path, typer.Argument(help="The component (.wasm).", exists=True, dir_okay=False)],
     annotation: Annotated[
         list[str] | None,
@@ -198,15 +285,18 @@ def push(
     user: UserOpt = None,
     password: PasswordOpt = None,
     insecure: InsecureOpt = False,
+    *,
+    store: LatticeStoreTarget,
 ) -> None:
-    """Push a component to an OCI registry as a wasm artifact (the layout `wash push` writes)."""
+    """Push a component to an OCI registry as a wasm artifact (the layout `wash push` writes), or
+    into the lattice's own artifact store (`lattice://`), from where every host of the lattice pulls it."""
     from wasmlattice.artifacts.source import ArtifactError
 
     scheme = _scheme(ref, PUSHERS, "push")
     data = file.read_bytes()
     if data[:4] != b"\0asm":
         fail(f"{file} is not a WebAssembly file", code=2)
-    access = RegistryAccess(user, password, insecure)
+    access = RegistryAccess(user, password, insecure, store)
     try:
         pinned = aio.run(PUSHERS[scheme](ref, data, _parse_annotations(annotation or []), access))
     except ArtifactError as e:
@@ -215,8 +305,14 @@ def push(
 
 
 @app.command()
+@option_group
 def pull(
-    ref: Annotated[str, typer.Argument(help="What to pull: registry/repo:tag or registry/repo@sha256:...")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="What to pull: registry/repo:tag, registry/repo@sha256:..., or lattice://NAME:TAG."
+        ),
+    ],
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write (default: <repo name>.wasm).")
     ] = None,
@@ -228,12 +324,15 @@ def pull(
     ] = False,
     max_size: Annotated[int, typer.Option("--max-size", min=1, help="Most bytes accepted (256 MiB).")] = 256
     << 20,
+    *,
+    store: LatticeStoreTarget,
 ) -> None:
-    """Pull a component from an OCI registry (checked against its digest, kept in the artifact cache)."""
+    """Pull a component from an OCI registry or the lattice's store (checked against its digest,
+    kept in the artifact cache)."""
     from wasmlattice.artifacts.source import ArtifactError
 
     scheme = _scheme(ref, PULLERS, "pull")
-    access = RegistryAccess(user, password, insecure)
+    access = RegistryAccess(user, password, insecure, store)
     try:
         digest, data = aio.run(PULLERS[scheme](ref, access, allow_latest, max_size))
     except ArtifactError as e:

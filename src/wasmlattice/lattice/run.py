@@ -28,6 +28,7 @@ from wasmlattice.artifacts.auth import (
     static_source,
 )
 from wasmlattice.artifacts.fetch import ArtifactFetcher, FetchPolicy
+from wasmlattice.artifacts.lattice_store import LatticeStore
 from wasmlattice.artifacts.source import ArtifactError
 from wasmlattice.capabilities.base import DEFAULT_INVOCATION_TIMEOUT_S, HostServices
 from wasmlattice.capabilities.manager import ProviderManager
@@ -295,6 +296,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
                 policy_settings.timeout_ms,
                 f", changes on {policy_settings.changes_topic}" if policy_settings.changes_topic else "",
             )
+        # `lattice://` references: the lattice's own artifact store, on this host's JetStream.
+        fetcher.use_lattice_store(LatticeStore(js, opts.lattice, max_size=opts.max_component_size))
         components = ComponentRegistry(services=services, fetcher=fetcher)
         await components.start()
         providers = ProviderManager(services)
