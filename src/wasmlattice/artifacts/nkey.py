@@ -115,7 +115,10 @@ def from_seed(seed: str, kind: KeyKind | None = None) -> SigningKey:
         raise NkeyError("not an nkey seed (wrong prefix)")
     found = _kind_of(((body[0] & 7) << 5) | (body[1] >> 3), "the seed")
     if kind is not None and found is not kind:
-        raise NkeyError(f"the seed is of a {found.name.lower()} key; a {kind.name.lower()} seed (S{kind.letter}…) is needed")
+        raise NkeyError(
+            f"the seed is of a {found.name.lower()} key; a {kind.name.lower()} seed (S{kind.letter}…) "
+            "is needed"
+        )
     return _from_raw(found, body[2:])
 
 

@@ -23,6 +23,7 @@ from wasmlattice.cli.common import (
 )
 from wasmlattice.cli.host_options import (
     AllowDirOpt,
+    AllowedIssuerOpt,
     AllowFileLoadOpt,
     FriendlyNameOpt,
     HeartbeatOpt,
@@ -31,6 +32,7 @@ from wasmlattice.cli.host_options import (
     MaxComponentSizeOpt,
     NatsAuth,
     allowed_dirs,
+    allowed_issuers,
     host_labels,
     host_options,
     with_up_credentials,
@@ -59,6 +61,7 @@ def host_cmd(
     allow_file_load: AllowFileLoadOpt = False,
     allow_dir: AllowDirOpt = None,
     max_component_size: MaxComponentSizeOpt = None,
+    allowed_issuer: AllowedIssuerOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run one lattice host on an existing NATS server until Ctrl-C (file:// needs --allow-file-load)."""
@@ -68,6 +71,7 @@ def host_cmd(
     labels = host_labels(label or [])
     nats = with_up_credentials(auth.host_kwargs(), nats_url, data_dir)
     dirs = allowed_dirs(allow_dir)
+    issuers = allowed_issuers(allowed_issuer)
     setup_logging(log_level)
     try:
         opts = host_options(
@@ -81,6 +85,7 @@ def host_cmd(
             allow_file_load=allow_file_load,
             allow_dirs=dirs,
             max_component_size=max_component_size,
+            allowed_issuers=issuers,
             **nats,
         )
         # run_host handles SIGINT/SIGTERM itself: it leaves the lattice gracefully.

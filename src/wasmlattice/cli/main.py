@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 
 from wasmlattice import __version__
-from wasmlattice.cli import app_cmds, call_cmd, host_cmds, lattice_cmds, secret_cmds, workload_cmds  # noqa: F401 - register commands
+from wasmlattice.cli import (  # noqa: F401 - register commands
+    app_cmds,
+    call_cmd,
+    claims_cmds,
+    host_cmds,
+    keys_cmds,
+    lattice_cmds,
+    secret_cmds,
+    workload_cmds,
+)
 from wasmlattice.cli.app import app, setup_logging
 from wasmlattice.runtime.component import ComponentError
 

@@ -34,6 +34,8 @@ from wasmlattice.cli.common import (
 from wasmlattice.cli.host_options import (
     ALLOW_DIR_HELP,
     ALLOW_FILE_LOAD_ENV,
+    ALLOWED_ISSUERS_ENV,
+    AllowedIssuerOpt,
     FriendlyNameOpt,
     HeartbeatOpt,
     HostSeedOpt,
@@ -41,6 +43,7 @@ from wasmlattice.cli.host_options import (
     MaxComponentSizeOpt,
     NatsAuth,
     allowed_dirs,
+    allowed_issuers,
     host_labels,
     host_options,
 )
@@ -53,7 +56,7 @@ _SHARED_SETTINGS += ("LATTICE", "HEARTBEAT_INTERVAL", "LOG_LEVEL", "ALLOW_FILE_L
 _RESOLVED_ENV = frozenset(
     {f"{prefix}_{name}" for prefix in ("WASMLATTICE", "WASMCLOUD") for name in _SHARED_SETTINGS}
     | {f"WASMLATTICE_NATS_{name}" for name in ("TLS", "TLS_CA", "TLS_CERT", "TLS_KEY")}
-    | {"WASMLATTICE_ALLOW_DIRS", "WASMLATTICE_MAX_COMPONENT_SIZE"}
+    | {"WASMLATTICE_ALLOW_DIRS", "WASMLATTICE_MAX_COMPONENT_SIZE", ALLOWED_ISSUERS_ENV}
 )
 # Where blobstore-fs roots may go by default under `up` (inside its data dir).
 UP_BLOBS_DIR = "blobs"
@@ -268,6 +271,7 @@ def up(
         ),
     ] = None,
     max_component_size: MaxComponentSizeOpt = None,
+    allowed_issuer: AllowedIssuerOpt = None,
     output: OutputOpt = OutputFormat.text,
     # Info, as `host` and `app-manager` log: what was deployed, started and bound shows in the log
     # (`<data-dir>/up.log` with --detach).
@@ -298,6 +302,7 @@ def up(
         allow_file_load=allow_file_load,
         allow_dirs=allowed_dirs(allow_dir) if allow_dir else default_up_allow_dirs(ddir),
         max_component_size=max_component_size,
+        allowed_issuers=allowed_issuers(allowed_issuer),
     )
     if detach:
         _up_detached(
@@ -372,6 +377,8 @@ def _up_detached(
         cmd += ["--allow-dir", str(d)]
     if host_kwargs.get("max_component_size") is not None:
         cmd += ["--max-component-size", str(host_kwargs["max_component_size"])]
+    for issuer in host_kwargs.get("allowed_issuers") or []:
+        cmd += ["--allowed-issuer", issuer]
     for key, flag in (
         ("nats_tls_ca", "--nats-tls-ca"),
         ("nats_tls_cert", "--nats-tls-cert"),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from wasmlattice.artifacts.claims import ClaimsPolicy, ComponentClaims
 from wasmlattice.capabilities.base import ComponentContext, HostServices, InvokeError
 from wasmlattice.capabilities.catalog import host_registry
 from wasmlattice.capabilities.http_ingress import INCOMING_HANDLER, HttpTarget
@@ -114,14 +115,17 @@ class RunningComponent:
     context: ComponentContext | None = None
     invoker: ExportInvoker | None = None
     server: ExportServer | None = None
+    # The verified claims of a signed component (docs/claims.md); None if unsigned.
+    claims: ComponentClaims | None = None
 
     def description(self) -> ComponentDescription:
-        """The inventory entry of this component."""
+        """The inventory entry of this component (`name` and `revision` from its claims)."""
         return ComponentDescription(
             id=self.component_id,
             image_ref=self.image_ref,
+            name=self.claims.name if self.claims is not None else None,
             annotations=dict(self.annotations),
-            revision=0,
+            revision=self.claims.revision if self.claims is not None else 0,
             max_instances=self.max_instances,
             limits=dict(self.limits) if self.limits is not None else None,
         )
@@ -139,6 +143,7 @@ class ComponentRegistry:
         engine: HostEngine | None = None,
         cache: CompileCache | None = None,
         services: HostServices | None = None,
+        claims_policy: ClaimsPolicy | None = None,
     ) -> None:
         self.engine = engine or HostEngine()
         self.cache = cache or CompileCache(default_cache_dir())
@@ -147,6 +152,10 @@ class ComponentRegistry:
         self.files = services.files if services is not None else HostFiles()
         self.registry: HostRegistry = host_registry()
         self._linked: dict[str, LinkedComponent] = {}
+        # What embedded claims must satisfy (`--allowed-issuer`), and the verified claims of each
+        # linked component just loaded, by its id(): the same bytes link once and carry one JWT.
+        self.claims_policy = claims_policy or ClaimsPolicy()
+        self._loaded_claims: dict[int, tuple[LinkedComponent, ComponentClaims | None]] = {}
         self._components: dict[str, RunningComponent] = {}
         # Scale/update of one host are serialized: each is a read-modify-write of the map.
         self._lock = asyncio.Lock()
@@ -197,9 +206,9 @@ class ComponentRegistry:
                 return None
             if existing is None:
                 linked = await self._load(component_ref)
-                image_ref = component_ref
+                image_ref, claims = component_ref, self.claims_of(linked)
             else:
-                linked, image_ref = existing.linked, existing.image_ref
+                linked, image_ref, claims = existing.linked, existing.image_ref, existing.claims
             running = RunningComponent(
                 component_id=component_id,
                 image_ref=image_ref,
@@ -208,6 +217,7 @@ class ComponentRegistry:
                 annotations=dict(annotations or {}),
                 config_names=list(config_names),
                 limits=dict(limits) if limits is not None else None,
+                claims=claims,
             )
             await self._prepare(running)
             self._components[component_id] = running
@@ -236,6 +246,7 @@ class ComponentRegistry:
                 annotations=dict(annotations) if annotations is not None else dict(old.annotations),
                 config_names=list(old.config_names),
                 limits=old.limits,
+                claims=self.claims_of(linked),
             )
             await self._prepare(new)
             self._components[component_id] = new
@@ -267,6 +278,7 @@ class ComponentRegistry:
                 self.services,
                 [n for n in running.config_names if sj.is_secret_reference(n)],
                 running.component_id,
+                subject=running.claims.subject if running.claims is not None else None,
             )
             config = await self.services.state.merged_config(plain)
             context = ComponentContext(
@@ -398,6 +410,8 @@ class ComponentRegistry:
         except HostFileError as e:
             raise ComponentRefError(str(e)) from None
         check_format(data, path)
+        # Embedded claims are verified before anything is compiled; refused ones fail the scale.
+        claims = self.claims_policy.check(data)
         # Many component ids often share one file (and scale repeats): compile and link it once.
         # A compiled, linked component is immutable, so every pool can instantiate from it.
         digest = hashlib.sha256(data).hexdigest()
@@ -406,9 +420,18 @@ class ComponentRegistry:
             comp = self.cache.load(data, self.engine, path)
             linked = link(self.engine, comp, self.registry, origin=path)
         self._linked[digest] = linked  # most recently used last
+        self._loaded_claims.pop(id(linked), None)  # re-inserted last: never the one pruned below
+        self._loaded_claims[id(linked)] = (linked, claims)
+        while len(self._loaded_claims) > LINKED_CACHE_SIZE:
+            del self._loaded_claims[next(iter(self._loaded_claims))]
         while len(self._linked) > LINKED_CACHE_SIZE:
             del self._linked[next(iter(self._linked))]
         return linked
+
+    def claims_of(self, linked: LinkedComponent) -> ComponentClaims | None:
+        """The verified claims of a component `_load` just returned (None: unsigned)."""
+        found = self._loaded_claims.get(id(linked))
+        return found[1] if found is not None and found[0] is linked else None
 
     def _target(self, running: RunningComponent) -> HttpTarget | None:
         linked = running.linked

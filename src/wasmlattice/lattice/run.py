@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wasmlattice import aio
+from wasmlattice.artifacts.claims import ClaimsError, ClaimsPolicy
 from wasmlattice.capabilities.base import DEFAULT_INVOCATION_TIMEOUT_S, HostServices
 from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.capabilities.secrets import key_file_path
@@ -74,6 +75,9 @@ class HostOptions:
     - `allow_dirs`: the only directories `file://` components and blobstore-fs roots may be in
       (`--allow-dir`; none). See docs/security.md.
     - `max_component_size`: bytes a `file://` component may have (256 MiB).
+    - `allowed_issuers`: account keys (`A…`); when any are given, only components signed by one of
+      them start (`--allowed-issuer`; none: any component, signed ones with valid claims;
+      docs/claims.md).
     """
 
     nats_url: str = DEFAULT_NATS_URL
@@ -98,6 +102,14 @@ class HostOptions:
     allow_file_load: bool = False
     allow_dirs: list[Path] = field(default_factory=list)
     max_component_size: int = DEFAULT_MAX_COMPONENT_SIZE
+    allowed_issuers: list[str] = field(default_factory=list)
+
+    def claims_policy(self) -> ClaimsPolicy:
+        """What component claims must satisfy on this host; `HostStartError` for a malformed key."""
+        try:
+            return ClaimsPolicy.of(self.allowed_issuers)
+        except ClaimsError as e:
+            raise HostStartError(str(e)) from None
 
     def host_files(self) -> HostFiles:
         """What control messages may reach on this machine (docs/security.md)."""
@@ -144,6 +156,7 @@ def build_host(opts: HostOptions) -> Host:
     for d in opts.allow_dirs:
         if not d.is_dir():
             raise HostStartError(f"--allow-dir {d}: not a directory")
+    opts.claims_policy()
     try:
         identity = HostIdentity.from_seed(opts.host_seed) if opts.host_seed else HostIdentity.generate()
     except HostIdentityError as e:
@@ -198,7 +211,10 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             files=opts.host_files(),
         )
         _log_file_policy(services.files)
-        components = ComponentRegistry(services=services)
+        policy = opts.claims_policy()
+        if policy.allowed_issuers:
+            log.info("components must be signed by: %s", ", ".join(sorted(policy.allowed_issuers)))
+        components = ComponentRegistry(services=services, claims_policy=policy)
         await components.start()
         providers = ProviderManager(services)
         services.providers = providers
@@ -351,6 +367,13 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_COMPONENT_SIZE,
         help="bytes a file:// component may have",
     )
+    p.add_argument(
+        "--allowed-issuer",
+        action="append",
+        default=[k for k in os.environ.get(ClaimsPolicy.ENV, "").split(",") if k.strip()],
+        metavar="ACCOUNT_KEY",
+        help="run only components signed by this account (A...); repeatable",
+    )
     p.add_argument("--log-level", default="INFO", help="log level")
     return p
 
@@ -379,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_file_load=args.allow_file_load,
             allow_dirs=list(args.allow_dir),
             max_component_size=args.max_component_size,
+            allowed_issuers=list(args.allowed_issuer),
         )
         aio.run(run_host(opts))
     except (HostStartError, NatsConnectionError, LabelError) as e:

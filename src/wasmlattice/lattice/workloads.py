@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from wasmlattice.artifacts.claims import ComponentClaims
 from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.host.components import ComponentRefError, ComponentRegistry, different_ref_message
 from wasmlattice.lattice.context import ControlContext
@@ -169,7 +170,34 @@ class WorkloadOps:
     async def _publish(self, event: CloudEvent) -> None:
         await self.ctx.publish(event)
 
+    async def _store_claims(self, claims: ComponentClaims | None) -> None:
+        # A signed component's claims go to LATTICEDATA (`CLAIMS_<subject>`) before it is announced,
+        # so every host answers `claims.get` with them (docs/claims.md).
+        if claims is not None:
+            await self.ctx.state.put_claims(claims.stored())
+
+    def _scaled(
+        self,
+        host_id: str,
+        component_id: str,
+        image_ref: str,
+        count: int,
+        annotations: StrMap | None,
+        claims: ComponentClaims | None,
+    ) -> CloudEvent:
+        # `public_key` and `claims` only for a signed component (docs/protocol.md#events).
+        return ev.component_scaled(
+            host_id,
+            component_id=component_id,
+            image_ref=image_ref,
+            max_instances=count,
+            annotations=annotations,
+            public_key=claims.subject if claims is not None else None,
+            claims=claims.event_claims() if claims is not None else None,
+        )
+
     async def _do_scale(self, cmd: ScaleComponentCommand, update_after: bool) -> None:
+        before = self.components.get(cmd.component_id)
         try:
             if cmd.count > 0:
                 # A missing named config fails the scale ("Config X does not exist").
@@ -183,6 +211,7 @@ class WorkloadOps:
                 limits=cmd.component_limits,
             )
             if running is not None:
+                await self._store_claims(running.claims)
                 await self.ctx.state.ensure_spec(cmd.component_id, cmd.component_ref)
         except Exception as e:
             log.warning("scaling %s failed: %s", cmd.component_id, e)
@@ -197,13 +226,16 @@ class WorkloadOps:
                 )
             )
             return
+        # A stop is announced with the claims of what was stopped.
+        shown = running if running is not None else before
         await self.ctx.publish(
-            ev.component_scaled(
+            self._scaled(
                 cmd.host_id,
-                component_id=cmd.component_id,
-                image_ref=running.image_ref if running is not None else cmd.component_ref,
-                max_instances=cmd.count,
-                annotations=cmd.annotations,
+                cmd.component_id,
+                running.image_ref if running is not None else cmd.component_ref,
+                cmd.count,
+                cmd.annotations,
+                shown.claims if shown is not None else None,
             )
         )
         if update_after:
@@ -235,6 +267,7 @@ class WorkloadOps:
     ) -> None:
         try:
             _, new = await self.components.update(component_id, new_ref, annotations)
+            await self._store_claims(new.claims)
         except Exception as e:
             existing = self.components.get(component_id)
             log.warning("updating %s to %s failed: %s", component_id, new_ref, e)
@@ -253,13 +286,7 @@ class WorkloadOps:
         # scaled(new ref, 0) for the replaced instance set.
         for count in (new.max_instances, 0):
             await self.ctx.publish(
-                ev.component_scaled(
-                    host_id,
-                    component_id=component_id,
-                    image_ref=new.image_ref,
-                    max_instances=count,
-                    annotations=new.annotations,
-                )
+                self._scaled(host_id, component_id, new.image_ref, count, new.annotations, new.claims)
             )
 
     # -- providers ---------------------------------------------------------------------------
