@@ -185,7 +185,8 @@ def _unb64(text: str, what: str) -> bytes:
     if "=" in text:
         raise ClaimsError(f"the JWT {what} is not base64url without padding")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        # validate=True: the default silently drops characters outside the alphabet.
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise ClaimsError(f"the JWT {what} is not base64url") from None
 
