@@ -89,7 +89,9 @@ def claims_sign(
     ] = None,
     ver: Annotated[str | None, typer.Option("--ver", help="Human version, e.g. 1.2.0.")] = None,
     rev: Annotated[int | None, typer.Option("--rev", help="Revision number (inventory `revision`).")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="A tag (repeatable).")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", metavar="TAG", help="A tag (repeatable).")
+    ] = None,
     call_alias: Annotated[str | None, typer.Option("--call-alias", help="A call alias.")] = None,
     expires: Annotated[
         str | None,
