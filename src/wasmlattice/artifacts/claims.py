@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -488,8 +487,3 @@ class ClaimsPolicy:
                 f"the component's issuer {claims.issuer} is not allowed on this host (allowed: {allowed})"
             )
         return claims
-
-
-def claims_text(claims: JwtClaims) -> str:
-    """The claims as pretty JSON (for `claims inspect --json` and debugging)."""
-    return json.dumps(claims.to_json_obj(), indent=2)

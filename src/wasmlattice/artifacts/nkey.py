@@ -40,6 +40,11 @@ class KeyKind(Enum):
         """The first character of a public key of this kind."""
         return {KeyKind.ACCOUNT: "A", KeyKind.MODULE: "M", KeyKind.SERVICE: "V"}[self]
 
+    @property
+    def noun(self) -> str:
+        """The kind with its article, for messages (`an account`)."""
+        return {KeyKind.ACCOUNT: "an account", KeyKind.MODULE: "a module", KeyKind.SERVICE: "a service"}[self]
+
 
 class NkeyError(ValueError):
     """Not a valid nkey or seed of the expected kind; the message says which check failed."""
@@ -132,12 +137,12 @@ def check_public_key(key: str, kind: KeyKind) -> str:
 def _public_raw(key: str, kind: KeyKind) -> bytes:
     if len(key) != PUBLIC_KEY_CHARS or not key.startswith(kind.letter):
         raise NkeyError(
-            f"{key[:60]!r} is not a {kind.name.lower()} public key ({PUBLIC_KEY_CHARS} characters "
+            f"{key[:60]!r} is not {kind.noun} public key ({PUBLIC_KEY_CHARS} characters "
             f"starting with {kind.letter!r})"
         )
     body = _checked(_unb32(key, "the public key"), "the public key")
     if body[0] != kind.value or len(body) != 1 + _KEY_BYTES:
-        raise NkeyError(f"{key[:60]!r} is not a {kind.name.lower()} public key")
+        raise NkeyError(f"{key[:60]!r} is not {kind.noun} public key")
     return body[1:]
 
 
