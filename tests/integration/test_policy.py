@@ -276,3 +276,35 @@ async def test_a_denied_component_fails_its_app(env: LatticeEnv, echo_ref: str) 
         await still_failed()
     finally:
         await apps.close()
+
+
+async def test_requests_carry_the_verified_claims_of_a_signed_component(
+    env: LatticeEnv, http_echo_wasm: Path, tmp_path: Path
+) -> None:
+    from wasmlattice.artifacts import claims as cl
+    from wasmlattice.artifacts import nkey
+
+    account, module = nkey.generate(nkey.KeyKind.ACCOUNT), nkey.generate(nkey.KeyKind.MODULE)
+    unsigned = cl.new_claims(
+        issuer=account.public_key, subject=module.public_key, name="echo", module_hash="", version="1.0.0"
+    )
+    signed = tmp_path / "echo-signed.wasm"
+    signed.write_bytes(cl.sign_component(http_echo_wasm.read_bytes(), unsigned, account))
+    ref = "file://" + str(signed)
+
+    policy = Responder(env, lambda req: (True, None))
+    await policy.start()
+    env.start_host(*policy.host_args(timeout_ms=2000))
+    (host,) = await env.host_ids(1)
+    url = await serve_http(env, host, "signed", ref, port=free_port(), ready_path="/echo")
+    assert (await get(url + "/echo"))[0] == 200
+
+    (start,) = policy.of("startComponent", "signed")
+    claims = start["request"]["claims"]
+    assert list(claims) == ["publicKey", "issuer", "issuedAt", "expiresAt", "expired"]
+    assert claims["publicKey"] == module.public_key and claims["issuer"] == account.public_key
+    assert isinstance(claims["issuedAt"], str) and claims["issuedAt"].isdigit()
+    assert claims["expiresAt"] is None and claims["expired"] is False
+    # The HTTP request's invocation check names the same signer.
+    (call,) = policy.of("performInvocation", "signed")
+    assert call["request"]["target"]["claims"] == claims

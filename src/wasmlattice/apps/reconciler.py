@@ -16,8 +16,9 @@ docs/apps.md, "How apps are kept running"):
 - **links**: each link trait, with its configs.
 
 Only instances carrying an app's annotations count as its own, and undeploying removes only those.
-A failure event for a command marks its scaler `failed` with the host's reason. A host that stops is
-dropped at once (its `host_stopped` event), and so is one whose inventory request finds nobody
+A failure event for a command marks its scaler `failed` with the host's reason until it is
+deployed. A host that stops is dropped at once (its `host_stopped` event), and so is one whose
+inventory request finds nobody
 listening (its process died, so NATS dropped its subscriptions); one that stops answering without
 leaving NATS (hung, cut off) is dropped when it has not answered a ping for `host_timeout` seconds
 (10 s by default, where wadm waits 70 s). Its work is placed on the remaining eligible hosts in the
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST_TIMEOUT_S = 10.0
 ROUND_INTERVAL_S = 1.0
-FAILURE_HOLD_S = 5.0
 
 
 @dataclass
@@ -81,7 +81,7 @@ class Reconciler:
         self.statuses: dict[str, dict[str, Any]] = {}
         self._publish_status = publish_status
         self.scalers = Scalers(self.ctl)
-        self._failures: dict[str, tuple[str, float]] = {}  # scaler id -> (reason, until)
+        self._failures: dict[str, str] = {}  # scaler id -> the host's reason, until it is deployed
         # Providers whose last health check failed: (host ID, provider ID) -> why ("" until asked).
         self._unhealthy: dict[tuple[str, str], str] = {}
         self._passed: set[tuple[str, str]] = set()  # copies seen passing a health check
@@ -162,7 +162,7 @@ class Reconciler:
             annotations = data.get("annotations") or {}
             sid = annotations.get(SCALER)
             if sid:
-                self._failures[sid] = (str(data.get("error", "failed")), now + FAILURE_HOLD_S)
+                self._failures[sid] = str(data.get("error", "failed"))
         self.poke()
 
     def _on_health(self, kind: str, host_id: str, provider_id: str) -> None:
@@ -267,11 +267,16 @@ class Reconciler:
             for lt in comp.links:
                 st = await self.scalers.link(manifest, comp, lt, links, self._shared())
                 statuses[st.id] = st
-        now = time.monotonic()
         for sid, st in statuses.items():
+            # A host's refusal stands until the scaler has what it wants: a retry in flight is no
+            # success, however long the host takes to refuse again (a load, a policy time-out).
             failure = self._failures.get(sid)
-            if failure is not None and failure[1] > now:
-                st.state, st.message = "failed", failure[0]
+            if failure is None:
+                continue
+            if st.state == "deployed":
+                del self._failures[sid]
+            else:
+                st.state, st.message = "failed", failure
         state.scalers = statuses
         app_state = combine([s.state for s in statuses.values()])
         message = ", ".join(s.message for s in statuses.values() if s.message and s.state != "deployed")

@@ -44,11 +44,14 @@ Every host of the lattice and the CLI that writes secrets need the same key.
 Secret values are held in `SecretValue`, whose `repr`/`str` are redacted, so a value cannot reach
 a log line, event, inventory or error message by accident; only `reveal` and the guest see it.
 
-Not yet like wasmCloud: wasmCloud gives secrets only to *signed* components and providers (their
-JWT is sent to the secrets backend, which checks the policy). This host verifies no component
-claims yet, so grants name component IDs, and whoever may send scale commands can run another
-image under a granted ID: restrict who may send them (NATS credentials and permissions on the
-control subjects). `SecretGrants.allows` is where grants by signing key will be checked.
+Grants name component IDs or signing keys (docs/claims.md). A grant to a component key (`M…`,
+the subject of its verified claims) follows the signed component whatever ID it runs under, and
+cannot be had by an image signed by someone else: a component gets the secret only if its
+embedded claims verified at load and their subject is granted. A grant to a component ID holds
+for any image scaled under that ID, so whoever may send scale commands can run another image
+under it: prefer keys, or restrict who may send scale commands (NATS credentials and permissions
+on the control subjects). wasmCloud gives secrets only to signed components; here unsigned
+components may be granted by ID.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from wasmlattice.artifacts.nkey import KeyKind, is_public_key
 from wasmlattice.capabilities.base import CapabilityError, HostServices, component
 from wasmlattice.protocol import subjects as sj
 from wasmlattice.protocol.kv import KvBucket, KvError, open_bucket
@@ -127,42 +131,65 @@ def check_grant(component_id: str) -> str:
     return component_id
 
 
+def is_signer(grant: str) -> bool:
+    """Whether a grant names a component signing key (`M…`) rather than a component ID."""
+    return is_public_key(grant, KeyKind.MODULE)
+
+
 @dataclass(frozen=True)
 class SecretGrants:
-    """Who may read a secret: component IDs (and, once component signing lands, signing keys)."""
+    """Who may read a secret: component IDs, and component signing keys (`M…` claim subjects)."""
 
     components: frozenset[str] = frozenset()
+    signers: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, components: Iterable[str]) -> SecretGrants:
-        """Grants to `components`, each checked (`ValueError` naming the bad one or the limit)."""
-        ids = frozenset(check_grant(c) for c in components)
-        if len(ids) > MAX_GRANTS:
-            raise ValueError(f"a secret can be granted to at most {MAX_GRANTS} components, not {len(ids)}")
-        return cls(ids)
+    def of(cls, grants: Iterable[str]) -> SecretGrants:
+        """Grants to component IDs and `M…` keys, each checked (`ValueError` naming the bad one)."""
+        checked = {check_grant(c) for c in grants}
+        if len(checked) > MAX_GRANTS:
+            raise ValueError(
+                f"a secret can be granted to at most {MAX_GRANTS} components or keys, not {len(checked)}"
+            )
+        signers = frozenset(g for g in checked if is_signer(g))
+        return cls(frozenset(checked - signers), signers)
 
-    def allows(self, component_id: str) -> bool:
-        """Whether the component with this ID may read the secret."""
-        # The one place a grant is decided. Once components carry verified claims, grants by
-        # signing key (a `signers` member, sealed the same way) are checked here against the
-        # component's verified subject key, as wasmCloud's backends check the entity JWT.
-        return component_id in self.components
+    @property
+    def all(self) -> frozenset[str]:
+        """Every grant, IDs and keys alike (as `of` takes them)."""
+        return self.components | self.signers
+
+    def allows(self, component_id: str, subject: str | None = None) -> bool:
+        """Whether a component may read the secret: its ID is granted, or the subject of its
+        verified claims (None if unsigned) is."""
+        # The one place a grant is decided. `subject` comes only from claims the host verified
+        # (artifacts/claims.py), as wasmCloud's backends check the entity JWT.
+        return component_id in self.components or (subject is not None and subject in self.signers)
 
     def encode(self) -> bytes:
         """The canonical JSON that is sealed (as associated data) with the secret."""
-        return json.dumps({"components": sorted(self.components)}, separators=(",", ":")).encode()
+        obj: dict[str, list[str]] = {"components": sorted(self.components)}
+        if self.signers:
+            # Only when there are any: entries without keys keep the exact bytes older hosts wrote,
+            # and an older host reading this ignores `signers` (it grants less, never more).
+            obj["signers"] = sorted(self.signers)
+        return json.dumps(obj, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> SecretGrants:
         """Grants from `encode`'s JSON; `SecretDecryptError` if it is not that shape."""
         try:
             obj = json.loads(data)
-            components = obj["components"]
-            if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
+            components, signers = obj["components"], obj.get("signers", [])
+            for grants in (components, signers):
+                if not isinstance(grants, list) or not all(isinstance(c, str) for c in grants):
+                    raise TypeError
+            if not all(is_signer(s) for s in signers):
                 raise TypeError
-            return cls.of(components)
-        except (ValueError, TypeError, KeyError):
-            raise SecretDecryptError("its grants are not a list of component IDs") from None
+            # A component ID that looks like a key was granted by ID (an older writer): keep it so.
+            return cls(frozenset(check_grant(c) for c in components), frozenset(signers))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise SecretDecryptError("its grants are not lists of component IDs and keys") from None
 
 
 @dataclass(frozen=True)
@@ -421,12 +448,17 @@ async def open_secrets_bucket(js: Any, lattice: str, *, create: bool) -> KvBucke
 
 
 async def resolve_secrets(
-    services: HostServices, config_names: Iterable[str], component_id: str
+    services: HostServices,
+    config_names: Iterable[str],
+    component_id: str,
+    *,
+    subject: str | None = None,
 ) -> dict[str, SecretValue | SecretDenied]:
     """Fetch and decrypt the secrets that the `SECRET*` names refer to, keyed by reference `name`.
 
-    A secret not granted to `component_id` is a `SecretDenied` (logged here, once per resolution),
-    never its value. `SecretResolveError` naming the first secret that cannot be had, and why.
+    `subject` is the `M…` key of the component's verified claims (None if unsigned). A secret
+    granted neither to `component_id` nor to `subject` is a `SecretDenied` (logged here, once per
+    resolution), never its value. `SecretResolveError` naming the first secret that cannot be had, and why.
     """
     refs: list[SecretReference] = []
     for cname in config_names:
@@ -486,8 +518,8 @@ async def resolve_secrets(
             entry_value = open_entry(secret_key, services.lattice, ref.key, stored)
         except SecretDecryptError as e:
             raise SecretResolveError(f"cannot decrypt {what}: {e}") from None
-        if not entry_value.grants.allows(component_id):
-            denied = _denied(ref, component_id, entry_value)
+        if not entry_value.grants.allows(component_id, subject):
+            denied = _denied(ref, component_id, subject, entry_value)
             log.warning("component %s: %s", component_id, denied.message)
             out[ref.name] = denied
             continue
@@ -498,19 +530,19 @@ async def resolve_secrets(
     return out
 
 
-def _denied(ref: SecretReference, component_id: str, entry: StoredSecret) -> SecretDenied:
+def _denied(
+    ref: SecretReference, component_id: str, subject: str | None, entry: StoredSecret
+) -> SecretDenied:
     # Said to the guest and the host log: the secret's name and the component, never the value.
+    who = f"component {component_id!r}" + (f" (signed as {subject})" if subject else " (unsigned)")
     if entry.legacy:
         how = (
             f"it was stored without grants; store it again with "
             f"`wasmlattice secret put {ref.key} ... --allow {component_id}`"
         )
     else:
-        how = f"its owner can grant it with `wasmlattice secret allow {ref.key} {component_id}`"
-    return SecretDenied(
-        ref.name,
-        f"secret {ref.name!r} ({ref.config_name}) is not granted to component {component_id!r}; {how}",
-    )
+        how = f"its owner can grant it with `wasmlattice secret allow {ref.key} {subject or component_id}`"
+    return SecretDenied(ref.name, f"secret {ref.name!r} ({ref.config_name}) is not granted to {who}; {how}")
 
 
 def _field(value: SecretValue, field_name: str, what: str) -> SecretValue:
@@ -585,7 +617,7 @@ async def change_grants(
         current = open_entry(secret_key, lattice, name, entry[0])
     except SecretDecryptError as e:
         raise SecretResolveError(f"cannot change the grants of secret {name!r}: {e}") from None
-    grants = SecretGrants.of((current.grants.components | added.components) - removed.components)
+    grants = SecretGrants.of((current.grants.all | added.all) - removed.all)
     await bucket.put(name, encrypt(secret_key, lattice, name, current.value.reveal(), grants))
     return grants
 

@@ -23,6 +23,7 @@ from wasmlattice.cli.common import (
 )
 from wasmlattice.cli.host_options import (
     AllowDirOpt,
+    AllowedIssuerOpt,
     AllowFileLoadOpt,
     FriendlyNameOpt,
     HeartbeatOpt,
@@ -33,6 +34,7 @@ from wasmlattice.cli.host_options import (
     OciAccess,
     PolicyFlags,
     allowed_dirs,
+    allowed_issuers,
     host_labels,
     host_options,
     with_up_credentials,
@@ -63,6 +65,7 @@ def host_cmd(
     allow_dir: AllowDirOpt = None,
     max_component_size: MaxComponentSizeOpt = None,
     policy: PolicyFlags,
+    allowed_issuer: AllowedIssuerOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run one lattice host on an existing NATS server until Ctrl-C (file:// needs --allow-file-load)."""
@@ -73,6 +76,7 @@ def host_cmd(
     nats = with_up_credentials(auth.host_kwargs(), nats_url, data_dir)
     dirs = allowed_dirs(allow_dir)
     policy_kwargs = policy.host_kwargs()
+    issuers = allowed_issuers(allowed_issuer)
     setup_logging(log_level)
     try:
         opts = host_options(
@@ -88,6 +92,7 @@ def host_cmd(
             max_component_size=max_component_size,
             **policy_kwargs,
             **oci.host_kwargs(),
+            allowed_issuers=issuers,
             **nats,
         )
         # run_host handles SIGINT/SIGTERM itself: it leaves the lattice gracefully.

@@ -175,6 +175,33 @@ class OciAccess:
         }
 
 
+ALLOWED_ISSUERS_ENV = "WASMLATTICE_ALLOWED_ISSUERS"
+AllowedIssuerOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allowed-issuer",
+        envvar=ALLOWED_ISSUERS_ENV,
+        metavar="ACCOUNT_KEY",
+        help="Run only components signed by this account (A...); repeatable, or a comma list in "
+        f"${ALLOWED_ISSUERS_ENV}. Unsigned components are then refused. Default: any component, "
+        "signed ones only with valid claims (docs/claims.md).",
+    ),
+]
+
+
+def allowed_issuers(values: list[str] | None) -> list[str]:
+    """The `--allowed-issuer` keys (each value may be a comma list); exit 2 on a malformed key."""
+    from wasmlattice.artifacts.nkey import KeyKind, NkeyError, check_public_key
+
+    keys = [k.strip() for v in values or [] for k in v.split(",") if k.strip()]
+    for key in keys:
+        try:
+            check_public_key(key, KeyKind.ACCOUNT)
+        except NkeyError as e:
+            fail(f"--allowed-issuer: {e}", code=2)
+    return keys
+
+
 def allowed_dirs(dirs: list[Path] | None) -> list[Path]:
     """The `--allow-dir` directories made absolute, or exit 2 if one is not a directory."""
     resolved = []

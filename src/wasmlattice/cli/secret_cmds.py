@@ -1,7 +1,8 @@
 """Secret commands: store encrypted secrets for components and say who may read them
 (`wasmlattice secret put/allow/deny/list/del/keygen`).
 
-`put` encrypts the value and its grants (the component IDs given with `--allow`) with the secrets
+`put` encrypts the value and its grants (the component IDs, or component signing keys `M…`, given
+with `--allow`; docs/claims.md) with the secrets
 key (see `wasmlattice.capabilities.secrets`) and writes it to the lattice's `SECRETS_<lattice>` KV
 bucket, and writes the reference `SECRET_<name>` to `CONFIGDATA_<lattice>`; a granted component
 scaled with `SECRET_<name>` in its config list then reads it through `wasmcloud:secrets`. Any
@@ -96,8 +97,8 @@ def _check_grants(ids: list[str], hint: str) -> list[str]:
     return ids
 
 
-def _grants_text(components: frozenset[str]) -> str:
-    return ", ".join(sorted(components)) if components else "no component"
+def _grants_text(grants: frozenset[str]) -> str:
+    return ", ".join(sorted(grants)) if grants else "no component"
 
 
 def _check_name(name: str) -> str:
@@ -128,9 +129,10 @@ def secret_put(
         typer.Option(
             "--allow",
             "-a",
-            metavar="COMPONENT_ID",
-            help="A component that may read the secret (repeatable). Given, it replaces the grants; "
-            "omitted, a secret stored before keeps its grants and a new one is granted to no component.",
+            metavar="COMPONENT_ID|KEY",
+            help="A component ID, or a component signing key (M..., the subject of its claims), that may "
+            "read the secret (repeatable). Given, it replaces the grants; omitted, a secret stored before "
+            "keeps its grants and a new one is granted to no component.",
             show_default=False,
         ),
     ] = None,
@@ -165,14 +167,14 @@ def secret_put(
     key = _load_key(key_file)
     revision, grants = _js_call(lat, lambda js: put_secret(js, lat.lattice, name, secret, key, allow))
     ref = reference_name(name)
-    allowed = sorted(grants.components)
+    allowed = sorted(grants.all)
     if lat.output is OutputFormat.json:
         print_json(
             {"success": True, "name": name, "reference": ref, "version": str(revision), "allowed": allowed}
         )
     elif allowed:
         typer.echo(
-            f"Secret '{name}' stored for {_grants_text(grants.components)}; scale them with config "
+            f"Secret '{name}' stored for {_grants_text(grants.all)}; scale them with config "
             f"'{ref}' to give it to them"
         )
     else:
@@ -198,14 +200,19 @@ def _change(name: str, allow: list[str], deny: list[str], key_file: Path | None,
     if isinstance(result, SecretResolveError):
         fail(str(result))
     if lat.output is OutputFormat.json:
-        print_json({"success": True, "name": name, "allowed": sorted(result.components)})
+        print_json({"success": True, "name": name, "allowed": sorted(result.all)})
     else:
-        typer.echo(f"Secret '{name}' is granted to {_grants_text(result.components)}")
+        typer.echo(f"Secret '{name}' is granted to {_grants_text(result.all)}")
         typer.echo("Components already running keep what they were given until they are scaled again.")
 
 
 ComponentsArg = Annotated[
-    list[str], typer.Argument(metavar="COMPONENT_ID...", help="Component IDs.", show_default=False)
+    list[str],
+    typer.Argument(
+        metavar="COMPONENT_ID|KEY...",
+        help="Component IDs, or component signing keys (M..., the subject of their claims).",
+        show_default=False,
+    ),
 ]
 
 
@@ -218,7 +225,7 @@ def secret_allow(
     *,
     lat: SlowLatticeTarget,
 ) -> None:
-    """Grant secret NAME to the components with these IDs (needs the secrets key)."""
+    """Grant secret NAME to these component IDs or signing keys (needs the secrets key)."""
     _change(name, _check_grants(components, "COMPONENT_ID"), [], key_file, lat)
 
 
@@ -255,7 +262,7 @@ def secret_list(
                     {
                         "name": s.name,
                         "version": str(s.version),
-                        "allowed": None if s.grants is None else sorted(s.grants.components),
+                        "allowed": None if s.grants is None else sorted(s.grants.all),
                         "problem": s.problem,
                     }
                     for s in found
@@ -270,7 +277,7 @@ def secret_list(
             typer.echo(f"{s.name}  (version {s.version}): {s.problem}")
         else:
             note = f" ({s.problem})" if s.problem else ""
-            typer.echo(f"{s.name}  (version {s.version}): {_grants_text(s.grants.components)}{note}")
+            typer.echo(f"{s.name}  (version {s.version}): {_grants_text(s.grants.all)}{note}")
 
 
 @secret_app.command("del")

@@ -34,6 +34,8 @@ from wasmlattice.cli.common import (
 from wasmlattice.cli.host_options import (
     ALLOW_DIR_HELP,
     ALLOW_FILE_LOAD_ENV,
+    ALLOWED_ISSUERS_ENV,
+    AllowedIssuerOpt,
     FriendlyNameOpt,
     HeartbeatOpt,
     HostSeedOpt,
@@ -43,6 +45,7 @@ from wasmlattice.cli.host_options import (
     OciAccess,
     PolicyFlags,
     allowed_dirs,
+    allowed_issuers,
     host_labels,
     host_options,
 )
@@ -55,7 +58,7 @@ _SHARED_SETTINGS += ("LATTICE", "HEARTBEAT_INTERVAL", "LOG_LEVEL", "ALLOW_FILE_L
 _RESOLVED_ENV = frozenset(
     {f"{prefix}_{name}" for prefix in ("WASMLATTICE", "WASMCLOUD") for name in _SHARED_SETTINGS}
     | {f"WASMLATTICE_NATS_{name}" for name in ("TLS", "TLS_CA", "TLS_CERT", "TLS_KEY")}
-    | {"WASMLATTICE_ALLOW_DIRS", "WASMLATTICE_MAX_COMPONENT_SIZE"}
+    | {"WASMLATTICE_ALLOW_DIRS", "WASMLATTICE_MAX_COMPONENT_SIZE", ALLOWED_ISSUERS_ENV}
     | {f"{p}_POLICY_{n}" for p in ("WASMLATTICE", "WASMCLOUD") for n in ("TOPIC", "CHANGES_TOPIC", "TIMEOUT")}
 )
 # The policy settings `up --detach` passes its child as flags (docs/policy.md).
@@ -296,6 +299,7 @@ def up(
     ] = None,
     max_component_size: MaxComponentSizeOpt = None,
     policy: PolicyFlags,
+    allowed_issuer: AllowedIssuerOpt = None,
     output: OutputOpt = OutputFormat.text,
     # Info, as `host` and `app-manager` log: what was deployed, started and bound shows in the log
     # (`<data-dir>/up.log` with --detach).
@@ -327,6 +331,7 @@ def up(
         allow_dirs=allowed_dirs(allow_dir) if allow_dir else default_up_allow_dirs(ddir),
         max_component_size=max_component_size,
         **oci.host_kwargs(),
+        allowed_issuers=allowed_issuers(allowed_issuer),
     )
     host_kwargs.update(policy.host_kwargs())
     if detach:
@@ -416,6 +421,8 @@ def _up_detached(
     for key, flag in _POLICY_FLAGS:
         if host_kwargs.get(key) is not None:
             cmd += [flag, str(host_kwargs[key])]
+    for issuer in host_kwargs.get("allowed_issuers") or []:
+        cmd += ["--allowed-issuer", issuer]
     for key, flag in (
         ("nats_tls_ca", "--nats-tls-ca"),
         ("nats_tls_cert", "--nats-tls-cert"),

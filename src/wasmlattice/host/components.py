@@ -13,11 +13,12 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from wasmlattice.artifacts.claims import ClaimsPolicy, ComponentClaims
 from wasmlattice.artifacts.fetch import ArtifactFetcher
 from wasmlattice.artifacts.reference import scheme_of
 from wasmlattice.artifacts.source import ArtifactError
@@ -117,14 +118,17 @@ class RunningComponent:
     context: ComponentContext | None = None
     invoker: ExportInvoker | None = None
     server: ExportServer | None = None
+    # The verified claims of a signed component (docs/claims.md); None if unsigned.
+    claims: ComponentClaims | None = None
 
     def description(self) -> ComponentDescription:
-        """The inventory entry of this component."""
+        """The inventory entry of this component (`name` and `revision` from its claims)."""
         return ComponentDescription(
             id=self.component_id,
             image_ref=self.image_ref,
+            name=self.claims.name if self.claims is not None else None,
             annotations=dict(self.annotations),
-            revision=0,
+            revision=self.claims.revision if self.claims is not None else 0,
             max_instances=self.max_instances,
             limits=dict(self.limits) if self.limits is not None else None,
         )
@@ -132,6 +136,10 @@ class RunningComponent:
 
 # Linked components kept in memory for reuse (each holds a compiled module of tens of MB).
 LINKED_CACHE_SIZE = 16
+
+
+# Asked once an artifact is loaded, before it runs: (image reference, its verified claims or None).
+Admit = Callable[[str, ComponentClaims | None], Awaitable[None]]
 
 
 class ComponentRegistry:
@@ -143,6 +151,7 @@ class ComponentRegistry:
         cache: CompileCache | None = None,
         services: HostServices | None = None,
         fetcher: ArtifactFetcher | None = None,
+        claims_policy: ClaimsPolicy | None = None,
     ) -> None:
         self.engine = engine or HostEngine()
         self.cache = cache or CompileCache(default_cache_dir())
@@ -153,6 +162,10 @@ class ComponentRegistry:
         self.fetcher = fetcher
         self.registry: HostRegistry = host_registry()
         self._linked: dict[str, LinkedComponent] = {}
+        # What embedded claims must satisfy (`--allowed-issuer`), and the verified claims of each
+        # linked component just loaded, by its id(): the same bytes link once and carry one JWT.
+        self.claims_policy = claims_policy or ClaimsPolicy()
+        self._loaded_claims: dict[int, tuple[LinkedComponent, ComponentClaims | None]] = {}
         self._components: dict[str, RunningComponent] = {}
         # Scale/update of one host are serialized: each is a read-modify-write of the map.
         self._lock = asyncio.Lock()
@@ -187,11 +200,14 @@ class ComponentRegistry:
         annotations: Mapping[str, str] | None = None,
         config_names: Sequence[str] = (),
         limits: Mapping[str, str] | None = None,
+        admit: Admit | None = None,
     ) -> RunningComponent | None:
         """Run `component_id` with at most `max_instances` concurrent instances; 0 removes it.
 
         A running component keeps its image (scale never changes it: see `update`); a new one is
-        loaded from `component_ref`. Returns the running component (None after scaling to 0).
+        loaded from `component_ref`. `admit(image_ref, claims)` runs once the artifact is loaded and
+        before anything starts, and may refuse by raising (the policy service). Returns the running
+        component (None after scaling to 0).
         """
         async with self._lock:
             existing = self._components.get(component_id)
@@ -203,9 +219,11 @@ class ComponentRegistry:
                 return None
             if existing is None:
                 linked = await self._load(component_ref)
-                image_ref = component_ref
+                image_ref, claims = component_ref, self.claims_of(linked)
             else:
-                linked, image_ref = existing.linked, existing.image_ref
+                linked, image_ref, claims = existing.linked, existing.image_ref, existing.claims
+            if admit is not None:
+                await admit(image_ref, claims)
             running = RunningComponent(
                 component_id=component_id,
                 image_ref=image_ref,
@@ -214,6 +232,7 @@ class ComponentRegistry:
                 annotations=dict(annotations or {}),
                 config_names=list(config_names),
                 limits=dict(limits) if limits is not None else None,
+                claims=claims,
             )
             await self._prepare(running)
             self._components[component_id] = running
@@ -223,17 +242,24 @@ class ComponentRegistry:
             return running
 
     async def update(
-        self, component_id: str, new_ref: str, annotations: Mapping[str, str] | None = None
+        self,
+        component_id: str,
+        new_ref: str,
+        annotations: Mapping[str, str] | None = None,
+        admit: Admit | None = None,
     ) -> tuple[RunningComponent, RunningComponent]:
         """Replace a running component's image, keeping its max instances and limits; (old, new).
 
         Requests already accepted finish on the old image; `KeyError` if it is not running.
+        `admit(new_ref, claims)` may refuse the new image once loaded (the old one keeps running).
         """
         async with self._lock:
             old = self._components.get(component_id)
             if old is None:
                 raise KeyError(component_id)
             linked = await self._load(new_ref)
+            if admit is not None:
+                await admit(new_ref, self.claims_of(linked))
             new = RunningComponent(
                 component_id=component_id,
                 image_ref=new_ref,
@@ -242,6 +268,7 @@ class ComponentRegistry:
                 annotations=dict(annotations) if annotations is not None else dict(old.annotations),
                 config_names=list(old.config_names),
                 limits=old.limits,
+                claims=self.claims_of(linked),
             )
             await self._prepare(new)
             self._components[component_id] = new
@@ -273,6 +300,7 @@ class ComponentRegistry:
                 self.services,
                 [n for n in running.config_names if sj.is_secret_reference(n)],
                 running.component_id,
+                subject=running.claims.subject if running.claims is not None else None,
             )
             config = await self.services.state.merged_config(plain)
             context = ComponentContext(
@@ -313,6 +341,7 @@ class ComponentRegistry:
                 policy=self.services.policy,
                 image_ref=running.image_ref,
                 annotations=running.annotations,
+                claims=running.claims,
             )
             await running.server.start()
 
@@ -424,6 +453,8 @@ class ComponentRegistry:
         except HostFileError as e:
             raise ComponentRefError(str(e)) from None
         check_format(data, path)
+        # Embedded claims are verified before anything is compiled; refused ones fail the scale.
+        claims = self.claims_policy.check(data)
         # Many component ids often share one file (and scale repeats): compile and link it once.
         # A compiled, linked component is immutable, so every pool can instantiate from it.
         digest = hashlib.sha256(data).hexdigest()
@@ -432,9 +463,18 @@ class ComponentRegistry:
             comp = self.cache.load(data, self.engine, path)
             linked = link(self.engine, comp, self.registry, origin=path)
         self._linked[digest] = linked  # most recently used last
+        self._loaded_claims.pop(id(linked), None)  # re-inserted last: never the one pruned below
+        self._loaded_claims[id(linked)] = (linked, claims)
+        while len(self._loaded_claims) > LINKED_CACHE_SIZE:
+            del self._loaded_claims[next(iter(self._loaded_claims))]
         while len(self._linked) > LINKED_CACHE_SIZE:
             del self._linked[next(iter(self._linked))]
         return linked
+
+    def claims_of(self, linked: LinkedComponent) -> ComponentClaims | None:
+        """The verified claims of a component `_load` just returned (None: unsigned)."""
+        found = self._loaded_claims.get(id(linked))
+        return found[1] if found is not None and found[0] is linked else None
 
     def _target(self, running: RunningComponent) -> HttpTarget | None:
         linked = running.linked

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from wasmlattice.artifacts.claims import ComponentClaims
 from wasmlattice.capabilities.base import InvocationPolicy, InvokeError
 from wasmlattice.capabilities.http_ingress import HttpTarget
 from wasmlattice.host import wrpc_http
@@ -74,6 +75,7 @@ class ExportServer:
         policy: InvocationPolicy | None = None,
         image_ref: str = "",
         annotations: Mapping[str, str] | None = None,
+        claims: ComponentClaims | None = None,
     ) -> None:
         self.nc = nc
         self.lattice = lattice
@@ -90,6 +92,7 @@ class ExportServer:
         self.policy = policy
         self.image_ref = image_ref
         self.annotations = dict(annotations or {})
+        self.claims = claims  # the component's verified claims, for the policy request
         self._subs: list[Any] = []
 
     async def denial(self, instance: str, function: str) -> str | None:
@@ -97,7 +100,7 @@ class ExportServer:
         if self.policy is None:
             return None
         return await invocation_denial(
-            self.policy, self.component_id, self.image_ref, self.annotations, None, instance, function
+            self.policy, self.component_id, self.image_ref, self.annotations, self.claims, instance, function
         )
 
     async def start(self) -> list[str]:

@@ -1,8 +1,8 @@
 """The host's side of the policy service: the `claims` it describes, and the invocation check.
 
 `policy_claims` is the one place that turns a component's or provider's claims into the policy
-request's `claims`. Signed claims are not wired in yet: every entity counts as unsigned
-(`claims: null`, docs/policy.md); when they are, only `policy_claims` changes.
+request's `claims`: a signed component's verified claims (`artifacts/claims.py`), or `null` for an
+unsigned one (docs/policy.md).
 
 `invocation_denial` is what every path into a component runs before the guest when the host has a
 policy (`capabilities.base.InvocationPolicy`): incoming wRPC calls (`host/exports.py`,
@@ -13,19 +13,24 @@ A cached decision answers without a coroutine switch to NATS.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
+from wasmlattice.artifacts.claims import ComponentClaims
 from wasmlattice.capabilities.base import InvocationPolicy
 from wasmlattice.protocol.policy import PolicyClaims, PolicyDecision, denial_text
 
 
-def policy_claims(claims: Any) -> PolicyClaims | None:
+def policy_claims(claims: ComponentClaims | None) -> PolicyClaims | None:
     """The policy `claims` of an entity whose verified claims are `claims` (None: unsigned)."""
     if claims is None:
         return None
-    # Until signed claims land nothing passes a claims object here; describing one as unsigned
-    # would tell the policy service something untrue.
-    raise TypeError(f"cannot describe claims of type {type(claims).__name__} to the policy service")
+    body = claims.policy_claims()
+    return PolicyClaims(
+        public_key=body["publicKey"],
+        issuer=body["issuer"],
+        issued_at=body["issuedAt"],
+        expires_at=body["expiresAt"],
+        expired=body["expired"],
+    )
 
 
 def invocation_denied_text(component_id: str, instance: str, function: str, decision: PolicyDecision) -> str:
@@ -38,7 +43,7 @@ async def invocation_denial(
     component_id: str,
     image_ref: str,
     annotations: Mapping[str, str],
-    claims: Any,
+    claims: ComponentClaims | None,
     instance: str,
     function: str,
 ) -> str | None:

@@ -83,7 +83,13 @@ class Router:
             if running is not None:
                 instance = _instance_of(running, interface)
                 denied = await invocation_denial(
-                    policy, component_id, running.image_ref, running.annotations, None, instance, func
+                    policy,
+                    component_id,
+                    running.image_ref,
+                    running.annotations,
+                    running.claims,
+                    instance,
+                    func,
                 )
                 if denied is not None:
                     raise InvokeError(denied)
@@ -173,7 +179,9 @@ class Router:
         async def resolve() -> HttpTarget | web.StreamResponse:
             if cached is not None:
                 return error_response(403, invocation_denied_text(cid, instance, func, cached))
-            denied = await invocation_denial(policy, cid, ref, running.annotations, None, instance, func)
+            denied = await invocation_denial(
+                policy, cid, ref, running.annotations, running.claims, instance, func
+            )
             return target if denied is None else error_response(403, denied)
 
         return PendingTarget(resolve)

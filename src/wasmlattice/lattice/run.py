@@ -27,6 +27,7 @@ from wasmlattice.artifacts.auth import (
     normalize_registry,
     static_source,
 )
+from wasmlattice.artifacts.claims import ClaimsError, ClaimsPolicy
 from wasmlattice.artifacts.fetch import ArtifactFetcher, FetchPolicy
 from wasmlattice.artifacts.lattice_store import LatticeStore
 from wasmlattice.artifacts.source import ArtifactError
@@ -99,6 +100,9 @@ class HostOptions:
       See docs/artifacts.md.
     - `policy_topic`, `policy_changes_topic`, `policy_timeout_ms`: the policy service
       (`--policy-topic`; none: everything is permitted). See docs/policy.md.
+    - `allowed_issuers`: account keys (`A…`); when any are given, only components signed by one of
+      them start (`--allowed-issuer`; none: any component, signed ones with valid claims;
+      docs/claims.md).
     """
 
     nats_url: str = DEFAULT_NATS_URL
@@ -165,6 +169,15 @@ class HostOptions:
         policy = FetchPolicy.of(self.allow_latest, self.allowed_insecure, self.max_component_size)
         return ArtifactFetcher(policy, Credentials(sources))
 
+    allowed_issuers: list[str] = field(default_factory=list)
+
+    def claims_policy(self) -> ClaimsPolicy:
+        """What component claims must satisfy on this host; `HostStartError` for a malformed key."""
+        try:
+            return ClaimsPolicy.of(self.allowed_issuers)
+        except ClaimsError as e:
+            raise HostStartError(str(e)) from None
+
     def host_files(self) -> HostFiles:
         """What control messages may reach on this machine (docs/security.md)."""
         # No blobstore-fs root may contain the host's own secrets, even inside an allowed dir.
@@ -228,6 +241,7 @@ def build_host(opts: HostOptions) -> Host:
     for d in opts.allow_dirs:
         if not d.is_dir():
             raise HostStartError(f"--allow-dir {d}: not a directory")
+    opts.claims_policy()
     try:
         identity = HostIdentity.from_seed(opts.host_seed) if opts.host_seed else HostIdentity.generate()
     except HostIdentityError as e:
@@ -298,7 +312,10 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             )
         # `lattice://` references: the lattice's own artifact store, on this host's JetStream.
         fetcher.use_lattice_store(LatticeStore(js, opts.lattice, max_size=opts.max_component_size))
-        components = ComponentRegistry(services=services, fetcher=fetcher)
+        claims_policy = opts.claims_policy()
+        if claims_policy.allowed_issuers:
+            log.info("components must be signed by: %s", ", ".join(sorted(claims_policy.allowed_issuers)))
+        components = ComponentRegistry(services=services, fetcher=fetcher, claims_policy=claims_policy)
         await components.start()
         providers = ProviderManager(services)
         services.providers = providers
@@ -480,6 +497,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--oci-registry", default=os.environ.get("WASMCLOUD_OCI_REGISTRY"))
     p.add_argument("--oci-user", default=os.environ.get("WASMCLOUD_OCI_REGISTRY_USER"))
     p.add_argument("--oci-password", default=os.environ.get("WASMCLOUD_OCI_REGISTRY_PASSWORD"))
+    p.add_argument(
+        "--allowed-issuer",
+        action="append",
+        default=[k for k in os.environ.get(ClaimsPolicy.ENV, "").split(",") if k.strip()],
+        metavar="ACCOUNT_KEY",
+        help="run only components signed by this account (A...); repeatable",
+    )
     p.add_argument("--log-level", default="INFO", help="log level")
     return p
 
@@ -516,6 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             oci_registry=args.oci_registry,
             oci_user=args.oci_user,
             oci_password=args.oci_password,
+            allowed_issuers=list(args.allowed_issuer),
         )
         aio.run(run_host(opts))
     except (HostStartError, NatsConnectionError, LabelError) as e:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from wasmlattice.artifacts.claims import ComponentClaims
 from wasmlattice.capabilities.manager import ProviderManager
-from wasmlattice.host.components import ComponentRefError, ComponentRegistry, different_ref_message
+from wasmlattice.host.components import Admit, ComponentRefError, ComponentRegistry, different_ref_message
 from wasmlattice.host.policy_checks import policy_claims
 from wasmlattice.lattice.context import ControlContext
 from wasmlattice.lattice.health import ProviderHealth
@@ -175,29 +176,73 @@ class WorkloadOps:
     async def _publish(self, event: CloudEvent) -> None:
         await self.ctx.publish(event)
 
+    def _admit(self, component_id: str, max_instances: int, annotations: StrMap | None) -> Admit | None:
+        """The policy check `ComponentRegistry` runs once the artifact is loaded (None: no policy).
+
+        After the load, so the request carries the artifact's verified claims, as the v1 host's
+        does; before anything of it runs.
+        """
+        if self.ctx.policy is None:
+            return None
+
+        async def admit(image_ref: str, claims: ComponentClaims | None) -> None:
+            await self._check_component(component_id, image_ref, max_instances, annotations, claims)
+
+        return admit
+
     async def _check_component(
-        self, component_id: str, ref: str, max_instances: int, annotations: StrMap | None
+        self,
+        component_id: str,
+        ref: str,
+        max_instances: int,
+        annotations: StrMap | None,
+        claims: ComponentClaims | None,
     ) -> None:
         """`PolicyDenied` unless the policy service lets this component start (docs/policy.md)."""
         policy = self.ctx.policy
         if policy is None:
             return
-        # The claims of the artifact about to run; unsigned (None) until signed claims are wired in.
         decision = await policy.check_start_component(
-            component_id, ref, max_instances, annotations, policy_claims(None)
+            component_id, ref, max_instances, annotations, policy_claims(claims)
         )
         if not decision.permitted:
             raise PolicyDenied(denial_text(f"scale component `{component_id}`", decision))
 
+    async def _store_claims(self, claims: ComponentClaims | None) -> None:
+        # A signed component's claims go to LATTICEDATA (`CLAIMS_<subject>`) before it is announced,
+        # so every host answers `claims.get` with them (docs/claims.md).
+        if claims is not None:
+            await self.ctx.state.put_claims(claims.stored())
+
+    def _scaled(
+        self,
+        host_id: str,
+        component_id: str,
+        image_ref: str,
+        count: int,
+        annotations: StrMap | None,
+        claims: ComponentClaims | None,
+    ) -> CloudEvent:
+        # `public_key` and `claims` only for a signed component (docs/protocol.md#events).
+        return ev.component_scaled(
+            host_id,
+            component_id=component_id,
+            image_ref=image_ref,
+            max_instances=count,
+            annotations=annotations,
+            public_key=claims.subject if claims is not None else None,
+            claims=claims.event_claims() if claims is not None else None,
+        )
+
     async def _do_scale(self, cmd: ScaleComponentCommand, update_after: bool) -> None:
+        before = self.components.get(cmd.component_id)
         try:
             if cmd.count > 0:
-                # Before anything runs, as the v1 host (docs/protocol.md#scale): every scale that
-                # leaves the component running asks, a rescale too (answers are cached). A scale
-                # to zero is a stop, never refused (docs/policy.md).
-                await self._check_component(cmd.component_id, cmd.component_ref, cmd.count, cmd.annotations)
                 # A missing named config fails the scale ("Config X does not exist").
                 await self.ctx.state.merged_config(cmd.config)
+            # Every scale that leaves the component running asks the policy, a rescale too (answers
+            # are cached), once the artifact and its claims are loaded and before anything runs. A
+            # scale to zero is a stop, never refused (docs/policy.md).
             running = await self.components.scale(
                 cmd.component_ref,
                 cmd.component_id,
@@ -205,8 +250,10 @@ class WorkloadOps:
                 annotations=cmd.annotations,
                 config_names=cmd.config,
                 limits=cmd.component_limits,
+                admit=self._admit(cmd.component_id, cmd.count, cmd.annotations),
             )
             if running is not None:
+                await self._store_claims(running.claims)
                 await self.ctx.state.ensure_spec(cmd.component_id, cmd.component_ref)
         except Exception as e:
             log.warning("scaling %s failed: %s", cmd.component_id, e)
@@ -221,13 +268,16 @@ class WorkloadOps:
                 )
             )
             return
+        # A stop is announced with the claims of what was stopped.
+        shown = running if running is not None else before
         await self.ctx.publish(
-            ev.component_scaled(
+            self._scaled(
                 cmd.host_id,
-                component_id=cmd.component_id,
-                image_ref=running.image_ref if running is not None else cmd.component_ref,
-                max_instances=cmd.count,
-                annotations=cmd.annotations,
+                cmd.component_id,
+                running.image_ref if running is not None else cmd.component_ref,
+                cmd.count,
+                cmd.annotations,
+                shown.claims if shown is not None else None,
             )
         )
         if update_after:
@@ -259,11 +309,13 @@ class WorkloadOps:
     ) -> None:
         try:
             current = self.components.get(component_id)
+            admit = None
             if current is not None:
                 # The new image starts like a new component: the policy decides (docs/policy.md).
                 ann = annotations if annotations is not None else current.annotations
-                await self._check_component(component_id, new_ref, current.max_instances, ann)
-            _, new = await self.components.update(component_id, new_ref, annotations)
+                admit = self._admit(component_id, current.max_instances, ann)
+            _, new = await self.components.update(component_id, new_ref, annotations, admit=admit)
+            await self._store_claims(new.claims)
         except Exception as e:
             existing = self.components.get(component_id)
             log.warning("updating %s to %s failed: %s", component_id, new_ref, e)
@@ -282,13 +334,7 @@ class WorkloadOps:
         # scaled(new ref, 0) for the replaced instance set.
         for count in (new.max_instances, 0):
             await self.ctx.publish(
-                ev.component_scaled(
-                    host_id,
-                    component_id=component_id,
-                    image_ref=new.image_ref,
-                    max_instances=count,
-                    annotations=new.annotations,
-                )
+                self._scaled(host_id, component_id, new.image_ref, count, new.annotations, new.claims)
             )
 
     # -- providers ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from wasmlattice.protocol.models import (
     Link,
     NamedConfig,
     PayloadError,
+    StoredComponentClaims,
     StrMap,
     parse_payload,
 )
@@ -177,6 +178,14 @@ class LatticeState:
     def claims(self) -> list[StrMap]:
         """Every known claim as the string maps `claims.get` returns (docs/protocol.md#payloads)."""
         return [claims_map(obj) for _, obj in sorted(self._claims.items())]
+
+    async def put_claims(self, claims: StoredComponentClaims) -> None:
+        """Store a signed component's claims as `CLAIMS_<subject>` (docs/protocol.md#kv-layout) and
+        update the local view at once (the watch confirms it later)."""
+        sj.check_token(claims.subject)
+        await self.lattice_data.put(sj.claims_key(claims.subject), claims.to_wire())
+        self._claims[claims.subject] = claims.to_json_obj()
+        self._changed()
 
     # -- component specs and links (authoritative reads from KV) -----------------------------
 
