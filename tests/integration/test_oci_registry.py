@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,7 +43,9 @@ def host_args(registry: str) -> list[str]:
     return ["--allowed-insecure", registry]
 
 
-async def test_components_from_an_oci_registry(env: Env, http_echo_wasm: Path, tmp_path: Path) -> None:
+async def test_components_from_an_oci_registry(
+    env: Env, http_echo_wasm: Path, tmp_path: Path, start_wasmlattice: Callable[..., Any]
+) -> None:
     data = http_echo_wasm.read_bytes()
     v2 = tmp_path / "echo-v2.wasm"
     v2.write_bytes(with_custom_section(data, b"v2"))
@@ -96,6 +100,13 @@ async def test_components_from_an_oci_registry(env: Env, http_echo_wasm: Path, t
         inv = await env.inventory(h1)
         assert [c.image_ref for c in inv.components] == [f"{reg.host}/test/echo:0.2.0"]
         assert (await get(url + "/echo"))[0] == 200
+
+        # `wasmlattice run` serves straight from the registry too.
+        served = start_wasmlattice(Path(f"{reg.host}/test/echo:0.2.0"), "--insecure")
+        try:
+            assert (await get(f"http://127.0.0.1:{served.port}/echo"))[0] == 200
+        finally:
+            served.stop()
 
         # Pinned by digest.
         assert (await ctl.scale_component(h2, pinned, "pinned", 1)) == ""

@@ -142,8 +142,8 @@ def run(
         opts.host_port()
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--listen") from None
-    path = component
-    if not Path(component).exists() and ("/" in component or "://" in component):
+    path = component.removeprefix("file://")
+    if not _looks_like_a_file(component):
         path = _pull_for_run(component, allow_latest, insecure)
     try:
         code = run_server(path, opts)
@@ -151,6 +151,19 @@ def run(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(code)
+
+
+def _looks_like_a_file(component: str) -> bool:
+    """Whether `run`'s argument names a local file (even a missing one) rather than an OCI reference.
+
+    An OCI reference never starts with `/`, `.` or `~` and has no uppercase; a path that does not
+    exist should say so, not be taken for a registry.
+    """
+    return (
+        Path(component).exists()
+        or component.startswith(("/", ".", "~", "file://"))
+        or ("/" not in component and "://" not in component)
+    )
 
 
 def _pull_for_run(ref: str, allow_latest: bool, insecure: bool) -> str:
