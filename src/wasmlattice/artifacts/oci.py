@@ -422,8 +422,10 @@ class OciClient:
             received = 0
             digester = _Digester(sink)
             try:
-                # Let aiohttp buffer up to 2 x CHUNK before it stops reading the socket.
-                resp.content.set_read_chunk_size(CHUNK)
+                # Let aiohttp buffer up to 2 x CHUNK before it stops reading the socket (a recent
+                # aiohttp's method; older ones keep their default buffer).
+                if hasattr(resp.content, "set_read_chunk_size"):
+                    resp.content.set_read_chunk_size(CHUNK)
                 # `iter_chunks` hands over the buffers as received, where `iter_chunked(n)` joins
                 # them into n-byte pieces: one copy of the layer fewer.
                 async for chunk, _ in resp.content.iter_chunks():
