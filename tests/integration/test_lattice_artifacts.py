@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.http import get
 from tests.support.lattice import LatticeEnv as Env
-from tests.support.lattice import serve_http
+from tests.support.lattice import own_dirs, serve_http
 from tests.support.processes import free_port, wasmlattice_cmd
 from wasmlattice.client.ctl import CtlError
 
@@ -25,17 +25,6 @@ def cli(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
     """`wasmlattice ARGS --nats-url ... --lattice ...` as a user on a third machine runs it."""
     cmd = wasmlattice_cmd(*args, "--nats-url", env.nats_url, "--lattice", env.lattice)
     return subprocess.run(cmd, capture_output=True, text=True, env=env.env, timeout=240)
-
-
-def own_dirs(root: Path) -> dict[str, str]:
-    """Environment of a host that shares no directory with the others."""
-    for d in ("home", "artifacts", "compiled"):
-        (root / d).mkdir(parents=True)
-    return {
-        "HOME": str(root / "home"),
-        "WASMLATTICE_ARTIFACT_CACHE_DIR": str(root / "artifacts"),
-        "WASMLATTICE_CACHE_DIR": str(root / "compiled"),
-    }
 
 
 async def test_a_component_pushed_into_the_lattice_runs_on_hosts_sharing_no_directory(

@@ -10,7 +10,7 @@ import asyncio
 import json
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +47,22 @@ class LatticeEnv:
         await self.nc.subscribe(sj.events_wildcard(self.lattice), cb=on_event)
         await self.nc.flush()
 
-    def start_host(self, *extra: str, files: bool = True, env: dict[str, str] | None = None) -> None:
+    def start_host(
+        self,
+        *extra: str,
+        files: bool = True,
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
+        nats_url: str | None = None,
+    ) -> None:
         """Start one more host process (`extra`: more `wasmlattice.lattice.run` arguments).
 
         `files`: allow the tests' component and temporary directories (`host_cmd`); `env`: more
-        environment variables for this host.
+        environment variables for this host; `prefix`: a command that runs the host (e.g.
+        `ip netns exec NS`); `nats_url`: the URL the host uses, if not the env's own.
         """
-        cmd = host_cmd(self.nats_url, self.lattice, "--label", "zone=test", *extra, files=files)
+        url = nats_url or self.nats_url
+        cmd = [*prefix, *host_cmd(url, self.lattice, "--label", "zone=test", *extra, files=files)]
         log = (self.log_dir / f"host{len(self.procs)}.log").open("wb")
         proc_env = {**self.env, **(env or {})}
         self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=proc_env))
@@ -184,14 +193,16 @@ async def serve_http(
     config: list[str] | None = None,
     max_instances: int = 4,
     ready_path: str = "/",
+    address: str = "127.0.0.1",
 ) -> str:
-    """Scale `component_id` on `host_id` behind its own builtin HTTP server on `port`; its base URL.
+    """Scale `component_id` on `host_id` behind its own builtin HTTP server on `address:port`; its
+    base URL.
 
     Waits until the route answers anything but 404/503 on `ready_path`.
     """
     ctl = env.ctl
     provider_id = f"http-{component_id}"
-    await ctl.put_config(f"{provider_id}-addr", {"address": f"127.0.0.1:{port}"})
+    await ctl.put_config(f"{provider_id}-addr", {"address": f"{address}:{port}"})
     assert (
         await ctl.scale_component(host_id, component_ref, component_id, max_instances, config=config or [])
         == ""
@@ -200,7 +211,7 @@ async def serve_http(
     await ctl.start_provider(host_id, HTTP_SERVER, provider_id)
     await env.wait_event("provider_started", lambda e: e["data"]["provider_id"] == provider_id)
     await ctl.put_link(http_link(provider_id, component_id, [f"{provider_id}-addr"]))
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{address}:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -211,6 +222,18 @@ async def serve_http(
             pass
         await asyncio.sleep(0.1)
     raise AssertionError(f"{component_id} was not served on {url} within 30s")
+
+
+def own_dirs(root: Path) -> dict[str, str]:
+    """Environment of a host that shares no directory with the others: its own HOME, artifact cache
+    and compile cache under `root`."""
+    for d in ("home", "artifacts", "compiled"):
+        (root / d).mkdir(parents=True)
+    return {
+        "HOME": str(root / "home"),
+        "WASMLATTICE_ARTIFACT_CACHE_DIR": str(root / "artifacts"),
+        "WASMLATTICE_CACHE_DIR": str(root / "compiled"),
+    }
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0, what: str = "") -> Any:

@@ -196,13 +196,13 @@ class BackgroundNats:
     """An `EmbeddedNats` run on its own event loop in a thread, so that its supervisor keeps running
     while tests use their own loops."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1") -> None:
         from wasmlattice.nats_server import EmbeddedNats
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="nats-server-loop", daemon=True)
         self.thread.start()
-        self.server = EmbeddedNats(host="127.0.0.1", port=0, data_dir=data_dir)
+        self.server = EmbeddedNats(host=host, port=0, data_dir=data_dir)
 
     def call(self, coro: Any, timeout: float = 30.0) -> Any:
         """Run a coroutine on the server's loop and wait for its result."""

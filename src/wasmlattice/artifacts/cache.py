@@ -17,7 +17,9 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
+from typing import BinaryIO
 
 from wasmlattice.artifacts.reference import is_digest
 from wasmlattice.artifacts.source import ArtifactError
@@ -93,3 +95,74 @@ class ArtifactCache:
                 os.unlink(tmp)
             raise
         return path
+
+
+class CacheWriter:
+    """The bytes of one digest written to a temporary file as they arrive; `commit` renames it into
+    place once the caller has checked the digest, `abort` removes it.
+
+    Blocking I/O: call from a worker thread (`write` runs on the pull's hashing thread). A failure to
+    create or write the file (a full or read-only disk) only stops the caching: it costs a download
+    next time, never the pull; `error` keeps the reason. `abort` may run while a `write` is under way
+    in another thread (a pull cancelled half way), hence the lock.
+    """
+
+    def __init__(self, cache: ArtifactCache, digest: str) -> None:
+        self.path = cache.path(digest)
+        self.error: OSError | None = None
+        self._lock = threading.Lock()
+        self._file: BinaryIO | None = None
+        self._tmp = ""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
+            self._file = os.fdopen(fd, "wb")
+        except OSError as e:
+            self._fail(e)
+
+    def write(self, chunk: bytes) -> None:
+        """Append `chunk` (nothing once writing has failed or been aborted)."""
+        with self._lock:
+            if self._file is None:
+                return
+            try:
+                self._file.write(chunk)
+            except OSError as e:
+                self._fail(e)
+
+    def commit(self) -> Path | None:
+        """Rename the finished file into place (atomic: readers see no file or the whole one); the
+        path, or None if writing failed."""
+        with self._lock:
+            if self._file is None:
+                return None
+            try:
+                self._file.close()
+                self._file = None
+                os.replace(self._tmp, self.path)
+                self._tmp = ""
+            except OSError as e:
+                self._fail(e)
+                return None
+            return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file."""
+        with self._lock:
+            self._discard()
+
+    def _fail(self, e: OSError) -> None:
+        if self.error is None:
+            self.error = e
+            log.warning("artifact cache: cannot store %s: %s", self.path.name, e)
+        self._discard()
+
+    def _discard(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+        if self._tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+            self._tmp = ""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from wasmlattice.artifacts.auth import Credentials
-from wasmlattice.artifacts.cache import ArtifactCache, sha256_digest
+from wasmlattice.artifacts.cache import ArtifactCache, CacheWriter, sha256_digest
 from wasmlattice.artifacts.lattice_store import LATTICE_SCHEME, LatticeRef, LatticeStore, parse_lattice_ref
 from wasmlattice.artifacts.oci import (
     MAX_MANIFEST_BYTES,
@@ -114,6 +114,8 @@ class OciSource:
         self.progress = progress
         # `pull` hashes while the layer streams in and refuses a mismatch: no second pass needed.
         self.verifies_digest = True
+        # `pull` writes the layer into the cache as it streams in: the fetcher need not write it again.
+        self.stores_in_cache = True
         # Layer sizes from manifests resolved recently: `pull` enforces the size the manifest named.
         self._sizes: dict[str, int] = {}
 
@@ -140,13 +142,31 @@ class OciSource:
                 return parse_manifest(raw, ref.digest, None, str(ref))
         manifest = await self.client.get_manifest(ref)
         # Kept by digest, so a later reference pinned to it needs no registry.
-        await asyncio.to_thread(self.cache.put, manifest.digest, manifest.raw)
+        try:
+            await asyncio.to_thread(self.cache.put, manifest.digest, manifest.raw)
+        except OSError as e:  # as for layers: a cache that cannot be written costs no pull
+            log.warning("artifact cache: cannot store manifest %s: %s", manifest.digest, e)
         return manifest
 
     async def pull(self, ref: str, digest: str) -> bytes:
-        """The layer's bytes, streamed and checked against `digest` and the size cap."""
+        """The layer's bytes, streamed and checked against `digest` and the size cap, and cached.
+
+        Each chunk goes into the cache's temporary file as it arrives (on the hashing thread), and
+        the file is renamed into place only once the whole layer matched `digest`.
+        """
         size = self._sizes.pop(digest, None)
-        return await self.client.get_blob(parse_oci_ref(ref), digest, self.max_size, size, self.progress)
+        writer = await asyncio.to_thread(CacheWriter, self.cache, digest)
+        try:
+            data = await self.client.get_blob(
+                parse_oci_ref(ref), digest, self.max_size, size, self.progress, sink=writer.write
+            )
+        except BaseException:
+            # Inline, not in a thread: it must also run when the pull is cancelled (a close and an
+            # unlink of a file nobody else sees).
+            writer.abort()
+            raise
+        await asyncio.to_thread(writer.commit)
+        return data
 
 
 class ArtifactFetcher:
@@ -230,10 +250,11 @@ class ArtifactFetcher:
                     raise ArtifactError(
                         f"digest mismatch for {ref}: expected {digest}, the bytes have {actual}"
                     )
-                try:
-                    await asyncio.to_thread(self.cache.put, digest, data, True)
-                except OSError as e:  # a full or read-only cache costs a re-download, not the scale
-                    log.warning("artifact cache: cannot store %s: %s", digest, e)
+                if getattr(source, "stores_in_cache", False) is not True:
+                    try:
+                        await asyncio.to_thread(self.cache.put, digest, data, True)
+                    except OSError as e:  # a full or read-only cache costs a re-download, not the scale
+                        log.warning("artifact cache: cannot store %s: %s", digest, e)
                 log.info("%s: pulled %s (%d bytes)", ref, digest, len(data))
                 return Artifact(ref, digest, data, cached=False)
             finally:

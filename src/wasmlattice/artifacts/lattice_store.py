@@ -1,10 +1,11 @@
 """The lattice's own artifact store: components pushed into the lattice's JetStream, pulled by any host.
 
-A reference is `lattice://NAME[:TAG][@sha256:HEX]` (docs/artifacts-lattice.md). The bytes live once
-per digest in the JetStream object store `ARTIFACTS_<lattice>` (object name `sha256:<hex>`); tags
-live in the KV bucket `ARTIFACTTAGS_<lattice>` (key `<name>=<tag>`, value a JSON record with the
-digest, size, media type, annotations and push time). So hosts on several machines share components
-through the NATS they already share: no registry, no shared filesystem.
+A reference is `lattice://NAME[:TAG][@sha256:HEX]` (docs/artifacts.md, "The lattice's own artifact
+store"). The bytes live once per digest in the JetStream object store `ARTIFACTS_<lattice>`
+(object name `sha256:<hex>`); tags live in the KV bucket `ARTIFACTTAGS_<lattice>` (key
+`<name>=<tag>`, value a JSON record with the digest, size, media type, annotations and push
+time). So hosts on several machines share components through the NATS they already share: no
+registry, no shared filesystem.
 
 Reading an object does not use nats-py's `ObjectStore.get`: it follows the chunks with an ordered
 push consumer and measured about 11 MB/s here (0.8 s for 18 MB, 3.2 s for 36 MB, most of it waiting

@@ -18,11 +18,15 @@ sent as a bearer token as is.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import queue
 import re
 import ssl
+import threading
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -395,10 +399,13 @@ class OciClient:
         max_size: int,
         size: int | None = None,
         progress: Progress | None = None,
+        sink: Callable[[bytes], None] | None = None,
     ) -> bytes:
         """The blob `digest` of `ref`'s repository, hashed while it streams in; at most `max_size` bytes.
 
-        `size` (from the manifest) is enforced too. `ArtifactError` on a digest mismatch.
+        `size` (from the manifest) is enforced too. `ArtifactError` on a digest mismatch. `sink`
+        (e.g. `CacheWriter.write`) gets every chunk, in order, on the hashing thread; the bytes it got
+        are only trustworthy once this returns.
         """
         if size is not None and size > max_size:
             raise ArtifactError(self._too_big_blob(ref, digest, size, max_size))
@@ -410,27 +417,38 @@ class OciClient:
             total = resp.content_length if resp.content_length is not None else (size or 0)
             if total > max_size:
                 raise ArtifactError(self._too_big_blob(ref, digest, total, max_size))
-            h = hashlib.sha256()
-            buf = bytearray()
+            cap = min(max_size, size) if size is not None else max_size
+            chunks: list[bytes] = []
+            received = 0
+            digester = _Digester(sink)
             try:
-                async for chunk in resp.content.iter_chunked(CHUNK):
-                    buf += chunk
-                    h.update(chunk)
-                    if len(buf) > max_size or (size is not None and len(buf) > size):
-                        raise ArtifactError(
-                            self._too_big_blob(ref, digest, len(buf), min(max_size, size or max_size))
-                        )
+                # Let aiohttp buffer up to 2 x CHUNK before it stops reading the socket (a recent
+                # aiohttp's method; older ones keep their default buffer).
+                if hasattr(resp.content, "set_read_chunk_size"):
+                    resp.content.set_read_chunk_size(CHUNK)
+                # `iter_chunks` hands over the buffers as received, where `iter_chunked(n)` joins
+                # them into n-byte pieces: one copy of the layer fewer.
+                async for chunk, _ in resp.content.iter_chunks():
+                    if not chunk:
+                        continue
+                    received += len(chunk)
+                    if received > cap:
+                        raise ArtifactError(self._too_big_blob(ref, digest, received, cap))
+                    chunks.append(chunk)
+                    digester.feed(chunk)
                     if progress is not None:
-                        progress(len(buf), total)
+                        progress(received, total)
+                actual = await digester.result()
             except (aiohttp.ClientError, TimeoutError) as e:
                 raise RegistryError(f"registry {ref.registry} broke off sending blob {digest}: {e}") from None
-        actual = "sha256:" + h.hexdigest()
+            finally:
+                digester.close()
         if actual != digest:
             raise ArtifactError(
                 f"digest mismatch for the layer of {ref}: the manifest names {digest}, the registry sent "
-                f"{len(buf)} bytes with digest {actual}"
+                f"{received} bytes with digest {actual}"
             )
-        return bytes(buf)  # one copy; the bytearray grew without a join of many chunks
+        return b"".join(chunks)  # the one copy of the layer in our code
 
     def _too_big_blob(self, ref: OciReference, digest: str, size: int, cap: int) -> str:
         return (
@@ -506,6 +524,69 @@ class OciClient:
             if resp.status != 201:
                 raise RegistryError(await self._status_error(ref, resp, "manifest"), resp.status)
         return digest
+
+
+class _Digester:
+    """Hashes chunks (and hands them to a sink) on a thread of its own while the event loop receives
+    the next ones: hashlib and file writes release the GIL for large buffers, so a pull uses both
+    cores instead of hashing on the loop between reads.
+
+    A thread per pull rather than the loop's default executor: it waits on its queue for the whole
+    download, and pulls of several layers at once must not take every executor thread from the
+    host's other blocking calls.
+    """
+
+    def __init__(self, sink: Callable[[bytes], None] | None) -> None:
+        self._sink = sink
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._abandoned = False
+        loop = asyncio.get_running_loop()
+        self._done: asyncio.Future[str] = loop.create_future()
+        self._thread = threading.Thread(target=self._run, args=(loop,), name="oci-digest", daemon=True)
+        self._thread.start()
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        h = hashlib.sha256()
+        try:
+            while (chunk := self._queue.get()) is not None:
+                if self._abandoned:
+                    continue
+                h.update(chunk)
+                if self._sink is not None:
+                    self._sink(chunk)
+            outcome: str | BaseException = "sha256:" + h.hexdigest()
+        except BaseException as e:  # handed to the awaiting pull, not lost in the thread
+            outcome = e
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(self._settle, outcome)
+
+    def _settle(self, outcome: str | BaseException) -> None:
+        if self._done.done():
+            return
+        if self._abandoned:  # nobody will await it: no exception to log as never retrieved
+            self._done.cancel()
+            return
+        if isinstance(outcome, BaseException):
+            self._done.set_exception(outcome)
+        else:
+            self._done.set_result(outcome)
+
+    def feed(self, chunk: bytes) -> None:
+        """Queue a chunk (never blocks the loop)."""
+        self._queue.put(chunk)
+
+    async def result(self) -> str:
+        """`sha256:<hex>` of everything fed, once the thread has hashed (and sunk) all of it."""
+        self._queue.put(None)
+        return await asyncio.shield(self._done)
+
+    def close(self) -> None:
+        """Let the thread end without doing the rest of its work (after `result`, a no-op)."""
+        if not self._done.done():
+            self._abandoned = True
+            self._queue.put(None)
+        elif not self._done.cancelled():
+            self._done.exception()  # retrieved, so asyncio does not log it as never awaited
 
 
 async def _error_text(resp: aiohttp.ClientResponse) -> str:

@@ -1,7 +1,8 @@
-"""`wasmlattice push` and `pull`: components to and from registries (docs/artifacts.md).
+"""`wasmlattice push` and `pull`: components to and from registries (docs/artifacts.md);
+`wasmlattice artifacts list/delete`: what the lattice's own store holds.
 
-Each command dispatches on the reference's scheme (`PUSHERS`, `PULLERS`), so another source
-(the lattice's own store) adds one function per direction.
+Each transfer command dispatches on the reference's scheme (`PUSHERS`, `PULLERS`), so another
+source (the lattice's own store) adds one function per direction.
 """
 
 from __future__ import annotations
@@ -19,16 +20,21 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from wasmlattice import aio
-from wasmlattice.cli.app import app
+from wasmlattice.cli.app import app, command_group
 from wasmlattice.cli.common import (
     DEFAULT_CLI_NATS_URL,
     DataDirOpt,
     LatticeOpt,
     NatsCredsOpt,
     NatsUrlOpt,
+    OutputFormat,
+    OutputOpt,
     cli_nats_options,
+    console,
     fail,
+    fail_as,
     option_group,
+    print_json,
 )
 
 if TYPE_CHECKING:
@@ -344,3 +350,99 @@ def pull(
     tmp.write_bytes(data)
     tmp.replace(output)
     typer.echo(f"{output} {digest} ({len(data)} bytes)")
+
+
+artifacts_app = command_group(
+    "What the lattice's own artifact store (lattice://) holds: list its tags, delete tags and, "
+    "once nothing points to them, their bytes."
+)
+app.add_typer(artifacts_app, name="artifacts")
+
+
+def _human_size(n: int) -> str:
+    """Bytes as `123 B`, `4.5 KiB`, `17.6 MiB`."""
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+@artifacts_app.command("list")
+@option_group
+def artifacts_list(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Only the tags of this artifact name (e.g. hello, team/http-echo)."),
+    ] = None,
+    output: OutputOpt = OutputFormat.text,
+    *,
+    store: LatticeStoreTarget,
+) -> None:
+    """List the tags in the lattice's artifact store, with digest, size and push time."""
+    from wasmlattice.artifacts.source import ArtifactError
+
+    try:
+        records = aio.run(
+            _with_lattice_store(store, lambda s: s.tags(name) if name is not None else s.list())
+        )
+    except ArtifactError as e:
+        fail_as(output, str(e))
+    if output is OutputFormat.json:
+        print_json([r.as_dict() for r in records])
+        return
+    if not records:
+        what = f"no tags of {name}" if name is not None else "nothing"
+        typer.echo(f"The artifact store of lattice '{store.lattice}' holds {what}")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Artifacts of lattice '{store.lattice}'")
+    for col in ("Reference", "Digest", "Size", "Pushed", "Annotations"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        notes = ", ".join(f"{k}={v}" for k, v in sorted(r.annotations.items()))
+        table.add_row(r.ref, r.digest, _human_size(r.size), r.created, notes)
+    console().print(table)
+
+
+@artifacts_app.command("delete")
+@option_group
+def artifacts_delete(
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="lattice://NAME:TAG removes a tag; lattice://NAME@sha256:... every tag of NAME on "
+            "that digest. The bytes go once no tag points to them."
+        ),
+    ],
+    output: OutputOpt = OutputFormat.text,
+    *,
+    store: LatticeStoreTarget,
+) -> None:
+    """Delete a tag from the lattice's artifact store (and the bytes, once no tag points to them)."""
+    from wasmlattice.artifacts.lattice_store import is_lattice_ref
+    from wasmlattice.artifacts.source import ArtifactError
+
+    if not is_lattice_ref(ref):
+        fail_as(output, f"{ref!r} is not a lattice:// reference (lattice://NAME:TAG or NAME@sha256:...)", 2)
+    try:
+        result = aio.run(_with_lattice_store(store, lambda s: s.delete(ref)))
+    except ArtifactError as e:
+        fail_as(output, str(e))
+    if output is OutputFormat.json:
+        print_json(
+            {
+                "success": True,
+                "digest": result.digest,
+                "untagged": result.untagged,
+                "blob_removed": result.blob_removed,
+            }
+        )
+        return
+    bytes_note = (
+        f"removed its bytes {result.digest} (no tag points to them any more)"
+        if result.blob_removed
+        else f"the bytes {result.digest} were not removed (another tag points to them, or they were gone)"
+    )
+    typer.echo(f"Deleted {', '.join('lattice://' + t for t in result.untagged)}; {bytes_note}")
