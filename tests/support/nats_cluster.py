@@ -124,7 +124,9 @@ class NatsCluster:
                 if not node.alive():
                     raise RuntimeError(f"{node.name} exited:\n{self.logs()}")
                 try:
-                    nc = await nats.connect(node.url, connect_timeout=1, allow_reconnect=False)
+                    nc = await nats.connect(
+                        node.url, connect_timeout=1, allow_reconnect=False, error_cb=_quiet
+                    )
                     try:
                         msg = await nc.request("$JS.API.INFO", b"", timeout=2)
                         last = json.loads(msg.data)
@@ -149,6 +151,10 @@ class NatsCluster:
                 except subprocess.TimeoutExpired:
                     node.proc.kill()
                     node.proc.wait(10)
+
+
+async def _quiet(_: Exception) -> None:
+    """An error callback for the readiness probes: a node not up yet is expected."""
 
 
 @contextmanager

@@ -112,6 +112,10 @@ _FINAL_SERVER_ERRORS = (
 FINAL_REFUSALS = 2
 
 
+# What nats-py reports when the socket to the server is lost (it then reconnects).
+_CONNECTION_LOST = (nats_errors.UnexpectedEOF, nats_errors.StaleConnectionError, OSError)
+
+
 def _is_final(error: BaseException | str) -> bool:
     """Whether `error` (or a server error's text) is the server refusing our credentials."""
     text = str(error).lower()
@@ -415,10 +419,22 @@ async def connect(
         if not nc.established and len(servers) == 1 and _is_refusal(e):
             refused.set()
             return
-        # While an outage lasts, nats-py reports every failed attempt (one per server and
-        # `reconnect_wait`): the outage's one warning has said it, so these go to DEBUG.
-        level = logging.DEBUG if nc.outage_since is not None and not nc.is_connected else logging.WARNING
-        log.log(level, "NATS connection %r: %s: %s", opts.name, type(e).__name__, e)
+        if nc.established and nc.outage_since is None and isinstance(e, _CONNECTION_LOST):
+            # The first sign of an outage (nats-py reports the lost socket before it calls
+            # `disconnected_cb`): its one warning, with the cause.
+            nc.outage_since = time.monotonic()
+            log.warning("disconnected from NATS (%s): %s; reconnecting", opts.name, _describe(e))
+        else:
+            # While an outage lasts, nats-py reports every failed attempt (one per server and
+            # `reconnect_wait`): the outage's one warning has said it, so these go to DEBUG.
+            outage = nc.outage_since is not None and not nc.is_connected
+            log.log(
+                logging.DEBUG if outage else logging.WARNING,
+                "NATS connection %r: %s: %s",
+                opts.name,
+                type(e).__name__,
+                e,
+            )
         # Only after the first connect: until then connect() bounds the attempts and reports.
         if nc.established and _is_final(e):
             nc.refusals += 1
