@@ -38,7 +38,8 @@ class LatticeEnv:
     async def connect(self) -> None:
         import nats
 
-        self.nc = await nats.connect(self.nats_url)
+        # A comma-separated URL names the servers of a cluster (as `--nats-url` takes it).
+        self.nc = await nats.connect([u for u in self.nats_url.split(",") if u])
         self.ctl = CtlClient(self.nc, self.lattice, timeout=5.0)
 
         async def on_event(msg: Any) -> None:

@@ -29,6 +29,7 @@ from wasmlattice.apps.api import ApiServer
 from wasmlattice.apps.manifest.model import Manifest
 from wasmlattice.apps.reconciler import DEFAULT_HOST_TIMEOUT_S, AppState, Reconciler
 from wasmlattice.apps.store import AppStore
+from wasmlattice.protocol.kv import create_replicated
 from wasmlattice.supervision import Supervisor
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,11 @@ class AppManager:
             self._lease_kv = await self.js.key_value(STATE_BUCKET)
         except nats.js.errors.BucketNotFoundError:
             try:
-                self._lease_kv = await self.js.create_key_value(bucket=STATE_BUCKET, history=1)
+                self._lease_kv = await create_replicated(
+                    self.js,
+                    f"KV bucket {STATE_BUCKET}",
+                    lambda n: self.js.create_key_value(bucket=STATE_BUCKET, history=1, replicas=n),
+                )
             except nats.js.errors.BadRequestError:
                 self._lease_kv = await self.js.key_value(STATE_BUCKET)
         self._supervisor.supervise("lease", self._lease_loop)

@@ -39,7 +39,7 @@ from nats.js.object_store import (
 
 from wasmlattice.artifacts.source import ArtifactError
 from wasmlattice.protocol import limits
-from wasmlattice.protocol.kv import KvBucket, KvError, open_bucket
+from wasmlattice.protocol.kv import KvBucket, KvError, create_replicated, note_replicas, open_bucket
 from wasmlattice.runtime.hostfiles import DEFAULT_MAX_COMPONENT_SIZE
 
 LATTICE_SCHEME = "lattice://"
@@ -357,11 +357,11 @@ class LatticeStore:
         js: Any,
         lattice: str,
         *,
-        replicas: int = 1,
+        replicas: int | None = None,
         max_size: int = DEFAULT_MAX_COMPONENT_SIZE,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
-        if replicas < 1 or replicas > 5:
+        if replicas is not None and not 1 <= replicas <= 5:
             raise ArtifactError(f"replicas must be between 1 and 5 (JetStream's limit), got {replicas}")
         if max_size <= 0:
             raise ArtifactError(f"max_size must be positive, got {max_size}")
@@ -404,18 +404,25 @@ class LatticeStore:
             except nats.js.errors.BucketNotFoundError:
                 if not create:
                     raise _Missing(name) from None
-                try:
-                    store = await self.js.create_object_store(
+
+                async def make(n: int) -> Any:
+                    return await self.js.create_object_store(
                         name,
                         description=f"wasmlattice: component artifacts of lattice {self.lattice}",
-                        replicas=self.replicas,
+                        replicas=n,
                     )
+
+                try:
+                    store = await create_replicated(self.js, f"object store {name}", make, self.replicas)
                 except nats.js.errors.BadRequestError:
                     # Another host created it first with other settings (replicas): use theirs.
                     store = await self.js.object_store(name)
             info = await self.js.stream_info(OBJ_STREAM_TEMPLATE.format(bucket=name))
         except (nats.errors.Error, TimeoutError) as e:
             raise self._nats_error(f"cannot open the lattice artifact store {name}", e) from e
+        except KvError as e:  # ReplicaPlacementError: --js-replicas more than the cluster can place
+            raise ArtifactError(str(e)) from None
+        note_replicas(f"object store {name}", int(info.config.num_replicas or 1), self.js, self.replicas)
         # Streams made by our nats-py allow direct gets; one made by other tools might not.
         self._direct = bool(info.config.allow_direct)
         self._blobs = store

@@ -31,6 +31,7 @@ from wasmlattice.capabilities.blobstore_backend import (
     PipeReader,
     object_range,
 )
+from wasmlattice.protocol.kv import create_replicated
 from wasmlattice.wasi.io import BytePipe
 
 _BUCKET_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -88,7 +89,9 @@ class NatsBlobBackend(BlobBackend):
         bucket = bucket_name(self.prefix, name)
         if await self.container_exists(name):
             raise BlobError(f"container `{name}` already exists; open it with get-container")
-        await self.js.create_object_store(bucket)
+        await create_replicated(
+            self.js, f"object store {bucket}", lambda n: self.js.create_object_store(bucket, replicas=n)
+        )
         return await self.container_created(name)
 
     async def container_created(self, name: str) -> int:

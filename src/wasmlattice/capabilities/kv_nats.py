@@ -31,6 +31,7 @@ from wasmlattice.capabilities.kv_backend import (
 from wasmlattice.capabilities.kv_watch import WatchingKvProvider
 from wasmlattice.protocol.kv import KvBucket as LatticeKvBucket
 from wasmlattice.protocol.kv import KvError as LatticeKvError
+from wasmlattice.protocol.kv import create_replicated
 from wasmlattice.protocol.models import Link, StrMap
 
 # Keys nats-py stores as they are; other keys are stored base64url-encoded behind this prefix.
@@ -211,7 +212,11 @@ class NatsKvLink(KvLink):
             kv = await self.js.key_value(name)
         except BucketNotFoundError:
             # Creating an identical bucket is idempotent, so hosts racing here all succeed.
-            kv = await self.js.create_key_value(bucket=name, history=1)
+            kv = await create_replicated(
+                self.js,
+                f"KV bucket {name}",
+                lambda n: self.js.create_key_value(bucket=name, history=1, replicas=n),
+            )
         return NatsBucket(name, kv, self.js)
 
 

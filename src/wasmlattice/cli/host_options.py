@@ -64,6 +64,20 @@ JsDomainOpt = Annotated[
         "--js-domain", envvar=["WASMLATTICE_JS_DOMAIN", "WASMCLOUD_JS_DOMAIN"], help="JetStream domain."
     ),
 ]
+# Replicas of the lattice's KV buckets and object stores; the default asks the server how big its
+# cluster is (docs/nats.md#replicas).
+JS_REPLICAS_ENV = "WASMLATTICE_JS_REPLICAS"
+JsReplicasOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--js-replicas",
+        min=1,
+        max=5,
+        envvar=JS_REPLICAS_ENV,
+        help="Replicas of the KV buckets and object stores this process creates (1-5). "
+        "Default: the NATS cluster's size, at most 3 (1 on a single server).",
+    ),
+]
 FriendlyNameOpt = Annotated[
     str | None,
     typer.Option("--friendly-name", help="Display name of the host (derived from its ID if unset)."),
@@ -304,6 +318,7 @@ class NatsAuth:
     nats_tls_cert: NatsTlsCertOpt = None
     nats_tls_key: NatsTlsKeyOpt = None
     js_domain: JsDomainOpt = None
+    js_replicas: JsReplicasOpt = None
 
     def host_kwargs(self) -> dict[str, Any]:
         """The NATS connection fields of `HostOptions` (a CA or cert implies TLS); exit 2 if unusable."""
@@ -324,6 +339,7 @@ class NatsAuth:
             "nats_tls_cert": existing_file(tls_cert, "--nats-tls-cert"),
             "nats_tls_key": existing_file(tls_key, "--nats-tls-key"),
             "js_domain": self.js_domain,
+            "js_replicas": self.js_replicas,
         }
 
 

@@ -384,6 +384,7 @@ def _up_detached(
         "host_seed": "WASMLATTICE_HOST_SEED",
         "nats_creds": "WASMLATTICE_NATS_CREDS",
         "js_domain": "WASMLATTICE_JS_DOMAIN",
+        "js_replicas": "WASMLATTICE_JS_REPLICAS",
     }
     for key, var in secret_env.items():
         if host_kwargs.get(key) is not None:

@@ -79,6 +79,8 @@ class HostOptions:
     - `nats_tls`, `nats_tls_ca`: require TLS / trust this CA file.
     - `nats_tls_cert` + `nats_tls_key`: TLS client certificate and its key (both or neither).
     - `js_domain`: JetStream domain of the KV buckets.
+    - `js_replicas`: replicas of the buckets and object stores the host creates (`--js-replicas`,
+      1-5); None: the NATS cluster's size, at most 3 (docs/nats.md#replicas).
     - `lattice`: lattice name (`default`).
     - `labels`: extra host labels; `hostcore.*` keys are reserved and ignored.
     - `labels_from_env`: also read `WASMCLOUD_LABEL_<key>=<value>` (explicit `labels` win).
@@ -114,6 +116,7 @@ class HostOptions:
     nats_tls_cert: Path | None = None
     nats_tls_key: Path | None = None
     js_domain: str | None = None
+    js_replicas: int | None = None
     lattice: str = DEFAULT_LATTICE
     labels: dict[str, str] = field(default_factory=dict)
     labels_from_env: bool = True
@@ -205,6 +208,7 @@ class HostOptions:
             tls_cert=self.nats_tls_cert,
             tls_key=self.nats_tls_key,
             js_domain=self.js_domain,
+            js_replicas=self.js_replicas,
         )
 
 
@@ -431,6 +435,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nats-url", default=DEFAULT_NATS_URL, help="NATS server URL")
     p.add_argument("--nats-creds", type=Path, default=None, help="NATS credentials file")
     p.add_argument("--js-domain", default=None, help="JetStream domain for the KV buckets")
+    env_replicas = os.environ.get("WASMLATTICE_JS_REPLICAS")
+    p.add_argument(
+        "--js-replicas",
+        type=int,
+        choices=range(1, 6),
+        default=int(env_replicas) if env_replicas else None,
+        metavar="N",
+        help="replicas of the buckets the host creates (1-5; default: the cluster's size, at most 3)",
+    )
     p.add_argument("-x", "--lattice", default=DEFAULT_LATTICE, help="lattice name")
     p.add_argument("-l", "--label", action="append", default=[], metavar="K=V", help="host label")
     p.add_argument("--host-seed", default=None, help="nkeys server seed (SN...) fixing the host ID")
@@ -521,6 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             nats_url=args.nats_url,
             nats_creds=args.nats_creds,
             js_domain=args.js_domain,
+            js_replicas=args.js_replicas,
             lattice=args.lattice,
             labels=parse_label_args(args.label),
             host_seed=args.host_seed,

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections import UserString
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,11 @@ class NatsNotAuthorizedError(NatsConnectionError):
 
 
 NOT_AUTHORIZED = "not authorized: pass --nats-creds or run on the machine that ran `up`"
+
+
+# JetStream keeps at most five replicas of a stream
+# (https://docs.nats.io/nats-concepts/jetstream/streams#replicas).
+MAX_JS_REPLICAS = 5
 
 
 class NatsConnectionClosedError(NatsConnectionError):
@@ -106,6 +112,10 @@ _FINAL_SERVER_ERRORS = (
 FINAL_REFUSALS = 2
 
 
+# What nats-py reports when the socket to the server is lost (it then reconnects).
+_CONNECTION_LOST = (nats_errors.UnexpectedEOF, nats_errors.StaleConnectionError, OSError)
+
+
 def _is_final(error: BaseException | str) -> bool:
     """Whether `error` (or a server error's text) is the server refusing our credentials."""
     text = str(error).lower()
@@ -138,6 +148,12 @@ class LatticeClient(Client):
         # the client once there are `FINAL_REFUSALS` of them.
         self.refusals = 0
         self.give_up_task: asyncio.Task[None] | None = None
+        # `--js-replicas`: the replicas of the buckets created through this connection (None: as
+        # many as the cluster holds, up to 3; protocol/kv.py `bucket_replicas`).
+        self.js_replicas: int | None = None
+        # When the current outage began (None while connected): one warning per outage, not one
+        # per failed reconnect attempt (nats-py retries every `reconnect_wait`).
+        self.outage_since: float | None = None
         # Set once the first connect succeeded: later refusals are reconnects being refused.
         self.established = False
 
@@ -235,6 +251,9 @@ class NatsOptions:
     js_domain: str | None = None
     connect_timeout: float = 2.0
     reconnect_wait: float = 0.5
+    # Replicas of the KV buckets and object stores this connection creates (`--js-replicas`, 1 to
+    # 5); None: as many servers as the cluster announces, at most 3 (docs/nats.md#replicas).
+    js_replicas: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def servers(self) -> list[str]:
@@ -263,6 +282,11 @@ class NatsOptions:
                 raise NatsConnectionError(f"NATS {label} {path} does not exist")
         if not self.servers():
             raise NatsConnectionError("no NATS URL given")
+        if self.js_replicas is not None and not 1 <= self.js_replicas <= MAX_JS_REPLICAS:
+            raise NatsConnectionError(
+                f"--js-replicas must be between 1 and {MAX_JS_REPLICAS} (JetStream's limit), "
+                f"got {self.js_replicas}"
+            )
 
 
 def _tls_context(opts: NatsOptions) -> ssl.SSLContext | None:
@@ -395,7 +419,22 @@ async def connect(
         if not nc.established and len(servers) == 1 and _is_refusal(e):
             refused.set()
             return
-        log.warning("NATS connection %r: %s: %s", opts.name, type(e).__name__, e)
+        if nc.established and nc.outage_since is None and isinstance(e, _CONNECTION_LOST):
+            # The first sign of an outage (nats-py reports the lost socket before it calls
+            # `disconnected_cb`): its one warning, with the cause.
+            nc.outage_since = time.monotonic()
+            log.warning("disconnected from NATS (%s): %s; reconnecting", opts.name, _describe(e))
+        else:
+            # While an outage lasts, nats-py reports every failed attempt (one per server and
+            # `reconnect_wait`): the outage's one warning has said it, so these go to DEBUG.
+            outage = nc.outage_since is not None and not nc.is_connected
+            log.log(
+                logging.DEBUG if outage else logging.WARNING,
+                "NATS connection %r: %s: %s",
+                opts.name,
+                type(e).__name__,
+                e,
+            )
         # Only after the first connect: until then connect() bounds the attempts and reports.
         if nc.established and _is_final(e):
             nc.refusals += 1
@@ -409,7 +448,8 @@ async def connect(
         # by the server is reported by closed_cb.
         if nc.closed_by_owner or nc.is_closed:
             log.debug("NATS connection closed (%s)", opts.name)
-        else:
+        elif nc.outage_since is None:
+            nc.outage_since = time.monotonic()
             log.warning("disconnected from NATS (%s); reconnecting", opts.name)
         if on_disconnect is not None:
             await on_disconnect()
@@ -427,15 +467,14 @@ async def connect(
 
     async def reconnected_cb() -> None:
         nc.refusals = 0
-        log.info(
-            "reconnected to NATS at %s (%s)",
-            public_url(nc),
-            opts.name,
-        )
+        since, nc.outage_since = nc.outage_since, None
+        after = f" after {time.monotonic() - since:.1f}s" if since is not None else ""
+        log.info("reconnected to NATS at %s%s (%s)", public_url(nc), after, opts.name)
         if on_reconnect is not None:
             await on_reconnect()
 
     nc = LatticeClient()
+    nc.js_replicas = opts.js_replicas
     kwargs: dict[str, Any] = {
         "servers": servers,
         "name": opts.name,

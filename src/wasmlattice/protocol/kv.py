@@ -15,9 +15,9 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -41,6 +41,98 @@ _VALID_PREFIX = re.compile(r"^[-/_=.a-zA-Z0-9]*$")
 
 class KvError(RuntimeError):
     """A KV operation failed; the message names the bucket, the key and the cause."""
+
+
+# -- replicas (docs/nats.md#replicas) ------------------------------------------------------------
+
+# The most replicas chosen without `--js-replicas`: three survive the loss of any one server (a
+# majority of three is two) and are what the NATS docs recommend for production
+# (https://docs.nats.io/nats-concepts/jetstream/streams#replicas); more cost writes and buy little.
+AUTO_REPLICAS_MAX = 3
+# JetStream's answers when it cannot place the replicas asked for: no suitable peers for placement,
+# insufficient resources, replicas > 1 not supported in non-clustered mode
+# (https://github.com/nats-io/nats-server/blob/main/server/errors.json).
+_PLACEMENT_ERRORS = frozenset({10005, 10023, 10074})
+_T = TypeVar("_T")
+# Buckets whose replicas this process has compared with what it wants (said once, not per open).
+_replicas_checked: set[str] = set()
+
+
+class ReplicaPlacementError(KvError):
+    """JetStream cannot place the replicas that `--js-replicas` asked for."""
+
+
+def cluster_size(nc: Any) -> int:
+    """How many servers the cluster of `nc`'s server has, by its INFO (itself included); 1 alone.
+
+    nats-server lists the client URLs of every server of its cluster in `connect_urls` (and nats-py
+    adds them to its server pool, so a client reconnects to the survivors). nats-py keeps the INFO
+    only in a private field. A cluster started with `no_advertise` announces none: 1 then.
+    """
+    info = getattr(nc, "_server_info", None)
+    if not isinstance(info, dict) or not info.get("cluster"):
+        return 1
+    urls = info.get("connect_urls")
+    return max(1, len(urls)) if isinstance(urls, list) else 1
+
+
+def bucket_replicas(js: Any) -> tuple[int, bool]:
+    """The replicas for a bucket or object store created on `js`, and whether they were asked for.
+
+    `--js-replicas` (the connection's `js_replicas`) when given; otherwise the cluster's size, at
+    most `AUTO_REPLICAS_MAX`.
+    """
+    # nats-py exposes no public accessor for the JetStream context's connection.
+    nc = getattr(js, "_nc", None)
+    asked = getattr(nc, "js_replicas", None)
+    if isinstance(asked, int) and asked > 0:
+        return asked, True
+    return min(AUTO_REPLICAS_MAX, cluster_size(nc)), False
+
+
+async def create_replicated(
+    js: Any, what: str, create: Callable[[int], Awaitable[_T]], replicas: int | None = None
+) -> _T:
+    """`create(n)` for the stream behind `what`, with `replicas` or else `bucket_replicas(js)`.
+
+    A number the user chose (`replicas`, `--js-replicas`) that JetStream cannot place is a
+    `ReplicaPlacementError`; a number chosen from the cluster's size (some of its servers may run
+    without JetStream, or be down) is lowered until it can, with a warning.
+    """
+    if replicas is not None:
+        n, asked = replicas, True
+    else:
+        n, asked = bucket_replicas(js)
+    while True:
+        try:
+            return await create(n)
+        except nats.js.errors.APIError as e:
+            if e.err_code not in _PLACEMENT_ERRORS:
+                raise
+            if asked or n <= 1:
+                hint = " (--js-replicas)" if asked else ""
+                raise ReplicaPlacementError(
+                    f"cannot create {what} with {n} replicas{hint}: JetStream says {e.description!r}; "
+                    "the cluster needs that many servers with JetStream running"
+                ) from None
+            log.warning("cannot create %s with %d replicas (%s); trying %d", what, n, e.description, n - 1)
+            n -= 1
+
+
+def note_replicas(what: str, have: int, js: Any, replicas: int | None = None) -> None:
+    """Log at INFO, once per process, that existing `what` keeps `have` replicas, not the ones wanted."""
+    wanted = replicas if replicas is not None else bucket_replicas(js)[0]
+    if what in _replicas_checked:
+        return
+    _replicas_checked.add(what)
+    if have != wanted:
+        log.info(
+            "%s exists with %d replica(s), not the %d this host would create; kept as it is "
+            "(change it with `nats stream edit`)",
+            what,
+            have,
+            wanted,
+        )
 
 
 class KvEvent(NamedTuple):
@@ -73,13 +165,20 @@ async def open_bucket(
     ttl: float | None = None,
     max_value_size: int | None = None,
     max_bytes: int | None = None,
-    replicas: int = 1,
+    replicas: int | None = None,
     description: str | None = None,
 ) -> KvBucket:
-    """Open KV bucket `name` on JetStream context `js`, creating it (history 1 by default) if absent."""
+    """Open KV bucket `name` on JetStream context `js`, creating it (history 1 by default) if absent.
+
+    A new bucket gets `replicas`, or else `bucket_replicas(js)` (`--js-replicas`, or the cluster's
+    size up to 3); an existing one is kept as it is.
+    """
     _check_bucket(name)
     try:
-        return KvBucket(js, await js.key_value(name), name)
+        kv = await js.key_value(name)
+        if f"KV bucket {name}" not in _replicas_checked:
+            await _note_bucket_replicas(js, name, replicas)
+        return KvBucket(js, kv, name)
     except nats.js.errors.BucketNotFoundError:
         if not create:
             raise KvError(f"KV bucket {name} does not exist (and create=False)") from None
@@ -93,26 +192,41 @@ async def open_bucket(
         ) from None
     except (nats.errors.Error, TimeoutError) as e:
         raise KvError(f"cannot open KV bucket {name}: {type(e).__name__}: {e}") from e
-    try:
+
+    async def make(n: int) -> Any:
         kv = await js.create_key_value(
             bucket=name,
             history=history,
             ttl=ttl,
             max_value_size=max_value_size,
             max_bytes=max_bytes,
-            replicas=replicas,
+            replicas=n,
             description=description,
         )
+        log.info("created KV bucket %s (history %d, %d replica(s))", name, history, n)
+        return kv
+
+    try:
+        kv = await create_replicated(js, f"KV bucket {name}", make, replicas)
     except nats.js.errors.BadRequestError:
-        # Another host created it first with different settings: use theirs.
+        # Another host created it first with different settings (replicas): use theirs.
         try:
             kv = await js.key_value(name)
         except (nats.errors.Error, TimeoutError) as e:
             raise KvError(f"cannot create or open KV bucket {name}: {type(e).__name__}: {e}") from e
+        await _note_bucket_replicas(js, name, replicas)
     except (nats.errors.Error, TimeoutError) as e:
         raise KvError(f"cannot create KV bucket {name}: {type(e).__name__}: {e}") from e
-    log.info("created KV bucket %s (history %d)", name, history)
     return KvBucket(js, kv, name)
+
+
+async def _note_bucket_replicas(js: Any, name: str, replicas: int | None) -> None:
+    """`note_replicas` for KV bucket `name` (best effort: a failed look-up only skips the note)."""
+    try:
+        info = await js.stream_info(f"KV_{name}")
+    except (nats.errors.Error, TimeoutError):
+        return
+    note_replicas(f"KV bucket {name}", int(info.config.num_replicas or 1), js, replicas)
 
 
 class KvBucket:
