@@ -415,12 +415,9 @@ class HttpServerProvider:
     async def _route_of(self, link: Link) -> tuple[tuple[str, int], str, TlsFiles | None, IngressLimits]:
         """A link's listener address, route key and (address mode) TLS files and client limits."""
         raw = await self.state.merged_config(link.source_config)
-        typo = misspelt_link_key(raw)
+        typo = first_typo(raw, KEYS, "source")
         if typo is not None:
-            raise ProviderConfigError(
-                f"the source config of the link to {link.target} has the unknown key `{typo[0]}`; "
-                f"did you mean `{typo[1]}`?"
-            )
+            raise ProviderConfigError(f"the source config of the link to {link.target}: {typo.message()}")
         cfg = _lower(raw)
         if self.routing_mode == "path":
             path = cfg.get("path")
