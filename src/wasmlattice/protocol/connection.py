@@ -15,6 +15,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections import UserString
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -363,6 +364,76 @@ async def _probe(url: str, timeout: float) -> str | None:
 EventHook = Callable[[], Awaitable[None]]
 
 
+# Errors nats-py reports as a connection ends, before it calls the disconnect callback.
+_CONNECTION_LOST = (
+    OSError,
+    nats_errors.UnexpectedEOF,
+    nats_errors.StaleConnectionError,
+    nats_errors.ConnectionClosedError,
+)
+# While NATS is unreachable, a failed reconnect attempt is logged at WARNING at most this often.
+OUTAGE_WARNING_S = 30.0
+
+
+class OutageLog:
+    """Logs a NATS outage without a flood (nats-py retries every `reconnect_wait`, 0.5 s).
+
+    One warning when the connection is lost; the failed attempts then at DEBUG, with one WARNING
+    (the count and the last error) at most every `OUTAGE_WARNING_S`; one INFO line
+    "reconnected ... after Xs" when it is back. Errors while connected are each worth a warning.
+    """
+
+    def __init__(self, name: str, every: float = OUTAGE_WARNING_S) -> None:
+        self.name, self.every = name, every
+        self.since: float | None = None  # monotonic time the connection was lost, None while up
+        self.last_warning = 0.0
+        self.failures = 0
+        # The error that ended the connection (nats-py reports it just before the disconnect).
+        self.cause: BaseException | None = None
+
+    def lost(self) -> None:
+        """The connection dropped; nats-py reconnects."""
+        if self.since is None:
+            self.since = self.last_warning = time.monotonic()
+            self.failures = 0
+            why = "" if self.cause is None else f": {type(self.cause).__name__}: {self.cause}"
+            self.cause = None
+            log.warning("disconnected from NATS (%s)%s; reconnecting", self.name, why)
+
+    def error(self, e: BaseException, reconnecting: bool) -> None:
+        """An error from nats-py (a failed reconnect attempt while `reconnecting`)."""
+        if not reconnecting and self.since is None:
+            if isinstance(e, _CONNECTION_LOST):
+                self.cause = e  # told with the disconnect that follows
+                log.debug("NATS connection %r: %s: %s", self.name, type(e).__name__, e)
+            else:
+                log.warning("NATS connection %r: %s: %s", self.name, type(e).__name__, e)
+            return
+        if self.since is None:  # the error came before the disconnect callback
+            self.lost()
+        assert self.since is not None
+        self.failures += 1
+        now = time.monotonic()
+        if now - self.last_warning >= self.every:
+            self.last_warning = now
+            log.warning(
+                "still not connected to NATS (%s) after %.0fs, %d failed attempts; last: %s: %s",
+                self.name,
+                now - self.since,
+                self.failures,
+                type(e).__name__,
+                e,
+            )
+        else:
+            log.debug("NATS connection %r: %s: %s", self.name, type(e).__name__, e)
+
+    def back(self, url: str) -> None:
+        """Reconnected."""
+        after = "" if self.since is None else f" after {time.monotonic() - self.since:.1f}s"
+        self.since = None
+        log.info("reconnected to NATS at %s%s (%s)", url, after, self.name)
+
+
 async def connect(
     opts: NatsOptions,
     *,
@@ -395,7 +466,7 @@ async def connect(
         if not nc.established and len(servers) == 1 and _is_refusal(e):
             refused.set()
             return
-        log.warning("NATS connection %r: %s: %s", opts.name, type(e).__name__, e)
+        outage.error(e, nc.is_reconnecting)
         # Only after the first connect: until then connect() bounds the attempts and reports.
         if nc.established and _is_final(e):
             nc.refusals += 1
@@ -410,7 +481,7 @@ async def connect(
         if nc.closed_by_owner or nc.is_closed:
             log.debug("NATS connection closed (%s)", opts.name)
         else:
-            log.warning("disconnected from NATS (%s); reconnecting", opts.name)
+            outage.lost()
         if on_disconnect is not None:
             await on_disconnect()
 
@@ -427,15 +498,12 @@ async def connect(
 
     async def reconnected_cb() -> None:
         nc.refusals = 0
-        log.info(
-            "reconnected to NATS at %s (%s)",
-            public_url(nc),
-            opts.name,
-        )
+        outage.back(public_url(nc))
         if on_reconnect is not None:
             await on_reconnect()
 
     nc = LatticeClient()
+    outage = OutageLog(opts.name)
     kwargs: dict[str, Any] = {
         "servers": servers,
         "name": opts.name,
