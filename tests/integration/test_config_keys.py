@@ -42,7 +42,7 @@ async def test_misspelt_keys_are_refused_at_provider_start_and_link_put(env: Env
     # it was set), and the reply names the key and its likely meaning.
     assert await ctl.scale_component(host, echo_ref, "echo", 1) == ""
     await ctl.put_config("bucket-typo", {"buket": "orders"})
-    with pytest.raises(CtlError, match="unknown key 'buket' for keyvalue-memory .*did you mean 'bucket'"):
+    with pytest.raises(CtlError, match=r"unknown key 'buket' for keyvalue-memory .*did you mean 'bucket'"):
         await ctl.put_link(kv_link("echo", "kv", config=["bucket-typo"]))
     await env.wait_event("linkdef_set_failed", lambda e: e["data"]["target"] == "kv")
     assert all(lk.target != "kv" for lk in await ctl.get_links())

@@ -103,7 +103,7 @@ async def test_a_misspelt_link_key_is_refused_not_served_on_every_interface(env:
     port = free_port()
     # Put with the typo, the link is refused by the host that answers (it knows the provider).
     await ctl.put_config("web-typo", {"adress": f"127.0.0.1:{port}"})
-    with pytest.raises(CtlError, match="unknown key 'adress' for http-server .*did you mean 'address'"):
+    with pytest.raises(CtlError, match=r"unknown key 'adress' for http-server .*did you mean 'address'"):
         await ctl.put_link(http_link("web", "echo", ["web-typo"]))
     # A typo that arrives later, through the named config, is the provider's to report.
     await ctl.put_config("web-typo", {"address": f"127.0.0.1:{port}"})

@@ -2,7 +2,8 @@
 
 The first connection attempt fails fast with an actionable message (the usual causes: no server
 runs, or it refuses a client without the right credentials); once connected, the client reconnects
-forever and logs each disconnect and reconnect, because a host must ride out a NATS restart rather
+forever and logs an outage without a flood (`OutageLog`: one warning, a reminder at most every 30 s,
+one line when it is back), because a host must ride out a NATS restart rather
 than die with it. That includes the server closing the
 connection over one bad protocol line (`LatticeClient`); only a connection closed for good
 (authorization revoked) is final, and its owner is told (`on_closed`).
