@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.lattice import HTTP_SERVER, http_link, kv_link
 from tests.support.lattice import LatticeEnv as Env
-from tests.support.lattice import kv_link
+from tests.support.processes import free_port
 from wasmlattice.client.ctl import CtlError
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
@@ -51,3 +52,14 @@ async def test_misspelt_keys_are_refused_at_provider_start_and_link_put(env: Env
     await ctl.put_config("bucket", {"bucket": "orders"})
     await ctl.put_link(kv_link("echo", "kv", config=["bucket"]))
     assert any(lk.target == "kv" for lk in await ctl.get_links())
+
+    # A listener whose address nobody named says, at info, which one it chose and why.
+    port = free_port()
+    await ctl.start_provider(host, HTTP_SERVER, "web")
+    await env.wait_event("provider_started", lambda e: e["data"]["provider_id"] == "web")
+    await ctl.put_config("web-port", {"port": str(port)})
+    await ctl.put_link(http_link("web", "echo", ["web-port"]))
+    await env.wait_log(
+        f"INFO wasmlattice.capabilities.http_server: http-server web: a link's source config has no "
+        f"`address`, so it listens on 0.0.0.0:{port} (from the default address 0.0.0.0:8000)"
+    )

@@ -197,16 +197,6 @@ KEYS = ProviderKeys(
 CONFIG_KEYS = {"builtin://http-server": KEYS}
 
 
-def misspelt_link_key(config: Mapping[str, str]) -> tuple[str, str] | None:
-    """A source-config key that looks like a typo of a key this server reads, and that key.
-
-    A misspelt `address` would otherwise be ignored and the listener opened on the default
-    address, every interface, without a word.
-    """
-    typo = first_typo(config, KEYS, "source")
-    return None if typo is None or typo.suggestion is None else (typo.key, typo.suggestion)
-
-
 def path_matches(prefix: str, path: str) -> bool:
     """Whether a request path falls under a route prefix (`/api` matches `/api` and `/api/x`)."""
     prefix = prefix.rstrip("/")
@@ -434,8 +424,7 @@ class HttpServerProvider:
             host, port = split_address(cfg["address"])
         else:
             host, port = self.default_address
-            if "port" not in cfg:
-                self._defaulted.add((host, port))
+            self._defaulted.add((host, int(cfg["port"]) if cfg.get("port", "").isdigit() else port))
         if "port" in cfg:
             if not cfg["port"].isdigit():
                 raise ProviderConfigError(f"invalid port {cfg['port']!r}")
@@ -483,10 +472,11 @@ class HttpServerProvider:
                 else "the provider config has no `default_address`"
             )
             log.info(
-                "http-server %s: %s, so it listens on the default address %s",
+                "http-server %s: %s, so it listens on %s (from the default address %s)",
                 self.provider_id,
                 where,
                 _fmt(address),
+                _fmt(self.default_address),
             )
         return listener
 
