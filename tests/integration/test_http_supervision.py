@@ -19,6 +19,7 @@ from tests.support.http import get, wait_status
 from tests.support.lattice import HTTP_SERVER, http_link
 from tests.support.lattice import LatticeEnv as Env
 from tests.support.processes import free_port
+from wasmlattice.client.ctl import CtlError
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -100,16 +101,26 @@ async def test_a_misspelt_link_key_is_refused_not_served_on_every_interface(env:
     await env.wait_event("health_check_passed", lambda e: e["data"]["provider_id"] == "web")
 
     port = free_port()
+    # Put with the typo, the link is refused by the host that answers (it knows the provider).
     await ctl.put_config("web-typo", {"adress": f"127.0.0.1:{port}"})
+    with pytest.raises(CtlError, match=r"unknown key 'adress' for http-server .*did you mean 'address'"):
+        await ctl.put_link(http_link("web", "echo", ["web-typo"]))
+    # A typo that arrives later, through the named config, is the provider's to report.
+    await ctl.put_config("web-typo", {"address": f"127.0.0.1:{port}"})
     await ctl.put_link(http_link("web", "echo", ["web-typo"]))
+    assert "/echo" in await wait_status(f"http://127.0.0.1:{port}/echo", 200, timeout=30)
+    await ctl.put_config("web-typo", {"adress": f"127.0.0.1:{port}"})
     await env.wait_event("health_check_failed", lambda e: e["data"]["provider_id"] == "web")
     reply = json.loads((await env.nc.request(f"wasmbus.rpc.{env.lattice}.web.health", b"", timeout=5)).data)
     assert reply["healthy"] is False
-    assert "the unknown key `adress`; did you mean `address`?" in reply["message"], reply
+    assert (
+        "unknown key 'adress' for http-server (link source config): did you mean 'address'?"
+        in (reply["message"])
+    ), reply
     # Nothing listens on the default address (0.0.0.0:8000) or the intended one for this link.
     with pytest.raises(OSError):
         await get(f"http://127.0.0.1:{port}/echo", timeout=2)
-    await env.wait_log("link to echo not served: the source config of the link to echo has the unknown key")
+    await env.wait_log("link to echo not served: the source config of the link to echo: unknown key 'adress'")
 
     # Fixing the key serves the link and makes the provider healthy again.
     await ctl.put_config("web-typo", {"address": f"127.0.0.1:{port}"})

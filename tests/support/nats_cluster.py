@@ -117,6 +117,7 @@ class NatsCluster:
 
         deadline = time.monotonic() + timeout
         last: Any = None
+        alive = sum(1 for n in self.nodes if n.alive())
         for node in self.nodes:
             if not node.alive():
                 continue
@@ -130,8 +131,12 @@ class NatsCluster:
                     try:
                         msg = await nc.request("$JS.API.INFO", b"", timeout=2)
                         last = json.loads(msg.data)
-                        if "error" not in last:
+                        # Formed too: the node lists every running node's client URL, which is
+                        # what hosts count to choose their replicas.
+                        urls = (getattr(nc, "_server_info", None) or {}).get("connect_urls") or []
+                        if "error" not in last and len(urls) >= alive:
                             break
+                        last = last if "error" in last else f"connect_urls {urls}"
                     finally:
                         await nc.close()
                 except Exception as e:  # not up yet: connection refused, no responders, timeout

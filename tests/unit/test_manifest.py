@@ -424,7 +424,8 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
     (
         "scaler property misspelled",
         _set(SCALE, {"instaces": 2}),
-        "spec.components[0].traits[0].properties.instaces: unknown key 'instaces' for a spreadscaler",
+        "spec.components[0].traits[0].properties.instaces: unknown key 'instaces' for a spreadscaler: "
+        "did you mean 'instances'?",
     ),
     (
         "link without namespace",
@@ -698,16 +699,75 @@ def test_ulid_format_and_order() -> None:
     assert new_version()[:10] > versions[-1][:10]
 
 
-def test_a_misspelt_http_server_key_in_link_config_is_refused_with_a_suggestion() -> None:
+def _web_link_config(image: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The echo demo with the http-server's image set, and its link's inline source config."""
     manifest, _ = load_manifest_file(FIXTURES / "echo-demo.yaml")
     doc = copy.deepcopy(manifest.raw)
     web = next(c for c in doc["spec"]["components"] if c["name"] == "web")
+    web["properties"]["image"] = image
     link = next(t for t in web["traits"] if t["type"] == "link")
     (config,) = link["properties"]["source"]["config"]
+    return doc, config
+
+
+@pytest.mark.parametrize("image", ["builtin://http-server", "wasmcloud+builtin://http-server"])
+def test_a_misspelt_http_server_key_in_link_config_is_refused_with_a_suggestion(image: str) -> None:
+    doc, config = _web_link_config(image)
     config["properties"] = {"adress": "127.0.0.1:8080"}
     (error,) = errors_of(doc)
-    expected = ".properties.adress: unknown HTTP server key 'adress'; did you mean 'address'?"
+    expected = (
+        ".properties.adress: unknown key 'adress' for http-server (link source config): "
+        "did you mean 'address'?"
+    )
     assert error.endswith(expected), error
-    # wasmCloud's own http-server keys are not typos, and neither is a key close to nothing we read.
+    # wasmCloud's own http-server keys are not typos, and a key close to nothing is only a warning.
     config["properties"] = {"address": "127.0.0.1:8080", "cors_allowed_origins": "*", "team": "web"}
-    parse_manifest(as_yaml(doc))
+    _, warnings = parse_manifest(as_yaml(doc))
+    (warning,) = [w for w in warnings if "'team'" in w]
+    assert "unknown key 'team' for http-server (link source config): not read by this provider" in warning
+    assert "keys it reads: address, port" in warning
+
+
+def test_keys_of_a_provider_that_is_not_builtin_are_not_checked() -> None:
+    # wasmCloud's own http-server image reads its own keys; only builtin providers are known here.
+    doc, config = _web_link_config("ghcr.io/wasmcloud/http-server:0.23.0")
+    config["properties"] = {"adress": "127.0.0.1:8080"}
+    _, warnings = parse_manifest(as_yaml(doc))
+    assert not [w for w in warnings if "adress" in w]
+
+
+def test_provider_config_and_link_target_config_keys_are_checked() -> None:
+    doc = base()
+    provider = comp(doc, 1)
+    provider["properties"]["image"] = "builtin://keyvalue-nats"
+    provider["properties"]["config"] = [{"name": "kv", "properties": {"max_value_byte": "10"}}]
+    link = comp(doc, 0)["traits"][1]["properties"]
+    link["target"]["config"] = [{"name": "b", "properties": {"buket": "x", "js_domain": "hub"}}]
+    errors = errors_of(doc)
+    assert sorted(errors) == [
+        "spec.components[0].traits[1].properties.target.config[0].properties.buket: unknown key 'buket' "
+        "for keyvalue-nats (link target config): did you mean 'bucket'?",
+        "spec.components[1].properties.config[0].properties.max_value_byte: unknown key 'max_value_byte' "
+        "for keyvalue-nats (provider config): did you mean 'max_value_bytes'?",
+    ], errors
+    # Right keys (and a key wasmCloud's keyvalue-nats reads) pass; other keys close to nothing warn.
+    provider["properties"]["config"] = [{"name": "kv", "properties": {"MAX_VALUE_BYTES": "10", "team": "a"}}]
+    link["target"]["config"] = [{"name": "b", "properties": {"bucket": "x", "js_domain": "hub"}}]
+    _, warnings = parse_manifest(as_yaml(doc))
+    assert [w for w in warnings if "unknown key" in w] == [
+        "spec.components[1].properties.config[0].properties.team: unknown key 'team' for keyvalue-nats "
+        "(provider config): not read by this provider, ignored (keys it reads: bucket, max_value_bytes, "
+        "list_page_size)"
+    ]
+
+
+def test_a_misspelt_instances_is_the_only_message() -> None:
+    doc = base()
+    comp(doc, 0)["traits"][0]["properties"] = {"instanses": 2}
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(as_yaml(doc))
+    assert info.value.errors == [
+        "spec.components[0].traits[0].properties.instanses: unknown key 'instanses' for a spreadscaler: "
+        "did you mean 'instances'?"
+    ]
+    assert not [w for w in info.value.warnings if "spreadscaler" in w], info.value.warnings

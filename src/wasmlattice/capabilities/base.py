@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
+from wasmlattice.capabilities.config_keys import ProviderKeys, first_typo
 from wasmlattice.capabilities.http_ingress import Forward, HttpTarget, PendingTarget
 from wasmlattice.protocol.models import Link, ProviderDescription, StrMap
 from wasmlattice.protocol.policy import PolicyClaims, PolicyDecision
@@ -202,6 +203,8 @@ class ProviderSpec:
     config: StrMap
     annotations: StrMap
     services: HostServices
+    # The config keys the provider reads (capabilities/config_keys.py), None if not declared.
+    config_keys: ProviderKeys | None = None
 
 
 class LinkTargetProvider:
@@ -222,6 +225,9 @@ class LinkTargetProvider:
         self.config = spec.config
         self.annotations = dict(spec.annotations)
         self.services = spec.services
+        self.config_keys = spec.config_keys
+        # Links whose target config has a misspelt key, and why: `health` reports them.
+        self._key_errors: dict[tuple[str, str, str, str], str] = {}
         self._backends: dict[tuple[str, str, str, str], tuple[Link, Any]] = {}
         self._opening: dict[tuple[str, str, str, str], asyncio.Future[Any]] = {}
         self._stopped = False
@@ -238,8 +244,20 @@ class LinkTargetProvider:
         )
 
     def health(self) -> tuple[bool, str | None]:
-        """Healthy while running."""
-        return (False, "stopped") if self._stopped else (True, None)
+        """Healthy while running and no link used has a misspelt target config key."""
+        if self._stopped:
+            return False, "stopped"
+        if self._key_errors:
+            # A deleted link's error goes with it.
+            live = {
+                (lk.source_id, lk.name, lk.wit_namespace, lk.wit_package)
+                for lk in self.services.state.links()
+                if lk.target == self.provider_id
+            }
+            self._key_errors = {k: v for k, v in self._key_errors.items() if k in live}
+        if self._key_errors:
+            return False, "; ".join(self._key_errors[k] for k in sorted(self._key_errors))
+        return True, None
 
     async def start(self) -> None:
         """Start the provider's supervisor; backends open on first use."""
@@ -277,6 +295,13 @@ class LinkTargetProvider:
         self._opening[key] = fut
         try:
             config = await self.services.state.merged_config(link.target_config)
+            typo = None if self.config_keys is None else first_typo(config, self.config_keys, "target")
+            if typo is not None:
+                # The misspelt setting would be ignored; refuse the link until its config is fixed.
+                why = f"link `{link.name}` from {link.source_id}: {typo.message()}"
+                self._key_errors[key] = why
+                raise CapabilityError(why)
+            self._key_errors.pop(key, None)
             backend = await self.open_backend(link, config)
             if known is not None:
                 self._retire(known[1])

@@ -44,6 +44,7 @@ from wasmlattice.capabilities.base import (
 from wasmlattice.capabilities.blobstore_backend import BlobBackend, BlobError, BlobReader
 from wasmlattice.capabilities.blobstore_fs import FsBlobBackend
 from wasmlattice.capabilities.blobstore_nats import NatsBlobBackend
+from wasmlattice.capabilities.config_keys import KeySet, ProviderKeys
 from wasmlattice.protocol.models import Link, StrMap
 from wasmlattice.runtime.execution import NeedsLoop
 from wasmlattice.runtime.fastcall import Trap
@@ -514,6 +515,18 @@ class FsBlobstoreProvider(BlobstoreProvider):
 PROVIDERS: dict[str, Callable[[ProviderSpec], Any]] = {
     "builtin://blobstore-nats": NatsBlobstoreProvider,
     "builtin://blobstore-fs": FsBlobstoreProvider,
+}
+# Every config these providers read (capabilities/config_keys.py): the target config of links to
+# them; wasmCloud's blobstore-nats reads its own connection's keys, ours uses the host's.
+CONFIG_KEYS: dict[str, ProviderKeys] = {
+    "builtin://blobstore-nats": ProviderKeys(
+        "blobstore-nats",
+        target=KeySet(
+            ("bucket_prefix",),
+            ("cluster_uri", "js_domain", "client_jwt", "client_seed", "tls_ca", "tls_ca_file"),
+        ),
+    ),
+    "builtin://blobstore-fs": ProviderKeys("blobstore-fs", target=KeySet(("root",))),
 }
 ALIASES: dict[str, str] = {
     "wasmcloud+builtin://blobstore-nats": "builtin://blobstore-nats",

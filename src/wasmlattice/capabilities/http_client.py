@@ -31,6 +31,7 @@ from wasmlattice.capabilities.base import (
     ProviderSpec,
     lower_config,
 )
+from wasmlattice.capabilities.config_keys import KeySet, ProviderKeys
 from wasmlattice.protocol.models import Link, StrMap
 from wasmlattice.runtime.execution import NeedsLoop
 from wasmlattice.runtime.linking import HostInterface
@@ -166,4 +167,13 @@ def interfaces() -> list[HostInterface]:
 
 
 PROVIDERS = {"builtin://http-client": HttpClientProvider}
+# Every config this provider reads (capabilities/config_keys.py). wasmCloud's http-client reads
+# its TLS roots from these provider config keys; ours uses the system's.
+CONFIG_KEYS = {
+    "builtin://http-client": ProviderKeys(
+        "http-client",
+        provider=KeySet((), ("load_native_certs", "load_webpki_certs", "ssl_certs_file")),
+        target=KeySet((ALLOWED_HOSTS_KEY,)),
+    )
+}
 ALIASES = {"wasmcloud+builtin://http-client": "builtin://http-client"}

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import errno
 import logging
 import ssl
@@ -49,6 +48,7 @@ from dataclasses import dataclass, field, replace
 from aiohttp import web
 
 from wasmlattice.capabilities.base import ComponentRouter, HostServices, provider_supervisor
+from wasmlattice.capabilities.config_keys import KeySet, ProviderKeys, first_typo
 from wasmlattice.capabilities.http_ingress import (
     Forward,
     HttpHandler,
@@ -186,21 +186,15 @@ FOREIGN_LINK_CONFIG_KEYS = (
 )
 
 
-def misspelt_link_key(config: Mapping[str, str]) -> tuple[str, str] | None:
-    """A source-config key that looks like a typo of a key this server reads, and that key.
-
-    A misspelt `address` would otherwise be ignored and the listener opened on the default
-    address, every interface, without a word.
-    """
-    lowered = {k.lower() for k in config}
-    for key in config:
-        k = key.lower()
-        if k in LINK_CONFIG_KEYS or k in FOREIGN_LINK_CONFIG_KEYS:
-            continue
-        close = difflib.get_close_matches(k, LINK_CONFIG_KEYS, n=1, cutoff=0.75)
-        if close and close[0] not in lowered:
-            return key, close[0]
-    return None
+# The keys this server reads from its provider config.
+PROVIDER_CONFIG_KEYS = ("routing_mode", "default_address", "header", TLS_CERT_KEY, TLS_KEY_KEY, *LIMIT_KEYS)
+# Every config this provider reads (capabilities/config_keys.py); nothing links to it as a target.
+KEYS = ProviderKeys(
+    "http-server",
+    provider=KeySet(PROVIDER_CONFIG_KEYS, FOREIGN_LINK_CONFIG_KEYS),
+    source=KeySet(LINK_CONFIG_KEYS, FOREIGN_LINK_CONFIG_KEYS),
+)
+CONFIG_KEYS = {"builtin://http-server": KEYS}
 
 
 def path_matches(prefix: str, path: str) -> bool:
@@ -249,6 +243,10 @@ class HttpServerProvider:
                 f"routing_mode {self.routing_mode!r} is not supported; use one of {', '.join(ROUTING_MODES)}"
             )
         self.default_address = split_address(cfg.get("default_address", DEFAULT_ADDRESS))
+        # Addresses chosen for want of a configured one (logged when their listener opens).
+        self._defaulted: set[tuple[str, int]] = set()
+        if "default_address" not in cfg and self.routing_mode in SHARED_LISTENER_MODES:
+            self._defaulted.add(self.default_address)
         # The header host mode routes by (wasmCloud's provider config `header`).
         self.header = cfg.get("header", "host").strip() or "host"
         self.tls = tls_files(cfg, f"the config of provider {provider_id}")
@@ -407,12 +405,9 @@ class HttpServerProvider:
     async def _route_of(self, link: Link) -> tuple[tuple[str, int], str, TlsFiles | None, IngressLimits]:
         """A link's listener address, route key and (address mode) TLS files and client limits."""
         raw = await self.state.merged_config(link.source_config)
-        typo = misspelt_link_key(raw)
+        typo = first_typo(raw, KEYS, "source")
         if typo is not None:
-            raise ProviderConfigError(
-                f"the source config of the link to {link.target} has the unknown key `{typo[0]}`; "
-                f"did you mean `{typo[1]}`?"
-            )
+            raise ProviderConfigError(f"the source config of the link to {link.target}: {typo.message()}")
         cfg = _lower(raw)
         if self.routing_mode == "path":
             path = cfg.get("path")
@@ -429,6 +424,7 @@ class HttpServerProvider:
             host, port = split_address(cfg["address"])
         else:
             host, port = self.default_address
+            self._defaulted.add((host, int(cfg["port"]) if cfg.get("port", "").isdigit() else port))
         if "port" in cfg:
             if not cfg["port"].isdigit():
                 raise ProviderConfigError(f"invalid port {cfg['port']!r}")
@@ -467,6 +463,21 @@ class HttpServerProvider:
         self._listeners[address] = listener
         scheme = "https" if tls is not None else "http"
         log.info("http-server %s listening on %s (%s)", self.provider_id, _fmt(address), scheme)
+        if address in self._defaulted:
+            # Nobody named this address: say where it came from, so an unexpected
+            # 0.0.0.0:8000 is explained in the log.
+            where = (
+                "a link's source config has no `address`"
+                if self.routing_mode == "address"
+                else "the provider config has no `default_address`"
+            )
+            log.info(
+                "http-server %s: %s, so it listens on %s (from the default address %s)",
+                self.provider_id,
+                where,
+                _fmt(address),
+                _fmt(self.default_address),
+            )
         return listener
 
     async def _close(self, address: tuple[str, int]) -> None:

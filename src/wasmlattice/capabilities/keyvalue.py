@@ -25,6 +25,7 @@ from wasmlattice.capabilities.base import (
     LinkTargetProvider,
     component,
 )
+from wasmlattice.capabilities.config_keys import KeySet, ProviderKeys
 from wasmlattice.capabilities.kv_backend import Bucket, KvBucket, KvError, KvLink
 from wasmlattice.capabilities.kv_memory import MemoryKvProvider
 from wasmlattice.capabilities.kv_nats import NatsKvProvider
@@ -358,3 +359,32 @@ PROVIDERS: dict[str, Any] = {
     "builtin://keyvalue-memory": MemoryKvProvider,
 }
 ALIASES: dict[str, str] = {f"wasmcloud+{ref}": ref for ref in PROVIDERS}
+
+# The keys of a link's config (target side; the source side of watcher links), merged over the
+# provider's own config, so the same keys serve all three (kv_backend.link_settings).
+_KV_KEYS = ("bucket", "max_value_bytes", "list_page_size")
+# wasmCloud's keyvalue-nats reads these to open its own connection; ours uses the host's.
+_NATS_FOREIGN = (
+    "cluster_uri",
+    "js_domain",
+    "client_jwt",
+    "client_seed",
+    "tls_ca",
+    "tls_ca_file",
+    "enable_bucket_auto_create",
+    "config_b64",
+    "config_json",
+)
+
+
+def _kv_keys(name: str, known: tuple[str, ...], foreign: tuple[str, ...] = ()) -> ProviderKeys:
+    keys = KeySet(known, foreign)
+    return ProviderKeys(name, provider=keys, source=keys, target=keys)
+
+
+# Every config these providers read (capabilities/config_keys.py).
+CONFIG_KEYS: dict[str, ProviderKeys] = {
+    "builtin://keyvalue-nats": _kv_keys("keyvalue-nats", _KV_KEYS, _NATS_FOREIGN),
+    "builtin://keyvalue-redis": _kv_keys("keyvalue-redis", ("url", *_KV_KEYS)),
+    "builtin://keyvalue-memory": _kv_keys("keyvalue-memory", _KV_KEYS),
+}

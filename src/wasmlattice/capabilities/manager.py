@@ -13,10 +13,13 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
+from wasmlattice.capabilities import http_server
 from wasmlattice.capabilities.base import HostServices, Provider, ProviderSpec
+from wasmlattice.capabilities.config_keys import KeyProblem, ProviderKeys, Role, key_problems
 from wasmlattice.capabilities.http_server import HttpServerProvider
 from wasmlattice.protocol import subjects as sj
-from wasmlattice.protocol.models import ProviderDescription
+from wasmlattice.protocol.models import Link, ProviderDescription
+from wasmlattice.protocol.state import ConfigNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ def _http_server(spec: ProviderSpec) -> Provider:
 BUILTINS: dict[str, ProviderFactory] = {"builtin://http-server": _http_server}
 # wasmCloud's spellings of the same providers.
 ALIASES: dict[str, str] = {"wasmcloud+builtin://http-server": "builtin://http-server"}
+# Canonical reference -> the config keys the provider reads (capabilities/config_keys.py).
+CONFIG_KEYS: dict[str, ProviderKeys] = dict(http_server.CONFIG_KEYS)
 
 
 def _register_modules() -> None:
@@ -49,6 +54,7 @@ def _register_modules() -> None:
     for module in MODULES:
         BUILTINS.update(getattr(module, "PROVIDERS", {}))
         ALIASES.update(getattr(module, "ALIASES", {}))
+        CONFIG_KEYS.update(getattr(module, "CONFIG_KEYS", {}))
 
 
 _register_modules()
@@ -58,6 +64,18 @@ def canonical_ref(ref: str) -> str | None:
     """Our reference for a builtin provider reference (aliases resolved), or None if unknown."""
     ref = ALIASES.get(ref, ref)
     return ref if ref in BUILTINS else None
+
+
+def provider_keys(ref: str) -> ProviderKeys | None:
+    """The config keys of the builtin provider `ref` names (any spelling), None if not builtin."""
+    canonical = canonical_ref(ref)
+    return None if canonical is None else CONFIG_KEYS.get(canonical)
+
+
+def config_key_problems(ref: str, config: Mapping[str, str], role: Role) -> list[KeyProblem]:
+    """The keys of `config` that the builtin provider `ref` does not read in `role` (typos first)."""
+    keys = provider_keys(ref)
+    return [] if keys is None else key_problems(config, keys, role)
 
 
 def supported_refs() -> list[str]:
@@ -116,7 +134,21 @@ class ProviderManager:
             # reference's fields must not end up in a provider's settings.
             names = [n for n in config_names if not sj.is_secret_reference(n)]
             config = await self.services.state.merged_config(names)
-            spec = ProviderSpec(provider_id, provider_ref, config, dict(annotations or {}), self.services)
+            problems = config_key_problems(ref, config, "provider")
+            typos = [p.message() for p in problems if p.is_typo]
+            if typos:
+                # A misspelt setting would be ignored and the provider run without it.
+                raise ProviderError(f"cannot start provider {provider_id}: {'; '.join(typos)}")
+            for problem in problems:
+                log.warning("provider %s: %s", provider_id, problem.message())
+            spec = ProviderSpec(
+                provider_id,
+                provider_ref,
+                config,
+                dict(annotations or {}),
+                self.services,
+                CONFIG_KEYS.get(ref),
+            )
             provider = BUILTINS[ref](spec)
             try:
                 await provider.start()
@@ -130,6 +162,40 @@ class ProviderManager:
             return provider
         finally:
             self._starting.discard(provider_id)
+
+    async def link_typos(self, link: Link) -> list[str]:
+        """Typos of config keys in `link`'s configs on the side of a builtin provider.
+
+        The provider's reference comes from this host when it runs the provider, else from the
+        provider's spec in the lattice state (written when any host started it), so every host
+        answers alike once the provider has started somewhere. A provider not started yet, or a
+        named config that does not exist yet, cannot be checked here; the provider that applies
+        the link reports it then (docs/config-keys.md).
+        """
+        out: list[str] = []
+        sides: tuple[tuple[str, list[str], Role], ...] = (
+            (link.source_id, link.source_config, "source"),
+            (link.target, link.target_config, "target"),
+        )
+        for end, names, role in sides:
+            running = self._providers.get(end)
+            spec = self.services.state.spec(end)
+            ref = running.description().image_ref if running is not None else spec.url if spec else None
+            if ref is None or provider_keys(ref) is None or not names:
+                continue
+            try:
+                config = await self.services.state.merged_config(
+                    [n for n in names if not sj.is_secret_reference(n)]
+                )
+            except ConfigNotFoundError:
+                continue
+            side = "source" if role == "source" else "target"
+            out += [
+                f"the {side} config of the link {link.source_id} -> {link.target}: {p.message()}"
+                for p in config_key_problems(ref, config, role)
+                if p.is_typo
+            ]
+        return out
 
     async def stop(self, provider_id: str) -> Provider | None:
         """Stop a provider; the stopped provider, or None if it was not running."""

@@ -50,6 +50,7 @@ from wasmlattice.capabilities.base import (
     component,
     lower_config,
 )
+from wasmlattice.capabilities.config_keys import KeySet, ProviderKeys
 from wasmlattice.protocol.models import Link, StrMap
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import BYTES, STRING, U32, Err, FuncSig, func, option, record, result
@@ -541,4 +542,18 @@ def _factory(spec: ProviderSpec) -> NatsMessagingProvider:
 
 
 PROVIDERS = {REF: _factory}
+# The keys of a link's own NATS connection (either side).
+_CONNECTION_KEYS = ("cluster_uris", "client_jwt", "client_seed", "tls_ca", "custom_inbox_prefix")
+# wasmCloud's messaging-nats also reads these (and takes every link key as a provider-wide
+# default from its provider config); ours does not act on them.
+_FOREIGN = ("tls_ca_file",)
+# Every config this provider reads (capabilities/config_keys.py).
+CONFIG_KEYS = {
+    REF: ProviderKeys(
+        "messaging-nats",
+        provider=KeySet((), ("subscriptions", "consumers", *_CONNECTION_KEYS, *_FOREIGN)),
+        source=KeySet(("subscriptions", "consumers", *_CONNECTION_KEYS), _FOREIGN),
+        target=KeySet(_CONNECTION_KEYS, _FOREIGN),
+    )
+}
 ALIASES = {"wasmcloud+builtin://messaging-nats": REF}

@@ -116,6 +116,7 @@ class ControlInterfaceServer:
         self.ctl_host = ctl_host
         self.js_domain = js_domain
         self.on_stop = on_stop
+        self.providers = providers
         # The server's own supervisor, a child of the host's when one is given: the server starts
         # and stops it, the host's supervisor reports it and stops it at the latest with itself.
         self.supervisor = Supervisor("control-interface", parent=supervisor, logger=log)
@@ -412,6 +413,11 @@ class ControlInterfaceServer:
         return CtlResponse[Any].ok(message=MSG_LABEL_DELETED)
 
     async def _link_put(self, link: Link) -> Reply:
+        # A misspelt key on a builtin provider's side would be ignored there (docs/config-keys.md).
+        typos = [] if self.providers is None else await self.providers.link_typos(link)
+        if typos:
+            await self.publish(ev.linkdef_set_failed(self.host.host_id, link, error="; ".join(typos)))
+            return CtlResponse[Any].fail("; ".join(typos))
         try:
             await self.state.put_link(link)
         except LinkRejectedError as e:

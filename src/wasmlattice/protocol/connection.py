@@ -2,7 +2,8 @@
 
 The first connection attempt fails fast with an actionable message (the usual causes: no server
 runs, or it refuses a client without the right credentials); once connected, the client reconnects
-forever and logs each disconnect and reconnect, because a host must ride out a NATS restart rather
+forever and logs an outage without a flood (`OutageLog`: one warning, a reminder at most every 30 s,
+one line when it is back), because a host must ride out a NATS restart rather
 than die with it. That includes the server closing the
 connection over one bad protocol line (`LatticeClient`); only a connection closed for good
 (authorization revoked) is final, and its owner is told (`on_closed`).
@@ -112,10 +113,6 @@ _FINAL_SERVER_ERRORS = (
 FINAL_REFUSALS = 2
 
 
-# What nats-py reports when the socket to the server is lost (it then reconnects).
-_CONNECTION_LOST = (nats_errors.UnexpectedEOF, nats_errors.StaleConnectionError, OSError)
-
-
 def _is_final(error: BaseException | str) -> bool:
     """Whether `error` (or a server error's text) is the server refusing our credentials."""
     text = str(error).lower()
@@ -151,9 +148,6 @@ class LatticeClient(Client):
         # `--js-replicas`: the replicas of the buckets created through this connection (None: as
         # many as the cluster holds, up to 3; protocol/kv.py `bucket_replicas`).
         self.js_replicas: int | None = None
-        # When the current outage began (None while connected): one warning per outage, not one
-        # per failed reconnect attempt (nats-py retries every `reconnect_wait`).
-        self.outage_since: float | None = None
         # Set once the first connect succeeded: later refusals are reconnects being refused.
         self.established = False
 
@@ -387,6 +381,76 @@ async def _probe(url: str, timeout: float) -> str | None:
 EventHook = Callable[[], Awaitable[None]]
 
 
+# Errors nats-py reports as a connection ends, before it calls the disconnect callback.
+_CONNECTION_LOST = (
+    OSError,
+    nats_errors.UnexpectedEOF,
+    nats_errors.StaleConnectionError,
+    nats_errors.ConnectionClosedError,
+)
+# While NATS is unreachable, a failed reconnect attempt is logged at WARNING at most this often.
+OUTAGE_WARNING_S = 30.0
+
+
+class OutageLog:
+    """Logs a NATS outage without a flood (nats-py retries every `reconnect_wait`, 0.5 s).
+
+    One warning when the connection is lost; the failed attempts then at DEBUG, with one WARNING
+    (the count and the last error) at most every `OUTAGE_WARNING_S`; one INFO line
+    "reconnected ... after Xs" when it is back. Errors while connected are each worth a warning.
+    """
+
+    def __init__(self, name: str, every: float = OUTAGE_WARNING_S) -> None:
+        self.name, self.every = name, every
+        self.since: float | None = None  # monotonic time the connection was lost, None while up
+        self.last_warning = 0.0
+        self.failures = 0
+        # The error that ended the connection (nats-py reports it just before the disconnect).
+        self.cause: BaseException | None = None
+
+    def lost(self) -> None:
+        """The connection dropped; nats-py reconnects."""
+        if self.since is None:
+            self.since = self.last_warning = time.monotonic()
+            self.failures = 0
+            why = "" if self.cause is None else f": {type(self.cause).__name__}: {self.cause}"
+            self.cause = None
+            log.warning("disconnected from NATS (%s)%s; reconnecting", self.name, why)
+
+    def error(self, e: BaseException, reconnecting: bool) -> None:
+        """An error from nats-py (a failed reconnect attempt while `reconnecting`)."""
+        if not reconnecting and self.since is None:
+            if isinstance(e, _CONNECTION_LOST):
+                self.cause = e  # told with the disconnect that follows
+                log.debug("NATS connection %r: %s: %s", self.name, type(e).__name__, e)
+            else:
+                log.warning("NATS connection %r: %s: %s", self.name, type(e).__name__, e)
+            return
+        if self.since is None:  # the error came before the disconnect callback
+            self.lost()
+        assert self.since is not None
+        self.failures += 1
+        now = time.monotonic()
+        if now - self.last_warning >= self.every:
+            self.last_warning = now
+            log.warning(
+                "still not connected to NATS (%s) after %.0fs, %d failed attempts; last: %s: %s",
+                self.name,
+                now - self.since,
+                self.failures,
+                type(e).__name__,
+                e,
+            )
+        else:
+            log.debug("NATS connection %r: %s: %s", self.name, type(e).__name__, e)
+
+    def back(self, url: str) -> None:
+        """Reconnected."""
+        after = "" if self.since is None else f" after {time.monotonic() - self.since:.1f}s"
+        self.since = None
+        log.info("reconnected to NATS at %s%s (%s)", url, after, self.name)
+
+
 async def connect(
     opts: NatsOptions,
     *,
@@ -419,22 +483,7 @@ async def connect(
         if not nc.established and len(servers) == 1 and _is_refusal(e):
             refused.set()
             return
-        if nc.established and nc.outage_since is None and isinstance(e, _CONNECTION_LOST):
-            # The first sign of an outage (nats-py reports the lost socket before it calls
-            # `disconnected_cb`): its one warning, with the cause.
-            nc.outage_since = time.monotonic()
-            log.warning("disconnected from NATS (%s): %s; reconnecting", opts.name, _describe(e))
-        else:
-            # While an outage lasts, nats-py reports every failed attempt (one per server and
-            # `reconnect_wait`): the outage's one warning has said it, so these go to DEBUG.
-            outage = nc.outage_since is not None and not nc.is_connected
-            log.log(
-                logging.DEBUG if outage else logging.WARNING,
-                "NATS connection %r: %s: %s",
-                opts.name,
-                type(e).__name__,
-                e,
-            )
+        outage.error(e, nc.is_reconnecting)
         # Only after the first connect: until then connect() bounds the attempts and reports.
         if nc.established and _is_final(e):
             nc.refusals += 1
@@ -448,9 +497,8 @@ async def connect(
         # by the server is reported by closed_cb.
         if nc.closed_by_owner or nc.is_closed:
             log.debug("NATS connection closed (%s)", opts.name)
-        elif nc.outage_since is None:
-            nc.outage_since = time.monotonic()
-            log.warning("disconnected from NATS (%s); reconnecting", opts.name)
+        else:
+            outage.lost()
         if on_disconnect is not None:
             await on_disconnect()
 
@@ -467,14 +515,13 @@ async def connect(
 
     async def reconnected_cb() -> None:
         nc.refusals = 0
-        since, nc.outage_since = nc.outage_since, None
-        after = f" after {time.monotonic() - since:.1f}s" if since is not None else ""
-        log.info("reconnected to NATS at %s%s (%s)", public_url(nc), after, opts.name)
+        outage.back(public_url(nc))
         if on_reconnect is not None:
             await on_reconnect()
 
     nc = LatticeClient()
     nc.js_replicas = opts.js_replicas
+    outage = OutageLog(opts.name)
     kwargs: dict[str, Any] = {
         "servers": servers,
         "name": opts.name,

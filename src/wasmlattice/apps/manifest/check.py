@@ -244,12 +244,19 @@ class ManifestChecker(TraitChecker):
                         "ignored: a shared reference uses the ID owned by the shared application",
                     )
         scaler, links = self.traits(obj.get("traits"), path, kind, shared)
+        # A scaler trait with errors is reported as such, not as a missing scaler.
+        raw_traits = obj.get("traits")
+        has_scaler = isinstance(raw_traits, list) and any(
+            isinstance(t, dict) and t.get("type") in ("spreadscaler", "daemonscaler") for t in raw_traits
+        )
         if name is None or kind is None or props is None:
             return None
         if kind == "capability" and scaler is None and shared is None:
             # wadm runs a capability without a scaler trait as one provider on one host.
             scaler = ScalerTrait(kind="spreadscaler", instances=1, spread=[])
-        elif kind == "component" and scaler is None and shared is None and image is not None:
+        elif (
+            kind == "component" and scaler is None and shared is None and image is not None and not has_scaler
+        ):
             self.warn(path, f"component {name!r} has no spreadscaler or daemonscaler, so it is never started")
         component = Component(
             name=name,
@@ -290,6 +297,10 @@ class ManifestChecker(TraitChecker):
                 by_name[name] = draft
 
         self.check_ids(drafts)
+        images = {d.component.name: d.component.image for d in drafts}
+        for draft in drafts:
+            comp = draft.component
+            self.check_provider_keys(comp.image, comp.config, draft.path, draft.links, images)
         all_names = ", ".join(d.component.name for d in drafts) or "none"
         owned_configs: dict[str, str] = {}
         for draft in drafts:

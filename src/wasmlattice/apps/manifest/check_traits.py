@@ -7,6 +7,7 @@ Links are only drafted here; `check.py` resolves their targets once every compon
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -20,7 +21,8 @@ from wasmlattice.apps.manifest.model import (
     SharedRef,
     Spread,
 )
-from wasmlattice.capabilities.http_server import misspelt_link_key
+from wasmlattice.capabilities.config_keys import Role
+from wasmlattice.capabilities.manager import config_key_problems
 from wasmlattice.protocol import limits
 
 # Packages and interfaces wadm knows under its well-known namespaces; anything else under these
@@ -168,15 +170,21 @@ class TraitChecker(FieldChecker):
         if props is None:
             return None
         allowed = ("instances", "replicas", "spread")
+        meant: set[str] = set()
         for key in props:
             if key not in allowed:
-                self.error(
-                    key_path(path, str(key)),
-                    f"unknown key '{key}' for a {ttype} (allowed keys: instances, spread; "
-                    "'replicas' is the older spelling of 'instances')",
+                close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.75)
+                hint = (
+                    f"did you mean '{close[0]}'?"
+                    if close
+                    else "allowed keys: instances, spread; 'replicas' is the older spelling of 'instances'"
                 )
+                meant.update(close)
+                self.error(key_path(path, str(key)), f"unknown key '{key}' for a {ttype}: {hint}")
         instances: int | None = None
-        if "instances" in props and "replicas" in props:
+        if meant & {"instances", "replicas"} and not {"instances", "replicas"} & set(props):
+            pass  # the misspelt count is the one message (above)
+        elif "instances" in props and "replicas" in props:
             self.error(path, "give 'instances' or its older spelling 'replicas', not both")
         elif "instances" in props or "replicas" in props:
             key = "instances" if "instances" in props else "replicas"
@@ -305,8 +313,6 @@ class TraitChecker(FieldChecker):
         if namespace is None or package is None or link_name is None or interfaces is None:
             return None
         self.check_known_interface(namespace, package, interfaces, path)
-        if (namespace, package) == ("wasi", "http") and "incoming-handler" in interfaces:
-            self.check_http_source_config([(c, p) for c, p in configs if c in source_config])
         trait = LinkTrait(
             namespace=namespace,
             package=package,
@@ -321,15 +327,38 @@ class TraitChecker(FieldChecker):
         self.link_secrets.extend(source_secrets + target_secrets)
         return LinkDraft(trait=trait, path=tpath, target_path=target_path, configs=configs)
 
-    def check_http_source_config(self, source_config: list[tuple[ConfigProperty, str]]) -> None:
-        """Refuse a typo of a key the HTTP server reads (`adress`) in a link's inline source config."""
-        for prop, path in source_config:
-            typo = misspelt_link_key(prop.properties or {})
-            if typo is not None:
-                self.error(
-                    f"{path}.properties.{typo[0]}",
-                    f"unknown HTTP server key {typo[0]!r}; did you mean {typo[1]!r}?",
-                )
+    def check_provider_keys(
+        self,
+        image: str | None,
+        config: list[ConfigProperty],
+        path: str,
+        links: list[LinkDraft],
+        images: dict[str, str | None],
+    ) -> None:
+        """Check inline config keys of a builtin provider (docs/config-keys.md): its own config
+        and the link configs on its side (`images`: component name -> image, for link targets).
+
+        A typo of a key the provider reads (`adress`) is an error with the suggestion; a key close
+        to nothing is a warning, since wasmCloud's providers ignore keys they do not read.
+        """
+        if image is not None:
+            for index, prop in enumerate(config):
+                self.check_keys(image, prop, f"{path}.properties.config[{index}]", "provider")
+        for link in links:
+            for prop, cpath in link.configs:
+                is_source = any(prop is c for c in link.trait.source_config)
+                ref = image if is_source else images.get(link.trait.target)
+                if ref is not None:
+                    self.check_keys(ref, prop, cpath, "source" if is_source else "target")
+
+    def check_keys(self, ref: str, prop: ConfigProperty, path: str, role: Role) -> None:
+        """One inline config against the keys the builtin provider `ref` reads in `role`."""
+        for problem in config_key_problems(ref, prop.properties or {}, role):
+            where = key_path(f"{path}.properties", problem.key)
+            if problem.is_typo:
+                self.error(where, problem.message())
+            else:
+                self.warn(where, problem.message())
 
     def interfaces(self, value: Any, path: str) -> list[str] | None:
         """A non-empty list of interface names, or None when any is unusable."""
