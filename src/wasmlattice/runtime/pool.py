@@ -33,14 +33,27 @@ class Instance:
         prev = fastcall.set_current_state(self.state)
         try:
             inst = pool.linked.linker.instantiate(self.store, pool.linked.component)
+            func = inst.get_func(self.store, pool.export_index)
         except wasmtime.WasmtimeError as e:
-            raise fastcall.GuestTrap(f"instantiation failed: {e}", self.state.trap_cause) from None
+            cause = self.state.trap_cause
+            self.close()
+            raise fastcall.GuestTrap(f"instantiation failed: {e}", cause) from None
         finally:
             fastcall.set_current_state(prev)
-        func = inst.get_func(self.store, pool.export_index)
         if func is None:
+            self.close()
             raise ComponentError(f"export {pool.export_name}#{pool.func_name} is not a function")
         self.func = func._func
+
+    def close(self) -> None:
+        """Free the instance's Store (its linear memory) now, not when the last reference goes.
+
+        A trap's traceback (and the future holding it) references this object and its caller's
+        frames until a garbage collection finds the cycle; closing makes the release immediate.
+        """
+        self.state.table.clear()
+        self.state.trap_cause = None
+        self.store.close()
 
     def call(self, pool: InstancePool, wasi: Any, timeout: float | None, *args: Any) -> Any:
         """Call the pool's export with `args`, under `wasi` and a deadline of `timeout` seconds."""
@@ -113,3 +126,6 @@ class InstancePool:
             if ok and inst.uses < self.reuse:
                 with self._lock:
                     self._idle.append(inst)
+            elif not ok:
+                # wasmtime refuses to enter a trapped instance again: free its memory at once.
+                inst.close()
