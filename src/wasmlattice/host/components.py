@@ -31,13 +31,13 @@ from wasmlattice.host.guest_limits import GuestLimits
 from wasmlattice.host.invoke import ExportInvoker
 from wasmlattice.protocol import subjects as sj
 from wasmlattice.protocol.models import ComponentDescription, StrMap
+from wasmlattice.runtime.budget import format_size, parse_size
 from wasmlattice.runtime.component import (
     CompileCache,
     ComponentError,
     check_format,
     default_cache_dir,
 )
-from wasmlattice.runtime.budget import format_size, parse_size
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.execution import Workload
 from wasmlattice.runtime.hostfiles import HostFileError, HostFiles

@@ -10,7 +10,7 @@ import logging
 from wasmlattice.runtime.fastcall import Trap
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import Err
-from wasmlattice.wasi.ctx import WasiCtx, ctx
+from wasmlattice.wasi.ctx import ctx
 from wasmlattice.wasi.io import BytePipe, InputStream, OutputStream
 from wasmlattice.wasi.output_limit import LineSink, OutputLimiter
 

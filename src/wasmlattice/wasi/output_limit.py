@@ -179,7 +179,9 @@ class LineSink:
 
     def _finish(self) -> None:
         if self.head is not None:
-            line = self.head.decode("utf-8", "replace") + f" [... {self.skipped:,} more bytes of this line cut]"
+            line = (
+                self.head.decode("utf-8", "replace") + f" [... {self.skipped:,} more bytes of this line cut]"
+            )
             self.head, self.skipped = None, 0
         else:
             line = self.buf.decode("utf-8", "replace").rstrip("\r")
