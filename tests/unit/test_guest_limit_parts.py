@@ -8,7 +8,7 @@ import pytest
 
 from wasmlattice.host.components import instance_bound, parse_limits
 from wasmlattice.host.guest_limits import GuestLimits
-from wasmlattice.runtime.budget import GiB, MiB, BudgetExceeded, MemoryBudget, format_size, parse_size
+from wasmlattice.runtime.budget import BudgetExceeded, GiB, MemoryBudget, MiB, format_size, parse_size
 from wasmlattice.wasi.output_limit import LineSink, OutputLimiter, OutputLimits
 
 
