@@ -2,7 +2,8 @@
 
 wasmCloud links `wasi:logging/logging@0.1.0-draft` and the unversioned name to the host's own
 logger; so do we. Each line goes to the `wasmlattice.guest` logger with the component ID and the
-guest's context, at the guest's level: `trace` is below `debug` (shown only with a `TRACE`-or-lower
+guest's context, at the guest's level (within the component's output allowance,
+`wasi/output_limit.py`): `trace` is below `debug` (shown only with a `TRACE`-or-lower
 log level), `critical` is `CRITICAL`. Lines below the logger's level cost one level check.
 
 Outside a lattice host (`wasmlattice run`) there is no `ComponentContext`; the component ID then
@@ -17,6 +18,7 @@ import logging
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import STRING, FuncSig, enum, func
 from wasmlattice.wasi.ctx import ctx
+from wasmlattice.wasi.output_limit import OutputLimiter
 
 log = logging.getLogger("wasmlattice.guest")
 
@@ -49,12 +51,28 @@ def calling_component_id() -> str:
     return component_id if isinstance(component_id, str) else config.component_id
 
 
+def _limiter() -> OutputLimiter | None:
+    try:
+        limiter: OutputLimiter | None = ctx().config.output
+    except AttributeError:  # called outside any guest
+        return None
+    return limiter
+
+
 def guest_log(level: str, context: str, message: str) -> None:
     """`log`: write one guest line to the host's log, with the component ID and context."""
     lvl = LEVELS.get(level, logging.INFO)
     if not log.isEnabledFor(lvl):
         return
     component_id = calling_component_id()
+    # The same allowance as the component's stdout and stderr (wasi/output_limit.py).
+    limiter = _limiter()
+    if limiter is not None:
+        cap = limiter.limits.max_line
+        if len(message) > cap:
+            message = message[:cap] + f" [... {len(message) - cap:,} more characters of this line cut]"
+        if not limiter.admit("wasi:logging", len(context) + len(message)):
+            return
     extra = {"component_id": component_id, "guest_context": context, "guest_level": level}
     if context:
         log.log(lvl, "component %s [%s] %s: %s", component_id, level, context, message, extra=extra)

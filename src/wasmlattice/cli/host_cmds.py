@@ -26,6 +26,7 @@ from wasmlattice.cli.host_options import (
     AllowedIssuerOpt,
     AllowFileLoadOpt,
     FriendlyNameOpt,
+    GuestLimitFlags,
     HeartbeatOpt,
     HostSeedOpt,
     LogLevelOpt,
@@ -66,6 +67,7 @@ def host_cmd(
     max_component_size: MaxComponentSizeOpt = None,
     policy: PolicyFlags,
     allowed_issuer: AllowedIssuerOpt = None,
+    limits: GuestLimitFlags,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run one lattice host on an existing NATS server until Ctrl-C (file:// needs --allow-file-load)."""
@@ -77,6 +79,7 @@ def host_cmd(
     dirs = allowed_dirs(allow_dir)
     policy_kwargs = policy.host_kwargs()
     issuers = allowed_issuers(allowed_issuer)
+    limit_kwargs = limits.host_kwargs()
     setup_logging(log_level)
     try:
         opts = host_options(
@@ -93,6 +96,7 @@ def host_cmd(
             **policy_kwargs,
             **oci.host_kwargs(),
             allowed_issuers=issuers,
+            **limit_kwargs,
             **nats,
         )
         # run_host handles SIGINT/SIGTERM itself: it leaves the lattice gracefully.

@@ -421,3 +421,98 @@ class PolicyFlags:
             "policy_changes_topic": self.policy_changes_topic,
             "policy_timeout_ms": self.policy_timeout_ms,
         }
+
+
+# -- limits on guests (docs/limits.md) --------------------------------------------------------
+MaxInstanceMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--max-instance-memory",
+        envvar="WASMLATTICE_MAX_INSTANCE_MEMORY",
+        metavar="SIZE",
+        help="Linear memory one instance may use (256MiB); a component's max_memory_limit overrides it.",
+    ),
+]
+GuestMemoryBudgetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--guest-memory-budget",
+        envvar="WASMLATTICE_GUEST_MEMORY_BUDGET",
+        metavar="SIZE",
+        help="Memory all guests may reserve: instances x memory each (half the machine's, at least 1GiB).",
+    ),
+]
+GuestOutputLinesOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--guest-output-lines",
+        min=0.001,
+        envvar="WASMLATTICE_GUEST_OUTPUT_LINES",
+        metavar="N",
+        help="Lines per second one component may log, stdout, stderr and wasi:logging together (200).",
+    ),
+]
+GuestOutputBytesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--guest-output-bytes",
+        envvar="WASMLATTICE_GUEST_OUTPUT_BYTES",
+        metavar="SIZE",
+        help="Bytes per second one component may log (256KiB).",
+    ),
+]
+GuestOutputMaxLineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--guest-output-max-line",
+        envvar="WASMLATTICE_GUEST_OUTPUT_MAX_LINE",
+        metavar="SIZE",
+        help="Longest guest log line; longer ones are cut (16KiB).",
+    ),
+]
+
+# HostOptions field -> flag, for `up --detach` to pass them on to its child.
+LIMIT_FLAGS = (
+    ("max_instance_memory", "--max-instance-memory"),
+    ("guest_memory_budget", "--guest-memory-budget"),
+    ("guest_output_lines", "--guest-output-lines"),
+    ("guest_output_bytes", "--guest-output-bytes"),
+    ("guest_output_max_line", "--guest-output-max-line"),
+)
+
+
+def size_option(text: str | None, flag: str) -> int | None:
+    """Bytes from a size flag (`256MiB`, `1.5GiB`, `268435456`); exit 2 naming the flag if invalid."""
+    if text is None:
+        return None
+    from wasmlattice.runtime.budget import parse_size
+
+    try:
+        size = parse_size(text)
+    except ValueError as e:
+        fail(f"{flag}: {e}", code=2)
+    if size <= 0:
+        fail(f"{flag}: must be positive, got {text!r}", code=2)
+    return size
+
+
+@dataclass(frozen=True)
+class GuestLimitFlags:
+    """`--max-instance-memory`, `--guest-memory-budget`, `--guest-output-*` of `host` and `up`."""
+
+    max_instance_memory: MaxInstanceMemoryOpt = None
+    guest_memory_budget: GuestMemoryBudgetOpt = None
+    guest_output_lines: GuestOutputLinesOpt = None
+    guest_output_bytes: GuestOutputBytesOpt = None
+    guest_output_max_line: GuestOutputMaxLineOpt = None
+
+    def host_kwargs(self) -> dict[str, Any]:
+        """The guest-limit fields of `HostOptions` that were given; exit 2 on an invalid size."""
+        given = {
+            "max_instance_memory": size_option(self.max_instance_memory, "--max-instance-memory"),
+            "guest_memory_budget": size_option(self.guest_memory_budget, "--guest-memory-budget"),
+            "guest_output_lines": self.guest_output_lines,
+            "guest_output_bytes": size_option(self.guest_output_bytes, "--guest-output-bytes"),
+            "guest_output_max_line": size_option(self.guest_output_max_line, "--guest-output-max-line"),
+        }
+        return {k: v for k, v in given.items() if v is not None}

@@ -82,8 +82,20 @@ def run(
     ] = None,
     timeout: Annotated[float, typer.Option(help="Per-request deadline in seconds.")] = 30.0,
     max_memory: Annotated[
-        str | None, typer.Option(help="Most linear memory one instance may use, e.g. 64MiB.")
-    ] = None,
+        str,
+        typer.Option(
+            "--max-instance-memory",
+            "--max-memory",
+            help="Most linear memory one instance may use, e.g. 64MiB (256MiB).",
+        ),
+    ] = "256MiB",
+    guest_output_lines: Annotated[
+        float, typer.Option(min=0.001, help="Lines per second the guest may log (stdout, stderr).")
+    ] = 200.0,
+    guest_output_bytes: Annotated[str, typer.Option(help="Bytes per second the guest may log.")] = "256KiB",
+    guest_output_max_line: Annotated[
+        str, typer.Option(help="Longest guest log line; longer ones are cut.")
+    ] = "16KiB",
     max_body: Annotated[str, typer.Option(help="Largest request body accepted.")] = "64MiB",
     max_header_size: Annotated[
         int, typer.Option(min=256, help="Longest request line or header field, in bytes.")
@@ -123,6 +135,7 @@ def run(
     """Serve a wasi:http component over HTTP, the way `wasmtime serve` does."""
     from wasmlattice.capabilities.http_ingress import IngressLimits
     from wasmlattice.host.standalone import ServeOptions, run_server
+    from wasmlattice.wasi.output_limit import OutputLimits
 
     setup_logging(log_level)
     opts = ServeOptions(
@@ -131,6 +144,11 @@ def run(
         reuse=reuse,
         timeout=timeout,
         max_memory=_parse_size(max_memory),
+        output=OutputLimits(
+            lines_per_s=guest_output_lines,
+            bytes_per_s=_parse_size(guest_output_bytes) or 1,
+            max_line=max(64, _parse_size(guest_output_max_line) or 64),
+        ),
         allowed_outgoing=tuple(allow_outgoing or ()),
         max_body=_parse_size(max_body) or 0,
         max_header_size=max_header_size,

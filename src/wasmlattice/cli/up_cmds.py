@@ -35,8 +35,10 @@ from wasmlattice.cli.host_options import (
     ALLOW_DIR_HELP,
     ALLOW_FILE_LOAD_ENV,
     ALLOWED_ISSUERS_ENV,
+    LIMIT_FLAGS,
     AllowedIssuerOpt,
     FriendlyNameOpt,
+    GuestLimitFlags,
     HeartbeatOpt,
     HostSeedOpt,
     LogLevelOpt,
@@ -300,6 +302,7 @@ def up(
     max_component_size: MaxComponentSizeOpt = None,
     policy: PolicyFlags,
     allowed_issuer: AllowedIssuerOpt = None,
+    limits: GuestLimitFlags,
     output: OutputOpt = OutputFormat.text,
     # Info, as `host` and `app-manager` log: what was deployed, started and bound shows in the log
     # (`<data-dir>/up.log` with --detach).
@@ -334,6 +337,7 @@ def up(
         allowed_issuers=allowed_issuers(allowed_issuer),
     )
     host_kwargs.update(policy.host_kwargs())
+    host_kwargs.update(limits.host_kwargs())
     if detach:
         _up_detached(
             ddir, nats_port, nats_url, lattice, label or [], output, log_level, host_kwargs, app_manager
@@ -419,7 +423,7 @@ def _up_detached(
         cmd += ["--allow-dir", str(d)]
     if host_kwargs.get("max_component_size") is not None:
         cmd += ["--max-component-size", str(host_kwargs["max_component_size"])]
-    for key, flag in _POLICY_FLAGS:
+    for key, flag in _POLICY_FLAGS + LIMIT_FLAGS:
         if host_kwargs.get(key) is not None:
             cmd += [flag, str(host_kwargs[key])]
     for issuer in host_kwargs.get("allowed_issuers") or []:

@@ -27,9 +27,11 @@ from wasmlattice.capabilities.catalog import host_registry
 from wasmlattice.capabilities.http_ingress import INCOMING_HANDLER, HttpTarget
 from wasmlattice.capabilities.secrets import resolve_secrets
 from wasmlattice.host.exports import ExportServer
+from wasmlattice.host.guest_limits import GuestLimits
 from wasmlattice.host.invoke import ExportInvoker
 from wasmlattice.protocol import subjects as sj
 from wasmlattice.protocol.models import ComponentDescription, StrMap
+from wasmlattice.runtime.budget import format_size, parse_size
 from wasmlattice.runtime.component import (
     CompileCache,
     ComponentError,
@@ -43,6 +45,7 @@ from wasmlattice.runtime.linking import HostRegistry, LinkedComponent, link
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.ctx import WasiConfig
+from wasmlattice.wasi.output_limit import OutputLimiter
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +89,29 @@ def different_ref_message(component_id: str, running: str, requested: str, allow
     )
 
 
+def instance_bound(max_instances: int) -> int:
+    """How many instances of a component can exist at once: its slots, bounded by its threads.
+
+    Guests run on the component's worker threads, plus at most one inline on the event loop's
+    thread (runtime/execution.py), whatever `max_instances` allows.
+    """
+    return max(0, min(max_instances, MAX_THREADS_PER_COMPONENT + 1))
+
+
 def parse_limits(limits: Mapping[str, str] | None) -> tuple[float, int | None]:
-    """Execution time (seconds) and memory limit (bytes) from `component_limits`; bad values ignored."""
+    """Execution time (seconds) and memory limit (bytes) from `component_limits`; bad values ignored.
+
+    `max_memory_limit` is bytes (`268435456`; `256MiB` is accepted too), None when not given.
+    """
     seconds, memory = DEFAULT_EXECUTION_TIME_S, None
     for key, value in (limits or {}).items():
         try:
             if key == "max_execution_time":
                 seconds = max(1.0, float(value))
             elif key == "max_memory_limit":
-                memory = int(value)
+                memory = parse_size(value)
+                if memory <= 0:
+                    raise ValueError(value)
         except ValueError:
             log.warning("ignoring unparsable component limit %s=%r", key, value)
     return seconds, memory
@@ -152,8 +169,13 @@ class ComponentRegistry:
         services: HostServices | None = None,
         fetcher: ArtifactFetcher | None = None,
         claims_policy: ClaimsPolicy | None = None,
+        guest_limits: GuestLimits | None = None,
     ) -> None:
         self.engine = engine or HostEngine()
+        # Memory per instance, the budget every component reserves from, output allowance
+        # (docs/limits.md).
+        self.guest_limits = guest_limits or GuestLimits()
+        self.budget = self.guest_limits.budget()
         self.cache = cache or CompileCache(default_cache_dir())
         self.services = services
         # What `file://` references may load (the host's `--allow-file-load`, `--allow-dir`).
@@ -212,11 +234,13 @@ class ComponentRegistry:
         async with self._lock:
             existing = self._components.get(component_id)
             if max_instances <= 0:
+                self.budget.release(component_id)
                 if existing is not None:
                     del self._components[component_id]
                     self._retire(existing)
                     log.info("component %s stopped", component_id)
                 return None
+            self.check_budget(component_id, max_instances, limits)
             if existing is None:
                 linked = await self._load(component_ref)
                 image_ref, claims = component_ref, self.claims_of(linked)
@@ -235,11 +259,33 @@ class ComponentRegistry:
                 claims=claims,
             )
             await self._prepare(running)
+            self._reserve(component_id, max_instances, limits)
             self._components[component_id] = running
             if existing is not None:
                 self._retire(existing)
             log.info("component %s (%s) runs with max_instances=%d", component_id, image_ref, max_instances)
             return running
+
+    def instance_memory(self, limits: Mapping[str, str] | None) -> int:
+        """Linear memory one instance may use: the component's `max_memory_limit`, else the host's."""
+        memory = parse_limits(limits)[1]
+        return memory if memory is not None else self.guest_limits.instance_memory
+
+    def _need(self, max_instances: int, limits: Mapping[str, str] | None) -> tuple[int, str]:
+        memory = self.instance_memory(limits)
+        bound = instance_bound(max_instances)
+        return bound * memory, f"{bound} concurrent instances x {format_size(memory)}"
+
+    def check_budget(self, component_id: str, max_instances: int, limits: Mapping[str, str] | None) -> None:
+        """`BudgetExceeded` with the reason if scaling to `max_instances` would not fit the budget.
+
+        A component already running counts with its new size only (its old reservation is replaced).
+        """
+        if max_instances > 0:
+            self.budget.check(component_id, *self._need(max_instances, limits))
+
+    def _reserve(self, component_id: str, max_instances: int, limits: Mapping[str, str] | None) -> None:
+        self.budget.reserve(component_id, *self._need(max_instances, limits))
 
     async def update(
         self,
@@ -314,7 +360,12 @@ class ComponentRegistry:
         running.context = context
         # No `wasi:filesystem` grants on a lattice host: only `wasmlattice run --dir` makes them,
         # so nothing a control message says can open a host directory to a guest.
-        running.wasi = WasiConfig(component_id=running.component_id, args=["main.wasm"], component=context)
+        running.wasi = WasiConfig(
+            component_id=running.component_id,
+            args=["main.wasm"],
+            component=context,
+            output=OutputLimiter(running.component_id, self.guest_limits.output),
+        )
         running.target = self._target(running)
         timeout, memory = parse_limits(running.limits)
         running.workload = running.target or Workload(
@@ -324,7 +375,11 @@ class ComponentRegistry:
             max_concurrency=running.max_instances,
         )
         running.invoker = ExportInvoker(
-            self.engine, running.linked, running.wasi, running.workload, max_memory=memory
+            self.engine,
+            running.linked,
+            running.wasi,
+            running.workload,
+            max_memory=memory if memory is not None else self.guest_limits.instance_memory,
         )
         if self.services is not None and self.services.nc is not None:
             # Serve the exports to the lattice (wRPC) under this component's queue group.
@@ -405,6 +460,7 @@ class ComponentRegistry:
                     await running.server.stop()
                 if running.workload is not None:
                     await running.workload.retire(0.5)
+                self.budget.release(running.component_id)
             self._components.clear()
         await self.sup.stop(0.0)  # components still being retired are cut short
         self.engine.close()
@@ -480,7 +536,8 @@ class ComponentRegistry:
         linked = running.linked
         if not any(n.split("@")[0] == INCOMING_HANDLER for n in linked.exports):
             return None
-        timeout, memory = parse_limits(running.limits)
+        timeout = parse_limits(running.limits)[0]
+        memory = self.instance_memory(running.limits)
         pool = InstancePool(self.engine, linked, INCOMING_HANDLER, "handle", max_memory=memory)
         return HttpTarget(
             running.component_id,
@@ -500,3 +557,5 @@ async def _retire(running: RunningComponent) -> None:
         await running.server.stop()
     if running.workload is not None:
         await running.workload.retire(RETIRE_DRAIN_S)
+    if running.wasi.output is not None:
+        running.wasi.output.close()  # its last drop counts, if any

@@ -33,11 +33,13 @@ from wasmlattice.capabilities.http_ingress import (
     bind_socket,
 )
 from wasmlattice.nats_server import port_in_use
+from wasmlattice.runtime.budget import DEFAULT_INSTANCE_MEMORY
 from wasmlattice.runtime.component import CompileCache, ComponentError, default_cache_dir, read_component_file
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.linking import LinkedComponent, link
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.wasi.ctx import WasiConfig
+from wasmlattice.wasi.output_limit import OutputLimiter, OutputLimits
 
 
 @dataclass
@@ -48,7 +50,10 @@ class ServeOptions:
     workers: int = 1
     reuse: int = 1
     timeout: float = 30.0
-    max_memory: int | None = None
+    # Linear memory one instance may use (`--max-instance-memory`, docs/limits.md).
+    max_memory: int | None = DEFAULT_INSTANCE_MEMORY
+    # The component's allowance of log output (`--guest-output-*`).
+    output: OutputLimits = field(default_factory=OutputLimits)
     allowed_outgoing: tuple[str, ...] = ()
     max_body: int = 64 * 1024 * 1024
     max_header_size: int = 8190
@@ -117,6 +122,7 @@ class ComponentApp:
             args=list(opts.args),
             read_only_dirs=dict(opts.read_only_dirs),
             allowed_outgoing=tuple(opts.allowed_outgoing),
+            output=OutputLimiter(Path(path).stem, opts.output),
         )
         self.target = HttpTarget(path, self.pool, self.config, timeout=opts.timeout, threads=opts.threads)
         self.handler = HttpHandler(

@@ -35,6 +35,7 @@ from wasmlattice.capabilities.base import DEFAULT_INVOCATION_TIMEOUT_S, HostServ
 from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.capabilities.secrets import key_file_path
 from wasmlattice.host.components import ComponentRegistry
+from wasmlattice.host.guest_limits import GuestLimits
 from wasmlattice.host.host import Host, LabelError, labels_from_env, parse_label_args
 from wasmlattice.host.identity import HostIdentity, HostIdentityError
 from wasmlattice.host.router import Router
@@ -60,8 +61,10 @@ from wasmlattice.protocol.models import (
 from wasmlattice.protocol.policy import DEFAULT_POLICY_TIMEOUT_MS
 from wasmlattice.protocol.state import LatticeState
 from wasmlattice.protocol.subjects import DEFAULT_LATTICE, DEFAULT_TOPIC_PREFIX, check_token
+from wasmlattice.runtime.budget import DEFAULT_INSTANCE_MEMORY, format_size, parse_size
 from wasmlattice.runtime.hostfiles import DEFAULT_MAX_COMPONENT_SIZE, HostFiles
 from wasmlattice.supervision import Supervisor
+from wasmlattice.wasi.output_limit import OutputLimits
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,13 @@ class HostOptions:
       See docs/artifacts.md.
     - `policy_topic`, `policy_changes_topic`, `policy_timeout_ms`: the policy service
       (`--policy-topic`; none: everything is permitted). See docs/policy.md.
+    - `max_instance_memory`: linear memory one instance may use unless its component's
+      `max_memory_limit` says otherwise (256 MiB; `--max-instance-memory`).
+    - `guest_memory_budget`: bytes all guests may reserve (None: half the machine's memory, at
+      least 1 GiB; `--guest-memory-budget`).
+    - `guest_output_lines`, `guest_output_bytes`, `guest_output_max_line`,
+      `guest_output_report_interval`: each component's allowance of log output (200 lines/s,
+      256 KiB/s, lines up to 16 KiB, drops reported every 10 s). See docs/limits.md.
     - `allowed_issuers`: account keys (`A…`); when any are given, only components signed by one of
       them start (`--allowed-issuer`; none: any component, signed ones with valid claims;
       docs/claims.md).
@@ -133,6 +143,30 @@ class HostOptions:
     policy_topic: str | None = None
     policy_changes_topic: str | None = None
     policy_timeout_ms: int = DEFAULT_POLICY_TIMEOUT_MS
+    max_instance_memory: int = DEFAULT_INSTANCE_MEMORY
+    guest_memory_budget: int | None = None
+    guest_output_lines: float = OutputLimits.lines_per_s
+    guest_output_bytes: float = OutputLimits.bytes_per_s
+    guest_output_max_line: int = OutputLimits.max_line
+    guest_output_report_interval: float = OutputLimits.report_interval
+
+    def guest_limits(self) -> GuestLimits:
+        """The limits on this host's guests (docs/limits.md); `HostStartError` if out of range."""
+        limits = GuestLimits(
+            instance_memory=self.max_instance_memory,
+            memory_budget=self.guest_memory_budget,
+            output=OutputLimits(
+                lines_per_s=self.guest_output_lines,
+                bytes_per_s=self.guest_output_bytes,
+                max_line=self.guest_output_max_line,
+                report_interval=self.guest_output_report_interval,
+            ),
+        )
+        try:
+            limits.check()
+        except ValueError as e:
+            raise HostStartError(str(e)) from None
+        return limits
 
     def policy_settings(self) -> PolicySettings | None:
         """The validated policy settings (None without a policy topic); `HostStartError` if invalid."""
@@ -246,6 +280,7 @@ def build_host(opts: HostOptions) -> Host:
         if not d.is_dir():
             raise HostStartError(f"--allow-dir {d}: not a directory")
     opts.claims_policy()
+    opts.guest_limits()
     try:
         identity = HostIdentity.from_seed(opts.host_seed) if opts.host_seed else HostIdentity.generate()
     except HostIdentityError as e:
@@ -319,7 +354,16 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
         claims_policy = opts.claims_policy()
         if claims_policy.allowed_issuers:
             log.info("components must be signed by: %s", ", ".join(sorted(claims_policy.allowed_issuers)))
-        components = ComponentRegistry(services=services, fetcher=fetcher, claims_policy=claims_policy)
+        guest_limits = opts.guest_limits()
+        components = ComponentRegistry(
+            services=services, fetcher=fetcher, claims_policy=claims_policy, guest_limits=guest_limits
+        )
+        log.info(
+            "guest limits: %s per instance, budget %s for all guests, output %s",
+            format_size(guest_limits.instance_memory),
+            format_size(components.budget.total),
+            guest_limits.output.describe(),
+        )
         await components.start()
         providers = ProviderManager(services)
         services.providers = providers
@@ -428,6 +472,13 @@ def env_flag(*names: str) -> bool:
     return False
 
 
+def _size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m wasmlattice.lattice.run", description="Run one wasmlattice host (for tests)."
@@ -517,6 +568,48 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ACCOUNT_KEY",
         help="run only components signed by this account (A...); repeatable",
     )
+    p.add_argument(
+        "--max-instance-memory",
+        type=_size_arg,
+        default=DEFAULT_INSTANCE_MEMORY,
+        metavar="SIZE",
+        help="linear memory one instance may use (256MiB); a component's max_memory_limit overrides it",
+    )
+    p.add_argument(
+        "--guest-memory-budget",
+        type=_size_arg,
+        default=None,
+        metavar="SIZE",
+        help="memory all guests may reserve (default: half the machine's memory, at least 1GiB)",
+    )
+    p.add_argument(
+        "--guest-output-lines",
+        type=float,
+        default=OutputLimits.lines_per_s,
+        metavar="N",
+        help="lines per second one component may log (200)",
+    )
+    p.add_argument(
+        "--guest-output-bytes",
+        type=_size_arg,
+        default=int(OutputLimits.bytes_per_s),
+        metavar="SIZE",
+        help="bytes per second one component may log (256KiB)",
+    )
+    p.add_argument(
+        "--guest-output-max-line",
+        type=_size_arg,
+        default=OutputLimits.max_line,
+        metavar="SIZE",
+        help="longest guest log line; longer ones are cut (16KiB)",
+    )
+    p.add_argument(
+        "--guest-output-report-interval",
+        type=float,
+        default=OutputLimits.report_interval,
+        metavar="SECONDS",
+        help="how often dropped guest output is reported (10)",
+    )
     p.add_argument("--log-level", default="INFO", help="log level")
     return p
 
@@ -555,6 +648,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             oci_user=args.oci_user,
             oci_password=args.oci_password,
             allowed_issuers=list(args.allowed_issuer),
+            max_instance_memory=args.max_instance_memory,
+            guest_memory_budget=args.guest_memory_budget,
+            guest_output_lines=args.guest_output_lines,
+            guest_output_bytes=args.guest_output_bytes,
+            guest_output_max_line=args.guest_output_max_line,
+            guest_output_report_interval=args.guest_output_report_interval,
         )
         aio.run(run_host(opts))
     except (HostStartError, NatsConnectionError, LabelError) as e:

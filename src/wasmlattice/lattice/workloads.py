@@ -41,6 +41,7 @@ from wasmlattice.protocol.models import (
 )
 from wasmlattice.protocol.policy import denial_text
 from wasmlattice.protocol.subjects import CtlOperation
+from wasmlattice.runtime.budget import BudgetExceeded
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,13 @@ class WorkloadOps:
             )
             if refusal is not None:
                 return refusal
+        try:
+            # Known before the ack: a scale the host's guest-memory budget cannot hold (docs/limits.md).
+            self.components.check_budget(cmd.component_id, cmd.count, cmd.component_limits)
+        except BudgetExceeded as e:
+            return self._refusal(
+                cmd.host_id, cmd.component_id, cmd.component_ref, cmd.count, cmd.annotations, e
+            )
         self.ctx.supervisor.spawn(f"scale:{cmd.component_id}", self._do_scale(cmd, update_after))
         return CtlResponse[Any].ok(message=message)
 
@@ -160,18 +168,24 @@ class WorkloadOps:
         try:
             self.components.check_ref(ref)
         except ComponentRefError as e:
-            log.warning("component %s: %s", component_id, e)
-            event = ev.component_scale_failed(
-                host_id,
-                component_id=component_id,
-                image_ref=ref,
-                max_instances=count,
-                error=str(e),
-                annotations=annotations,
-            )
-            self.ctx.supervisor.spawn(f"refused:{component_id}", self._publish(event))
-            return CtlResponse[Any].fail(str(e))
+            return self._refusal(host_id, component_id, ref, count, annotations, e)
         return None
+
+    def _refusal(
+        self, host_id: str, component_id: str, ref: str, count: int, annotations: StrMap | None, e: Exception
+    ) -> CtlResponse[Any]:
+        """The failure reply to a scale refused before its ack, and its `component_scale_failed` event."""
+        log.warning("component %s: %s", component_id, e)
+        event = ev.component_scale_failed(
+            host_id,
+            component_id=component_id,
+            image_ref=ref,
+            max_instances=count,
+            error=str(e),
+            annotations=annotations,
+        )
+        self.ctx.supervisor.spawn(f"refused:{component_id}", self._publish(event))
+        return CtlResponse[Any].fail(str(e))
 
     async def _publish(self, event: CloudEvent) -> None:
         await self.ctx.publish(event)

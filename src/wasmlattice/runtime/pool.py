@@ -9,6 +9,7 @@ from typing import Any
 import wasmtime
 
 from wasmlattice.runtime import fastcall
+from wasmlattice.runtime.budget import format_size
 from wasmlattice.runtime.component import ComponentError
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.linking import LinkedComponent
@@ -17,6 +18,10 @@ from wasmlattice.runtime.store import StoreState
 # How long a guest's start-up (instantiation, including its own init code) may run when the
 # call has no deadline of its own.
 INSTANTIATE_SECONDS = 30.0
+
+
+class MemoryLimitExceeded(fastcall.Trap):
+    """The guest trapped after an allocation failed at its instance's memory limit."""
 
 
 class Instance:
@@ -33,14 +38,27 @@ class Instance:
         prev = fastcall.set_current_state(self.state)
         try:
             inst = pool.linked.linker.instantiate(self.store, pool.linked.component)
+            func = inst.get_func(self.store, pool.export_index)
         except wasmtime.WasmtimeError as e:
-            raise fastcall.GuestTrap(f"instantiation failed: {e}", self.state.trap_cause) from None
+            cause = self.state.trap_cause
+            self.close()
+            raise fastcall.GuestTrap(f"instantiation failed: {e}", cause) from None
         finally:
             fastcall.set_current_state(prev)
-        func = inst.get_func(self.store, pool.export_index)
         if func is None:
+            self.close()
             raise ComponentError(f"export {pool.export_name}#{pool.func_name} is not a function")
         self.func = func._func
+
+    def close(self) -> None:
+        """Free the instance's Store (its linear memory) now, not when the last reference goes.
+
+        A trap's traceback (and the future holding it) references this object and its caller's
+        frames until a garbage collection finds the cycle; closing makes the release immediate.
+        """
+        self.state.table.clear()
+        self.state.trap_cause = None
+        self.store.close()
 
     def call(self, pool: InstancePool, wasi: Any, timeout: float | None, *args: Any) -> Any:
         """Call the pool's export with `args`, under `wasi` and a deadline of `timeout` seconds."""
@@ -85,6 +103,15 @@ class InstancePool:
         self._lock = threading.Lock()
         self.created = 0
 
+    def memory_text(self) -> str:
+        """Why a guest that said it ran out of memory trapped: the limit, and where it is set."""
+        if self.max_memory is None:
+            return "the guest ran out of memory (no per-instance limit is set)"
+        return (
+            f"the guest ran out of memory: an instance may use at most {format_size(self.max_memory)} "
+            "of linear memory (component limit max_memory_limit, host flag --max-instance-memory)"
+        )
+
     def run(self, wasi: Any, timeout: float | None, *args: Any) -> Any:
         """Call the export with `args` on a pooled or fresh instance (blocking: run on a worker thread).
 
@@ -94,22 +121,31 @@ class InstancePool:
         deadline = None if timeout is None else time.monotonic() + timeout
         if wasi is not None and deadline is not None:
             wasi.deadline = deadline
-        inst = None
+        inst: Instance | None = None
         with self._lock:
             if self._idle:
                 inst = self._idle.pop()
-        if inst is None:
-            inst = Instance(self, wasi, timeout)
-            self.created += 1
         ok = False
         try:
+            if inst is None:
+                inst = Instance(self, wasi, timeout)
+                self.created += 1
             remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
             result = inst.call(self, wasi, remaining, *args)
             ok = True
             return result
+        except fastcall.GuestTrap as e:
+            for sink in getattr(wasi, "sinks", {}).values():
+                sink.flush()  # its last words may say an allocation failed
+            if getattr(wasi, "out_of_memory", False):
+                raise fastcall.GuestTrap(e.message, MemoryLimitExceeded(self.memory_text())) from None
+            raise
         finally:
             for cleanup in getattr(wasi, "cleanups", ()):
                 cleanup()
-            if ok and inst.uses < self.reuse:
+            if ok and inst is not None and inst.uses < self.reuse:
                 with self._lock:
                     self._idle.append(inst)
+            elif not ok and inst is not None:
+                # wasmtime refuses to enter a trapped instance again: free its memory at once.
+                inst.close()

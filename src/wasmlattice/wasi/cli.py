@@ -1,4 +1,7 @@
-"""`wasi:cli` 0.2: environment, arguments, exit, and stdio (stdout/stderr go to the host's log)."""
+"""`wasi:cli` 0.2: environment, arguments, exit, and stdio (stdout/stderr go to the host's log).
+
+Guest output is cut into lines and bounded per component by `wasi/output_limit.py`.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,9 @@ import logging
 from wasmlattice.runtime.fastcall import Trap
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import Err
-from wasmlattice.wasi.ctx import WasiCtx, ctx
+from wasmlattice.wasi.ctx import ctx
 from wasmlattice.wasi.io import BytePipe, InputStream, OutputStream
-
-_MAX_LINE = 16 * 1024
+from wasmlattice.wasi.output_limit import LineSink, OutputLimiter
 
 
 class GuestExit(Trap):
@@ -21,47 +23,22 @@ class GuestExit(Trap):
         self.code = code
 
 
-class _LogSink:
-    """Line-buffered guest output into the host log, tagged with the component and stream."""
-
-    def __init__(self, wctx: WasiCtx, stream: str) -> None:
-        self.wctx = wctx
-        self.stream = stream
-        self.level = logging.INFO if stream == "stdout" else logging.WARNING
-        self.buf = bytearray()
-
-    def write(self, data: bytes) -> None:
-        self.buf += data
-        while True:
-            i = self.buf.find(b"\n")
-            if i < 0:
-                if len(self.buf) > _MAX_LINE:
-                    self._emit(bytes(self.buf))
-                    self.buf.clear()
-                return
-            self._emit(bytes(self.buf[:i]))
-            del self.buf[: i + 1]
-
-    def _emit(self, line: bytes) -> None:
-        self.wctx.log.log(
-            self.level,
-            "[%s %s] %s",
-            self.wctx.config.component_id,
-            self.stream,
-            line.decode("utf-8", "replace").rstrip("\r"),
-        )
-
-    def flush(self) -> None:
-        if self.buf:
-            self._emit(bytes(self.buf))
-            self.buf.clear()
-
-
-def _sink(stream: str) -> _LogSink:
+def _sink(stream: str) -> LineSink:
     wctx = ctx()
-    s: _LogSink | None = wctx.sinks.get(stream)
+    s: LineSink | None = wctx.sinks.get(stream)
     if s is None:
-        s = wctx.sinks[stream] = _LogSink(wctx, stream)
+        level = logging.INFO if stream == "stdout" else logging.WARNING
+        tag = f"[{wctx.config.component_id} {stream}]"
+        log = wctx.log
+
+        def emit(line: str) -> None:
+            log.log(level, "%s %s", tag, line)
+
+        def on_oom() -> None:
+            wctx.out_of_memory = True
+
+        limiter = wctx.config.output or OutputLimiter(wctx.config.component_id)
+        s = wctx.sinks[stream] = LineSink(limiter, stream, emit, on_oom)
         wctx.cleanups.append(s.flush)
     return s
 

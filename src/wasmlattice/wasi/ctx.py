@@ -13,6 +13,7 @@ from typing import Any
 
 from wasmlattice.runtime.execution import DeadlineExceeded, NeedsLoop
 from wasmlattice.runtime.fastcall import current_state
+from wasmlattice.wasi.output_limit import OutputLimiter
 
 
 @dataclass
@@ -30,6 +31,13 @@ class WasiConfig:
     # The running component's `capabilities.base.ComponentContext` on a lattice host (links,
     # config, secrets); None under `wasmlattice run`.
     component: Any = None
+    # The component's allowance of output into the host log (stdio and wasi:logging), shared by
+    # its instances; the defaults of `OutputLimits` when not given.
+    output: OutputLimiter | None = None
+
+    def __post_init__(self) -> None:
+        if self.output is None:
+            self.output = OutputLimiter(self.component_id)
 
 
 class WasiCtx:
@@ -60,6 +68,9 @@ class WasiCtx:
         # Link name per imported interface (`ns:pkg/iface`) chosen by this instance through
         # `wasmcloud:bus/lattice.set-link-name`; interfaces not listed use "default".
         self.link_names: dict[str, str] = {}
+        # Set when the guest's output said an allocation failed: a trap after it is reported as
+        # running out of memory (docs/limits.md).
+        self.out_of_memory = False
 
     def check_deadline(self) -> None:
         """Trap if the deadline has passed."""
