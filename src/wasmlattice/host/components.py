@@ -37,7 +37,7 @@ from wasmlattice.runtime.component import (
     default_cache_dir,
 )
 from wasmlattice.runtime.engine import HostEngine
-from wasmlattice.runtime.execution import Workload
+from wasmlattice.runtime.execution import HostGate, Workload
 from wasmlattice.runtime.hostfiles import HostFileError, HostFiles
 from wasmlattice.runtime.linking import HostRegistry, LinkedComponent, link
 from wasmlattice.runtime.pool import InstancePool
@@ -46,13 +46,18 @@ from wasmlattice.wasi.ctx import WasiConfig
 
 log = logging.getLogger(__name__)
 
-# wasmCloud's default `max_execution_time` (docs/protocol.md#limits): the deadline of one
-# invocation, and how long a request waits for a free instance.
-DEFAULT_EXECUTION_TIME_S = 600.0
+# The default deadline of one invocation, and how long a request waits for a free instance
+# (docs/limits.md). wasmCloud's is 600 s; a guest past 30 s is almost always stuck, and every
+# second it runs holds a thread, an instance and a core, so ours is 30 s. A host changes it with
+# `--max-execution-time`, a component with its `max_execution_time` limit.
+DEFAULT_EXECUTION_TIME_S = 30.0
 # Worker threads per component are bounded by max_instances, and by this (threads are not free).
 MAX_THREADS_PER_COMPONENT = 32
-# How long a replaced component may finish its in-flight requests before its threads are released.
+# How long a rescaled component may finish its in-flight requests before they are interrupted.
 RETIRE_DRAIN_S = 30.0
+# How long a stopped (scaled to 0) or updated component's in-flight requests may run on before
+# they are interrupted (docs/limits.md): short, since the component is meant to be gone.
+RETIRE_GRACE_S = 0.5
 MSG_ONLY_FILE_REFS = "only file:// references are supported for now"
 
 
@@ -86,9 +91,11 @@ def different_ref_message(component_id: str, running: str, requested: str, allow
     )
 
 
-def parse_limits(limits: Mapping[str, str] | None) -> tuple[float, int | None]:
+def parse_limits(
+    limits: Mapping[str, str] | None, default_seconds: float = DEFAULT_EXECUTION_TIME_S
+) -> tuple[float, int | None]:
     """Execution time (seconds) and memory limit (bytes) from `component_limits`; bad values ignored."""
-    seconds, memory = DEFAULT_EXECUTION_TIME_S, None
+    seconds, memory = default_seconds, None
     for key, value in (limits or {}).items():
         try:
             if key == "max_execution_time":
@@ -152,7 +159,12 @@ class ComponentRegistry:
         services: HostServices | None = None,
         fetcher: ArtifactFetcher | None = None,
         claims_policy: ClaimsPolicy | None = None,
+        gate: HostGate | None = None,
+        execution_time: float = DEFAULT_EXECUTION_TIME_S,
     ) -> None:
+        # The host's cap on concurrent invocations, and its default deadline (docs/limits.md).
+        self.gate = gate
+        self.execution_time = execution_time
         self.engine = engine or HostEngine()
         self.cache = cache or CompileCache(default_cache_dir())
         self.services = services
@@ -167,6 +179,8 @@ class ComponentRegistry:
         self.claims_policy = claims_policy or ClaimsPolicy()
         self._loaded_claims: dict[int, tuple[LinkedComponent, ComponentClaims | None]] = {}
         self._components: dict[str, RunningComponent] = {}
+        # Workloads of replaced or stopped components still finishing their calls.
+        self._retiring: set[Workload] = set()
         # Scale/update of one host are serialized: each is a read-modify-write of the map.
         self._lock = asyncio.Lock()
         # Owns the registry's background work: retiring replaced components, refreshing config.
@@ -214,7 +228,7 @@ class ComponentRegistry:
             if max_instances <= 0:
                 if existing is not None:
                     del self._components[component_id]
-                    self._retire(existing)
+                    self._retire(existing, RETIRE_GRACE_S, "its component was stopped")
                     log.info("component %s stopped", component_id)
                 return None
             if existing is None:
@@ -272,7 +286,7 @@ class ComponentRegistry:
             )
             await self._prepare(new)
             self._components[component_id] = new
-            self._retire(old)
+            self._retire(old, RETIRE_GRACE_S, "its component was updated")
             log.info("component %s updated from %s to %s", component_id, old.image_ref, new_ref)
             return old, new
 
@@ -316,13 +330,14 @@ class ComponentRegistry:
         # so nothing a control message says can open a host directory to a guest.
         running.wasi = WasiConfig(component_id=running.component_id, args=["main.wasm"], component=context)
         running.target = self._target(running)
-        timeout, memory = parse_limits(running.limits)
+        timeout, memory = parse_limits(running.limits, self.execution_time)
         running.workload = running.target or Workload(
             running.component_id,
             timeout=timeout,
             threads=min(running.max_instances, MAX_THREADS_PER_COMPONENT),
             max_concurrency=running.max_instances,
         )
+        running.workload.gate = self.gate
         running.invoker = ExportInvoker(
             self.engine, running.linked, running.wasi, running.workload, max_memory=memory
         )
@@ -397,17 +412,34 @@ class ComponentRegistry:
                     log.info("component %s: config updated from %s", running.component_id, ", ".join(plain))
         return changed
 
-    async def stop(self) -> None:
-        """Stop every component (in-flight requests get a short grace) and the engine's ticker."""
+    async def stop(self, drain_timeout: float = 0.5) -> None:
+        """Stop every component and the engine's ticker.
+
+        In-flight calls get up to `drain_timeout` seconds (all together), then are interrupted.
+        """
         async with self._lock:
             for running in self._components.values():
                 if running.server is not None:
                     await running.server.stop()
-                if running.workload is not None:
-                    await running.workload.retire(0.5)
+            workloads = [r.workload for r in self._components.values() if r.workload is not None]
+            await asyncio.gather(*(w.retire(drain_timeout, "the host is stopping") for w in workloads))
             self._components.clear()
         await self.sup.stop(0.0)  # components still being retired are cut short
+        self.interrupt_all("the host is stopping")
         self.engine.close()
+
+    def interrupt_all(self, reason: str) -> int:
+        """Interrupt every guest call still running here (running and retired components); how many.
+
+        Synchronous, so a stopping host can call it whatever state its shutdown is in.
+        """
+        count = 0
+        for workload in self._workloads:
+            cut = workload.interrupt_all(reason)
+            if cut:
+                log.warning("%s: interrupted %s (%s)", workload.name, ", ".join(cut), reason)
+            count += len(cut)
+        return count
 
     def check_ref(self, ref: str) -> None:
         """`ComponentRefError` if this host's policy refuses `ref` outright (no file is opened).
@@ -480,7 +512,7 @@ class ComponentRegistry:
         linked = running.linked
         if not any(n.split("@")[0] == INCOMING_HANDLER for n in linked.exports):
             return None
-        timeout, memory = parse_limits(running.limits)
+        timeout, memory = parse_limits(running.limits, self.execution_time)
         pool = InstancePool(self.engine, linked, INCOMING_HANDLER, "handle", max_memory=memory)
         return HttpTarget(
             running.component_id,
@@ -491,12 +523,24 @@ class ComponentRegistry:
             max_concurrency=running.max_instances,
         )
 
-    def _retire(self, running: RunningComponent) -> None:
-        self.sup.spawn(f"retire {running.component_id}", _retire(running))
+    def _retire(
+        self, running: RunningComponent, grace: float = RETIRE_DRAIN_S, reason: str = "it was replaced"
+    ) -> None:
+        if running.workload is not None:
+            self._retiring.add(running.workload)
+        self.sup.spawn(f"retire {running.component_id}", self._retire_now(running, grace, reason))
 
+    async def _retire_now(self, running: RunningComponent, grace: float, reason: str) -> None:
+        try:
+            if running.server is not None:
+                await running.server.stop()
+            if running.workload is not None:
+                await running.workload.retire(grace, reason)
+        finally:
+            if running.workload is not None:
+                self._retiring.discard(running.workload)
 
-async def _retire(running: RunningComponent) -> None:
-    if running.server is not None:
-        await running.server.stop()
-    if running.workload is not None:
-        await running.workload.retire(RETIRE_DRAIN_S)
+    @property
+    def _workloads(self) -> list[Workload]:
+        running = [r.workload for r in self._components.values() if r.workload is not None]
+        return running + list(self._retiring)

@@ -72,11 +72,7 @@ class ExportInvoker:
 
         try:
             return await call_guest(self.workload, attempt, timeout=timeout)
-        except SlotTimeout:
-            limit = self.workload.limit(timeout)
-            raise InvokeError(
-                f"{self.wasi.component_id} is at its limit of concurrent instances and none became free "
-                f"within {limit:g}s"
-            ) from None
+        except SlotTimeout as e:  # the component's max_instances, or the host's cap (HostBusy)
+            raise InvokeError(f"{self.wasi.component_id}: {e}") from None
         except RuntimeError:  # the workload was retired: the component was replaced or stopped
             raise InvokeError(f"{self.wasi.component_id} is stopping and cannot take the call") from None
