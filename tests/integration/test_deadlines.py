@@ -142,7 +142,7 @@ async def test_loop_is_gone_after_scale_to_zero_and_update(
     pending = asyncio.create_task(loop_request(url))
     await wait_burning(pid)
     await env.ctl.update_component(host, "echo", f"file://{other}")
-    await wait_idle(pid, 10.0)
+    await wait_idle(pid, 20.0)  # after the update's 5 s grace
     await env.wait_log("its component was updated")
     assert (await pending)[0] == 503
     assert (await get(f"{url}/echo"))[0] == 200

@@ -55,9 +55,13 @@ DEFAULT_EXECUTION_TIME_S = 30.0
 MAX_THREADS_PER_COMPONENT = 32
 # How long a rescaled component may finish its in-flight requests before they are interrupted.
 RETIRE_DRAIN_S = 30.0
-# How long a stopped (scaled to 0) or updated component's in-flight requests may run on before
-# they are interrupted (docs/limits.md): short, since the component is meant to be gone.
+# How long a stopped (scaled to 0) component's in-flight requests may run on before they are
+# interrupted (docs/limits.md): short, since the component is meant to be gone.
 RETIRE_GRACE_S = 0.5
+# The same for an updated component: long enough for a response already streaming to finish
+# (requests accepted before an update complete on the old image), short enough that a stuck
+# guest of the old image is gone soon.
+RETIRE_UPDATE_GRACE_S = 5.0
 MSG_ONLY_FILE_REFS = "only file:// references are supported for now"
 
 
@@ -286,7 +290,7 @@ class ComponentRegistry:
             )
             await self._prepare(new)
             self._components[component_id] = new
-            self._retire(old, RETIRE_GRACE_S, "its component was updated")
+            self._retire(old, RETIRE_UPDATE_GRACE_S, "its component was updated")
             log.info("component %s updated from %s to %s", component_id, old.image_ref, new_ref)
             return old, new
 
