@@ -23,7 +23,15 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
-from wasmlattice.runtime.execution import SlotTimeout, Workload, interrupted, start_guest
+from wasmlattice.runtime.execution import (
+    HostBusy,
+    Interruption,
+    SlotTimeout,
+    Workload,
+    interrupted,
+    start_guest,
+    stopped,
+)
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.runtime.witypes import Err, Ok
@@ -126,6 +134,8 @@ class _Connection(RequestHandler):
         super().__init__(manager, **kwargs)
         self.ingress = manager
         self.head_timer: asyncio.TimerHandle | None = None
+        # Called when the client goes away: interrupts the guest serving its request.
+        self.on_lost: set[Callable[[], None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -147,6 +157,9 @@ class _Connection(RequestHandler):
         if self.head_timer is not None:
             self.head_timer.cancel()
             self.head_timer = None
+        for callback in list(self.on_lost):
+            callback()
+        self.on_lost.clear()
         super().connection_lost(exc)
 
     def handle_error(
@@ -236,6 +249,13 @@ class GuestResponse(web.StreamResponse):
 def error_response(status: int, message: str) -> web.Response:
     """A plain-text error response (the message plus a newline)."""
     return web.Response(status=status, text=message + "\n")
+
+
+def busy_response(e: SlotTimeout) -> web.Response:
+    """503 with `Retry-After` for a request the host or component had no room for."""
+    resp = error_response(503, str(e))
+    resp.headers["Retry-After"] = str(e.retry_after if isinstance(e, HostBusy) else RETRY_AFTER)
+    return resp
 
 
 async def send_continue(request: web.BaseRequest) -> None:
@@ -339,24 +359,37 @@ class HttpHandler:
         complete = not request.body_exists or request.content.is_eof()
         data = (request.content.read_nowait(-1) if request.body_exists else b"") if complete else None
         call = HttpGuestCall(target, self._request(request), data, self.client.send)
+        token = Interruption(f"{request.method} {request.path}")
         try:
-            done = await start_guest(target, call.attempt, inline=complete)
+            done = await start_guest(target, call.attempt, inline=complete, token=token)
         except SlotTimeout as e:
             log.warning("%s", e)
-            return error_response(503, str(e))
+            return busy_response(e)
         except RuntimeError:  # the workload was retired: the component was replaced or stopped
             return error_response(503, f"{target.name} is stopping and cannot take the request")
         call.started(done)
-        if data is not None:
-            return await self._respond(request, target, call.ex, call.body)
-        # The body still arrives: a task scoped to this request feeds it to the guest meanwhile.
-        pump = asyncio.get_running_loop().create_task(
-            _pump_body(request, call.body, self.max_body, self.body_timeout)
-        )
+        # A client that goes away while the guest runs stops it: nobody will read its answer.
+        lost = getattr(request.protocol, "on_lost", None)
+
+        def client_gone() -> None:
+            token.interrupt("the HTTP client disconnected")
+
+        if lost is not None and not call.ex.finished:
+            lost.add(client_gone)
         try:
-            return await self._respond(request, target, call.ex, call.body)
+            if data is not None:
+                return await self._respond(request, target, call.ex, call.body)
+            # The body still arrives: a task scoped to this request feeds it to the guest meanwhile.
+            pump = asyncio.get_running_loop().create_task(
+                _pump_body(request, call.body, self.max_body, self.body_timeout)
+            )
+            try:
+                return await self._respond(request, target, call.ex, call.body)
+            finally:
+                pump.cancel()
         finally:
-            pump.cancel()
+            if lost is not None:
+                lost.discard(client_gone)
 
     def _request(self, request: web.BaseRequest) -> RequestParts:
         path, authority = split_target(request.raw_path)
@@ -527,6 +560,11 @@ def _failure(target: HttpTarget, exc: BaseException | None, req_body: BytePipe) 
     if body_err is not None and isinstance(code, tuple) and code[:1] == ("connection-read-timeout",):
         # The client stopped sending its body (already logged at debug, the connection closed).
         return error_response(408, body_err.message)
+    why = stopped(exc)
+    if why is not None:
+        # The client went away (nobody reads this) or the component was stopped meanwhile.
+        log.warning("%s: %s", name, why)
+        return error_response(503, f"{name}: {why}")
     if isinstance(exc, GuestTrap):
         if interrupted(exc):
             log.warning("%s exceeded its %ss deadline and was interrupted", name, target.timeout)

@@ -62,6 +62,27 @@ def host_cmd(
             help="Seconds a call to a component on another host may take (10).",
         ),
     ] = None,
+    # Deadlines, the host's concurrency cap and drain (docs/limits.md).
+    max_execution_time: Annotated[
+        float | None,
+        typer.Option("--max-execution-time", min=1.0, help="Default deadline of one invocation, s (30)."),
+    ] = None,
+    max_concurrent_invocations: Annotated[
+        int | None,
+        typer.Option(
+            "--max-concurrent-invocations",
+            min=1,
+            help="Guest calls running at once on this host, all components together (256).",
+        ),
+    ] = None,
+    drain_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--drain-timeout",
+            min=0.0,
+            help="Seconds a stopping host lets in-flight calls finish before interrupting them (10).",
+        ),
+    ] = None,
     allow_file_load: AllowFileLoadOpt = False,
     allow_dir: AllowDirOpt = None,
     max_component_size: MaxComponentSizeOpt = None,
@@ -90,6 +111,9 @@ def host_cmd(
             friendly_name=friendly_name,
             heartbeat_interval=heartbeat_interval,
             invocation_timeout=invocation_timeout,
+            max_execution_time=max_execution_time,
+            max_concurrent_invocations=max_concurrent_invocations,
+            stop_timeout=drain_timeout,
             allow_file_load=allow_file_load,
             allow_dirs=dirs,
             max_component_size=max_component_size,

@@ -39,7 +39,7 @@ from wasmlattice.runtime.component import (
     default_cache_dir,
 )
 from wasmlattice.runtime.engine import HostEngine
-from wasmlattice.runtime.execution import Workload
+from wasmlattice.runtime.execution import HostGate, Workload
 from wasmlattice.runtime.hostfiles import HostFileError, HostFiles
 from wasmlattice.runtime.linking import HostRegistry, LinkedComponent, link
 from wasmlattice.runtime.pool import InstancePool
@@ -49,13 +49,22 @@ from wasmlattice.wasi.output_limit import OutputLimiter
 
 log = logging.getLogger(__name__)
 
-# wasmCloud's default `max_execution_time` (docs/protocol.md#limits): the deadline of one
-# invocation, and how long a request waits for a free instance.
-DEFAULT_EXECUTION_TIME_S = 600.0
+# The default deadline of one invocation, and how long a request waits for a free instance
+# (docs/limits.md). wasmCloud's is 600 s; a guest past 30 s is almost always stuck, and every
+# second it runs holds a thread, an instance and a core, so ours is 30 s. A host changes it with
+# `--max-execution-time`, a component with its `max_execution_time` limit.
+DEFAULT_EXECUTION_TIME_S = 30.0
 # Worker threads per component are bounded by max_instances, and by this (threads are not free).
 MAX_THREADS_PER_COMPONENT = 32
-# How long a replaced component may finish its in-flight requests before its threads are released.
+# How long a rescaled component may finish its in-flight requests before they are interrupted.
 RETIRE_DRAIN_S = 30.0
+# How long a stopped (scaled to 0) component's in-flight requests may run on before they are
+# interrupted (docs/limits.md): short, since the component is meant to be gone.
+RETIRE_GRACE_S = 0.5
+# The same for an updated component: long enough for a response already streaming to finish
+# (requests accepted before an update complete on the old image), short enough that a stuck
+# guest of the old image is gone soon.
+RETIRE_UPDATE_GRACE_S = 5.0
 MSG_ONLY_FILE_REFS = "only file:// references are supported for now"
 
 
@@ -98,12 +107,14 @@ def instance_bound(max_instances: int) -> int:
     return max(0, min(max_instances, MAX_THREADS_PER_COMPONENT + 1))
 
 
-def parse_limits(limits: Mapping[str, str] | None) -> tuple[float, int | None]:
+def parse_limits(
+    limits: Mapping[str, str] | None, default_seconds: float = DEFAULT_EXECUTION_TIME_S
+) -> tuple[float, int | None]:
     """Execution time (seconds) and memory limit (bytes) from `component_limits`; bad values ignored.
 
     `max_memory_limit` is bytes (`268435456`; `256MiB` is accepted too), None when not given.
     """
-    seconds, memory = DEFAULT_EXECUTION_TIME_S, None
+    seconds, memory = default_seconds, None
     for key, value in (limits or {}).items():
         try:
             if key == "max_execution_time":
@@ -170,7 +181,12 @@ class ComponentRegistry:
         fetcher: ArtifactFetcher | None = None,
         claims_policy: ClaimsPolicy | None = None,
         guest_limits: GuestLimits | None = None,
+        gate: HostGate | None = None,
+        execution_time: float = DEFAULT_EXECUTION_TIME_S,
     ) -> None:
+        # The host's cap on concurrent invocations, and its default deadline (docs/limits.md).
+        self.gate = gate
+        self.execution_time = execution_time
         self.engine = engine or HostEngine()
         # Memory per instance, the budget every component reserves from, output allowance
         # (docs/limits.md).
@@ -189,6 +205,8 @@ class ComponentRegistry:
         self.claims_policy = claims_policy or ClaimsPolicy()
         self._loaded_claims: dict[int, tuple[LinkedComponent, ComponentClaims | None]] = {}
         self._components: dict[str, RunningComponent] = {}
+        # Workloads of replaced or stopped components still finishing their calls.
+        self._retiring: set[Workload] = set()
         # Scale/update of one host are serialized: each is a read-modify-write of the map.
         self._lock = asyncio.Lock()
         # Owns the registry's background work: retiring replaced components, refreshing config.
@@ -237,7 +255,7 @@ class ComponentRegistry:
                 self.budget.release(component_id)
                 if existing is not None:
                     del self._components[component_id]
-                    self._retire(existing)
+                    self._retire(existing, RETIRE_GRACE_S, "its component was stopped")
                     log.info("component %s stopped", component_id)
                 return None
             self.check_budget(component_id, max_instances, limits)
@@ -318,7 +336,7 @@ class ComponentRegistry:
             )
             await self._prepare(new)
             self._components[component_id] = new
-            self._retire(old)
+            self._retire(old, RETIRE_UPDATE_GRACE_S, "its component was updated")
             log.info("component %s updated from %s to %s", component_id, old.image_ref, new_ref)
             return old, new
 
@@ -367,13 +385,14 @@ class ComponentRegistry:
             output=OutputLimiter(running.component_id, self.guest_limits.output),
         )
         running.target = self._target(running)
-        timeout, memory = parse_limits(running.limits)
+        timeout, memory = parse_limits(running.limits, self.execution_time)
         running.workload = running.target or Workload(
             running.component_id,
             timeout=timeout,
             threads=min(running.max_instances, MAX_THREADS_PER_COMPONENT),
             max_concurrency=running.max_instances,
         )
+        running.workload.gate = self.gate
         running.invoker = ExportInvoker(
             self.engine,
             running.linked,
@@ -452,18 +471,36 @@ class ComponentRegistry:
                     log.info("component %s: config updated from %s", running.component_id, ", ".join(plain))
         return changed
 
-    async def stop(self) -> None:
-        """Stop every component (in-flight requests get a short grace) and the engine's ticker."""
+    async def stop(self, drain_timeout: float = 0.5) -> None:
+        """Stop every component and the engine's ticker.
+
+        In-flight calls get up to `drain_timeout` seconds (all together), then are interrupted.
+        """
         async with self._lock:
             for running in self._components.values():
                 if running.server is not None:
                     await running.server.stop()
-                if running.workload is not None:
-                    await running.workload.retire(0.5)
+            workloads = [r.workload for r in self._components.values() if r.workload is not None]
+            await asyncio.gather(*(w.retire(drain_timeout, "the host is stopping") for w in workloads))
+            for running in self._components.values():
                 self.budget.release(running.component_id)
             self._components.clear()
         await self.sup.stop(0.0)  # components still being retired are cut short
+        self.interrupt_all("the host is stopping")
         self.engine.close()
+
+    def interrupt_all(self, reason: str) -> int:
+        """Interrupt every guest call still running here (running and retired components); how many.
+
+        Synchronous, so a stopping host can call it whatever state its shutdown is in.
+        """
+        count = 0
+        for workload in self._workloads:
+            cut = workload.interrupt_all(reason)
+            if cut:
+                log.warning("%s: interrupted %s (%s)", workload.name, ", ".join(cut), reason)
+            count += len(cut)
+        return count
 
     def check_ref(self, ref: str) -> None:
         """`ComponentRefError` if this host's policy refuses `ref` outright (no file is opened).
@@ -536,7 +573,7 @@ class ComponentRegistry:
         linked = running.linked
         if not any(n.split("@")[0] == INCOMING_HANDLER for n in linked.exports):
             return None
-        timeout = parse_limits(running.limits)[0]
+        timeout = parse_limits(running.limits, self.execution_time)[0]
         memory = self.instance_memory(running.limits)
         pool = InstancePool(self.engine, linked, INCOMING_HANDLER, "handle", max_memory=memory)
         return HttpTarget(
@@ -548,14 +585,26 @@ class ComponentRegistry:
             max_concurrency=running.max_instances,
         )
 
-    def _retire(self, running: RunningComponent) -> None:
-        self.sup.spawn(f"retire {running.component_id}", _retire(running))
+    def _retire(
+        self, running: RunningComponent, grace: float = RETIRE_DRAIN_S, reason: str = "it was replaced"
+    ) -> None:
+        if running.workload is not None:
+            self._retiring.add(running.workload)
+        self.sup.spawn(f"retire {running.component_id}", self._retire_now(running, grace, reason))
 
+    async def _retire_now(self, running: RunningComponent, grace: float, reason: str) -> None:
+        try:
+            if running.server is not None:
+                await running.server.stop()
+            if running.workload is not None:
+                await running.workload.retire(grace, reason)
+        finally:
+            if running.workload is not None:
+                self._retiring.discard(running.workload)
+            if running.wasi.output is not None:
+                running.wasi.output.close()  # its last drop counts, if any
 
-async def _retire(running: RunningComponent) -> None:
-    if running.server is not None:
-        await running.server.stop()
-    if running.workload is not None:
-        await running.workload.retire(RETIRE_DRAIN_S)
-    if running.wasi.output is not None:
-        running.wasi.output.close()  # its last drop counts, if any
+    @property
+    def _workloads(self) -> list[Workload]:
+        running = [r.workload for r in self._components.values() if r.workload is not None]
+        return running + list(self._retiring)

@@ -16,7 +16,7 @@ from typing import Any
 from wasmlattice.capabilities.base import InvokeError
 from wasmlattice.runtime.component import ComponentError
 from wasmlattice.runtime.engine import HostEngine
-from wasmlattice.runtime.execution import SlotTimeout, Workload, call_guest
+from wasmlattice.runtime.execution import HostBusy, SlotTimeout, Workload, call_guest
 from wasmlattice.runtime.linking import LinkedComponent
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.wasi.ctx import WasiConfig, WasiCtx
@@ -72,6 +72,8 @@ class ExportInvoker:
 
         try:
             return await call_guest(self.workload, attempt, timeout=timeout)
+        except HostBusy as e:  # the host's --max-concurrent-invocations
+            raise InvokeError(f"{self.wasi.component_id}: {e}") from None
         except SlotTimeout:
             limit = self.workload.limit(timeout)
             raise InvokeError(

@@ -34,7 +34,7 @@ from wasmlattice.artifacts.source import ArtifactError
 from wasmlattice.capabilities.base import DEFAULT_INVOCATION_TIMEOUT_S, HostServices
 from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.capabilities.secrets import key_file_path
-from wasmlattice.host.components import ComponentRegistry
+from wasmlattice.host.components import DEFAULT_EXECUTION_TIME_S, ComponentRegistry
 from wasmlattice.host.guest_limits import GuestLimits
 from wasmlattice.host.host import Host, LabelError, labels_from_env, parse_label_args
 from wasmlattice.host.identity import HostIdentity, HostIdentityError
@@ -62,6 +62,7 @@ from wasmlattice.protocol.policy import DEFAULT_POLICY_TIMEOUT_MS
 from wasmlattice.protocol.state import LatticeState
 from wasmlattice.protocol.subjects import DEFAULT_LATTICE, DEFAULT_TOPIC_PREFIX, check_token
 from wasmlattice.runtime.budget import DEFAULT_INSTANCE_MEMORY, format_size, parse_size
+from wasmlattice.runtime.execution import DEFAULT_MAX_CONCURRENT_INVOCATIONS, HostGate
 from wasmlattice.runtime.hostfiles import DEFAULT_MAX_COMPONENT_SIZE, HostFiles
 from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.output_limit import OutputLimits
@@ -93,7 +94,13 @@ class HostOptions:
     - `health_interval`: seconds between provider health checks (30; the first after 5 at most).
     - `invocation_timeout`: seconds a call to a component on another host may take (10).
     - `ctl_topic_prefix`: control subject prefix (`wasmbus.ctl`).
-    - `stop_timeout`: default bound in seconds on graceful shutdown (10).
+    - `stop_timeout`: the drain timeout (`--drain-timeout`): seconds a stopping host lets in-flight
+      calls finish before it interrupts them and exits (10); a `host.stop` request's `timeout`
+      overrides it. See docs/limits.md.
+    - `max_concurrent_invocations`: guest calls running at once on this host, all components
+      together (`--max-concurrent-invocations`, 256); more wait up to 1 s, then are refused.
+    - `max_execution_time`: the default deadline of one invocation in seconds
+      (`--max-execution-time`, 30); a component's `max_execution_time` limit overrides it.
     - `allow_file_load`: load `file://` components at all (`--allow-file-load`; off, as in wasmCloud).
     - `allow_dirs`: the only directories `file://` components and blobstore-fs roots may be in
       (`--allow-dir`; none). See docs/security.md.
@@ -167,6 +174,9 @@ class HostOptions:
         except ValueError as e:
             raise HostStartError(str(e)) from None
         return limits
+
+    max_concurrent_invocations: int = DEFAULT_MAX_CONCURRENT_INVOCATIONS
+    max_execution_time: float = DEFAULT_EXECUTION_TIME_S
 
     def policy_settings(self) -> PolicySettings | None:
         """The validated policy settings (None without a policy topic); `HostStartError` if invalid."""
@@ -276,6 +286,15 @@ def build_host(opts: HostOptions) -> Host:
         raise HostStartError(f"invocation timeout must be positive, got {opts.invocation_timeout}")
     if opts.max_component_size <= 0:
         raise HostStartError(f"max component size must be positive, got {opts.max_component_size}")
+    if opts.max_concurrent_invocations < 1:
+        raise HostStartError(
+            f"--max-concurrent-invocations must be at least 1, got {opts.max_concurrent_invocations}"
+        )
+    if opts.max_execution_time < 1 or opts.stop_timeout < 0:
+        raise HostStartError(
+            f"--max-execution-time must be at least 1 s (got {opts.max_execution_time}) and "
+            f"--drain-timeout at least 0 (got {opts.stop_timeout})"
+        )
     for d in opts.allow_dirs:
         if not d.is_dir():
             raise HostStartError(f"--allow-dir {d}: not a directory")
@@ -356,7 +375,12 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             log.info("components must be signed by: %s", ", ".join(sorted(claims_policy.allowed_issuers)))
         guest_limits = opts.guest_limits()
         components = ComponentRegistry(
-            services=services, fetcher=fetcher, claims_policy=claims_policy, guest_limits=guest_limits
+            services=services,
+            fetcher=fetcher,
+            claims_policy=claims_policy,
+            guest_limits=guest_limits,
+            gate=HostGate(opts.max_concurrent_invocations),
+            execution_time=opts.max_execution_time,
         )
         log.info(
             "guest limits: %s per instance, budget %s for all guests, output %s",
@@ -422,9 +446,14 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             for sig in installed:
                 loop.remove_signal_handler(sig)
             try:
-                await asyncio.wait_for(_shutdown(server, providers, components), max(deadline[0], 0.1))
+                await asyncio.wait_for(
+                    _shutdown(server, providers, components, deadline[0]), max(deadline[0], 0.1)
+                )
             except TimeoutError:
                 log.warning("graceful shutdown exceeded %.1fs; exiting anyway", deadline[0])
+            # Whatever still runs past the drain timeout is interrupted: a stuck guest's thread
+            # would otherwise keep the process alive (docs/limits.md#drain).
+            components.interrupt_all(f"the host is stopping and the {deadline[0]:g}s drain timeout passed")
             if policy is not None:
                 await policy.stop()
     finally:
@@ -442,13 +471,13 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
 
 
 async def _shutdown(
-    server: ControlInterfaceServer, providers: ProviderManager, components: ComponentRegistry
+    server: ControlInterfaceServer, providers: ProviderManager, components: ComponentRegistry, drain: float
 ) -> None:
     # Stop taking requests first, then ingress, then the components behind it; the v1 host
     # publishes no per-component or per-provider events on host stop, only host_stopped.
     await server.stop()
     await providers.stop_all()
-    await components.stop()
+    await components.stop(drain)
     await server.shutdown()
 
 
@@ -515,6 +544,24 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a call to a component on another host may take",
     )
     p.add_argument("--ctl-topic-prefix", default=DEFAULT_TOPIC_PREFIX, help="control subject prefix")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=DEFAULT_HOST_STOP_TIMEOUT_S,
+        help="seconds a stopping host lets in-flight calls finish before interrupting them",
+    )
+    p.add_argument(
+        "--max-concurrent-invocations",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_INVOCATIONS,
+        help="guest calls running at once on this host, all components together",
+    )
+    p.add_argument(
+        "--max-execution-time",
+        type=float,
+        default=DEFAULT_EXECUTION_TIME_S,
+        help="default deadline in seconds of one invocation",
+    )
     p.add_argument(
         "--allow-file-load",
         action="store_true",
@@ -636,6 +683,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             health_interval=args.health_interval,
             invocation_timeout=args.invocation_timeout,
             ctl_topic_prefix=args.ctl_topic_prefix,
+            stop_timeout=args.drain_timeout,
+            max_concurrent_invocations=args.max_concurrent_invocations,
+            max_execution_time=args.max_execution_time,
             allow_file_load=args.allow_file_load,
             allow_dirs=list(args.allow_dir),
             max_component_size=args.max_component_size,

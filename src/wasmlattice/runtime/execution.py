@@ -9,7 +9,10 @@ result). It owns what a call needs beyond the instance itself:
 - the inline-or-thread policy: a call is first tried on the event loop's own thread (a thread
   hand-off costs more than a short guest) and run again on a worker thread when it would have to
   wait for the loop or outlives a short budget; nothing it did has left the process by then;
-- deadlines (the workload's, or a shorter one of the call);
+- deadlines (the workload's, or a shorter one of the call), and interruption: every call has an
+  `Interruption` (its caller may pass one, e.g. to stop it when the HTTP client goes away), and a
+  retired workload interrupts the calls still running after a short grace (`runtime.interrupt`);
+- the host's own cap on concurrent calls across components (`HostGate`), waited for a bounded time;
 - the hand-off between the loop and worker threads, in both directions: `Workload.to_thread`
   (loop -> wasm thread) and `from_thread` (wasm thread -> loop, for host functions that need
   asyncio code), named once like trio's `to_thread` / `from_thread`.
@@ -20,22 +23,24 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from wasmlattice.runtime.fastcall import GuestTrap, Trap
+from wasmlattice.runtime import interrupt
+from wasmlattice.runtime.fastcall import GuestTrap
+from wasmlattice.runtime.interrupt import DeadlineExceeded, Interrupted, Interruption
+
+__all__ = ["DeadlineExceeded", "HostBusy", "HostGate", "Interrupted", "Interruption", "SlotTimeout"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # How long a guest may run on the event loop's thread before the attempt is abandoned and the
 # call is run again on a worker thread (it blocks every other connection meanwhile).
 INLINE_BUDGET = 0.05
-
-
-class DeadlineExceeded(Trap):
-    """The guest's deadline passed while the host was waiting on its behalf."""
 
 
 class NeedsLoop(Exception):
@@ -44,6 +49,58 @@ class NeedsLoop(Exception):
 
 class SlotTimeout(Exception):
     """No instance of a component became free before the call's deadline."""
+
+
+class HostBusy(SlotTimeout):
+    """The host runs its maximum of concurrent invocations and none ended within the admission wait."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# Default of `--max-concurrent-invocations`: guests running at once on one host, all components
+# together. Each running guest holds a worker thread and its instance's memory; on a small machine
+# a few hundred is already far past what the CPUs can serve, so more only adds latency and memory.
+DEFAULT_MAX_CONCURRENT_INVOCATIONS = 256
+# How long a call past the host's cap waits for a slot before it is refused (503 / wRPC error).
+DEFAULT_ADMISSION_WAIT = 1.0
+
+
+class HostGate:
+    """The host's cap on concurrent guest calls, across every component (`--max-concurrent-invocations`).
+
+    A call past the cap waits up to `admission_wait` seconds for a slot, then fails with
+    `HostBusy`, whose `retry_after` a caller can pass on (HTTP `Retry-After`).
+    """
+
+    def __init__(self, limit: int, admission_wait: float = DEFAULT_ADMISSION_WAIT) -> None:
+        if limit < 1:
+            raise ValueError(f"max concurrent invocations must be at least 1, got {limit}")
+        self.limit = limit
+        self.admission_wait = admission_wait
+        self._slots = asyncio.Semaphore(limit)
+        self.refused = 0
+
+    async def acquire(self, wait: float) -> None:
+        """Take a slot, waiting up to `min(wait, admission_wait)`; `HostBusy` if none came free."""
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return
+        limit = min(wait, self.admission_wait)
+        try:
+            await asyncio.wait_for(self._slots.acquire(), limit)
+        except TimeoutError:
+            self.refused += 1
+            raise HostBusy(
+                f"the host runs its maximum of {self.limit} concurrent invocations "
+                f"(--max-concurrent-invocations) and none ended within {limit:g}s",
+                retry_after=max(1, round(self.admission_wait)),
+            ) from None
+
+    def release(self) -> None:
+        """Give back a slot taken by `acquire`."""
+        self._slots.release()
 
 
 class InlinePolicy:
@@ -69,8 +126,20 @@ class InlinePolicy:
 
 
 def interrupted(e: GuestTrap) -> bool:
-    """Whether a trap is the deadline (epoch interruption or a host wait past it)."""
+    """Whether a trap is the deadline (epoch interruption or a host wait past it).
+
+    An `Interrupted` trap (client gone, component stopped) is not: nobody waits for a 504.
+    """
+    if isinstance(e.cause, Interrupted):
+        return False
     return isinstance(e.cause, DeadlineExceeded) or "interrupt" in e.message
+
+
+def stopped(e: BaseException | None) -> str | None:
+    """Why a guest was interrupted before its deadline (client gone, component stopped), or None."""
+    if isinstance(e, GuestTrap) and isinstance(e.cause, Interrupted):
+        return str(e.cause)
+    return None
 
 
 def retry_on_thread(e: GuestTrap, budget: float, limit: float) -> bool:
@@ -102,14 +171,32 @@ class Workload:
         self.active = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # The host's cap across components (None: none), and the interruption of each call in flight.
+        self.gate: HostGate | None = None
+        self.calls: set[Interruption] = set()
 
     def limit(self, timeout: float | None) -> float:
         """The deadline of a call: the workload's, or the call's own when that is shorter."""
         return self.timeout if timeout is None else min(timeout, self.timeout)
 
     async def acquire(self, timeout: float | None = None) -> None:
-        """Take an instance slot, waiting up to the deadline (or `timeout`); raises `SlotTimeout`."""
+        """Take a host slot and an instance slot, waiting up to the deadline (or `timeout`).
+
+        Raises `HostBusy` (the host's cap) or `SlotTimeout` (the component's).
+        """
         limit = self.limit(timeout)
+        if self.gate is not None:
+            await self.gate.acquire(limit)
+        try:
+            await self._acquire_instance(limit)
+        except BaseException:
+            if self.gate is not None:
+                self.gate.release()
+            raise
+        self.active += 1
+        self._idle.clear()
+
+    async def _acquire_instance(self, limit: float) -> None:
         if self._slots is not None:
             if not self._slots.locked():
                 await self._slots.acquire()  # a free slot: no timer task needed
@@ -121,31 +208,48 @@ class Workload:
                         f"{self.name} is at its limit of {self.max_concurrency} concurrent instances "
                         f"and none became free within {limit:g}s"
                     ) from None
-        self.active += 1
-        self._idle.clear()
 
     def release(self) -> None:
-        """Give back a slot taken by `acquire`."""
+        """Give back the slots taken by `acquire`."""
         if self._slots is not None:
             self._slots.release()
+        if self.gate is not None:
+            self.gate.release()
         self.active -= 1
         if self.active == 0:
             self._idle.set()
 
-    def to_thread(self, fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
+    def to_thread(
+        self, fn: Callable[..., T], *args: object, token: Interruption | None = None
+    ) -> asyncio.Future[T]:
         """Run `fn(*args)` on one of the workload's worker threads; its result on the loop.
 
+        `token` is the interruption the guest call checks while it runs there.
         `RuntimeError` if the workload was retired (its component replaced or stopped).
         """
-        return asyncio.wrap_future(self.executor.submit(fn, *args))
+        if token is None:
+            return asyncio.wrap_future(self.executor.submit(fn, *args))
+        return asyncio.wrap_future(self.executor.submit(_with_token, token, fn, *args))
 
-    def try_inline(self, run: Callable[[float], T], limit: float) -> tuple[bool, T | None]:
+    def interrupt_all(self, reason: str) -> list[str]:
+        """Interrupt every call of this workload still running; what each served (for logs)."""
+        labels = []
+        for token in list(self.calls):
+            if token.reason is None:
+                token.interrupt(reason)
+                labels.append(token.label or "a call")
+        return labels
+
+    def try_inline(
+        self, run: Callable[[float], T], limit: float, token: Interruption | None = None
+    ) -> tuple[bool, T | None]:
         """Run `run(budget)` on the loop's thread: (True, result), or (False, None) to go to a thread.
 
         The attempt is abandoned when the guest would wait for the loop or outlives a short
         budget; a trap that is neither is the call's result (raised).
         """
         budget = min(limit, INLINE_BUDGET)
+        prev = interrupt.set_current(token)
         try:
             value = run(budget)
         except GuestTrap as e:
@@ -154,19 +258,44 @@ class Workload:
             if retry:
                 return False, None
             raise
+        finally:
+            interrupt.set_current(prev)
         self.inline.record(True)
         return True, value
 
-    async def retire(self, drain_timeout: float) -> None:
-        """Wait (bounded) for in-flight calls to finish, then release the worker threads."""
+    async def retire(self, drain_timeout: float, reason: str = "its component was stopped") -> list[str]:
+        """Wait (bounded) for in-flight calls to finish, interrupt the rest, release the threads.
+
+        Returns what the interrupted calls served (empty when everything finished in time).
+        """
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), drain_timeout)
-        # Running guests finish on their threads; nothing new can be submitted once retired.
+        cut = self.interrupt_all(reason)
+        if cut:
+            log.warning(
+                "%s: interrupted %d call(s) still running after %gs (%s): %s",
+                self.name,
+                len(cut),
+                drain_timeout,
+                reason,
+                ", ".join(cut),
+            )
+        # Interrupted guests end on their threads within interrupt.CHECK_SECONDS; nothing new
+        # can be submitted once retired.
         self.executor.shutdown(wait=False, cancel_futures=False)
+        return cut
 
 
 # Makes one attempt at a guest call: given whether it runs inline, a runner taking the time limit.
 Attempt = Callable[[bool], Callable[[float], T]]
+
+
+def _with_token(token: Interruption, fn: Callable[..., T], *args: object) -> T:
+    prev = interrupt.set_current(token)
+    try:
+        return fn(*args)
+    finally:
+        interrupt.set_current(prev)
 
 
 async def start_guest(
@@ -176,6 +305,7 @@ async def start_guest(
     timeout: float | None = None,
     inline: bool = True,
     wait: float | None = None,
+    token: Interruption | None = None,
 ) -> asyncio.Future[T]:
     """Start one guest call within `workload`; a future of its result, done once the guest returns.
 
@@ -183,16 +313,24 @@ async def start_guest(
     `SlotTimeout`), tries the call inline
     when `inline` and the policy allow, and otherwise runs it on a worker thread. The slot is
     held until the guest returns, whoever waits for the result: a caller that streams a response
-    while the guest runs (HTTP) awaits its own data and the future later.
+    while the guest runs (HTTP) awaits its own data and the future later. `token` lets the caller
+    interrupt the guest (the workload interrupts it too when retired).
     """
     limit = workload.limit(timeout)
     await workload.acquire(limit if wait is None else min(wait, limit))
     loop = asyncio.get_running_loop()
+    token = token if token is not None else Interruption(workload.name)
+    workload.calls.add(token)
+
+    def release() -> None:
+        workload.calls.discard(token)
+        workload.release()
+
     try:
         if inline and workload.inline.enabled():
             done = loop.create_future()
             try:
-                finished, value = workload.try_inline(attempt(True), limit)
+                finished, value = workload.try_inline(attempt(True), limit, token)
             except BaseException as e:
                 done.set_exception(e)
                 finished, value = True, None
@@ -200,21 +338,26 @@ async def start_guest(
                 if finished:
                     done.set_result(value)
             if finished:
-                workload.release()
+                release()
                 return done
-        fut = workload.to_thread(attempt(False), limit)
+        fut = workload.to_thread(attempt(False), limit, token=token)
     except BaseException:
-        workload.release()
+        release()
         raise
-    fut.add_done_callback(lambda _f: workload.release())
+    fut.add_done_callback(lambda _f: release())
     return fut
 
 
 async def call_guest(
-    workload: Workload, attempt: Attempt[T], *, timeout: float | None = None, inline: bool = True
+    workload: Workload,
+    attempt: Attempt[T],
+    *,
+    timeout: float | None = None,
+    inline: bool = True,
+    token: Interruption | None = None,
 ) -> T:
     """Run one guest call within `workload` (see `start_guest`) and wait for its result."""
-    return await (await start_guest(workload, attempt, timeout=timeout, inline=inline))
+    return await (await start_guest(workload, attempt, timeout=timeout, inline=inline, token=token))
 
 
 def from_thread(

@@ -12,6 +12,7 @@ from wasmlattice.runtime import fastcall
 from wasmlattice.runtime.budget import format_size
 from wasmlattice.runtime.component import ComponentError
 from wasmlattice.runtime.engine import HostEngine
+from wasmlattice.runtime.interrupt import CallLimits, first_check_ticks, install
 from wasmlattice.runtime.linking import LinkedComponent
 from wasmlattice.runtime.store import StoreState
 
@@ -34,7 +35,11 @@ class Instance:
             self.store.set_limits(memory_size=pool.max_memory)
         self.state = StoreState(self.store, wasi)
         self.uses = 0
-        self.store.set_epoch_deadline(engine.ticks_for(timeout or INSTANTIATE_SECONDS))
+        # Deadline and interruption of the running call, checked by the store's epoch callback.
+        self.limits = CallLimits()
+        install(self.store, self.limits, self.state)
+        self.limits.start(timeout or INSTANTIATE_SECONDS)
+        self.store.set_epoch_deadline(first_check_ticks(timeout or INSTANTIATE_SECONDS))
         prev = fastcall.set_current_state(self.state)
         try:
             inst = pool.linked.linker.instantiate(self.store, pool.linked.component)
@@ -63,7 +68,8 @@ class Instance:
     def call(self, pool: InstancePool, wasi: Any, timeout: float | None, *args: Any) -> Any:
         """Call the pool's export with `args`, under `wasi` and a deadline of `timeout` seconds."""
         self.state.wasi = wasi
-        self.store.set_epoch_deadline(pool.engine.ticks_for(timeout) if timeout else 2**62)
+        self.limits.start(timeout)
+        self.store.set_epoch_deadline(first_check_ticks(timeout))
         self.uses += 1
         return pool.export.call(self.state, self.func, *args)
 
