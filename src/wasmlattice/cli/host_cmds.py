@@ -26,6 +26,7 @@ from wasmlattice.cli.host_options import (
     AllowedIssuerOpt,
     AllowFileLoadOpt,
     FriendlyNameOpt,
+    HealthListenOpt,
     HeartbeatOpt,
     HostSeedOpt,
     LogLevelOpt,
@@ -35,6 +36,7 @@ from wasmlattice.cli.host_options import (
     PolicyFlags,
     allowed_dirs,
     allowed_issuers,
+    health_listen,
     host_labels,
     host_options,
     with_up_credentials,
@@ -66,6 +68,7 @@ def host_cmd(
     max_component_size: MaxComponentSizeOpt = None,
     policy: PolicyFlags,
     allowed_issuer: AllowedIssuerOpt = None,
+    health: HealthListenOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run one lattice host on an existing NATS server until Ctrl-C (file:// needs --allow-file-load)."""
@@ -93,6 +96,7 @@ def host_cmd(
             **policy_kwargs,
             **oci.host_kwargs(),
             allowed_issuers=issuers,
+            health_listen=health_listen(health),
             **nats,
         )
         # run_host handles SIGINT/SIGTERM itself: it leaves the lattice gracefully.

@@ -37,6 +37,7 @@ from wasmlattice.cli.host_options import (
     ALLOWED_ISSUERS_ENV,
     AllowedIssuerOpt,
     FriendlyNameOpt,
+    HealthListenOpt,
     HeartbeatOpt,
     HostSeedOpt,
     LogLevelOpt,
@@ -46,6 +47,7 @@ from wasmlattice.cli.host_options import (
     PolicyFlags,
     allowed_dirs,
     allowed_issuers,
+    health_listen,
     host_labels,
     host_options,
 )
@@ -300,6 +302,7 @@ def up(
     max_component_size: MaxComponentSizeOpt = None,
     policy: PolicyFlags,
     allowed_issuer: AllowedIssuerOpt = None,
+    health: HealthListenOpt = None,
     output: OutputOpt = OutputFormat.text,
     # Info, as `host` and `app-manager` log: what was deployed, started and bound shows in the log
     # (`<data-dir>/up.log` with --detach).
@@ -332,6 +335,7 @@ def up(
         max_component_size=max_component_size,
         **oci.host_kwargs(),
         allowed_issuers=allowed_issuers(allowed_issuer),
+        health_listen=health_listen(health),
     )
     host_kwargs.update(policy.host_kwargs())
     if detach:
@@ -418,6 +422,8 @@ def _up_detached(
         cmd += ["--allow-dir", str(d)]
     if host_kwargs.get("max_component_size") is not None:
         cmd += ["--max-component-size", str(host_kwargs["max_component_size"])]
+    if host_kwargs.get("health_listen"):
+        cmd += ["--health-listen", str(host_kwargs["health_listen"])]
     for key, flag in _POLICY_FLAGS:
         if host_kwargs.get(key) is not None:
             cmd += [flag, str(host_kwargs[key])]

@@ -41,6 +41,7 @@ from wasmlattice.host.router import Router
 from wasmlattice.lattice.control import ControlInterfaceServer
 from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S
 from wasmlattice.lattice.policy import PolicyService, PolicySettings
+from wasmlattice.lattice.probes import HEALTH_LISTEN_ENV, probes_from
 from wasmlattice.protocol.connection import (
     DEFAULT_NATS_URL,
     NatsConnectionClosedError,
@@ -103,6 +104,8 @@ class HostOptions:
     - `allowed_issuers`: account keys (`A…`); when any are given, only components signed by one of
       them start (`--allowed-issuer`; none: any component, signed ones with valid claims;
       docs/claims.md).
+    - `health_listen`: `HOST:PORT` for the `/livez` and `/readyz` probes (`--health-listen`; none).
+      See docs/lattice.md#probes.
     """
 
     nats_url: str = DEFAULT_NATS_URL
@@ -130,6 +133,7 @@ class HostOptions:
     policy_topic: str | None = None
     policy_changes_topic: str | None = None
     policy_timeout_ms: int = DEFAULT_POLICY_TIMEOUT_MS
+    health_listen: str | None = None
 
     def policy_settings(self) -> PolicySettings | None:
         """The validated policy settings (None without a policy topic); `HostStartError` if invalid."""
@@ -264,6 +268,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     # Before connecting: incomplete --oci-* flags are a start-up error, not a failed pull later.
     fetcher = opts.fetcher(lambda: host.registries)
     nats_opts = opts.nats_options()
+    probes = probes_from(opts.health_listen, HostStartError)
     stop_requested = asyncio.Event()
     connection_lost: list[str] = []
 
@@ -281,11 +286,19 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     supervisor = Supervisor("host", logger=log)
     try:
         await supervisor.start()
+        if probes is not None:
+            probes.nc = nc
+            try:
+                await probes.start()
+            except OSError as e:
+                raise HostStartError(f"--health-listen {opts.health_listen}: cannot listen: {e}") from None
         js = jetstream(nc, nats_opts)
         try:
             state = await LatticeState.open(js, opts.lattice)
         except KvError as e:
             raise HostStartError(f"cannot open lattice state for {opts.lattice!r}: {e}") from None
+        if probes is not None:
+            probes.state = state
 
         services = HostServices(
             loop=asyncio.get_running_loop(),
@@ -323,6 +336,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             components, nc=nc, lattice=opts.lattice, invocation_timeout=opts.invocation_timeout
         )
         host.components, host.providers = components, providers
+        if probes is not None:
+            probes.providers = providers
 
         loop = asyncio.get_running_loop()
         deadline: list[float] = [opts.stop_timeout]
@@ -380,6 +395,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             if policy is not None:
                 await policy.stop()
     finally:
+        if probes is not None:
+            await probes.stop()
         await supervisor.stop(0.0)
         await fetcher.close()
         with contextlib.suppress(Exception):
@@ -504,6 +521,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ACCOUNT_KEY",
         help="run only components signed by this account (A...); repeatable",
     )
+    p.add_argument(
+        "--health-listen",
+        default=os.environ.get(HEALTH_LISTEN_ENV),
+        metavar="HOST:PORT",
+        help="serve the /livez and /readyz probes here",
+    )
     p.add_argument("--log-level", default="INFO", help="log level")
     return p
 
@@ -541,6 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             oci_user=args.oci_user,
             oci_password=args.oci_password,
             allowed_issuers=list(args.allowed_issuer),
+            health_listen=args.health_listen,
         )
         aio.run(run_host(opts))
     except (HostStartError, NatsConnectionError, LabelError) as e:
