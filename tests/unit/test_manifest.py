@@ -771,3 +771,37 @@ def test_a_misspelt_instances_is_the_only_message() -> None:
         "did you mean 'instances'?"
     ]
     assert not [w for w in info.value.warnings if "spreadscaler" in w], info.value.warnings
+
+
+def test_every_missing_link_target_is_an_error() -> None:
+    """wadm refuses a manifest whose links name components it does not list ("The following
+    capability component(s) are missing from the manifest: ..."), from any source, components and
+    capabilities alike; each missing target is named at its link."""
+    doc = base()
+    comp(doc, 0)["traits"][1]["properties"]["target"] = {"name": "kvx"}
+    comp(doc, 1)["traits"] = [
+        {
+            "type": "link",
+            "properties": {
+                "namespace": "wasi",
+                "package": "http",
+                "interfaces": ["incoming-handler"],
+                "target": {"name": "ghost"},
+            },
+        }
+    ]
+    errors = errors_of(doc)
+    assert errors == [
+        "spec.components[0].traits[1].properties.target.name: no component named 'kvx' in this manifest "
+        "(components: a, b)",
+        "spec.components[1].traits[0].properties.target.name: no component named 'ghost' in this manifest "
+        "(components: a, b)",
+    ]
+
+
+def test_a_link_to_a_shared_reference_is_not_missing() -> None:
+    """A component listed by reference to a shared application counts as listed, as in wadm."""
+    doc = base()
+    comp(doc, 1)["properties"] = {"application": {"name": "shared-kv", "component": "kv"}}
+    manifest, _ = parse_manifest(as_yaml(doc))
+    assert [c.name for c in manifest.components] == ["a", "b"]

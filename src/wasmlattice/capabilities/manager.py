@@ -103,6 +103,10 @@ class ProviderManager:
         """The running provider with that ID, if any."""
         return self._providers.get(provider_id)
 
+    def items(self) -> list[tuple[str, Provider]]:
+        """Every running provider with its ID, by ID."""
+        return sorted(self._providers.items())
+
     def descriptions(self) -> list[ProviderDescription]:
         """Inventory entries of every running provider, by ID."""
         return [p.description() for _, p in sorted(self._providers.items())]

@@ -27,6 +27,7 @@ from wasmlattice.cli.host_options import (
     AllowFileLoadOpt,
     FriendlyNameOpt,
     GuestLimitFlags,
+    HealthListenOpt,
     HeartbeatOpt,
     HostSeedOpt,
     LogLevelOpt,
@@ -36,6 +37,7 @@ from wasmlattice.cli.host_options import (
     PolicyFlags,
     allowed_dirs,
     allowed_issuers,
+    health_listen,
     host_labels,
     host_options,
     with_up_credentials,
@@ -89,6 +91,7 @@ def host_cmd(
     policy: PolicyFlags,
     allowed_issuer: AllowedIssuerOpt = None,
     limits: GuestLimitFlags,
+    health: HealthListenOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run one lattice host on an existing NATS server until Ctrl-C (file:// needs --allow-file-load)."""
@@ -121,6 +124,7 @@ def host_cmd(
             **oci.host_kwargs(),
             allowed_issuers=issuers,
             **limit_kwargs,
+            health_listen=health_listen(health),
             **nats,
         )
         # run_host handles SIGINT/SIGTERM itself: it leaves the lattice gracefully.

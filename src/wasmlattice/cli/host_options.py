@@ -226,6 +226,30 @@ def allowed_dirs(dirs: list[Path] | None) -> list[Path]:
     return resolved
 
 
+HealthListenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--health-listen",
+        envvar="WASMLATTICE_HEALTH_LISTEN",
+        metavar="HOST:PORT",
+        help="Serve /livez (the event loop answers) and /readyz (NATS connected, lattice state loaded, "
+        "HTTP listeners bound; 503 with the reasons otherwise) here (docs/lattice.md#probes).",
+    ),
+]
+
+
+def health_listen(value: str | None) -> str | None:
+    """The `--health-listen` value once it is a valid HOST:PORT; exit 2 otherwise."""
+    from wasmlattice.lattice.probes import parse_listen
+
+    if value:
+        try:
+            parse_listen(value)
+        except ValueError as e:
+            fail(f"--health-listen: {e}", code=2)
+    return value or None
+
+
 # wasmCloud's level names (`trace`, `warn`, `critical`) map onto Python's.
 _LOG_LEVELS = {
     "trace": "debug",

@@ -39,6 +39,7 @@ from wasmlattice.cli.host_options import (
     AllowedIssuerOpt,
     FriendlyNameOpt,
     GuestLimitFlags,
+    HealthListenOpt,
     HeartbeatOpt,
     HostSeedOpt,
     LogLevelOpt,
@@ -48,6 +49,7 @@ from wasmlattice.cli.host_options import (
     PolicyFlags,
     allowed_dirs,
     allowed_issuers,
+    health_listen,
     host_labels,
     host_options,
 )
@@ -303,6 +305,7 @@ def up(
     policy: PolicyFlags,
     allowed_issuer: AllowedIssuerOpt = None,
     limits: GuestLimitFlags,
+    health: HealthListenOpt = None,
     output: OutputOpt = OutputFormat.text,
     # Info, as `host` and `app-manager` log: what was deployed, started and bound shows in the log
     # (`<data-dir>/up.log` with --detach).
@@ -335,6 +338,7 @@ def up(
         max_component_size=max_component_size,
         **oci.host_kwargs(),
         allowed_issuers=allowed_issuers(allowed_issuer),
+        health_listen=health_listen(health),
     )
     host_kwargs.update(policy.host_kwargs())
     host_kwargs.update(limits.host_kwargs())
@@ -423,6 +427,8 @@ def _up_detached(
         cmd += ["--allow-dir", str(d)]
     if host_kwargs.get("max_component_size") is not None:
         cmd += ["--max-component-size", str(host_kwargs["max_component_size"])]
+    if host_kwargs.get("health_listen"):
+        cmd += ["--health-listen", str(host_kwargs["health_listen"])]
     for key, flag in _POLICY_FLAGS + LIMIT_FLAGS:
         if host_kwargs.get(key) is not None:
             cmd += [flag, str(host_kwargs[key])]

@@ -42,6 +42,7 @@ from wasmlattice.host.router import Router
 from wasmlattice.lattice.control import ControlInterfaceServer
 from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S
 from wasmlattice.lattice.policy import PolicyService, PolicySettings
+from wasmlattice.lattice.probes import HEALTH_LISTEN_ENV, probes_from
 from wasmlattice.protocol.connection import (
     DEFAULT_NATS_URL,
     NatsConnectionClosedError,
@@ -122,6 +123,8 @@ class HostOptions:
     - `allowed_issuers`: account keys (`A…`); when any are given, only components signed by one of
       them start (`--allowed-issuer`; none: any component, signed ones with valid claims;
       docs/claims.md).
+    - `health_listen`: `HOST:PORT` for the `/livez` and `/readyz` probes (`--health-listen`; none).
+      See docs/lattice.md#probes.
     """
 
     nats_url: str = DEFAULT_NATS_URL
@@ -177,6 +180,7 @@ class HostOptions:
 
     max_concurrent_invocations: int = DEFAULT_MAX_CONCURRENT_INVOCATIONS
     max_execution_time: float = DEFAULT_EXECUTION_TIME_S
+    health_listen: str | None = None
 
     def policy_settings(self) -> PolicySettings | None:
         """The validated policy settings (None without a policy topic); `HostStartError` if invalid."""
@@ -322,6 +326,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     # Before connecting: incomplete --oci-* flags are a start-up error, not a failed pull later.
     fetcher = opts.fetcher(lambda: host.registries)
     nats_opts = opts.nats_options()
+    probes = probes_from(opts.health_listen, HostStartError)
     stop_requested = asyncio.Event()
     connection_lost: list[str] = []
 
@@ -339,11 +344,19 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     supervisor = Supervisor("host", logger=log)
     try:
         await supervisor.start()
+        if probes is not None:
+            probes.nc = nc
+            try:
+                await probes.start()
+            except OSError as e:
+                raise HostStartError(f"--health-listen {opts.health_listen}: cannot listen: {e}") from None
         js = jetstream(nc, nats_opts)
         try:
             state = await LatticeState.open(js, opts.lattice)
         except KvError as e:
             raise HostStartError(f"cannot open lattice state for {opts.lattice!r}: {e}") from None
+        if probes is not None:
+            probes.state = state
 
         services = HostServices(
             loop=asyncio.get_running_loop(),
@@ -395,6 +408,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             components, nc=nc, lattice=opts.lattice, invocation_timeout=opts.invocation_timeout
         )
         host.components, host.providers = components, providers
+        if probes is not None:
+            probes.providers = providers
 
         loop = asyncio.get_running_loop()
         deadline: list[float] = [opts.stop_timeout]
@@ -457,6 +472,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             if policy is not None:
                 await policy.stop()
     finally:
+        if probes is not None:
+            await probes.stop()
         await supervisor.stop(0.0)
         await fetcher.close()
         with contextlib.suppress(Exception):
@@ -657,6 +674,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how often dropped guest output is reported (10)",
     )
+    p.add_argument(
+        "--health-listen",
+        default=os.environ.get(HEALTH_LISTEN_ENV),
+        metavar="HOST:PORT",
+        help="serve the /livez and /readyz probes here",
+    )
     p.add_argument("--log-level", default="INFO", help="log level")
     return p
 
@@ -704,6 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             guest_output_bytes=args.guest_output_bytes,
             guest_output_max_line=args.guest_output_max_line,
             guest_output_report_interval=args.guest_output_report_interval,
+            health_listen=args.health_listen,
         )
         aio.run(run_host(opts))
     except (HostStartError, NatsConnectionError, LabelError) as e:

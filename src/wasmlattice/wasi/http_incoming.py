@@ -6,11 +6,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from wasmlattice.runtime.witypes import Err
+from wasmlattice.runtime.witypes import Err, Ok
 from wasmlattice.wasi.ctx import ctx
 from wasmlattice.wasi.http_body import IncomingBody, OutgoingBody, content_length
 from wasmlattice.wasi.http_types import Fields, internal_error, method_to_wit
-from wasmlattice.wasi.io import BytePipe
+from wasmlattice.wasi.io import PIPE_CAPACITY, BytePipe
+
+# How much of a response body a guest may write before `response-outparam.set`. Nothing reads the
+# body until the response is set, so these bytes are buffered in memory (as `wasmtime serve` does)
+# rather than making the guest wait for room that never comes. A guest that writes more before
+# setting its response traps with `UNSENT_BODY_TRAP` (the client gets 500). After `set`, the body
+# streams out with at most `PIPE_CAPACITY` buffered, the writer waiting for the network.
+UNSENT_BODY_LIMIT = 4 << 20
+UNSENT_BODY_TRAP = (
+    f"the response body written before response-outparam.set exceeds {UNSENT_BODY_LIMIT >> 20} MiB "
+    "(the most this host buffers before the response is set); set the response first and stream the body"
+)
 
 
 class IncomingRequest:
@@ -72,6 +83,7 @@ class OutgoingResponse:
         self.fields = Fields(headers.entries)
         self.body_obj: OutgoingBody | None = None
         self.pipe: BytePipe | None = None
+        self.sent = False  # handed to `response-outparam.set`: its body is being read
 
     def status_code(self) -> int:
         """The status code."""
@@ -91,9 +103,19 @@ class OutgoingResponse:
         """The body (once)."""
         if self.body_obj is not None:
             raise Err(None)
-        self.pipe = BytePipe(ctx())
+        if self.sent:
+            self.pipe = BytePipe(ctx())
+        else:
+            self.pipe = BytePipe(ctx(), UNSENT_BODY_LIMIT)
+            self.pipe.unread = UNSENT_BODY_TRAP
         self.body_obj = OutgoingBody(self.pipe, content_length(self.fields), is_request=False)
         return self.body_obj
+
+    def start_sending(self) -> None:
+        """The response was set: its body is read from now on, so writers wait for the reader."""
+        self.sent = True
+        if self.pipe is not None:
+            self.pipe.start_reading(PIPE_CAPACITY)
 
 
 class ResponseOutparam:
@@ -107,6 +129,9 @@ class ResponseOutparam:
     def set(param: ResponseOutparam, response: Any) -> None:
         """Deliver the response (or an error code)."""
         param.set_already = True
+        resp = response.value if isinstance(response, Ok) else response
+        if isinstance(resp, OutgoingResponse):
+            resp.start_sending()
         param.deliver(response)
 
     def send_informational(self, status: int, headers: Fields) -> None:

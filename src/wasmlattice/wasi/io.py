@@ -18,6 +18,9 @@ BLOCKING_WRITE_LIMIT = 4096
 PIPE_CAPACITY = 1 << 20
 # Largest chunk handed to a guest by one read (keeps list<u8> conversions bounded).
 MAX_READ = 1 << 16
+# The most one check-write grants (wasmtime's body streams grant 1 MiB too): a larger list<u8> in
+# one host call runs into wasmtime's limit on data copied per host call and traps the guest.
+WRITE_BUDGET = 1 << 20
 
 
 class IoError:
@@ -105,6 +108,9 @@ class BytePipe:
         self._event: asyncio.Event | None = None
         self.trailers: Any = None
         self.on_change: Callable[[], None] | None = None
+        # Set while nobody will read yet (a response body before `response-outparam.set`): then
+        # a writer that would wait for room traps with this message instead of waiting forever.
+        self.unread: str | None = None
 
     @classmethod
     def complete(cls, wctx: WasiCtx, data: bytes) -> BytePipe:
@@ -133,6 +139,18 @@ class BytePipe:
     def space(self) -> int:
         """Bytes that may be written now without exceeding capacity."""
         return max(0, self.capacity - self.size)
+
+    def start_reading(self, capacity: int) -> None:
+        """A reader is coming: from now on writers wait for it, with `capacity` buffered at most."""
+        with self.cond:
+            self.unread = None
+            self.capacity = capacity
+            self._changed()
+
+    def check_unread(self) -> None:
+        """Trap if the writer would have to wait for room that no reader will ever make."""
+        if self.unread is not None and self.size >= self.capacity:
+            raise Trap(self.unread)
 
     # -- writer side -------------------------------------------------------------------------
 
@@ -299,7 +317,9 @@ class OutputStream:
         pipe = self._check_open()
         if pipe is None:
             return PIPE_CAPACITY
-        return pipe.space()
+        with pipe.cond:
+            pipe.check_unread()
+            return min(pipe.space(), WRITE_BUDGET)
 
     def write(self, data: bytes) -> None:
         """Write without blocking (the guest must respect check-write)."""
@@ -320,6 +340,7 @@ class OutputStream:
             return
         with pipe.cond:
             while pipe.size > pipe.capacity and not pipe.reader_gone:
+                pipe.check_unread()
                 pipe.ctx.wait(None)
             if pipe.reader_gone:
                 raise Err(CLOSED)
@@ -330,6 +351,7 @@ class OutputStream:
             return
         with pipe.cond:
             while pipe.space() == 0 and not pipe.reader_gone:
+                pipe.check_unread()
                 pipe.ctx.wait(None)
 
     def blocking_write_and_flush(self, data: bytes) -> None:
@@ -357,7 +379,11 @@ class OutputStream:
         pipe = self.pipe
         if pipe is None:
             return Pollable(ctx())
-        return Pollable(pipe.ctx, lambda: pipe.space() > 0 or pipe.reader_gone or pipe.eof)
+        # Full with no reader to come is "ready" too: the next write or check-write traps.
+        return Pollable(
+            pipe.ctx,
+            lambda: pipe.space() > 0 or pipe.reader_gone or pipe.eof or pipe.unread is not None,
+        )
 
     def write_zeroes(self, n: int) -> None:
         """Write n zero bytes."""
