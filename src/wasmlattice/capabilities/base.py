@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from wasmlattice.capabilities.config_keys import ProviderKeys, first_typo
 from wasmlattice.capabilities.http_ingress import Forward, HttpTarget, PendingTarget
+from wasmlattice.observability import tracing
 from wasmlattice.protocol.models import Link, ProviderDescription, StrMap
 from wasmlattice.protocol.policy import PolicyClaims, PolicyDecision
 from wasmlattice.runtime.execution import DeadlineExceeded, NeedsLoop, from_thread
@@ -461,6 +462,31 @@ class ComponentContext:
             return from_thread(self.services.loop, make, limit, deadline=deadline)
         except concurrent.futures.TimeoutError:
             raise CapabilityError(f"the capability call did not finish within {limit:.1f}s") from None
+
+
+def capability_span(
+    comp: ComponentContext, interface: str, op: str, link: Link | None = None, backend: str | None = None
+) -> contextlib.AbstractContextManager[Any]:
+    """The span of one capability call a guest makes (a no-op when tracing is off).
+
+    Named `<interface> <operation>`, with the calling component, the link name, the provider
+    the link targets and the backend; an error leaving the block (the interface's error case,
+    a failed backend) marks it failed. Runs on the guest's thread: the guest-call span is its
+    parent, and the backend's coroutine on the loop runs in its context (`from_thread`).
+    """
+    if not tracing.enabled():
+        return contextlib.nullcontext()
+    attrs = {
+        tracing.CAP_INTERFACE: interface,
+        tracing.CAP_OPERATION: op,
+        tracing.COMPONENT_ID: comp.component_id,
+    }
+    if link is not None:
+        attrs[tracing.LINK_NAME] = link.name
+        attrs[tracing.LINK_TARGET] = link.target
+    if backend is not None:
+        attrs[tracing.CAP_BACKEND] = backend
+    return tracing.span(f"{interface} {op}", attributes=attrs)
 
 
 def current_link_name(interface: str) -> str:

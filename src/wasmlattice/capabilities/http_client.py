@@ -29,6 +29,7 @@ from wasmlattice.capabilities.base import (
     ComponentContext,
     LinkTargetProvider,
     ProviderSpec,
+    capability_span,
     lower_config,
 )
 from wasmlattice.capabilities.config_keys import KeySet, ProviderKeys
@@ -155,7 +156,8 @@ def send_outgoing(
             link.target,
         )
         raise Err(("HTTP-request-denied", None))
-    return provider.client.start(wctx, request, options, target)
+    with capability_span(comp, OUTGOING_HANDLER, "handle", link, "http-client"):
+        return provider.client.start(wctx, request, options, target)
 
 
 set_component_sender(send_outgoing)

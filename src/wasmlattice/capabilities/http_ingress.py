@@ -23,12 +23,14 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
+from wasmlattice.observability import tracing
 from wasmlattice.runtime.execution import (
     HostBusy,
     Interruption,
     SlotTimeout,
     Workload,
     interrupted,
+    note_failure,
     start_guest,
     stopped,
 )
@@ -338,6 +340,24 @@ class HttpHandler:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one HTTP request by calling the guest's incoming handler."""
+        if not tracing.enabled():
+            return await self._serve(request)
+        attributes = {
+            "http.request.method": request.method,
+            "url.path": request.path,
+            "url.scheme": "https" if request.secure else "http",
+            "server.address": request.host,
+        }
+        # The client's `traceparent`, if it sent one, is the parent of everything this request does.
+        with tracing.server_span(f"HTTP {request.method}", request.headers, attributes) as span:
+            response = await self._serve(request)
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status)
+                if response.status >= 500:
+                    tracing.fail(span, f"HTTP {response.status}")
+            return response
+
+    async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.version[0] < 1:
             return refuse_http09(request)
         if self.client is None:
@@ -531,6 +551,7 @@ def run_guest(
     try:
         pool.run(wctx, limit, req, out)
     except BaseException as e:
+        note_failure(e)  # the call's future ends well: the exchange carries the failure
         _end_unfinished_body(ex.response)
         ex.finish(e)
     else:

@@ -45,6 +45,7 @@ from wasmlattice.cli.host_options import (
     LogLevelOpt,
     MaxComponentSizeOpt,
     NatsAuth,
+    ObservabilityFlags,
     OciAccess,
     PolicyFlags,
     allowed_dirs,
@@ -306,6 +307,7 @@ def up(
     allowed_issuer: AllowedIssuerOpt = None,
     limits: GuestLimitFlags,
     health: HealthListenOpt = None,
+    obs: ObservabilityFlags,
     output: OutputOpt = OutputFormat.text,
     # Info, as `host` and `app-manager` log: what was deployed, started and bound shows in the log
     # (`<data-dir>/up.log` with --detach).
@@ -342,9 +344,19 @@ def up(
     )
     host_kwargs.update(policy.host_kwargs())
     host_kwargs.update(limits.host_kwargs())
+    host_kwargs["observability"] = obs.settings()
     if detach:
         _up_detached(
-            ddir, nats_port, nats_url, lattice, label or [], output, log_level, host_kwargs, app_manager
+            ddir,
+            nats_port,
+            nats_url,
+            lattice,
+            label or [],
+            output,
+            log_level,
+            host_kwargs,
+            app_manager,
+            obs_args=obs.args(),
         )
         return
     setup_logging(log_level)
@@ -379,6 +391,8 @@ def _up_detached(
     log_level: str,
     host_kwargs: dict[str, Any],
     app_manager: bool = True,
+    *,
+    obs_args: list[str] | None = None,
 ) -> None:
     """Start `up` in a new session with output in `<data-dir>/up.log`; return once its host answers."""
     import dataclasses
@@ -434,6 +448,7 @@ def _up_detached(
             cmd += [flag, str(host_kwargs[key])]
     for issuer in host_kwargs.get("allowed_issuers") or []:
         cmd += ["--allowed-issuer", issuer]
+    cmd += obs_args or []
     for key, flag in (
         ("nats_tls_ca", "--nats-tls-ca"),
         ("nats_tls_cert", "--nats-tls-cert"),

@@ -43,6 +43,8 @@ from wasmlattice.lattice.control import ControlInterfaceServer
 from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S
 from wasmlattice.lattice.policy import PolicyService, PolicySettings
 from wasmlattice.lattice.probes import HEALTH_LISTEN_ENV, probes_from
+from wasmlattice.observability import process as observability
+from wasmlattice.observability.settings import PROTOCOLS, ObservabilitySettings
 from wasmlattice.protocol.connection import (
     DEFAULT_NATS_URL,
     NatsConnectionClosedError,
@@ -125,6 +127,8 @@ class HostOptions:
       docs/claims.md).
     - `health_listen`: `HOST:PORT` for the `/livez` and `/readyz` probes (`--health-listen`; none).
       See docs/lattice.md#probes.
+    - `observability`: which signals the process exports over OTLP, where, and the Prometheus
+      endpoint (`--enable-observability`, ...; all off). See docs/observability.md.
     """
 
     nats_url: str = DEFAULT_NATS_URL
@@ -198,6 +202,7 @@ class HostOptions:
     oci_registry: str | None = None
     oci_user: str | None = None
     oci_password: str | None = None
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     docker_config: bool = True
 
     def fetcher(
@@ -322,6 +327,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     `ready` is set once the host serves requests and has published `host_started`.
     """
     host = build_host(opts)
+    # Process-wide and once: a second host in the same process shares the first one's exporters.
+    observability.setup(opts.observability, host_id=host.host_id, lattice=opts.lattice)
     policy_settings = opts.policy_settings()
     # Before connecting: incomplete --oci-* flags are a start-up error, not a failed pull later.
     fetcher = opts.fetcher(lambda: host.registries)
@@ -484,6 +491,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
         raise NatsConnectionClosedError(
             f"host {host.host_id} exited: its NATS connection was closed for good ({connection_lost[0]})"
         )
+    observability.flush()
     log.info("host %s stopped", host.host_id)
 
 
@@ -681,7 +689,43 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the /livez and /readyz probes here",
     )
     p.add_argument("--log-level", default="INFO", help="log level")
+    _observability_args(p)
     return p
+
+
+def _observability_args(p: argparse.ArgumentParser) -> None:
+    """wasmCloud's observability flags (`wasmlattice host` has the same; docs/observability.md)."""
+    g = p.add_argument_group("observability (the WASMCLOUD_* and OTEL_* variables are read too)")
+    for name in ("observability", "traces", "metrics", "logs"):
+        g.add_argument(f"--enable-{name}", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--override-observability-endpoint", default=None, metavar="URL")
+    for signal_name in ("traces", "metrics", "logs"):
+        g.add_argument(f"--override-{signal_name}-endpoint", default=None, metavar="URL")
+    g.add_argument("--observability-protocol", choices=PROTOCOLS, default=None)
+    g.add_argument("--metrics-listen", default=None, metavar="HOST:PORT")
+
+
+def _observability(args: argparse.Namespace) -> ObservabilitySettings:
+    import dataclasses
+
+    try:
+        found = ObservabilitySettings.from_env(
+            enable_observability=args.enable_observability,
+            enable_traces=args.enable_traces,
+            enable_metrics=args.enable_metrics,
+            enable_logs=args.enable_logs,
+            endpoint=args.override_observability_endpoint,
+            protocol=args.observability_protocol,
+            metrics_listen=args.metrics_listen,
+        )
+    except ValueError as e:
+        raise HostStartError(str(e)) from None
+    return dataclasses.replace(
+        found,
+        traces_endpoint=args.override_traces_endpoint or found.traces_endpoint,
+        metrics_endpoint=args.override_metrics_endpoint or found.metrics_endpoint,
+        logs_endpoint=args.override_logs_endpoint or found.logs_endpoint,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -728,6 +772,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             guest_output_max_line=args.guest_output_max_line,
             guest_output_report_interval=args.guest_output_report_interval,
             health_listen=args.health_listen,
+            observability=_observability(args),
         )
         aio.run(run_host(opts))
     except (HostStartError, NatsConnectionError, LabelError) as e:

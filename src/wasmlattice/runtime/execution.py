@@ -23,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from wasmlattice.observability import tracing
 from wasmlattice.runtime import interrupt
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.interrupt import DeadlineExceeded, Interrupted, Interruption
@@ -220,13 +222,20 @@ class Workload:
             self._idle.set()
 
     def to_thread(
-        self, fn: Callable[..., T], *args: object, token: Interruption | None = None
+        self,
+        fn: Callable[..., T],
+        *args: object,
+        token: Interruption | None = None,
+        context: contextvars.Context | None = None,
     ) -> asyncio.Future[T]:
         """Run `fn(*args)` on one of the workload's worker threads; its result on the loop.
 
-        `token` is the interruption the guest call checks while it runs there.
+        `token` is the interruption the guest call checks while it runs there; `context` the
+        contextvars it runs in (the guest-call span's, when traced).
         `RuntimeError` if the workload was retired (its component replaced or stopped).
         """
+        if context is not None:
+            return asyncio.wrap_future(self.executor.submit(context.run, _with_token, token, fn, *args))
         if token is None:
             return asyncio.wrap_future(self.executor.submit(fn, *args))
         return asyncio.wrap_future(self.executor.submit(_with_token, token, fn, *args))
@@ -290,7 +299,7 @@ class Workload:
 Attempt = Callable[[bool], Callable[[float], T]]
 
 
-def _with_token(token: Interruption, fn: Callable[..., T], *args: object) -> T:
+def _with_token(token: Interruption | None, fn: Callable[..., T], *args: object) -> T:
     prev = interrupt.set_current(token)
     try:
         return fn(*args)
@@ -317,10 +326,19 @@ async def start_guest(
     interrupt the guest (the workload interrupts it too when retired).
     """
     limit = workload.limit(timeout)
-    await workload.acquire(limit if wait is None else min(wait, limit))
+    # Traced, the call is one span from here to the guest's return; untraced, `span` stays None.
+    span = _guest_span(workload) if tracing.enabled() else None
+    try:
+        await workload.acquire(limit if wait is None else min(wait, limit))
+    except BaseException as e:
+        if span is not None:
+            _end_guest(span, e)
+        raise
     loop = asyncio.get_running_loop()
     token = token if token is not None else Interruption(workload.name)
     workload.calls.add(token)
+    # The context the guest runs in: its span is current there, on the loop's thread or a worker's.
+    ctx = None if span is None else tracing.context_with(span)
 
     def release() -> None:
         workload.calls.discard(token)
@@ -330,7 +348,10 @@ async def start_guest(
         if inline and workload.inline.enabled():
             done = loop.create_future()
             try:
-                finished, value = workload.try_inline(attempt(True), limit, token)
+                if ctx is None:
+                    finished, value = workload.try_inline(attempt(True), limit, token)
+                else:
+                    finished, value = ctx.run(workload.try_inline, attempt(True), limit, token)
             except BaseException as e:
                 done.set_exception(e)
                 finished, value = True, None
@@ -339,13 +360,56 @@ async def start_guest(
                     done.set_result(value)
             if finished:
                 release()
+                if span is not None:
+                    span.set_attribute(tracing.INLINE, True)
+                    _end_guest(span, done.exception())
                 return done
-        fut = workload.to_thread(attempt(False), limit, token=token)
-    except BaseException:
+        fut = workload.to_thread(attempt(False), limit, token=token, context=ctx)
+    except BaseException as e:
         release()
+        if span is not None:
+            _end_guest(span, e)
         raise
     fut.add_done_callback(lambda _f: release())
+    if span is not None:
+        span.set_attribute(tracing.INLINE, False)
+        fut.add_done_callback(lambda f: _end_guest(span, None if f.cancelled() else f.exception()))
     return fut
+
+
+def _guest_span(workload: Workload) -> tracing.Span | None:
+    return tracing.start_span(f"guest {workload.name}", attributes={tracing.COMPONENT_ID: workload.name})
+
+
+def outcome(e: BaseException) -> tuple[str, str]:
+    """How a guest call failed, for its span: (outcome, message), the message a trap's reason."""
+    if isinstance(e, GuestTrap):
+        if interrupted(e):
+            return "deadline", f"deadline exceeded: {e.reason}"
+        if stopped(e) is not None:
+            return "interrupted", e.reason
+        return "trap", e.reason
+    if isinstance(e, SlotTimeout):
+        return "busy", str(e)
+    return "error", f"{type(e).__name__}: {e}"
+
+
+def note_failure(e: BaseException) -> None:
+    """Mark the current guest-call span failed by `e` (for callers that catch a guest's failure
+    on its thread and report it some other way, as HTTP ingress does)."""
+    span = tracing.current_span()
+    if span is not None:
+        kind, message = outcome(e)
+        tracing.fail(span, message, {tracing.OUTCOME: kind})
+
+
+def _end_guest(span: tracing.Span, error: BaseException | None) -> None:
+    if error is not None:
+        kind, message = outcome(error)
+        tracing.fail(span, message, {tracing.OUTCOME: kind})
+    elif not tracing.failed(span):
+        span.set_attribute(tracing.OUTCOME, "ok")
+    span.end()
 
 
 async def call_guest(
