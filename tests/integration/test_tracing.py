@@ -160,9 +160,9 @@ async def test_one_trace_across_two_hosts(
         assert kv.attributes["wasmcloud.link.name"] == "default"
         assert kv.attributes["wasmlattice.link.target"] == "kv"
         assert kv.attributes["wasmcloud.component.id"] == "trace-front"
-    assert one(spans, "wasi:keyvalue get", "internal", b).attributes[
-        "wasmlattice.capability.backend"
-    ] == ("keyvalue-memory")
+    assert one(spans, "wasi:keyvalue get", "internal", b).attributes["wasmlattice.capability.backend"] == (
+        "keyvalue-memory"
+    )
 
     # B -> A: the custom interface call, over wRPC to `back`.
     cap = one(spans, "test:chain/judge@0.1.0 sign", "internal", b)

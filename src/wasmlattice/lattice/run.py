@@ -697,7 +697,8 @@ def _observability_args(p: argparse.ArgumentParser) -> None:
     """wasmCloud's observability flags (`wasmlattice host` has the same; docs/observability.md)."""
     g = p.add_argument_group("observability (the WASMCLOUD_* and OTEL_* variables are read too)")
     for name in ("observability", "traces", "metrics", "logs"):
-        g.add_argument(f"--enable-{name}", action=argparse.BooleanOptionalAction, default=None)
+        g.add_argument(f"--enable-{name}", dest=f"enable_{name}", action="store_true", default=None)
+        g.add_argument(f"--disable-{name}", dest=f"enable_{name}", action="store_false", default=None)
     g.add_argument("--override-observability-endpoint", default=None, metavar="URL")
     for signal_name in ("traces", "metrics", "logs"):
         g.add_argument(f"--override-{signal_name}-endpoint", default=None, metavar="URL")
