@@ -187,7 +187,7 @@ async def test_one_trace_across_two_hosts(
     assert f"trace={trace_id} span={guest.span_id}" in line
     await receiver.wait_for(
         lambda: any("trace-front: storing tk" in r.body and r.trace_id == trace_id for r in receiver.logs),
-        30,
+        60,
         "the guest's log record",
     )
     record = next(r for r in receiver.logs if "trace-front: storing tk" in r.body)
