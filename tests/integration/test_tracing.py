@@ -22,6 +22,7 @@ import pytest
 from tests.support.lattice import HTTP_SERVER, LatticeEnv, eventually, http_link, kv_link
 from tests.support.otlp import OtlpReceiver, SpanRecord
 from tests.support.processes import free_port
+from wasmlattice.host.identity import HostIdentity
 from wasmlattice.protocol.models import Link
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
@@ -78,17 +79,28 @@ async def test_one_trace_across_two_hosts(
     env: LatticeEnv, build_component: Callable[[str], Path], receiver: OtlpReceiver
 ) -> None:
     batch = {"OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_BLRP_SCHEDULE_DELAY": "200"}
-    # A: wasmCloud's flags; B: wasmCloud's variables (traces and logs).
-    env.start_host("--enable-traces", "--override-observability-endpoint", receiver.url, env=batch)
+    # A: wasmCloud's flags; B: wasmCloud's variables (traces and logs). Seeds fix which is which.
+    ida, idb = HostIdentity.generate(), HostIdentity.generate()
+    a, b = ida.public_key, idb.public_key
     env.start_host(
+        "--host-seed",
+        ida.seed,
+        "--enable-traces",
+        "--override-observability-endpoint",
+        receiver.url,
+        env=batch,
+    )
+    env.start_host(
+        "--host-seed",
+        idb.seed,
         env={
             **batch,
             "WASMCLOUD_TRACES_ENABLED": "true",
             "WASMCLOUD_LOGS_ENABLED": "true",
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-        }
+        },
     )
-    a, b = await env.host_ids(2)
+    assert set(await env.host_ids(2)) == {a, b}
     front = "file://" + str(build_component("trace_front"))
     back = "file://" + str(build_component("chain_back"))
     ctl = env.ctl
@@ -219,3 +231,32 @@ async def test_one_trace_across_two_hosts(
     scale = next(s for s in receiver.spans if s.name == "ctl component.scale")
     assert scale.kind == "server"
     assert scale.attributes["wasmcloud.ctl.operation"] == "component.scale"
+
+    # The same request served on host A alone: the component and a key-value provider there too,
+    # so ingress, key-value and `judge` are all in-process. The guest first runs inline on the
+    # event loop and moves to a worker thread at its first capability call; only the call that
+    # served is traced, with no error from the abandoned attempt.
+    await scaled(env, a, front, "trace-front")
+    await started(env, a, "builtin://keyvalue-memory", "kv")
+    local_trace = secrets.token_hex(16)
+    status, text = await get(
+        url + "/go?key=lk&value=lv", {"traceparent": f"00-{local_trace}-{secrets.token_hex(8)}-01"}
+    )
+    assert status == 200, text
+
+    def local_done() -> bool:
+        return len(receiver.trace(local_trace)) >= 7
+
+    await receiver.wait_for(local_done, 60, "the local request's trace")
+    local = receiver.trace(local_trace)
+    assert {s.resource["wasmcloud.host.id"] for s in local} == {a}
+    assert not any(s.name.startswith("wrpc ") for s in local)
+    ingress = one(local, "HTTP GET", "server", a)
+    front_call = one(local, "guest trace-front", "internal", a)
+    assert front_call.parent_id == ingress.span_id
+    assert front_call.attributes["wasmlattice.guest.inline"] is False
+    for op in ("open", "set", "get"):
+        assert one(local, f"wasi:keyvalue {op}", "internal", a).parent_id == front_call.span_id
+    cap = one(local, "test:chain/judge@0.1.0 sign", "internal", a)
+    assert one(local, "guest back", "internal", a).parent_id == cap.span_id
+    assert all(s.status != "error" for s in local), [(s.name, s.status_message) for s in local]

@@ -476,6 +476,10 @@ def capability_span(
     """
     if not tracing.enabled():
         return contextlib.nullcontext()
+    wctx = _current_wasi()
+    if wctx is not None and wctx.inline:
+        # The call will leave with NeedsLoop and run again on a worker thread: trace that one.
+        return contextlib.nullcontext()
     attrs = {
         tracing.CAP_INTERFACE: interface,
         tracing.CAP_OPERATION: op,

@@ -67,7 +67,12 @@ def install(root: logging.Logger | None = None) -> None:
         fmt = handler.formatter
         style = getattr(fmt, "_style", None)
         text = getattr(style, "_fmt", None)
-        if fmt is not None and isinstance(text, str) and "%(levelname)" in text and "trace" not in text:
+        if (
+            type(fmt) is logging.Formatter  # a formatter of its own class is left as it is
+            and isinstance(text, str)
+            and "%(levelname)" in text
+            and "trace" not in text
+        ):
             handler.setFormatter(logging.Formatter(text + TRACE_FORMAT_SUFFIX, fmt.datefmt))
 
 
