@@ -170,3 +170,23 @@ def test_grpc_exporter_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
     exporter = tracing._exporter(settings)
     assert type(exporter).__module__.startswith("opentelemetry.exporter.otlp.proto.grpc")
     exporter.shutdown()
+
+
+def test_outcomes_of_a_failed_guest_call() -> None:
+    from wasmlattice.runtime.execution import DeadlineExceeded, HostBusy, Interrupted, outcome
+    from wasmlattice.runtime.fastcall import GuestTrap
+
+    assert outcome(GuestTrap("wasm trap: interrupt", DeadlineExceeded("deadline exceeded"))) == (
+        "deadline",
+        "deadline exceeded: DeadlineExceeded: deadline exceeded",
+    )
+    assert outcome(GuestTrap("wasm trap: interrupt", Interrupted("the HTTP client disconnected")))[0] == (
+        "interrupted"
+    )
+    assert outcome(
+        GuestTrap("error while executing\nwasm trap: wasm `unreachable` instruction executed")
+    ) == (
+        "trap",
+        "wasm trap: wasm `unreachable` instruction executed",
+    )
+    assert outcome(HostBusy("the host runs its maximum", retry_after=1))[0] == "busy"
