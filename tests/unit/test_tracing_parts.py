@@ -178,7 +178,7 @@ def test_outcomes_of_a_failed_guest_call() -> None:
 
     assert outcome(GuestTrap("wasm trap: interrupt", DeadlineExceeded("deadline exceeded"))) == (
         "deadline",
-        "deadline exceeded: DeadlineExceeded: deadline exceeded",
+        "deadline exceeded",
     )
     assert outcome(GuestTrap("wasm trap: interrupt", Interrupted("the HTTP client disconnected")))[0] == (
         "interrupted"
@@ -188,5 +188,9 @@ def test_outcomes_of_a_failed_guest_call() -> None:
     ) == (
         "trap",
         "wasm trap: wasm `unreachable` instruction executed",
+    )
+    assert outcome(GuestTrap("wasm trap: interrupt")) == (
+        "deadline",
+        "deadline exceeded (wasm trap: interrupt)",
     )
     assert outcome(HostBusy("the host runs its maximum", retry_after=1))[0] == "busy"

@@ -385,7 +385,8 @@ def outcome(e: BaseException) -> tuple[str, str]:
     """How a guest call failed, for its span: (outcome, message), the message a trap's reason."""
     if isinstance(e, GuestTrap):
         if interrupted(e):
-            return "deadline", f"deadline exceeded: {e.reason}"
+            reason = e.reason
+            return "deadline", reason if "deadline" in reason else f"deadline exceeded ({reason})"
         if stopped(e) is not None:
             return "interrupted", e.reason
         return "trap", e.reason
