@@ -491,7 +491,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
         raise NatsConnectionClosedError(
             f"host {host.host_id} exited: its NATS connection was closed for good ({connection_lost[0]})"
         )
-    observability.flush()
+    # Off the loop: an unreachable collector makes the exporter wait (up to 5 s).
+    await asyncio.to_thread(observability.flush)
     log.info("host %s stopped", host.host_id)
 
 
