@@ -129,12 +129,15 @@ class LogStream:
         self._lock = threading.Lock()
         self._wake = asyncio.Event()
         self._wake_pending = False
-        self._loop_thread: int | None = None
+        self.loop_thread: int | None = None
         self._ring: deque[tuple[dict[str, Any], int]] = deque(maxlen=ring)
         self._ring_size = 0
         self.dropped = 0  # records dropped since the last report (queue full or publish failed)
         self.total_dropped = 0
         self.published = 0
+        # True while the loop publishes: whatever is logged on the loop's thread then (by the NATS
+        # client, say) is about the stream itself and is not streamed (no feedback loop).
+        self.sending = False
         self.last_error: str | None = None
 
     # -- any thread ---------------------------------------------------------------------------
@@ -153,7 +156,7 @@ class LogStream:
             if self._wake_pending:
                 return
             self._wake_pending = True
-        if threading.get_ident() == self._loop_thread:
+        if threading.get_ident() == self.loop_thread:
             self._wake.set()
         else:
             try:
@@ -173,7 +176,7 @@ class LogStream:
 
     async def run(self) -> None:
         """Publish queued records until cancelled (a supervised activity of the host)."""
-        self._loop_thread = threading.get_ident()
+        self.loop_thread = threading.get_ident()
         last_report = self.loop.time()
         while True:
             try:
@@ -192,8 +195,12 @@ class LogStream:
             batch = list(self._queue)
             self._queue.clear()
             self._wake_pending = False
-        for record in batch:
-            await self._send(record)
+        self.sending = True
+        try:
+            for record in batch:
+                await self._send(record)
+        finally:
+            self.sending = False
 
     async def _send(self, record: dict[str, Any]) -> None:
         body = json.dumps(record, separators=(",", ":")).encode()
@@ -253,7 +260,8 @@ class LatticeLogHandler(logging.Handler):
     """Streams the `wasmlattice.*` records of a host (INFO and above) as component `_host`.
 
     Guest output (`wasmlattice.guest`) goes through the output limiter's tap instead, and the log
-    stream's own logger is skipped, as is anything logged while this handler is emitting.
+    stream's own logger is skipped, as is anything logged while this handler is emitting or (on the
+    loop's thread) while the stream publishes.
     """
 
     def __init__(self, stream: LogStream, level: int = logging.INFO) -> None:
@@ -270,6 +278,9 @@ class LatticeLogHandler(logging.Handler):
         if name == log.name or name == GUEST_LOGGER or name.startswith(GUEST_LOGGER + "."):
             return
         if getattr(self._inside, "active", False):
+            return
+        stream = self.stream
+        if stream.sending and threading.get_ident() == stream.loop_thread:
             return
         self._inside.active = True
         try:
