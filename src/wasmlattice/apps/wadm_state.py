@@ -1,7 +1,8 @@
 """The lattice as wadm stores it: `host_<lattice>`, `component_<lattice>`, `provider_<lattice>`.
 
 wadm keeps its view of a lattice in the `wadm_state` KV bucket, one key per kind, each a JSON map
-ID -> object (docs/wadm.md, "State bucket"; wadm's `storage/state.rs` and `nats_kv.rs`). Tools
+ID -> object (docs/apps.md, "wadm's lattice state"; wadm's `crates/wadm/src/storage/state.rs` and
+`nats_kv.rs`, https://github.com/wasmCloud/wadm). Tools
 written for wadm read the lattice from there (washboard did), so the leading app manager writes
 the same keys, in the same shapes, from what its reconcile round saw:
 
