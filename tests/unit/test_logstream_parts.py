@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from wasmlattice.capabilities import guest_logging
 from wasmlattice.lattice.logs import parse_recent_request
-from wasmlattice.observability.logstream import LogStream, level_name, trace_ids
+from wasmlattice.observability.logstream import HOST_COMPONENT, LogStream, level_name, trace_ids
 from wasmlattice.protocol import subjects as sj
 from wasmlattice.runtime.fastcall import set_current_state
 from wasmlattice.wasi.ctx import WasiConfig, WasiCtx
@@ -192,6 +192,7 @@ async def test_the_ring_keeps_the_last_records_within_its_byte_bound() -> None:
 
 
 def test_levels_and_recent_requests() -> None:
+    assert HOST_COMPONENT == sj.HOST_LOG_COMPONENT
     assert [level_name(n) for n in (5, 10, 20, 30, 40, 50)] == [
         "trace",
         "debug",

@@ -42,6 +42,7 @@ log = logging.getLogger("wasmlattice.observability.logstream")
 
 # The loggers whose records are guest output: published through the guest tap, not the handler.
 GUEST_LOGGER = "wasmlattice.guest"
+# `protocol.subjects.HOST_LOG_COMPONENT`, which this layer cannot import (a unit test pins both).
 HOST_COMPONENT = "_host"
 STREAMS = ("stdout", "stderr", "log", "host")
 
