@@ -25,6 +25,7 @@ LAYERS = [
     "protocol",
     "wasi",
     "runtime",
+    "observability",
     # Leaves: modules directly under wasmlattice/ that import nothing of ours above them.
     "devbuild",
     "nats_server",

@@ -17,6 +17,7 @@ from wasmlattice.cli import (  # noqa: F401 - register commands
     host_cmds,
     keys_cmds,
     lattice_cmds,
+    logs_cmd,
     secret_cmds,
     workload_cmds,
 )
