@@ -178,7 +178,10 @@ class LatticeView:
         self.subscribers.discard(sub)
 
     def mark(self, *sections: str) -> None:
-        """Ask for `sections` (or `host:<id>`, `ping`) to be read again soon; bursts are merged."""
+        """Ask for `sections` (or `host:<id>`, `ping`; `publish` reads nothing) to be read again soon.
+
+        Bursts are merged into one round, which then pushes every section that changed.
+        """
         self._dirty.update(sections)
         self._wake.set()
 
@@ -431,7 +434,7 @@ class LatticeView:
             self.mark("metrics")
         elif kind == "host_stopped":
             self._drop_host(host_id)
-            self.mark("links")  # only to publish the host section now
+            self.mark("publish")  # nothing to read again: the next round pushes the host section
         elif kind == "host_started":
             row = self.hosts.setdefault(host_id, HostRow(host_id))
             row.friendly_name = str(data.get("friendly_name") or row.friendly_name)
