@@ -19,6 +19,7 @@ from wasmlattice.cli import (  # noqa: F401 - register commands
     lattice_cmds,
     logs_cmd,
     secret_cmds,
+    ui_cmd,
     workload_cmds,
 )
 from wasmlattice.cli.app import app, setup_logging
