@@ -70,10 +70,13 @@ down:
 	@$(BIN)/wasmlattice down --data-dir $(STATE) 2>/dev/null || true
 
 # The Redis backend is tested against a real redis-server (the tests start their own, on a free port).
+# The dashboard is tested in Debian's chromium.
 system-deps:
 	@command -v docker-registry >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-registry >/dev/null; }
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	@command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; }
+	@# The dashboard's browser tests (tests/e2e/test_dashboard_browser.py) run Debian's chromium headless.
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 test: test-deps system-deps
 	$(BIN)/python -m pytest -q

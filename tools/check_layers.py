@@ -16,6 +16,7 @@ from pathlib import Path
 # Top to bottom. A package may import itself and anything after it in this list.
 LAYERS = [
     "cli",
+    "ui",
     "lattice",
     "apps",
     "host",

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from wasmlattice.host.components import instance_bound, parse_limits
+from wasmlattice.host.components import DEFAULT_EXECUTION_TIME_S, instance_bound, parse_limits
 from wasmlattice.host.guest_limits import GuestLimits
 from wasmlattice.runtime.budget import BudgetExceeded, GiB, MemoryBudget, MiB, format_size, parse_size
 from wasmlattice.wasi.output_limit import LineSink, OutputLimiter, OutputLimits
@@ -24,7 +24,8 @@ def test_sizes_parse_and_print() -> None:
 
 
 def test_component_limits_parse_bytes_and_ignore_bad_values() -> None:
-    assert parse_limits({"max_memory_limit": "1048576"}) == (600.0, MiB)
+    assert parse_limits({"max_memory_limit": "1048576"}) == (DEFAULT_EXECUTION_TIME_S, MiB)
+    assert parse_limits({"max_memory_limit": "1048576"}, 7.0) == (7.0, MiB)
     assert parse_limits({"max_memory_limit": "64MiB"})[1] == 64 * MiB
     assert parse_limits({"max_memory_limit": "-5"})[1] is None
     assert parse_limits({"max_memory_limit": "lots"})[1] is None

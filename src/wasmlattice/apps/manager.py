@@ -11,6 +11,9 @@ so a restart duplicates nothing.
 
 Statuses are published on `wadm.status.<lattice>.<app>` by the leader when they change (and again
 every `STATUS_REFRESH_S`); every manager caches what it sees there to answer `model.status`.
+
+The leader also keeps wadm's own lattice state keys in `wadm_state` (`host_<lattice>`,
+`component_<lattice>`, `provider_<lattice>`; `wadm_state.py`) for tools written for wadm.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from wasmlattice.apps.api import ApiServer
 from wasmlattice.apps.manifest.model import Manifest
 from wasmlattice.apps.reconciler import DEFAULT_HOST_TIMEOUT_S, AppState, Reconciler
 from wasmlattice.apps.store import AppStore
+from wasmlattice.apps.wadm_state import WadmStateWriter
 from wasmlattice.protocol.kv import create_replicated
 from wasmlattice.supervision import Supervisor
 
@@ -73,6 +77,8 @@ class AppManager:
         self._status_sub: Any = None
         self._lease_kv: Any = None
         self._lease_rev: int | None = None
+        # wadm's lattice state keys in the same bucket, written by the leader (apps/wadm_state.py).
+        self._wadm_state: WadmStateWriter | None = None
 
     @property
     def leader(self) -> bool:
@@ -121,6 +127,7 @@ class AppManager:
                 )
             except nats.js.errors.BadRequestError:
                 self._lease_kv = await self.js.key_value(STATE_BUCKET)
+        self._wadm_state = WadmStateWriter(self._lease_kv, self.lattice)
         self._supervisor.supervise("lease", self._lease_loop)
         self._supervisor.supervise("reconcile", self._run)
         log.info("app manager %s serving lattice %s", self.manager_id, self.lattice)
@@ -193,6 +200,8 @@ class AppManager:
     def _win_lease(self) -> None:
         if not self.reconciler.active:
             log.info("app manager %s leads lattice %s", self.manager_id, self.lattice)
+            if self._wadm_state is not None:
+                self._wadm_state.forget()
             self.reconciler.active = True
             self.reconciler.poke()
 
@@ -214,6 +223,9 @@ class AppManager:
                         last_refresh = time.monotonic()
                         self.reconciler.republish()
                 await self.reconciler.round()
+                if self.leader and self._wadm_state is not None:
+                    r = self.reconciler
+                    await self._wadm_state.update(r.hosts.values(), r.provider_health)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -40,6 +40,7 @@ from wasmlattice.apps.manifest.model import Component, Manifest
 from wasmlattice.apps.placement import HostView
 from wasmlattice.apps.scalers import APPSPEC, SCALER, Scalers, desired_link
 from wasmlattice.apps.status import NO_STATUS_MESSAGE, ScalerStatus, combine, status_json
+from wasmlattice.apps.wadm_state import provider_status
 from wasmlattice.client.ctl import CtlClient, CtlError, CtlNoHostError
 from wasmlattice.protocol.models import Link
 from wasmlattice.protocol.subjects import provider_health
@@ -85,6 +86,8 @@ class Reconciler:
         # Providers whose last health check failed: (host ID, provider ID) -> why ("" until asked).
         self._unhealthy: dict[tuple[str, str], str] = {}
         self._passed: set[tuple[str, str]] = set()  # copies seen passing a health check
+        # Each provider copy's status as wadm records it (apps/wadm_state.py): (host, provider) -> status.
+        self.provider_health: dict[tuple[str, str], str] = {}
         self._emitted: dict[str, dict[str, Any]] = {}
         self._wake = asyncio.Event()
         self._sub: Any = None
@@ -175,6 +178,11 @@ class Reconciler:
         if not provider_id:
             return
         key = (host_id, provider_id)
+        wadm_status = provider_status(kind, self.provider_health.get(key))
+        if wadm_status is None:
+            self.provider_health.pop(key, None)
+        else:
+            self.provider_health[key] = wadm_status
         if kind == "health_check_passed":
             self._unhealthy.pop(key, None)
             self._passed.add(key)

@@ -17,7 +17,9 @@ from wasmlattice.cli import (  # noqa: F401 - register commands
     host_cmds,
     keys_cmds,
     lattice_cmds,
+    logs_cmd,
     secret_cmds,
+    ui_cmd,
     workload_cmds,
 )
 from wasmlattice.cli.app import app, setup_logging

@@ -134,6 +134,7 @@ async def _up_main(
     app_manager: bool = True,
     *,
     in_background: bool = False,
+    ui_listen: tuple[str, int] | None = None,
 ) -> None:
     from wasmlattice.host.identity import HostIdentity
     from wasmlattice.lattice.run import run_host
@@ -180,6 +181,7 @@ async def _up_main(
     state_path = data_dir / STATE_FILE
     manager_task: asyncio.Future[None] | None = None
     manager_stop = asyncio.Event()
+    dashboard: Any = None
     try:
         host_seed = host_kwargs.get("host_seed")
         identity = HostIdentity.from_seed(host_seed) if host_seed else HostIdentity.generate()
@@ -209,6 +211,9 @@ async def _up_main(
         if not ready.is_set():
             host_task.cancel()
             raise RuntimeError("the host did not become ready within 60s")
+        ui_note = ""
+        if ui_listen is not None:
+            dashboard, ui_note = await _start_dashboard(opts.nats_options(), lattice, ui_listen)
         state = {
             "pid": os.getpid(),
             "nats_url": url,
@@ -222,6 +227,7 @@ async def _up_main(
             # What control messages may reach on this machine (docs/lattice.md#host-files).
             "allow_file_load": bool(host_kwargs.get("allow_file_load")),
             "allow_dirs": [str(d) for d in host_kwargs.get("allow_dirs") or []],
+            "ui_url": dashboard.url if dashboard is not None else None,
         }
         tmp = state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
@@ -235,6 +241,7 @@ async def _up_main(
             typer.echo(f"Lattice: {lattice}")
             typer.echo(f"Host:    {identity.public_key}")
             typer.echo(_files_line(host_kwargs))
+            typer.echo(f"UI:      {dashboard.url}" if dashboard is not None else f"UI:      {ui_note}")
             if in_background:  # no terminal to press Ctrl-C in: this goes to up.log
                 typer.echo(f"Stop with `wasmlattice down --data-dir {data_dir}`.")
             else:
@@ -243,6 +250,9 @@ async def _up_main(
         # run_host stops on SIGINT/SIGTERM (Ctrl-C, `wasmlattice down`) or a `host.stop` request.
         await host_task
     finally:
+        if dashboard is not None:
+            with contextlib.suppress(Exception):
+                await dashboard.stop()
         if manager_task is not None:
             manager_stop.set()
             with contextlib.suppress(Exception):
@@ -253,6 +263,21 @@ async def _up_main(
             state_path.unlink(missing_ok=True)
         if nats is not None:
             await nats.stop()
+
+
+async def _start_dashboard(nats: Any, lattice: str, listen: tuple[str, int]) -> tuple[Any, str]:
+    """Start the dashboard beside `up`'s host: (dashboard, "") or (None, why not).
+
+    A dashboard that cannot start (its port taken) does not stop the lattice: `up` says so instead.
+    """
+    from wasmlattice.ui.run import start_dashboard
+
+    try:
+        return await start_dashboard(nats, lattice, listen[0], listen[1]), ""
+    except Exception as e:
+        reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        typer.echo(f"note: the dashboard did not start on {listen[0]}:{listen[1]}: {reason}", err=True)
+        return None, f"not started ({reason}; choose another address with --ui-listen)"
 
 
 @option_group
@@ -315,10 +340,24 @@ def up(
     in_background: Annotated[
         bool, typer.Option("--in-background", hidden=True, help="Set by `up --detach` for its child.")
     ] = False,
+    ui: Annotated[
+        bool, typer.Option("--ui/--no-ui", help="Serve the web dashboard too (docs/ui.md).")
+    ] = True,
+    ui_listen: Annotated[
+        str,
+        typer.Option(
+            "--ui-listen", envvar="WASMLATTICE_UI_LISTEN", help="Where the dashboard listens (loopback only)."
+        ),
+    ] = "127.0.0.1:3030",
 ) -> None:
     """Start NATS (with JetStream), one host and the app manager; with --detach, in the background."""
     from wasmlattice.nats_server import EmbeddedNatsError
+    from wasmlattice.ui.server import ListenError, parse_listen
 
+    try:
+        ui_address = parse_listen(ui_listen, allow_remote=False) if ui else None
+    except ListenError as e:
+        raise typer.BadParameter(str(e).removeprefix("--listen "), param_hint="--ui-listen") from None
     labels = host_labels(label or [])
     host_kwargs = auth.host_kwargs()
     host_kwargs.update(
@@ -357,6 +396,7 @@ def up(
             host_kwargs,
             app_manager,
             obs_args=obs.args(),
+            ui_listen=ui_listen if ui else None,
         )
         return
     setup_logging(log_level)
@@ -372,6 +412,7 @@ def up(
                 host_kwargs,
                 app_manager,
                 in_background=in_background,
+                ui_listen=ui_address,
             )
         )
     except EmbeddedNatsError as e:
@@ -393,6 +434,7 @@ def _up_detached(
     app_manager: bool = True,
     *,
     obs_args: list[str] | None = None,
+    ui_listen: str | None = None,
 ) -> None:
     """Start `up` in a new session with output in `<data-dir>/up.log`; return once its host answers."""
     import dataclasses
@@ -426,6 +468,7 @@ def _up_detached(
     cmd += ["--nats-port", str(nats_port), "--lattice", lattice, "--log-level", log_level]
     if not app_manager:
         cmd += ["--no-app-manager"]
+    cmd += ["--no-ui"] if ui_listen is None else ["--ui-listen", ui_listen]
     if nats_url is not None:
         cmd += ["--nats-url", nats_url]
     for lb in labels:
@@ -507,6 +550,9 @@ def _up_detached(
     typer.echo(f"Lattice: {lattice}")
     typer.echo(f"Host:    {host_id}")
     typer.echo(_files_line(host_kwargs))
+    if ui_listen is not None:
+        ui_url = state.get("ui_url")
+        typer.echo(f"UI:      {ui_url}" if ui_url else f"UI:      not started on {ui_listen}; see {log_path}")
     typer.echo(f"Logs:    {log_path}")
     typer.echo(f"Stop with `wasmlattice down --data-dir {ddir}`")
 

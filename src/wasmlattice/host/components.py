@@ -183,7 +183,11 @@ class ComponentRegistry:
         guest_limits: GuestLimits | None = None,
         gate: HostGate | None = None,
         execution_time: float = DEFAULT_EXECUTION_TIME_S,
+        guest_output: Callable[[str], Callable[[str, str, str], None]] | None = None,
     ) -> None:
+        # Given a component ID, the tap its output limiter hands each admitted guest line to: the
+        # lattice's log stream (docs/observability-logs.md); None: guest output goes to the log only.
+        self.guest_output = guest_output
         # The host's cap on concurrent invocations, and its default deadline (docs/limits.md).
         self.gate = gate
         self.execution_time = execution_time
@@ -382,7 +386,11 @@ class ComponentRegistry:
             component_id=running.component_id,
             args=["main.wasm"],
             component=context,
-            output=OutputLimiter(running.component_id, self.guest_limits.output),
+            output=OutputLimiter(
+                running.component_id,
+                self.guest_limits.output,
+                tap=self.guest_output(running.component_id) if self.guest_output is not None else None,
+            ),
         )
         running.target = self._target(running)
         timeout, memory = parse_limits(running.limits, self.execution_time)

@@ -41,6 +41,7 @@ from wasmlattice.host.identity import HostIdentity, HostIdentityError
 from wasmlattice.host.router import Router
 from wasmlattice.lattice.control import ControlInterfaceServer
 from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S
+from wasmlattice.lattice.logs import HostLogStream, host_log_stream
 from wasmlattice.lattice.policy import PolicyService, PolicySettings
 from wasmlattice.lattice.probes import HEALTH_LISTEN_ENV, probes_from
 from wasmlattice.observability import process as observability
@@ -70,7 +71,9 @@ from wasmlattice.runtime.hostfiles import DEFAULT_MAX_COMPONENT_SIZE, HostFiles
 from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.output_limit import OutputLimits
 
-log = logging.getLogger(__name__)
+# Named, not `__name__`: run as `python -m wasmlattice.lattice.run` this module is `__main__`, and
+# its lines must still be the host's (`wasmlattice.*`, which the lattice log stream publishes).
+log = logging.getLogger("wasmlattice.lattice.run")
 
 
 class HostStartError(RuntimeError):
@@ -129,6 +132,9 @@ class HostOptions:
       See docs/lattice.md#probes.
     - `observability`: which signals the process exports over OTLP, where, and the Prometheus
       endpoint (`--enable-observability`, ...; all off). See docs/observability.md.
+    - `lattice_logs`: publish guest output and the host's own records (INFO and above) on
+      `wasmlattice.logs.<lattice>.<host>.<component>` for `wasmlattice logs` (on;
+      `WASMLATTICE_LATTICE_LOGS=0` turns it off). See docs/observability-logs.md.
     """
 
     nats_url: str = DEFAULT_NATS_URL
@@ -163,6 +169,9 @@ class HostOptions:
     guest_output_bytes: float = OutputLimits.bytes_per_s
     guest_output_max_line: int = OutputLimits.max_line
     guest_output_report_interval: float = OutputLimits.report_interval
+    # Stream guest and host log records on NATS (docs/observability-logs.md); off with
+    # WASMLATTICE_LATTICE_LOGS=0.
+    lattice_logs: bool = field(default_factory=lambda: _env_on("WASMLATTICE_LATTICE_LOGS", default=True))
 
     def guest_limits(self) -> GuestLimits:
         """The limits on this host's guests (docs/limits.md); `HostStartError` if out of range."""
@@ -349,8 +358,13 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     # The host's supervisor: every long-lived task of this host runs under it (the control
     # interface's own supervisor is its child), and none outlives run_host.
     supervisor = Supervisor("host", logger=log)
+    log_stream: HostLogStream | None = None
     try:
         await supervisor.start()
+        if opts.lattice_logs:
+            # First, so that the host's start-up lines reach `wasmlattice logs` too.
+            log_stream = host_log_stream(nc, opts.lattice, host.host_id, asyncio.get_running_loop())
+            await log_stream.start(supervisor)
         if probes is not None:
             probes.nc = nc
             try:
@@ -401,6 +415,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             guest_limits=guest_limits,
             gate=HostGate(opts.max_concurrent_invocations),
             execution_time=opts.max_execution_time,
+            guest_output=log_stream.stream.guest_tap if log_stream is not None else None,
         )
         log.info(
             "guest limits: %s per instance, budget %s for all guests, output %s",
@@ -481,6 +496,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     finally:
         if probes is not None:
             await probes.stop()
+        if log_stream is not None:
+            await log_stream.stop()
         await supervisor.stop(0.0)
         await fetcher.close()
         with contextlib.suppress(Exception):
@@ -516,6 +533,13 @@ def _log_file_policy(files: HostFiles) -> None:
     else:
         log.info("file:// components are refused (no --allow-file-load)")
     log.info("blobstore-fs roots allowed under: %s", dirs)
+
+
+def _env_on(name: str, *, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def env_flag(*names: str) -> bool:

@@ -232,6 +232,32 @@ def events_wildcard(lattice: str = DEFAULT_LATTICE) -> str:
     return f"{EVENT_PREFIX}.{lattice}.>"
 
 
+# --- the lattice's log stream (ours; wasmCloud exports logs over OTLP only: docs/observability-logs.md) ---
+
+LOGS_PREFIX = "wasmlattice.logs"
+LOGS_RECENT_PREFIX = "wasmlattice.logs_recent"
+# The component token of a host's own log lines. Their `stream` is `host`, so a component that
+# happens to be called `_host` is still told apart.
+HOST_LOG_COMPONENT = "_host"
+
+
+def logs_subject(lattice: str, host_id: str, component_id: str) -> str:
+    """Return `wasmlattice.logs.<lattice>.<host_id>.<component_id>`, where a host publishes log records."""
+    return f"{LOGS_PREFIX}.{lattice}.{host_id}.{component_id}"
+
+
+def logs_filter(lattice: str, host_id: str | None = None, component_id: str | None = None) -> str:
+    """The subscription for the log records of `host_id` and `component_id` (any when None)."""
+    host = check_token(host_id) if host_id else "*"
+    component = check_token(component_id) if component_id else "*"
+    return f"{LOGS_PREFIX}.{lattice}.{host}.{component}"
+
+
+def logs_recent_subject(lattice: str) -> str:
+    """Return `wasmlattice.logs_recent.<lattice>`: every host answers with its recent log records."""
+    return f"{LOGS_RECENT_PREFIX}.{lattice}"
+
+
 # --- host <-> provider housekeeping (RPC connection) ---
 
 

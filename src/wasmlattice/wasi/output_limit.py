@@ -6,6 +6,10 @@ by all its instances, and a cap on the length of one line (longer lines are cut,
 What does not fit is dropped and counted; the counts go to the log once per report interval
 ("component X: dropped 12,345 lines (3.2 MiB) of stdout in the last 10 s"). See docs/limits.md.
 
+A lattice host also streams each admitted line to the lattice (docs/observability-logs.md): the
+limiter's `tap` gets `(stream, level, line)` for every line that passed, and nothing else, so the
+stream is bounded by the same allowance as the log.
+
 A token bucket is a few lines of arithmetic; a rate-limiting library would add a dependency for
 less than this file does.
 """
@@ -56,11 +60,21 @@ class _Bucket:
 
 
 class OutputLimiter:
-    """The output allowance of one component, shared by its instances and streams (thread-safe)."""
+    """The output allowance of one component, shared by its instances and streams (thread-safe).
 
-    def __init__(self, component_id: str, limits: OutputLimits | None = None) -> None:
+    `tap(stream, level, line)`, when given, is called with every admitted line after it is logged
+    (stdout at `info`, stderr at `warn`, `wasi:logging` lines as stream `log` at the guest's level).
+    """
+
+    def __init__(
+        self,
+        component_id: str,
+        limits: OutputLimits | None = None,
+        tap: Callable[[str, str, str], None] | None = None,
+    ) -> None:
         self.component_id = component_id
         self.limits = limits or OutputLimits()
+        self.tap = tap
         self._lines = _Bucket(self.limits.lines_per_s, self.limits.burst_s)
         self._bytes = _Bucket(self.limits.bytes_per_s, self.limits.burst_s)
         self._last = time.monotonic()
@@ -190,3 +204,6 @@ class LineSink:
             self.on_oom()
         if self.limiter.admit(self.stream, len(line)):
             self.emit(line)
+            tap = self.limiter.tap
+            if tap is not None:
+                tap(self.stream, "info" if self.stream == "stdout" else "warn", line)
