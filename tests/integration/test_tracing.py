@@ -15,6 +15,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -118,13 +119,23 @@ async def test_one_trace_across_two_hosts(
         await ctl.put_link(link)
     url = f"http://127.0.0.1:{port}"
 
-    async def ready() -> bool:
+    async def ready() -> None:
         try:
-            return (await get(url + "/ready"))[0] == 200
-        except aiohttp.ClientError:
-            return False
+            status = (await get(url + "/ready"))[0]
+        except aiohttp.ClientError as e:
+            raise AssertionError(str(e)) from None
+        assert status == 200, status
 
     await eventually(ready, 60, "trace-front served on host A")
+
+    # The lattice's log stream (`wasmlattice logs`) gets the guest's lines with their trace IDs too.
+    streamed: list[dict[str, Any]] = []
+
+    async def on_log(msg: Any) -> None:
+        streamed.append(json.loads(msg.data))
+
+    await env.nc.subscribe(f"wasmlattice.logs.{env.lattice}.{b}.trace-front", cb=on_log)
+    await env.nc.flush()
 
     # The client's own span: the request's trace ID and the ingress span's parent.
     trace_id, client_span = secrets.token_hex(16), secrets.token_hex(8)
@@ -205,6 +216,13 @@ async def test_one_trace_across_two_hosts(
     record = next(r for r in receiver.logs if "trace-front: storing tk" in r.body)
     assert record.span_id == guest.span_id
     assert record.resource["wasmcloud.host.id"] == b
+
+    async def streamed_line() -> None:
+        assert any("trace-front: storing tk" in r["message"] for r in streamed)
+
+    await eventually(streamed_line, 30, "the guest's line on the log stream")
+    rec = next(r for r in streamed if "trace-front: storing tk" in r["message"])
+    assert (rec["trace_id"], rec["span_id"]) == (trace_id, guest.span_id)
 
     # A trap in the callee: its guest span is an error with the trap's message, and so is the
     # server side of the wRPC call that ran it.
