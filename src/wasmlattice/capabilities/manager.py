@@ -49,12 +49,18 @@ CONFIG_KEYS: dict[str, ProviderKeys] = dict(http_server.CONFIG_KEYS)
 
 
 def _register_modules() -> None:
-    from wasmlattice.capabilities.catalog import MODULES
+    from wasmlattice.capabilities.catalog import MODULES, plugins
 
     for module in MODULES:
         BUILTINS.update(getattr(module, "PROVIDERS", {}))
         ALIASES.update(getattr(module, "ALIASES", {}))
         CONFIG_KEYS.update(getattr(module, "CONFIG_KEYS", {}))
+    # Installed capability plugins (docs/plugins.md); broken ones were reported and are skipped.
+    for plugin in plugins():
+        if plugin.spec is not None:
+            BUILTINS[plugin.spec.ref] = plugin.spec.provider
+            if plugin.spec.config_keys is not None:
+                CONFIG_KEYS[plugin.spec.ref] = plugin.spec.config_keys
 
 
 _register_modules()
