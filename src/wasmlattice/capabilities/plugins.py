@@ -39,6 +39,10 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class PluginError(ValueError):
+    """What is wrong with what a plugin's entry point gives."""
+
+
 @dataclass(frozen=True)
 class PluginSpec:
     """What a capability plugin's entry point gives the host."""
@@ -125,21 +129,21 @@ def _distribution(ep: EntryPoint) -> tuple[str, str]:
 
 
 def _check(obj: Any) -> PluginSpec:
-    """The spec an entry point's object gives; `ValueError` saying what is wrong with it."""
+    """The spec an entry point's object gives; `PluginError` saying what is wrong with it."""
     if not isinstance(obj, PluginSpec) and callable(obj):
         obj = obj()
     if not isinstance(obj, PluginSpec):
-        raise ValueError(f"the entry point gives a {type(obj).__name__}, not a PluginSpec")
+        raise PluginError(f"the entry point gives a {type(obj).__name__}, not a PluginSpec")
     if not isinstance(obj.name, str) or not NAME_RE.match(obj.name):
-        raise ValueError(f"name {obj.name!r} is not a provider name (lower-case letters, digits, '-')")
+        raise PluginError(f"name {obj.name!r} is not a provider name (lower-case letters, digits, '-')")
     if not callable(obj.provider):
-        raise ValueError("provider is not callable")
+        raise PluginError("provider is not callable")
     if not obj.interfaces or not all(isinstance(i, HostInterface) for i in obj.interfaces):
-        raise ValueError("interfaces must be a non-empty list of HostInterface")
+        raise PluginError("interfaces must be a non-empty list of HostInterface")
     if not isinstance(obj.wit, str):
-        raise ValueError("wit must be WIT text")
+        raise PluginError("wit must be WIT text")
     if obj.config_keys is not None and not isinstance(obj.config_keys, ProviderKeys):
-        raise ValueError("config_keys must be a ProviderKeys")
+        raise PluginError("config_keys must be a ProviderKeys")
     return obj
 
 
@@ -154,8 +158,9 @@ def discover(
     `reserved_interfaces` (the host's own) or one an earlier plugin serves, is broken: it would
     shadow what is there. Nothing a plugin does while loading escapes this function.
     """
-    refs = set(reserved_refs)
-    taken = set(reserved_interfaces)
+    # Who already serves each reference and interface: the host, or an earlier plugin.
+    owners = {ref: "this host" for ref in reserved_refs}
+    owners.update({name: "this host" for name in reserved_interfaces})
     eps = sorted(found if found is not None else entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
     out: list[PluginInfo] = []
     for ep in eps:
@@ -165,18 +170,19 @@ def discover(
         try:
             spec = _check(ep.load())
         except (Exception, SystemExit) as e:  # a plugin's own bug: reported and skipped, whatever it is
-            info.problem = f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)
+            info.problem = str(e) if isinstance(e, PluginError) else f"{type(e).__name__}: {e}"
         else:
             info.interfaces = interface_names(spec.interfaces)
-            clash = sorted({i.name for i in spec.interfaces} & taken)
-            if spec.ref in refs:
-                info.problem = f"{spec.ref} is already a provider of this host"
+            clash = sorted({i.name for i in spec.interfaces} & owners.keys())
+            if spec.ref in owners:
+                info.problem = f"{spec.ref} is already served by {owners[spec.ref]}"
             elif clash:
-                info.problem = f"{clash[0]} is already served by this host"
+                info.problem = f"{clash[0]} is already served by {owners[clash[0]]}"
             else:
                 info.spec = spec
-                refs.add(spec.ref)
-                taken.update(i.name for i in spec.interfaces)
+                me = f"plugin {ep.name} ({package})"
+                owners[spec.ref] = me
+                owners.update({i.name: me for i in spec.interfaces})
         if info.problem is not None:
             log.warning(
                 "capability plugin %r from package %s %s is skipped: %s",
