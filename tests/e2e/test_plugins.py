@@ -150,6 +150,13 @@ def test_plugins_lists_installed_and_broken(plugin_path: str) -> None:
     ]
     assert lines["missing"][1:3] == ["wasmlattice-broken", "0.0.1"]
     assert "broken (ModuleNotFoundError: No module named" in text
+    # The WIT a guest builds against; a broken plugin has none to give.
+    wit = cli("plugins", "--wit", "counter", env={"PYTHONPATH": plugin_path})
+    assert wit.returncode == 0 and "increment: func(name: string) -> u64;" in wit.stdout
+    assert wit.stdout.startswith("package example:counter@0.1.0;")
+    bad = cli("plugins", "--wit", "kv-thief", env={"PYTHONPATH": plugin_path})
+    assert bad.returncode == 2
+    assert "no working plugin named 'kv-thief' (installed: counter, explode)" in bad.stderr
     # Without the packages, nothing is listed.
     assert "no capability plugins installed" in cli("plugins").stdout
 

@@ -14,6 +14,10 @@ from wasmlattice.cli.app import app
 @app.command()
 def plugins(
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+    wit: Annotated[
+        str | None,
+        typer.Option("--wit", metavar="NAME", help="Print the WIT of plugin NAME (to build guests against)."),
+    ] = None,
 ) -> None:
     """List installed capability plugins: name, package, version, interfaces, status.
 
@@ -28,6 +32,18 @@ def plugins(
     # Each broken plugin's reason is in its row; the loader's log warnings would repeat it.
     logging.getLogger(plugin_loader.log.name).setLevel(logging.ERROR)
     found = catalog.plugins()
+    if wit is not None:
+        specs = {p.spec.name: p.spec for p in found if p.spec is not None}
+        spec = specs.get(wit)
+        if spec is None:
+            known = ", ".join(sorted(specs)) or "none"
+            typer.echo(f"error: no working plugin named {wit!r} (installed: {known})", err=True)
+            raise typer.Exit(2)
+        if not spec.wit:
+            typer.echo(f"error: plugin {wit!r} ships no WIT", err=True)
+            raise typer.Exit(2)
+        typer.echo(spec.wit.rstrip("\n"))
+        return
     if output == "json":
         typer.echo(json.dumps([p.to_json() for p in found], indent=2))
         return
