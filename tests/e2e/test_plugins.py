@@ -167,11 +167,12 @@ async def test_host_serves_a_plugin_and_skips_broken_ones(
     guest = "file://" + str(build_component("counter_guest"))
     env.start_host(env={"PYTHONPATH": plugin_path})
     (host,) = await env.host_ids(1)
-    # Each broken plugin is named with its package in the host's log; the host runs on.
+    # Each broken plugin is named with its package in the host's (configured) log; the host runs on.
+    warn = "WARNING wasmlattice.capabilities.plugins: capability plugin"
     for needle in (
-        "capability plugin 'missing' from package wasmlattice-broken 0.0.1 is skipped: ModuleNotFoundError",
-        "capability plugin 'not-a-spec' from package wasmlattice-broken 0.0.1 is skipped",
-        "capability plugin 'shadow-builtin' from package wasmlattice-broken 0.0.1 is skipped",
+        f"{warn} 'missing' from package wasmlattice-broken 0.0.1 is skipped: ModuleNotFoundError",
+        f"{warn} 'not-a-spec' from package wasmlattice-broken 0.0.1 is skipped",
+        f"{warn} 'shadow-builtin' from package wasmlattice-broken 0.0.1 is skipped",
     ):
         await env.wait_log(needle)
 

@@ -49,13 +49,26 @@ CONFIG_KEYS: dict[str, ProviderKeys] = dict(http_server.CONFIG_KEYS)
 
 
 def _register_modules() -> None:
-    from wasmlattice.capabilities.catalog import MODULES, plugins
+    from wasmlattice.capabilities.catalog import MODULES
 
     for module in MODULES:
         BUILTINS.update(getattr(module, "PROVIDERS", {}))
         ALIASES.update(getattr(module, "ALIASES", {}))
         CONFIG_KEYS.update(getattr(module, "CONFIG_KEYS", {}))
-    # Installed capability plugins (docs/plugins.md); broken ones were reported and are skipped.
+
+
+_plugins_registered = False
+
+
+def _register_plugins() -> None:
+    # Installed capability plugins (docs/plugins.md), loaded on first use rather than at import, so
+    # the warnings about broken ones go to the host's configured log; broken ones are skipped.
+    global _plugins_registered
+    if _plugins_registered:
+        return
+    _plugins_registered = True
+    from wasmlattice.capabilities.catalog import plugins
+
     for plugin in plugins():
         if plugin.spec is not None:
             BUILTINS[plugin.spec.ref] = plugin.spec.provider
@@ -68,6 +81,7 @@ _register_modules()
 
 def canonical_ref(ref: str) -> str | None:
     """Our reference for a builtin provider reference (aliases resolved), or None if unknown."""
+    _register_plugins()
     ref = ALIASES.get(ref, ref)
     return ref if ref in BUILTINS else None
 
@@ -86,6 +100,7 @@ def config_key_problems(ref: str, config: Mapping[str, str], role: Role) -> list
 
 def supported_refs() -> list[str]:
     """Every accepted builtin reference, ours first."""
+    _register_plugins()
     return sorted(BUILTINS) + sorted(ALIASES)
 
 

@@ -161,7 +161,13 @@ def discover(
     # Who already serves each reference and interface: the host, or an earlier plugin.
     owners = {ref: "this host" for ref in reserved_refs}
     owners.update({name: "this host" for name in reserved_interfaces})
-    eps = sorted(found if found is not None else entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    if found is None:
+        try:
+            found = entry_points(group=ENTRY_POINT_GROUP)
+        except Exception:  # unreadable package metadata: the host runs without plugins
+            log.exception("cannot list capability plugins (entry points of %s)", ENTRY_POINT_GROUP)
+            return []
+    eps = sorted(found, key=lambda e: e.name)
     out: list[PluginInfo] = []
     for ep in eps:
         package, version = _distribution(ep)
