@@ -4,7 +4,8 @@ Protocol: docs/protocol.md#provider-start-and-stop and docs/protocol.md#builtin-
 
 Every provider is builtin and in-process. `BUILTINS` maps each accepted reference (wasmCloud's
 `wasmcloud+builtin://...` spellings are aliases of ours) to the factory that makes it; other
-references are refused with a message naming the supported ones.
+references are refused with a message naming the supported ones. Installed capability plugins
+(`capabilities/plugins.py`, docs/plugins.md) add theirs on first use.
 """
 
 from __future__ import annotations
