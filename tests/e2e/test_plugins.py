@@ -25,6 +25,7 @@ from tests.support.components import EXAMPLES
 from tests.support.http import get
 from tests.support.lattice import LatticeEnv, serve_http
 from tests.support.processes import free_port
+from wasmlattice.client.ctl import CtlError
 from wasmlattice.protocol.models import Link
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -183,17 +184,26 @@ async def test_host_serves_a_plugin_and_skips_broken_ones(
 
     await env.ctl.start_provider(host, "builtin://counter", "counter")
     await env.wait_event("provider_started", lambda e: e["data"]["provider_id"] == "counter")
-    await env.ctl.put_config("counter-from-10", {"start": "10"})
-    await env.ctl.put_link(
-        Link(
+    # In the inventory like any provider, named by its kind.
+    (desc,) = [p for p in (await env.inventory(host)).providers if p.id == "counter"]
+    assert (desc.image_ref, desc.name) == ("builtin://counter", "counter")
+
+    def counter_link(config: str) -> Link:
+        return Link(
             source_id="counting",
             target="counter",
             wit_namespace="example",
             wit_package="counter",
             interfaces=["counter"],
-            target_config=["counter-from-10"],
+            target_config=[config],
         )
-    )
+
+    # The plugin's config keys are checked as a builtin's: a typo of `start` is refused.
+    await env.ctl.put_config("counter-typo", {"strat": "10"})
+    with pytest.raises(CtlError, match=r"unknown key 'strat' for counter .*did you mean 'start'"):
+        await env.ctl.put_link(counter_link("counter-typo"))
+    await env.ctl.put_config("counter-from-10", {"start": "10"})
+    await env.ctl.put_link(counter_link("counter-from-10"))
     got = [await get(f"{url}/inc?name=a") for _ in range(3)]
     assert got == [(200, "11\n"), (200, "12\n"), (200, "13\n")]
     assert await get(f"{url}/inc?name=b") == (200, "11\n")
