@@ -43,6 +43,7 @@ def test_specs_callables_and_broken_ones(module: types.ModuleType, caplog: pytes
     module.no_ifaces = PluginSpec("empty", _provider, [])  # type: ignore[arg-type]
     module.same_iface = _spec("three", "example:one/api")
     module.reserved = _spec("kv", "wasi:keyvalue/store")
+    module.bad_iface = _spec("versioned", "example:x/api@0.1.0")
     found = discover(
         {"builtin://taken"},
         {"wasi:keyvalue/store"},
@@ -55,6 +56,7 @@ def test_specs_callables_and_broken_ones(module: types.ModuleType, caplog: pytes
             ep("f", "same_iface"),
             ep("g", "reserved"),
             ep("h", "absent"),
+            ep("i", "bad_iface"),
         ],
     )
     status = {p.entry_point: p.status for p in found}
@@ -67,6 +69,7 @@ def test_specs_callables_and_broken_ones(module: types.ModuleType, caplog: pytes
         "f": "broken (example:one/api is already served by plugin a (?))",
         "g": "broken (wasi:keyvalue/store is already served by this host)",
         "h": f"broken (AttributeError: module '{MOD}' has no attribute 'absent')",
+        "i": "broken (interface name 'example:x/api@0.1.0' is not `namespace:package/interface`)",
     }
     assert [p.ref for p in found if p.spec] == ["builtin://one", "builtin://two"]
     assert "capability plugin 'h' from package ? ? is skipped: AttributeError" in caplog.text

@@ -35,6 +35,9 @@ log = logging.getLogger("wasmlattice.capabilities.plugins")
 ENTRY_POINT_GROUP = "wasmlattice.capabilities"
 # A provider name: it becomes `builtin://NAME`, and appears in manifests and control messages.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# `ns:pkg/iface` without a version (WIT identifiers: lower-case words joined by `-`).
+_WORD = r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*"
+INTERFACE_RE = re.compile(rf"^{_WORD}:{_WORD}/{_WORD}$")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,6 +143,12 @@ def _check(obj: Any) -> PluginSpec:
         raise PluginError("provider is not callable")
     if not obj.interfaces or not all(isinstance(i, HostInterface) for i in obj.interfaces):
         raise PluginError("interfaces must be a non-empty list of HostInterface")
+    for iface in obj.interfaces:
+        if not isinstance(iface.name, str) or not INTERFACE_RE.match(iface.name):
+            raise PluginError(f"interface name {iface.name!r} is not `namespace:package/interface`")
+        bad = [f for f, fn in iface.functions.items() if not callable(fn)]
+        if bad:
+            raise PluginError(f"{iface.name}#{bad[0]} is not callable")
     if not isinstance(obj.wit, str):
         raise PluginError("wit must be WIT text")
     if obj.config_keys is not None and not isinstance(obj.config_keys, ProviderKeys):
