@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wasmlattice import aio
 from wasmlattice.artifacts.auth import (
@@ -43,6 +44,7 @@ from wasmlattice.lattice.control import ControlInterfaceServer
 from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S
 from wasmlattice.lattice.policy import PolicyService, PolicySettings
 from wasmlattice.lattice.probes import HEALTH_LISTEN_ENV, probes_from
+from wasmlattice.observability.settings import ObservabilitySettings
 from wasmlattice.protocol.connection import (
     DEFAULT_NATS_URL,
     NatsConnectionClosedError,
@@ -67,6 +69,9 @@ from wasmlattice.runtime.execution import DEFAULT_MAX_CONCURRENT_INVOCATIONS, Ho
 from wasmlattice.runtime.hostfiles import DEFAULT_MAX_COMPONENT_SIZE, HostFiles
 from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.output_limit import OutputLimits
+
+if TYPE_CHECKING:
+    from wasmlattice.observability.metrics import HostMetrics
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +332,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     fetcher = opts.fetcher(lambda: host.registries)
     nats_opts = opts.nats_options()
     probes = probes_from(opts.health_listen, HostStartError)
+    host_metrics: HostMetrics | None = None
     stop_requested = asyncio.Event()
     connection_lost: list[str] = []
 
@@ -357,6 +363,19 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             raise HostStartError(f"cannot open lattice state for {opts.lattice!r}: {e}") from None
         if probes is not None:
             probes.state = state
+        # Metrics (docs/observability.md#metrics): off unless enabled; the OpenTelemetry SDK is
+        # imported only then. Settings from the environment (WASMLATTICE_METRICS_LISTEN, OTEL_*).
+        try:
+            observability = ObservabilitySettings.from_env()
+        except ValueError as e:
+            raise HostStartError(str(e)) from None
+        if observability.metrics_wanted:
+            from wasmlattice.observability.metrics import MetricsError, start_host_metrics
+
+            try:
+                host_metrics = await start_host_metrics(observability, host.host_id, opts.lattice)
+            except MetricsError as e:
+                raise HostStartError(str(e)) from None
 
         services = HostServices(
             loop=asyncio.get_running_loop(),
@@ -368,6 +387,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             invocation_timeout=opts.invocation_timeout,
             supervisor=supervisor,
             files=opts.host_files(),
+            metrics=host_metrics,
         )
         _log_file_policy(services.files)
         policy: PolicyService | None = None
@@ -474,6 +494,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     finally:
         if probes is not None:
             await probes.stop()
+        if host_metrics is not None:
+            await host_metrics.release()
         await supervisor.stop(0.0)
         await fetcher.close()
         with contextlib.suppress(Exception):
