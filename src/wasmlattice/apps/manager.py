@@ -30,8 +30,8 @@ from wasmlattice.apps.manifest.model import Manifest
 from wasmlattice.apps.reconciler import DEFAULT_HOST_TIMEOUT_S, AppState, Reconciler
 from wasmlattice.apps.status import status_type
 from wasmlattice.apps.store import AppStore
-from wasmlattice.protocol.kv import create_replicated
 from wasmlattice.observability.settings import ObservabilitySettings
+from wasmlattice.protocol.kv import create_replicated
 from wasmlattice.supervision import Supervisor
 
 if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when metrics are on
@@ -274,7 +274,12 @@ async def run_app_manager(
     from wasmlattice.protocol.connection import connect, jetstream
 
     # Metrics (docs/observability.md#metrics): settings from the environment, the SDK only if on.
-    observability = ObservabilitySettings.from_env()
+    try:
+        observability = ObservabilitySettings.from_env()
+    except ValueError as e:
+        from wasmlattice.observability.metrics import MetricsError
+
+        raise MetricsError(str(e)) from None
     metrics: AppMetrics | None = None
     manager_id = uuid.uuid4().hex
     if observability.metrics_wanted:
@@ -288,7 +293,12 @@ async def run_app_manager(
             await metrics.release()
         raise
     manager = AppManager(
-        nc, jetstream(nc, nats_opts), lattice, host_timeout=host_timeout, manager_id=manager_id, metrics=metrics
+        nc,
+        jetstream(nc, nats_opts),
+        lattice,
+        host_timeout=host_timeout,
+        manager_id=manager_id,
+        metrics=metrics,
     )
     try:
         await manager.start()

@@ -446,7 +446,9 @@ class HttpServerProvider:
         )
         metrics = self.metrics
         server = IngressServer(
-            handler.handle if metrics is None else handler.counted(metrics, lambda r: self._routed(holder[0], r)),
+            handler.handle
+            if metrics is None
+            else handler.counted(metrics, lambda r: self._routed(holder[0], r)),
             limits,
             max_line_size=MAX_HEADER_SIZE,
             max_field_size=MAX_HEADER_SIZE,

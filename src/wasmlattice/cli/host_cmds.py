@@ -150,6 +150,7 @@ def app_manager_cmd(
 ) -> None:
     """Run an app manager alone (the wadm API and reconciler) until Ctrl-C; several may run at once."""
     from wasmlattice.apps.manager import run_app_manager
+    from wasmlattice.observability.metrics import MetricsError
     from wasmlattice.protocol.connection import NatsConnectionError
 
     setup_logging(log_level)
@@ -169,7 +170,7 @@ def app_manager_cmd(
 
     try:
         aio.run(main())
-    except NatsConnectionError as e:
+    except (NatsConnectionError, MetricsError) as e:
         fail(str(e))
 
 

@@ -162,7 +162,9 @@ class HttpExport:
             return f"{cid} set an invalid response"
         return f"{cid} returned without setting a response"
 
-    async def _settle(self, ex: Exchange, finished: asyncio.Future[BaseException | None], done: asyncio.Event) -> None:
+    async def _settle(
+        self, ex: Exchange, finished: asyncio.Future[BaseException | None], done: asyncio.Event
+    ) -> None:
         try:
             await ex.wait_finished()
             await finished

@@ -149,7 +149,9 @@ class Metrics:
         self.status_sources: list[Callable[[], Iterable[tuple[Mapping[str, int], Mapping[str, str]]]]] = []
 
         self.duration = meter.create_histogram(
-            INVOCATION_DURATION, unit="ns", description="Duration in nanoseconds each invocation of a component took"
+            INVOCATION_DURATION,
+            unit="ns",
+            description="Duration in nanoseconds each invocation of a component took",
         )
         # Counters are plain ints read at collection (`_Series`): an OpenTelemetry counter's `add`
         # validates and hashes its attributes on every call (several µs), too much per request.
@@ -162,7 +164,11 @@ class Metrics:
             (INVOCATIONS, self.invocations, "Number of component invocations"),
             (INVOCATION_ERRORS, self.invocation_errors, "Number of component invocations that failed"),
             (HTTP_REQUESTS, self.http_requests, "HTTP requests served, by component, method and status"),
-            (CAPABILITY_CALLS, self.capability_calls, "Capability calls made by components, by interface and outcome"),
+            (
+                CAPABILITY_CALLS,
+                self.capability_calls,
+                "Capability calls made by components, by interface and outcome",
+            ),
             (RECONCILE_ROUNDS, self.reconcile_rounds, "Reconcile rounds of the app manager"),
         ):
             meter.create_observable_counter(name, [_observe(series)], description=description)
@@ -174,10 +180,16 @@ class Metrics:
         )
         self._process = _ProcessStats()
         meter.create_observable_gauge(
-            MEMORY_TOTAL, [self._process.memory_total], unit="By", description="Memory of the machine in bytes"
+            MEMORY_TOTAL,
+            [self._process.memory_total],
+            unit="By",
+            description="Memory of the machine in bytes",
         )
         meter.create_observable_gauge(
-            MEMORY_USED, [self._process.memory_used], unit="By", description="Resident memory of this process in bytes"
+            MEMORY_USED,
+            [self._process.memory_used],
+            unit="By",
+            description="Resident memory of this process in bytes",
         )
         meter.create_observable_gauge(
             CPU_USAGE,
@@ -457,7 +469,11 @@ class AppMetrics:
         """Count one reconcile round (a standby manager's rounds only observe the lattice)."""
         series = self._rounds.get((leader, ok))
         if series is None:
-            attrs = {**self._base, "role": "leader" if leader else "standby", "outcome": "ok" if ok else "error"}
+            attrs = {
+                **self._base,
+                "role": "leader" if leader else "standby",
+                "outcome": "ok" if ok else "error",
+            }
             series = self._rounds[(leader, ok)] = _Series(attrs, self.metrics.reconcile_rounds)
         series.value += 1
 
@@ -481,13 +497,17 @@ class AppMetrics:
         await self.metrics.release()
 
 
-async def start_host_metrics(settings: ObservabilitySettings, host_id: str, lattice: str) -> HostMetrics | None:
+async def start_host_metrics(
+    settings: ObservabilitySettings, host_id: str, lattice: str
+) -> HostMetrics | None:
     """A host's metrics (None when off); `MetricsError` if `/metrics` cannot be served."""
     metrics = await open_metrics(settings)
     return None if metrics is None else HostMetrics(metrics, host_id, lattice)
 
 
-async def start_app_metrics(settings: ObservabilitySettings, lattice: str, manager_id: str) -> AppMetrics | None:
+async def start_app_metrics(
+    settings: ObservabilitySettings, lattice: str, manager_id: str
+) -> AppMetrics | None:
     """An app manager's metrics (None when off); `MetricsError` if `/metrics` cannot be served."""
     metrics = await open_metrics(settings)
     return None if metrics is None else AppMetrics(metrics, lattice, manager_id)
