@@ -71,5 +71,5 @@ def test_cycles_inside_a_package_are_caught(tmp_path: Path) -> None:
 
 
 def test_an_unknown_package_must_be_placed_in_the_layers(tmp_path: Path) -> None:
-    src = _tree(tmp_path, {"__init__.py": "", "observability/__init__.py": ""})
-    assert any("package `observability` is not in the layer list" in p for p in _checker().check(src))
+    src = _tree(tmp_path, {"__init__.py": "", "unplaced/__init__.py": ""})
+    assert any("package `unplaced` is not in the layer list" in p for p in _checker().check(src))
