@@ -69,6 +69,11 @@ DURATION_BUCKETS_NS = tuple(
 APP_STATUSES = ("undeployed", "reconciling", "deployed", "failed", "waiting", "unhealthy")
 
 
+# How long shutting down may spend on the last OTLP export: a collector that is down must not
+# hold up a host's exit (the exporter otherwise retries for up to 10 s).
+SHUTDOWN_TIMEOUT_MS = 2_000
+
+
 class MetricsError(Exception):
     """Metrics cannot start as configured (the `/metrics` address cannot be bound, bad settings)."""
 
@@ -260,7 +265,7 @@ class Metrics:
             await self._runner.cleanup()
             self._runner = None
         # Shutting down flushes the OTLP exporter: a blocking HTTP post, so off the loop.
-        await asyncio.to_thread(self.provider.shutdown)
+        await asyncio.to_thread(self.provider.shutdown, SHUTDOWN_TIMEOUT_MS)
 
     async def release(self) -> None:
         """One user is done; the last one shuts the metrics down."""
@@ -286,7 +291,7 @@ async def open_metrics(settings: ObservabilitySettings) -> Metrics | None:
         try:
             await metrics.start()
         except BaseException:
-            await asyncio.to_thread(metrics.provider.shutdown)
+            await asyncio.to_thread(metrics.provider.shutdown, SHUTDOWN_TIMEOUT_MS)
             raise
         _shared[settings] = metrics
     metrics.users += 1
