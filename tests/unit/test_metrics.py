@@ -282,3 +282,13 @@ async def test_otlp_export_to_a_receiver() -> None:
     assert [p.as_int for p in errors] == [1]
     attrs = {kv.key: kv.value.string_value for kv in errors[0].attributes}
     assert attrs["component.id"] == "c" and attrs["operation"] == OP and attrs["host"] == "NHOST"
+
+
+async def test_users_starting_together_share_one_endpoint() -> None:
+    settings = ObservabilitySettings(metrics_listen=f"127.0.0.1:{free_port()}")
+    first, second = await asyncio.gather(
+        start_host_metrics(settings, "H", "l"), start_host_metrics(settings, "M", "l")
+    )
+    assert first is not None and second is not None and first.metrics is second.metrics
+    await first.release()
+    await second.release()

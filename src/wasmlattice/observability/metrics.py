@@ -147,6 +147,7 @@ class Metrics:
         )
         meter = self.provider.get_meter(SCOPE)
         self.users = 0
+        self.starting: asyncio.Future[None] | None = None  # binding `/metrics` (see `open_metrics`)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None  # the bound port of `/metrics` (useful with port 0)
         # What the observable instruments read at collection time, registered by each user.
@@ -287,13 +288,19 @@ async def open_metrics(settings: ObservabilitySettings) -> Metrics | None:
         return None
     metrics = _shared.get(settings)
     if metrics is None:
-        metrics = Metrics(settings)
+        # Registered before its endpoint is bound, so that a second user starting meanwhile (the
+        # host and the app manager of `wasmlattice up` start together) waits for this one.
+        metrics = _shared[settings] = Metrics(settings)
+        metrics.starting = asyncio.ensure_future(metrics.start())
         try:
-            await metrics.start()
+            await metrics.starting
         except BaseException:
+            _shared.pop(settings, None)
             await asyncio.to_thread(metrics.provider.shutdown, SHUTDOWN_TIMEOUT_MS)
             raise
-        _shared[settings] = metrics
+    else:
+        assert metrics.starting is not None
+        await asyncio.shield(metrics.starting)
     metrics.users += 1
     return metrics
 
