@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -276,3 +277,16 @@ async def test_prometheus_scrapes_hosts_and_app_manager(
         assert not env.host_tracebacks()
     finally:
         prom.stop()
+
+
+async def test_host_refuses_to_start_on_a_taken_metrics_address(env: LatticeEnv) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        env.start_host(env={"WASMLATTICE_METRICS_LISTEN": address})
+        proc = env.procs[-1]
+        code = await asyncio.to_thread(proc.wait, 120)
+    assert code != 0
+    assert f"metrics listen address {address}: cannot listen" in env.log_text()
+    assert not any(e["type"].endswith("host_started") for e in env.events)
