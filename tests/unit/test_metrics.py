@@ -292,3 +292,13 @@ async def test_users_starting_together_share_one_endpoint() -> None:
     assert first is not None and second is not None and first.metrics is second.metrics
     await first.release()
     await second.release()
+
+
+async def test_a_rescaled_component_counts_on(metrics: Metrics) -> None:
+    host = HostMetrics(metrics, "NHOST", "default")
+    host.component("c", "ref").invoked(OP, 10, False)
+    host.component("c", "ref").invoked(OP, 10, False)  # a rescale prepares the component again
+    host.component("c", "ref2").invoked(OP, 10, False)  # an update: another image, its own series
+    got = await scrape(metrics)
+    assert value(got, "wasmcloud_host_component_invocations_total", component_ref="ref") == 2.0
+    assert value(got, "wasmcloud_host_component_invocations_total", component_ref="ref2") == 1.0

@@ -401,6 +401,7 @@ class HostMetrics:
         self.host_id = host_id
         self.lattice = lattice
         self._base = {"host": host_id, "lattice": lattice}
+        self._components: dict[tuple[str, str], ComponentMetrics] = {}
         self._http: dict[tuple[str, str, int], _Series] = {}
         self._calls: dict[tuple[str, str, str, bool], _Series] = {}
         # Capability calls are counted on the guests' worker threads.
@@ -408,10 +409,15 @@ class HostMetrics:
         self._sources: list[Callable[[], Any]] = []
 
     def component(self, component_id: str, image_ref: str) -> ComponentMetrics:
-        """The invocation recorder of one component."""
-        return ComponentMetrics(
-            self.metrics, {**self._base, "component.id": component_id, "component.ref": image_ref}
-        )
+        """The invocation recorder of one component (the same one again after a rescale, so that
+        its counters go on rather than restart)."""
+        key = (component_id, image_ref)
+        found = self._components.get(key)
+        if found is None:
+            found = self._components[key] = ComponentMetrics(
+                self.metrics, {**self._base, "component.id": component_id, "component.ref": image_ref}
+            )
+        return found
 
     def observe_instances(self, counts: Callable[[], Iterable[InstanceCount]]) -> None:
         """Report the active and maximum instances `counts()` gives at every collection."""
