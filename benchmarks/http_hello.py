@@ -13,6 +13,7 @@ request counted; docs/observability.md), to show what recording costs.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from wasmlattice.devbuild import build, wasmtime_cli
 
@@ -158,6 +160,41 @@ def main() -> None:
     peer_us = hostcall.peer(wat_wasm, engine, 20_000)
     print(f"trivial host call: {us:.2f} us (wasmtime-py add_func: {peer_us:.2f} us; target <= 5 us)")
     engine.close()
+    if args.metrics:
+        off, on = asyncio.run(guest_call_cost(metrics=False)), asyncio.run(guest_call_cost(metrics=True))
+        print(f"guest-call path (start_guest, a trivial runner): {off:.2f} us, with metrics on {on:.2f} us")
+
+
+async def guest_call_cost(metrics: bool, calls: int = 50_000) -> float:
+    """Microseconds one call through `start_guest` takes with a runner that does nothing (best of 5).
+
+    What the guest-call path itself costs, with and without metrics, free of a whole server's noise.
+    """
+    from wasmlattice.runtime.execution import Workload, start_guest
+
+    workload = Workload("bench", timeout=5.0, threads=1, max_concurrency=8)
+    opened = None
+    if metrics:
+        from wasmlattice.observability.metrics import HostMetrics, open_metrics
+        from wasmlattice.observability.settings import ObservabilitySettings
+
+        opened = await open_metrics(ObservabilitySettings(metrics_listen="127.0.0.1:0"))
+        assert opened is not None
+        workload.metrics = HostMetrics(opened, "bench", "bench").component("bench", "bench")
+
+    def attempt(inline: bool) -> Any:
+        return lambda limit: None
+
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(calls):
+            await (await start_guest(workload, attempt, operation="bench/call"))
+        best = min(best, (time.perf_counter() - started) / calls * 1e6)
+    await workload.retire(0.1)
+    if opened is not None:
+        await opened.release()
+    return best
 
 
 if __name__ == "__main__":
