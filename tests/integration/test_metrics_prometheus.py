@@ -183,7 +183,9 @@ async def test_prometheus_scrapes_hosts_and_app_manager(
     metrics_a, metrics_b = free_port(), free_port()
     env.start_host("--label", "name=a", env={"WASMLATTICE_METRICS_LISTEN": f"127.0.0.1:{metrics_a}"})
     env.start_host("--label", "name=b", env={"WASMLATTICE_METRICS_LISTEN": f"127.0.0.1:{metrics_b}"})
-    host_a, host_b = await env.host_ids(2)
+    await env.host_ids(2)  # in the order they announced themselves: find which is which by label
+    named = {h.labels["name"]: h.id for h in await env.ctl.ping_hosts(wait=1.0)}
+    host_a, host_b = named["a"], named["b"]
     _, metrics_manager = app_manager
     targets = [f"127.0.0.1:{p}" for p in (metrics_a, metrics_b, metrics_manager)]
     prom = Prometheus(prometheus_bin, tmp_path / "prometheus", targets)
@@ -232,6 +234,10 @@ async def test_prometheus_scrapes_hosts_and_app_manager(
                     await r.read()
                     assert r.status == 200
                     answered += 1
+            # One capability call: outgoing HTTP with no link to an http-client fails (502).
+            async with s.get(f"http://127.0.0.1:{port}/outgoing?url=http://127.0.0.1:9/") as r:
+                await r.read()
+                assert r.status == 502
         assert answered == REQUESTS + 1
         cid = "metered-echo"
 
@@ -240,7 +246,7 @@ async def test_prometheus_scrapes_hosts_and_app_manager(
                 f'sum by (host) (wasmcloud_host_component_invocations_total{{component_id="{cid}"}})'
             )
             got = {row["metric"]["host"]: float(row["value"][1]) for row in by_host}
-            assert got == {host_b: float(answered)}, got
+            assert got == {host_b: float(answered + 1)}, got
             ok = await prom.query(
                 "sum by (host) (wasmlattice_http_server_requests_total"
                 f'{{component_id="{cid}",http_response_status_code="200"}})'
@@ -252,9 +258,18 @@ async def test_prometheus_scrapes_hosts_and_app_manager(
             hist = (
                 f'sum(wasmcloud_host_handle_rpc_message_duration_nanoseconds_count{{component_id="{cid}"}})'
             )
-            assert await prom.value(hist) == float(answered)
+            assert await prom.value(hist) == float(answered + 1)
+            failed = (
+                "wasmlattice_http_server_requests_total"
+                f'{{component_id="{cid}",http_response_status_code="502"}}'
+            )
+            assert await prom.value(failed) == 1.0
+            calls = await prom.query(f'wasmlattice_capability_calls_total{{component_id="{cid}"}}')
+            assert [(c["metric"]["interface"], c["metric"]["outcome"], c["value"][1]) for c in calls] == [
+                ("wasi:http/outgoing-handler", "error", "1")
+            ], calls
 
-        await eventually(counted, 30.0, f"{answered} invocations in Prometheus")
+        await eventually(counted, 30.0, f"{answered + 1} invocations in Prometheus")
 
         # The component's instance bound on B, the hosts' process gauges, and the app manager's.
         async def gauges() -> None:
