@@ -22,7 +22,6 @@ import asyncio
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -335,12 +334,7 @@ class _ProcessStats:
 
         self._psutil = psutil
         self._proc = psutil.Process(os.getpid())
-        self._cpu_at = time.monotonic()
-        self._cpu_time = self._cpu_seconds()
-
-    def _cpu_seconds(self) -> float:
-        t = self._proc.cpu_times()
-        return float(t.user + t.system)
+        self._proc.cpu_percent(None)  # the first reading is the baseline of the next
 
     def memory_total(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(int(self._psutil.virtual_memory().total))]
@@ -349,13 +343,9 @@ class _ProcessStats:
         return [Observation(int(self._proc.memory_info().rss))]
 
     def cpu(self, _options: CallbackOptions) -> Iterable[Observation]:
-        # Each reader (Prometheus scrapes, OTLP exports) sees the share since the previous
-        # collection by anyone; over a scrape interval that is the recent usage.
-        now, used = time.monotonic(), self._cpu_seconds()
-        elapsed = now - self._cpu_at
-        percent = 100.0 * (used - self._cpu_time) / elapsed if elapsed > 0 else 0.0
-        self._cpu_at, self._cpu_time = now, used
-        return [Observation(round(percent, 2))]
+        # Since the previous collection by any reader (Prometheus scrapes, OTLP exports): over a
+        # scrape interval, the recent usage.
+        return [Observation(float(self._proc.cpu_percent(None)))]
 
 
 class ComponentMetrics:
