@@ -40,6 +40,7 @@ from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.ctx import WasiCtx, ctx
 
 if TYPE_CHECKING:
+    from wasmlattice.observability.metrics import HostMetrics
     from wasmlattice.protocol.state import LatticeState
 
 log = logging.getLogger("wasmlattice.capabilities")
@@ -373,6 +374,8 @@ class HostServices:
     files: HostFiles = field(default_factory=HostFiles)
     # The policy service every invocation of a component is checked with (None: no policy topic).
     policy: InvocationPolicy | None = None
+    # What the host's HTTP ingress and capability calls are counted in (None: metrics are off).
+    metrics: HostMetrics | None = None
     _index: dict[tuple[str, str, str], Link] | None = None
     _index_generation: int = -1
 

@@ -130,6 +130,23 @@ def send_outgoing(
         raise NeedsLoop("an outgoing request needs the event loop")
     comp = wctx.config.component
     assert isinstance(comp, ComponentContext)
+    metrics = comp.services.metrics
+    if metrics is None:
+        return _send(wctx, comp, request, options)
+    # Counted as a capability call (docs/observability.md#metrics): an error is one `handle`
+    # itself answers (no link, a denied destination); the response's own failure comes later.
+    try:
+        started = _send(wctx, comp, request, options)
+    except BaseException:
+        metrics.capability_call(comp.component_id, OUTGOING_HANDLER, "handle", False)
+        raise
+    metrics.capability_call(comp.component_id, OUTGOING_HANDLER, "handle", True)
+    return started
+
+
+def _send(
+    wctx: WasiCtx, comp: ComponentContext, request: OutgoingRequest, options: RequestOptions | None
+) -> FutureIncomingResponse:
     try:
         link, provider = comp.target(OUTGOING_HANDLER)
         if not isinstance(provider, HttpClientProvider):

@@ -156,6 +156,7 @@ def app_manager_cmd(
     """Run an app manager alone (the wadm API and reconciler) until Ctrl-C; several may run at once."""
     from wasmlattice.apps.manager import run_app_manager
     from wasmlattice.observability import process as observability
+    from wasmlattice.observability.metrics import MetricsError
     from wasmlattice.protocol.connection import NatsConnectionError
 
     settings = obs.settings()
@@ -173,11 +174,13 @@ def app_manager_cmd(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
-        await run_app_manager(opts.nats_options(), lattice, stop, host_timeout=host_timeout)
+        await run_app_manager(
+            opts.nats_options(), lattice, stop, host_timeout=host_timeout, observability=settings
+        )
 
     try:
         aio.run(main())
-    except NatsConnectionError as e:
+    except (NatsConnectionError, MetricsError) as e:
         fail(str(e))
 
 

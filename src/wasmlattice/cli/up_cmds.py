@@ -199,7 +199,9 @@ async def _up_main(
         if app_manager:
             from wasmlattice.apps.manager import run_app_manager
 
-            manager_task = asyncio.ensure_future(run_app_manager(opts.nats_options(), lattice, manager_stop))
+            manager_task = asyncio.ensure_future(
+                run_app_manager(opts.nats_options(), lattice, manager_stop, observability=opts.observability)
+            )
         ready_wait = asyncio.ensure_future(ready.wait())
         try:
             await asyncio.wait({host_task, ready_wait}, timeout=60, return_when=asyncio.FIRST_COMPLETED)

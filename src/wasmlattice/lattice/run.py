@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wasmlattice import aio
 from wasmlattice.artifacts.auth import (
@@ -70,6 +71,9 @@ from wasmlattice.runtime.execution import DEFAULT_MAX_CONCURRENT_INVOCATIONS, Ho
 from wasmlattice.runtime.hostfiles import DEFAULT_MAX_COMPONENT_SIZE, HostFiles
 from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.output_limit import OutputLimits
+
+if TYPE_CHECKING:
+    from wasmlattice.observability.metrics import HostMetrics
 
 # Named, not `__name__`: run as `python -m wasmlattice.lattice.run` this module is `__main__`, and
 # its lines must still be the host's (`wasmlattice.*`, which the lattice log stream publishes).
@@ -134,7 +138,7 @@ class HostOptions:
       endpoint (`--enable-observability`, ...; all off). See docs/observability.md.
     - `lattice_logs`: publish guest output and the host's own records (INFO and above) on
       `wasmlattice.logs.<lattice>.<host>.<component>` for `wasmlattice logs` (on;
-      `WASMLATTICE_LATTICE_LOGS=0` turns it off). See docs/observability-logs.md.
+      `WASMLATTICE_LATTICE_LOGS=0` turns it off). See docs/observability.md.
     """
 
     nats_url: str = DEFAULT_NATS_URL
@@ -169,7 +173,7 @@ class HostOptions:
     guest_output_bytes: float = OutputLimits.bytes_per_s
     guest_output_max_line: int = OutputLimits.max_line
     guest_output_report_interval: float = OutputLimits.report_interval
-    # Stream guest and host log records on NATS (docs/observability-logs.md); off with
+    # Stream guest and host log records on NATS (docs/observability.md); off with
     # WASMLATTICE_LATTICE_LOGS=0.
     lattice_logs: bool = field(default_factory=lambda: _env_on("WASMLATTICE_LATTICE_LOGS", default=True))
 
@@ -343,6 +347,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     fetcher = opts.fetcher(lambda: host.registries)
     nats_opts = opts.nats_options()
     probes = probes_from(opts.health_listen, HostStartError)
+    host_metrics: HostMetrics | None = None
     stop_requested = asyncio.Event()
     connection_lost: list[str] = []
 
@@ -378,6 +383,15 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             raise HostStartError(f"cannot open lattice state for {opts.lattice!r}: {e}") from None
         if probes is not None:
             probes.state = state
+        # Metrics (docs/observability.md#metrics): off unless enabled (`--enable-metrics`,
+        # `--metrics-listen`, the OTEL_* variables); the OpenTelemetry SDK is imported only then.
+        if opts.observability.metrics_wanted:
+            from wasmlattice.observability.metrics import MetricsError, start_host_metrics
+
+            try:
+                host_metrics = await start_host_metrics(opts.observability, host.host_id, opts.lattice)
+            except MetricsError as e:
+                raise HostStartError(str(e)) from None
 
         services = HostServices(
             loop=asyncio.get_running_loop(),
@@ -389,6 +403,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             invocation_timeout=opts.invocation_timeout,
             supervisor=supervisor,
             files=opts.host_files(),
+            metrics=host_metrics,
         )
         _log_file_policy(services.files)
         policy: PolicyService | None = None
@@ -498,6 +513,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             await probes.stop()
         if log_stream is not None:
             await log_stream.stop()
+        if host_metrics is not None:
+            await host_metrics.release()
         await supervisor.stop(0.0)
         await fetcher.close()
         with contextlib.suppress(Exception):

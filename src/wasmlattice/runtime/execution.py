@@ -28,12 +28,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from wasmlattice.observability import tracing
 from wasmlattice.runtime import interrupt
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.interrupt import DeadlineExceeded, Interrupted, Interruption
+
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when metrics are on
+    from wasmlattice.observability.metrics import ComponentMetrics
 
 __all__ = ["DeadlineExceeded", "HostBusy", "HostGate", "Interrupted", "Interruption", "SlotTimeout"]
 
@@ -176,6 +179,8 @@ class Workload:
         # The host's cap across components (None: none), and the interruption of each call in flight.
         self.gate: HostGate | None = None
         self.calls: set[Interruption] = set()
+        # Where each call's invocation, error and duration are counted (None: metrics are off).
+        self.metrics: ComponentMetrics | None = None
 
     def limit(self, timeout: float | None) -> float:
         """The deadline of a call: the workload's, or the call's own when that is shorter."""
@@ -315,6 +320,7 @@ async def start_guest(
     inline: bool = True,
     wait: float | None = None,
     token: Interruption | None = None,
+    operation: str = "",
 ) -> asyncio.Future[T]:
     """Start one guest call within `workload`; a future of its result, done once the guest returns.
 
@@ -324,7 +330,14 @@ async def start_guest(
     held until the guest returns, whoever waits for the result: a caller that streams a response
     while the guest runs (HTTP) awaits its own data and the future later. `token` lets the caller
     interrupt the guest (the workload interrupts it too when retired).
+
+    With metrics on (`workload.metrics`), the call is counted as an invocation of `operation`
+    (`ns:pkg/iface/func`), with its duration until the guest returned, and as an error when it
+    was refused or failed. A runner that hands its failure to someone else instead of raising
+    it (HTTP's, to its exchange) returns the exception, so that it still counts as an error.
     """
+    metrics = workload.metrics
+    began = time.perf_counter_ns() if metrics is not None else 0
     limit = workload.limit(timeout)
     # Traced, the call is one span from here to the guest's return; untraced, `span` stays None.
     span = _guest_span(workload) if tracing.enabled() else None
@@ -333,6 +346,8 @@ async def start_guest(
     except BaseException as e:
         if span is not None:
             _end_guest(span, e)
+        if metrics is not None:
+            metrics.invoked(operation, time.perf_counter_ns() - began, True)
         raise
     loop = asyncio.get_running_loop()
     token = token if token is not None else Interruption(workload.name)
@@ -363,17 +378,23 @@ async def start_guest(
                 if span is not None:
                     span.set_attribute(tracing.INLINE, True)
                     _end_guest(span, done.exception())
+                if metrics is not None:
+                    _measured(done, metrics, operation, began)
                 return done
         fut = workload.to_thread(attempt(False), limit, token=token, context=ctx)
     except BaseException as e:
         release()
         if span is not None:
             _end_guest(span, e)
+        if metrics is not None:
+            metrics.invoked(operation, time.perf_counter_ns() - began, True)
         raise
     fut.add_done_callback(lambda _f: release())
     if span is not None:
         span.set_attribute(tracing.INLINE, False)
         fut.add_done_callback(lambda f: _end_guest(span, None if f.cancelled() else f.exception()))
+    if metrics is not None:
+        fut.add_done_callback(lambda f: _measured(f, metrics, operation, began))
     return fut
 
 
@@ -413,6 +434,12 @@ def _end_guest(span: tracing.Span, error: BaseException | None) -> None:
     span.end()
 
 
+def _measured(fut: asyncio.Future[T], metrics: ComponentMetrics, operation: str, began: int) -> None:
+    """Count a finished guest call: its duration since `began`, and whether it failed."""
+    failed = fut.cancelled() or fut.exception() is not None or isinstance(fut.result(), BaseException)
+    metrics.invoked(operation, time.perf_counter_ns() - began, failed)
+
+
 async def call_guest(
     workload: Workload,
     attempt: Attempt[T],
@@ -420,9 +447,12 @@ async def call_guest(
     timeout: float | None = None,
     inline: bool = True,
     token: Interruption | None = None,
+    operation: str = "",
 ) -> T:
     """Run one guest call within `workload` (see `start_guest`) and wait for its result."""
-    return await (await start_guest(workload, attempt, timeout=timeout, inline=inline, token=token))
+    return await (
+        await start_guest(workload, attempt, timeout=timeout, inline=inline, token=token, operation=operation)
+    )
 
 
 def from_thread(
