@@ -183,7 +183,11 @@ def build_project(root: Path) -> tuple[ProjectConfig, BuildResult]:
     cmd += ["-p", str(cfg.source.parent), cfg.source.stem, "-o", str(tmp_out)]
     started = time.monotonic()
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT, cwd=cfg.root)
+        # No Rust stack backtrace under the toolchain's message (anyhow prints one when these are set).
+        env = {**os.environ, "RUST_BACKTRACE": "0", "RUST_LIB_BACKTRACE": "0"}
+        res = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT, cwd=cfg.root, env=env
+        )
     except subprocess.TimeoutExpired:
         tmp_out.unlink(missing_ok=True)
         raise BuildError(f"componentize-py did not finish within {BUILD_TIMEOUT:.0f} s") from None
@@ -191,7 +195,19 @@ def build_project(root: Path) -> tuple[ProjectConfig, BuildResult]:
     if res.returncode != 0:
         tmp_out.unlink(missing_ok=True)
         # The toolchain's own words: what it printed, not a traceback of ours.
-        message = "\n".join(s.strip() for s in (res.stderr, res.stdout) if s.strip())
+        message = _toolchain_message("\n".join(s.strip() for s in (res.stderr, res.stdout) if s.strip()))
         raise BuildError(f"componentize-py failed (exit {res.returncode}):\n{message}")
     os.replace(tmp_out, cfg.output)
     return cfg, BuildResult(cfg.output, seconds)
+
+
+def _toolchain_message(text: str) -> str:
+    """componentize-py's error without the three-line Python traceback of its console script.
+
+    Its `script()` raises AssertionError carrying the real message (a guest SyntaxError with file,
+    line and caret, a WIT error, ...); the lines above it only say that the script failed.
+    """
+    marker = "AssertionError: "
+    if text.startswith("Traceback (most recent call last):") and marker in text:
+        return text.split(marker, 1)[1].strip()
+    return text

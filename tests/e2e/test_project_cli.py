@@ -1,0 +1,94 @@
+"""`wasmlattice new` then `wasmlattice build` as a user runs them, then the built component served."""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import cli
+from tests.support.processes import ServerProcess, free_port, wasmlattice_cmd
+
+BUILD_TIMEOUT = 900  # componentize-py on a busy 2-core machine
+
+
+def new_and_build(tmp_path: Path, name: str, template: str) -> tuple[Path, str]:
+    """`new NAME --template T` in tmp_path, then `build --path`; the project folder and build output."""
+    project = tmp_path / name
+    r = cli("new", name, "--template", template, "--path", str(project))
+    assert r.returncode == 0, r.stderr
+    assert (project / "wasmlattice.toml").is_file() and (project / "wadm.yaml").is_file()
+    r = cli("build", "--path", str(project), timeout=BUILD_TIMEOUT)
+    assert r.returncode == 0, f"stdout: {r.stdout}\nstderr: {r.stderr}"
+    assert (project / "build" / f"{name}.wasm").is_file()
+    return project, r.stdout
+
+
+def exports_of(stdout: str) -> list[str]:
+    """The names `build` listed under `exports:`."""
+    return [line.strip() for line in stdout.split("exports:", 1)[1].splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_new_python_http_builds_and_serves(tmp_path: Path) -> None:
+    project, out = new_and_build(tmp_path, "hello", "python-http")
+    assert "wasi:http/incoming-handler@0.2.6" in exports_of(out)
+    port = free_port()
+    server = ServerProcess(
+        "hello",
+        wasmlattice_cmd("run", str(project / "build" / "hello.wasm"), "--listen", f"127.0.0.1:{port}"),
+        port,
+        tmp_path / "run.log",
+        env=dict(os.environ),
+    )
+    server.start(ready_path="/", timeout=180)
+    try:
+        with urllib.request.urlopen(f"{server.base_url}/greet?x=1", timeout=30) as resp:
+            assert resp.status == 200
+            assert resp.read() == b"hello from hello at /greet?x=1\n"
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_new_python_kv_builds_and_its_manifest_validates(tmp_path: Path) -> None:
+    project, out = new_and_build(tmp_path, "kv-demo", "python-kv")
+    imports = out.split("imports:", 1)[1].split("exports:", 1)[0]
+    # Our WIT package (shipped inside wasmlattice) was found and the world imports it.
+    assert "wasi:keyvalue/store@0.2.0-draft2" in imports
+    assert "wasi:keyvalue/atomics@0.2.0-draft2" in imports
+    r = cli("app", "validate", str(project / "wadm.yaml"))
+    assert r.returncode == 0, r.stderr
+    assert "valid manifest for app kv-demo" in r.stdout
+
+
+@pytest.mark.slow
+def test_build_without_the_toolchain_names_the_extra(tmp_path: Path) -> None:
+    project = tmp_path / "hello"
+    assert cli("new", "hello", "--path", str(project)).returncode == 0
+    # A package earlier on the path that fails to import, as an absent componentize-py does.
+    shadow = tmp_path / "shadow" / "componentize_py"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named componentize_py')\n")
+    path = os.pathsep.join([str(shadow.parent), *sys.path])
+    r = cli("build", "--path", str(project), env={"PYTHONPATH": path}, timeout=120)
+    assert r.returncode == 1
+    assert "pip install 'wasmlattice[build]'" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (project / "build").exists()
+
+
+@pytest.mark.slow
+def test_build_error_shows_the_toolchains_message(tmp_path: Path) -> None:
+    project = tmp_path / "broken"
+    assert cli("new", "broken", "--path", str(project)).returncode == 0
+    with open(project / "app.py", "a") as f:
+        f.write("\ndef oops(:\n")
+    r = cli("build", "--path", str(project), timeout=BUILD_TIMEOUT)
+    assert r.returncode == 1, r.stdout
+    assert "SyntaxError" in r.stderr and "def oops(:" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert not (project / "build" / "broken.wasm").exists()
