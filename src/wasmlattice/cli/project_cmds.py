@@ -55,7 +55,7 @@ def build(
     from wasmlattice.runtime.engine import HostEngine
 
     try:
-        cfg, result = build_project(path)
+        result = build_project(path)
     except BuildError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

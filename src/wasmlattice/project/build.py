@@ -8,6 +8,7 @@ dependencies of the project's own `wit/` folder when it has one.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -53,8 +54,9 @@ class ProjectConfig:
 
 @dataclass(frozen=True)
 class BuildResult:
-    """A finished build: where the component is and how long the toolchain took."""
+    """A finished build: the project, where the component is and how long the toolchain took."""
 
+    config: ProjectConfig
     output: Path
     seconds: float
 
@@ -138,8 +140,8 @@ def load_config(root: Path) -> ProjectConfig:
 def check_toolchain() -> None:
     """Raise ToolchainMissing (with the exact install command) unless the build extra imports."""
     try:
-        import componentize_py  # noqa: F401
-        import spin_sdk  # noqa: F401
+        for module in ("componentize_py", "spin_sdk"):
+            importlib.import_module(module)
     except ImportError as e:
         raise ToolchainMissing(
             f"the Python guest toolchain is missing ({e.msg}); install it with: {devbuild.BUILD_HINT}"
@@ -168,7 +170,7 @@ def _stage_wit(cfg: ProjectConfig, build_dir: Path) -> Path:
     return stage
 
 
-def build_project(root: Path) -> tuple[ProjectConfig, BuildResult]:
+def build_project(root: Path) -> BuildResult:
     """Build the project in `root` to its `build.output`; BuildError carries the toolchain's message."""
     cfg = load_config(root)
     check_toolchain()
@@ -198,7 +200,7 @@ def build_project(root: Path) -> tuple[ProjectConfig, BuildResult]:
         message = _toolchain_message("\n".join(s.strip() for s in (res.stderr, res.stdout) if s.strip()))
         raise BuildError(f"componentize-py failed (exit {res.returncode}):\n{message}")
     os.replace(tmp_out, cfg.output)
-    return cfg, BuildResult(cfg.output, seconds)
+    return BuildResult(cfg, cfg.output, seconds)
 
 
 def _toolchain_message(text: str) -> str:

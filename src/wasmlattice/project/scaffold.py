@@ -15,6 +15,7 @@ SUFFIX = ".tmpl"
 DESCRIPTIONS = {
     "python-http": "an HTTP hello component (wasi:http/proxy)",
     "python-kv": "an HTTP component backed by key-value storage (wasi:keyvalue)",
+    "python-messaging": "a message handler that publishes (wasmcloud:messaging)",
 }
 
 
