@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -53,16 +55,56 @@ def test_new_python_http_builds_and_serves(tmp_path: Path) -> None:
         server.stop()
 
 
+def request(method: str, url: str, data: bytes | None = None) -> tuple[int, bytes]:
+    """One HTTP request: (status, body), an error status included."""
+    req = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 @pytest.mark.slow
-def test_new_python_kv_builds_and_its_manifest_validates(tmp_path: Path) -> None:
+def test_new_python_kv_builds_and_its_manifest_deploys(tmp_path: Path) -> None:
     project, out = new_and_build(tmp_path, "kv-demo", "python-kv")
     imports = out.split("imports:", 1)[1].split("exports:", 1)[0]
     # Our WIT package (shipped inside wasmlattice) was found and the world imports it.
     assert "wasi:keyvalue/store@0.2.0-draft2" in imports
     assert "wasi:keyvalue/atomics@0.2.0-draft2" in imports
-    r = cli("app", "validate", str(project / "wadm.yaml"))
+    manifest = project / "wadm.yaml"
+    r = cli("app", "validate", str(manifest))
     assert r.returncode == 0, r.stderr
     assert "valid manifest for app kv-demo" in r.stdout
+    # Deployed as written, on ports of our own, with `up` (NATS KV behind builtin://keyvalue-nats).
+    http_port, nats_port = free_port(), free_port()
+    manifest.write_text(manifest.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{http_port}"))
+    data_dir = tmp_path / "up"
+    up = cli("up", "--detach", "--data-dir", str(data_dir), "--nats-port", str(nats_port),
+             "--allow-dir", str(tmp_path), "-o", "json", timeout=120)  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    nats = ["--nats-url", json.loads(up.stdout)["nats_url"], "--data-dir", str(data_dir)]
+    try:
+        r = cli("app", "deploy", str(manifest), *nats, "--timeout", "120", timeout=180)
+        assert r.returncode == 0 and "Deployed kv-demo version v1" in r.stdout, r.stderr
+        base = f"http://127.0.0.1:{http_port}"
+        assert request("GET", f"{base}/") == (200, b"hello from kv-demo, visit 1\n")
+        assert request("GET", f"{base}/") == (200, b"hello from kv-demo, visit 2\n")
+        assert request("GET", f"{base}/greeting") == (404, b"no such key\n")
+        assert request("PUT", f"{base}/greeting", b"hi there") == (201, b"stored 8 bytes\n")
+        assert request("GET", f"{base}/greeting") == (200, b"hi there")
+    finally:
+        cli("down", "--data-dir", str(data_dir))
+
+
+@pytest.mark.slow
+def test_new_python_messaging_builds_and_its_manifest_validates(tmp_path: Path) -> None:
+    project, out = new_and_build(tmp_path, "msg-demo", "python-messaging")
+    assert "wasmcloud:messaging/handler@0.2.0" in exports_of(out)
+    assert "wasmcloud:messaging/consumer@0.2.0" in out.split("imports:", 1)[1].split("exports:", 1)[0]
+    r = cli("app", "validate", str(project / "wadm.yaml"))
+    assert r.returncode == 0, r.stderr
+    assert "valid manifest for app msg-demo" in r.stdout
 
 
 @pytest.mark.slow
