@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -98,13 +100,45 @@ def test_new_python_kv_builds_and_its_manifest_deploys(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_new_python_messaging_builds_and_its_manifest_validates(tmp_path: Path) -> None:
+def test_new_python_messaging_builds_and_answers_a_request(tmp_path: Path) -> None:
     project, out = new_and_build(tmp_path, "msg-demo", "python-messaging")
     assert "wasmcloud:messaging/handler@0.2.0" in exports_of(out)
     assert "wasmcloud:messaging/consumer@0.2.0" in out.split("imports:", 1)[1].split("exports:", 1)[0]
-    r = cli("app", "validate", str(project / "wadm.yaml"))
+    manifest = project / "wadm.yaml"
+    r = cli("app", "validate", str(manifest))
     assert r.returncode == 0, r.stderr
     assert "valid manifest for app msg-demo" in r.stdout
+    data_dir = tmp_path / "up"
+    up = cli("up", "--detach", "--data-dir", str(data_dir), "--nats-port", str(free_port()),
+             "--allow-dir", str(tmp_path), "-o", "json", timeout=120)  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    nats_url = json.loads(up.stdout)["nats_url"]
+    try:
+        r = cli("app", "deploy", str(manifest), "--nats-url", nats_url, "--data-dir", str(data_dir),
+                "--timeout", "120", timeout=180)  # fmt: skip
+        assert r.returncode == 0 and "Deployed msg-demo version v1" in r.stdout, r.stderr
+        assert asyncio.run(request_reply(nats_url, data_dir / "nats-user.nk")) == b"HELLO"
+    finally:
+        cli("down", "--data-dir", str(data_dir))
+
+
+async def request_reply(nats_url: str, creds: Path) -> bytes:
+    """`msg-demo.in` with body `hello`, as a NATS request (retried while the subscription comes up)."""
+    from wasmlattice.protocol.connection import NatsOptions, connect
+
+    nc = await connect(NatsOptions(url=nats_url, name="test-project-cli", creds_file=creds))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                msg = await nc.request("msg-demo.in", b"hello", timeout=5)
+                return bytes(msg.data)
+            except Exception:  # no responders yet, or a time-out while the link is applied
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+    finally:
+        await nc.close()
 
 
 @pytest.mark.slow
