@@ -142,6 +142,33 @@ async def request_reply(nats_url: str, creds: Path) -> bytes:
 
 
 @pytest.mark.slow
+def test_new_python_custom_builds_both_and_one_calls_the_other(tmp_path: Path) -> None:
+    project = tmp_path / "duo"
+    assert cli("new", "duo", "--template", "python-custom", "--path", str(project)).returncode == 0
+    # The project folder holds two components; `build` there builds each.
+    r = cli("build", "--path", str(project), timeout=BUILD_TIMEOUT)
+    assert r.returncode == 0, f"stdout: {r.stdout}\nstderr: {r.stderr}"
+    front, greeter = r.stdout.split("built ")[1:]
+    assert "example:duo/greet" in front.split("exports:")[0]
+    assert "example:duo/greet" in exports_of(greeter)
+    manifest = project / "wadm.yaml"
+    http_port = free_port()
+    manifest.write_text(manifest.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{http_port}"))
+    data_dir = tmp_path / "up"
+    up = cli("up", "--detach", "--data-dir", str(data_dir), "--nats-port", str(free_port()),
+             "--allow-dir", str(tmp_path), "-o", "json", timeout=120)  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    nats = ["--nats-url", json.loads(up.stdout)["nats_url"], "--data-dir", str(data_dir)]
+    try:
+        r = cli("app", "deploy", str(manifest), *nats, "--timeout", "120", timeout=180)
+        assert r.returncode == 0 and "Deployed duo version v1" in r.stdout, r.stderr
+        got = request("GET", f"http://127.0.0.1:{http_port}/?name=you")
+        assert got == (200, b"hello you, from duo-greeter\n")
+    finally:
+        cli("down", "--data-dir", str(data_dir))
+
+
+@pytest.mark.slow
 def test_build_without_the_toolchain_names_the_extra(tmp_path: Path) -> None:
     project = tmp_path / "hello"
     assert cli("new", "hello", "--path", str(project)).returncode == 0

@@ -6,21 +6,24 @@ from pathlib import Path
 
 import pytest
 
-from wasmlattice.project.build import BuildError, load_config
+from wasmlattice.project.build import BuildError, load_config, project_roots
 from wasmlattice.project.scaffold import new_project, templates
 
 
 def test_every_template_writes_a_project_whose_config_loads(tmp_path: Path) -> None:
-    assert {"python-http", "python-kv"} <= set(templates())
+    assert set(templates()) == {"python-http", "python-kv", "python-messaging", "python-custom"}
     for t in templates():
         dest = tmp_path / t
         written = new_project("my-app", t, dest)
-        assert dest / "wadm.yaml" in written
+        assert dest / "wadm.yaml" in written and dest / ".gitignore" in written
         assert not any("{{" in p.read_text() for p in written), t
         assert not any(p.suffix == ".tmpl" for p in written)
-        cfg = load_config(dest)
-        assert cfg.name == "my-app"
-        assert cfg.output == (dest / "build" / "my-app.wasm").resolve()
+        for root in project_roots(dest):
+            cfg = load_config(root)
+            assert cfg.name.startswith("my-app")
+            assert cfg.output == (root / "build" / f"{cfg.name}.wasm").resolve()
+    custom = tmp_path / "python-custom"
+    assert project_roots(custom) == [custom / "front", custom / "greeter"]
 
 
 def test_python_kv_names_its_own_world(tmp_path: Path) -> None:
@@ -43,7 +46,7 @@ def test_new_refuses_a_non_empty_folder_and_an_unknown_template(tmp_path: Path) 
     with pytest.raises(BuildError, match="not empty"):
         new_project("app", "python-http", tmp_path / "p")
     assert sorted(x.name for x in (tmp_path / "p").iterdir()) == ["keep.txt"]
-    with pytest.raises(BuildError, match="no template named 'rust-http'; choose one of: python-http"):
+    with pytest.raises(BuildError, match="no template named 'rust-http'; choose one of: python-custom, python-http"):
         new_project("app", "rust-http", tmp_path / "q")
     new_project("app", "python-http", tmp_path / "empty")  # an empty folder is fine
     new_project("app", "python-http", tmp_path / "empty2")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from wasmlattice.cli.app import app
-from wasmlattice.project.build import BuildError, build_project
+from wasmlattice.project.build import BuildError, build_project, project_roots
 from wasmlattice.project.scaffold import new_project, templates
 from wasmlattice.runtime.component import ComponentError
 
@@ -45,7 +45,10 @@ def new(
 def build(
     path: Annotated[Path, typer.Option(help="The project folder (with wasmlattice.toml).")] = Path("."),
 ) -> None:
-    """Build the project's component (componentize-py for Python) and list its imports and exports."""
+    """Build the project's component(s) (componentize-py for Python); list imports and exports.
+
+    A folder without wasmlattice.toml builds each direct subfolder that has one.
+    """
     from wasmlattice.runtime.component import (
         CompileCache,
         default_cache_dir,
@@ -54,23 +57,24 @@ def build(
     )
     from wasmlattice.runtime.engine import HostEngine
 
-    try:
-        result = build_project(path)
-    except BuildError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
-    try:
-        data = read_component_file(result.output)
-        engine = HostEngine()
-        comp = CompileCache(default_cache_dir()).load(data, engine, str(result.output))
-    except ComponentError as e:
-        typer.echo(f"error: the build wrote {result.output} but it does not load: {e}", err=True)
-        raise typer.Exit(1) from None
-    info = inspect_component(comp, engine)
-    cwd = Path.cwd().resolve()
-    out = result.output.relative_to(cwd) if result.output.is_relative_to(cwd) else result.output
-    typer.echo(f"built {out} ({len(data) / 1e6:.1f} MB, componentize-py {result.seconds:.1f} s)")
-    for title, items in (("imports", info.imports), ("exports", info.exports)):
-        typer.echo(f"{title}:")
-        for it in items:
-            typer.echo(f"  {it.name}")
+    for root in project_roots(path):
+        try:
+            result = build_project(root)
+        except BuildError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+        try:
+            data = read_component_file(result.output)
+            engine = HostEngine()
+            comp = CompileCache(default_cache_dir()).load(data, engine, str(result.output))
+        except ComponentError as e:
+            typer.echo(f"error: the build wrote {result.output} but it does not load: {e}", err=True)
+            raise typer.Exit(1) from None
+        info = inspect_component(comp, engine)
+        cwd = Path.cwd().resolve()
+        out = result.output.relative_to(cwd) if result.output.is_relative_to(cwd) else result.output
+        typer.echo(f"built {out} ({len(data) / 1e6:.1f} MB, componentize-py {result.seconds:.1f} s)")
+        for title, items in (("imports", info.imports), ("exports", info.exports)):
+            typer.echo(f"{title}:")
+            for it in items:
+                typer.echo(f"  {it.name}")

@@ -80,6 +80,15 @@ def _inside(root: Path, rel: object, field: str) -> Path:
     return path
 
 
+def project_roots(root: Path) -> list[Path]:
+    """The component folders of a project: `root` when it has a wasmlattice.toml, else each direct
+    subfolder that has one (a project of several components, like the python-custom template)."""
+    if (root / CONFIG_FILE).is_file():
+        return [root]
+    subs = sorted(p.parent for p in root.glob(f"*/{CONFIG_FILE}") if p.is_file())
+    return subs or [root]  # none: load_config(root) says what is missing
+
+
 def load_config(root: Path) -> ProjectConfig:
     """Read and check `root/wasmlattice.toml`; every error names the file and the field."""
     root = root.resolve()

@@ -16,6 +16,7 @@ DESCRIPTIONS = {
     "python-http": "an HTTP hello component (wasi:http/proxy)",
     "python-kv": "an HTTP component backed by key-value storage (wasi:keyvalue)",
     "python-messaging": "a message handler that publishes (wasmcloud:messaging)",
+    "python-custom": "two components: one exports a custom WIT interface, the other calls it over HTTP",
 }
 
 
