@@ -46,7 +46,8 @@ def test_new_refuses_a_non_empty_folder_and_an_unknown_template(tmp_path: Path) 
     with pytest.raises(BuildError, match="not empty"):
         new_project("app", "python-http", tmp_path / "p")
     assert sorted(x.name for x in (tmp_path / "p").iterdir()) == ["keep.txt"]
-    with pytest.raises(BuildError, match="no template named 'rust-http'; choose one of: python-custom, python-http"):
+    expected = "no template named 'rust-http'; choose one of: python-custom, python-http"
+    with pytest.raises(BuildError, match=expected):
         new_project("app", "rust-http", tmp_path / "q")
     new_project("app", "python-http", tmp_path / "empty")  # an empty folder is fine
     new_project("app", "python-http", tmp_path / "empty2")
