@@ -83,6 +83,7 @@ system-deps:
 	@command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; }
 	@# The dashboard's browser tests (tests/e2e/test_dashboard_browser.py) run Debian's chromium headless.
 	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@command -v prometheus >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
 
 test: test-deps system-deps
 	$(BIN)/python -m pytest -q

@@ -4,13 +4,16 @@ For (a) a fresh instance per request and (b) instance reuse, both hosts serve th
 Python guest (examples/hello) with workers equal to the core count, and `wrk` loads each in turn
 on loopback. Prints requests/s, p50, p99 and our ratio; then the cost of one trivial host call.
 Targets on 2 cores: (a) >= 1.5x wasmtime serve, (b) >= 0.75x, host call <= 5 us.
+With `--metrics`, ours runs a second time with metrics on (`/metrics` served per worker, every
+request counted; docs/observability.md), to show what recording costs.
 
-    python benchmarks/http_hello.py [--duration 10] [--connections 8]
+    python benchmarks/http_hello.py [--duration 10] [--connections 8] [--metrics]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import signal
@@ -19,6 +22,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from wasmlattice.devbuild import build, wasmtime_cli
 
@@ -65,10 +69,30 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def metered_run(cmd: list[str], port: int, duration: int, connections: int) -> tuple[WrkResult, int]:
+    """Ours with metrics on: its result, and the invocations worker 0 counted (proof they were on)."""
+    metrics_port = free_port()
+    env = {**os.environ, "WASMLATTICE_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"}
+    proc = start(cmd, port, env=env)
+    try:
+        wrk(hello_url(port), 2, connections)  # warm-up
+        result = wrk(hello_url(port), duration, connections)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    finally:
+        stop(proc)
+    counted = sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("wasmcloud_host_component_invocations_total{")
+    )
+    return result, counted
+
+
 def bench_mode(
-    wasm: Path, reuse: bool, workers: int, duration: int, connections: int
-) -> tuple[WrkResult, WrkResult]:
-    """Run both hosts in one mode; returns (ours, wasmtime serve)."""
+    wasm: Path, reuse: bool, workers: int, duration: int, connections: int, metrics: bool = False
+) -> tuple[WrkResult, WrkResult, tuple[WrkResult, int] | None]:
+    """Run both hosts in one mode; returns (ours, wasmtime serve, ours with metrics on or None)."""
     p1, p2 = free_port(), free_port()
     ours_cmd = [sys.executable, "-m", "wasmlattice.cli.main", "run", str(wasm), "--listen", f"127.0.0.1:{p1}"]
     ours_cmd += ["--workers", str(workers), "--log-level", "error"]
@@ -89,7 +113,8 @@ def bench_mode(
             stop(peer)
     finally:
         stop(ours)
-    return a, b
+    metered = metered_run(ours_cmd, p1, duration, connections) if metrics else None
+    return a, b, metered
 
 
 def main() -> None:
@@ -98,6 +123,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--metrics", action="store_true", help="also run ours with metrics on")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk, or `make bench-deps`)")
@@ -111,9 +137,17 @@ def main() -> None:
     targets = {False: 1.5, True: 0.75}
     for reuse in (False, True):
         name = "(b) instance reuse" if reuse else "(a) fresh instance/request"
-        a, b = bench_mode(wasm, reuse, args.workers, args.duration, args.connections)
+        a, b, metered = bench_mode(wasm, reuse, args.workers, args.duration, args.connections, args.metrics)
         for host, r in (("wasmlattice", a), ("wasmtime serve", b)):
             print(f"{name:<28}{host:<18}{r.rps:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.errors:>8}")
+        if metered is not None:
+            m, counted = metered
+            host = "+ metrics on"
+            print(f"{name:<28}{host:<18}{m.rps:>10.0f}{m.p50_ms:>10.2f}{m.p99_ms:>10.2f}{m.errors:>8}")
+            cost = (m.rps / a.rps - 1) * 100
+            print(
+                f"{name:<28}{'metrics cost':<18}{cost:>9.1f}%   ({counted} invocations counted by worker 0)"
+            )
         ratio = a.rps / b.rps if b.rps else float("nan")
         print(f"{name:<28}{'ratio':<18}{ratio:>9.2f}x   (target >= {targets[reuse]}x)")
     import hostcall
@@ -126,6 +160,41 @@ def main() -> None:
     peer_us = hostcall.peer(wat_wasm, engine, 20_000)
     print(f"trivial host call: {us:.2f} us (wasmtime-py add_func: {peer_us:.2f} us; target <= 5 us)")
     engine.close()
+    if args.metrics:
+        off, on = asyncio.run(guest_call_cost(metrics=False)), asyncio.run(guest_call_cost(metrics=True))
+        print(f"guest-call path (start_guest, a trivial runner): {off:.2f} us, with metrics on {on:.2f} us")
+
+
+async def guest_call_cost(metrics: bool, calls: int = 50_000) -> float:
+    """Microseconds one call through `start_guest` takes with a runner that does nothing (best of 5).
+
+    What the guest-call path itself costs, with and without metrics, free of a whole server's noise.
+    """
+    from wasmlattice.runtime.execution import Workload, start_guest
+
+    workload = Workload("bench", timeout=5.0, threads=1, max_concurrency=8)
+    opened = None
+    if metrics:
+        from wasmlattice.observability.metrics import HostMetrics, open_metrics
+        from wasmlattice.observability.settings import ObservabilitySettings
+
+        opened = await open_metrics(ObservabilitySettings(metrics_listen="127.0.0.1:0"))
+        assert opened is not None
+        workload.metrics = HostMetrics(opened, "bench", "bench").component("bench", "bench")
+
+    def attempt(inline: bool) -> Any:
+        return lambda limit: None
+
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(calls):
+            await (await start_guest(workload, attempt, operation="bench/call"))
+        best = min(best, (time.perf_counter() - started) / calls * 1e6)
+    await workload.retire(0.1)
+    if opened is not None:
+        await opened.release()
+    return best
 
 
 if __name__ == "__main__":

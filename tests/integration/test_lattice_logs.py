@@ -1,4 +1,4 @@
-"""`wasmlattice logs`: guest and host log lines of every host, over NATS (docs/observability-logs.md).
+"""`wasmlattice logs`: guest and host log lines of every host, over NATS (docs/observability.md).
 
 Real nats-server, two host processes, the `http_echo` guest (its `/stderr?msg=TEXT` route prints
 TEXT on stderr), and the CLI as a subprocess: the guest runs on host B behind an HTTP server

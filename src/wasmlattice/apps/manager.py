@@ -24,17 +24,22 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats.js.errors
 
 from wasmlattice.apps.api import ApiServer
 from wasmlattice.apps.manifest.model import Manifest
 from wasmlattice.apps.reconciler import DEFAULT_HOST_TIMEOUT_S, AppState, Reconciler
+from wasmlattice.apps.status import status_type
 from wasmlattice.apps.store import AppStore
 from wasmlattice.apps.wadm_state import WadmStateWriter
+from wasmlattice.observability.settings import ObservabilitySettings
 from wasmlattice.protocol.kv import create_replicated
 from wasmlattice.supervision import Supervisor
+
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when metrics are on
+    from wasmlattice.observability.metrics import AppMetrics
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,7 @@ class AppManager:
         host_timeout: float = DEFAULT_HOST_TIMEOUT_S,
         manager_id: str | None = None,
         api_prefix: str = "wadm.api",
+        metrics: AppMetrics | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -79,6 +85,16 @@ class AppManager:
         self._lease_rev: int | None = None
         # wadm's lattice state keys in the same bucket, written by the leader (apps/wadm_state.py).
         self._wadm_state: WadmStateWriter | None = None
+        # Reconcile rounds and app statuses (docs/observability.md#metrics; None: metrics are off).
+        self.metrics = metrics
+        if metrics is not None:
+            self.reconciler.metrics = metrics
+            metrics.observe_statuses(self._app_statuses)
+
+    def _app_statuses(self) -> list[str]:
+        """The status of every app this manager knows (read when metrics are collected)."""
+        names = set(self.reconciler.statuses) | set(self._seen_status)
+        return [status_type(st) for st in map(self.status, sorted(names)) if st is not None]
 
     @property
     def leader(self) -> bool:
@@ -265,12 +281,42 @@ async def run_app_manager(
     *,
     host_timeout: float = DEFAULT_HOST_TIMEOUT_S,
     ready: asyncio.Event | None = None,
+    observability: ObservabilitySettings | None = None,
 ) -> None:
-    """Connect, run an app manager for `lattice` until `stop` is set, then leave cleanly."""
+    """Connect, run an app manager for `lattice` until `stop` is set, then leave cleanly.
+
+    `observability`: its metrics settings (the CLI's flags); None reads the environment.
+    """
     from wasmlattice.protocol.connection import connect, jetstream
 
-    nc = await connect(nats_opts)
-    manager = AppManager(nc, jetstream(nc, nats_opts), lattice, host_timeout=host_timeout)
+    # Metrics (docs/observability.md#metrics): the SDK is imported only if they are on.
+    if observability is None:
+        try:
+            observability = ObservabilitySettings.from_env()
+        except ValueError as e:
+            from wasmlattice.observability.metrics import MetricsError
+
+            raise MetricsError(str(e)) from None
+    metrics: AppMetrics | None = None
+    manager_id = uuid.uuid4().hex
+    if observability.metrics_wanted:
+        from wasmlattice.observability.metrics import start_app_metrics
+
+        metrics = await start_app_metrics(observability, lattice, manager_id)
+    try:
+        nc = await connect(nats_opts)
+    except BaseException:
+        if metrics is not None:
+            await metrics.release()
+        raise
+    manager = AppManager(
+        nc,
+        jetstream(nc, nats_opts),
+        lattice,
+        host_timeout=host_timeout,
+        manager_id=manager_id,
+        metrics=metrics,
+    )
     try:
         await manager.start()
         if ready is not None:
@@ -281,3 +327,5 @@ async def run_app_manager(
             await manager.stop()
         with contextlib.suppress(Exception):
             await nc.close()
+        if metrics is not None:
+            await metrics.release()

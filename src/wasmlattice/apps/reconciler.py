@@ -34,7 +34,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wasmlattice.apps.manifest.model import Component, Manifest
 from wasmlattice.apps.placement import HostView
@@ -44,6 +44,9 @@ from wasmlattice.apps.wadm_state import provider_status
 from wasmlattice.client.ctl import CtlClient, CtlError, CtlNoHostError
 from wasmlattice.protocol.models import Link
 from wasmlattice.protocol.subjects import provider_health
+
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when metrics are on
+    from wasmlattice.observability.metrics import AppMetrics
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,8 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._sub: Any = None
         self.active = True  # False while another manager holds the lease: observe, do not act
+        # Where rounds are counted (set by the app manager; None: metrics are off).
+        self.metrics: AppMetrics | None = None
 
     # -- hooks (the API server calls these) -------------------------------------------------
 
@@ -229,7 +234,22 @@ class Reconciler:
         await asyncio.gather(*(inventory(v) for v in list(self.hosts.values())))
 
     async def round(self) -> None:
-        """Observe once and bring every deployed app closer to its manifest."""
+        """Observe once and bring every deployed app closer to its manifest (counted, with metrics)."""
+        metrics = self.metrics
+        if metrics is None:
+            await self._round()
+            return
+        leader = self.active
+        try:
+            await self._round()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            metrics.reconcile_round(leader, False)
+            raise
+        metrics.reconcile_round(leader, True)
+
+    async def _round(self) -> None:
         await self.observe()
         if not self.active:
             return

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from wasmlattice.capabilities.config_keys import ProviderKeys, first_typo
 from wasmlattice.capabilities.http_ingress import Forward, HttpTarget, PendingTarget
+from wasmlattice.observability import tracing
 from wasmlattice.protocol.models import Link, ProviderDescription, StrMap
 from wasmlattice.protocol.policy import PolicyClaims, PolicyDecision
 from wasmlattice.runtime.execution import DeadlineExceeded, NeedsLoop, from_thread
@@ -39,6 +40,7 @@ from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.ctx import WasiCtx, ctx
 
 if TYPE_CHECKING:
+    from wasmlattice.observability.metrics import HostMetrics
     from wasmlattice.protocol.state import LatticeState
 
 log = logging.getLogger("wasmlattice.capabilities")
@@ -372,6 +374,8 @@ class HostServices:
     files: HostFiles = field(default_factory=HostFiles)
     # The policy service every invocation of a component is checked with (None: no policy topic).
     policy: InvocationPolicy | None = None
+    # What the host's HTTP ingress and capability calls are counted in (None: metrics are off).
+    metrics: HostMetrics | None = None
     _index: dict[tuple[str, str, str], Link] | None = None
     _index_generation: int = -1
 
@@ -461,6 +465,35 @@ class ComponentContext:
             return from_thread(self.services.loop, make, limit, deadline=deadline)
         except concurrent.futures.TimeoutError:
             raise CapabilityError(f"the capability call did not finish within {limit:.1f}s") from None
+
+
+def capability_span(
+    comp: ComponentContext, interface: str, op: str, link: Link | None = None, backend: str | None = None
+) -> contextlib.AbstractContextManager[Any]:
+    """The span of one capability call a guest makes (a no-op when tracing is off).
+
+    Named `<interface> <operation>`, with the calling component, the link name, the provider
+    the link targets and the backend; an error leaving the block (the interface's error case,
+    a failed backend) marks it failed. Runs on the guest's thread: the guest-call span is its
+    parent, and the backend's coroutine on the loop runs in its context (`from_thread`).
+    """
+    if not tracing.enabled():
+        return contextlib.nullcontext()
+    wctx = _current_wasi()
+    if wctx is not None and wctx.inline:
+        # The call will leave with NeedsLoop and run again on a worker thread: trace that one.
+        return contextlib.nullcontext()
+    attrs = {
+        tracing.CAP_INTERFACE: interface,
+        tracing.CAP_OPERATION: op,
+        tracing.COMPONENT_ID: comp.component_id,
+    }
+    if link is not None:
+        attrs[tracing.LINK_NAME] = link.name
+        attrs[tracing.LINK_TARGET] = link.target
+    if backend is not None:
+        attrs[tracing.CAP_BACKEND] = backend
+    return tracing.span(f"{interface} {op}", attributes=attrs)
 
 
 def current_link_name(interface: str) -> str:

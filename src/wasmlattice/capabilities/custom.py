@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from wasmlattice.capabilities.base import CapabilityError, ComponentContext, InvokeError, component
+from wasmlattice.capabilities.base import (
+    CapabilityError,
+    ComponentContext,
+    InvokeError,
+    capability_span,
+    component,
+)
 from wasmlattice.runtime.component import InterfaceName
 from wasmlattice.runtime.fastcall import Trap
 from wasmlattice.runtime.linking import HostFunc, HostInterface
@@ -41,12 +47,13 @@ class Route:
             raise comp.error(f"this host cannot route calls to `{lk.target}`")
         timeout = comp.services.invocation_timeout
         try:
-            return comp.run(
-                lambda: router.call(
-                    comp.component_id, lk.name, lk.target, self.instance, self.func, self.sig, args
-                ),
-                timeout=timeout + 1.0,
-            )
+            with capability_span(comp, self.instance, self.func, lk, "component"):
+                return comp.run(
+                    lambda: router.call(
+                        comp.component_id, lk.name, lk.target, self.instance, self.func, self.sig, args
+                    ),
+                    timeout=timeout + 1.0,
+                )
         except InvokeError as e:
             raise comp.error(str(e)) from None
 

@@ -73,7 +73,7 @@ def guest_log(level: str, context: str, message: str) -> None:
             message = message[:cap] + f" [... {len(message) - cap:,} more characters of this line cut]"
         if not limiter.admit("wasi:logging", len(context) + len(message)):
             return
-        if limiter.tap is not None:  # the lattice's log stream (docs/observability-logs.md)
+        if limiter.tap is not None:  # the lattice's log stream (docs/observability.md)
             limiter.tap("log", level, f"{context}: {message}" if context else message)
     extra = {"component_id": component_id, "guest_context": context, "guest_level": level}
     if context:

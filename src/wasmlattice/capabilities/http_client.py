@@ -29,6 +29,7 @@ from wasmlattice.capabilities.base import (
     ComponentContext,
     LinkTargetProvider,
     ProviderSpec,
+    capability_span,
     lower_config,
 )
 from wasmlattice.capabilities.config_keys import KeySet, ProviderKeys
@@ -129,6 +130,23 @@ def send_outgoing(
         raise NeedsLoop("an outgoing request needs the event loop")
     comp = wctx.config.component
     assert isinstance(comp, ComponentContext)
+    metrics = comp.services.metrics
+    if metrics is None:
+        return _send(wctx, comp, request, options)
+    # Counted as a capability call (docs/observability.md#metrics): an error is one `handle`
+    # itself answers (no link, a denied destination); the response's own failure comes later.
+    try:
+        started = _send(wctx, comp, request, options)
+    except BaseException:
+        metrics.capability_call(comp.component_id, OUTGOING_HANDLER, "handle", False)
+        raise
+    metrics.capability_call(comp.component_id, OUTGOING_HANDLER, "handle", True)
+    return started
+
+
+def _send(
+    wctx: WasiCtx, comp: ComponentContext, request: OutgoingRequest, options: RequestOptions | None
+) -> FutureIncomingResponse:
     try:
         link, provider = comp.target(OUTGOING_HANDLER)
         if not isinstance(provider, HttpClientProvider):
@@ -155,7 +173,8 @@ def send_outgoing(
             link.target,
         )
         raise Err(("HTTP-request-denied", None))
-    return provider.client.start(wctx, request, options, target)
+    with capability_span(comp, OUTGOING_HANDLER, "handle", link, "http-client"):
+        return provider.client.start(wctx, request, options, target)
 
 
 set_component_sender(send_outgoing)

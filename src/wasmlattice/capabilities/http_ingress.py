@@ -17,18 +17,20 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
+from wasmlattice.observability import tracing
 from wasmlattice.runtime.execution import (
     HostBusy,
     Interruption,
     SlotTimeout,
     Workload,
     interrupted,
+    note_failure,
     start_guest,
     stopped,
 )
@@ -41,9 +43,14 @@ from wasmlattice.wasi.http_incoming import IncomingRequest, OutgoingResponse, Re
 from wasmlattice.wasi.http_types import FORBIDDEN_HEADERS, header_text
 from wasmlattice.wasi.io import BytePipe, IoError
 
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when metrics are on
+    from wasmlattice.observability.metrics import HostMetrics
+
 log = logging.getLogger("wasmlattice.http")
 
 INCOMING_HANDLER = "wasi:http/incoming-handler"
+# The invocation an HTTP request is counted as (metrics: `operation`, as `ns:pkg/iface/func`).
+HTTP_OPERATION = f"{INCOMING_HANDLER}/handle"
 
 
 @dataclass(frozen=True)
@@ -338,6 +345,24 @@ class HttpHandler:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one HTTP request by calling the guest's incoming handler."""
+        if not tracing.enabled():
+            return await self._serve(request)
+        attributes = {
+            "http.request.method": request.method,
+            "url.path": request.path,
+            "url.scheme": "https" if request.secure else "http",
+            "server.address": request.host,
+        }
+        # The client's `traceparent`, if it sent one, is the parent of everything this request does.
+        with tracing.server_span(f"HTTP {request.method}", request.headers, attributes) as span:
+            response = await self._serve(request)
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status)
+                if response.status >= 500:
+                    tracing.fail(span, f"HTTP {response.status}")
+            return response
+
+    async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.version[0] < 1:
             return refuse_http09(request)
         if self.client is None:
@@ -361,7 +386,9 @@ class HttpHandler:
         call = HttpGuestCall(target, self._request(request), data, self.client.send)
         token = Interruption(f"{request.method} {request.path}")
         try:
-            done = await start_guest(target, call.attempt, inline=complete, token=token)
+            done = await start_guest(
+                target, call.attempt, inline=complete, token=token, operation=HTTP_OPERATION
+            )
         except SlotTimeout as e:
             log.warning("%s", e)
             return busy_response(e)
@@ -390,6 +417,29 @@ class HttpHandler:
         finally:
             if lost is not None:
                 lost.discard(client_gone)
+
+    def counted(
+        self, metrics: HostMetrics, route: Callable[[web.BaseRequest], str]
+    ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+        """`handle`, counting each request by the component `route` names ("" for none) and status.
+
+        A listener serves this instead of `handle` when metrics are on, so that with them off a
+        request costs nothing more.
+        """
+        handle = self.handle
+
+        async def serve(request: web.BaseRequest) -> web.StreamResponse:
+            try:
+                response = await handle(request)
+            except asyncio.CancelledError:
+                raise  # the client went away before an answer: nobody saw a status
+            except Exception:
+                metrics.http_request(route(request), request.method, 500)  # aiohttp answers 500
+                raise
+            metrics.http_request(route(request), request.method, response.status)
+            return response
+
+        return serve
 
     def _request(self, request: web.BaseRequest) -> RequestParts:
         path, authority = split_target(request.raw_path)
@@ -497,7 +547,7 @@ class HttpGuestCall:
         self.outgoing = outgoing
         self.loop = asyncio.get_running_loop()
 
-    def attempt(self, inline: bool) -> Callable[[float], None]:
+    def attempt(self, inline: bool) -> Callable[[float], BaseException | None]:
         """A fresh attempt: the guest's handler run under a deadline (see `start_guest`)."""
         wctx = WasiCtx(self.target.config, self.loop)
         wctx.outgoing = self.outgoing
@@ -513,7 +563,7 @@ class HttpGuestCall:
             return lambda limit: pool.run(wctx, limit, req, out)
         return lambda limit: run_guest(pool, ex, wctx, req, out, limit)
 
-    def started(self, done: asyncio.Future[None]) -> None:
+    def started(self, done: asyncio.Future[BaseException | None]) -> None:
         """Note how the call went when it finished inline (a trap there is its result)."""
         if not done.done():
             return  # on a worker thread: `run_guest` reports to the exchange
@@ -526,16 +576,22 @@ class HttpGuestCall:
 
 def run_guest(
     pool: InstancePool, ex: Exchange, wctx: WasiCtx, req: IncomingRequest, out: ResponseOutparam, limit: float
-) -> None:
-    """Run the guest's handler on this (worker) thread, reporting its end to `ex`."""
+) -> BaseException | None:
+    """Run the guest's handler on this (worker) thread, reporting its end to `ex`.
+
+    Returns the failure it reported, if any (raising it would leave it unretrieved; `start_guest`
+    counts a returned exception as a failed invocation).
+    """
     try:
         pool.run(wctx, limit, req, out)
     except BaseException as e:
+        note_failure(e)  # the call's future ends well: the exchange carries the failure
         _end_unfinished_body(ex.response)
         ex.finish(e)
-    else:
-        _end_unfinished_body(ex.response)
-        ex.finish(None)
+        return e
+    _end_unfinished_body(ex.response)
+    ex.finish(None)
+    return None
 
 
 async def _settle(name: str, ex: Exchange) -> None:

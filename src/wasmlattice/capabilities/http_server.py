@@ -258,6 +258,8 @@ class HttpServerProvider:
         self._link_errors: dict[str, str] = {}
         self._sync_lock = asyncio.Lock()
         self.sup = provider_supervisor(f"http-server {provider_id}", services)
+        # Where requests are counted by component and status (None: metrics are off).
+        self.metrics = services.metrics if services is not None else None
         self._resync = self.sup.resync(
             "listeners",
             self._sync_or_retry,
@@ -442,8 +444,11 @@ class HttpServerProvider:
             max_body=MAX_BODY,
             body_timeout=limits.body_timeout,
         )
+        metrics = self.metrics
         server = IngressServer(
-            handler.handle,
+            handler.handle
+            if metrics is None
+            else handler.counted(metrics, lambda r: self._routed(holder[0], r)),
             limits,
             max_line_size=MAX_HEADER_SIZE,
             max_field_size=MAX_HEADER_SIZE,
@@ -501,6 +506,11 @@ class HttpServerProvider:
         if target is None:
             return error_response(503, f"component {routed} is not running on this host")
         return target
+
+    def _routed(self, listener: _Listener, request: web.BaseRequest) -> str:
+        """The ID of the component linked for `request` on `listener`, "" if none (metrics)."""
+        routed = self._route(listener, request)
+        return routed if isinstance(routed, str) else ""
 
     def _route(self, listener: _Listener, request: web.BaseRequest) -> str | web.StreamResponse:
         """The ID of the component linked for `request` on `listener`, or the error response to send."""

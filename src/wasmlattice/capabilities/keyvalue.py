@@ -23,6 +23,7 @@ from wasmlattice.capabilities.base import (
     CapabilityError,
     ComponentContext,
     LinkTargetProvider,
+    capability_span,
     component,
 )
 from wasmlattice.capabilities.config_keys import KeySet, ProviderKeys
@@ -30,6 +31,8 @@ from wasmlattice.capabilities.kv_backend import Bucket, KvBucket, KvError, KvLin
 from wasmlattice.capabilities.kv_memory import MemoryKvProvider
 from wasmlattice.capabilities.kv_nats import NatsKvProvider
 from wasmlattice.capabilities.kv_redis import RedisKvProvider
+from wasmlattice.observability import tracing
+from wasmlattice.protocol.models import Link
 from wasmlattice.runtime.linking import HostFunc, HostInterface
 from wasmlattice.runtime.witypes import (
     BOOL,
@@ -73,8 +76,26 @@ def _other(message: str) -> Err:
     return Err(("other", message))
 
 
-def _run(comp: ComponentContext, what: str, make: Callable[[], Awaitable[T]]) -> T:
-    """Run a backend operation on the loop; any failure becomes `error::other` (and is logged)."""
+def _run(
+    src: Bucket | ComponentContext, what: str, make: Callable[[], Awaitable[T]], link: Link | None = None
+) -> T:
+    """Run a backend operation on the loop; any failure becomes `error::other` (and is logged).
+
+    `what` starts with the operation's name (`get`, `set`, ...), which names its span when traced.
+    """
+    if isinstance(src, Bucket):
+        comp, link = src.comp, src.route
+    else:
+        comp = src
+    if not tracing.enabled():
+        return _run_on(comp, what, make)
+    op = what.partition(" ")[0]
+    backend = src.link.kind if isinstance(src, Bucket) else None
+    with capability_span(comp, "wasi:keyvalue", "open" if op == "opening" else op, link, backend):
+        return _run_on(comp, what, make)
+
+
+def _run_on(comp: ComponentContext, what: str, make: Callable[[], Awaitable[T]]) -> T:
 
     async def guarded() -> T:
         try:
@@ -142,34 +163,34 @@ def open_bucket(identifier: str) -> Bucket:
         kv_link: KvLink = await provider.backend(lk)
         return kv_link, await kv_link.open(identifier)
 
-    kv_link, backend = _run(comp, f"opening bucket {identifier!r} on `{lk.target}`", opening)
-    return Bucket(comp, kv_link, backend)
+    kv_link, backend = _run(comp, f"opening bucket {identifier!r} on `{lk.target}`", opening, lk)
+    return Bucket(comp, kv_link, backend, lk)
 
 
 def _get(b: Bucket, key: str) -> bytes | None:
     _check_key(b, key)
-    return _run(b.comp, f"get {key!r} from bucket {b.backend.name!r}", lambda: b.backend.get(key))
+    return _run(b, f"get {key!r} from bucket {b.backend.name!r}", lambda: b.backend.get(key))
 
 
 def _set(b: Bucket, key: str, value: bytes) -> None:
     _check_key(b, key)
     _check_value(b, key, value)
-    _run(b.comp, f"set {key!r} in bucket {b.backend.name!r}", lambda: b.backend.set(key, value))
+    _run(b, f"set {key!r} in bucket {b.backend.name!r}", lambda: b.backend.set(key, value))
 
 
 def _delete(b: Bucket, key: str) -> None:
     _check_key(b, key)
-    _run(b.comp, f"delete {key!r} from bucket {b.backend.name!r}", lambda: b.backend.delete(key))
+    _run(b, f"delete {key!r} from bucket {b.backend.name!r}", lambda: b.backend.delete(key))
 
 
 def _exists(b: Bucket, key: str) -> bool:
     _check_key(b, key)
-    return _run(b.comp, f"exists {key!r} in bucket {b.backend.name!r}", lambda: b.backend.exists(key))
+    return _run(b, f"exists {key!r} in bucket {b.backend.name!r}", lambda: b.backend.exists(key))
 
 
 def _list_keys(b: Bucket, cursor: int | None) -> tuple[list[str], int | None]:
     size = b.link.page_size
-    return _run(b.comp, f"list-keys of bucket {b.backend.name!r}", lambda: b.backend.list_keys(cursor, size))
+    return _run(b, f"list-keys of bucket {b.backend.name!r}", lambda: b.backend.list_keys(cursor, size))
 
 
 def _list_keys_u64(b: Bucket, cursor: int | None) -> tuple[list[str], int | None]:
@@ -195,7 +216,7 @@ def _increment(b: Bucket, key: str, delta: int, bounds: tuple[int, int]) -> int:
     _check_key(b, key)
     lo, hi = bounds
     return _run(
-        b.comp,
+        b,
         f"increment {key!r} in bucket {b.backend.name!r}",
         lambda: b.backend.increment(key, delta, lo, hi),
     )
@@ -204,7 +225,7 @@ def _increment(b: Bucket, key: str, delta: int, bounds: tuple[int, int]) -> int:
 def _cas_new(b: Bucket, key: str) -> Cas:
     _check_key(b, key)
     value, version = _run(
-        b.comp, f"cas.new on {key!r} in bucket {b.backend.name!r}", lambda: b.backend.cas_read(key)
+        b, f"cas.new on {key!r} in bucket {b.backend.name!r}", lambda: b.backend.cas_read(key)
     )
     return Cas(b, key, value, version)
 
@@ -218,7 +239,7 @@ def _swap(c: Cas, value: bytes) -> None:
     try:
         _check_value(b, c.key, value)
         done = _run(
-            b.comp,
+            b,
             f"swap {c.key!r} in bucket {b.backend.name!r}",
             lambda: b.backend.cas_write(c.key, value, c.version),
         )
@@ -236,7 +257,7 @@ def _swap(c: Cas, value: bytes) -> None:
 def _get_values(b: Bucket, keys: list[str]) -> list[bytes | None]:
     _check_keys(b, keys)
     return _run(
-        b.comp,
+        b,
         f"get-many of {len(keys)} keys from bucket {b.backend.name!r}",
         lambda: b.backend.get_many(keys),
     )
@@ -255,7 +276,7 @@ def _set_many(b: Bucket, pairs: list[tuple[str, bytes]]) -> None:
         _check_key(b, k)
         _check_value(b, k, v)
     _run(
-        b.comp,
+        b,
         f"set-many of {len(pairs)} keys in bucket {b.backend.name!r}",
         lambda: b.backend.set_many(pairs),
     )
@@ -264,7 +285,7 @@ def _set_many(b: Bucket, pairs: list[tuple[str, bytes]]) -> None:
 def _delete_many(b: Bucket, keys: list[str]) -> None:
     _check_keys(b, keys)
     _run(
-        b.comp,
+        b,
         f"delete-many of {len(keys)} keys from bucket {b.backend.name!r}",
         lambda: b.backend.delete_many(keys),
     )

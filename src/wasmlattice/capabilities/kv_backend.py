@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wasmlattice.capabilities.base import CapabilityError, ComponentContext, LinkTargetProvider, lower_config
-from wasmlattice.protocol.models import StrMap
+from wasmlattice.protocol.models import Link, StrMap
 
 log = logging.getLogger("wasmlattice.capabilities")
 
@@ -226,9 +226,12 @@ def bucket_setting(cfg: Mapping[str, str]) -> str | None:
 class Bucket:
     """A bucket as a guest holds it: the caller, and the backend its link selected at `open`."""
 
-    __slots__ = ("backend", "comp", "link")
+    __slots__ = ("backend", "comp", "link", "route")
 
-    def __init__(self, comp: ComponentContext, link: KvLink, backend: KvBucket) -> None:
+    def __init__(
+        self, comp: ComponentContext, link: KvLink, backend: KvBucket, route: Link | None = None
+    ) -> None:
         self.comp = comp
         self.link = link
         self.backend = backend
+        self.route = route  # the lattice link it was opened through (named on traces)

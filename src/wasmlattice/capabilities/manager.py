@@ -4,7 +4,8 @@ Protocol: docs/protocol.md#provider-start-and-stop and docs/protocol.md#builtin-
 
 Every provider is builtin and in-process. `BUILTINS` maps each accepted reference (wasmCloud's
 `wasmcloud+builtin://...` spellings are aliases of ours) to the factory that makes it; other
-references are refused with a message naming the supported ones.
+references are refused with a message naming the supported ones. Installed capability plugins
+(`capabilities/plugins.py`, docs/plugins.md) add theirs on first use.
 """
 
 from __future__ import annotations
@@ -57,11 +58,31 @@ def _register_modules() -> None:
         CONFIG_KEYS.update(getattr(module, "CONFIG_KEYS", {}))
 
 
+_plugins_registered = False
+
+
+def _register_plugins() -> None:
+    # Installed capability plugins (docs/plugins.md), loaded on first use rather than at import, so
+    # the warnings about broken ones go to the host's configured log; broken ones are skipped.
+    global _plugins_registered
+    if _plugins_registered:
+        return
+    _plugins_registered = True
+    from wasmlattice.capabilities.catalog import plugins
+
+    for plugin in plugins():
+        if plugin.spec is not None:
+            BUILTINS[plugin.spec.ref] = plugin.spec.provider
+            if plugin.spec.config_keys is not None:
+                CONFIG_KEYS[plugin.spec.ref] = plugin.spec.config_keys
+
+
 _register_modules()
 
 
 def canonical_ref(ref: str) -> str | None:
     """Our reference for a builtin provider reference (aliases resolved), or None if unknown."""
+    _register_plugins()
     ref = ALIASES.get(ref, ref)
     return ref if ref in BUILTINS else None
 
@@ -80,6 +101,7 @@ def config_key_problems(ref: str, config: Mapping[str, str], role: Role) -> list
 
 def supported_refs() -> list[str]:
     """Every accepted builtin reference, ours first."""
+    _register_plugins()
     return sorted(BUILTINS) + sorted(ALIASES)
 
 

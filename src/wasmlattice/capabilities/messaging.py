@@ -47,6 +47,7 @@ from wasmlattice.capabilities.base import (
     LinkTargetProvider,
     ProviderSpec,
     call_here_or_failure,
+    capability_span,
     component,
     lower_config,
 )
@@ -474,8 +475,8 @@ class NatsMessagingProvider(LinkTargetProvider):
 # -- host functions of `wasmcloud:messaging/consumer` ---------------------------------------------
 
 
-def _backend() -> tuple[ComponentContext, NatsBackend]:
-    """The calling component and the backend its consumer link selects; `Err` with the reason."""
+def _backend() -> tuple[ComponentContext, NatsBackend, Link]:
+    """The calling component, the backend its consumer link selects and the link; `Err` with the reason."""
     try:
         comp = component()
         lk, provider = comp.target(CONSUMER)
@@ -484,7 +485,7 @@ def _backend() -> tuple[ComponentContext, NatsBackend]:
         backend: NatsBackend = comp.run(lambda: provider.backend(lk))
     except CapabilityError as e:
         raise Err(str(e)) from None
-    return comp, backend
+    return comp, backend, lk
 
 
 def _failed(comp: ComponentContext, e: CapabilityError) -> Err:
@@ -495,15 +496,16 @@ def _failed(comp: ComponentContext, e: CapabilityError) -> Err:
 
 def consumer_request(subject: str, body: bytes, timeout_ms: int) -> BrokerMessage:
     """`request`: send to `subject`, return the first reply (`Err` on time-out or no responders)."""
-    comp, backend = _backend()
+    comp, backend, lk = _backend()
     problem = subject_problem(subject, publishing=True)
     if problem is not None:
         raise _failed(comp, CapabilityError(f"request failed: {problem}"))
     wait_ms = timeout_ms or DEFAULT_REQUEST_TIMEOUT_MS
     try:
-        return comp.run(
-            lambda: backend.request(subject, body, wait_ms), timeout=wait_ms / 1000 + RUN_MARGIN_S
-        )
+        with capability_span(comp, CONSUMER, "request", lk, "nats"):
+            return comp.run(
+                lambda: backend.request(subject, body, wait_ms), timeout=wait_ms / 1000 + RUN_MARGIN_S
+            )
     except CapabilityError as e:
         raise _failed(comp, e) from None
 
@@ -511,7 +513,7 @@ def consumer_request(subject: str, body: bytes, timeout_ms: int) -> BrokerMessag
 def consumer_publish(msg: BrokerMessage) -> None:
     """`publish`: send one message (`Err` if it cannot be sent)."""
     subject, body, reply_to = msg
-    comp, backend = _backend()
+    comp, backend, lk = _backend()
     problem = subject_problem(subject, publishing=True)
     if problem is None and reply_to is not None:
         problem = subject_problem(reply_to, publishing=True)
@@ -519,7 +521,8 @@ def consumer_publish(msg: BrokerMessage) -> None:
     if problem is not None:
         raise _failed(comp, CapabilityError(f"publish failed: {problem}"))
     try:
-        comp.run(lambda: backend.publish(subject, body, reply_to))
+        with capability_span(comp, CONSUMER, "publish", lk, "nats"):
+            comp.run(lambda: backend.publish(subject, body, reply_to))
     except CapabilityError as e:
         raise _failed(comp, e) from None
 

@@ -33,6 +33,7 @@ from wasmlattice.cli.host_options import (
     LogLevelOpt,
     MaxComponentSizeOpt,
     NatsAuth,
+    ObservabilityFlags,
     OciAccess,
     PolicyFlags,
     allowed_dirs,
@@ -92,6 +93,7 @@ def host_cmd(
     allowed_issuer: AllowedIssuerOpt = None,
     limits: GuestLimitFlags,
     health: HealthListenOpt = None,
+    obs: ObservabilityFlags,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run one lattice host on an existing NATS server until Ctrl-C (file:// needs --allow-file-load)."""
@@ -104,6 +106,7 @@ def host_cmd(
     policy_kwargs = policy.host_kwargs()
     issuers = allowed_issuers(allowed_issuer)
     limit_kwargs = limits.host_kwargs()
+    observability = obs.settings()
     setup_logging(log_level)
     try:
         opts = host_options(
@@ -125,6 +128,7 @@ def host_cmd(
             allowed_issuers=issuers,
             **limit_kwargs,
             health_listen=health_listen(health),
+            observability=observability,
             **nats,
         )
         # run_host handles SIGINT/SIGTERM itself: it leaves the lattice gracefully.
@@ -146,13 +150,18 @@ def app_manager_cmd(
             "--host-timeout", min=1.0, help="Seconds without an answer before a host counts as gone (10)."
         ),
     ] = 10.0,
+    obs: ObservabilityFlags,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run an app manager alone (the wadm API and reconciler) until Ctrl-C; several may run at once."""
     from wasmlattice.apps.manager import run_app_manager
+    from wasmlattice.observability import process as observability
+    from wasmlattice.observability.metrics import MetricsError
     from wasmlattice.protocol.connection import NatsConnectionError
 
+    settings = obs.settings()
     setup_logging(log_level)
+    observability.setup(settings, lattice=lattice, role="app-manager")
     opts = host_options(
         nats_url=nats_url,
         lattice=lattice,
@@ -165,11 +174,13 @@ def app_manager_cmd(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
-        await run_app_manager(opts.nats_options(), lattice, stop, host_timeout=host_timeout)
+        await run_app_manager(
+            opts.nats_options(), lattice, stop, host_timeout=host_timeout, observability=settings
+        )
 
     try:
         aio.run(main())
-    except NatsConnectionError as e:
+    except (NatsConnectionError, MetricsError) as e:
         fail(str(e))
 
 

@@ -540,3 +540,124 @@ class GuestLimitFlags:
             "guest_output_max_line": size_option(self.guest_output_max_line, "--guest-output-max-line"),
         }
         return {k: v for k, v in given.items() if v is not None}
+
+
+# -- observability (docs/observability.md): wasmCloud's flags; the variables are read by
+# `ObservabilitySettings.from_env` (WASMCLOUD_*_ENABLED, OTEL_EXPORTER_OTLP_*, OTEL_SERVICE_NAME).
+_SIGNAL_HELP = "Export {} over OTLP (default: as --enable-observability)."
+
+
+@dataclass(frozen=True)
+class ObservabilityFlags:
+    """`--enable-observability`, `--enable-traces/metrics/logs`, the OTLP endpoint and protocol, and
+    `--metrics-listen` of `host`, `up` and `app-manager` (off unless a flag or variable says so)."""
+
+    enable_observability: Annotated[
+        bool | None,
+        typer.Option(
+            "--enable-observability/--disable-observability",
+            show_default=False,
+            help="Export traces, metrics and logs over OTLP (WASMCLOUD_OBSERVABILITY_ENABLED; off).",
+        ),
+    ] = None
+    enable_traces: Annotated[
+        bool | None,
+        typer.Option(
+            "--enable-traces/--disable-traces", show_default=False, help=_SIGNAL_HELP.format("traces")
+        ),
+    ] = None
+    enable_metrics: Annotated[
+        bool | None,
+        typer.Option(
+            "--enable-metrics/--disable-metrics", show_default=False, help=_SIGNAL_HELP.format("metrics")
+        ),
+    ] = None
+    enable_logs: Annotated[
+        bool | None,
+        typer.Option("--enable-logs/--disable-logs", show_default=False, help=_SIGNAL_HELP.format("logs")),
+    ] = None
+    observability_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--override-observability-endpoint",
+            metavar="URL",
+            help="Base OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT; http://127.0.0.1:4318 for http, "
+            ":4317 for grpc); /v1/<signal> is appended for http.",
+        ),
+    ] = None
+    traces_endpoint: Annotated[
+        str | None,
+        typer.Option("--override-traces-endpoint", metavar="URL", help="OTLP traces endpoint, used as is."),
+    ] = None
+    metrics_endpoint: Annotated[
+        str | None,
+        typer.Option("--override-metrics-endpoint", metavar="URL", help="OTLP metrics endpoint, used as is."),
+    ] = None
+    logs_endpoint: Annotated[
+        str | None,
+        typer.Option("--override-logs-endpoint", metavar="URL", help="OTLP logs endpoint, used as is."),
+    ] = None
+    observability_protocol: Annotated[
+        str | None,
+        typer.Option(
+            "--observability-protocol",
+            metavar="http|grpc",
+            help="OTLP protocol (WASMCLOUD_OBSERVABILITY_PROTOCOL; http).",
+        ),
+    ] = None
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-listen",
+            metavar="HOST:PORT",
+            help="Serve Prometheus /metrics here (WASMLATTICE_METRICS_LISTEN; off).",
+        ),
+    ] = None
+
+    def settings(self) -> Any:
+        """The `ObservabilitySettings` of these flags and the environment; exit 2 if invalid."""
+        import dataclasses
+
+        from wasmlattice.observability.settings import ObservabilitySettings
+
+        try:
+            found = ObservabilitySettings.from_env(
+                enable_observability=self.enable_observability,
+                enable_traces=self.enable_traces,
+                enable_metrics=self.enable_metrics,
+                enable_logs=self.enable_logs,
+                endpoint=self.observability_endpoint,
+                protocol=self.observability_protocol,
+                metrics_listen=self.metrics_listen,
+            )
+        except ValueError as e:
+            fail(f"--observability-protocol: {e}", code=2)
+        return dataclasses.replace(
+            found,
+            traces_endpoint=self.traces_endpoint or found.traces_endpoint,
+            metrics_endpoint=self.metrics_endpoint or found.metrics_endpoint,
+            logs_endpoint=self.logs_endpoint or found.logs_endpoint,
+        )
+
+    def args(self) -> list[str]:
+        """These flags as given, for a child process (`up --detach`) to take them again."""
+        out: list[str] = []
+        for flag, value in (
+            ("observability", self.enable_observability),
+            ("traces", self.enable_traces),
+            ("metrics", self.enable_metrics),
+            ("logs", self.enable_logs),
+        ):
+            if value is not None:
+                out.append(f"--{'enable' if value else 'disable'}-{flag}")
+        for flag, text in (
+            ("--override-observability-endpoint", self.observability_endpoint),
+            ("--override-traces-endpoint", self.traces_endpoint),
+            ("--override-metrics-endpoint", self.metrics_endpoint),
+            ("--override-logs-endpoint", self.logs_endpoint),
+            ("--observability-protocol", self.observability_protocol),
+            ("--metrics-listen", self.metrics_listen),
+        ):
+            if text:
+                out += [flag, text]
+        return out

@@ -3,7 +3,7 @@
 Hosts publish each record on `wasmlattice.logs.<lattice>.<host>.<component>` and keep their last
 records to answer `wasmlattice.logs_recent.<lattice>` (`lattice/logs.py`). Without `--follow` the
 command asks every host for its recent lines and prints them, merged by time; with `--follow` it
-prints those and then every new line until Ctrl-C. See docs/observability-logs.md.
+prints those and then every new line until Ctrl-C. See docs/observability.md.
 """
 
 from __future__ import annotations

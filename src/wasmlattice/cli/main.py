@@ -18,6 +18,7 @@ from wasmlattice.cli import (  # noqa: F401 - register commands
     keys_cmds,
     lattice_cmds,
     logs_cmd,
+    plugins_cmd,
     project_cmds,
     secret_cmds,
     ui_cmd,

@@ -45,6 +45,7 @@ from wasmlattice.cli.host_options import (
     LogLevelOpt,
     MaxComponentSizeOpt,
     NatsAuth,
+    ObservabilityFlags,
     OciAccess,
     PolicyFlags,
     allowed_dirs,
@@ -198,7 +199,9 @@ async def _up_main(
         if app_manager:
             from wasmlattice.apps.manager import run_app_manager
 
-            manager_task = asyncio.ensure_future(run_app_manager(opts.nats_options(), lattice, manager_stop))
+            manager_task = asyncio.ensure_future(
+                run_app_manager(opts.nats_options(), lattice, manager_stop, observability=opts.observability)
+            )
         ready_wait = asyncio.ensure_future(ready.wait())
         try:
             await asyncio.wait({host_task, ready_wait}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
@@ -331,6 +334,7 @@ def up(
     allowed_issuer: AllowedIssuerOpt = None,
     limits: GuestLimitFlags,
     health: HealthListenOpt = None,
+    obs: ObservabilityFlags,
     output: OutputOpt = OutputFormat.text,
     # Info, as `host` and `app-manager` log: what was deployed, started and bound shows in the log
     # (`<data-dir>/up.log` with --detach).
@@ -381,6 +385,7 @@ def up(
     )
     host_kwargs.update(policy.host_kwargs())
     host_kwargs.update(limits.host_kwargs())
+    host_kwargs["observability"] = obs.settings()
     if detach:
         _up_detached(
             ddir,
@@ -392,6 +397,7 @@ def up(
             log_level,
             host_kwargs,
             app_manager,
+            obs_args=obs.args(),
             ui_listen=ui_listen if ui else None,
         )
         return
@@ -429,6 +435,7 @@ def _up_detached(
     host_kwargs: dict[str, Any],
     app_manager: bool = True,
     *,
+    obs_args: list[str] | None = None,
     ui_listen: str | None = None,
 ) -> None:
     """Start `up` in a new session with output in `<data-dir>/up.log`; return once its host answers."""
@@ -486,6 +493,7 @@ def _up_detached(
             cmd += [flag, str(host_kwargs[key])]
     for issuer in host_kwargs.get("allowed_issuers") or []:
         cmd += ["--allowed-issuer", issuer]
+    cmd += obs_args or []
     for key, flag in (
         ("nats_tls_ca", "--nats-tls-ca"),
         ("nats_tls_cert", "--nats-tls-cert"),

@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from wasmlattice.artifacts.claims import ClaimsPolicy, ComponentClaims
@@ -46,6 +46,9 @@ from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.ctx import WasiConfig
 from wasmlattice.wasi.output_limit import OutputLimiter
+
+if TYPE_CHECKING:
+    from wasmlattice.observability.metrics import InstanceCount
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +189,7 @@ class ComponentRegistry:
         guest_output: Callable[[str], Callable[[str, str, str], None]] | None = None,
     ) -> None:
         # Given a component ID, the tap its output limiter hands each admitted guest line to: the
-        # lattice's log stream (docs/observability-logs.md); None: guest output goes to the log only.
+        # lattice's log stream (docs/observability.md); None: guest output goes to the log only.
         self.guest_output = guest_output
         # The host's cap on concurrent invocations, and its default deadline (docs/limits.md).
         self.gate = gate
@@ -202,7 +205,11 @@ class ComponentRegistry:
         self.files = services.files if services is not None else HostFiles()
         # Where every other reference (OCI, and sources registered later) comes from; None: file:// only.
         self.fetcher = fetcher
-        self.registry: HostRegistry = host_registry()
+        # Invocations, instances and capability calls are counted here (None: metrics are off).
+        self.metrics = services.metrics if services is not None else None
+        self.registry: HostRegistry = host_registry(self.metrics)
+        if self.metrics is not None:
+            self.metrics.observe_instances(self._instance_counts)
         self._linked: dict[str, LinkedComponent] = {}
         # What embedded claims must satisfy (`--allowed-issuer`), and the verified claims of each
         # linked component just loaded, by its id(): the same bytes link once and carry one JWT.
@@ -401,6 +408,8 @@ class ComponentRegistry:
             max_concurrency=running.max_instances,
         )
         running.workload.gate = self.gate
+        if self.metrics is not None:
+            running.workload.metrics = self.metrics.component(running.component_id, running.image_ref)
         running.invoker = ExportInvoker(
             self.engine,
             running.linked,
@@ -426,6 +435,16 @@ class ComponentRegistry:
                 claims=running.claims,
             )
             await running.server.start()
+
+    def _instance_counts(self) -> list[InstanceCount]:
+        """Active and maximum instances of every running component (read when metrics are collected)."""
+        from wasmlattice.observability.metrics import InstanceCount  # the SDK: only with metrics on
+
+        return [
+            InstanceCount(r.component_id, r.image_ref, r.workload.active, r.max_instances)
+            for r in list(self._components.values())
+            if r.workload is not None
+        ]
 
     def running(self) -> list[RunningComponent]:
         """Every running component."""

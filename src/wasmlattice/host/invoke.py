@@ -71,7 +71,7 @@ class ExportInvoker:
             return lambda limit: pool.run(wctx, limit, *args)
 
         try:
-            return await call_guest(self.workload, attempt, timeout=timeout)
+            return await call_guest(self.workload, attempt, timeout=timeout, operation=f"{interface}/{func}")
         except HostBusy as e:  # the host's --max-concurrent-invocations
             raise InvokeError(f"{self.wasi.component_id}: {e}") from None
         except SlotTimeout:

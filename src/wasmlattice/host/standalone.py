@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import signal
@@ -18,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -33,6 +34,7 @@ from wasmlattice.capabilities.http_ingress import (
     bind_socket,
 )
 from wasmlattice.nats_server import port_in_use
+from wasmlattice.observability.settings import ObservabilitySettings
 from wasmlattice.runtime.budget import DEFAULT_INSTANCE_MEMORY
 from wasmlattice.runtime.component import CompileCache, ComponentError, default_cache_dir, read_component_file
 from wasmlattice.runtime.engine import HostEngine
@@ -40,6 +42,9 @@ from wasmlattice.runtime.linking import LinkedComponent, link
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.wasi.ctx import WasiConfig
 from wasmlattice.wasi.output_limit import OutputLimiter, OutputLimits
+
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when metrics are on
+    from wasmlattice.observability.metrics import HostMetrics
 
 
 @dataclass
@@ -140,10 +145,13 @@ class ComponentApp:
         self.engine.close()
 
 
-async def serve_app(app: ComponentApp, sock: socket.socket, ready: asyncio.Event | None = None) -> None:
-    """Serve `app` on `sock` until cancelled."""
+async def serve_app(
+    app: ComponentApp, sock: socket.socket, ready: asyncio.Event | None = None, worker: int = 0
+) -> None:
+    """Serve `app` on `sock` until cancelled (`worker`: the index of this worker process)."""
+    metrics = await _start_metrics(app, worker)
     server = IngressServer(
-        app.handle,
+        app.handle if metrics is None else app.handler.counted(metrics, lambda _r: app.config.component_id),
         app.opts.limits,
         max_line_size=app.opts.max_header_size,
         max_field_size=app.opts.max_header_size,
@@ -160,6 +168,36 @@ async def serve_app(app: ComponentApp, sock: socket.socket, ready: asyncio.Event
     finally:
         await runner.cleanup()
         await app.close()
+        if metrics is not None:
+            await metrics.release()
+
+
+async def _start_metrics(app: ComponentApp, worker: int) -> HostMetrics | None:
+    """Metrics of this worker when the environment enables them (docs/observability.md#metrics).
+
+    Worker `i` of `--workers` serves `/metrics` on the configured port plus `i`: a scrape must
+    read one process's counters, so the workers cannot share one port as they share the listener.
+    """
+    try:
+        settings = ObservabilitySettings.from_env()
+    except ValueError as e:
+        raise ComponentError(str(e)) from None
+    if not settings.metrics_wanted:
+        return None
+    from wasmlattice.observability.metrics import MetricsError, parse_listen, start_host_metrics
+
+    try:
+        if worker and settings.metrics_listen is not None:
+            host, port = parse_listen(settings.metrics_listen)
+            if port:
+                shown = f"[{host}]" if ":" in host else host
+                settings = dataclasses.replace(settings, metrics_listen=f"{shown}:{port + worker}")
+        metrics = await start_host_metrics(settings, f"run-w{worker}", "")
+    except MetricsError as e:
+        raise ComponentError(str(e)) from None
+    assert metrics is not None
+    app.target.metrics = metrics.component(app.config.component_id, app.path)
+    return metrics
 
 
 log = logging.getLogger("wasmlattice.http")
@@ -175,13 +213,13 @@ def _describe(path: str, opts: ServeOptions) -> str:
     return f"serving {path} on http://{opts.listen}/ ({workers}, {mode})"
 
 
-async def _serve_until_signal(app: ComponentApp, sock: Any, on_ready: Any = None) -> None:
+async def _serve_until_signal(app: ComponentApp, sock: Any, on_ready: Any = None, worker: int = 0) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     ready = asyncio.Event()
-    task = asyncio.ensure_future(serve_app(app, sock, ready))
+    task = asyncio.ensure_future(serve_app(app, sock, ready, worker))
     ready_wait = asyncio.ensure_future(ready.wait())
     try:
         await asyncio.wait({task, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -210,7 +248,7 @@ def _worker_main(path: str, opts: ServeOptions, ready: Any, index: int) -> None:
     except Exception as e:
         ready.put((index, f"{type(e).__name__}: {e}"))
         return
-    aio.run(_serve_until_signal(app, sock, on_ready=lambda: ready.put((index, None))))
+    aio.run(_serve_until_signal(app, sock, on_ready=lambda: ready.put((index, None)), worker=index))
 
 
 def run_server(path: str, opts: ServeOptions) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from wasmlattice.capabilities.http_ingress import (
+    HTTP_OPERATION,
     STREAM_GRACE,
     Exchange,
     HttpGuestCall,
@@ -115,7 +116,9 @@ class HttpExport:
         done = asyncio.Event()
         try:
             # Never inline: the body arrives from the invocation while the guest runs.
-            finished = await start_guest(target, guest.attempt, inline=False, wait=self.timeout)
+            finished = await start_guest(
+                target, guest.attempt, inline=False, wait=self.timeout, operation=HTTP_OPERATION
+            )
         except SlotTimeout as e:
             raise WrpcHttpError(str(e)) from None
         except RuntimeError:  # the workload was retired: the component was replaced or stopped
@@ -159,7 +162,9 @@ class HttpExport:
             return f"{cid} set an invalid response"
         return f"{cid} returned without setting a response"
 
-    async def _settle(self, ex: Exchange, finished: asyncio.Future[None], done: asyncio.Event) -> None:
+    async def _settle(
+        self, ex: Exchange, finished: asyncio.Future[BaseException | None], done: asyncio.Event
+    ) -> None:
         try:
             await ex.wait_finished()
             await finished

@@ -23,6 +23,7 @@ from wasmlattice.lattice.context import ControlContext
 from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S, ProviderHealth
 from wasmlattice.lattice.policy import PolicyService
 from wasmlattice.lattice.workloads import WORKLOAD_OPS, WorkloadOps
+from wasmlattice.observability import tracing
 from wasmlattice.protocol import events as ev
 from wasmlattice.protocol import limits
 from wasmlattice.protocol import subjects as sj
@@ -289,11 +290,22 @@ class ControlInterfaceServer:
 
     async def handle(self, msg: Any) -> None:
         """Answer one control request; never raises, replies `success:false` on any error."""
+        if not tracing.enabled():
+            return await self._answer(msg)
+        # Named after the operation once the subject is parsed (`_dispatch`); the requester's
+        # trace context, when its headers carry one, is the parent.
+        attrs = {"messaging.destination.name": msg.subject, tracing.HOST_ID: self.host.host_id}
+        with tracing.server_span("ctl", msg.headers, attrs):
+            await self._answer(msg)
+
+    async def _answer(self, msg: Any) -> None:
         try:
             reply = await self._dispatch(msg.subject, msg.data)
         except Exception as e:
             log.exception("control request on %s failed", msg.subject)
             reply = CtlResponse[Any].fail(f"{type(e).__name__}: {e}")
+        if reply is not None and not reply.success:
+            tracing.fail(tracing.current_span(), reply.message)
         if reply is None or not msg.reply:
             return
         try:
@@ -327,6 +339,10 @@ class ControlInterfaceServer:
         except UnsupportedSubjectError as e:
             return CtlResponse[Any].fail(str(e))
         op = parsed.operation
+        span = tracing.current_span()
+        if span is not None:
+            span.update_name(f"ctl {op.value}")
+            span.set_attribute(tracing.CTL_OPERATION, op.value)
         if parsed.host_id is not None and parsed.host_id != self.host.host_id:
             return CtlResponse[Any].fail(sj.UNSUPPORTED_SUBJECT)
         if len(data) > limits.MAX_PAYLOAD:

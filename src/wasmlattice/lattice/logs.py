@@ -3,7 +3,7 @@
 Each record (shape: `observability/logstream.py`) is published on
 `wasmlattice.logs.<lattice>.<host_id>.<component_id>` (`_host` for the host's own lines), and
 the host keeps its last records in a small ring buffer, answered on `wasmlattice.logs_recent.<lattice>`
-(every host answers; the asker collects the replies). See docs/observability-logs.md.
+(every host answers; the asker collects the replies). See docs/observability.md.
 
 Request body of `logs_recent` (all optional): `{"component_id": "echo", "host_id": "N...",
 "limit": 100}`; a host whose ID is not `host_id` does not answer. Reply: `{"host_id": "N...",

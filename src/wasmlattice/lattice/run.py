@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wasmlattice import aio
 from wasmlattice.artifacts.auth import (
@@ -44,6 +45,8 @@ from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S
 from wasmlattice.lattice.logs import HostLogStream, host_log_stream
 from wasmlattice.lattice.policy import PolicyService, PolicySettings
 from wasmlattice.lattice.probes import HEALTH_LISTEN_ENV, probes_from
+from wasmlattice.observability import process as observability
+from wasmlattice.observability.settings import PROTOCOLS, ObservabilitySettings
 from wasmlattice.protocol.connection import (
     DEFAULT_NATS_URL,
     NatsConnectionClosedError,
@@ -68,6 +71,9 @@ from wasmlattice.runtime.execution import DEFAULT_MAX_CONCURRENT_INVOCATIONS, Ho
 from wasmlattice.runtime.hostfiles import DEFAULT_MAX_COMPONENT_SIZE, HostFiles
 from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.output_limit import OutputLimits
+
+if TYPE_CHECKING:
+    from wasmlattice.observability.metrics import HostMetrics
 
 # Named, not `__name__`: run as `python -m wasmlattice.lattice.run` this module is `__main__`, and
 # its lines must still be the host's (`wasmlattice.*`, which the lattice log stream publishes).
@@ -128,9 +134,11 @@ class HostOptions:
       docs/claims.md).
     - `health_listen`: `HOST:PORT` for the `/livez` and `/readyz` probes (`--health-listen`; none).
       See docs/lattice.md#probes.
+    - `observability`: which signals the process exports over OTLP, where, and the Prometheus
+      endpoint (`--enable-observability`, ...; all off). See docs/observability.md.
     - `lattice_logs`: publish guest output and the host's own records (INFO and above) on
       `wasmlattice.logs.<lattice>.<host>.<component>` for `wasmlattice logs` (on;
-      `WASMLATTICE_LATTICE_LOGS=0` turns it off). See docs/observability-logs.md.
+      `WASMLATTICE_LATTICE_LOGS=0` turns it off). See docs/observability.md.
     """
 
     nats_url: str = DEFAULT_NATS_URL
@@ -165,7 +173,7 @@ class HostOptions:
     guest_output_bytes: float = OutputLimits.bytes_per_s
     guest_output_max_line: int = OutputLimits.max_line
     guest_output_report_interval: float = OutputLimits.report_interval
-    # Stream guest and host log records on NATS (docs/observability-logs.md); off with
+    # Stream guest and host log records on NATS (docs/observability.md); off with
     # WASMLATTICE_LATTICE_LOGS=0.
     lattice_logs: bool = field(default_factory=lambda: _env_on("WASMLATTICE_LATTICE_LOGS", default=True))
 
@@ -207,6 +215,7 @@ class HostOptions:
     oci_registry: str | None = None
     oci_user: str | None = None
     oci_password: str | None = None
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     docker_config: bool = True
 
     def fetcher(
@@ -331,11 +340,14 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     `ready` is set once the host serves requests and has published `host_started`.
     """
     host = build_host(opts)
+    # Process-wide and once: a second host in the same process shares the first one's exporters.
+    observability.setup(opts.observability, host_id=host.host_id, lattice=opts.lattice)
     policy_settings = opts.policy_settings()
     # Before connecting: incomplete --oci-* flags are a start-up error, not a failed pull later.
     fetcher = opts.fetcher(lambda: host.registries)
     nats_opts = opts.nats_options()
     probes = probes_from(opts.health_listen, HostStartError)
+    host_metrics: HostMetrics | None = None
     stop_requested = asyncio.Event()
     connection_lost: list[str] = []
 
@@ -371,6 +383,15 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             raise HostStartError(f"cannot open lattice state for {opts.lattice!r}: {e}") from None
         if probes is not None:
             probes.state = state
+        # Metrics (docs/observability.md#metrics): off unless enabled (`--enable-metrics`,
+        # `--metrics-listen`, the OTEL_* variables); the OpenTelemetry SDK is imported only then.
+        if opts.observability.metrics_wanted:
+            from wasmlattice.observability.metrics import MetricsError, start_host_metrics
+
+            try:
+                host_metrics = await start_host_metrics(opts.observability, host.host_id, opts.lattice)
+            except MetricsError as e:
+                raise HostStartError(str(e)) from None
 
         services = HostServices(
             loop=asyncio.get_running_loop(),
@@ -382,6 +403,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             invocation_timeout=opts.invocation_timeout,
             supervisor=supervisor,
             files=opts.host_files(),
+            metrics=host_metrics,
         )
         _log_file_policy(services.files)
         policy: PolicyService | None = None
@@ -491,6 +513,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             await probes.stop()
         if log_stream is not None:
             await log_stream.stop()
+        if host_metrics is not None:
+            await host_metrics.release()
         await supervisor.stop(0.0)
         await fetcher.close()
         with contextlib.suppress(Exception):
@@ -501,6 +525,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
         raise NatsConnectionClosedError(
             f"host {host.host_id} exited: its NATS connection was closed for good ({connection_lost[0]})"
         )
+    # Off the loop: an unreachable collector makes the exporter wait (up to 5 s).
+    await asyncio.to_thread(observability.flush)
     log.info("host %s stopped", host.host_id)
 
 
@@ -705,7 +731,44 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the /livez and /readyz probes here",
     )
     p.add_argument("--log-level", default="INFO", help="log level")
+    _observability_args(p)
     return p
+
+
+def _observability_args(p: argparse.ArgumentParser) -> None:
+    """wasmCloud's observability flags (`wasmlattice host` has the same; docs/observability.md)."""
+    g = p.add_argument_group("observability (the WASMCLOUD_* and OTEL_* variables are read too)")
+    for name in ("observability", "traces", "metrics", "logs"):
+        g.add_argument(f"--enable-{name}", dest=f"enable_{name}", action="store_true", default=None)
+        g.add_argument(f"--disable-{name}", dest=f"enable_{name}", action="store_false", default=None)
+    g.add_argument("--override-observability-endpoint", default=None, metavar="URL")
+    for signal_name in ("traces", "metrics", "logs"):
+        g.add_argument(f"--override-{signal_name}-endpoint", default=None, metavar="URL")
+    g.add_argument("--observability-protocol", choices=PROTOCOLS, default=None)
+    g.add_argument("--metrics-listen", default=None, metavar="HOST:PORT")
+
+
+def _observability(args: argparse.Namespace) -> ObservabilitySettings:
+    import dataclasses
+
+    try:
+        found = ObservabilitySettings.from_env(
+            enable_observability=args.enable_observability,
+            enable_traces=args.enable_traces,
+            enable_metrics=args.enable_metrics,
+            enable_logs=args.enable_logs,
+            endpoint=args.override_observability_endpoint,
+            protocol=args.observability_protocol,
+            metrics_listen=args.metrics_listen,
+        )
+    except ValueError as e:
+        raise HostStartError(str(e)) from None
+    return dataclasses.replace(
+        found,
+        traces_endpoint=args.override_traces_endpoint or found.traces_endpoint,
+        metrics_endpoint=args.override_metrics_endpoint or found.metrics_endpoint,
+        logs_endpoint=args.override_logs_endpoint or found.logs_endpoint,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -752,6 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             guest_output_max_line=args.guest_output_max_line,
             guest_output_report_interval=args.guest_output_report_interval,
             health_listen=args.health_listen,
+            observability=_observability(args),
         )
         aio.run(run_host(opts))
     except (HostStartError, NatsConnectionError, LabelError) as e:

@@ -1,6 +1,6 @@
 """Log records of a host, handed to the lattice without blocking the thread that logs them.
 
-What `wasmlattice logs` and the dashboard read (docs/observability-logs.md). A record is one JSON
+What `wasmlattice logs` and the dashboard read (docs/observability.md). A record is one JSON
 object:
 
     {"time": "2025-01-02T03:04:05.678Z", "level": "info", "host_id": "N...", "component_id": "echo",

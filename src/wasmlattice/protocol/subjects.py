@@ -232,7 +232,7 @@ def events_wildcard(lattice: str = DEFAULT_LATTICE) -> str:
     return f"{EVENT_PREFIX}.{lattice}.>"
 
 
-# --- the lattice's log stream (ours; wasmCloud exports logs over OTLP only: docs/observability-logs.md) ---
+# --- the lattice's log stream (ours; wasmCloud exports logs over OTLP only: docs/observability.md) ---
 
 LOGS_PREFIX = "wasmlattice.logs"
 LOGS_RECENT_PREFIX = "wasmlattice.logs_recent"

@@ -23,15 +23,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
+from wasmlattice.observability import tracing
 from wasmlattice.runtime import interrupt
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.interrupt import DeadlineExceeded, Interrupted, Interruption
+
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when metrics are on
+    from wasmlattice.observability.metrics import ComponentMetrics
 
 __all__ = ["DeadlineExceeded", "HostBusy", "HostGate", "Interrupted", "Interruption", "SlotTimeout"]
 
@@ -174,6 +179,8 @@ class Workload:
         # The host's cap across components (None: none), and the interruption of each call in flight.
         self.gate: HostGate | None = None
         self.calls: set[Interruption] = set()
+        # Where each call's invocation, error and duration are counted (None: metrics are off).
+        self.metrics: ComponentMetrics | None = None
 
     def limit(self, timeout: float | None) -> float:
         """The deadline of a call: the workload's, or the call's own when that is shorter."""
@@ -220,13 +227,20 @@ class Workload:
             self._idle.set()
 
     def to_thread(
-        self, fn: Callable[..., T], *args: object, token: Interruption | None = None
+        self,
+        fn: Callable[..., T],
+        *args: object,
+        token: Interruption | None = None,
+        context: contextvars.Context | None = None,
     ) -> asyncio.Future[T]:
         """Run `fn(*args)` on one of the workload's worker threads; its result on the loop.
 
-        `token` is the interruption the guest call checks while it runs there.
+        `token` is the interruption the guest call checks while it runs there; `context` the
+        contextvars it runs in (the guest-call span's, when traced).
         `RuntimeError` if the workload was retired (its component replaced or stopped).
         """
+        if context is not None:
+            return asyncio.wrap_future(self.executor.submit(context.run, _with_token, token, fn, *args))
         if token is None:
             return asyncio.wrap_future(self.executor.submit(fn, *args))
         return asyncio.wrap_future(self.executor.submit(_with_token, token, fn, *args))
@@ -290,7 +304,7 @@ class Workload:
 Attempt = Callable[[bool], Callable[[float], T]]
 
 
-def _with_token(token: Interruption, fn: Callable[..., T], *args: object) -> T:
+def _with_token(token: Interruption | None, fn: Callable[..., T], *args: object) -> T:
     prev = interrupt.set_current(token)
     try:
         return fn(*args)
@@ -306,6 +320,7 @@ async def start_guest(
     inline: bool = True,
     wait: float | None = None,
     token: Interruption | None = None,
+    operation: str = "",
 ) -> asyncio.Future[T]:
     """Start one guest call within `workload`; a future of its result, done once the guest returns.
 
@@ -315,12 +330,30 @@ async def start_guest(
     held until the guest returns, whoever waits for the result: a caller that streams a response
     while the guest runs (HTTP) awaits its own data and the future later. `token` lets the caller
     interrupt the guest (the workload interrupts it too when retired).
+
+    With metrics on (`workload.metrics`), the call is counted as an invocation of `operation`
+    (`ns:pkg/iface/func`), with its duration until the guest returned, and as an error when it
+    was refused or failed. A runner that hands its failure to someone else instead of raising
+    it (HTTP's, to its exchange) returns the exception, so that it still counts as an error.
     """
+    metrics = workload.metrics
+    began = time.perf_counter_ns() if metrics is not None else 0
     limit = workload.limit(timeout)
-    await workload.acquire(limit if wait is None else min(wait, limit))
+    # Traced, the call is one span from here to the guest's return; untraced, `span` stays None.
+    span = _guest_span(workload) if tracing.enabled() else None
+    try:
+        await workload.acquire(limit if wait is None else min(wait, limit))
+    except BaseException as e:
+        if span is not None:
+            _end_guest(span, e)
+        if metrics is not None:
+            metrics.invoked(operation, time.perf_counter_ns() - began, True)
+        raise
     loop = asyncio.get_running_loop()
     token = token if token is not None else Interruption(workload.name)
     workload.calls.add(token)
+    # The context the guest runs in: its span is current there, on the loop's thread or a worker's.
+    ctx = None if span is None else tracing.context_with(span)
 
     def release() -> None:
         workload.calls.discard(token)
@@ -330,7 +363,10 @@ async def start_guest(
         if inline and workload.inline.enabled():
             done = loop.create_future()
             try:
-                finished, value = workload.try_inline(attempt(True), limit, token)
+                if ctx is None:
+                    finished, value = workload.try_inline(attempt(True), limit, token)
+                else:
+                    finished, value = ctx.run(workload.try_inline, attempt(True), limit, token)
             except BaseException as e:
                 done.set_exception(e)
                 finished, value = True, None
@@ -339,13 +375,69 @@ async def start_guest(
                     done.set_result(value)
             if finished:
                 release()
+                if span is not None:
+                    span.set_attribute(tracing.INLINE, True)
+                    _end_guest(span, done.exception())
+                if metrics is not None:
+                    _measured(done, metrics, operation, began)
                 return done
-        fut = workload.to_thread(attempt(False), limit, token=token)
-    except BaseException:
+        fut = workload.to_thread(attempt(False), limit, token=token, context=ctx)
+    except BaseException as e:
         release()
+        if span is not None:
+            _end_guest(span, e)
+        if metrics is not None:
+            metrics.invoked(operation, time.perf_counter_ns() - began, True)
         raise
     fut.add_done_callback(lambda _f: release())
+    if span is not None:
+        span.set_attribute(tracing.INLINE, False)
+        fut.add_done_callback(lambda f: _end_guest(span, None if f.cancelled() else f.exception()))
+    if metrics is not None:
+        fut.add_done_callback(lambda f: _measured(f, metrics, operation, began))
     return fut
+
+
+def _guest_span(workload: Workload) -> tracing.Span | None:
+    return tracing.start_span(f"guest {workload.name}", attributes={tracing.COMPONENT_ID: workload.name})
+
+
+def outcome(e: BaseException) -> tuple[str, str]:
+    """How a guest call failed, for its span: (outcome, message), the message a trap's reason."""
+    if isinstance(e, GuestTrap):
+        if interrupted(e):
+            reason = e.reason
+            return "deadline", reason if "deadline" in reason else f"deadline exceeded ({reason})"
+        if stopped(e) is not None:
+            return "interrupted", e.reason
+        return "trap", e.reason
+    if isinstance(e, SlotTimeout):
+        return "busy", str(e)
+    return "error", f"{type(e).__name__}: {e}"
+
+
+def note_failure(e: BaseException) -> None:
+    """Mark the current guest-call span failed by `e` (for callers that catch a guest's failure
+    on its thread and report it some other way, as HTTP ingress does)."""
+    span = tracing.current_span()
+    if span is not None:
+        kind, message = outcome(e)
+        tracing.fail(span, message, {tracing.OUTCOME: kind})
+
+
+def _end_guest(span: tracing.Span, error: BaseException | None) -> None:
+    if error is not None:
+        kind, message = outcome(error)
+        tracing.fail(span, message, {tracing.OUTCOME: kind})
+    elif not tracing.failed(span):
+        span.set_attribute(tracing.OUTCOME, "ok")
+    span.end()
+
+
+def _measured(fut: asyncio.Future[T], metrics: ComponentMetrics, operation: str, began: int) -> None:
+    """Count a finished guest call: its duration since `began`, and whether it failed."""
+    failed = fut.cancelled() or fut.exception() is not None or isinstance(fut.result(), BaseException)
+    metrics.invoked(operation, time.perf_counter_ns() - began, failed)
 
 
 async def call_guest(
@@ -355,9 +447,12 @@ async def call_guest(
     timeout: float | None = None,
     inline: bool = True,
     token: Interruption | None = None,
+    operation: str = "",
 ) -> T:
     """Run one guest call within `workload` (see `start_guest`) and wait for its result."""
-    return await (await start_guest(workload, attempt, timeout=timeout, inline=inline, token=token))
+    return await (
+        await start_guest(workload, attempt, timeout=timeout, inline=inline, token=token, operation=operation)
+    )
 
 
 def from_thread(

@@ -8,6 +8,7 @@ from typing import Any
 
 import wasmtime
 
+from wasmlattice.observability import tracing
 from wasmlattice.runtime import fastcall
 from wasmlattice.runtime.budget import format_size
 from wasmlattice.runtime.component import ComponentError
@@ -136,6 +137,10 @@ class InstancePool:
             if inst is None:
                 inst = Instance(self, wasi, timeout)
                 self.created += 1
+                if tracing.enabled():
+                    _note_instance(self, "fresh")
+            elif tracing.enabled():
+                _note_instance(self, "reused")
             remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
             result = inst.call(self, wasi, remaining, *args)
             ok = True
@@ -155,3 +160,9 @@ class InstancePool:
             elif not ok and inst is not None:
                 # wasmtime refuses to enter a trapped instance again: free its memory at once.
                 inst.close()
+
+
+def _note_instance(pool: InstancePool, how: str) -> None:
+    """Put the export and whether its instance is fresh or reused on the guest-call span."""
+    tracing.note(tracing.EXPORT, f"{pool.export_name}#{pool.func_name}")
+    tracing.note(tracing.INSTANCE, how)

@@ -7,7 +7,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+from wasmlattice.observability import tracing
 from wasmlattice.runtime.execution import NeedsLoop
 from wasmlattice.runtime.witypes import Err
 from wasmlattice.wasi.ctx import WasiCtx
@@ -141,6 +143,27 @@ class OutgoingClient:
         )
         first_byte = secs(options.first_byte if options else None)
         headers = [(n, header_text(v)) for n, v in request.fields.entries]
+        span = None
+        if tracing.enabled():
+            span, headers = _traced(request.method(), url, headers)
+        try:
+            await self._exchange(request, url, headers, data, timeout, first_byte, wctx, fut, span)
+        finally:
+            if span is not None:
+                span.end()
+
+    async def _exchange(
+        self,
+        request: OutgoingRequest,
+        url: str,
+        headers: list[tuple[str, str]],
+        data: AsyncIterator[bytes] | None,
+        timeout: Any,
+        first_byte: float,
+        wctx: WasiCtx,
+        fut: FutureIncomingResponse,
+        span: tracing.Span | None,
+    ) -> None:
         try:
             session = await self._get_session()
             resp_cm = session.request(
@@ -156,8 +179,13 @@ class OutgoingClient:
             fut.resolve(Err(("HTTP-request-denied", None)))
             raise
         except BaseException as e:
+            tracing.fail(span, f"{type(e).__name__}: {e}")
             fut.resolve(Err(_client_error_code(e)))
             return
+        if span is not None:
+            span.set_attribute("http.response.status_code", resp.status)
+            if resp.status >= 500:
+                tracing.fail(span, f"HTTP {resp.status}")
         pipe = BytePipe(wctx)
         headers_in = [(k.decode("latin-1").lower(), v) for k, v in resp.raw_headers]
         fut.resolve(IncomingResponse(resp.status, headers_in, pipe))
@@ -172,6 +200,26 @@ class OutgoingClient:
                 raise
         finally:
             resp.release()
+
+
+def _traced(method: Any, url: str, headers: list[tuple[str, str]]) -> tuple[Any, list[tuple[str, str]]]:
+    """The client span of an outgoing request, and its headers with the span's trace context in
+    place of any `traceparent`/`tracestate` the guest set."""
+    name = method_from_wit(method)
+    parts = urlsplit(url)
+    attrs: dict[str, Any] = {
+        "http.request.method": name,
+        "url.full": url,
+        "server.address": parts.hostname or "",
+    }
+    if parts.port is not None:
+        attrs["server.port"] = parts.port
+    span = tracing.start_span(f"HTTP {name}", tracing.SpanKind.CLIENT, attrs)
+    carrier: dict[str, str] = {}
+    with tracing.use(span):
+        tracing.inject(carrier)
+    kept = [(n, v) for n, v in headers if n.lower() not in ("traceparent", "tracestate")]
+    return span, kept + list(carrier.items())
 
 
 async def _pipe_iter(pipe: BytePipe) -> AsyncIterator[bytes]:

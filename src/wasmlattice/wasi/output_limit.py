@@ -6,7 +6,7 @@ by all its instances, and a cap on the length of one line (longer lines are cut,
 What does not fit is dropped and counted; the counts go to the log once per report interval
 ("component X: dropped 12,345 lines (3.2 MiB) of stdout in the last 10 s"). See docs/limits.md.
 
-A lattice host also streams each admitted line to the lattice (docs/observability-logs.md): the
+A lattice host also streams each admitted line to the lattice (docs/observability.md): the
 limiter's `tap` gets `(stream, level, line)` for every line that passed, and nothing else, so the
 stream is bounded by the same allowance as the log.
 

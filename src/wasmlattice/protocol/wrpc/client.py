@@ -13,6 +13,7 @@ from types import TracebackType
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from wasmlattice.observability import tracing
 from wasmlattice.protocol.wrpc.inbox import Mux, mux_for
 from wasmlattice.protocol.wrpc.streams import ChunkStream, StreamSet, pump
 from wasmlattice.protocol.wrpc.transport import (
@@ -20,6 +21,7 @@ from wasmlattice.protocol.wrpc.transport import (
     DESCRIPTION_HEADER,
     STATUS_HEADER,
     TRACEPARENT,
+    TRACESTATE,
     InvocationTimeout,
     RemoteError,
     UnexpectedEof,
@@ -28,6 +30,7 @@ from wasmlattice.protocol.wrpc.transport import (
     first_chunk_budget,
     index_subject,
     new_traceparent,
+    span_fields,
     split_payload,
     status_error,
 )
@@ -35,6 +38,11 @@ from wasmlattice.protocol.wrpc.transport import (
 
 def _with_traceparent(headers: Mapping[str, str] | None) -> dict[str, str]:
     out = dict(headers) if headers else {}
+    if tracing.enabled():
+        # The trace context of the invocation's span is put in at `start`, replacing any given.
+        for k in [k for k in out if k.lower() in (TRACEPARENT, TRACESTATE)]:
+            del out[k]
+        return out
     if not any(k.lower() == TRACEPARENT for k in out):
         out[TRACEPARENT] = new_traceparent()
     return out
@@ -74,6 +82,7 @@ class Invocation:
         self._first_len = 0
         self._data: bytes | None = None
         self._remote_error: RemoteError | None = None
+        self._span: tracing.Span | None = None
 
     @property
     def handshake_done(self) -> bool:
@@ -102,6 +111,12 @@ class Invocation:
         """Publish the invocation message (the rest follows the handshake)."""
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + self.timeout
+        if tracing.enabled():
+            # wasmCloud carries W3C trace context on every invocation's NATS headers.
+            name, attrs = span_fields(self.subject, self._headers)
+            self._span = tracing.start_span(name, tracing.SpanKind.CLIENT, attrs)
+            with tracing.use(self._span):
+                tracing.inject(self._headers)
         self._mux = await mux_for(self._nc)
         self._handshake = loop.create_future()
         self._token, reply = self._mux.register(self)
@@ -110,7 +125,8 @@ class Invocation:
         self._first_len = len(first)
         try:
             await self._nc.publish(self.subject, first, reply=reply, headers=self._headers)
-        except Exception:
+        except Exception as e:
+            tracing.fail(self._span, f"cannot publish the invocation: {e}")
             self.close()
             raise
 
@@ -156,6 +172,15 @@ class Invocation:
         """
         if self._data is not None:
             return self._data
+        if self._span is None:
+            return await self._read_results()
+        try:
+            return await self._read_results()
+        except BaseException as e:
+            tracing.fail(self._span, str(e) or type(e).__name__)
+            raise
+
+    async def _read_results(self) -> bytes:
         try:
             async with asyncio.timeout_at(self._deadline):
                 await self._complete_handshake()
@@ -188,6 +213,9 @@ class Invocation:
 
     def close(self) -> None:
         """Stop routing this invocation's messages and stop sending its parameter streams."""
+        if self._span is not None:
+            span, self._span = self._span, None
+            span.end()
         if self._mux is not None:
             self._mux.unregister(self._token)
         for t in self._senders:

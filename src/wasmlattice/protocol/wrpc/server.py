@@ -17,6 +17,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from wasmlattice.observability import tracing
 from wasmlattice.protocol.wrpc.inbox import Mux, mux_for
 from wasmlattice.protocol.wrpc.streams import ChunkStream, StreamSet, publish_stream, pump
 from wasmlattice.protocol.wrpc.transport import (
@@ -26,6 +27,7 @@ from wasmlattice.protocol.wrpc.transport import (
     WrpcError,
     encode_error,
     index_subject,
+    span_fields,
 )
 
 # The wRPC transport's logger, whichever of its modules logs, so log settings address it as one.
@@ -156,6 +158,14 @@ class Server:
         return b"".join(parts)
 
     async def _handle(self, msg: Msg) -> None:
+        if not tracing.enabled():
+            return await self._serve_one(msg)
+        # The caller's trace context (W3C headers on the invocation) is the parent of this side.
+        name, attrs = span_fields(msg.subject, msg.headers)
+        with tracing.server_span(name, msg.headers, attrs):
+            await self._serve_one(msg)
+
+    async def _serve_one(self, msg: Msg) -> None:
         nc = self._nc
         assert self._mux is not None
         results_subject = f"{msg.reply}.results"
@@ -190,6 +200,7 @@ class Server:
             # A handler raises WrpcError with a message meant for the caller (a trap, a full
             # component, bad parameters): the message says it all. Anything else is a bug here,
             # and its traceback is what whoever fixes it needs.
+            tracing.fail(tracing.current_span(), str(exc) or type(exc).__name__)
             expected = isinstance(exc, WrpcError)
             log.warning("wRPC invocation of %s failed: %s", self.subject, exc, exc_info=not expected)
             await self._report(results_subject, str(exc) or type(exc).__name__)

@@ -104,6 +104,32 @@ def invocation_subject(prefix: str | None, instance: str, func: str) -> str:
     return ".".join(parts)
 
 
+def span_fields(subject: str, headers: Mapping[str, str] | None) -> tuple[str, dict[str, str]]:
+    """The name and attributes of the span of an invocation on `subject` (either side).
+
+    `<prefix>.wrpc.0.0.1.<instance>.<func>`: named `<instance>#<func>` as `wasmlattice call`
+    writes it; the prefix's last part is the target (wasmCloud's `<lattice>.<entity>`).
+    """
+    prefix, sep, rest = subject.partition(f"{PROTOCOL}.")
+    if not sep:
+        prefix, rest = "", subject
+    instance, _, func = rest.rpartition(".")
+    target = prefix.rstrip(".").rpartition(".")[2]
+    attrs = {
+        "rpc.system": "wrpc",
+        "rpc.service": instance,
+        "rpc.method": func,
+        "messaging.destination.name": subject,
+    }
+    if target:
+        attrs["wasmlattice.wrpc.target"] = target
+    for header, key in ((SOURCE_ID, "wasmlattice.wrpc.source"), (LINK_NAME, "wasmcloud.link.name")):
+        value = headers.get(header) if headers else None
+        if value:
+            attrs[key] = value
+    return f"wrpc {instance}#{func}" if instance else f"wrpc {func}", attrs
+
+
 def index_subject(base: str, path: Iterable[int]) -> str:
     """`base` followed by the index path, e.g. `R.results` and (0, 1) give `R.results.0.1`."""
     suffix = ".".join(str(i) for i in path)
