@@ -14,6 +14,7 @@ from wasmlattice.cli import (  # noqa: F401 - register commands
     artifact_cmds,
     call_cmd,
     claims_cmds,
+    dev_cmd,
     host_cmds,
     keys_cmds,
     lattice_cmds,
