@@ -345,10 +345,16 @@ def dev(
         results = _build_all(roots)
     except BuildError as e:
         fail(str(e))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     built = ", ".join(str(r.output.relative_to(root)) for r in results)
     _echo(f"built {built} in {time.monotonic() - t0:.1f} s")
     if nats_url is None:
-        lat = _start_lattice(root, log_level)
+        try:
+            lat = _start_lattice(root, log_level)
+        except KeyboardInterrupt:  # `up --detach` may have started before the interrupt: stop it
+            _stop_lattice((root / DEV_DIR).resolve())
+            raise typer.Exit(130) from None
         _echo(f"started a lattice: NATS {lat.nats_url}, data in {lat.started_dir}")
     else:
         lat = _Lattice(nats_url, lattice, cli_nats_options(nats_url, 5.0), None)
