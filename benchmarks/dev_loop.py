@@ -56,7 +56,7 @@ def main() -> None:
         stream = proc.stdout
         threading.Thread(target=lambda: lines.extend(stream), daemon=True).start()
         reloads: list[float] = []
-        reported: list[float] = []
+        reported: list[tuple[float, ...]] = []
         failures = 0
         try:
             deadline = time.monotonic() + 600
@@ -79,7 +79,8 @@ def main() -> None:
                     time.sleep(0.05)
                 reloads.append(time.monotonic() - saved)
                 time.sleep(2)  # let dev print its own figure
-            reported = [float(m) for m in re.findall(r"reloaded in ([\d.]+) s", "".join(lines))]
+            pattern = r"reloaded in ([\d.]+) s \(from the save; build ([\d.]+) s, swap ([\d.]+) s"
+            reported = [tuple(float(x) for x in m) for m in re.findall(pattern, "".join(lines))]
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=120)
@@ -91,7 +92,7 @@ def main() -> None:
     print(f"rounds: {ROUNDS}; failed requests during reloads: {failures}")
     each = [round(x, 1) for x in reloads]
     print(f"save to new response under dev: median {statistics.median(reloads):.1f} s {each}")
-    print(f"dev's own 'reloaded in' (change seen to update acknowledged): {reported}")
+    print(f"dev's own 'reloaded in' (save to swapped; build; swap): {reported}")
     each = [round(x, 1) for x in builds]
     print(f"componentize-py build alone: median {statistics.median(builds):.1f} s {each}")
 

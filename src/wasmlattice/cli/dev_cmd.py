@@ -17,6 +17,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -41,6 +42,8 @@ MANIFEST_FILE = "wadm.yaml"
 DEBOUNCE_MS = 300
 # How long the deployment may take to be reported deployed (a cold compile of a Python component).
 DEPLOY_TIMEOUT_S = 180.0
+# How long a host may take to load and compile a new build before the swap counts as failed.
+SWAP_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -203,22 +206,55 @@ class _Dev:
         raise BuildError(f"{self.name} was not deployed within {DEPLOY_TIMEOUT_S:g}s")
 
     async def swap(self, results: list[BuildResult]) -> int:
-        """`component.update` every host running a rebuilt component to its new staged copy; hosts updated."""
+        """Update every host running a rebuilt component to its new staged copy; hosts updated.
+
+        A host acknowledges `component.update` at once and swaps when the new image is loaded
+        (`lattice/workloads.py`), so this waits for its `component_scaled` event with the new
+        image (or raises on `component_scale_failed`): only then does the new version answer.
+        """
         from wasmlattice.client.ctl import CtlClient
+        from wasmlattice.protocol import subjects as sj
 
         ctl = CtlClient(self.nc, self.lat.lattice, timeout=30.0)
-        hosts = await ctl.ping_hosts(1.0)
-        updated = 0
-        for r in results:
-            ref = f"file://{stage_build(r.output, self.builds)}"
-            for cid in self.ids.get(r.output.resolve(), []):
-                for h in hosts:
-                    inv = await ctl.get_host_inventory(h.id)
-                    mine = [c for c in inv.components if c.id == cid]
-                    if mine and mine[0].image_ref != ref:
-                        await ctl.update_component(h.id, cid, ref)
-                        updated += 1
-        return updated
+        pending: dict[tuple[str, str, str], asyncio.Future[None]] = {}
+        loop = asyncio.get_running_loop()
+
+        async def on_event(msg: Any) -> None:
+            with contextlib.suppress(ValueError):
+                ev = json.loads(msg.data)
+                data = ev.get("data") or {}
+                key = (str(data.get("host_id")), str(data.get("component_id")), str(data.get("image_ref")))
+                fut = pending.get(key)
+                if fut is None or fut.done():
+                    return
+                kind = str(ev.get("type", ""))
+                if kind.endswith(".component_scale_failed"):
+                    fut.set_exception(
+                        BuildError(f"host {key[0][:12]} refused the new build: {data.get('error')}")
+                    )
+                elif kind.endswith(".component_scaled") and int(data.get("max_instances") or 0) > 0:
+                    fut.set_result(None)
+
+        sub = await self.nc.subscribe(sj.events_wildcard(self.lat.lattice), cb=on_event)
+        try:
+            hosts = await ctl.ping_hosts(1.0)
+            for r in results:
+                ref = f"file://{stage_build(r.output, self.builds)}"
+                for cid in self.ids.get(r.output.resolve(), []):
+                    for h in hosts:
+                        inv = await ctl.get_host_inventory(h.id)
+                        mine = [c for c in inv.components if c.id == cid]
+                        if mine and mine[0].image_ref != ref:
+                            pending[(h.id, cid, ref)] = loop.create_future()
+                            await ctl.update_component(h.id, cid, ref)
+            if pending:
+                await asyncio.wait_for(asyncio.gather(*pending.values()), SWAP_TIMEOUT_S)
+        except TimeoutError:
+            raise BuildError(f"the hosts did not swap in the new build within {SWAP_TIMEOUT_S:g}s") from None
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return len(pending)
 
     async def undeploy(self) -> None:
         """Undeploy the app, then wait (briefly) until no host runs its components."""
@@ -248,6 +284,15 @@ def _skip(change: Any, path: str) -> bool:
     """Whether a changed path is ours or the build's, not a source (watchfiles' filter)."""
     parts = Path(path).parts
     return any(p in (DEV_DIR, "build", "__pycache__", ".git") for p in parts) or path.endswith((".pyc", "~"))
+
+
+def _saved_at(changes: set[tuple[Any, str]], now: float) -> float:
+    """When the newest changed file was written (its mtime), so a reload is timed from the save."""
+    times = []
+    for _, p in changes:
+        with contextlib.suppress(OSError):
+            times.append(os.stat(p).st_mtime)
+    return min(max(times), now) if times else now
 
 
 async def _session(
@@ -287,13 +332,15 @@ async def _session(
         for addr in http_addresses(raw) or []:
             _echo(f"serving: http://{addr}/")
         _echo(f"watching {root} for changes (Ctrl-C to stop)")
-        async for _changes in awatch(
+        async for changes in awatch(
             *roots, watch_filter=lambda c, p: not _skip(c, p), stop_event=stop, debounce=DEBOUNCE_MS
         ):
-            t0 = time.monotonic()
-            _echo("change detected: rebuilding...")
+            seen = time.time()
+            saved = _saved_at(changes, seen)
+            _echo(f"change detected {seen - saved:.1f} s after the save: rebuilding...")
             try:
                 new = await asyncio.to_thread(_build_all, roots)
+                built = time.time()
             except BuildError as e:
                 _echo(f"build failed; the previous version keeps serving:\n{e}", err=True)
                 continue
@@ -303,7 +350,9 @@ async def _session(
                 _echo(f"reload failed; the previous version keeps serving: {type(e).__name__}: {e}", err=True)
                 continue
             what = "reloaded" if n else "rebuilt (unchanged component, nothing to swap)"
-            _echo(f"{what} in {time.monotonic() - t0:.1f} s")
+            now = time.time()
+            parts = f"build {built - seen:.1f} s, swap {now - built:.1f} s"
+            _echo(f"{what} in {now - saved:.1f} s (from the save; {parts})")
     finally:
         if dev.name and dev.ids:
             _echo(f"stopping: undeploying {dev.name}...")
