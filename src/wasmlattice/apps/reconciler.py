@@ -260,6 +260,27 @@ class Reconciler:
             if state.previous is not None:
                 await self._cleanup(name, [state.previous], keep=state.manifest)
                 state.previous = None
+        self._forget_the_gone()
+
+    def _forget_the_gone(self) -> None:
+        """Drop failures and health of what no app and no host has any more.
+
+        They come from lattice events, which any client may publish: only what the apps' scalers
+        and the hosts' inventories name is kept, so they cannot grow this manager without end.
+        """
+        live = {sid for st in self.apps.values() for sid in st.scalers}
+        for sid in [s for s in self._failures if s not in live]:
+            del self._failures[sid]
+
+        def running(key: tuple[str, str]) -> bool:
+            view = self.hosts.get(key[0])
+            if view is None:
+                return False
+            return view.inventory is None or any(p.id == key[1] for p in view.inventory.providers)
+
+        for key in [k for k in self._unhealthy if not running(k)]:
+            del self._unhealthy[key]
+        self._passed = {k for k in self._passed if running(k)}
 
     # -- per app --------------------------------------------------------------------------------
 

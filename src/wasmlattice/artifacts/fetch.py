@@ -39,6 +39,8 @@ DEFAULT_MAX_ARTIFACT_SIZE = 256 * 1024 * 1024
 ALLOW_LATEST_HINT = "start the host with --allow-latest (WASMCLOUD_OCI_ALLOW_LATEST=true)"
 INSECURE_HINT = "--allowed-insecure (WASMCLOUD_OCI_ALLOWED_INSECURE)"
 MAX_INDEX_DEPTH = 2
+# Layer sizes an `OciSource` remembers between resolving a reference and pulling its layer.
+MAX_REMEMBERED_SIZES = 256
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,9 @@ class OciSource:
             manifest = await self.manifest(ref)
             if not manifest.is_index:
                 layer = manifest.component_layer(str(ref))
+                # A resolve answered from the cache is never pulled: keep only the recent sizes.
+                while len(self._sizes) >= MAX_REMEMBERED_SIZES:
+                    del self._sizes[next(iter(self._sizes))]
                 self._sizes[layer.digest] = layer.size
                 return layer
             ref = OciReference(ref.registry, ref.repository, ref.tag, manifest.pick_from_index(str(ref)))
