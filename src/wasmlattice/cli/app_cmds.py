@@ -136,7 +136,7 @@ def _status_line(status: Any) -> str:
     return f"{status.status}: {status.message}" if status.message else status.status
 
 
-async def _wait_final(client: Any, name: str, deadline: float, show: Callable[[Any], None]) -> Any:
+async def wait_final(client: Any, name: str, deadline: float, show: Callable[[Any], None]) -> Any:
     """Poll app `name`'s status until it is deployed or failed, or the deadline passes (then None)."""
     from wasmlattice.apps.client import AppNoManagerError
 
@@ -208,7 +208,7 @@ def app_deploy(
             return result
         if fancy:
             with console_err().status(f"deploying {name} {ack.version or ''}...") as spinner:
-                final = await _wait_final(
+                final = await wait_final(
                     client, name, deadline, lambda st: spinner.update(f"{name}: {_status_line(st)}")
                 )
         else:
@@ -217,7 +217,7 @@ def app_deploy(
                 if lat.output is OutputFormat.text:
                     typer.echo(f"{name}: {_status_line(st)}", err=True)
 
-            final = await _wait_final(client, name, deadline, show)
+            final = await wait_final(client, name, deadline, show)
         if final is None:
             try:
                 last = await client.status(name)

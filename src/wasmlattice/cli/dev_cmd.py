@@ -168,8 +168,9 @@ class _Dev:
 
     async def deploy(self, results: list[BuildResult]) -> None:
         """Store and deploy the manifest pointing at the staged builds; wait until deployed."""
-        from wasmlattice.apps.client import AppApiError, AppClient, AppNoManagerError
+        from wasmlattice.apps.client import AppApiError, AppClient
         from wasmlattice.apps.manifest.load import parse_manifest_dict
+        from wasmlattice.cli.app_cmds import wait_final
 
         staged = {r.output.resolve(): stage_build(r.output, self.builds) for r in results}
         raw, replaced = dev_manifest(self.raw, self.base, staged)
@@ -192,18 +193,12 @@ class _Dev:
             if "already exists" not in e.message:
                 raise
         await client.deploy(self.name, version)
-        deadline = time.monotonic() + DEPLOY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                st = await client.status(self.name)
-            except AppNoManagerError:
-                st = None
-            if st is not None and st.status == "deployed":
-                return
-            if st is not None and st.status == "failed":
-                raise BuildError(f"{self.name} failed to deploy: {st.message or 'no reason given'}")
-            await asyncio.sleep(0.5)
-        raise BuildError(f"{self.name} was not deployed within {DEPLOY_TIMEOUT_S:g}s")
+        # The same wait as `wasmlattice app deploy`: until deployed or failed, or the deadline.
+        st = await wait_final(client, self.name, time.monotonic() + DEPLOY_TIMEOUT_S, lambda _st: None)
+        if st is None:
+            raise BuildError(f"{self.name} was not deployed within {DEPLOY_TIMEOUT_S:g}s")
+        if st.status == "failed":
+            raise BuildError(f"{self.name} failed to deploy: {st.message or 'no reason given'}")
 
     async def swap(self, results: list[BuildResult]) -> int:
         """Update every host running a rebuilt component to its new staged copy; hosts updated.
