@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import time
@@ -327,22 +328,39 @@ async def test_lattice_keeps_serving_when_a_nats_node_dies(
         assert text.count("disconnected from NATS") == 1, text[-3000:]
 
         # Nothing was lost, and the lattice still takes writes (two of three replicas remain).
-        links_after = await env.ctl.get_links()
-        assert sorted(map(_link_key, links_after)) == sorted(map(_link_key, links_before))
-        assert await env.ctl.get_config("cluster-settings") == {"colour": "teal"}
-        for link in links_after:
-            for name in link.source_config:
-                assert await env.ctl.get_config(name) is not None, name
-        stored = await apps.get("web")
-        assert stored is not None and stored["metadata"]["name"] == "web", stored
-        listed = await list_secrets(env.nc.jetstream(), env.lattice, key)
-        assert [s.name for s in listed] == ["dbpw"], listed
-        await env.ctl.put_config("after-the-kill", {"ok": "yes"})
-        assert await env.ctl.get_config("after-the-kill") == {"ok": "yes"}
-        assert (await apps.status("web")).status == "deployed"
+        async with _within(60.0, "reading and writing the lattice after the kill"):
+            await _nothing_lost(env, apps, links_before, key)
     finally:
-        await manager.stop()
-        await mnc.close()
+        async with _within(30.0, "stopping the app manager"):
+            await manager.stop()
+            await mnc.close()
+
+
+@contextlib.asynccontextmanager
+async def _within(seconds: float, what: str) -> AsyncIterator[None]:
+    """Fail naming `what` if the block takes longer than `seconds` (not the whole test's timeout)."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise AssertionError(f"{what}: not done within {seconds}s") from None
+
+
+async def _nothing_lost(env: LatticeEnv, apps: AppClient, links_before: list[Any], key: bytes) -> None:
+    """Links, configs, the manifest and the secret are all still there, and writes work."""
+    links_after = await env.ctl.get_links()
+    assert sorted(map(_link_key, links_after)) == sorted(map(_link_key, links_before))
+    assert await env.ctl.get_config("cluster-settings") == {"colour": "teal"}
+    for link in links_after:
+        for name in link.source_config:
+            assert await env.ctl.get_config(name) is not None, name
+    stored = await apps.get("web")
+    assert stored is not None and stored["metadata"]["name"] == "web", stored
+    listed = await list_secrets(env.nc.jetstream(), env.lattice, key)
+    assert [s.name for s in listed] == ["dbpw"], listed
+    await env.ctl.put_config("after-the-kill", {"ok": "yes"})
+    assert await env.ctl.get_config("after-the-kill") == {"ok": "yes"}
+    assert (await apps.status("web")).status == "deployed"
 
 
 def _spread(name: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 `nats_cluster(tmp_path, 3)` starts three `nats-server` processes with their own client and route
 ports (free ports on 127.0.0.1) and store directories, routed to each other as one cluster, and
-yields a `NatsCluster` once JetStream's meta group has a leader; `kill(i)` ends one node with
+yields a `NatsCluster` once JetStream can place a stream on every node; `kill(i)` ends one node with
 SIGKILL, as a crash would.
 """
 
@@ -145,6 +145,39 @@ class NatsCluster:
                     why = f"JetStream of {node.name} not ready in {timeout}s ({last})"
                     raise RuntimeError(f"{why}:\n{self.logs()}")
                 await asyncio.sleep(0.2)
+        await self._wait_placement(alive, deadline, last)
+
+    async def _wait_placement(self, alive: int, deadline: float, last: Any) -> None:
+        """Wait until a stream with one replica per running node can be placed.
+
+        Every node answering `$JS.API.INFO` is not enough: the meta leader may not yet count a
+        node as a JetStream peer, and a bucket created then gets "no suitable peers for placement".
+        """
+        import nats
+        from nats.js.api import StorageType
+
+        running = next(n for n in self.nodes if n.alive())
+        nc = await nats.connect(running.url, connect_timeout=2, error_cb=_quiet)
+        try:
+            js = nc.jetstream(timeout=5)
+            while True:
+                try:
+                    await js.add_stream(
+                        name="WL_PLACEMENT_PROBE",
+                        subjects=["wl.placement.probe"],
+                        num_replicas=alive,
+                        storage=StorageType.MEMORY,
+                    )
+                    await js.delete_stream("WL_PLACEMENT_PROBE")
+                    return
+                except Exception as e:  # no suitable peers yet, or the meta leader is moving
+                    last = e
+                if time.monotonic() > deadline:
+                    why = f"cannot place a stream with {alive} replicas ({last})"
+                    raise RuntimeError(f"{why}:\n{self.logs()}")
+                await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
 
     def stop(self) -> None:
         """Stop every node still running."""
