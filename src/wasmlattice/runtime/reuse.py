@@ -101,9 +101,11 @@ def parse_reuse(annotations: Mapping[str, str] | None) -> ReuseSettings:
     given = dict(annotations or {})
     for key in given:
         if key.startswith(PREFIX) and key not in KEYS and key != REPORT:
-            close = difflib.get_close_matches(key, KEYS, n=1, cutoff=TYPO_CUTOFF)
-            if close and close[0] not in given:
-                raise ReuseError(key, f"unknown key: did you mean {close[0]}?")
+            # Compared without the prefix, which every key shares and would make them all alike.
+            names = [k.removeprefix(PREFIX) for k in KEYS]
+            close = difflib.get_close_matches(key.removeprefix(PREFIX), names, n=1, cutoff=TYPO_CUTOFF)
+            if close and PREFIX + close[0] not in given:
+                raise ReuseError(key, f"unknown key: did you mean {PREFIX + close[0]}?")
     max_reuse = 1
     if MAX_REUSE in given:
         max_reuse = _integer(MAX_REUSE, given[MAX_REUSE], 1, MAX_REUSE_LIMIT)
