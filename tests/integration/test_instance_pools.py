@@ -11,10 +11,14 @@ import re
 
 import pytest
 
+from tests.integration.test_apps import Apps, apps, capability, component, link, manifest, spread
 from tests.support.http import get
 from tests.support.lattice import LatticeEnv, eventually, serve_http
 from tests.support.processes import free_port
 from wasmlattice.client.ctl import CtlError
+
+__all__ = ["apps"]  # the app-manager fixture of test_apps, used here too
+
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -160,3 +164,32 @@ async def test_bad_annotations_refuse_the_scale(
     failed = await env.wait_event("component_scale_failed")
     assert needle in failed["data"]["error"]
     assert (await env.inventory(host)).components == []
+
+
+async def test_manifest_annotations_reach_the_host(env: LatticeEnv, apps: Apps, echo_ref: str) -> None:
+    env.start_host("--label", "name=h0", "--heartbeat-interval", "2")
+    (host,) = await env.host_ids(1)
+    await apps.start_manager()
+    port = free_port()
+    echo = component("echo", echo_ref, spread(1))
+    echo["annotations"] = {"wasmlattice.dev/max-reuse": "2"}
+    doc = manifest("warmapp", "v1", [echo, capability("http", "builtin://http-server")])
+    listen = {"config": [{"name": "listen", "properties": {"address": f"127.0.0.1:{port}"}}]}
+    doc["spec"]["components"][1]["traits"].append(
+        link("wasi", "http", ["incoming-handler"], "echo", source=listen)
+    )
+    await apps.deploy(doc)
+    await apps.wait_status("warmapp", "deployed")
+
+    async def served() -> None:
+        status, _ = await get(f"http://127.0.0.1:{port}/echo")
+        assert status == 200
+
+    await eventually(served, what="the app's HTTP route")
+    seen = await counts(f"http://127.0.0.1:{port}", 5)
+    assert max(seen) == 2 and seen.count(2) >= 2, seen  # two requests per instance
+    inv = await env.inventory(host)
+    (comp,) = [c for c in inv.components if c.id == "warmapp-echo"]
+    assert comp.annotations is not None
+    assert comp.annotations["wasmlattice.dev/max-reuse"] == "2"
+    assert comp.annotations["wasmcloud.dev/appspec"] == "warmapp"  # wadm's, still there

@@ -7,6 +7,8 @@ import time
 import pytest
 
 from tests.unit.test_runtime import registry
+from wasmlattice.apps.manifest.load import parse_manifest_dict
+from wasmlattice.apps.manifest.model import ManifestError
 from wasmlattice.runtime.component import CompileCache
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.fastcall import GuestTrap
@@ -138,3 +140,32 @@ def test_close_drops_idle_and_returning_instances(engine: HostEngine, linked: Li
     run.run(None, 5.0, 2)  # a call already accepted still runs, on an instance closed after it
     assert group.idle_count == 0 and group.live == 0
     assert group.stats.snapshot()[2] == {"stopped": 2}
+
+
+def app(annotations: object) -> dict[str, object]:
+    echo = {
+        "name": "echo",
+        "type": "component",
+        "properties": {"image": "file:///x.wasm"},
+        "traits": [{"type": "spreadscaler", "properties": {"instances": 1}}],
+        "annotations": annotations,
+    }
+    return {
+        "apiVersion": "core.oam.dev/v1beta1",
+        "kind": "Application",
+        "metadata": {"name": "a", "annotations": {"version": "v1"}},
+        "spec": {"components": [echo]},
+    }
+
+
+def test_manifest_component_annotations() -> None:
+    manifest, _ = parse_manifest_dict(app({R: "4", P: "2"}))
+    assert manifest.components[0].annotations == {R: "4", P: "2"}
+    with pytest.raises(ManifestError) as info:
+        parse_manifest_dict(app({R: "2", T: "never"}))
+    (error,) = info.value.errors
+    assert error.startswith('spec.components[0].annotations["wasmlattice.dev/idle-timeout"]: '), error
+    assert "expected seconds" in error
+    with pytest.raises(ManifestError) as info:
+        parse_manifest_dict(app(["not", "a", "map"]))
+    assert info.value.errors[0].startswith("spec.components[0].annotations"), info.value.errors
