@@ -195,6 +195,8 @@ async def serve_http(
     max_instances: int = 4,
     ready_path: str = "/",
     address: str = "127.0.0.1",
+    annotations: dict[str, str] | None = None,
+    limits: dict[str, str] | None = None,
 ) -> str:
     """Scale `component_id` on `host_id` behind its own builtin HTTP server on `address:port`; its
     base URL.
@@ -205,7 +207,15 @@ async def serve_http(
     provider_id = f"http-{component_id}"
     await ctl.put_config(f"{provider_id}-addr", {"address": f"{address}:{port}"})
     assert (
-        await ctl.scale_component(host_id, component_ref, component_id, max_instances, config=config or [])
+        await ctl.scale_component(
+            host_id,
+            component_ref,
+            component_id,
+            max_instances,
+            config=config or [],
+            annotations=annotations,
+            limits=limits,
+        )
         == ""
     )
     await env.wait_event("component_scaled", lambda e: e["data"]["component_id"] == component_id)

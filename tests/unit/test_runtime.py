@@ -68,7 +68,8 @@ def test_trapped_instance_is_discarded_and_next_call_works(engine: HostEngine, h
     with pytest.raises(GuestTrap) as info:
         boom.run(None, 5.0)
     assert "unreachable" in info.value.message
-    assert boom._idle == []
+    assert boom.group.idle_count == 0 and boom.group.live == 0
+    assert boom.group.stats.snapshot()[2] == {"trapped": 1}
 
 
 def test_reuse_is_bounded_by_request_count(engine: HostEngine, hostcall_wasm: bytes) -> None:

@@ -149,6 +149,7 @@ class Scalers:
             config,
             scaler.instances,
             [(s.name, s.requirements, s.weight) for s in scaler.spread],
+            *([sorted(comp.annotations.items())] if comp.annotations else []),
         )
         st = ScalerStatus(sid, kind, cid)
         running: dict[str, int] = {}  # host -> instances carrying this scaler's annotations
@@ -188,7 +189,11 @@ class Scalers:
                         comp.image,
                         cid,
                         want,
-                        annotations=annotations_for(app, sid, placement.spread_of.get(v.host_id, "default")),
+                        # The component's own annotations, under wadm's (which win).
+                        annotations={
+                            **comp.annotations,
+                            **annotations_for(app, sid, placement.spread_of.get(v.host_id, "default")),
+                        },
                         config=config,
                     )
                 except (CtlNoHostError, CtlTimeoutError):

@@ -1,7 +1,8 @@
 """The components a host runs: load by reference, compile, link, and serve within `max_instances`.
 
 See docs/protocol.md#scale, docs/protocol.md#update and docs/protocol.md#instances: every
-invocation gets a fresh instance, and `max_instances` (the scale command's `count`) bounds how many
+invocation gets a fresh instance unless the component's annotations ask for warm instances
+(docs/instance-pools.md), and `max_instances` (the scale command's `count`) bounds how many
 run at once on this host. Loading and compiling run on a worker thread so the host keeps answering
 the lattice meanwhile. A replaced component (rescale or update) keeps serving the requests it
 already accepted; new requests go to its replacement.
@@ -14,7 +15,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
@@ -42,7 +43,8 @@ from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.execution import HostGate, Workload
 from wasmlattice.runtime.hostfiles import HostFileError, HostFiles
 from wasmlattice.runtime.linking import HostRegistry, LinkedComponent, link
-from wasmlattice.runtime.pool import InstancePool
+from wasmlattice.runtime.pool import InstanceGroup, InstancePool, PoolStats
+from wasmlattice.runtime.reuse import FRESH, REPORT, ReuseSettings, parse_reuse
 from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.ctx import WasiConfig
 from wasmlattice.wasi.output_limit import OutputLimiter
@@ -68,6 +70,8 @@ RETIRE_GRACE_S = 0.5
 # (requests accepted before an update complete on the old image), short enough that a stuck
 # guest of the old image is gone soon.
 RETIRE_UPDATE_GRACE_S = 5.0
+# How often idle instances past their component's idle timeout are looked for (docs/instance-pools.md).
+RECLAIM_INTERVAL_S = 1.0
 MSG_ONLY_FILE_REFS = "only file:// references are supported for now"
 
 
@@ -151,14 +155,24 @@ class RunningComponent:
     server: ExportServer | None = None
     # The verified claims of a signed component (docs/claims.md); None if unsigned.
     claims: ComponentClaims | None = None
+    # How its instances are reused (its annotations), and the idle ones its pools keep.
+    reuse: ReuseSettings = FRESH
+    instances: InstanceGroup | None = None
 
     def description(self) -> ComponentDescription:
-        """The inventory entry of this component (`name` and `revision` from its claims)."""
+        """The inventory entry of this component (`name` and `revision` from its claims).
+
+        With warm instances, `annotations` also reports the settings in effect under
+        `wasmlattice.dev/instance-pool` (docs/instance-pools.md); the wire fields stay wasmCloud's.
+        """
+        annotations = dict(self.annotations)
+        if self.reuse.enabled and self.instances is not None:
+            annotations[REPORT] = self.reuse.report(self.instances.pool_size or 0)
         return ComponentDescription(
             id=self.component_id,
             image_ref=self.image_ref,
             name=self.claims.name if self.claims is not None else None,
-            annotations=dict(self.annotations),
+            annotations=annotations,
             revision=self.claims.revision if self.claims is not None else 0,
             max_instances=self.max_instances,
             limits=dict(self.limits) if self.limits is not None else None,
@@ -225,6 +239,9 @@ class ComponentRegistry:
         # Named configs changed in CONFIGDATA and not yet applied (None: any), and who applies them.
         self._stale_configs: set[str | None] = set()
         self._config_refresher: asyncio.Task[None] | None = None
+        # Instance counts by component ID, kept across rescales so the metrics' counters go on.
+        self._pool_stats: dict[str, PoolStats] = {}
+        self._reclaiming = False
 
     async def start(self) -> None:
         """Start the registry's supervisor (before the first scale)."""
@@ -264,12 +281,14 @@ class ComponentRegistry:
             existing = self._components.get(component_id)
             if max_instances <= 0:
                 self.budget.release(component_id)
+                self._pool_stats.pop(component_id, None)
                 if existing is not None:
                     del self._components[component_id]
                     self._retire(existing, RETIRE_GRACE_S, "its component was stopped")
                     log.info("component %s stopped", component_id)
                 return None
             self.check_budget(component_id, max_instances, limits)
+            reuse = parse_reuse(annotations)  # checked before the ack too (lattice/workloads.py)
             if existing is None:
                 linked = await self._load(component_ref)
                 image_ref, claims = component_ref, self.claims_of(linked)
@@ -286,6 +305,7 @@ class ComponentRegistry:
                 config_names=list(config_names),
                 limits=dict(limits) if limits is not None else None,
                 claims=claims,
+                reuse=reuse,
             )
             await self._prepare(running)
             self._reserve(component_id, max_instances, limits)
@@ -332,6 +352,8 @@ class ComponentRegistry:
             old = self._components.get(component_id)
             if old is None:
                 raise KeyError(component_id)
+            new_annotations = dict(annotations) if annotations is not None else dict(old.annotations)
+            reuse = parse_reuse(new_annotations)
             linked = await self._load(new_ref)
             if admit is not None:
                 await admit(new_ref, self.claims_of(linked))
@@ -340,10 +362,11 @@ class ComponentRegistry:
                 image_ref=new_ref,
                 max_instances=old.max_instances,
                 linked=linked,
-                annotations=dict(annotations) if annotations is not None else dict(old.annotations),
+                annotations=new_annotations,
                 config_names=list(old.config_names),
                 limits=old.limits,
                 claims=self.claims_of(linked),
+                reuse=reuse,
             )
             await self._prepare(new)
             self._components[component_id] = new
@@ -387,6 +410,13 @@ class ComponentRegistry:
                 secrets=dict(secrets),
             )
         running.context = context
+        # The idle instances of every export's pool, within the instances the budget reserved.
+        stats = self._pool_stats.setdefault(running.component_id, PoolStats())
+        bound = instance_bound(running.max_instances)
+        running.instances = InstanceGroup(running.reuse, bound=bound, stats=stats)
+        if running.reuse.enabled and not self._reclaiming:
+            self._reclaiming = True
+            self.sup.supervise("reclaim idle instances", self._reclaim_idle)
         # No `wasi:filesystem` grants on a lattice host: only `wasmlattice run --dir` makes them,
         # so nothing a control message says can open a host directory to a guest.
         running.wasi = WasiConfig(
@@ -416,6 +446,7 @@ class ComponentRegistry:
             running.wasi,
             running.workload,
             max_memory=memory if memory is not None else self.guest_limits.instance_memory,
+            group=running.instances,
         )
         if self.services is not None and self.services.nc is not None:
             # Serve the exports to the lattice (wRPC) under this component's queue group.
@@ -440,11 +471,37 @@ class ComponentRegistry:
         """Active and maximum instances of every running component (read when metrics are collected)."""
         from wasmlattice.observability.metrics import InstanceCount  # the SDK: only with metrics on
 
-        return [
-            InstanceCount(r.component_id, r.image_ref, r.workload.active, r.max_instances)
-            for r in list(self._components.values())
-            if r.workload is not None
-        ]
+        out = []
+        for r in list(self._components.values()):
+            if r.workload is None:
+                continue
+            count = InstanceCount(r.component_id, r.image_ref, r.workload.active, r.max_instances)
+            group = r.instances
+            if r.reuse.enabled and group is not None:
+                created, reused, discarded = group.stats.snapshot()
+                count = replace(
+                    count,
+                    idle=group.idle_count,
+                    created=created,
+                    reused=reused,
+                    discarded=tuple(sorted(discarded.items())),
+                )
+            out.append(count)
+        return out
+
+    async def _reclaim_idle(self) -> None:
+        """Close idle instances past their component's idle timeout, now and then (a supervised child).
+
+        Requests drop expired instances too; this frees the memory of components nobody calls.
+        """
+        while True:
+            await asyncio.sleep(RECLAIM_INTERVAL_S)
+            groups = [r.instances for r in list(self._components.values()) if r.reuse.enabled]
+            for group in groups:
+                if group is not None and group.idle_count:
+                    closed = group.reclaim()
+                    if closed:
+                        log.debug("closed %d idle instance(s) past their idle timeout", closed)
 
     def running(self) -> list[RunningComponent]:
         """Every running component."""
@@ -511,6 +568,8 @@ class ComponentRegistry:
             await asyncio.gather(*(w.retire(drain_timeout, "the host is stopping") for w in workloads))
             for running in self._components.values():
                 self.budget.release(running.component_id)
+                if running.instances is not None:
+                    running.instances.close()
             self._components.clear()
         await self.sup.stop(0.0)  # components still being retired are cut short
         self.interrupt_all("the host is stopping")
@@ -602,7 +661,9 @@ class ComponentRegistry:
             return None
         timeout = parse_limits(running.limits, self.execution_time)[0]
         memory = self.instance_memory(running.limits)
-        pool = InstancePool(self.engine, linked, INCOMING_HANDLER, "handle", max_memory=memory)
+        pool = InstancePool(
+            self.engine, linked, INCOMING_HANDLER, "handle", max_memory=memory, group=running.instances
+        )
         return HttpTarget(
             running.component_id,
             pool,
@@ -617,6 +678,8 @@ class ComponentRegistry:
     ) -> None:
         if running.workload is not None:
             self._retiring.add(running.workload)
+        if running.instances is not None:
+            running.instances.close()  # idle ones now; those still running when they return
         self.sup.spawn(f"retire {running.component_id}", self._retire_now(running, grace, reason))
 
     async def _retire_now(self, running: RunningComponent, grace: float, reason: str) -> None:

@@ -1,8 +1,9 @@
 """Calling a running component's exports other than HTTP (messaging handlers, custom interfaces).
 
-Each call gets a fresh instance (docs/protocol.md#instances) within the component's `Workload`: the same
-instance bound and worker threads its HTTP requests use, so one component never runs more than
-`max_instances` guests at once. Calls take the host's one guest-call path
+Each call gets a fresh instance (docs/protocol.md#instances), or a warm one of the component's
+`InstanceGroup` when its annotations ask for reuse (docs/instance-pools.md), within the
+component's `Workload`: the same instance bound and worker threads its HTTP requests use, so one
+component never runs more than `max_instances` guests at once. Calls take the host's one guest-call path
 (`runtime.execution.call_guest`): inline on the event loop's thread first, on a worker thread when
 the guest would wait or takes long.
 """
@@ -18,7 +19,7 @@ from wasmlattice.runtime.component import ComponentError
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.execution import HostBusy, SlotTimeout, Workload, call_guest
 from wasmlattice.runtime.linking import LinkedComponent
-from wasmlattice.runtime.pool import InstancePool
+from wasmlattice.runtime.pool import InstanceGroup, InstancePool
 from wasmlattice.wasi.ctx import WasiConfig, WasiCtx
 
 
@@ -33,12 +34,15 @@ class ExportInvoker:
         workload: Workload,
         *,
         max_memory: int | None = None,
+        group: InstanceGroup | None = None,
     ) -> None:
         self.engine = engine
         self.linked = linked
         self.wasi = wasi
         self.workload = workload
         self.max_memory = max_memory
+        # Shared by the pools of every export (and the HTTP target's): one set of warm instances.
+        self.group = group
         self._pools: dict[tuple[str, str], InstancePool] = {}
 
     def exports(self, interface: str, func: str) -> bool:
@@ -53,12 +57,14 @@ class ExportInvoker:
         key = (interface, func)
         pool = self._pools.get(key)
         if pool is None:
-            pool = InstancePool(self.engine, self.linked, interface, func, max_memory=self.max_memory)
+            pool = InstancePool(
+                self.engine, self.linked, interface, func, max_memory=self.max_memory, group=self.group
+            )
             self._pools[key] = pool
         return pool
 
     async def call(self, interface: str, func: str, *args: Any, timeout: float | None = None) -> Any:
-        """Call `interface#func` with Python values on a fresh instance; the guest's result."""
+        """Call `interface#func` with Python values on a fresh (or warm) instance; the guest's result."""
         try:
             pool = self._pool(interface, func)
         except ComponentError as e:

@@ -42,6 +42,7 @@ from wasmlattice.protocol.models import (
 from wasmlattice.protocol.policy import denial_text
 from wasmlattice.protocol.subjects import CtlOperation
 from wasmlattice.runtime.budget import BudgetExceeded
+from wasmlattice.runtime.reuse import ReuseError, parse_reuse
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +152,12 @@ class WorkloadOps:
             if refusal is not None:
                 return refusal
         try:
-            # Known before the ack: a scale the host's guest-memory budget cannot hold (docs/limits.md).
+            # Known before the ack: a scale the host's guest-memory budget cannot hold (docs/limits.md),
+            # and instance-pool annotations we refuse (docs/instance-pools.md).
             self.components.check_budget(cmd.component_id, cmd.count, cmd.component_limits)
-        except BudgetExceeded as e:
+            if cmd.count > 0:
+                parse_reuse(cmd.annotations)
+        except (BudgetExceeded, ReuseError) as e:
             return self._refusal(
                 cmd.host_id, cmd.component_id, cmd.component_ref, cmd.count, cmd.annotations, e
             )
@@ -310,6 +314,11 @@ class WorkloadOps:
         )
         if refusal is not None:
             return refusal
+        try:
+            parse_reuse(cmd.annotations)
+        except ReuseError as e:
+            ref, count = cmd.new_component_ref, existing.max_instances
+            return self._refusal(cmd.host_id, cmd.component_id, ref, count, cmd.annotations, e)
         self.ctx.supervisor.spawn(
             f"update:{cmd.component_id}",
             self._do_update(cmd.component_id, cmd.new_component_ref, cmd.host_id, cmd.annotations),

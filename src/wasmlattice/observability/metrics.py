@@ -11,9 +11,10 @@ The host metrics carry wasmCloud's names and attributes (`component.ref`, `latti
 `operation`; see docs/observability.md#metrics): `wasmcloud_host.component.invocations`,
 `...invocation.errors`, the `wasmcloud_host.handle_rpc_message.duration` histogram (nanoseconds),
 `...component.active_instances`, `...component.max_instances` and the `wasmcloud_host.process.*`
-gauges. Ours are named `wasmlattice.*`: HTTP requests, capability calls, reconcile rounds, app
-statuses. The Prometheus names follow OpenTelemetry's mapping (dots become underscores, counters
-get `_total`, units a suffix): `wasmcloud_host_component_invocations_total`.
+gauges. Ours are named `wasmlattice.*`: HTTP requests, capability calls, warm instance pools
+(docs/instance-pools.md), reconcile rounds, app statuses. The Prometheus names follow
+OpenTelemetry's mapping (dots become underscores, counters get `_total`, units a suffix):
+`wasmcloud_host_component_invocations_total`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ HTTP_REQUESTS = "wasmlattice.http.server.requests"
 CAPABILITY_CALLS = "wasmlattice.capability.calls"
 RECONCILE_ROUNDS = "wasmlattice.apps.reconcile.rounds"
 APP_STATUS = "wasmlattice.apps.status"
+# Warm instance pools, reported for components that reuse instances (docs/instance-pools.md).
+POOL_IDLE = "wasmlattice.component.pool.idle_instances"
+POOL_CREATED = "wasmlattice.component.pool.instances_created"
+POOL_REUSES = "wasmlattice.component.pool.reuses"
+POOL_DISCARDS = "wasmlattice.component.pool.discards"
 
 # Buckets of the invocation histogram, in nanoseconds: 10 µs to 60 s. OpenTelemetry's default
 # buckets (0 to 10 000) suit milliseconds; in nanoseconds every call would land in the last one.
@@ -91,12 +97,21 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class InstanceCount:
-    """Instances of one component on a host at the moment metrics are collected."""
+    """Instances of one component on a host at the moment metrics are collected.
+
+    `idle` is None unless the component reuses instances; then `idle` instances wait in its pool,
+    and `created`, `reused` (calls served by a warm instance) and `discarded` (by reason) count
+    since it started.
+    """
 
     component_id: str
     image_ref: str
     active: int
     max_instances: int
+    idle: int | None = None
+    created: int = 0
+    reused: int = 0
+    discarded: tuple[tuple[str, int], ...] = ()
 
 
 def otlp_exporter(settings: ObservabilitySettings) -> MetricExporter:
@@ -183,6 +198,20 @@ class Metrics:
         meter.create_observable_gauge(
             MAX_INSTANCES, [self._max], description="Maximum number of component instances"
         )
+        meter.create_observable_gauge(
+            POOL_IDLE, [self._pool_idle], description="Idle instances a component's warm pool keeps"
+        )
+        meter.create_observable_counter(
+            POOL_CREATED, [self._pool_created], description="Instances created for components with warm pools"
+        )
+        meter.create_observable_counter(
+            POOL_REUSES, [self._pool_reuses], description="Calls served by a warm (reused) instance"
+        )
+        meter.create_observable_counter(
+            POOL_DISCARDS,
+            [self._pool_discards],
+            description="Instances of a warm pool discarded, by reason (trapped, used_up, idle, ...)",
+        )
         self._process = _ProcessStats()
         meter.create_observable_gauge(
             MEMORY_TOTAL,
@@ -217,6 +246,25 @@ class Metrics:
 
     def _max(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(c.max_instances, _instance_attrs(c, base)) for c, base in self._counts()]
+
+    def _pooled(self) -> list[tuple[InstanceCount, dict[str, str]]]:
+        return [(c, _instance_attrs(c, base)) for c, base in self._counts() if c.idle is not None]
+
+    def _pool_idle(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(c.idle or 0, attrs) for c, attrs in self._pooled()]
+
+    def _pool_created(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(c.created, attrs) for c, attrs in self._pooled()]
+
+    def _pool_reuses(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(c.reused, attrs) for c, attrs in self._pooled()]
+
+    def _pool_discards(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(n, {**attrs, "reason": reason})
+            for c, attrs in self._pooled()
+            for reason, n in c.discarded
+        ]
 
     def _statuses(self, _options: CallbackOptions) -> Iterable[Observation]:
         out: list[Observation] = []

@@ -34,6 +34,7 @@ from wasmlattice.apps.manifest.model import (
 )
 from wasmlattice.apps.manifest.yaml_dialect import jsonable
 from wasmlattice.protocol import limits
+from wasmlattice.runtime.reuse import ReuseError, parse_reuse
 
 _NAME_RE = re.compile(r"[-A-Za-z0-9_]+")
 
@@ -195,8 +196,9 @@ class ManifestChecker(TraitChecker):
         obj = self.mapping(value, path)
         if obj is None:
             return None
-        self.keys(obj, path, ("name", "type", "properties"), ("traits",), strict=False)
+        self.keys(obj, path, ("name", "type", "properties"), ("traits", "annotations"), strict=False)
         name = self.field_text(obj, "name", path)
+        annotations = self.component_annotations(obj.get("annotations"), f"{path}.annotations")
         kind: Literal["component", "capability"] | None = None
         raw_type = self.field_text(obj, "type", path)
         if raw_type in ("component", "actor"):
@@ -268,8 +270,22 @@ class ManifestChecker(TraitChecker):
             secrets=[s for s, _ in secrets],
             scaler=scaler,
             links=[d.trait for d in links],
+            annotations=annotations,
         )
+        if annotations and kind == "capability":
+            self.warn(f"{path}.annotations", "ignored: only components take annotations")
         return ComponentDraft(path=path, component=component, links=links, secrets=secrets)
+
+    def component_annotations(self, value: Any, path: str) -> dict[str, str]:
+        """A component's `annotations` (our extension); the warm-instance ones are checked here."""
+        if value is None:
+            return {}
+        found = self.label_map(value, path) or {}
+        try:
+            parse_reuse(found)
+        except ReuseError as e:
+            self.error(key_path(path, e.key), str(e))
+        return found
 
     def shared_ref(self, value: Any, path: str) -> SharedRef | None:
         """The `application` property: a component of a shared application, or None."""

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 OAM_API_VERSION = "core.oam.dev/v1beta1"
@@ -111,6 +111,9 @@ class Component:
     secrets: list[SecretProperty]
     scaler: ScalerTrait | None
     links: list[LinkTrait]
+    # Our extension (wadm has no per-component annotations): passed on with the component's scale
+    # requests, e.g. the warm-instance settings of docs/instance-pools.md.
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
