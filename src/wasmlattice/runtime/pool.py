@@ -26,12 +26,33 @@ class MemoryLimitExceeded(fastcall.Trap):
     """The guest trapped after an allocation failed at its instance's memory limit."""
 
 
+class _Build:
+    """One compiled build of the pool's component, and its export resolved in that build.
+
+    Export indices, the linker and the codec belong to one build: an instance keeps the build it
+    was made from, whatever the pool serves by the time it is called.
+    """
+
+    __slots__ = ("export", "export_index", "export_name", "linked")
+
+    def __init__(self, linked: LinkedComponent, interface: str, func: str) -> None:
+        self.linked = linked
+        self.export_name, self.export = linked.export_func(interface, func)
+        comp = linked.component
+        outer = comp.get_export_index(self.export_name)
+        idx = None if outer is None else comp.get_export_index(func, instance=outer)
+        if idx is None:
+            raise ComponentError(f"the component does not export {self.export_name}#{func}")
+        self.export_index = idx
+
+
 class Instance:
     """One instantiated component in its own Store, with the export it serves."""
 
     def __init__(self, pool: InstancePool, wasi: Any, timeout: float | None = None) -> None:
-        engine = pool.engine
-        self.store = wasmtime.Store(engine.engine)
+        # Read once: the pool may switch to another build meanwhile (`InstancePool.promote`).
+        self.build = build = pool.build
+        self.store = wasmtime.Store(build.linked.engine.engine)
         if pool.max_memory is not None:
             self.store.set_limits(memory_size=pool.max_memory)
         self.state = StoreState(self.store, wasi)
@@ -43,8 +64,8 @@ class Instance:
         self.store.set_epoch_deadline(first_check_ticks(timeout or INSTANTIATE_SECONDS))
         prev = fastcall.set_current_state(self.state)
         try:
-            inst = pool.linked.linker.instantiate(self.store, pool.linked.component)
-            func = inst.get_func(self.store, pool.export_index)
+            inst = build.linked.linker.instantiate(self.store, build.linked.component)
+            func = inst.get_func(self.store, build.export_index)
         except wasmtime.WasmtimeError as e:
             cause = self.state.trap_cause
             self.close()
@@ -53,7 +74,7 @@ class Instance:
             fastcall.set_current_state(prev)
         if func is None:
             self.close()
-            raise ComponentError(f"export {pool.export_name}#{pool.func_name} is not a function")
+            raise ComponentError(f"export {build.export_name}#{pool.func_name} is not a function")
         self.func = func._func
 
     def close(self) -> None:
@@ -72,7 +93,7 @@ class Instance:
         self.limits.start(timeout)
         self.store.set_epoch_deadline(first_check_ticks(timeout))
         self.uses += 1
-        return pool.export.call(self.state, self.func, *args)
+        return self.build.export.call(self.state, self.func, *args)
 
 
 class InstancePool:
@@ -80,7 +101,9 @@ class InstancePool:
 
     `reuse` is how many calls one instance may serve: 1 (the default) means a fresh instance per
     call, as wasmCloud and `wasmtime serve` do. An instance that trapped is always discarded,
-    because wasmtime refuses to enter it again.
+    because wasmtime refuses to enter it again. `promote` switches new instances to another build
+    of the same component (the optimised one of tiered compilation); calls already running finish
+    on theirs.
     """
 
     def __init__(
@@ -94,21 +117,48 @@ class InstancePool:
     ) -> None:
         if reuse < 1:
             raise ValueError("reuse must be at least 1")
-        self.engine = engine
-        self.linked = linked
+        del engine  # the build's own engine compiles and runs it (`LinkedComponent.engine`)
         self.reuse = reuse
         self.max_memory = max_memory
-        self.export_name, self.export = linked.export_func(interface, func)
+        self.interface = interface
         self.func_name = func
-        comp = linked.component
-        outer = comp.get_export_index(self.export_name)
-        idx = None if outer is None else comp.get_export_index(func, instance=outer)
-        if idx is None:
-            raise ComponentError(f"the component does not export {self.export_name}#{func}")
-        self.export_index = idx
+        self.build = _Build(linked, interface, func)
         self._idle: list[Instance] = []
         self._lock = threading.Lock()
         self.created = 0
+
+    @property
+    def linked(self) -> LinkedComponent:
+        """The build new instances are made from."""
+        return self.build.linked
+
+    @property
+    def engine(self) -> HostEngine:
+        """The engine of the build new instances are made from."""
+        return self.build.linked.engine
+
+    @property
+    def export_name(self) -> str:
+        """The full name of the exported interface this pool calls."""
+        return self.build.export_name
+
+    @property
+    def tier(self) -> str:
+        """The compiler of the build new instances are made from (`winch` or `cranelift`)."""
+        return self.build.linked.tier
+
+    def promote(self, linked: LinkedComponent) -> None:
+        """Make new instances from `linked` (another build of the same component).
+
+        Calls running now finish on their instances; idle ones of the old build are dropped, so
+        from now on every call runs the new build.
+        """
+        build = _Build(linked, self.interface, self.func_name)
+        with self._lock:
+            self.build = build
+            stale, self._idle = self._idle, []
+        for inst in stale:
+            inst.close()
 
     def memory_text(self) -> str:
         """Why a guest that said it ran out of memory trapped: the limit, and where it is set."""
@@ -156,7 +206,11 @@ class InstancePool:
                 cleanup()
             if ok and inst is not None and inst.uses < self.reuse:
                 with self._lock:
-                    self._idle.append(inst)
+                    if inst.build is self.build:
+                        self._idle.append(inst)
+                        inst = None
+                if inst is not None:
+                    inst.close()  # made from a build the pool no longer serves
             elif not ok and inst is not None:
                 # wasmtime refuses to enter a trapped instance again: free its memory at once.
                 inst.close()
