@@ -33,7 +33,15 @@ from wasmlattice.runtime.engine import CRANELIFT, WINCH, EngineSettings, HostEng
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import bench_lattice, free_port, http_link, machine, stop_processes, wrk  # noqa: E402
+from common import (  # noqa: E402 - after the path entry
+    bench_lattice,
+    free_port,
+    host_file_args,
+    http_link,
+    machine,
+    stop_processes,
+    wrk,
+)
 
 LATTICE = "coldbench"
 # A server running one build of a component (argv: path, compiler, port, cache dir).
@@ -109,8 +117,9 @@ async def host_cold_start(ref: str, tiered: bool, args: argparse.Namespace) -> l
     async with bench_lattice("wl-coldbench-", LATTICE) as lat:
         log = lat.tmp / "host.log"
         flag = "--tiered-compile" if tiered else "--no-tiered-compile"
+        cmd = [sys.executable, "-m", "wasmlattice.lattice.run", "--nats-url", lat.url, *host_file_args()]
         with log.open("wb") as f:
-            lat.start_host("--label", "bench=a", flag, "--log-level", "info", stderr=f)
+            lat.start([*cmd, "--lattice", LATTICE, flag, "--log-level", "info"], stderr=f)
         ctl = CtlClient(lat.nc, LATTICE, timeout=60.0)
         host = ""
         while not host:
@@ -155,19 +164,27 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=int, default=5)
     p.add_argument("--connections", type=int, default=4)
+    p.add_argument("--host-only", action="store_true", help="only the host cold starts (part 3)")
     args = p.parse_args()
     path = build(ROOT / "examples" / "hello").resolve()
     print(f"# cold start of {path.name} ({path.stat().st_size / 1e6:.1f} MB); {machine()}")
     with tempfile.TemporaryDirectory(prefix="wl-cold-") as tmp_name:
         tmp = Path(tmp_name)
+        if args.host_only:
+            return host_runs(path, args)
         times = compile_times(path, tmp)
         for name, secs in times.items():
-            print(f"{name:28s} {secs:7.2f} s")
+            print(f"{name:28s} {secs:7.2f} s", flush=True)
         cli = times["wasmtime compile (CLI)"]
         for name in (CRANELIFT, WINCH):
             print(f"ratio wasmtime-py {name} / wasmtime compile: {times[f'wasmtime-py {name}'] / cli:.2f}x")
         for strategy in (CRANELIFT, WINCH):
-            print(f"steady state, {strategy} build only: {steady(path, strategy, tmp, args)}")
+            print(f"steady state, {strategy} build only: {steady(path, strategy, tmp, args)}", flush=True)
+    host_runs(path, args)
+
+
+def host_runs(path: Path, args: argparse.Namespace) -> None:
+    """Part 3: a host with an empty cache, tiered and not."""
     for tiered in (True, False):
         for row in asyncio.run(host_cold_start(f"file://{path}", tiered, args)):
             print(f"host, {'tiered' if tiered else 'not tiered'}: {row}")
