@@ -97,6 +97,10 @@ def wasmlattice_env(wasmlattice_cache_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WASMCLOUD_")}
     env["WASMLATTICE_CACHE_DIR"] = str(wasmlattice_cache_dir)
     env["PYTHONUNBUFFERED"] = "1"
+    # Hosts compile with Cranelift only, into the shared cache: a background compile would keep a
+    # host busy (tests measuring its CPU would see it) and be cut short when the test ends, so
+    # the next test would compile again. tests/integration/test_tiered_compile_hosts.py turns it on.
+    env["WASMLATTICE_TIERED_COMPILE"] = "0"
     return env
 
 

@@ -101,6 +101,18 @@ HeartbeatOpt = Annotated[
     ),
 ]
 
+# Tiered compilation (docs/architecture.md#tiered-compilation): on unless the flag or variable says off.
+TieredCompileOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--tiered-compile/--no-tiered-compile",
+        envvar="WASMLATTICE_TIERED_COMPILE",
+        show_default=False,
+        help="Serve a component not yet compiled from its Winch build within seconds, then from its "
+        "optimised Cranelift build once compiled in the background (on).",
+    ),
+]
+
 # What control messages may reach on the host's machine (docs/security.md). wasmCloud has
 # `--allow-file-load`; the allowed directories and the file size cap are ours.
 ALLOW_FILE_LOAD_ENV = ["WASMLATTICE_ALLOW_FILE_LOAD", "WASMCLOUD_ALLOW_FILE_LOAD"]

@@ -136,6 +136,13 @@ def run(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Speak plain HTTP to the OCI reference's registry.")
     ] = False,
+    compiler: Annotated[
+        str,
+        typer.Option(
+            "--compiler",
+            help="cranelift (optimised) or winch (compiles several times faster, runs slower).",
+        ),
+    ] = "cranelift",
 ) -> None:
     """Serve a wasi:http component over HTTP, the way `wasmtime serve` does."""
     from wasmlattice.capabilities.http_ingress import IngressLimits
@@ -143,7 +150,10 @@ def run(
     from wasmlattice.wasi.output_limit import OutputLimits
 
     setup_logging(log_level)
+    if compiler not in ("cranelift", "winch"):
+        raise typer.BadParameter(f"expected cranelift or winch, got {compiler!r}", param_hint="--compiler")
     opts = ServeOptions(
+        compiler=compiler,
         listen=listen,
         workers=workers,
         reuse=reuse,

@@ -48,6 +48,7 @@ from wasmlattice.cli.host_options import (
     ObservabilityFlags,
     OciAccess,
     PolicyFlags,
+    TieredCompileOpt,
     allowed_dirs,
     allowed_issuers,
     health_listen,
@@ -309,6 +310,7 @@ def up(
     app_manager: Annotated[
         bool, typer.Option("--app-manager/--no-app-manager", help="Run the app manager in-process too.")
     ] = True,
+    tiered_compile: TieredCompileOpt = None,
     allow_file_load: Annotated[
         bool,
         typer.Option(
@@ -382,6 +384,7 @@ def up(
         **oci.host_kwargs(),
         allowed_issuers=allowed_issuers(allowed_issuer),
         health_listen=health_listen(health),
+        tiered_compile=tiered_compile,
     )
     host_kwargs.update(policy.host_kwargs())
     host_kwargs.update(limits.host_kwargs())
@@ -482,6 +485,8 @@ def _up_detached(
     if host_kwargs.get("nats_tls"):
         cmd += ["--nats-tls"]
     cmd += ["--allow-file-load" if host_kwargs.get("allow_file_load") else "--no-allow-file-load"]
+    if host_kwargs.get("tiered_compile") is not None:
+        cmd += ["--tiered-compile" if host_kwargs["tiered_compile"] else "--no-tiered-compile"]
     for d in host_kwargs.get("allow_dirs") or []:
         cmd += ["--allow-dir", str(d)]
     if host_kwargs.get("max_component_size") is not None:

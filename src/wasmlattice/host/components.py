@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ from wasmlattice.runtime.component import (
     check_format,
     default_cache_dir,
 )
-from wasmlattice.runtime.engine import HostEngine
+from wasmlattice.runtime.engine import WINCH, EngineSettings, HostEngine
 from wasmlattice.runtime.execution import HostGate, Workload
 from wasmlattice.runtime.hostfiles import HostFileError, HostFiles
 from wasmlattice.runtime.linking import HostRegistry, LinkedComponent, link
@@ -159,6 +160,11 @@ class RunningComponent:
     reuse: ReuseSettings = FRESH
     instances: InstanceGroup | None = None
 
+    @property
+    def tier(self) -> str:
+        """The compiler of the build new calls run (`winch` until the optimised `cranelift` one is in)."""
+        return self.linked.tier
+
     def description(self) -> ComponentDescription:
         """The inventory entry of this component (`name` and `revision` from its claims).
 
@@ -201,7 +207,16 @@ class ComponentRegistry:
         gate: HostGate | None = None,
         execution_time: float = DEFAULT_EXECUTION_TIME_S,
         guest_output: Callable[[str], Callable[[str, str, str], None]] | None = None,
+        tiered_compile: bool = True,
     ) -> None:
+        # Tiered compilation (docs/architecture.md#tiered-compilation): a component not in the
+        # compile cache is first compiled by Winch (seconds sooner) and served, while Cranelift
+        # compiles the optimised build in the background; new instances then use that one.
+        self.tiered_compile = tiered_compile
+        self._baseline: HostEngine | None = None
+        # Digests whose optimised build is being compiled; one compile at a time (they use every core).
+        self._optimising: set[str] = set()
+        self._optimise_lock = threading.Lock()
         # Given a component ID, the tap its output limiter hands each admitted guest line to: the
         # lattice's log stream (docs/observability.md); None: guest output goes to the log only.
         self.guest_output = guest_output
@@ -571,9 +586,11 @@ class ComponentRegistry:
                 if running.instances is not None:
                     running.instances.close()
             self._components.clear()
-        await self.sup.stop(0.0)  # components still being retired are cut short
+        await self.sup.stop(0.0)  # components still being retired (or optimised) are cut short
         self.interrupt_all("the host is stopping")
         self.engine.close()
+        if self._baseline is not None:
+            self._baseline.close()
 
     def interrupt_all(self, reason: str) -> int:
         """Interrupt every guest call still running here (running and retired components); how many.
@@ -620,9 +637,17 @@ class ComponentRegistry:
         else:
             path = file_ref_path(ref)
         # Reading and compiling take a while for big components: keep the event loop free.
-        return await asyncio.get_running_loop().run_in_executor(None, self._load_blocking, ref, path, data)
+        linked, loaded, digest = await asyncio.get_running_loop().run_in_executor(
+            None, self._load_blocking, ref, path, data
+        )
+        if linked.tier != self.engine.settings.strategy and digest not in self._optimising:
+            self._optimising.add(digest)
+            self.sup.spawn(f"optimise {path}", self._optimise(loaded, path, digest, linked))
+        return linked
 
-    def _load_blocking(self, ref: str, path: str, data: bytes | None = None) -> LinkedComponent:
+    def _load_blocking(
+        self, ref: str, path: str, data: bytes | None = None
+    ) -> tuple[LinkedComponent, bytes, str]:
         # `data`: bytes a fetcher already pulled and checked; `path` is then the reference.
         # Only what the host allows, only a regular file, never more than the size cap
         # (docs/security.md): the reference comes from a control message.
@@ -639,8 +664,7 @@ class ComponentRegistry:
         digest = hashlib.sha256(data).hexdigest()
         linked = self._linked.pop(digest, None)
         if linked is None:
-            comp = self.cache.load(data, self.engine, path)
-            linked = link(self.engine, comp, self.registry, origin=path)
+            linked = self._first_build(data, path)
         self._linked[digest] = linked  # most recently used last
         self._loaded_claims.pop(id(linked), None)  # re-inserted last: never the one pruned below
         self._loaded_claims[id(linked)] = (linked, claims)
@@ -648,7 +672,87 @@ class ComponentRegistry:
             del self._loaded_claims[next(iter(self._loaded_claims))]
         while len(self._linked) > LINKED_CACHE_SIZE:
             del self._linked[next(iter(self._linked))]
-        return linked
+        return linked, data, digest
+
+    def _first_build(self, data: bytes, path: str) -> LinkedComponent:
+        """The build to serve first: the cached optimised one, else (tiered) Winch's, else Cranelift's."""
+        if self.tiered_compile and self.cache.lookup(data, self.engine) is None:
+            if self._baseline is None:
+                self._baseline = HostEngine(
+                    EngineSettings(epoch_interruption=self.engine.settings.epoch_interruption, strategy=WINCH)
+                )
+            try:
+                comp = self.cache.compile(data, self._baseline, path)
+            except ComponentError as e:
+                # Winch lacks some proposals Cranelift has: such a component waits for Cranelift.
+                log.warning("%s: the first-tier (Winch) compile failed, waiting for Cranelift: %s", path, e)
+            else:
+                log.info("%s: serving its first-tier (Winch) build while Cranelift optimises it", path)
+                return link(self._baseline, comp, self.registry, origin=path)
+        comp = self.cache.load(data, self.engine, path)
+        return link(self.engine, comp, self.registry, origin=path)
+
+    async def _optimise(self, data: bytes, path: str, digest: str, first: LinkedComponent) -> None:
+        """Compile the optimised build of a component served from its first-tier build, then swap."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[LinkedComponent] = loop.create_future()
+
+        def deliver(result: LinkedComponent | None, error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                assert result is not None
+                done.set_result(result)
+
+        def work() -> None:
+            # A daemon thread, not an executor: a stopping host must not wait for a compile
+            # (the cache entry is written atomically, so one cut short leaves nothing behind).
+            result: LinkedComponent | None = None
+            error: BaseException | None = None
+            try:
+                with self._optimise_lock:
+                    comp = self.cache.load(data, self.engine, path)
+                    result = link(self.engine, comp, self.registry, origin=path)
+            except BaseException as e:
+                error = e
+            try:
+                loop.call_soon_threadsafe(deliver, result, error)
+            except RuntimeError:
+                pass  # the host stopped meanwhile
+
+        threading.Thread(target=work, name="wasmlattice-optimise", daemon=True).start()
+        try:
+            optimised = await done
+        except Exception as e:
+            log.warning("%s keeps serving its first-tier (Winch) build: optimising failed: %s", path, e)
+            return
+        finally:
+            self._optimising.discard(digest)
+        async with self._lock:
+            self.promote(digest, first, optimised)
+
+    def promote(self, digest: str, first: LinkedComponent, optimised: LinkedComponent) -> int:
+        """Serve `optimised` wherever `first` (another build of the same bytes) serves; how many
+        components switched. New instances use it; calls already running finish on `first`."""
+        if self._linked.get(digest) is first:
+            self._linked[digest] = optimised
+        loaded = self._loaded_claims.get(id(first))
+        if loaded is not None and loaded[0] is first:
+            self._loaded_claims[id(optimised)] = (optimised, loaded[1])
+        switched = 0
+        for running in self._components.values():
+            if running.linked is not first:
+                continue
+            running.linked = optimised
+            if running.target is not None:
+                running.target.pool.promote(optimised)
+            if running.invoker is not None:
+                running.invoker.promote(optimised)
+            switched += 1
+            log.info("component %s now serves its optimised (%s) build", running.component_id, optimised.tier)
+        return switched
 
     def claims_of(self, linked: LinkedComponent) -> ComponentClaims | None:
         """The verified claims of a component `_load` just returned (None: unsigned)."""

@@ -45,6 +45,12 @@ class ExportInvoker:
         self.group = group
         self._pools: dict[tuple[str, str], InstancePool] = {}
 
+    def promote(self, linked: LinkedComponent) -> None:
+        """Make new instances from `linked`, another build of the same component (tiered compilation)."""
+        self.linked = linked
+        for pool in list(self._pools.values()):
+            pool.promote(linked)
+
     def exports(self, interface: str, func: str) -> bool:
         """Whether the component exports `func` of `ns:pkg/iface` (unversioned)."""
         try:

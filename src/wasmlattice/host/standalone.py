@@ -37,7 +37,7 @@ from wasmlattice.nats_server import port_in_use
 from wasmlattice.observability.settings import ObservabilitySettings
 from wasmlattice.runtime.budget import DEFAULT_INSTANCE_MEMORY
 from wasmlattice.runtime.component import CompileCache, ComponentError, default_cache_dir, read_component_file
-from wasmlattice.runtime.engine import HostEngine
+from wasmlattice.runtime.engine import CRANELIFT, EngineSettings, HostEngine
 from wasmlattice.runtime.linking import LinkedComponent, link
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.wasi.ctx import WasiConfig
@@ -69,6 +69,9 @@ class ServeOptions:
     args: list[str] = field(default_factory=list)
     read_only_dirs: dict[str, Path] = field(default_factory=dict)
     cache_dir: Path | None = None
+    # The compiler of the build served (`--compiler`): `run` compiles once (cached), so it does
+    # not tier; Winch is there to compare its build with Cranelift's.
+    compiler: str = CRANELIFT
 
     def host_port(self) -> tuple[str, int]:
         """The listen address split into host and port; `ValueError` naming it if it is not one."""
@@ -114,7 +117,7 @@ class ComponentApp:
     def __init__(self, path: str, opts: ServeOptions, engine: HostEngine | None = None) -> None:
         self.path = path
         self.opts = opts
-        self.engine = engine or HostEngine()
+        self.engine = engine or HostEngine(EngineSettings(strategy=opts.compiler))
         self.linked = load_http_component(
             self.engine, path, CompileCache(opts.cache_dir or default_cache_dir())
         )

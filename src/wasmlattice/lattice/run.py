@@ -111,6 +111,9 @@ class HostOptions:
       together (`--max-concurrent-invocations`, 256); more wait up to 1 s, then are refused.
     - `max_execution_time`: the default deadline of one invocation in seconds
       (`--max-execution-time`, 30); a component's `max_execution_time` limit overrides it.
+    - `tiered_compile`: serve a component not in the compile cache from its Winch build at once,
+      and from its Cranelift build once that is compiled in the background (`--tiered-compile`,
+      on; `$WASMLATTICE_TIERED_COMPILE`). See docs/architecture.md#tiered-compilation.
     - `allow_file_load`: load `file://` components at all (`--allow-file-load`; off, as in wasmCloud).
     - `allow_dirs`: the only directories `file://` components and blobstore-fs roots may be in
       (`--allow-dir`; none). See docs/security.md.
@@ -198,6 +201,8 @@ class HostOptions:
     max_concurrent_invocations: int = DEFAULT_MAX_CONCURRENT_INVOCATIONS
     max_execution_time: float = DEFAULT_EXECUTION_TIME_S
     health_listen: str | None = None
+    # Serve a component's Winch build while Cranelift optimises it (docs/architecture.md#tiered-compilation).
+    tiered_compile: bool = field(default_factory=lambda: tiered_compile_default())
 
     def policy_settings(self) -> PolicySettings | None:
         """The validated policy settings (None without a policy topic); `HostStartError` if invalid."""
@@ -430,6 +435,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             guest_limits=guest_limits,
             gate=HostGate(opts.max_concurrent_invocations),
             execution_time=opts.max_execution_time,
+            tiered_compile=opts.tiered_compile,
             guest_output=log_stream.stream.guest_tap if log_stream is not None else None,
         )
         log.info(
@@ -559,6 +565,15 @@ def _env_on(name: str, *, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+TIERED_COMPILE_ENV = "WASMLATTICE_TIERED_COMPILE"
+
+
+def tiered_compile_default() -> bool:
+    """`--tiered-compile` unless `$WASMLATTICE_TIERED_COMPILE` says false (`0`, `false`, `no`, `off`)."""
+    value = os.environ.get(TIERED_COMPILE_ENV)
+    return value is None or value.strip().lower() not in ("0", "false", "no", "off")
+
+
 def env_flag(*names: str) -> bool:
     """Whether the first of the variables `names` that is set says true (`1`, `true`, `yes`, `on`)."""
     for name in names:
@@ -628,6 +643,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_EXECUTION_TIME_S,
         help="default deadline in seconds of one invocation",
+    )
+    p.add_argument(
+        "--tiered-compile",
+        action=argparse.BooleanOptionalAction,
+        default=tiered_compile_default(),
+        help="serve a new component's Winch build at once and its Cranelift build once compiled",
     )
     p.add_argument(
         "--allow-file-load",
@@ -796,6 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop_timeout=args.drain_timeout,
             max_concurrent_invocations=args.max_concurrent_invocations,
             max_execution_time=args.max_execution_time,
+            tiered_compile=args.tiered_compile,
             allow_file_load=args.allow_file_load,
             allow_dirs=list(args.allow_dir),
             max_component_size=args.max_component_size,

@@ -52,7 +52,11 @@ def default_cache_dir() -> Path:
 
 
 class CompileCache:
-    """Compiled components on disk, keyed by content hash, wasmtime version and engine settings.
+    """Compiled components on disk, keyed by content hash, wasmtime version, engine settings (the
+    compiler among them) and the CPU's features.
+
+    Only this host's own compiler writes entries: compiled code is native code, and is never
+    accepted from elsewhere (docs/security.md#compiled-code).
 
     Entries carry a checksum of the artifact; a corrupt, truncated or incompatible entry is
     recompiled and replaced, never trusted. Writes are atomic (temp file + rename).
@@ -71,6 +75,17 @@ class CompileCache:
     def path_for(self, key: str) -> Path | None:
         """The file an entry lives in (None when caching is off)."""
         return None if self.directory is None else self.directory / f"{key}.cwasm"
+
+    def lookup(self, data: bytes, engine: HostEngine) -> wc.Component | None:
+        """The cached compiled component for `data`, or None (nothing is compiled)."""
+        path = self.path_for(self.key(data, engine))
+        if path is None or not path.exists():
+            return None
+        return self._read(path, engine)
+
+    def compile(self, data: bytes, engine: HostEngine, origin: str) -> wc.Component:
+        """Compile `data` without caching the result (a first-tier build that is soon replaced)."""
+        return self._compile(data, engine, origin)
 
     def load(self, data: bytes, engine: HostEngine, origin: str) -> wc.Component:
         """The compiled component for `data`, from the cache or freshly compiled (and then cached)."""

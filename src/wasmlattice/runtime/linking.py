@@ -190,7 +190,11 @@ def convert_func(ft: wc.FuncType, res: _ResourceTypes) -> FuncSig:
 
 @dataclass
 class LinkedComponent:
-    """A component with its linker ready to instantiate, and its exports' signatures."""
+    """A component with its linker ready to instantiate, and its exports' signatures.
+
+    The component, its linker and every store instantiating it belong to `engine`; `tier` names
+    the compiler that built it (`winch` first, `cranelift` once optimised; runtime/engine.py).
+    """
 
     component: wc.Component
     linker: wc.Linker
@@ -198,6 +202,8 @@ class LinkedComponent:
     exports: dict[str, dict[str, FuncSig]]
     imported: list[str]
     resources: _ResourceTypes
+    engine: HostEngine
+    tier: str
 
     def export_func(self, interface: str, func: str) -> tuple[str, fastcall.ExportFunc]:
         """The full export name and a prepared caller for `interface#func` (interface unversioned)."""
@@ -301,4 +307,6 @@ def link(
                     except ComponentError:
                         continue  # guest-defined resources: not callable from the host yet
             exports[name] = funcs
-    return LinkedComponent(component, linker, codec, exports, [n for n, _ in plan], res)
+    return LinkedComponent(
+        component, linker, codec, exports, [n for n, _ in plan], res, engine, engine.settings.strategy
+    )

@@ -38,12 +38,33 @@ class MemoryLimitExceeded(fastcall.Trap):
     """The guest trapped after an allocation failed at its instance's memory limit."""
 
 
+class _Build:
+    """One compiled build of the pool's component, and its export resolved in that build.
+
+    Export indices, the linker and the codec belong to one build: an instance keeps the build it
+    was made from, whatever the pool serves by the time it is called.
+    """
+
+    __slots__ = ("export", "export_index", "export_name", "linked")
+
+    def __init__(self, linked: LinkedComponent, interface: str, func: str) -> None:
+        self.linked = linked
+        self.export_name, self.export = linked.export_func(interface, func)
+        comp = linked.component
+        outer = comp.get_export_index(self.export_name)
+        idx = None if outer is None else comp.get_export_index(func, instance=outer)
+        if idx is None:
+            raise ComponentError(f"the component does not export {self.export_name}#{func}")
+        self.export_index = idx
+
+
 class Instance:
     """One instantiated component in its own Store, with the export it serves."""
 
     def __init__(self, pool: InstancePool, wasi: Any, timeout: float | None = None) -> None:
-        engine = pool.engine
-        self.store = wasmtime.Store(engine.engine)
+        # Read once: the pool may switch to another build meanwhile (`InstancePool.promote`).
+        self.build = build = pool.build
+        self.store = wasmtime.Store(build.linked.engine.engine)
         if pool.max_memory is not None:
             self.store.set_limits(memory_size=pool.max_memory)
         self.state = StoreState(self.store, wasi)
@@ -56,8 +77,8 @@ class Instance:
         self.store.set_epoch_deadline(first_check_ticks(timeout or INSTANTIATE_SECONDS))
         prev = fastcall.set_current_state(self.state)
         try:
-            inst = pool.linked.linker.instantiate(self.store, pool.linked.component)
-            func = inst.get_func(self.store, pool.export_index)
+            inst = build.linked.linker.instantiate(self.store, build.linked.component)
+            func = inst.get_func(self.store, build.export_index)
         except wasmtime.WasmtimeError as e:
             cause = self.state.trap_cause
             self.close()
@@ -66,7 +87,7 @@ class Instance:
             fastcall.set_current_state(prev)
         if func is None:
             self.close()
-            raise ComponentError(f"export {pool.export_name}#{pool.func_name} is not a function")
+            raise ComponentError(f"export {build.export_name}#{pool.func_name} is not a function")
         self.func = func._func
 
     def close(self) -> None:
@@ -85,7 +106,7 @@ class Instance:
         self.limits.start(timeout)
         self.store.set_epoch_deadline(first_check_ticks(timeout))
         self.uses += 1
-        return pool.export.call(self.state, self.func, *args)
+        return self.build.export.call(self.state, self.func, *args)
 
 
 # What became of an instance that left the pool for good (`PoolStats.discarded` keys).
@@ -222,8 +243,8 @@ class InstanceGroup:
         with self._lock:
             if reason is None:
                 size = self.pool_size
-                if self.closed:
-                    reason = STOPPED
+                if self.closed or inst.build is not pool.build:
+                    reason = STOPPED  # stopped, or made from a build the pool no longer serves
                 elif inst.uses >= self.settings.max_reuse:
                     reason = USED_UP
                 elif size is not None and self.idle_count >= size:
@@ -253,6 +274,14 @@ class InstanceGroup:
         self._discard(expired, IDLE)
         return len(expired)
 
+    def drop_idle(self, pool: InstancePool) -> None:
+        """Close `pool`'s idle instances (it now serves another build)."""
+        with self._lock:
+            idle = self._idle.pop(id(pool), [])
+            self.idle_count -= len(idle)
+            self.live -= len(idle)
+        self._discard(idle, STOPPED)
+
     def close(self) -> None:
         """Close the idle instances; instances still running are closed when they return."""
         with self._lock:
@@ -278,6 +307,8 @@ class InstancePool:
     call, as wasmCloud and `wasmtime serve` do. `group` (shared by the pools of one component)
     overrides it with the component's settings. An instance that trapped, was interrupted or
     failed is always discarded, because wasmtime refuses to enter a trapped instance again.
+    `promote` switches new instances to another build of the same component (the optimised one of
+    tiered compilation); calls already running finish on theirs.
     """
 
     def __init__(
@@ -292,24 +323,47 @@ class InstancePool:
     ) -> None:
         if reuse < 1:
             raise ValueError("reuse must be at least 1")
-        self.engine = engine
-        self.linked = linked
+        del engine  # the build's own engine compiles and runs it (`LinkedComponent.engine`)
         self.group = group or InstanceGroup(ReuseSettings(max_reuse=reuse))
         self.reuse = self.group.settings.max_reuse
         self.max_memory = max_memory
-        self.export_name, self.export = linked.export_func(interface, func)
+        self.interface = interface
         self.func_name = func
-        comp = linked.component
-        outer = comp.get_export_index(self.export_name)
-        idx = None if outer is None else comp.get_export_index(func, instance=outer)
-        if idx is None:
-            raise ComponentError(f"the component does not export {self.export_name}#{func}")
-        self.export_index = idx
+        self.build = _Build(linked, interface, func)
 
     @property
     def created(self) -> int:
         """Instances created for this pool's group so far."""
         return self.group.stats.snapshot()[0]
+
+    @property
+    def linked(self) -> LinkedComponent:
+        """The build new instances are made from."""
+        return self.build.linked
+
+    @property
+    def engine(self) -> HostEngine:
+        """The engine of the build new instances are made from."""
+        return self.build.linked.engine
+
+    @property
+    def export_name(self) -> str:
+        """The full name of the exported interface this pool calls."""
+        return self.build.export_name
+
+    @property
+    def tier(self) -> str:
+        """The compiler of the build new instances are made from (`winch` or `cranelift`)."""
+        return self.build.linked.tier
+
+    def promote(self, linked: LinkedComponent) -> None:
+        """Make new instances from `linked` (another build of the same component).
+
+        Calls running now finish on their instances; idle ones of the old build are dropped, so
+        from now on every call runs the new build.
+        """
+        self.build = _Build(linked, self.interface, self.func_name)
+        self.group.drop_idle(self)
 
     def memory_text(self) -> str:
         """Why a guest that said it ran out of memory trapped: the limit, and where it is set."""
