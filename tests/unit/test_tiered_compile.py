@@ -55,12 +55,18 @@ def test_pool_promotes_new_instances_to_the_optimised_build(
     optimised = linked_with(engines[CRANELIFT], hostcall_wasm)
     pool = InstancePool(first.engine, first, "test:micro/bench", "run", reuse=5)
     assert pool.run(None, 5.0, 3) == 6
-    assert pool.tier == WINCH and len(pool._idle) == 1
+    assert pool.tier == WINCH and _idle(pool) == [WINCH]
     pool.promote(optimised)
     assert pool.tier == CRANELIFT and pool.linked is optimised
-    assert pool._idle == []  # the Winch instance is not reused after the switch
+    assert _idle(pool) == []  # the Winch instance is not reused after the switch
+    assert pool.group.stats.snapshot()[2] == {"stopped": 1}
     assert pool.run(None, 5.0, 3) == 6
-    assert [i.build.linked.tier for i in pool._idle] == [CRANELIFT]
+    assert _idle(pool) == [CRANELIFT]
+
+
+def _idle(pool: InstancePool) -> list[str]:
+    """The tiers of the builds of `pool`'s idle instances."""
+    return [i.build.linked.tier for i in pool.group._idle.get(id(pool), [])]
 
 
 def test_cache_key_names_the_compiler_and_cpu(engines: dict[str, HostEngine], hostcall_wasm: bytes) -> None:
