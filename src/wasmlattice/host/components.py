@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import os
+from pathlib import Path
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ from wasmlattice.runtime.component import (
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.execution import HostGate, Workload
 from wasmlattice.runtime.hostfiles import HostFileError, HostFiles
+from wasmlattice.replay.recording import Recorder, recording_wrap
 from wasmlattice.runtime.linking import HostRegistry, LinkedComponent, link
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.supervision import Supervisor
@@ -187,6 +189,7 @@ class ComponentRegistry:
         gate: HostGate | None = None,
         execution_time: float = DEFAULT_EXECUTION_TIME_S,
         guest_output: Callable[[str], Callable[[str, str, str], None]] | None = None,
+        record_dir: Path | None = None,
     ) -> None:
         # Given a component ID, the tap its output limiter hands each admitted guest line to: the
         # lattice's log stream (docs/observability.md); None: guest output goes to the log only.
@@ -208,6 +211,9 @@ class ComponentRegistry:
         # Invocations, instances and capability calls are counted here (None: metrics are off).
         self.metrics = services.metrics if services is not None else None
         self.registry: HostRegistry = host_registry(self.metrics)
+        # `--record-dir` (docs/record-replay.md): components are then linked with the recording
+        # wrapper and every HTTP request they serve is written there; None costs nothing.
+        self.record_dir = record_dir
         if self.metrics is not None:
             self.metrics.observe_instances(self._instance_counts)
         self._linked: dict[str, LinkedComponent] = {}
@@ -581,7 +587,8 @@ class ComponentRegistry:
         linked = self._linked.pop(digest, None)
         if linked is None:
             comp = self.cache.load(data, self.engine, path)
-            linked = link(self.engine, comp, self.registry, origin=path)
+            wrap = None if self.record_dir is None else recording_wrap
+            linked = link(self.engine, comp, self.registry, origin=path, wrap=wrap)
         self._linked[digest] = linked  # most recently used last
         self._loaded_claims.pop(id(linked), None)  # re-inserted last: never the one pruned below
         self._loaded_claims[id(linked)] = (linked, claims)
@@ -603,7 +610,7 @@ class ComponentRegistry:
         timeout = parse_limits(running.limits, self.execution_time)[0]
         memory = self.instance_memory(running.limits)
         pool = InstancePool(self.engine, linked, INCOMING_HANDLER, "handle", max_memory=memory)
-        return HttpTarget(
+        target = HttpTarget(
             running.component_id,
             pool,
             running.wasi,
@@ -611,6 +618,14 @@ class ComponentRegistry:
             threads=min(running.max_instances, MAX_THREADS_PER_COMPONENT),
             max_concurrency=running.max_instances,
         )
+        if self.record_dir is not None:
+            ref = running.image_ref
+            target.recorder = Recorder(
+                self.record_dir,
+                running.component_id,
+                ref.removeprefix("file://") if ref.startswith("file://") else ref,
+            )
+        return target
 
     def _retire(
         self, running: RunningComponent, grace: float = RETIRE_DRAIN_S, reason: str = "it was replaced"

@@ -198,6 +198,9 @@ class HostOptions:
     max_concurrent_invocations: int = DEFAULT_MAX_CONCURRENT_INVOCATIONS
     max_execution_time: float = DEFAULT_EXECUTION_TIME_S
     health_listen: str | None = None
+    # Record every HTTP request components serve into this directory (`--record-dir`,
+    # docs/record-replay.md); None: nothing is recorded and nothing costs more.
+    record_dir: Path | None = None
 
     def policy_settings(self) -> PolicySettings | None:
         """The validated policy settings (None without a policy topic); `HostStartError` if invalid."""
@@ -431,6 +434,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             gate=HostGate(opts.max_concurrent_invocations),
             execution_time=opts.max_execution_time,
             guest_output=log_stream.stream.guest_tap if log_stream is not None else None,
+            record_dir=opts.record_dir,
         )
         log.info(
             "guest limits: %s per instance, budget %s for all guests, output %s",
@@ -645,6 +649,13 @@ def _parser() -> argparse.ArgumentParser:
         help="directory file:// components and blobstore-fs roots may be in (repeatable)",
     )
     p.add_argument(
+        "--record-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="record every HTTP request components serve as JSON in DIR (docs/record-replay.md)",
+    )
+    p.add_argument(
         "--max-component-size",
         type=int,
         default=DEFAULT_MAX_COMPONENT_SIZE,
@@ -798,6 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_execution_time=args.max_execution_time,
             allow_file_load=args.allow_file_load,
             allow_dirs=list(args.allow_dir),
+            record_dir=args.record_dir,
             max_component_size=args.max_component_size,
             policy_topic=args.policy_topic,
             policy_changes_topic=args.policy_changes_topic,
