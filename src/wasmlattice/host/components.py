@@ -13,9 +13,9 @@ import asyncio
 import hashlib
 import logging
 import os
-from pathlib import Path
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
@@ -32,6 +32,7 @@ from wasmlattice.host.guest_limits import GuestLimits
 from wasmlattice.host.invoke import ExportInvoker
 from wasmlattice.protocol import subjects as sj
 from wasmlattice.protocol.models import ComponentDescription, StrMap
+from wasmlattice.replay.recording import Recorder, recording_wrap
 from wasmlattice.runtime.budget import format_size, parse_size
 from wasmlattice.runtime.component import (
     CompileCache,
@@ -42,7 +43,6 @@ from wasmlattice.runtime.component import (
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.execution import HostGate, Workload
 from wasmlattice.runtime.hostfiles import HostFileError, HostFiles
-from wasmlattice.replay.recording import Recorder, recording_wrap
 from wasmlattice.runtime.linking import HostRegistry, LinkedComponent, link
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.supervision import Supervisor
