@@ -20,6 +20,8 @@ LAYERS = [
     "lattice",
     "apps",
     "host",
+    # record and replay of invocations (docs/record-replay.md): wraps capabilities at link time.
+    "replay",
     "capabilities",
     "client",
     "artifacts",

@@ -238,6 +238,9 @@ class HttpTarget(Workload):
         super().__init__(name, timeout=timeout, threads=threads, max_concurrency=max_concurrency)
         self.pool = pool
         self.config = config
+        # A `replay.recording.Recorder` when this component's requests are recorded (its pool
+        # then links the recording wrapper, docs/record-replay.md); None, and free, otherwise.
+        self.recorder: Any = None
 
 
 class GuestResponse(web.StreamResponse):
@@ -383,6 +386,8 @@ class HttpHandler:
         # A request whose body is all here may run inline; one still arriving streams to a thread.
         complete = not request.body_exists or request.content.is_eof()
         data = (request.content.read_nowait(-1) if request.body_exists else b"") if complete else None
+        if target.recorder is not None:
+            return await self._serve_recorded(request, target, data)
         call = HttpGuestCall(target, self._request(request), data, self.client.send)
         token = Interruption(f"{request.method} {request.path}")
         try:
@@ -418,6 +423,51 @@ class HttpHandler:
             if lost is not None:
                 lost.discard(client_gone)
 
+    async def _serve_recorded(
+        self, request: web.BaseRequest, target: HttpTarget, data: bytes | None
+    ) -> web.StreamResponse:
+        """Serve a request of a recorded component, writing the recording (docs/record-replay.md).
+
+        The body is read whole first (within `--max-body` and the body timeout), so that the
+        recording holds exactly what the guest was given.
+        """
+        if data is None:
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    data = await request.content.read(self.max_body + 1)
+                    while len(data) <= self.max_body and not request.content.at_eof():
+                        more = await request.content.read(self.max_body + 1 - len(data))
+                        if not more:
+                            break
+                        data += more
+            except TimeoutError:
+                return error_response(408, f"the request body stalled for {self.body_timeout}s")
+            if len(data) > self.max_body:
+                return error_response(413, f"request body exceeds {self.max_body} bytes")
+        assert self.client is not None
+        parts = self._request(request)
+        session = target.recorder.begin_http(parts, data)
+        call = HttpGuestCall(target, parts, data, self.client.send)
+        call.session = session
+        token = Interruption(f"{request.method} {request.path}")
+        try:
+            done = await start_guest(target, call.attempt, inline=True, token=token, operation=HTTP_OPERATION)
+        except SlotTimeout as e:
+            log.warning("%s", e)
+            return busy_response(e)
+        except RuntimeError:
+            return error_response(503, f"{target.name} is stopping and cannot take the request")
+        call.started(done)
+        tap = ResponseTap()
+        response = await self._respond(request, target, call.ex, call.body, tap)
+        if tap.status is None:  # the host answered for the guest (a trap, an error)
+            body = response.body if isinstance(response, web.Response) else b""
+            body = body if isinstance(body, (bytes, bytearray)) else b""
+            tap.status, tap.chunks = response.status, [bytes(body or b"")]
+            tap.headers = [(k, v.encode("latin-1")) for k, v in response.headers.items()]
+        session.finish_http(tap.status, tap.headers, b"".join(tap.chunks), call.ex.error)
+        return response
+
     def counted(
         self, metrics: HostMetrics, route: Callable[[web.BaseRequest], str]
     ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
@@ -452,7 +502,12 @@ class HttpHandler:
         )
 
     async def _respond(
-        self, request: web.BaseRequest, target: HttpTarget, ex: Exchange, req_body: BytePipe
+        self,
+        request: web.BaseRequest,
+        target: HttpTarget,
+        ex: Exchange,
+        req_body: BytePipe,
+        tap: ResponseTap | None = None,
     ) -> web.StreamResponse:
         name = target.name
         await ex.wait_first(STREAM_GRACE)
@@ -468,6 +523,8 @@ class HttpHandler:
             await _settle(name, ex)
             return error_response(500, "the component set an invalid response")
         out = guest_response(resp.status, resp.fields.entries)
+        if tap is not None:
+            tap.status, tap.headers = resp.status, list(resp.fields.entries)
         pipe = resp.pipe
         no_body = bodyless(request.method, resp.status)
         if ex.finished and pipe is not None and pipe.eof and pipe.error is None:
@@ -475,6 +532,8 @@ class HttpHandler:
             out._send_headers_immediately = False
             data = b"" if no_body else b"".join(pipe.chunks)
             pipe.chunks.clear()
+            if tap is not None:
+                tap.chunks.append(data)
             try:
                 await out.prepare(request)
                 await out.write_eof(data)
@@ -493,6 +552,8 @@ class HttpHandler:
                         break
                     if not no_body:
                         await out.write(chunk)
+                        if tap is not None:
+                            tap.chunks.append(chunk)
             await out.write_eof()
         except OSError as e:
             # The guest's body failed (or the client went away): abort the connection so the
@@ -510,6 +571,15 @@ class HttpHandler:
         if self.client is not None:
             await self.client.close()
             self.client = None
+
+
+class ResponseTap:
+    """The response a recorded request got from its guest: status and headers, body chunks."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.headers: list[tuple[str, bytes]] = []
+        self.chunks: list[bytes] = []
 
 
 class RequestParts(NamedTuple):
@@ -533,6 +603,8 @@ class HttpGuestCall:
     # Set by each attempt; `start_guest` makes one before it returns.
     ex: Exchange
     body: BytePipe
+    # The record or replay session of this invocation (docs/record-replay.md); None: neither.
+    session: Any = None
 
     def __init__(
         self,
@@ -552,6 +624,8 @@ class HttpGuestCall:
         wctx = WasiCtx(self.target.config, self.loop)
         wctx.outgoing = self.outgoing
         wctx.inline = inline
+        if self.session is not None:
+            wctx.recording = self.session.attempt()
         self.body = body = BytePipe(wctx) if self.data is None else BytePipe.complete(wctx, self.data)
         self.ex = ex = Exchange(self.loop)
         p = self.parts
@@ -592,6 +666,51 @@ def run_guest(
     _end_unfinished_body(ex.response)
     ex.finish(None)
     return None
+
+
+async def serve_locally(target: HttpTarget, call: HttpGuestCall) -> tuple[ResponseTap, BaseException | None]:
+    """Run `call` on `target` with no socket (replay): the response as `_respond` would serve it.
+
+    Answers what the ingress would for a trap or an error (`_failure`, `error_response`), so that
+    a replayed invocation compares with the recorded one field by field.
+    """
+    tap = ResponseTap()
+    done = await start_guest(target, call.attempt, inline=False, operation=HTTP_OPERATION)
+    call.started(done)
+    ex = call.ex
+    await ex.wait_first(STREAM_GRACE)
+    result = ex.response
+    resp = result.value if isinstance(result, Ok) else result
+    if result is _UNSET or isinstance(result, Err) or not isinstance(resp, OutgoingResponse):
+        if result is _UNSET:
+            fallback = _failure(target, ex.error, call.body)
+        else:
+            await ex.wait_finished()
+            fallback = (
+                error_response(500, f"the component answered with an error: {result.value}")
+                if isinstance(result, Err)
+                else error_response(500, "the component set an invalid response")
+            )
+        tap.status = fallback.status
+        tap.headers = [(k, v.encode("latin-1")) for k, v in fallback.headers.items()]
+        body = fallback.body
+        tap.chunks.append(bytes(body) if isinstance(body, (bytes, bytearray)) else b"")
+        return tap, ex.error
+    tap.status, tap.headers = resp.status, list(resp.fields.entries)
+    if resp.pipe is None:
+        await ex.wait_finished()
+    pipe = resp.pipe
+    if pipe is not None:
+        try:
+            while True:
+                chunk = await pipe.aread()
+                if chunk is None:
+                    break
+                tap.chunks.append(chunk)
+        except OSError:
+            pass  # the guest's body failed: what arrived is the body; the failure is `ex.error`
+    await ex.wait_finished()
+    return tap, ex.error
 
 
 async def _settle(name: str, ex: Exchange) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -97,6 +98,14 @@ def host_cmd(
     health: HealthListenOpt = None,
     obs: ObservabilityFlags,
     log_level: LogLevelOpt = "info",
+    record_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--record-dir",
+            metavar="DIR",
+            help="Record every HTTP request components serve as JSON in DIR (docs/record-replay.md).",
+        ),
+    ] = None,
 ) -> None:
     """Run one lattice host on an existing NATS server until Ctrl-C (file:// needs --allow-file-load)."""
     from wasmlattice.lattice.run import HostStartError, run_host
@@ -125,6 +134,7 @@ def host_cmd(
             tiered_compile=tiered_compile,
             allow_file_load=allow_file_load,
             allow_dirs=dirs,
+            record_dir=record_dir,
             max_component_size=max_component_size,
             **policy_kwargs,
             **oci.host_kwargs(),

@@ -21,6 +21,7 @@ from wasmlattice.cli import (  # noqa: F401 - register commands
     logs_cmd,
     plugins_cmd,
     project_cmds,
+    replay_cmd,
     secret_cmds,
     ui_cmd,
     workload_cmds,
@@ -143,6 +144,14 @@ def run(
             help="cranelift (optimised) or winch (compiles several times faster, runs slower).",
         ),
     ] = "cranelift",
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            "--record",
+            metavar="DIR",
+            help="Record each request (host calls, response) as JSON in DIR, for `wasmlattice replay`.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a wasi:http component over HTTP, the way `wasmtime serve` does."""
     from wasmlattice.capabilities.http_ingress import IngressLimits
@@ -170,6 +179,7 @@ def run(
         limits=IngressLimits(header_timeout, idle_timeout, body_timeout, max_connections),
         env=_parse_env(env or []),
         read_only_dirs=_parse_dirs(dir or []),
+        record_dir=record,
     )
     try:
         opts.host_port()

@@ -17,6 +17,7 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
@@ -33,6 +34,7 @@ from wasmlattice.host.guest_limits import GuestLimits
 from wasmlattice.host.invoke import ExportInvoker
 from wasmlattice.protocol import subjects as sj
 from wasmlattice.protocol.models import ComponentDescription, StrMap
+from wasmlattice.replay.recording import Recorder, recording_wrap
 from wasmlattice.runtime.budget import format_size, parse_size
 from wasmlattice.runtime.component import (
     CompileCache,
@@ -208,6 +210,7 @@ class ComponentRegistry:
         execution_time: float = DEFAULT_EXECUTION_TIME_S,
         guest_output: Callable[[str], Callable[[str, str, str], None]] | None = None,
         tiered_compile: bool = True,
+        record_dir: Path | None = None,
     ) -> None:
         # Tiered compilation (docs/architecture.md#tiered-compilation): a component not in the
         # compile cache is first compiled by Winch (seconds sooner) and served, while Cranelift
@@ -237,6 +240,10 @@ class ComponentRegistry:
         # Invocations, instances and capability calls are counted here (None: metrics are off).
         self.metrics = services.metrics if services is not None else None
         self.registry: HostRegistry = host_registry(self.metrics)
+        # `--record-dir` (docs/record-replay.md): components are then linked with the recording
+        # wrapper and every HTTP request they serve is written there; None costs nothing.
+        self.record_dir = record_dir
+        self._wrap = None if record_dir is None else recording_wrap
         if self.metrics is not None:
             self.metrics.observe_instances(self._instance_counts)
         self._linked: dict[str, LinkedComponent] = {}
@@ -688,9 +695,9 @@ class ComponentRegistry:
                 log.warning("%s: the first-tier (Winch) compile failed, waiting for Cranelift: %s", path, e)
             else:
                 log.info("%s: serving its first-tier (Winch) build while Cranelift optimises it", path)
-                return link(self._baseline, comp, self.registry, origin=path)
+                return link(self._baseline, comp, self.registry, origin=path, wrap=self._wrap)
         comp = self.cache.load(data, self.engine, path)
-        return link(self.engine, comp, self.registry, origin=path)
+        return link(self.engine, comp, self.registry, origin=path, wrap=self._wrap)
 
     async def _optimise(self, data: bytes, path: str, digest: str, first: LinkedComponent) -> None:
         """Compile the optimised build of a component served from its first-tier build, then swap."""
@@ -714,7 +721,7 @@ class ComponentRegistry:
             try:
                 with self._optimise_lock:
                     comp = self.cache.load(data, self.engine, path)
-                    result = link(self.engine, comp, self.registry, origin=path)
+                    result = link(self.engine, comp, self.registry, origin=path, wrap=self._wrap)
             except BaseException as e:
                 error = e
             try:
@@ -768,7 +775,7 @@ class ComponentRegistry:
         pool = InstancePool(
             self.engine, linked, INCOMING_HANDLER, "handle", max_memory=memory, group=running.instances
         )
-        return HttpTarget(
+        target = HttpTarget(
             running.component_id,
             pool,
             running.wasi,
@@ -776,6 +783,14 @@ class ComponentRegistry:
             threads=min(running.max_instances, MAX_THREADS_PER_COMPONENT),
             max_concurrency=running.max_instances,
         )
+        if self.record_dir is not None:
+            ref = running.image_ref
+            target.recorder = Recorder(
+                self.record_dir,
+                running.component_id,
+                ref.removeprefix("file://") if ref.startswith("file://") else ref,
+            )
+        return target
 
     def _retire(
         self, running: RunningComponent, grace: float = RETIRE_DRAIN_S, reason: str = "it was replaced"

@@ -35,10 +35,11 @@ from wasmlattice.capabilities.http_ingress import (
 )
 from wasmlattice.nats_server import port_in_use
 from wasmlattice.observability.settings import ObservabilitySettings
+from wasmlattice.replay.recording import Recorder
 from wasmlattice.runtime.budget import DEFAULT_INSTANCE_MEMORY
 from wasmlattice.runtime.component import CompileCache, ComponentError, default_cache_dir, read_component_file
 from wasmlattice.runtime.engine import CRANELIFT, EngineSettings, HostEngine
-from wasmlattice.runtime.linking import LinkedComponent, link
+from wasmlattice.runtime.linking import LinkedComponent, WrapFunc, link
 from wasmlattice.runtime.pool import InstancePool
 from wasmlattice.wasi.ctx import WasiConfig
 from wasmlattice.wasi.output_limit import OutputLimiter, OutputLimits
@@ -72,6 +73,8 @@ class ServeOptions:
     # The compiler of the build served (`--compiler`): `run` compiles once (cached), so it does
     # not tier; Winch is there to compare its build with Cranelift's.
     compiler: str = CRANELIFT
+    # Record every request into this directory (`--record`, docs/record-replay.md).
+    record_dir: Path | None = None
 
     def host_port(self) -> tuple[str, int]:
         """The listen address split into host and port; `ValueError` naming it if it is not one."""
@@ -93,7 +96,9 @@ def parse_host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def load_http_component(engine: HostEngine, path: str, cache: CompileCache) -> LinkedComponent:
+def load_http_component(
+    engine: HostEngine, path: str, cache: CompileCache, wrap: WrapFunc | None = None
+) -> LinkedComponent:
     """Read, compile (through `cache`) and link an HTTP component, checking it exports the handler.
 
     Blocking (compilation): call it off the event loop when the loop serves other work.
@@ -102,7 +107,7 @@ def load_http_component(engine: HostEngine, path: str, cache: CompileCache) -> L
     # config), so such components still run here.
     data = read_component_file(path)
     comp = cache.load(data, engine, path)
-    linked = link(engine, comp, host_registry(), origin=path)
+    linked = link(engine, comp, host_registry(), origin=path, wrap=wrap)
     if not any(n.split("@")[0] == INCOMING_HANDLER for n in linked.exports):
         raise ComponentError(
             f"{path} does not export {INCOMING_HANDLER}; it is not an HTTP component "
@@ -118,8 +123,19 @@ class ComponentApp:
         self.path = path
         self.opts = opts
         self.engine = engine or HostEngine(EngineSettings(strategy=opts.compiler))
+        # Recording decides the link: a component served without it binds no recording wrapper.
+        recorder = (
+            None
+            if opts.record_dir is None
+            else Recorder(
+                opts.record_dir, Path(path).stem, str(Path(path).resolve()), read_component_file(path)
+            )
+        )
         self.linked = load_http_component(
-            self.engine, path, CompileCache(opts.cache_dir or default_cache_dir())
+            self.engine,
+            path,
+            CompileCache(opts.cache_dir or default_cache_dir()),
+            wrap=None if recorder is None else recorder.wrap,
         )
         self.pool = InstancePool(
             self.engine, self.linked, INCOMING_HANDLER, "handle", reuse=opts.reuse, max_memory=opts.max_memory
@@ -133,6 +149,7 @@ class ComponentApp:
             output=OutputLimiter(Path(path).stem, opts.output),
         )
         self.target = HttpTarget(path, self.pool, self.config, timeout=opts.timeout, threads=opts.threads)
+        self.target.recorder = recorder
         self.handler = HttpHandler(
             lambda _request: self.target, max_body=opts.max_body, body_timeout=opts.limits.body_timeout
         )

@@ -203,6 +203,9 @@ class HostOptions:
     health_listen: str | None = None
     # Serve a component's Winch build while Cranelift optimises it (docs/architecture.md#tiered-compilation).
     tiered_compile: bool = field(default_factory=lambda: tiered_compile_default())
+    # Record every HTTP request components serve into this directory (`--record-dir`,
+    # docs/record-replay.md); None: nothing is recorded and nothing costs more.
+    record_dir: Path | None = None
 
     def policy_settings(self) -> PolicySettings | None:
         """The validated policy settings (None without a policy topic); `HostStartError` if invalid."""
@@ -437,6 +440,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             execution_time=opts.max_execution_time,
             tiered_compile=opts.tiered_compile,
             guest_output=log_stream.stream.guest_tap if log_stream is not None else None,
+            record_dir=opts.record_dir,
         )
         log.info(
             "guest limits: %s per instance, budget %s for all guests, output %s",
@@ -666,6 +670,13 @@ def _parser() -> argparse.ArgumentParser:
         help="directory file:// components and blobstore-fs roots may be in (repeatable)",
     )
     p.add_argument(
+        "--record-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="record every HTTP request components serve as JSON in DIR (docs/record-replay.md)",
+    )
+    p.add_argument(
         "--max-component-size",
         type=int,
         default=DEFAULT_MAX_COMPONENT_SIZE,
@@ -820,6 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tiered_compile=args.tiered_compile,
             allow_file_load=args.allow_file_load,
             allow_dirs=list(args.allow_dir),
+            record_dir=args.record_dir,
             max_component_size=args.max_component_size,
             policy_topic=args.policy_topic,
             policy_changes_topic=args.policy_changes_topic,

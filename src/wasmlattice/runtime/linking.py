@@ -42,6 +42,10 @@ from wasmlattice.runtime.witypes import (
 log = logging.getLogger("wasmlattice.runtime")
 
 HostFunc = Callable[..., Any]
+# Given an import's full function name (`ns:pkg/iface@ver#func`), its signature and the host
+# function bound to it, the function to bind instead (record/replay, docs/record-replay.md). Applied
+# once at link time: a component linked without one pays nothing per call.
+WrapFunc = Callable[[str, FuncSig, HostFunc], HostFunc]
 
 _PRIM_CLASSES: dict[type, str] = {
     T.Bool: "bool",
@@ -234,8 +238,12 @@ def link(
     component: wc.Component,
     registry: HostRegistry,
     origin: str = "component",
+    wrap: WrapFunc | None = None,
 ) -> LinkedComponent:
-    """Define every import of `component` from `registry`; refuse imports no implementation serves."""
+    """Define every import of `component` from `registry`; refuse imports no implementation serves.
+
+    `wrap`, when given, replaces each bound function by what it returns for it (see `WrapFunc`).
+    """
     ct = component.type
     imports = ct.imports(engine.engine)
     res = _ResourceTypes()
@@ -292,6 +300,8 @@ def link(
                             origin,
                         )
                         fn = _missing(name, iname)
+                    if wrap is not None:
+                        fn = wrap(f"{name}#{iname}", sig, fn)
                     fastcall.add_func(li, iname, fastcall.BoundFunc(f"{name}#{iname}", sig, fn, codec))
 
     exports: dict[str, dict[str, FuncSig]] = {}

@@ -71,6 +71,9 @@ class WasiCtx:
         # Set when the guest's output said an allocation failed: a trap after it is reported as
         # running out of memory (docs/limits.md).
         self.out_of_memory = False
+        # The invocation's record or replay log when the component was linked for it
+        # (docs/record-replay.md); None otherwise, and never looked at then.
+        self.recording: Any = None
 
     def check_deadline(self) -> None:
         """Trap if the deadline has passed."""

@@ -1,0 +1,1 @@
+"""Record and replay of component invocations (docs/record-replay.md)."""
