@@ -67,6 +67,7 @@ async def test_record_on_host_and_replay_offline(env: LatticeEnv, tmp_path: Path
     async with aiohttp.ClientSession() as s:
         async with s.put(f"http://{notes_addr}/notes/todo", data=b"buy milk") as r:
             assert r.status == 201
+            assert await r.text() == "stored todo (8 bytes)\n"
         async with s.get(f"http://{notes_addr}/notes/todo") as r:
             assert (r.status, await r.text()) == (200, "buy milk")
     # Offline from here: the host (and with it every provider) is gone.
