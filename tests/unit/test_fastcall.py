@@ -183,3 +183,100 @@ def test_bytes_use_the_bulk_path_and_keep_every_byte() -> None:
 def test_plain_value_lowers_as_ok() -> None:
     assert roundtrip(ResultT(Prim("u32"), Prim("string")), 7) == Ok(7)
     assert roundtrip(ResultT(Prim("u32"), Prim("string")), Err("no")) == Err("no")
+
+
+# ---------------------------------------------------------------------------------------------
+# The C API we bind, checked against the pinned wasmtime release. The wheel ships no C headers;
+# wasmtime-py generates `wasmtime/_bindings.py` from that release's headers, so its prototypes
+# and structures stand in for them. Types are compared by how they are passed (the x86-64 / arm64
+# C ABI): any pointer or 8-byte integer is one machine word, smaller integers keep size and sign.
+# ---------------------------------------------------------------------------------------------
+
+
+def _abi(t: Any) -> Any:
+    if t is None:
+        return None
+    if t in (ctypes.c_void_p, ctypes.c_char_p) or issubclass(t, (ctypes._Pointer, ctypes._CFuncPtr)):
+        return "word"
+    if t in (ctypes.c_float, ctypes.c_double):
+        return ("float", ctypes.sizeof(t))
+    if issubclass(t, ctypes._SimpleCData):
+        size = ctypes.sizeof(t)
+        if size == 8:
+            return "word"
+        return ("int", size, t._type_ in "bhilq")
+    raise AssertionError(f"unexpected C type {t}")
+
+
+def _abi_sig(restype: Any, argtypes: Any) -> tuple[Any, ...]:
+    return (_abi(restype), *(_abi(a) for a in argtypes))
+
+
+def _bindings() -> Any:
+    from wasmtime import _bindings
+
+    return _bindings
+
+
+def test_every_bound_c_function_matches_the_pinned_release() -> None:
+    from wasmlattice.runtime import interrupt  # binds wasmtime_store_epoch_deadline_callback
+
+    assert interrupt.CHECK_SECONDS > 0
+    b = _bindings()
+    sigs = fastcall_values.C_SIGNATURES
+    assert len(sigs) >= 20  # both modules imported: the list is the whole of what we bind
+    for name, (restype, argtypes) in sorted(sigs.items()):
+        theirs = getattr(b, f"_{name}", None)
+        assert theirs is not None, f"{name} is not in this wasmtime release"
+        assert _abi_sig(restype, argtypes) == _abi_sig(theirs.restype, theirs.argtypes), name
+
+
+def test_callbacks_we_hand_to_wasmtime_match_the_pinned_release() -> None:
+    from wasmlattice.runtime import interrupt
+
+    b = _bindings()
+
+    def ours(cb: Any) -> tuple[Any, ...]:
+        return _abi_sig(cb._restype_, cb._argtypes_)
+
+    assert ours(type(fastcall._DISPATCH)) == ours(b.wasmtime_component_func_callback_t)
+    assert ours(type(fastcall._DTOR)) == ours(b.wasmtime_component_resource_destructor_t)
+    add_func = b._wasmtime_component_linker_instance_add_func.argtypes
+    assert ours(type(fastcall._FINALIZE)) == ours(add_func[-1])
+    epoch = b._wasmtime_store_epoch_deadline_callback.argtypes
+    assert ours(interrupt._Callback) == ours(epoch[1])
+    assert ours(interrupt._Finalizer) == ours(epoch[3])
+
+
+def test_value_layout_and_kinds_match_the_pinned_release() -> None:
+    from wasmtime import _ffi
+
+    b = _bindings()
+    fv = fastcall_values
+    # The offsets fastcall_values.py reads and writes by address.
+    assert ctypes.sizeof(b.wasmtime_component_val_t) == fv.VAL_SIZE
+    assert b.wasmtime_component_val_t.of.offset == 8
+    for vec in (
+        "wasm_name_t",
+        "wasmtime_component_vallist_t",
+        "wasmtime_component_valtuple_t",
+        "wasmtime_component_valflags_t",
+        "wasmtime_component_valrecord_t",
+    ):
+        t = getattr(b, vec)
+        assert (t.size.offset, t.data.offset, ctypes.sizeof(t)) == (0, 8, fv.NAME_SIZE), vec
+    entry = b.wasmtime_component_valrecord_entry_t
+    assert (ctypes.sizeof(entry), entry.val.offset) == (fv.ENTRY_SIZE, fv.NAME_SIZE)
+    variant = b.wasmtime_component_valvariant_t
+    assert (variant.discriminant.offset, variant.val.offset) == (0, 16)  # name at +8, payload at +24
+    result = b.wasmtime_component_valresult_t
+    assert (result.is_ok.offset, result.val.offset) == (0, 8)  # flag at +8, payload at +16
+    kinds = {
+        "BOOL": fv.K_BOOL, "S8": fv.K_S8, "U8": fv.K_U8, "S16": fv.K_S16, "U16": fv.K_U16,
+        "S32": fv.K_S32, "U32": fv.K_U32, "S64": fv.K_S64, "U64": fv.K_U64, "F32": fv.K_F32,
+        "F64": fv.K_F64, "CHAR": fv.K_CHAR, "STRING": fv.K_STRING, "LIST": fv.K_LIST,
+        "RECORD": fv.K_RECORD, "TUPLE": fv.K_TUPLE, "VARIANT": fv.K_VARIANT, "ENUM": fv.K_ENUM,
+        "OPTION": fv.K_OPTION, "RESULT": fv.K_RESULT, "FLAGS": fv.K_FLAGS, "RESOURCE": fv.K_RESOURCE,
+    }  # fmt: skip
+    for name, k in kinds.items():
+        assert getattr(_ffi, f"WASMTIME_COMPONENT_{name}").value == k, name

@@ -173,7 +173,7 @@ TWO_BORROWS = WAT_DIR / "two_borrows.wat"
 
 def test_host_functions_take_two_borrows(engine: HostEngine, tmp_path: Path) -> None:
     # output-stream.splice, descriptor.rename-at and is-same-object pass two borrows; wasmtime
-    # 50.0.1's C API could not lift them, so this guards any upgrade of the pinned version.
+    # 50.0.1's C API could not lift them (51.0.0 can), so this guards any upgrade of the pin.
     out = parse_wat(TWO_BORROWS, tmp_path / "two.wasm")
 
     class R:

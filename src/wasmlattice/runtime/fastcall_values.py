@@ -59,6 +59,11 @@ if TYPE_CHECKING:
 
 _lib = ffi.dll
 
+# Every C function we bind, by name: (restype, argtypes). tests/unit/test_fastcall.py checks each
+# against the prototypes wasmtime-py generates from the pinned release's C headers
+# (`wasmtime/_bindings.py`; the wheel ships no headers), so an upgrade that changes one fails there.
+C_SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {}
+
 
 def proto(name: str, restype: Any, *argtypes: Any) -> Any:
     """Our own foreign-function object (never mutate wasmtime-py's shared ones).
@@ -66,11 +71,13 @@ def proto(name: str, restype: Any, *argtypes: Any) -> Any:
     These C functions are short and never run wasm, so they keep the GIL (PYFUNCTYPE): dropping
     and re-taking it around each would cost more than the call, and invite contention.
     """
+    C_SIGNATURES[name] = (restype, argtypes)
     return ctypes.PYFUNCTYPE(restype, *argtypes)((name, _lib))
 
 
 def proto_releasing(name: str, restype: Any, *argtypes: Any) -> Any:
     """A foreign function that releases the GIL: for calls that run wasm."""
+    C_SIGNATURES[name] = (restype, argtypes)
     return CFUNCTYPE(restype, *argtypes)((name, _lib))
 
 
