@@ -85,12 +85,17 @@ system-deps:
 	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 	@command -v prometheus >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
 
+# Most tests wait on processes and sockets, so two workers finish the suite in about half the
+# time on 2 cores; `make test TEST_WORKERS=0` runs it in this process (for debugging).
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: test-deps system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 # Tests taking a second or more (host processes, lattices, CLI subprocesses) are marked `slow`.
 test-fast: test-deps system-deps
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 lint: test-deps
 	$(BIN)/ruff check src tests benchmarks tools

@@ -551,9 +551,10 @@ class HttpHandler:
                     if chunk is None:
                         break
                     if not no_body:
-                        await out.write(chunk)
                         if tap is not None:
+                            # What the guest answered, even if the client leaves before it is sent.
                             tap.chunks.append(chunk)
+                        await out.write(chunk)
             await out.write_eof()
         except OSError as e:
             # The guest's body failed (or the client went away): abort the connection so the
