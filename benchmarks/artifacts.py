@@ -15,7 +15,6 @@ layer.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import statistics
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import ROOT, machine
 from tests.support.registry import registry_server
+from wasmlattice import aio
 from wasmlattice.artifacts.cache import ArtifactCache
 from wasmlattice.artifacts.fetch import ArtifactFetcher, FetchPolicy
 from wasmlattice.artifacts.oci import OciClient
@@ -125,4 +125,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    aio.run(main())

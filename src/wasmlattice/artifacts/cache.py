@@ -38,7 +38,7 @@ def default_artifact_cache_dir() -> Path:
     return Path(base) / "wasmlattice" / "artifacts"
 
 
-def sha256_digest(data: bytes) -> str:
+def sha256_digest(data: bytes | bytearray) -> str:
     """`sha256:<hex>` of `data`."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -78,7 +78,7 @@ class ArtifactCache:
             return None
         return data
 
-    def put(self, digest: str, data: bytes, verified: bool = False) -> Path:
+    def put(self, digest: str, data: bytes | bytearray, verified: bool = False) -> Path:
         """Store `data` under `digest` (which it must match; `verified`: the caller has checked)."""
         actual = digest if verified else sha256_digest(data)
         if actual != digest:
@@ -120,7 +120,7 @@ class CacheWriter:
         except OSError as e:
             self._fail(e)
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         """Append `chunk` (nothing once writing has failed or been aborted)."""
         with self._lock:
             if self._file is None:

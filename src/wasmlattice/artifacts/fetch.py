@@ -100,7 +100,7 @@ class Artifact:
 
     ref: str
     digest: str
-    data: bytes
+    data: bytes | bytearray
     cached: bool
 
 
@@ -153,7 +153,7 @@ class OciSource:
             log.warning("artifact cache: cannot store manifest %s: %s", manifest.digest, e)
         return manifest
 
-    async def pull(self, ref: str, digest: str) -> bytes:
+    async def pull(self, ref: str, digest: str) -> bytearray:
         """The layer's bytes, streamed and checked against `digest` and the size cap, and cached.
 
         Each chunk goes into the cache's temporary file as it arrives (on the hashing thread), and
@@ -231,17 +231,17 @@ class ArtifactFetcher:
         pinned = getattr(source, "pinned_digest", None)
         digest = pinned(ref) if callable(pinned) else None
         if digest is not None:
-            data = await asyncio.to_thread(self.cache.get, digest, self.policy.max_size)
-            if data is not None:
-                return Artifact(ref, digest, data, cached=True)
+            hit = await asyncio.to_thread(self.cache.get, digest, self.policy.max_size)
+            if hit is not None:
+                return Artifact(ref, digest, hit, cached=True)
         digest = await source.resolve(ref)
         lock = self._pulling.setdefault(digest, asyncio.Lock())
         async with lock:
             try:
-                data = await asyncio.to_thread(self.cache.get, digest, self.policy.max_size)
-                if data is not None:
+                cached = await asyncio.to_thread(self.cache.get, digest, self.policy.max_size)
+                if cached is not None:
                     log.debug("%s: %s from the artifact cache", ref, digest)
-                    return Artifact(ref, digest, data, cached=True)
+                    return Artifact(ref, digest, cached, cached=True)
                 data = await source.pull(ref, digest)
                 if len(data) > self.policy.max_size:
                     raise ArtifactError(

@@ -21,6 +21,6 @@ class ArtifactSource(Protocol):
         """The digest (`sha256:<64 hex>`) of the component bytes `ref` names now."""
         ...
 
-    async def pull(self, ref: str, digest: str) -> bytes:
+    async def pull(self, ref: str, digest: str) -> bytes | bytearray:
         """The component bytes of `ref` at `digest` (the fetcher verifies the digest)."""
         ...

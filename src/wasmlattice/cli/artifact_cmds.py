@@ -151,7 +151,9 @@ async def _push_oci(ref: str, data: bytes, annotations: dict[str, str], access: 
     return f"{parsed.registry}/{parsed.repository}@{pushed.manifest_digest}"
 
 
-async def _pull_oci(ref: str, access: RegistryAccess, allow_latest: bool, max_size: int) -> tuple[str, bytes]:
+async def _pull_oci(
+    ref: str, access: RegistryAccess, allow_latest: bool, max_size: int
+) -> tuple[str, bytes | bytearray]:
     from wasmlattice.artifacts.fetch import ArtifactFetcher, FetchPolicy
     from wasmlattice.artifacts.reference import parse_oci_ref
 
@@ -202,12 +204,12 @@ async def _push_lattice(ref: str, data: bytes, annotations: dict[str, str], acce
 
 async def _pull_lattice(
     ref: str, access: RegistryAccess, allow_latest: bool, max_size: int
-) -> tuple[str, bytes]:
+) -> tuple[str, bytes | bytearray]:
     from wasmlattice.artifacts.fetch import ArtifactFetcher, FetchPolicy
 
     policy = FetchPolicy(allow_latest, max_size=max_size, allow_latest_hint="pass --allow-latest")
 
-    async def pull(store: Any) -> tuple[str, bytes]:
+    async def pull(store: Any) -> tuple[str, bytes | bytearray]:
         # Through a fetcher: the same `latest` rule, digest check and cache as a host.
         store.max_size = max_size
         fetcher = ArtifactFetcher(policy)
@@ -222,7 +224,7 @@ async def _pull_lattice(
 
 
 Pusher = Callable[[str, bytes, dict[str, str], RegistryAccess], Coroutine[Any, Any, str]]
-Puller = Callable[[str, RegistryAccess, bool, int], Coroutine[Any, Any, tuple[str, bytes]]]
+Puller = Callable[[str, RegistryAccess, bool, int], Coroutine[Any, Any, tuple[str, bytes | bytearray]]]
 PUSHERS: dict[str, Pusher] = {"oci": _push_oci, "lattice": _push_lattice}
 PULLERS: dict[str, Puller] = {"oci": _pull_oci, "lattice": _pull_lattice}
 

@@ -633,7 +633,7 @@ class ComponentRegistry:
             raise ComponentRefError(str(e)) from None
 
     async def _load(self, ref: str) -> LinkedComponent:
-        data: bytes | None = None
+        data: bytes | bytearray | None = None
         if self.fetcher is not None and scheme_of(ref) != "file":
             # OCI (and other registered sources): policy, digest check and cache in the fetcher.
             try:
@@ -653,9 +653,12 @@ class ComponentRegistry:
         return linked
 
     def _load_blocking(
-        self, ref: str, path: str, data: bytes | None = None
+        self, ref: str, path: str, pulled: bytes | bytearray | None = None
     ) -> tuple[LinkedComponent, bytes, str]:
-        # `data`: bytes a fetcher already pulled and checked; `path` is then the reference.
+        # `pulled`: bytes a fetcher already pulled and checked; `path` is then the reference. A
+        # registry pull arrives in a bytearray (filled as it streamed in); the runtime keeps
+        # immutable bytes, copied here on the worker thread, next to a compile of seconds.
+        data = bytes(pulled) if pulled is not None else None
         # Only what the host allows, only a regular file, never more than the size cap
         # (docs/security.md): the reference comes from a control message.
         try:
