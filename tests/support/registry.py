@@ -158,8 +158,13 @@ class TokenServer:
 
 
 @contextmanager
-def registry_server(tmp: Path, auth: str | None = None) -> Iterator[Registry]:
-    """A `docker-registry` on 127.0.0.1:<free port>, storage in `tmp`; see the module docstring."""
+def registry_server(
+    tmp: Path, auth: str | None = None, tls: tuple[Path, Path] | None = None
+) -> Iterator[Registry]:
+    """A `docker-registry` on 127.0.0.1:<free port>, storage in `tmp`; see the module docstring.
+
+    `tls`: (certificate, key) PEM files: the registry then speaks HTTPS only.
+    """
     binary = shutil.which("docker-registry")
     if binary is None:
         raise RuntimeError("docker-registry is not installed; `make system-deps` installs it")
@@ -179,6 +184,8 @@ def registry_server(tmp: Path, auth: str | None = None) -> Iterator[Registry]:
         f"  addr: 127.0.0.1:{port}",
         f"  secret: {uuid.uuid4().hex}",
     ]
+    if tls is not None:
+        lines += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
     token_server = None
     if auth == "htpasswd":
         import bcrypt

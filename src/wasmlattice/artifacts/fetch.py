@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -183,10 +184,12 @@ class ArtifactFetcher:
         credentials: Credentials | None = None,
         cache: ArtifactCache | None = None,
         progress: Progress | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """`ssl_context`: for HTTPS registries (`registry_ssl_context(--tls-ca-path files)`)."""
         self.policy = policy or FetchPolicy()
         self.cache = cache or ArtifactCache()
-        self.oci = OciClient(credentials, insecure=self.policy.allowed_insecure)
+        self.oci = OciClient(credentials, insecure=self.policy.allowed_insecure, ssl_context=ssl_context)
         self._sources: dict[str, ArtifactSource] = {}
         self._checks: dict[str, Callable[[str], object]] = {}
         # One pull per digest at a time: concurrent scales of one image download it once.

@@ -22,9 +22,10 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import re
 import ssl
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,8 @@ MAX_MANIFEST_BYTES = 4 << 20
 MAX_TOKEN_RESPONSE_BYTES = 1 << 20
 # An error body is only read for the message it carries.
 MAX_ERROR_BODY_BYTES = 16 << 10
+# A CA bundle (the system's is about 200 KiB); a file far larger is not one.
+MAX_CA_FILE_BYTES = 16 << 20
 CHUNK = 1 << 20
 USER_AGENT = "wasmlattice"
 
@@ -177,6 +180,35 @@ def parse_challenge(header: str) -> _Challenge | None:
         for m in _PARAM.finditer(rest)
     }
     return _Challenge(scheme.lower(), params)
+
+
+TLS_CA_FLAG = "--tls-ca-path"
+
+
+def registry_ssl_context(ca_paths: Sequence[str | os.PathLike[str]] = ()) -> ssl.SSLContext | None:
+    """The TLS context for registries: the system's CAs plus each PEM file of `ca_paths` (the
+    wasmCloud host's `--tls-ca-path`); None without extra CAs (aiohttp's default context).
+
+    `ArtifactError` naming the flag and the file when one cannot be read or holds no certificate.
+    """
+    if not ca_paths:
+        return None
+    ctx = ssl.create_default_context()
+    for path in ca_paths:
+        try:
+            with open(path, "rb") as f:
+                pem = f.read(MAX_CA_FILE_BYTES + 1)
+        except OSError as e:
+            raise ArtifactError(
+                f"{TLS_CA_FLAG} {path}: cannot read the CA file ({e.strerror or e})"
+            ) from None
+        if len(pem) > MAX_CA_FILE_BYTES:
+            raise ArtifactError(f"{TLS_CA_FLAG} {path}: larger than {MAX_CA_FILE_BYTES} bytes; not a CA file")
+        try:
+            ctx.load_verify_locations(cadata=pem.decode("ascii"))
+        except (ssl.SSLError, UnicodeDecodeError, ValueError) as e:
+            raise ArtifactError(f"{TLS_CA_FLAG} {path}: not a PEM file of CA certificates ({e})") from None
+    return ctx
 
 
 class OciClient:
@@ -302,7 +334,10 @@ class OciClient:
         try:
             return await self._get_session().request(method, url, headers=h, data=body)
         except aiohttp.ClientConnectorCertificateError as e:
-            raise RegistryError(f"TLS certificate of registry {ref.registry} was not accepted: {e}") from None
+            raise RegistryError(
+                f"TLS certificate of registry {ref.registry} was not accepted: {e.certificate_error} "
+                f"(a registry with a certificate from a private CA needs {TLS_CA_FLAG} CA.pem)"
+            ) from None
         except (aiohttp.ClientSSLError, ssl.SSLError) as e:
             raise RegistryError(
                 f"TLS with registry {ref.registry} failed: {e} (a registry that speaks plain HTTP must be "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ from wasmlattice.cli.common import (
     option_group,
     print_json,
 )
+from wasmlattice.cli.host_options import TlsCaPathOpt, tls_ca_paths
 
 if TYPE_CHECKING:
     from wasmlattice.artifacts.auth import Credentials, CredentialSource
@@ -89,6 +91,13 @@ class RegistryAccess:
     password: str | None
     insecure: bool
     store: LatticeStoreTarget = LatticeStoreTarget()
+    tls_ca_paths: tuple[Path, ...] = ()
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for the registry: the system's CAs plus the `--tls-ca-path` files."""
+        from wasmlattice.artifacts.oci import registry_ssl_context
+
+        return registry_ssl_context(self.tls_ca_paths)
 
 
 @contextmanager
@@ -143,7 +152,7 @@ async def _push_oci(ref: str, data: bytes, annotations: dict[str, str], access: 
     imports, exports = _component_names(data)
     creds = _credentials(parsed.registry, access)
     insecure = [parsed.registry] if access.insecure else []
-    async with OciClient(creds, insecure=insecure) as client:
+    async with OciClient(creds, insecure=insecure, ssl_context=access.ssl_context()) as client:
         with progress_bar(f"push {parsed.repository}") as progress:
             pushed = await push_component(
                 client, parsed, data, wasm_config(data, imports, exports), annotations, progress
@@ -163,7 +172,9 @@ async def _pull_oci(
         policy.allow_latest, policy.allowed_insecure, policy.max_size, allow_latest_hint="pass --allow-latest"
     )
     with progress_bar(f"pull {parsed.repository}") as progress:
-        fetcher = ArtifactFetcher(policy, _credentials(parsed.registry, access), progress=progress)
+        fetcher = ArtifactFetcher(
+            policy, _credentials(parsed.registry, access), progress=progress, ssl_context=access.ssl_context()
+        )
         try:
             artifact = await fetcher.fetch(ref)
         finally:
@@ -293,6 +304,7 @@ def push(
     user: UserOpt = None,
     password: PasswordOpt = None,
     insecure: InsecureOpt = False,
+    tls_ca_path: TlsCaPathOpt = None,
     *,
     store: LatticeStoreTarget,
 ) -> None:
@@ -304,7 +316,7 @@ def push(
     data = file.read_bytes()
     if data[:4] != b"\0asm":
         fail(f"{file} is not a WebAssembly file", code=2)
-    access = RegistryAccess(user, password, insecure, store)
+    access = RegistryAccess(user, password, insecure, store, tuple(tls_ca_paths(tls_ca_path)))
     try:
         pinned = aio.run(PUSHERS[scheme](ref, data, _parse_annotations(annotation or []), access))
     except ArtifactError as e:
@@ -327,6 +339,7 @@ def pull(
     user: UserOpt = None,
     password: PasswordOpt = None,
     insecure: InsecureOpt = False,
+    tls_ca_path: TlsCaPathOpt = None,
     allow_latest: Annotated[
         bool, typer.Option("--allow-latest", help="Allow `latest` (or no tag), which may change under you.")
     ] = False,
@@ -340,7 +353,7 @@ def pull(
     from wasmlattice.artifacts.source import ArtifactError
 
     scheme = _scheme(ref, PULLERS, "pull")
-    access = RegistryAccess(user, password, insecure, store)
+    access = RegistryAccess(user, password, insecure, store, tuple(tls_ca_paths(tls_ca_path)))
     try:
         digest, data = aio.run(PULLERS[scheme](ref, access, allow_latest, max_size))
     except ArtifactError as e:

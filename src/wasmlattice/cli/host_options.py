@@ -150,6 +150,36 @@ MaxComponentSizeOpt = Annotated[
 ]
 
 
+# wasmCloud's `--tls-ca-path` (`WASMCLOUD_TLS_CA_PATH`): extra CA certificates for registries.
+TLS_CA_PATH_ENV = "WASMCLOUD_TLS_CA_PATH"
+TlsCaPathOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--tls-ca-path",
+        envvar=TLS_CA_PATH_ENV,
+        metavar="CA.pem",
+        help="PEM file of CA certificates trusted for registry HTTPS, besides the system's; repeatable "
+        f"(${TLS_CA_PATH_ENV}: whitespace-separated).",
+    ),
+]
+
+
+def tls_ca_paths(paths: list[Path] | None) -> list[Path]:
+    """The `--tls-ca-path` files made absolute once each is a readable CA file; exit 2 otherwise."""
+    from wasmlattice.artifacts.oci import registry_ssl_context
+    from wasmlattice.artifacts.source import ArtifactError
+
+    resolved = [p.resolve() for p in paths or []]
+    for given, path in zip(paths or [], resolved, strict=True):
+        if not path.is_file():
+            fail(f"--tls-ca-path {given}: {'no such file' if not path.exists() else 'not a file'}", code=2)
+        try:
+            registry_ssl_context([path])
+        except ArtifactError as e:
+            fail(str(e), code=2)
+    return resolved
+
+
 @dataclass(frozen=True)
 class OciAccess:
     """How a host reaches OCI registries (docs/artifacts.md); the wasmCloud host's flags and variables."""
@@ -186,6 +216,7 @@ class OciAccess:
         str | None,
         typer.Option("--oci-password", envvar="WASMCLOUD_OCI_REGISTRY_PASSWORD", help="Registry password."),
     ] = None
+    tls_ca_path: TlsCaPathOpt = None
 
     def host_kwargs(self) -> dict[str, Any]:
         """The OCI fields of `HostOptions`; exit 2 unless the three credential flags go together."""
@@ -198,6 +229,7 @@ class OciAccess:
             "oci_registry": self.oci_registry,
             "oci_user": self.oci_user,
             "oci_password": self.oci_password,
+            "tls_ca_paths": tls_ca_paths(self.tls_ca_path),
         }
 
 

@@ -27,6 +27,7 @@ from wasmlattice.cli import (  # noqa: F401 - register commands
     workload_cmds,
 )
 from wasmlattice.cli.app import app, setup_logging
+from wasmlattice.cli.host_options import TlsCaPathOpt, tls_ca_paths
 from wasmlattice.runtime.component import ComponentError
 
 
@@ -137,6 +138,7 @@ def run(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Speak plain HTTP to the OCI reference's registry.")
     ] = False,
+    tls_ca_path: TlsCaPathOpt = None,
     compiler: Annotated[
         str,
         typer.Option(
@@ -187,7 +189,7 @@ def run(
         raise typer.BadParameter(str(e), param_hint="--listen") from None
     path = component.removeprefix("file://")
     if not _looks_like_a_file(component):
-        path = _pull_for_run(component, allow_latest, insecure)
+        path = _pull_for_run(component, allow_latest, insecure, tls_ca_paths(tls_ca_path))
     try:
         code = run_server(path, opts)
     except ComponentError as e:
@@ -209,18 +211,21 @@ def _looks_like_a_file(component: str) -> bool:
     )
 
 
-def _pull_for_run(ref: str, allow_latest: bool, insecure: bool) -> str:
+def _pull_for_run(ref: str, allow_latest: bool, insecure: bool, ca_paths: list[Path] | None = None) -> str:
     """Pull an OCI reference into the artifact cache; the cached file's path (exit 2 on failure)."""
     from wasmlattice import aio
     from wasmlattice.artifacts.auth import Credentials, docker_config_source
     from wasmlattice.artifacts.fetch import ArtifactFetcher, FetchPolicy
+    from wasmlattice.artifacts.oci import registry_ssl_context
     from wasmlattice.artifacts.reference import parse_oci_ref, scheme_of
     from wasmlattice.artifacts.source import ArtifactError
 
     async def pull() -> str:
         insecure_hosts = [parse_oci_ref(ref).registry] if insecure else []
         policy = FetchPolicy(allow_latest, frozenset(insecure_hosts), allow_latest_hint="pass --allow-latest")
-        fetcher = ArtifactFetcher(policy, Credentials([docker_config_source()]))
+        fetcher = ArtifactFetcher(
+            policy, Credentials([docker_config_source()]), ssl_context=registry_ssl_context(ca_paths or [])
+        )
         try:
             artifact = await fetcher.fetch(ref)
         finally:

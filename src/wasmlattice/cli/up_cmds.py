@@ -461,6 +461,7 @@ def _up_detached(
     # The registry settings as resolved here (the child reads the wasmCloud variables).
     env["WASMCLOUD_OCI_ALLOW_LATEST"] = "true" if host_kwargs.get("allow_latest") else "false"
     env["WASMCLOUD_OCI_ALLOWED_INSECURE"] = ",".join(host_kwargs.get("allowed_insecure") or [])
+    env["WASMCLOUD_TLS_CA_PATH"] = " ".join(str(p) for p in host_kwargs.get("tls_ca_paths") or [])
     for key, var in (
         ("oci_registry", "WASMCLOUD_OCI_REGISTRY"),
         ("oci_user", "WASMCLOUD_OCI_REGISTRY_USER"),

@@ -31,6 +31,7 @@ from wasmlattice.artifacts.auth import (
 from wasmlattice.artifacts.claims import ClaimsError, ClaimsPolicy
 from wasmlattice.artifacts.fetch import ArtifactFetcher, FetchPolicy
 from wasmlattice.artifacts.lattice_store import LatticeStore
+from wasmlattice.artifacts.oci import registry_ssl_context
 from wasmlattice.artifacts.source import ArtifactError
 from wasmlattice.capabilities.base import DEFAULT_INVOCATION_TIMEOUT_S, HostServices
 from wasmlattice.capabilities.manager import ProviderManager
@@ -121,6 +122,8 @@ class HostOptions:
     - `allow_latest`: fetch OCI references tagged `latest` (or untagged) (`--allow-latest`; off).
     - `allowed_insecure`: registries spoken to over plain HTTP (`--allowed-insecure`); HTTPS otherwise.
     - `oci_registry` + `oci_user` + `oci_password`: credentials for one registry (all or none).
+    - `tls_ca_paths`: PEM files of CA certificates trusted for registry HTTPS besides the system's
+      (`--tls-ca-path`, repeatable).
     - `docker_config`: also use the registry credentials of the user's Docker `config.json` (on).
       See docs/artifacts.md.
     - `policy_topic`, `policy_changes_topic`, `policy_timeout_ms`: the policy service
@@ -223,6 +226,7 @@ class HostOptions:
     oci_registry: str | None = None
     oci_user: str | None = None
     oci_password: str | None = None
+    tls_ca_paths: list[Path] = field(default_factory=list)
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     docker_config: bool = True
 
@@ -244,7 +248,11 @@ class HostOptions:
         if self.docker_config:
             sources.append(docker_config_source())
         policy = FetchPolicy.of(self.allow_latest, self.allowed_insecure, self.max_component_size)
-        return ArtifactFetcher(policy, Credentials(sources))
+        try:
+            ssl_context = registry_ssl_context(self.tls_ca_paths)
+        except ArtifactError as e:
+            raise HostStartError(str(e)) from None
+        return ArtifactFetcher(policy, Credentials(sources), ssl_context=ssl_context)
 
     allowed_issuers: list[str] = field(default_factory=list)
 
@@ -708,6 +716,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--oci-user", default=os.environ.get("WASMCLOUD_OCI_REGISTRY_USER"))
     p.add_argument("--oci-password", default=os.environ.get("WASMCLOUD_OCI_REGISTRY_PASSWORD"))
     p.add_argument(
+        "--tls-ca-path",
+        action="append",
+        type=Path,
+        default=[Path(x) for x in os.environ.get("WASMCLOUD_TLS_CA_PATH", "").split()],
+        metavar="CA.pem",
+        help="CA certificates trusted for registry HTTPS besides the system's (repeatable)",
+    )
+    p.add_argument(
         "--allowed-issuer",
         action="append",
         default=[k for k in os.environ.get(ClaimsPolicy.ENV, "").split(",") if k.strip()],
@@ -841,6 +857,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             oci_registry=args.oci_registry,
             oci_user=args.oci_user,
             oci_password=args.oci_password,
+            tls_ca_paths=list(args.tls_ca_path),
             allowed_issuers=list(args.allowed_issuer),
             max_instance_memory=args.max_instance_memory,
             guest_memory_budget=args.guest_memory_budget,
