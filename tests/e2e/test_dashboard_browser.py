@@ -23,7 +23,8 @@ import pytest
 from playwright import async_api as playwright_api
 
 from tests.support.cli import cli, cli_ok
-from tests.support.lattice import LatticeEnv, eventually
+from tests.support.http import get
+from tests.support.lattice import LatticeEnv, eventually, serve_http
 from tests.support.processes import ServerProcess, free_port, wasmlattice_cmd
 from wasmlattice.apps.client import AppClient
 from wasmlattice.apps.manager import AppManager
@@ -276,3 +277,29 @@ def test_up_serves_the_dashboard(tmp_path: Path) -> None:
     assert refused.returncode != 0 and "--allow-remote" in refused.stderr, refused.stderr
     refused = cli("ui", "--listen", "0.0.0.0:3030")
     assert refused.returncode == 1 and "loopback" in refused.stderr, refused.stderr
+
+
+async def test_component_request_metrics_on_the_page(
+    env: LatticeEnv, ui_server: ServerProcess, browser_page: Any, http_echo_wasm: Path
+) -> None:
+    """A host with `--metrics-listen`: the component's row shows the requests and errors it served."""
+    expect = playwright_api.expect
+    page = browser_page
+    env.start_host("--metrics-listen", "127.0.0.1:0")
+    (host,) = await env.host_ids(1)
+    await page.goto(ui_server.base_url + "/")
+    await expect(page.get_by_test_id("connection")).to_have_text("live", timeout=WAIT_MS)
+    url = await serve_http(
+        env, host, "echo", f"file://{http_echo_wasm}", port=free_port(), ready_path="/echo"
+    )
+    cell = page.locator('[data-testid=component-row][data-component-id="echo"] [data-testid=metrics]')
+    await expect(cell).to_be_visible(timeout=WAIT_MS)
+    await expect(page.get_by_test_id("metrics-note")).to_be_hidden()
+    start = int(await cell.get_attribute("data-requests-total") or "0")
+    errors = int(await cell.get_attribute("data-errors-total") or "0")
+    for path in ["/echo"] * 4 + ["/echo?status=500"] * 2:
+        await get(url + path)
+    await expect(cell).to_have_attribute("data-requests-total", str(start + 6), timeout=WAIT_MS)
+    await expect(cell).to_have_attribute("data-errors-total", str(errors + 2), timeout=WAIT_MS)
+    # The next scrape's interval holds the requests: a rate and an error share are shown.
+    await expect(cell).to_contain_text("req", timeout=WAIT_MS)

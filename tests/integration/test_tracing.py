@@ -11,6 +11,7 @@ Host A is configured with flags, host B with wasmCloud's variables, and B also e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -20,9 +21,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.lattice import HTTP_SERVER, LatticeEnv, eventually, http_link, kv_link
+from tests.support.cli import cli_ok
+from tests.support.lattice import HTTP_SERVER, LatticeEnv, eventually, http_link, kv_link, serve_http
 from tests.support.otlp import OtlpReceiver, SpanRecord
-from tests.support.processes import free_port
+from tests.support.processes import ServerProcess, free_port, wasmlattice_cmd
 from wasmlattice.host.identity import HostIdentity
 from wasmlattice.protocol.models import Link
 
@@ -278,3 +280,148 @@ async def test_one_trace_across_two_hosts(
     cap = one(local, "test:chain/judge@0.1.0 sign", "internal", a)
     assert one(local, "guest back", "internal", a).parent_id == cap.span_id
     assert all(s.status != "error" for s in local), [(s.name, s.status_message) for s in local]
+
+
+async def test_blobstore_config_and_secrets_calls_are_spans(
+    env: LatticeEnv,
+    build_component: Callable[[str], Path],
+    receiver: OtlpReceiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The CLI and the host read the secrets key from the default file under $XDG_DATA_HOME.
+    xdg = tmp_path / "xdg"
+    monkeypatch.setenv("XDG_DATA_HOME", str(xdg))
+    await asyncio.to_thread(cli_ok, "secret", "keygen")
+    env.env = {**env.env, "XDG_DATA_HOME": str(xdg), "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    env.start_host("--enable-traces", "--override-observability-endpoint", receiver.url)
+    (host,) = await env.host_ids(1)
+    nats = ("--nats-url", env.nats_url, "--lattice", env.lattice)
+    value = "tok-" + secrets.token_hex(16)
+    await asyncio.to_thread(cli_ok, "secret", "put", "api_token", value, "--allow", "cfg", *nats)
+    await env.ctl.put_config("plain", {"colour": "teal"})
+    cfg_url = await serve_http(
+        env,
+        host,
+        "cfg",
+        "file://" + str(build_component("config_guest")),
+        port=free_port(),
+        config=["plain", "SECRET_api_token"],
+        ready_path="/ready",
+    )
+    await env.ctl.put_config("blob-fs", {"root": str(tmp_path / "blobs")})
+    await started(env, host, "builtin://blobstore-fs", "files")
+    blob_url = await serve_http(
+        env,
+        host,
+        "blob",
+        "file://" + str(build_component("blob_guest")),
+        port=free_port(),
+        ready_path="/exists?c=x",
+    )
+    await env.ctl.put_link(
+        Link(
+            source_id="blob",
+            target="files",
+            wit_namespace="wasi",
+            wit_package="blobstore",
+            interfaces=["blobstore", "container", "types"],
+            target_config=["blob-fs"],
+        )
+    )
+
+    async def linked() -> None:
+        status, body = await get(blob_url + "/exists?c=box")
+        assert (status, json.loads(body)) == (200, {"exists": False}), body
+
+    await eventually(linked, 30, "the blobstore link")
+
+    traces: dict[str, str] = {}
+    for name, url in (
+        ("config", cfg_url + "/config/get?key=colour"),
+        ("secret", cfg_url + "/secret?key=api_token"),
+        ("missing", cfg_url + "/secret?key=nope"),
+        ("blob", blob_url + "/create?c=box"),
+    ):
+        traces[name] = secrets.token_hex(16)
+        status, body = await get(url, {"traceparent": f"00-{traces[name]}-{secrets.token_hex(8)}-01"})
+        assert status in (200, 500), (name, status, body)
+    assert value in (await get(cfg_url + "/secret?key=api_token"))[1]  # the guest got it...
+
+    def span_of(trace: str, name: str) -> SpanRecord | None:
+        return next((s for s in receiver.trace(traces[trace]) if s.name == name), None)
+
+    wanted = {
+        "config": "wasi:config/store get",
+        "secret": "wasmcloud:secrets/reveal reveal",
+        "missing": "wasmcloud:secrets/store get",
+        "blob": "wasi:blobstore/blobstore create-container",
+    }
+    await receiver.wait_for(lambda: all(span_of(t, n) for t, n in wanted.items()), 60, "capability spans")
+
+    config = span_of("config", "wasi:config/store get")
+    assert config is not None and config.status != "error"
+    assert config.attributes["wasmlattice.config.key"] == "colour"
+    assert config.attributes["wasmcloud.component.id"] == "cfg"
+    guest = one(receiver.trace(traces["config"]), "guest cfg", "internal", host)
+    assert config.parent_id == guest.span_id  # a child of the guest call
+
+    get_span = span_of("secret", "wasmcloud:secrets/store get")
+    assert get_span is not None and get_span.status != "error"
+    assert get_span.attributes["wasmlattice.secret.name"] == "api_token"
+    missing = span_of("missing", "wasmcloud:secrets/store get")
+    assert missing is not None and missing.status == "error"
+    assert missing.attributes["wasmlattice.secret.name"] == "nope"
+
+    blob = span_of("blob", "wasi:blobstore/blobstore create-container")
+    assert blob is not None and blob.attributes["wasmlattice.blobstore.container"] == "box"
+    assert blob.attributes["wasmcloud.component.id"] == "blob"
+
+    # ...but no span carries the secret's value, in any attribute or status message.
+    everything = json.dumps([[s.attributes, s.status_message, s.resource] for s in receiver.spans])
+    assert value not in everything
+
+
+async def test_run_exports_the_http_and_guest_spans(
+    http_echo_wasm: Path, wasmlattice_env: dict[str, str], receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    port = free_port()
+    server = ServerProcess(
+        name="wasmlattice",
+        cmd=wasmlattice_cmd(
+            "run",
+            str(http_echo_wasm),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--enable-traces",
+            "--override-observability-endpoint",
+            receiver.url,
+        ),
+        port=port,
+        log_path=tmp_path / "run.log",
+        env={**wasmlattice_env, "OTEL_BSP_SCHEDULE_DELAY": "200"},
+    )
+    await asyncio.to_thread(server.start, "/echo", 180.0)
+    try:
+        trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
+        status, _ = await get(server.base_url + "/echo", {"traceparent": f"00-{trace_id}-{parent}-01"})
+        assert status == 200
+
+        # `run` names its workload after the file it serves.
+        guest_name = f"guest {http_echo_wasm}"
+
+        def both() -> bool:
+            names = {s.name for s in receiver.trace(trace_id)}
+            return {"HTTP GET", guest_name} <= names
+
+        await receiver.wait_for(both, 60, "the run's spans")
+        spans = receiver.trace(trace_id)
+        ingress = next(s for s in spans if s.name == "HTTP GET")
+        guest = next(s for s in spans if s.name == guest_name)
+        assert ingress.kind == "server" and ingress.parent_id == parent
+        assert ingress.attributes["http.response.status_code"] == 200
+        assert guest.parent_id == ingress.span_id
+        assert guest.attributes["wasmlattice.guest.outcome"] == "ok"
+        assert ingress.resource["wasmlattice.role"] == "run"
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -35,6 +36,7 @@ from wasmlattice.protocol.policy import PolicyClaims, PolicyDecision
 from wasmlattice.runtime.execution import DeadlineExceeded, NeedsLoop, from_thread
 from wasmlattice.runtime.fastcall import GuestTrap
 from wasmlattice.runtime.hostfiles import HostFiles
+from wasmlattice.runtime.linking import HostFunc, HostInterface
 from wasmlattice.runtime.witypes import FuncSig
 from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.ctx import WasiCtx, ctx
@@ -494,6 +496,72 @@ def capability_span(
     if backend is not None:
         attrs[tracing.CAP_BACKEND] = backend
     return tracing.span(f"{interface} {op}", attributes=attrs)
+
+
+# What a traced call's arguments may add to its span: names only (a key, a container), never a
+# value. Called with the function's arguments; a failure to describe them is not the call's failure.
+Describe = Callable[..., Mapping[str, Any]]
+
+
+def traced(
+    iface: HostInterface,
+    *,
+    backend: str | None = None,
+    describe: Mapping[str, Describe] | None = None,
+    inline: bool = True,
+) -> HostInterface:
+    """`iface` with a capability span (`<interface> <operation>`) around each function call.
+
+    For interfaces whose functions do their own work rather than call a backend through
+    `ComponentContext.run` (`wasi:config`, secrets, blobstore), the same span key-value and
+    messaging calls make. `describe[fname]` adds attributes from the arguments (names only: a
+    secret's or config key's name, never its value). With `inline=False` a call made inline on the
+    event loop is not traced, because it leaves with `NeedsLoop` and is made again (and traced) on a
+    worker thread. Resource drops are not calls. Tracing off, each call tests one global.
+    """
+    describe = describe or {}
+    functions = {
+        fname: fn
+        if fname.startswith("[resource-drop]")
+        else _traced(fn, iface.name, fname, backend, describe.get(fname), inline)
+        for fname, fn in iface.functions.items()
+    }
+    return dataclasses.replace(iface, functions=functions)
+
+
+def _operation(fname: str) -> str:
+    """`get-data` of `[method]container.get-data`, `finish` of `[static]outgoing-value.finish`."""
+    if fname.startswith("["):
+        return fname.partition("]")[2].rpartition(".")[2]
+    return fname
+
+
+def _traced(
+    fn: HostFunc, interface: str, fname: str, backend: str | None, describe: Describe | None, inline: bool
+) -> HostFunc:
+    op = _operation(fname)
+    name = f"{interface} {op}"
+
+    def call(*args: Any) -> Any:
+        if not tracing.enabled():
+            return fn(*args)
+        wctx = _current_wasi()
+        if wctx is not None and wctx.inline and not inline:
+            return fn(*args)
+        attrs: dict[str, Any] = {tracing.CAP_INTERFACE: interface, tracing.CAP_OPERATION: op}
+        if wctx is not None:
+            attrs[tracing.COMPONENT_ID] = wctx.config.component_id
+        if backend is not None:
+            attrs[tracing.CAP_BACKEND] = backend
+        if describe is not None:
+            try:
+                attrs.update(describe(*args))
+            except Exception as e:  # an argument of an unexpected shape: the call reports it
+                log.debug("span attributes of %s: %s", name, e)
+        with tracing.span(name, attributes=attrs):
+            return fn(*args)
+
+    return call
 
 
 def current_link_name(interface: str) -> str:

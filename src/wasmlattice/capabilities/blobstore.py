@@ -40,6 +40,7 @@ from wasmlattice.capabilities.base import (
     ProviderSpec,
     component,
     lower_config,
+    traced,
 )
 from wasmlattice.capabilities.blobstore_backend import BlobBackend, BlobError, BlobReader
 from wasmlattice.capabilities.blobstore_fs import FsBlobBackend
@@ -452,13 +453,50 @@ def interfaces() -> list[HostInterface]:
         "copy-object": copy_object,
         "move-object": move_object,
     }
+    # Each call is traced with the container and object names (never the data). Inline calls are
+    # not: they leave with `NeedsLoop` and are made again on a worker thread.
     return [
-        HostInterface("wasi:blobstore/types", types_fns, versions=VERSIONS, signatures=TYPES_SIGNATURES),
-        HostInterface(
-            "wasi:blobstore/container", container_fns, versions=VERSIONS, signatures=CONTAINER_SIGNATURES
+        traced(
+            HostInterface("wasi:blobstore/types", types_fns, versions=VERSIONS, signatures=TYPES_SIGNATURES),
+            inline=False,
         ),
-        HostInterface(INTERFACE, blobstore_fns, versions=VERSIONS, signatures=BLOBSTORE_SIGNATURES),
+        traced(
+            HostInterface(
+                "wasi:blobstore/container", container_fns, versions=VERSIONS, signatures=CONTAINER_SIGNATURES
+            ),
+            describe={fname: _describe_container_call for fname in container_fns},
+            inline=False,
+        ),
+        traced(
+            HostInterface(INTERFACE, blobstore_fns, versions=VERSIONS, signatures=BLOBSTORE_SIGNATURES),
+            describe={fname: _describe_blobstore_call for fname in blobstore_fns},
+            inline=False,
+        ),
     ]
+
+
+# Span attributes of blobstore calls: the names a call is about.
+CONTAINER_ATTR = "wasmlattice.blobstore.container"
+OBJECT_ATTR = "wasmlattice.blobstore.object"
+
+
+def _describe_container_call(*args: Any) -> dict[str, Any]:
+    """`container` (and `object` when the method takes one name) of a container method's call."""
+    attrs: dict[str, Any] = {}
+    if args and isinstance(args[0], Container):
+        attrs[CONTAINER_ATTR] = args[0].name()
+    if len(args) > 1 and isinstance(args[1], str):
+        attrs[OBJECT_ATTR] = args[1]
+    return attrs
+
+
+def _describe_blobstore_call(*args: Any) -> dict[str, Any]:
+    """The container a `blobstore` function names, or the source `object-id` of a copy or move."""
+    if args and isinstance(args[0], str):
+        return {CONTAINER_ATTR: args[0]}
+    if args and isinstance(args[0], tuple) and len(args[0]) == 2:
+        return {CONTAINER_ATTR: str(args[0][0]), OBJECT_ATTR: str(args[0][1])}
+    return {}
 
 
 # -- providers --------------------------------------------------------------------------------

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from wasmlattice.capabilities.base import CapabilityError, component
+from wasmlattice.capabilities.base import CapabilityError, component, traced
 from wasmlattice.runtime.linking import HostFunc, HostInterface
 from wasmlattice.runtime.witypes import STRING, FuncSig, func, lst, option, result, tup, variant
+
+# The span attribute naming the key a `get` asked for.
+CONFIG_KEY = "wasmlattice.config.key"
 
 CONFIG_ERROR = variant(("upstream", STRING), ("io", STRING))
 
@@ -56,9 +59,19 @@ def get_all() -> list[tuple[str, str]]:
 def interfaces() -> list[HostInterface]:
     """`wasi:config/store` for every `0.2.0` draft and release, and `wasi:config/runtime@0.2.0-draft`."""
     functions: dict[str, HostFunc] = {"get": get, "get-all": get_all}
+    # Traced with the key asked for; config values never go on a span (they may be sensitive).
+    describe = {"get": lambda key: {CONFIG_KEY: key}}
     return [
-        HostInterface("wasi:config/store", dict(functions), versions=("0.2.0",), signatures=SIGNATURES),
-        HostInterface(
-            "wasi:config/runtime", dict(functions), versions=("0.2.0-draft",), signatures=SIGNATURES
+        traced(
+            HostInterface("wasi:config/store", dict(functions), versions=("0.2.0",), signatures=SIGNATURES),
+            backend="config",
+            describe=describe,
+        ),
+        traced(
+            HostInterface(
+                "wasi:config/runtime", dict(functions), versions=("0.2.0-draft",), signatures=SIGNATURES
+            ),
+            backend="config",
+            describe=describe,
         ),
     ]

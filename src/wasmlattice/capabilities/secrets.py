@@ -72,7 +72,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from wasmlattice.artifacts.nkey import KeyKind, is_public_key
-from wasmlattice.capabilities.base import CapabilityError, HostServices, component
+from wasmlattice.capabilities.base import CapabilityError, HostServices, component, traced
 from wasmlattice.protocol import subjects as sj
 from wasmlattice.protocol.kv import KvBucket, KvError, open_bucket
 from wasmlattice.protocol.models import NamedConfig, PayloadError, StrMap, parse_payload
@@ -667,6 +667,9 @@ async def delete_secret(js: Any, lattice: str, name: str) -> None:
 
 # -- the guest interfaces ----------------------------------------------------------------------
 
+# The span attribute naming the secret a `get` asked for (its name only; docs/observability.md).
+SECRET_NAME = "wasmlattice.secret.name"
+
 SECRETS_ERROR = variant(("upstream", STRING), ("io", STRING), "not-found")
 SECRET_VALUE = variant(("string", STRING), ("bytes", BYTES))
 
@@ -696,15 +699,29 @@ def reveal(secret: SecretValue) -> tuple[str, str | bytes]:
 
 
 def interfaces() -> list[HostInterface]:
-    """`wasmcloud:secrets/store` and `reveal` at `0.1.0-draft`."""
+    """`wasmcloud:secrets/store` and `reveal` at `0.1.0-draft`.
+
+    Both are traced; a `get` span names the secret (`wasmlattice.secret.name`), and no span ever
+    carries a value: `reveal`'s span has no attributes of its argument or its result.
+    """
     return [
-        HostInterface(
-            "wasmcloud:secrets/store", {"get": get}, versions=("0.1.0-draft",), signatures=STORE_SIGNATURES
+        traced(
+            HostInterface(
+                "wasmcloud:secrets/store",
+                {"get": get},
+                versions=("0.1.0-draft",),
+                signatures=STORE_SIGNATURES,
+            ),
+            backend=BACKEND,
+            describe={"get": lambda key: {SECRET_NAME: key}},
         ),
-        HostInterface(
-            "wasmcloud:secrets/reveal",
-            {"reveal": reveal},
-            versions=("0.1.0-draft",),
-            signatures=REVEAL_SIGNATURES,
+        traced(
+            HostInterface(
+                "wasmcloud:secrets/reveal",
+                {"reveal": reveal},
+                versions=("0.1.0-draft",),
+                signatures=REVEAL_SIGNATURES,
+            ),
+            backend=BACKEND,
         ),
     ]

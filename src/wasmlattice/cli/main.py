@@ -27,7 +27,8 @@ from wasmlattice.cli import (  # noqa: F401 - register commands
     workload_cmds,
 )
 from wasmlattice.cli.app import app, setup_logging
-from wasmlattice.cli.host_options import TlsCaPathOpt, tls_ca_paths
+from wasmlattice.cli.common import option_group
+from wasmlattice.cli.host_options import ObservabilityFlags, TlsCaPathOpt, tls_ca_paths
 from wasmlattice.runtime.component import ComponentError
 
 
@@ -67,6 +68,7 @@ def _parse_size(text: str | None) -> int | None:
 
 
 @app.command()
+@option_group
 def run(
     component: Annotated[
         str,
@@ -154,12 +156,15 @@ def run(
             help="Record each request (host calls, response) as JSON in DIR, for `wasmlattice replay`.",
         ),
     ] = None,
+    *,
+    obs: ObservabilityFlags,
 ) -> None:
     """Serve a wasi:http component over HTTP, the way `wasmtime serve` does."""
     from wasmlattice.capabilities.http_ingress import IngressLimits
     from wasmlattice.host.standalone import ServeOptions, run_server
     from wasmlattice.wasi.output_limit import OutputLimits
 
+    observability = obs.settings()
     setup_logging(log_level)
     if compiler not in ("cranelift", "winch"):
         raise typer.BadParameter(f"expected cranelift or winch, got {compiler!r}", param_hint="--compiler")
@@ -182,6 +187,7 @@ def run(
         env=_parse_env(env or []),
         read_only_dirs=_parse_dirs(dir or []),
         record_dir=record,
+        observability=observability,
     )
     try:
         opts.host_port()

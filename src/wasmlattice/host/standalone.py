@@ -34,6 +34,7 @@ from wasmlattice.capabilities.http_ingress import (
     bind_socket,
 )
 from wasmlattice.nats_server import port_in_use
+from wasmlattice.observability import process as observability
 from wasmlattice.observability.settings import ObservabilitySettings
 from wasmlattice.replay.recording import Recorder
 from wasmlattice.runtime.budget import DEFAULT_INSTANCE_MEMORY
@@ -75,6 +76,17 @@ class ServeOptions:
     compiler: str = CRANELIFT
     # Record every request into this directory (`--record`, docs/record-replay.md).
     record_dir: Path | None = None
+    # Traces, metrics and logs (the host's flags, docs/observability.md); None: the environment's.
+    observability: ObservabilitySettings | None = None
+
+    def observability_settings(self) -> ObservabilitySettings:
+        """`observability`, or the settings the environment gives (`ComponentError` if invalid)."""
+        if self.observability is not None:
+            return self.observability
+        try:
+            return ObservabilitySettings.from_env()
+        except ValueError as e:
+            raise ComponentError(str(e)) from None
 
     def host_port(self) -> tuple[str, int]:
         """The listen address split into host and port; `ValueError` naming it if it is not one."""
@@ -193,15 +205,12 @@ async def serve_app(
 
 
 async def _start_metrics(app: ComponentApp, worker: int) -> HostMetrics | None:
-    """Metrics of this worker when the environment enables them (docs/observability.md#metrics).
+    """Metrics of this worker when its settings enable them (docs/observability.md#metrics).
 
     Worker `i` of `--workers` serves `/metrics` on the configured port plus `i`: a scrape must
     read one process's counters, so the workers cannot share one port as they share the listener.
     """
-    try:
-        settings = ObservabilitySettings.from_env()
-    except ValueError as e:
-        raise ComponentError(str(e)) from None
+    settings = app.opts.observability_settings()
     if not settings.metrics_wanted:
         return None
     from wasmlattice.observability.metrics import MetricsError, parse_listen, start_host_metrics
@@ -234,6 +243,17 @@ def _describe(path: str, opts: ServeOptions) -> str:
 
 
 async def _serve_until_signal(app: ComponentApp, sock: Any, on_ready: Any = None, worker: int = 0) -> None:
+    # Traces (and OTLP logs) of this process, as a host sets them up; each worker is a process of
+    # its own with its own exporter, named `run-w<i>` in the resource's host ID.
+    observability.setup(app.opts.observability_settings(), host_id=f"run-w{worker}", role="run")
+    try:
+        await _serve_signalled(app, sock, on_ready, worker)
+    finally:
+        # The spans still batched go out before the process ends (a blocking post: off the loop).
+        await asyncio.to_thread(observability.shutdown)
+
+
+async def _serve_signalled(app: ComponentApp, sock: Any, on_ready: Any, worker: int) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

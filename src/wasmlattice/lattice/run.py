@@ -44,6 +44,7 @@ from wasmlattice.host.router import Router
 from wasmlattice.lattice.control import ControlInterfaceServer
 from wasmlattice.lattice.health import DEFAULT_HEALTH_INTERVAL_S
 from wasmlattice.lattice.logs import HostLogStream, host_log_stream
+from wasmlattice.lattice.metrics_endpoint import MetricsEndpointResponder, advertised_url
 from wasmlattice.lattice.policy import PolicyService, PolicySettings
 from wasmlattice.lattice.probes import HEALTH_LISTEN_ENV, probes_from
 from wasmlattice.observability import process as observability
@@ -380,6 +381,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     # interface's own supervisor is its child), and none outlives run_host.
     supervisor = Supervisor("host", logger=log)
     log_stream: HostLogStream | None = None
+    endpoint: MetricsEndpointResponder | None = None
     try:
         await supervisor.start()
         if opts.lattice_logs:
@@ -408,6 +410,18 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
                 host_metrics = await start_host_metrics(opts.observability, host.host_id, opts.lattice)
             except MetricsError as e:
                 raise HostStartError(str(e)) from None
+            listen = opts.observability.metrics_listen
+            if host_metrics is not None and listen is not None and host_metrics.metrics.port is not None:
+                from wasmlattice.observability.metrics import parse_listen
+
+                # Tell the lattice where `/metrics` is, for the dashboard (lattice/metrics_endpoint.py).
+                endpoint = MetricsEndpointResponder(
+                    nc,
+                    opts.lattice,
+                    host.host_id,
+                    advertised_url(parse_listen(listen)[0], host_metrics.metrics.port),
+                )
+                await endpoint.start()
 
         services = HostServices(
             loop=asyncio.get_running_loop(),
@@ -531,6 +545,8 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
             await probes.stop()
         if log_stream is not None:
             await log_stream.stop()
+        if endpoint is not None:
+            await endpoint.stop()
         if host_metrics is not None:
             await host_metrics.release()
         await supervisor.stop(0.0)

@@ -258,6 +258,16 @@ def logs_recent_subject(lattice: str) -> str:
     return f"{LOGS_RECENT_PREFIX}.{lattice}"
 
 
+# --- where a host serves Prometheus metrics (ours; docs/observability.md#metrics) ---
+
+METRICS_ENDPOINTS_PREFIX = "wasmlattice.metrics_endpoints"
+
+
+def metrics_endpoints_subject(lattice: str) -> str:
+    """Return `wasmlattice.metrics_endpoints.<lattice>`: hosts with `--metrics-listen` answer with its URL."""
+    return f"{METRICS_ENDPOINTS_PREFIX}.{lattice}"
+
+
 # --- host <-> provider housekeeping (RPC connection) ---
 
 

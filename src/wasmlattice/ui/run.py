@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 
 from wasmlattice.protocol.connection import NatsOptions, connect, jetstream
+from wasmlattice.ui.metrics import PrometheusMetrics
 from wasmlattice.ui.server import DashboardServer
 from wasmlattice.ui.view import DEFAULT_REFRESH_INTERVAL_S, LatticeView
 
@@ -32,6 +33,9 @@ class Dashboard:
         """Stop serving, stop following the lattice, close the connection."""
         await self.server.stop()
         await self.view.stop()
+        source = self.view.metrics_source
+        if isinstance(source, PrometheusMetrics):
+            await source.close()
         with contextlib.suppress(Exception):
             await self.nc.close()  # type: ignore[attr-defined]
 
@@ -50,8 +54,14 @@ async def start_dashboard(
     opts = dataclasses.replace(nats, name="wasmlattice-ui")
     nc = await connect(opts)
     try:
+        # Request metrics from the hosts' `/metrics` endpoints (docs/ui.md#metrics).
         view = LatticeView(
-            nc, lattice, js=jetstream(nc, opts), timeout=timeout, refresh_interval=refresh_interval
+            nc,
+            lattice,
+            js=jetstream(nc, opts),
+            timeout=timeout,
+            refresh_interval=refresh_interval,
+            metrics=PrometheusMetrics(nc, lattice),
         )
         await view.start()
         server = DashboardServer(view, host, port, allowed_hosts=allowed_hosts)

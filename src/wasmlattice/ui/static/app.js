@@ -82,9 +82,14 @@ function metricsCell(componentId) {
   const m = state.metrics && state.metrics.available && state.metrics.components
     ? state.metrics.components[componentId] : null;
   if (!m) return el("td", { class: "metric", text: "—" });
-  const f = (v, unit) => (v === null || v === undefined ? "—" : `${Number(v).toFixed(1)}${unit}`);
-  return el("td", { class: "metric", "data-testid": "metrics" },
-    `${f(m.request_rate, "/s")} · err ${f(m.error_rate, "/s")} · p50 ${f(m.p50_ms, "ms")} p95 ${f(m.p95_ms, "ms")} p99 ${f(m.p99_ms, "ms")}`);
+  // Rates and percentiles are over the interval between the dashboard's last two scrapes;
+  // null (shown as —) before the second scrape, or when the interval had no requests.
+  const f = (v, unit, scale = 1) => (v === null || v === undefined ? "—" : `${(Number(v) * scale).toFixed(1)}${unit}`);
+  return el("td", {
+    class: "metric", "data-testid": "metrics",
+    "data-requests-total": String(m.requests_total), "data-errors-total": String(m.errors_total),
+    title: `since the hosts started: ${m.requests_total} requests, ${m.errors_total} errors`,
+  }, `${f(m.request_rate, "/s")} · err ${f(m.error_rate, "%", 100)} · p50 ${f(m.p50_ms, "ms")} p95 ${f(m.p95_ms, "ms")} · ${m.requests_total} req`);
 }
 
 function componentRow(host, c) {
