@@ -7,14 +7,13 @@ Checks what the README promises a new user: hello answers, notes are stored in t
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.support.components import EXAMPLES
+from tests.support.components import EXAMPLES, forget_notes, load_deploy
 from tests.support.lattice import LatticeEnv
 from tests.support.processes import free_port
 from wasmlattice import devbuild
@@ -22,17 +21,10 @@ from wasmlattice import devbuild
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 
-def load_deploy() -> Any:
-    spec = importlib.util.spec_from_file_location("example_deploy", EXAMPLES / "deploy.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 async def test_notes_example(env: LatticeEnv) -> None:
     hello = devbuild.build(EXAMPLES / "hello")
     notes = devbuild.build(EXAMPLES / "notes")
+    await forget_notes(env.nc)
     env.start_host()
     await env.host_ids(1)
     events: list[dict[str, Any]] = []

@@ -8,30 +8,20 @@ the notes source, whose first differing host call is reported.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.support.cli import cli
-from tests.support.components import EXAMPLES
+from tests.support.components import EXAMPLES, forget_notes, load_deploy
 from tests.support.lattice import LatticeEnv
 from tests.support.processes import free_port
 from wasmlattice import devbuild
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
-
-
-def load_deploy() -> Any:
-    spec = importlib.util.spec_from_file_location("example_deploy_rr", EXAMPLES / "deploy.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def recording_of(directory: Path, method: str, path: str) -> Path:
@@ -58,6 +48,7 @@ async def test_record_on_host_and_replay_offline(env: LatticeEnv, tmp_path: Path
     changed = devbuild.build(changed_src, tmp_path / "build")
 
     records = tmp_path / "records"
+    await forget_notes(env.nc)
     env.start_host("--record-dir", str(records))
     await env.host_ids(1)
     deploy = load_deploy()

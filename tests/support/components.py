@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from wasmlattice import devbuild
 
@@ -37,3 +40,21 @@ def parse_wat(wat: Path, out: Path) -> Path:
     wasm_tools = Path(sys.executable).parent / "wasm-tools"
     subprocess.run([str(wasm_tools), "parse", str(wat), "-o", str(out)], check=True)
     return out
+
+
+def load_deploy() -> Any:
+    """`examples/deploy.py` (what `make up` runs) as a module."""
+    spec = importlib.util.spec_from_file_location("example_deploy", EXAMPLES / "deploy.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def forget_notes(nc: Any) -> None:
+    """Delete the notes example's `notes` bucket: its name is fixed, and a session's NATS server
+    is shared by the tests that deploy the example, so each starts from an empty one."""
+    import nats.js.errors
+
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await nc.jetstream().delete_key_value("notes")
