@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,9 +22,39 @@ from typing import Any
 
 import pytest
 
+_PORT_RANDOM = random.SystemRandom()
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel gives outgoing connections (ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
+    """A currently free TCP port on 127.0.0.1, below the kernel's ephemeral range.
+
+    A port the kernel picks for `bind(0)` is an ephemeral one: until the test's server binds it,
+    any outgoing connection (the suite runs two workers, each with many) may take it as its source
+    port, and the server then fails with "address in use". Ports below that range are only ever
+    taken by a bind, so a random free one there stays free in practice.
+    """
+    low = _ephemeral_low()
+    if low > 12000:
+        for _ in range(200):
+            port = _PORT_RANDOM.randrange(10000, low)
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
