@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -55,6 +55,9 @@ from wasmlattice.cli.host_options import (
     host_labels,
     host_options,
 )
+
+if TYPE_CHECKING:
+    from wasmlattice.apps.manager import ManagerReadiness
 
 # What `up --detach` has already resolved for its child (from flags or the variables `host_options`
 # reads): the child gets it as flags or as our variables, so a stale wasmCloud-named one cannot
@@ -196,12 +199,25 @@ async def _up_main(
             }
         )
         ready = asyncio.Event()
-        host_task = asyncio.ensure_future(run_host(opts, ready))
+        # One process, one probe listener: the host's `/readyz` (--health-listen) also asks the
+        # in-process app manager, its reasons prefixed `app manager:` (docs/apps.md#probes).
+        readiness: ManagerReadiness | None = None
+        if app_manager:
+            from wasmlattice.apps.manager import ManagerReadiness
+
+            readiness = ManagerReadiness(prefix="app manager: ")
+        host_task = asyncio.ensure_future(run_host(opts, ready, [readiness.reasons] if readiness else []))
         if app_manager:
             from wasmlattice.apps.manager import run_app_manager
 
             manager_task = asyncio.ensure_future(
-                run_app_manager(opts.nats_options(), lattice, manager_stop, observability=opts.observability)
+                run_app_manager(
+                    opts.nats_options(),
+                    lattice,
+                    manager_stop,
+                    observability=opts.observability,
+                    readiness=readiness,
+                )
             )
         ready_wait = asyncio.ensure_future(ready.wait())
         try:
