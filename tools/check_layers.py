@@ -34,6 +34,8 @@ LAYERS = [
     # Leaves: modules directly under wasmlattice/ that import nothing of ours above them.
     "devbuild",
     "nats_server",
+    # `/livez` and `/readyz` (aiohttp only); hosts and app managers add their readiness checks.
+    "probes",
     "supervision",
     "aio",
     "<root>",

@@ -170,6 +170,11 @@ class ApiServer:
         """The subscription subject."""
         return f"{self.prefix}.{self.lattice}.model.>"
 
+    @property
+    def subscribed(self) -> bool:
+        """Whether the API subscription is in place (the app manager's readiness probe asks)."""
+        return self._sub is not None
+
     async def start(self) -> None:
         """Subscribe (in queue group `wadm_server`); requests are answered once this returns."""
         await self._supervisor.start()

@@ -14,6 +14,9 @@ every `STATUS_REFRESH_S`); every manager caches what it sees there to answer `mo
 
 The leader also keeps wadm's own lattice state keys in `wadm_state` (`host_<lattice>`,
 `component_<lattice>`, `provider_<lattice>`; `wadm_state.py`) for tools written for wadm.
+
+With `--health-listen` the process serves `/livez` and `/readyz` (`wasmlattice/probes.py`): ready
+while connected to NATS, with both buckets open and the API subscribed (`AppManager.not_ready`).
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from wasmlattice.apps.api import ApiServer
 from wasmlattice.apps.manifest.model import Manifest
 from wasmlattice.apps.reconciler import DEFAULT_HOST_TIMEOUT_S, AppState, Reconciler
 from wasmlattice.apps.status import status_type
-from wasmlattice.apps.store import AppStore
+from wasmlattice.apps.store import DEFAULT_BUCKET, AppStore, AppStoreError
 from wasmlattice.apps.wadm_state import WadmStateWriter
 from wasmlattice.observability.settings import ObservabilitySettings
-from wasmlattice.protocol.kv import create_replicated
+from wasmlattice.probes import ProbeServer, nats_reason, parse_listen
+from wasmlattice.protocol.kv import KvError, create_replicated
 from wasmlattice.supervision import Supervisor
 
 if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when metrics are on
@@ -47,6 +51,10 @@ STATE_BUCKET = "wadm_state"
 LEASE_TTL_S = 6.0
 LEASE_RENEW_S = 2.0
 STATUS_REFRESH_S = 5.0
+
+
+class AppManagerStartError(RuntimeError):
+    """The app manager cannot start (its probe address cannot be bound, ...); the message says why."""
 
 
 def status_subject(lattice: str, app: str) -> str:
@@ -96,6 +104,22 @@ class AppManager:
         names = set(self.reconciler.statuses) | set(self._seen_status)
         return [status_type(st) for st in map(self.status, sorted(names)) if st is not None]
 
+    def not_ready(self) -> list[str]:
+        """Why this manager cannot serve the API and reconcile (`/readyz`); empty when it can.
+
+        While NATS is down nothing reaches the API; the buckets and the API subscription are in
+        place once `start` has run (nats-py renews the subscription after a reconnect).
+        """
+        out = nats_reason(self.nc, "the wadm API and reconciling are unavailable")
+        store = self.store
+        if store is None or not store.opened:
+            out.append(f"buckets: {store.bucket_name if store else DEFAULT_BUCKET} not open yet")
+        if self._lease_kv is None:
+            out.append(f"buckets: {STATE_BUCKET} not open yet")
+        if self.api is None or not self.api.subscribed:
+            out.append(f"api: not subscribed to {self.api_prefix}.{self.lattice}.model.>")
+        return out
+
     @property
     def leader(self) -> bool:
         """Whether this manager holds the lease (acts on the lattice)."""
@@ -143,6 +167,12 @@ class AppManager:
                 )
             except nats.js.errors.BadRequestError:
                 self._lease_kv = await self.js.key_value(STATE_BUCKET)
+        # Now rather than at the first request: a bucket that cannot be opened is a start-up error,
+        # and readiness (`not_ready`) means the API can answer.
+        try:
+            await self.store.open()
+        except (KvError, AppStoreError) as e:
+            raise AppManagerStartError(str(e)) from None
         self._wadm_state = WadmStateWriter(self._lease_kv, self.lattice)
         self._supervisor.supervise("lease", self._lease_loop)
         self._supervisor.supervise("reconcile", self._run)
@@ -274,6 +304,26 @@ class AppManager:
             self._seen_status[app] = json.loads(msg.data)
 
 
+class ManagerReadiness:
+    """The readiness of an app manager that exists only once NATS is connected (`run_app_manager`
+    fills it in); `wasmlattice up` adds `reasons` to its host's `/readyz`."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.manager: AppManager | None = None
+        self.stopped = False
+        self.prefix = prefix  # before each reason: which part of a process is not ready
+
+    def reasons(self) -> list[str]:
+        """Why the app manager is not ready; empty when it is."""
+        if self.stopped:
+            out = ["stopped"]
+        elif self.manager is None:
+            out = ["nats: not connected yet"]
+        else:
+            out = self.manager.not_ready()
+        return [self.prefix + r for r in out]
+
+
 async def run_app_manager(
     nats_opts: Any,
     lattice: str,
@@ -282,11 +332,44 @@ async def run_app_manager(
     host_timeout: float = DEFAULT_HOST_TIMEOUT_S,
     ready: asyncio.Event | None = None,
     observability: ObservabilitySettings | None = None,
+    health_listen: str | None = None,
+    readiness: ManagerReadiness | None = None,
 ) -> None:
     """Connect, run an app manager for `lattice` until `stop` is set, then leave cleanly.
 
     `observability`: its metrics settings (the CLI's flags); None reads the environment.
+    `health_listen`: `HOST:PORT` to serve `/livez` and `/readyz` on, bound before connecting so
+    that a bad address fails at once (`AppManagerStartError`). `readiness` is kept up to date for a
+    caller that serves the probes itself (`wasmlattice up`).
     """
+    readiness = readiness if readiness is not None else ManagerReadiness()
+    probes: ProbeServer | None = None
+    if health_listen:
+        try:
+            probes = ProbeServer(parse_listen(health_listen), [readiness.reasons])
+        except ValueError as e:
+            raise AppManagerStartError(f"--health-listen: {e}") from None
+        try:
+            await probes.start()
+        except OSError as e:
+            raise AppManagerStartError(f"--health-listen {health_listen}: cannot listen: {e}") from None
+    try:
+        await _run_app_manager(nats_opts, lattice, stop, host_timeout, ready, observability, readiness)
+    finally:
+        readiness.manager, readiness.stopped = None, True
+        if probes is not None:
+            await probes.stop()
+
+
+async def _run_app_manager(
+    nats_opts: Any,
+    lattice: str,
+    stop: asyncio.Event,
+    host_timeout: float,
+    ready: asyncio.Event | None,
+    observability: ObservabilitySettings | None,
+    readiness: ManagerReadiness,
+) -> None:
     from wasmlattice.protocol.connection import connect, jetstream
 
     # Metrics (docs/observability.md#metrics): the SDK is imported only if they are on.
@@ -317,6 +400,7 @@ async def run_app_manager(
         manager_id=manager_id,
         metrics=metrics,
     )
+    readiness.manager = manager
     try:
         await manager.start()
         if ready is not None:

@@ -95,6 +95,15 @@ class AppStore:
 
     # -- bucket access ---------------------------------------------------------------------------
 
+    @property
+    def opened(self) -> bool:
+        """Whether the bucket is open (the app manager's readiness probe asks)."""
+        return self._bucket is not None
+
+    async def open(self) -> None:
+        """Open (or create) the bucket now rather than at the first request; `AppStoreError` if it cannot."""
+        await self._open()
+
     async def _open(self) -> tuple[KvBucket, Any]:
         if self._bucket is None:
             bucket = await open_bucket(

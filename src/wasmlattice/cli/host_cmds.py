@@ -32,6 +32,7 @@ from wasmlattice.cli.host_options import (
     HeartbeatOpt,
     HostSeedOpt,
     LogLevelOpt,
+    ManagerHealthListenOpt,
     MaxComponentSizeOpt,
     NatsAuth,
     ObservabilityFlags,
@@ -164,15 +165,17 @@ def app_manager_cmd(
         ),
     ] = 10.0,
     obs: ObservabilityFlags,
+    health: ManagerHealthListenOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run an app manager alone (the wadm API and reconciler) until Ctrl-C; several may run at once."""
-    from wasmlattice.apps.manager import run_app_manager
+    from wasmlattice.apps.manager import AppManagerStartError, run_app_manager
     from wasmlattice.observability import process as observability
     from wasmlattice.observability.metrics import MetricsError
     from wasmlattice.protocol.connection import NatsConnectionError
 
     settings = obs.settings()
+    health = health_listen(health)
     setup_logging(log_level)
     observability.setup(settings, lattice=lattice, role="app-manager")
     opts = host_options(
@@ -188,12 +191,17 @@ def app_manager_cmd(
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
         await run_app_manager(
-            opts.nats_options(), lattice, stop, host_timeout=host_timeout, observability=settings
+            opts.nats_options(),
+            lattice,
+            stop,
+            host_timeout=host_timeout,
+            observability=settings,
+            health_listen=health,
         )
 
     try:
         aio.run(main())
-    except (NatsConnectionError, MetricsError) as e:
+    except (NatsConnectionError, MetricsError, AppManagerStartError) as e:
         fail(str(e))
 
 

@@ -282,9 +282,35 @@ HealthListenOpt = Annotated[
 ]
 
 
+ManagerHealthListenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--health-listen",
+        envvar="WASMLATTICE_HEALTH_LISTEN",
+        metavar="HOST:PORT",
+        help="Serve /livez (the event loop answers) and /readyz (NATS connected, buckets open, API "
+        "subscribed; 503 with the reasons otherwise) here (docs/apps.md#probes).",
+    ),
+]
+
+
+UpHealthListenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--health-listen",
+        envvar="WASMLATTICE_HEALTH_LISTEN",
+        metavar="HOST:PORT",
+        help="Serve /livez and /readyz here: ready when the host is (NATS connected, lattice state "
+        "loaded, HTTP listeners bound) and so is its app manager (buckets open, API subscribed; "
+        "unless --no-app-manager) "
+        "(docs/apps.md#probes).",
+    ),
+]
+
+
 def health_listen(value: str | None) -> str | None:
     """The `--health-listen` value once it is a valid HOST:PORT; exit 2 otherwise."""
-    from wasmlattice.lattice.probes import parse_listen
+    from wasmlattice.probes import parse_listen
 
     if value:
         try:

@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -39,7 +39,6 @@ from wasmlattice.cli.host_options import (
     AllowedIssuerOpt,
     FriendlyNameOpt,
     GuestLimitFlags,
-    HealthListenOpt,
     HeartbeatOpt,
     HostSeedOpt,
     LogLevelOpt,
@@ -49,12 +48,16 @@ from wasmlattice.cli.host_options import (
     OciAccess,
     PolicyFlags,
     TieredCompileOpt,
+    UpHealthListenOpt,
     allowed_dirs,
     allowed_issuers,
     health_listen,
     host_labels,
     host_options,
 )
+
+if TYPE_CHECKING:
+    from wasmlattice.apps.manager import ManagerReadiness
 
 # What `up --detach` has already resolved for its child (from flags or the variables `host_options`
 # reads): the child gets it as flags or as our variables, so a stale wasmCloud-named one cannot
@@ -196,12 +199,25 @@ async def _up_main(
             }
         )
         ready = asyncio.Event()
-        host_task = asyncio.ensure_future(run_host(opts, ready))
+        # One process, one probe listener: the host's `/readyz` (--health-listen) also asks the
+        # in-process app manager, its reasons prefixed `app manager:` (docs/apps.md#probes).
+        readiness: ManagerReadiness | None = None
+        if app_manager:
+            from wasmlattice.apps.manager import ManagerReadiness
+
+            readiness = ManagerReadiness(prefix="app manager: ")
+        host_task = asyncio.ensure_future(run_host(opts, ready, [readiness.reasons] if readiness else []))
         if app_manager:
             from wasmlattice.apps.manager import run_app_manager
 
             manager_task = asyncio.ensure_future(
-                run_app_manager(opts.nats_options(), lattice, manager_stop, observability=opts.observability)
+                run_app_manager(
+                    opts.nats_options(),
+                    lattice,
+                    manager_stop,
+                    observability=opts.observability,
+                    readiness=readiness,
+                )
             )
         ready_wait = asyncio.ensure_future(ready.wait())
         try:
@@ -335,7 +351,7 @@ def up(
     policy: PolicyFlags,
     allowed_issuer: AllowedIssuerOpt = None,
     limits: GuestLimitFlags,
-    health: HealthListenOpt = None,
+    health: UpHealthListenOpt = None,
     obs: ObservabilityFlags,
     output: OutputOpt = OutputFormat.text,
     # Info, as `host` and `app-manager` log: what was deployed, started and bound shows in the log

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +49,7 @@ from wasmlattice.lattice.policy import PolicyService, PolicySettings
 from wasmlattice.lattice.probes import HEALTH_LISTEN_ENV, probes_from
 from wasmlattice.observability import process as observability
 from wasmlattice.observability.settings import PROTOCOLS, ObservabilitySettings
+from wasmlattice.probes import ReadinessCheck
 from wasmlattice.protocol.connection import (
     DEFAULT_NATS_URL,
     NatsConnectionClosedError,
@@ -348,13 +349,16 @@ def build_host(opts: HostOptions) -> Host:
     return Host(identity, lattice=opts.lattice, labels={**env, **opts.labels}, name=opts.friendly_name)
 
 
-async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> None:
+async def run_host(
+    opts: HostOptions, ready: asyncio.Event | None = None, probe_checks: Iterable[ReadinessCheck] = ()
+) -> None:
     """Run a host until SIGTERM/SIGINT or a `host.stop` request, then shut down gracefully.
 
     Raises `HostStartError` (or `NatsConnectionError`) with an actionable message if it cannot start,
     and `NatsConnectionClosedError` after shutting down if its NATS connection was closed for good:
     a host the lattice cannot see must not keep running components (docs/lattice.md#supervision).
-    `ready` is set once the host serves requests and has published `host_started`.
+    `ready` is set once the host serves requests and has published `host_started`. `probe_checks`
+    are asked by `/readyz` after the host's own (`wasmlattice up` adds its app manager's).
     """
     host = build_host(opts)
     # Process-wide and once: a second host in the same process shares the first one's exporters.
@@ -363,7 +367,7 @@ async def run_host(opts: HostOptions, ready: asyncio.Event | None = None) -> Non
     # Before connecting: incomplete --oci-* flags are a start-up error, not a failed pull later.
     fetcher = opts.fetcher(lambda: host.registries)
     nats_opts = opts.nats_options()
-    probes = probes_from(opts.health_listen, HostStartError)
+    probes = probes_from(opts.health_listen, HostStartError, probe_checks)
     host_metrics: HostMetrics | None = None
     stop_requested = asyncio.Event()
     connection_lost: list[str] = []
