@@ -23,6 +23,7 @@ import pytest
 
 from tests.support.lattice import gather
 from tests.support.processes import free_port, host_cmd
+from wasmlattice.client.ctl import CtlClient
 from wasmlattice.host.identity import HostIdentity
 from wasmlattice.protocol import subjects as sj
 
@@ -502,3 +503,16 @@ def test_identity_labels_and_uptime() -> None:
         host.put_label("HOSTCORE.arch", "x")
     assert format_uptime(0) == "0s" and format_uptime(3723) == "1h 2m 3s"
     assert format_uptime(90061) == "1day 1h 1m 1s"
+
+
+@pytest.mark.slow
+async def test_ping_expecting_known_hosts_ends_when_they_answered(lattice: Lattice, ids: list[str]) -> None:
+    """The app manager's rounds ping with the hosts they know: the ping ends once those answered,
+    not after its whole wait (a plain ping must wait: it cannot know how many hosts there are)."""
+    ctl = CtlClient(lattice.nc, lattice.lattice)
+    # A wait far beyond the test's timeout: only the early end can make this return.
+    found = await asyncio.wait_for(ctl.ping_hosts(wait=600.0, expect=ids[:2]), 60.0)
+    assert {h.id for h in found} >= set(ids[:2])
+    # Expecting a host that is not there: the whole (short) wait, and the others still count.
+    found = await ctl.ping_hosts(wait=1.0, expect=[*ids, "NOPE"])
+    assert sorted(h.id for h in found) == sorted(ids)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import nats.errors
@@ -181,8 +181,11 @@ class CtlClient:
             )
         return f"{what}: no host answered on lattice '{self.lattice}': {UP_HINT}"
 
-    async def _gather(self, subject: str, payload: bytes, wait: float) -> list[bytes]:
-        """Publish with a fresh inbox and collect every reply body until `wait` seconds have passed."""
+    async def _gather(
+        self, subject: str, payload: bytes, wait: float, enough: Callable[[bytes], bool] | None = None
+    ) -> list[bytes]:
+        """Publish with a fresh inbox and collect every reply body until `wait` seconds have passed
+        (or, given `enough`, until it returns True for the reply just collected)."""
         inbox = self.nc.new_inbox()
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -209,14 +212,23 @@ class CtlClient:
                     # Like the reference client: an empty body ends the collection.
                     break
                 bodies.append(bytes(msg.data))
+                if enough is not None and enough(bodies[-1]):
+                    break
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         return bodies
 
-    async def _gather_ok(self, subject: str, payload: bytes, wait: float, what: str) -> list[CtlResult]:
+    async def _gather_ok(
+        self,
+        subject: str,
+        payload: bytes,
+        wait: float,
+        what: str,
+        enough: Callable[[bytes], bool] | None = None,
+    ) -> list[CtlResult]:
         results: list[CtlResult] = []
-        for body in await self._gather(subject, payload, wait):
+        for body in await self._gather(subject, payload, wait, enough):
             try:
                 results.append(parse_envelope(body, what))
             except CtlError:
@@ -226,10 +238,25 @@ class CtlClient:
 
     # -- hosts -----------------------------------------------------------------------------------
 
-    async def ping_hosts(self, wait: float = 1.0) -> list[Host]:
-        """Every host of the lattice that answers `host.ping` within `wait` seconds, sorted by ID."""
+    async def ping_hosts(self, wait: float = 1.0, expect: Collection[str] = ()) -> list[Host]:
+        """Every host of the lattice that answers `host.ping` within `wait` seconds, sorted by ID.
+
+        Given `expect` (host IDs), it stops as soon as each of them has answered: a ping cannot
+        know how many hosts there are, but a caller that does need not wait out `wait`.
+        """
         what = "host.ping"
-        results = await self._gather_ok(self._subject(CtlOperation.HOST_PING), b"", wait, what)
+        missing = set(expect)
+
+        def enough(body: bytes) -> bool:
+            try:
+                missing.discard(str((json.loads(body).get("response") or {}).get("id", "")))
+            except (ValueError, AttributeError):
+                pass  # a garbled reply: _gather_ok skips it
+            return not missing
+
+        results = await self._gather_ok(
+            self._subject(CtlOperation.HOST_PING), b"", wait, what, enough if missing else None
+        )
         hosts = [parse_response_payload(Host, r, what) for r in results if r.success]
         return sorted(hosts, key=lambda h: h.id)
 
