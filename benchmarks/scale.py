@@ -332,7 +332,7 @@ async def many_hosts(args: argparse.Namespace, ref: str) -> None:
         row("inventory of every host, concurrently (p99)", ms(inv_all, 99), ms(peer_inv_all, 99), "ms")
         label = f"reconcile round, {h} x {k} (median of {args.rounds})"
         row(label, ms(rounds), peer_round * 1000, "ms", "< 200 ms")
-        row("  of which observe (ping wait 0.25 s + inventories)", ms(observe), None, "ms")
+        row("  of which observe (ping + inventories)", ms(observe), None, "ms")
         print("(peer of the reconcile round: one peer ping of all hosts + one peer inventory of every host)")
 
         await rec.undeployed("daemons")
