@@ -62,7 +62,10 @@ def test_new_js_http_builds_deploys_and_serves(tmp_path: Path) -> None:
         f.write("\nfunction oops( {\n")
     r = cli("build", "--path", str(project), env=NPM_ENV, timeout=BUILD_TIMEOUT)
     assert r.returncode == 1, r.stdout
-    assert "jco failed" in r.stderr and "SyntaxError" in r.stderr, r.stderr
+    assert "jco failed (exit 1):\nError: failed to parse JS source" in r.stderr, r.stderr
+    # ... and where: jco does not say, so the build adds `node --check`'s file, line and error.
+    assert f"{project / 'app.js'}:" in r.stderr and "SyntaxError: Unexpected end of input" in r.stderr
+    assert "    at " not in r.stderr, r.stderr  # no Node.js stack trace
     assert "npm install" not in r.stderr
     assert wasm.read_bytes() == built
 

@@ -199,6 +199,8 @@ def build_project(root: Path, note: Callable[[str], None] | None = None) -> Buil
         # The toolchain's own words: what it printed, not a traceback of ours.
         output = "\n".join(s.strip() for s in (res.stderr, res.stdout) if s.strip())
         message = jsbuild.jco_message(output) if tool == "jco" else _toolchain_message(output)
+        if tool == "jco" and "failed to parse JS source" in message:
+            message += "\n" + jsbuild.syntax_error(cmd[0], cfg.source, env)
         raise BuildError(f"{tool} failed (exit {res.returncode}):\n{message}")
     os.replace(tmp_out, cfg.output)
     return BuildResult(cfg, cfg.output, seconds, tool)

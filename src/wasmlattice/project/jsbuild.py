@@ -144,7 +144,20 @@ def stage_wit(cfg: ProjectConfig, jco: Path, build_dir: Path) -> tuple[Path, str
 
 def jco_message(text: str) -> str:
     """jco's error without the Node.js stack trace under it (`    at fn (file:///...)` lines)."""
-    return "\n".join(line for line in text.splitlines() if not re.match(r"^\s+at \S", line))
+    lines = [line for line in text.splitlines() if not re.match(r"^\s+at \S", line)]
+    return "\n".join(line for line in lines if not re.match(r"^Node\.js v\d", line)).strip()
+
+
+def syntax_error(node: str, source: Path, env: dict[str, str]) -> str:
+    """Where the syntax error is, from `node --check` (jco says only "failed to parse JS source")."""
+    try:
+        res = subprocess.run(
+            [node, "--check", str(source)], capture_output=True, text=True, timeout=60, env=env
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    text = jco_message(res.stderr)
+    return re.sub(r"\n{2,}", "\n", text) if res.returncode != 0 else ""
 
 
 def componentize_cmd(cfg: ProjectConfig, node: str, jco: Path, wit: Path, world: str, out: Path) -> list[str]:
