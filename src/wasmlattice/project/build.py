@@ -217,8 +217,7 @@ def _componentize_py_cmd(cfg: ProjectConfig, tmp_out: Path) -> tuple[list[str], 
         raise ToolchainMissing(str(e)) from None
     cmd = [tool, "-d", wit, "-w", cfg.world, "componentize"]
     cmd += ["-p", str(cfg.source.parent), cfg.source.stem, "-o", str(tmp_out)]
-    # No Rust stack backtrace under the toolchain's message (anyhow prints one when these are set).
-    return cmd, {**os.environ, "RUST_BACKTRACE": "0", "RUST_LIB_BACKTRACE": "0"}
+    return cmd, devbuild.componentize_py_env(cfg.output.parent)
 
 
 def _toolchain_message(text: str) -> str:
