@@ -31,6 +31,22 @@ def find_tool(name: str) -> str:
     return found
 
 
+def componentize_py_env(build_dir: Path) -> dict[str, str]:
+    """The environment of a componentize-py child: no site-packages but the guest's own `-p`.
+
+    componentize-py appends a site-packages folder to the guest's import path: VIRTUAL_ENV's, else
+    that of the `python3` on PATH. In an activated venv with the build extra that one holds spin-sdk,
+    whose `componentize-py.toml` adds spin-sdk's WIT a second time beside our `-d`: "attempting to
+    re-add package `fermyon:spin`" (tests/e2e/test_fresh_install.py), and would union spin-sdk's
+    worlds into the guest's. So VIRTUAL_ENV names an empty venv of our own under the build folder,
+    the same for every user. No Rust stack backtrace under the toolchain's message either (anyhow
+    prints one when these are set).
+    """
+    empty = build_dir / ".no-site-packages"
+    (empty / "lib" / "python" / "site-packages").mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "VIRTUAL_ENV": str(empty), "RUST_BACKTRACE": "0", "RUST_LIB_BACKTRACE": "0"}
+
+
 def spin_sdk_wit() -> Path:
     """The WIT folder shipped by the installed spin-sdk wheel (WASI 0.2.x packages)."""
     import spin_sdk
@@ -153,7 +169,8 @@ def build(source: Path, out_dir: Path | None = None, world: str = HTTP_WORLD, mo
                 module,
             ]
             cmd += ["-o", str(tmp_out)]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        env = componentize_py_env(out_dir)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         if res.returncode != 0:
             tmp_out.unlink(missing_ok=True)
             raise RuntimeError(f"building {source} failed:\n{res.stdout}\n{res.stderr}")

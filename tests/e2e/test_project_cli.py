@@ -7,13 +7,13 @@ import json
 import os
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import cli
+from tests.support.cli import cli, exports_of
+from tests.support.http import request_blocking as request
 from tests.support.processes import ServerProcess, free_port, wasmlattice_cmd
 
 BUILD_TIMEOUT = 900  # componentize-py on a busy 2-core machine
@@ -29,11 +29,6 @@ def new_and_build(tmp_path: Path, name: str, template: str) -> tuple[Path, str]:
     assert r.returncode == 0, f"stdout: {r.stdout}\nstderr: {r.stderr}"
     assert (project / "build" / f"{name}.wasm").is_file()
     return project, r.stdout
-
-
-def exports_of(stdout: str) -> list[str]:
-    """The names `build` listed under `exports:`."""
-    return [line.strip() for line in stdout.split("exports:", 1)[1].splitlines() if line.strip()]
 
 
 @pytest.mark.slow
@@ -55,16 +50,6 @@ def test_new_python_http_builds_and_serves(tmp_path: Path) -> None:
             assert resp.read() == b"hello from hello at /greet?x=1\n"
     finally:
         server.stop()
-
-
-def request(method: str, url: str, data: bytes | None = None) -> tuple[int, bytes]:
-    """One HTTP request: (status, body), an error status included."""
-    req = urllib.request.Request(url, data=data, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 @pytest.mark.slow

@@ -29,6 +29,11 @@ def cli_ok(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return r
 
 
+def exports_of(build_stdout: str) -> list[str]:
+    """The names `wasmlattice build` listed under `exports:`."""
+    return [line.strip() for line in build_stdout.split("exports:", 1)[1].splitlines() if line.strip()]
+
+
 def get_hosts(nats_url: str, lattice: str, *extra: str) -> list[dict[str, Any]]:
     """The `get hosts -o json` list (`extra`: more options, e.g. `--data-dir` of an `up`)."""
     out = cli_ok("get", "hosts", "--nats-url", nats_url, "--lattice", lattice, "-o", "json", *extra).stdout

@@ -7,6 +7,8 @@ import http.server
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -180,3 +182,13 @@ async def wait_body(url: str, status: int, needle: str, timeout: float = 30.0) -
             return str(last[1])
         await asyncio.sleep(0.1)
     raise AssertionError(f"{url} did not answer {status} with {needle!r} within {timeout}s; last: {last}")
+
+
+def request_blocking(method: str, url: str, data: bytes | None = None) -> tuple[int, bytes]:
+    """One HTTP request from a plain (non-async) test: (status, body), an error status included."""
+    req = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()

@@ -278,7 +278,8 @@ def _echo(msg: str, err: bool = False) -> None:
 def _skip(change: Any, path: str) -> bool:
     """Whether a changed path is ours or the build's, not a source (watchfiles' filter)."""
     parts = Path(path).parts
-    return any(p in (DEV_DIR, "build", "__pycache__", ".git") for p in parts) or path.endswith((".pyc", "~"))
+    ignored = (DEV_DIR, "build", "__pycache__", ".git", "node_modules")
+    return any(p in ignored for p in parts) or path.endswith((".pyc", "~"))
 
 
 def _saved_at(changes: set[tuple[Any, str]], now: float) -> float:

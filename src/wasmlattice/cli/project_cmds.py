@@ -45,7 +45,7 @@ def new(
 def build(
     path: Annotated[Path, typer.Option(help="The project folder (with wasmlattice.toml).")] = Path("."),
 ) -> None:
-    """Build the project's component(s) (componentize-py for Python); list imports and exports.
+    """Build the project's component(s) (componentize-py, or jco for JavaScript); list imports and exports.
 
     A folder without wasmlattice.toml builds each direct subfolder that has one.
     """
@@ -59,7 +59,7 @@ def build(
 
     for root in project_roots(path):
         try:
-            result = build_project(root)
+            result = build_project(root, note=lambda m: typer.echo(m, err=True))
         except BuildError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from None
@@ -73,7 +73,7 @@ def build(
         info = inspect_component(comp, engine)
         cwd = Path.cwd().resolve()
         out = result.output.relative_to(cwd) if result.output.is_relative_to(cwd) else result.output
-        typer.echo(f"built {out} ({len(data) / 1e6:.1f} MB, componentize-py {result.seconds:.1f} s)")
+        typer.echo(f"built {out} ({len(data) / 1e6:.1f} MB, {result.tool} {result.seconds:.1f} s)")
         for title, items in (("imports", info.imports), ("exports", info.exports)):
             typer.echo(f"{title}:")
             for it in items:

@@ -1,6 +1,7 @@
 """Build the component of a project described by its `wasmlattice.toml` (docs/dev.md).
 
-Python guests are built with componentize-py, an optional extra (`pip install 'wasmlattice[build]'`).
+JavaScript guests are built with jco (`jsbuild.py`). Python guests are built with componentize-py,
+an optional extra (`pip install 'wasmlattice[build]'`).
 The standard WASI WIT comes from the installed spin-sdk wheel (no PyPI package ships it alone) and
 our own WIT packages (key-value draft, messaging, ...) from `wasmlattice/wit/`, both added as
 dependencies of the project's own `wit/` folder when it has one.
@@ -15,13 +16,23 @@ import shutil
 import subprocess
 import time
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from wasmlattice import devbuild
+from wasmlattice.project import jsbuild
+from wasmlattice.project.config import CONFIG_FILE as CONFIG_FILE
+from wasmlattice.project.config import BuildError as BuildError
+from wasmlattice.project.config import BuildResult as BuildResult
+from wasmlattice.project.config import ProjectConfig as ProjectConfig
+from wasmlattice.project.config import ToolchainMissing as ToolchainMissing
 
-CONFIG_FILE = "wasmlattice.toml"
-LANGUAGES = ("python",)
+LANGUAGES = ("python", "javascript")
+# The guest source a language's toolchain takes (the first is the default's suffix: app.py, app.js).
+SOURCE_SUFFIXES = {"python": (".py",), "javascript": (".js", ".mjs")}
+# The world of a project without `component.world` or `component.wit`: the WASI HTTP proxy, at the
+# release whose WIT the toolchain's WIT source has (spin-sdk's newest; jco 1.34's bundled one).
+DEFAULT_WORLD = {"python": devbuild.HTTP_WORLD, "javascript": "wasi:http/proxy@0.2.12"}
 # A world name: a bare WIT identifier (the project's own world) or `ns:pkg/world[@version]`.
 _WIT_ID = r"[a-z][a-z0-9]*(?:-[a-z][a-z0-9]*)*"
 WORLD_RE = re.compile(rf"^(?:{_WIT_ID}:{_WIT_ID}/)?{_WIT_ID}(?:@[0-9A-Za-z.+-]+)?$")
@@ -29,36 +40,6 @@ NAME_RE = re.compile(rf"^{_WIT_ID}$")
 MAX_NAME = 63
 # Longest a guest build may take; componentize-py takes a few seconds, a cold one under a minute.
 BUILD_TIMEOUT = 600.0
-
-
-class BuildError(Exception):
-    """A build that failed; the message is for the user as is (no traceback of ours)."""
-
-
-class ToolchainMissing(BuildError):
-    """The guest toolchain (the `build` extra) is not installed."""
-
-
-@dataclass(frozen=True)
-class ProjectConfig:
-    """A project's `wasmlattice.toml`, checked, with paths resolved against the project folder."""
-
-    root: Path
-    name: str
-    language: str
-    source: Path
-    world: str
-    wit: Path | None
-    output: Path
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    """A finished build: the project, where the component is and how long the toolchain took."""
-
-    config: ProjectConfig
-    output: Path
-    seconds: float
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -118,15 +99,23 @@ def load_config(root: Path) -> ProjectConfig:
             f"{CONFIG_FILE}: `component.language` {language!r} is not supported; use one of: "
             + ", ".join(LANGUAGES)
         )
-    source = _inside(root, comp.get("source", "app.py"), "component.source")
-    if source.suffix != ".py" or not source.is_file():
-        raise BuildError(f"{CONFIG_FILE}: `component.source` ({source}) must be an existing .py file")
+    suffixes = SOURCE_SUFFIXES[language]
+    source = _inside(root, comp.get("source", f"app{suffixes[0]}"), "component.source")
+    if source.suffix not in suffixes or not source.is_file():
+        raise BuildError(
+            f"{CONFIG_FILE}: `component.source` ({source}) must be an existing {' or '.join(suffixes)} file"
+        )
     wit = None
     if "wit" in comp:
         wit = _inside(root, comp["wit"], "component.wit")
         if not (wit / "world.wit").is_file():
             raise BuildError(f"{CONFIG_FILE}: `component.wit` ({wit}) must be a folder with a world.wit")
-    world = comp.get("world", devbuild.HTTP_WORLD if wit is None else name)
+    if wit is not None and language == "javascript":
+        raise BuildError(
+            f"{CONFIG_FILE}: `component.wit` is not supported yet for javascript; "
+            "give a standard world in `component.world`, e.g. wasi:http/proxy@0.2.12"
+        )
+    world = comp.get("world", DEFAULT_WORLD[language] if wit is None else name)
     if not isinstance(world, str) or not WORLD_RE.match(world):
         raise BuildError(
             f"{CONFIG_FILE}: `component.world` {world!r} is not a world name "
@@ -179,37 +168,56 @@ def _stage_wit(cfg: ProjectConfig, build_dir: Path) -> Path:
     return stage
 
 
-def build_project(root: Path) -> BuildResult:
-    """Build the project in `root` to its `build.output`; BuildError carries the toolchain's message."""
+def build_project(root: Path, note: Callable[[str], None] | None = None) -> BuildResult:
+    """Build the project in `root` to its `build.output`; BuildError carries the toolchain's message.
+
+    `note` is told about slow steps before they start (`npm install` of a JavaScript project).
+    """
     cfg = load_config(root)
+    tmp_out = cfg.output.with_name(f".tmp-{os.getpid()}-{cfg.output.name}")
+    if cfg.language == "javascript":
+        tool = "jco"
+        env = jsbuild.build_env()
+        node, jco = jsbuild.ensure_jco(cfg, env, note)
+        cfg.output.parent.mkdir(parents=True, exist_ok=True)
+        wit, world = jsbuild.stage_wit(cfg, jco, cfg.output.parent)
+        cmd = jsbuild.componentize_cmd(cfg, node, jco, wit, world, tmp_out)
+    else:
+        tool = "componentize-py"
+        cmd, env = _componentize_py_cmd(cfg, tmp_out)
+    started = time.monotonic()
+    try:
+        res = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT, cwd=cfg.root, env=env
+        )
+    except subprocess.TimeoutExpired:
+        tmp_out.unlink(missing_ok=True)
+        raise BuildError(f"{tool} did not finish within {BUILD_TIMEOUT:.0f} s") from None
+    seconds = time.monotonic() - started
+    if res.returncode != 0 or not tmp_out.is_file():
+        tmp_out.unlink(missing_ok=True)
+        # The toolchain's own words: what it printed, not a traceback of ours.
+        output = "\n".join(s.strip() for s in (res.stderr, res.stdout) if s.strip())
+        message = jsbuild.jco_message(output) if tool == "jco" else _toolchain_message(output)
+        if tool == "jco" and "failed to parse JS source" in message:
+            message += "\n" + jsbuild.syntax_error(cmd[0], cfg.source, env)
+        raise BuildError(f"{tool} failed (exit {res.returncode}):\n{message}")
+    os.replace(tmp_out, cfg.output)
+    return BuildResult(cfg, cfg.output, seconds, tool)
+
+
+def _componentize_py_cmd(cfg: ProjectConfig, tmp_out: Path) -> tuple[list[str], dict[str, str]]:
+    """componentize-py's command line and environment for a Python project."""
     check_toolchain()
     cfg.output.parent.mkdir(parents=True, exist_ok=True)
     wit = str(devbuild.spin_sdk_wit()) if cfg.wit is None else str(_stage_wit(cfg, cfg.output.parent))
-    tmp_out = cfg.output.with_name(f".tmp-{os.getpid()}-{cfg.output.name}")
     try:
         tool = devbuild.find_tool("componentize-py")
     except FileNotFoundError as e:
         raise ToolchainMissing(str(e)) from None
     cmd = [tool, "-d", wit, "-w", cfg.world, "componentize"]
     cmd += ["-p", str(cfg.source.parent), cfg.source.stem, "-o", str(tmp_out)]
-    started = time.monotonic()
-    try:
-        # No Rust stack backtrace under the toolchain's message (anyhow prints one when these are set).
-        env = {**os.environ, "RUST_BACKTRACE": "0", "RUST_LIB_BACKTRACE": "0"}
-        res = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT, cwd=cfg.root, env=env
-        )
-    except subprocess.TimeoutExpired:
-        tmp_out.unlink(missing_ok=True)
-        raise BuildError(f"componentize-py did not finish within {BUILD_TIMEOUT:.0f} s") from None
-    seconds = time.monotonic() - started
-    if res.returncode != 0:
-        tmp_out.unlink(missing_ok=True)
-        # The toolchain's own words: what it printed, not a traceback of ours.
-        message = _toolchain_message("\n".join(s.strip() for s in (res.stderr, res.stdout) if s.strip()))
-        raise BuildError(f"componentize-py failed (exit {res.returncode}):\n{message}")
-    os.replace(tmp_out, cfg.output)
-    return BuildResult(cfg, cfg.output, seconds)
+    return cmd, devbuild.componentize_py_env(cfg.output.parent)
 
 
 def _toolchain_message(text: str) -> str:

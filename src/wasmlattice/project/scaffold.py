@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wasmlattice.project.build import BuildError, check_name
+from wasmlattice.project.build import check_name
+from wasmlattice.project.config import BuildError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SUFFIX = ".tmpl"
@@ -17,6 +18,7 @@ DESCRIPTIONS = {
     "python-kv": "an HTTP component backed by key-value storage (wasi:keyvalue)",
     "python-messaging": "a message handler that publishes (wasmcloud:messaging)",
     "python-custom": "two components: one exports a custom WIT interface, the other calls it over HTTP",
+    "js-http": "an HTTP hello component in JavaScript, built with jco (needs Node.js and npm)",
 }
 
 
