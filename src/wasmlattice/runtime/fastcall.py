@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections.abc import Callable
-from ctypes import CFUNCTYPE, c_char_p, c_size_t, c_uint8, c_uint32, c_void_p
+from ctypes import CFUNCTYPE, c_char_p, c_size_t, c_uint8, c_uint32, c_uint64, c_void_p
 from typing import TYPE_CHECKING, Any
 
 from wasmlattice.runtime.fastcall_values import VAL_SIZE, Codec, error_message, proto, proto_releasing
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 _val_delete = proto("wasmtime_component_val_delete", None, c_void_p)
 _error_new = proto("wasmtime_error_new", c_void_p, c_char_p)
+# Once per call: wasmtime-py's `Store.set_epoch_deadline` looks up the context and converts its
+# arguments each time; the store's context pointer is already on its `StoreState`.
+_set_epoch_deadline = proto("wasmtime_context_set_epoch_deadline", None, c_void_p, c_uint64)
 _func_call = proto_releasing(
     "wasmtime_component_func_call", c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t
 )
@@ -66,6 +69,11 @@ def current_state() -> StoreState:
     """The store whose guest is running on this thread."""
     st: StoreState = _tls.state
     return st
+
+
+def set_epoch_deadline(st: StoreState, ticks: int) -> None:
+    """`Store.set_epoch_deadline` for the store of `st`, without wasmtime-py's per-call lookups."""
+    _set_epoch_deadline(st.ctx, ticks)
 
 
 def set_current_state(st: StoreState | None) -> StoreState | None:

@@ -104,7 +104,7 @@ class Instance:
         """Call the pool's export with `args`, under `wasi` and a deadline of `timeout` seconds."""
         self.state.wasi = wasi
         self.limits.start(timeout)
-        self.store.set_epoch_deadline(first_check_ticks(timeout))
+        fastcall.set_epoch_deadline(self.state, first_check_ticks(timeout))
         self.uses += 1
         return self.build.export.call(self.state, self.func, *args)
 
