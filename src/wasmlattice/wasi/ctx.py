@@ -40,6 +40,10 @@ class WasiConfig:
             self.output = OutputLimiter(self.component_id)
 
 
+# The guests' logger, looked up once: a context is made per request.
+_GUEST_LOG = logging.getLogger("wasmlattice.guest")
+
+
 class WasiCtx:
     """Per-store state of the WASI implementations.
 
@@ -57,7 +61,7 @@ class WasiCtx:
         self.loop = loop
         self.cond = threading.Condition(threading.Lock())
         self.deadline: float | None = None
-        self.log = log or logging.getLogger("wasmlattice.guest")
+        self.log = log or _GUEST_LOG
         self.outgoing: Callable[..., Any] | None = None
         self.cleanups: list[Callable[[], None]] = []
         self.sinks: dict[str, Any] = {}
