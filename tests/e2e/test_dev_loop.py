@@ -4,7 +4,6 @@ syntax error, stop everything on Ctrl-C."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -16,42 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import cli
-from tests.support.processes import free_port, wasmlattice_cmd
+from tests.support.processes import Output, free_port, wasmlattice_cmd
 
 START_TIMEOUT = 600  # a cold componentize-py build plus the lattice on a busy 2-core machine
 # Issue 16 asks for 15 s from save to new response; this machine is shared, so the test allows
 # more and prints what it measured.
 RELOAD_TIMEOUT = 60
-
-
-class Output:
-    """The merged stdout/stderr of `dev`, read by a thread so the pipe never fills."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
-        assert proc.stdout is not None
-        self._thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            with self._lock:
-                self.lines.append(line)
-
-    def text(self) -> str:
-        with self._lock:
-            return "".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout: float, proc: subprocess.Popen[str]) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = re.search(pattern, self.text())
-            if m:
-                return m
-            assert proc.poll() is None, f"dev exited with {proc.returncode}:\n{self.text()}"
-            time.sleep(0.2)
-        raise AssertionError(f"{pattern!r} not in dev's output within {timeout}s:\n{self.text()}")
 
 
 class Client:

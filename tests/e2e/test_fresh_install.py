@@ -1,4 +1,5 @@
-"""What a new user does, in a fresh venv: `pip install 'wasmlattice[build]'`, `new`, `build`, `run`.
+"""What a new user does, in a fresh venv: `pip install 'wasmlattice[build]'`, then `new` and `build`
+for every Python template, `run`, and `dev`.
 
 The package is installed for real (its dependencies from the package index; pip's own cache makes
 a second session quicker) from a copy of this checkout, so the test also catches package data the
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ServerProcess, free_port
+from tests.support.processes import Output, ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_TIMEOUT = 1500  # every dependency downloaded and unpacked on a busy 2-core machine
@@ -65,6 +67,12 @@ def test_fresh_venv_install_new_build_and_serve(tmp_path: Path) -> None:
     out = _run([wasmlattice, "build"], project, env, 900)
     assert "wasi:http/incoming-handler@0.2.6" in out.split("exports:", 1)[1], out
 
+    # Every other Python template builds in the same venv.
+    for template in ("python-kv", "python-messaging", "python-custom"):
+        _run([wasmlattice, "new", template.replace("python-", "t"), "--template", template], work, env, 120)
+        out = _run([wasmlattice, "build"], work / template.replace("python-", "t"), env, 900)
+        assert "exports:" in out, (template, out)
+
     port = free_port()
     server = ServerProcess(
         "hello",
@@ -80,3 +88,32 @@ def test_fresh_venv_install_new_build_and_serve(tmp_path: Path) -> None:
             assert resp.read() == b"hello from hello at /hi\n"
     finally:
         server.stop()
+
+    # `dev` from the venv: its own lattice, the project's manifest deployed, answers over HTTP,
+    # Ctrl-C takes it all down.
+    http_port = free_port()
+    manifest = project / "wadm.yaml"
+    manifest.write_text(manifest.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{http_port}"))
+    proc = subprocess.Popen(
+        [wasmlattice, "dev"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out_dev = Output(proc)
+    try:
+        url = out_dev.wait_for(r"serving: (http://\S+)", 600, proc).group(1)
+        with urllib.request.urlopen(f"{url}dev", timeout=30) as resp:
+            assert resp.status == 200
+            assert resp.read() == b"hello from hello at /dev\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=90) == 0, out_dev.text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        subprocess.run(
+            [wasmlattice, "down", "--data-dir", str(project / ".wasmlattice")], env=env, timeout=120
+        )

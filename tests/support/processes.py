@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -246,3 +247,34 @@ class BackgroundNats:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
             self.loop.close()
+
+
+class Output:
+    """The merged stdout/stderr of a long-running CLI process (`dev`), read by a thread so the pipe
+    never fills."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        assert proc.stdout is not None
+        self._thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            with self._lock:
+                self.lines.append(line)
+
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float, proc: subprocess.Popen[str]) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern, self.text())
+            if m:
+                return m
+            assert proc.poll() is None, f"dev exited with {proc.returncode}:\n{self.text()}"
+            time.sleep(0.2)
+        raise AssertionError(f"{pattern!r} not in dev's output within {timeout}s:\n{self.text()}")
