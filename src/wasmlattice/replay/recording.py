@@ -44,6 +44,9 @@ VERSION = 1
 # Bounds on what `load` accepts from a file.
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_CALLS = 1_000_000
+# Recordings one recorder writes at most: a host left recording under real traffic must not fill
+# its disk. After the last one it logs once and records nothing more (restart to record again).
+MAX_RECORDINGS = 10_000
 
 # Interfaces (unversioned) run for real in replay, so never recorded: the guest's own plumbing.
 LIVE_INTERFACES = frozenset(
@@ -249,8 +252,16 @@ class Session:
 class Recorder:
     """Writes one file per recorded invocation of one component into a directory."""
 
-    def __init__(self, directory: Path, component_id: str, path: str, data: bytes | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        component_id: str,
+        path: str,
+        data: bytes | None = None,
+        limit: int = MAX_RECORDINGS,
+    ) -> None:
         self.directory = directory
+        self.limit = limit
         self.component_id = component_id
         self.path = path
         self.sha256 = hashlib.sha256(data).hexdigest() if data is not None else None
@@ -275,8 +286,17 @@ class Recorder:
     def write(self, session: Session, outcome: Outcome) -> Path | None:
         """Write `session` with its `outcome` as one JSON file; its path."""
         with self._lock:
+            if self._seq >= self.limit:
+                return None
             self._seq += 1
             seq = self._seq
+        if seq == self.limit:
+            log.warning(
+                "%s: recording %d of at most %d; later invocations are not recorded",
+                self.component_id,
+                seq,
+                self.limit,
+            )
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.component_id)[:64]
         path = self.directory / f"{safe}-{int(session.started * 1000)}-{os.getpid()}-{seq:06d}.json"
         doc = {
