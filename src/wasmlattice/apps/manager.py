@@ -27,6 +27,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import nats.js.errors
@@ -179,23 +180,24 @@ class AppManager:
         log.info("app manager %s serving lattice %s", self.manager_id, self.lattice)
 
     async def stop(self) -> None:
-        """Stop acting, give up the lease, stop serving."""
+        """Stop acting, give up the lease, stop serving; each step bounded, so a stop always ends."""
         # Only the lease and reconcile loops: the API keeps answering until it is stopped below.
         for name in ("lease", "reconcile"):
             child = self._supervisor.child(name)
             if child is not None:
-                await child.stop()
+                await _bounded(f"stopping the {name} loop", child.stop())
         if self.leader and self._lease_kv is not None and self._lease_rev is not None:
             with contextlib.suppress(Exception):
-                await self._lease_kv.delete(self._lease_key, last=self._lease_rev)
+                release = self._lease_kv.delete(self._lease_key, last=self._lease_rev)
+                await _bounded("giving up the lease", release)
         self.reconciler.active = False
-        await self.reconciler.stop()
+        await _bounded("stopping the reconciler", self.reconciler.stop())
         if self._status_sub is not None:
             with contextlib.suppress(Exception):
-                await self._status_sub.unsubscribe()
+                await _bounded("unsubscribing from statuses", self._status_sub.unsubscribe())
         if self.api is not None:
-            await self.api.stop()
-        await self._supervisor.stop()
+            await _bounded("stopping the API", self.api.stop())
+        await _bounded("stopping the supervisor", self._supervisor.stop())
 
     # -- lease ----------------------------------------------------------------------------------
 
@@ -413,3 +415,17 @@ async def _run_app_manager(
             await nc.close()
         if metrics is not None:
             await metrics.release()
+
+
+# How long one step of `AppManager.stop` may take: a step that hangs (a NATS call during an outage,
+# a task that does not end when cancelled) is logged and skipped, so stopping never hangs.
+STOP_STEP_S = 10.0
+
+
+async def _bounded(what: str, step: Awaitable[Any]) -> None:
+    """Await `step` for at most STOP_STEP_S seconds; log and go on if it takes longer."""
+    try:
+        async with asyncio.timeout(STOP_STEP_S):
+            await step
+    except TimeoutError:
+        log.warning("app manager: %s took over %.0fs; going on with the stop", what, STOP_STEP_S)
