@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from wasmlattice.cli.app import app, setup_logging
+from wasmlattice.cli.common import parse_kv
 
 # Exit codes: 0 identical, 1 diverged, 2 the recording or component could not be used.
 DIVERGED = 1
@@ -49,12 +50,7 @@ def replay(
     if log_level.lower() != "debug":
         # The ingress logs a replayed trap as it would a served one; the report says it instead.
         logging.getLogger("wasmlattice.http").setLevel(logging.CRITICAL)
-    overrides: dict[str, str] = {}
-    for item in config or []:
-        k, sep, v = item.partition("=")
-        if not sep or not k:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--config")
-        overrides[k] = v
+    overrides = parse_kv(config or [], "--config")
     try:
         rec = load(recording)
         report = run_replay(rec, None if wasm is None else str(wasm), overrides, timeout)
