@@ -272,14 +272,18 @@ async def test_lattice_keeps_serving_when_a_nats_node_dies(
         assert any(link.target == "web-echo" for link in links_before), links_before
         # On three nodes, every bucket the lattice made has three replicas.
         js = env.nc.jetstream()
-        for bucket in (
-            sj.lattice_data_bucket(env.lattice),
-            sj.config_data_bucket(env.lattice),
-            secrets_bucket(env.lattice),
-            MANIFEST_BUCKET,
-            STATE_BUCKET,
-        ):
-            assert await replicas_of(js, f"KV_{bucket}") == 3, bucket
+        streams = [
+            f"KV_{bucket}"
+            for bucket in (
+                sj.lattice_data_bucket(env.lattice),
+                sj.config_data_bucket(env.lattice),
+                secrets_bucket(env.lattice),
+                MANIFEST_BUCKET,
+                STATE_BUCKET,
+            )
+        ]
+        for stream in streams:
+            assert await replicas_of(js, stream) == 3, stream
 
         # HTTP load, then node 1 (the edge host's) dies.
         results: list[tuple[float, float, int]] = []  # started, ended, status
@@ -327,6 +331,18 @@ async def test_lattice_keeps_serving_when_a_nats_node_dies(
         assert "reconnected to NATS at" in text and " after " in text, text[-3000:]
         assert text.count("disconnected from NATS") == 1, text[-3000:]
 
+        # A stream whose leader was on node 1 answers nothing until the two survivors elect a new
+        # one (seconds; measured 4-8 s unloaded, longer on a busy CI machine), so "nothing lost"
+        # is checked once every bucket has a leader again, not during the election.
+        async def leaders_back() -> None:
+            for stream in streams:
+                try:
+                    info = await js.stream_info(stream)
+                except (nats.errors.Error, TimeoutError) as e:  # no leader to answer yet
+                    raise AssertionError(f"{stream}: {type(e).__name__}: {e}") from e
+                assert info.cluster is not None and info.cluster.leader, (stream, info.cluster)
+
+        await eventually(leaders_back, timeout=60.0, what="every lattice bucket has a leader again")
         # Nothing was lost, and the lattice still takes writes (two of three replicas remain).
         async with _within(60.0, "reading and writing the lattice after the kill"):
             await _nothing_lost(env, apps, links_before, key)
