@@ -7,7 +7,8 @@ bound through a wrapper that appends the call's name, arguments and result to th
 sockets) is bound as it is, because replay runs it for real. The wrapper finds the log on the
 store's WASI context (`WasiCtx.recording`), which the HTTP ingress sets for each attempt of a
 recorded invocation, so an inline attempt given up and made again on a thread starts a new log.
-The format is in docs/record-replay.md.
+Outgoing HTTP (`wasi:http/outgoing-handler`) is recorded as one entry per exchange, request and
+response (replay/outgoing.py). The format is in docs/record-replay.md.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wasmlattice.replay.outgoing import OUTGOING_HANDLER, check_entry, record_outgoing
 from wasmlattice.replay.values import (
     REDACTED,
+    REDACTED_HEADERS,
     Handles,
     RecordingError,
     decode_bytes,
@@ -74,10 +78,6 @@ LIVE_FUNCTIONS = frozenset({"subscribe-duration", "subscribe-instant"})
 REDACTED_INTERFACES = frozenset(
     {"wasi:config/runtime", "wasi:config/store", "wasmcloud:secrets/reveal", "wasi:cli/environment"}
 )
-# Interfaces that hand the guest live streams: not recorded, and refused by replay.
-UNREPLAYABLE_INTERFACES = frozenset({"wasi:http/outgoing-handler"})
-# Request headers whose values are credentials: recorded as REDACTED.
-REDACTED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 def split_name(full: str) -> tuple[str, str]:
@@ -87,10 +87,11 @@ def split_name(full: str) -> tuple[str, str]:
 
 
 def kind_of(full: str) -> str:
-    """How record/replay treats an import function: "live", "recorded" or "unreplayable"."""
+    """How record/replay treats an import function: "live", "recorded" or "http" (an outgoing
+    HTTP exchange, replay/outgoing.py)."""
     iface, fname = split_name(full)
-    if iface in UNREPLAYABLE_INTERFACES:
-        return "unreplayable"
+    if iface == OUTGOING_HANDLER:
+        return "http"
     if iface in LIVE_INTERFACES or iface.startswith("wasi:sockets/") or fname.startswith("[resource-drop]"):
         return "live"
     if fname in LIVE_FUNCTIONS:
@@ -116,6 +117,21 @@ class CallLog:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
         self.handles = Handles()
+        # Outgoing HTTP exchanges: what fills in each one's request body before the log is written,
+        # and the body bytes recorded so far (bounded by `outgoing.MAX_EXCHANGE_TOTAL`).
+        self.settlers: list[Callable[[], None]] = []
+        self.exchange_bytes = 0
+
+    def add_exchange(self, entry: dict[str, Any], settle: Callable[[], None]) -> None:
+        """Append an outgoing HTTP exchange's entry, completed later by the exchange itself."""
+        self.calls.append(entry)
+        self.settlers.append(settle)
+
+    def settle(self) -> None:
+        """Complete the exchanges' entries (on the event loop, just before the log is written)."""
+        settlers, self.settlers = self.settlers, []
+        for settle in settlers:
+            settle()
 
     def add(self, full: str, sig: FuncSig, args: tuple[Any, ...], outcome: Any, trapped: bool) -> None:
         """Append a call that answered `outcome` (or trapped with it)."""
@@ -131,7 +147,10 @@ class CallLog:
 
 def recording_wrap(full: str, sig: FuncSig, fn: HostFunc) -> HostFunc:
     """The function to bind for import `full` in a component linked for recording."""
-    if kind_of(full) != "recorded":
+    kind = kind_of(full)
+    if kind == "http":
+        return record_outgoing(full, sig, fn)
+    if kind != "recorded":
         return fn
     result_is_result = isinstance(sig.result, ResultT)
 
@@ -290,6 +309,7 @@ class Recorder:
                 return None
             self._seq += 1
             seq = self._seq
+        session.log.settle()
         if seq == self.limit:
             log.warning(
                 "%s: recording %d of at most %d; later invocations are not recorded",
@@ -388,6 +408,8 @@ def parse(doc: Any) -> Recording:
             raise RecordingError(f"{where}: expected exactly one of `result` and `trap`")
         if "trap" in c and not isinstance(c["trap"], str):
             raise RecordingError(f"{where}.trap: expected a string")
+        if kind_of(name) == "http":
+            check_entry(c, where)
     out = _obj(doc, "outcome")
     status = out.get("status")
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 999:

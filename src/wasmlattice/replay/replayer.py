@@ -1,8 +1,9 @@
 """Replaying a recorded invocation against a component, locally, and finding where it diverges.
 
 The component is linked with `replay_wrap`: every recorded kind of import answers from the
-recording in order (no lattice, no network, no backend is reached), the guest's plumbing
-(`wasi:io`, `wasi:http/types`, stdio) runs for real, and interfaces that cannot be replayed trap.
+recording in order (no lattice, no network, no backend is reached; an outgoing HTTP request gets
+its recorded response, replay/outgoing.py), and the guest's plumbing (`wasi:io`,
+`wasi:http/types`, stdio) runs for real.
 The first call whose name or arguments differ from the recording ends the run (the guest traps)
 and is the reported divergence; otherwise the response is compared field by field.
 """
@@ -23,6 +24,15 @@ from wasmlattice.capabilities.http_ingress import (
     RequestParts,
     serve_locally,
 )
+from wasmlattice.replay.outgoing import (
+    ReplayedExchange,
+    body_text,
+    options_json,
+    replayed_result,
+    request_difference,
+    request_json,
+    tap_request_body,
+)
 from wasmlattice.replay.recording import (
     REDACTED_INTERFACES,
     Outcome,
@@ -32,7 +42,7 @@ from wasmlattice.replay.recording import (
     split_name,
     trap_reason,
 )
-from wasmlattice.replay.values import REDACTED, Handles, RecordingError, decode, encode, encode_bytes
+from wasmlattice.replay.values import REDACTED, Handles, RecordingError, decode, decode_bytes, encode
 from wasmlattice.runtime.component import CompileCache, ComponentError, default_cache_dir, read_component_file
 from wasmlattice.runtime.engine import HostEngine
 from wasmlattice.runtime.fastcall import Trap
@@ -85,11 +95,25 @@ class ReplayLog:
         self.pos = 0
         self.handles = Handles()
         self.divergence: Divergence | None = None
+        # Outgoing HTTP requests whose bodies the guest may still be writing.
+        self.exchanges: list[ReplayedExchange] = []
+
+    def check_bodies(self, final: bool) -> None:
+        """Compare the outgoing request bodies the guest has ended (`final`: all of them)."""
+        for ex in self.exchanges:
+            d = ex.check(final)
+            if d is not None and self.divergence is None:
+                self.divergence = Divergence(*d)
+
+    def _stop_if_diverged(self) -> None:
+        if self.exchanges:
+            self.check_bodies(False)
+        if self.divergence is not None:
+            raise Trap(f"replay stopped: {self.divergence.where} diverged")
 
     def answer(self, full: str, sig: FuncSig, args: tuple[Any, ...]) -> Any:
         """The recorded answer to this call; traps the guest if it is not the call recorded next."""
-        if self.divergence is not None:
-            raise Trap(f"replay stopped: {self.divergence.where} diverged")
+        self._stop_if_diverged()
         got = encode_call_args(sig, args, self.handles)
         shown = _call_text(full, got)
         i = self.pos
@@ -115,6 +139,37 @@ class ReplayLog:
             raise value
         return value.value if isinstance(value, Ok) else value
 
+    def answer_outgoing(self, full: str, sig: FuncSig, request: Any, options: Any) -> Any:
+        """`outgoing-handler.handle` answered from the recorded exchange (replay/outgoing.py)."""
+        self._stop_if_diverged()
+        got = [request_json(request), options_json(options)]
+        i = self.pos
+        if i >= len(self.calls):
+            return self._diverge(
+                f"call {i}", "no more host calls (the recorded invocation ended)", _call_text(full, got)
+            )
+        exp = self.calls[i]
+        if exp["call"] != full:
+            return self._diverge(f"call {i}", _call_text(exp["call"], exp["args"]), _call_text(full, got))
+        diff = request_difference(exp["args"], got)
+        if diff is not None:
+            return self._diverge(f"call {i} ({full}) {diff[0]}", diff[1], diff[2])
+        self.pos += 1
+        tap, pipe = tap_request_body(request, forward=False)
+        expected_body = decode_bytes(exp["args"][0]["body"], f"calls[{i}].args[0].body")
+        self.exchanges.append(ReplayedExchange(i, full, expected_body, tap, pipe))
+        if "trap" in exp:
+            raise Trap(exp["trap"])
+        try:
+            value = replayed_result(sig, exp, f"calls[{i}]", ctx())
+        except RecordingError as e:
+            self.divergence = Divergence(f"call {i} ({full})", "a valid recorded result", str(e))
+            raise Trap(f"replay: {e}") from None
+        encode(sig.result, value, self.handles)  # number the future as the recording did
+        if isinstance(value, Err):
+            raise value
+        return value.value
+
     def _diverge(self, where: str, expected: str, got: str) -> Any:
         self.divergence = Divergence(where, expected, got)
         raise Trap(f"replay diverged at {where}")
@@ -139,12 +194,15 @@ def replay_wrap(full: str, sig: FuncSig, fn: HostFunc) -> HostFunc:
     kind = kind_of(full)
     if kind == "live":
         return fn
-    if kind == "unreplayable":
+    if kind == "http":
 
-        def refuse(*_args: Any) -> Any:
-            raise Trap(f"{full} cannot be replayed (docs/record-replay.md)")
+        def answer_http(request: Any, options: Any) -> Any:
+            calls: ReplayLog | None = ctx().recording
+            if calls is None:
+                raise Trap(f"{full} called outside a replayed invocation")
+            return calls.answer_outgoing(full, sig, request, options)
 
-        return refuse
+        return answer_http
 
     def answer(*args: Any) -> Any:
         calls: ReplayLog | None = ctx().recording
@@ -171,6 +229,9 @@ def replay(
 async def _replay(
     recording: Recording, wasm: str | None, overrides: dict[str, str], timeout: float
 ) -> Report:
+    for i, c in enumerate(recording.calls):
+        if "unreplayable" in c:
+            raise RecordingError(f"calls[{i}] ({c['call']}) cannot be replayed: {c['unreplayable']}")
     path = wasm or recording.component["path"]
     notes: list[str] = []
     data = read_component_file(path)
@@ -200,6 +261,7 @@ async def _replay(
     assert tap.status is not None
     outcome = Outcome(tap.status, tap.headers, b"".join(tap.chunks), trap_reason(error))
     log = session.log
+    log.check_bodies(True)
     divergence = log.divergence
     if divergence is None and log.pos < len(log.calls):
         exp = log.calls[log.pos]
@@ -227,7 +289,7 @@ def compare_outcomes(expected: Outcome, got: Outcome) -> Divergence | None:
     if expected.body != got.body:
         at = next((i for i, (a, b) in enumerate(zip(expected.body, got.body, strict=False)) if a != b), None)
         at = min(len(expected.body), len(got.body)) if at is None else at
-        return Divergence(f"outcome.body (byte {at})", _body_text(expected.body), _body_text(got.body))
+        return Divergence(f"outcome.body (byte {at})", body_text(expected.body), body_text(got.body))
     if expected.trap != got.trap:
         return Divergence("outcome.trap", str(expected.trap), str(got.trap))
     return None
@@ -265,9 +327,3 @@ def _value_text(v: Any) -> str:
 
 def _header_text(h: list[str] | None) -> str:
     return "(none)" if h is None else f"{h[0]}: {h[1]}"
-
-
-def _body_text(body: bytes) -> str:
-    enc = encode_bytes(body[:200])
-    shown = enc.get("text", enc.get("base64", ""))
-    return f"{len(body)} bytes: {shown!r}" + ("..." if len(body) > 200 else "")

@@ -34,6 +34,8 @@ from wasmlattice.runtime.witypes import (
 )
 
 REDACTED = "<redacted>"
+# Request headers whose values are credentials: recorded as REDACTED (incoming and outgoing requests).
+REDACTED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 _INT = {
     "u8": (0, 2**8 - 1),

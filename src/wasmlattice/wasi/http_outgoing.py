@@ -127,13 +127,29 @@ class FutureIncomingResponse:
         self.result: Any = None
         self.taken = False
         self.task: Any = None
+        # Called once with the outcome when it is set (a recorder following the exchange).
+        self._listener: Callable[[Any], None] | None = None
 
     def resolve(self, result: Any) -> None:
         """Set the outcome (`IncomingResponse` or an error-code `Err`); called on the event loop."""
         with self.ctx.cond:
-            if self.result is None:
-                self.result = result
+            if self.result is not None:
+                self.ctx.cond.notify_all()
+                return
+            self.result = result
+            listener, self._listener = self._listener, None
             self.ctx.cond.notify_all()
+        if listener is not None:
+            listener(result)
+
+    def when_resolved(self, listener: Callable[[Any], None]) -> None:
+        """Call `listener` with the outcome once it is set (now, if it already is); one listener."""
+        with self.ctx.cond:
+            r = self.result
+            if r is None:
+                self._listener = listener
+                return
+        listener(r)
 
     def subscribe(self) -> Pollable:
         """Ready when the response (or an error) is there."""

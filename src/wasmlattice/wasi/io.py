@@ -188,6 +188,15 @@ class BytePipe:
         self._changed()
         return out
 
+    def give_back(self, data: bytes) -> None:
+        """Put bytes a reader took back in front of the rest (a recorder that read a body ahead of
+        the guest hands it on unchanged)."""
+        with self.cond:
+            if data:
+                self.chunks.insert(0, bytes(data))
+                self.size += len(data)
+            self._changed()
+
     def close_reader(self, discard: bool = False) -> None:
         """The reader will read no more; writers see `closed`.
 
@@ -234,6 +243,30 @@ class BytePipe:
                     return True
                 ev.clear()
             await ev.wait()
+
+
+def tap_writes(pipe: BytePipe, sink: Callable[[bytes], None], forward: bool = True) -> None:
+    """Hand every later write into `pipe` (and the bytes it already holds) to `sink` as well.
+
+    Without `forward` the writes go to `sink` only and the pipe stays empty, so a writer never
+    waits for a reader (replay, which has no network to send to). The tap replaces `put` on this
+    one pipe, so pipes nobody taps pay nothing for it.
+    """
+    with pipe.cond:
+        held = b"".join(pipe.chunks)
+        if not forward:
+            pipe.chunks.clear()
+            pipe.size = 0
+    if held:
+        sink(held)
+    put = pipe.put
+
+    def tapped(data: bytes) -> None:
+        sink(bytes(data))
+        if forward:
+            put(data)
+
+    pipe.put = tapped  # type: ignore[method-assign]
 
 
 class InputStream:
