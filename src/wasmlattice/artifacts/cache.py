@@ -12,14 +12,15 @@ Root: `$WASMLATTICE_ARTIFACT_CACHE_DIR`, else `artifacts/` beside the compile ca
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import os
 import tempfile
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
 
 from wasmlattice.artifacts.reference import is_digest
 from wasmlattice.artifacts.source import ArtifactError
@@ -97,72 +98,55 @@ class ArtifactCache:
         return path
 
 
-class CacheWriter:
-    """The bytes of one digest written to a temporary file as they arrive; `commit` renames it into
-    place once the caller has checked the digest, `abort` removes it.
+# A pulled layer is written to the cache after the pull has handed its checked bytes to the caller,
+# on a thread of its own, so the host starts compiling while the file is written. Writes under way
+# are known per file, so a later fetch of the same digest in this process waits for the file
+# instead of downloading it again; another process that looks meanwhile sees no file (the rename
+# is atomic) and pulls, which costs time, never correctness. The thread is joined at interpreter
+# exit (concurrent.futures does that), so a command that pulled leaves the file behind.
+_WRITES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="artifact-cache-write")
+_pending: dict[Path, Future[None]] = {}
+_pending_lock = threading.Lock()
 
-    Blocking I/O: call from a worker thread (`write` runs on the pull's hashing thread). A failure to
-    create or write the file (a full or read-only disk) only stops the caching: it costs a download
-    next time, never the pull; `error` keeps the reason. `abort` may run while a `write` is under way
-    in another thread (a pull cancelled half way), hence the lock.
-    """
 
-    def __init__(self, cache: ArtifactCache, digest: str) -> None:
-        self.path = cache.path(digest)
-        self.error: OSError | None = None
-        self._lock = threading.Lock()
-        self._file: BinaryIO | None = None
-        self._tmp = ""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
-            self._file = os.fdopen(fd, "wb")
-        except OSError as e:
-            self._fail(e)
+def _forget(path: Path, done: Future[None]) -> None:
+    with _pending_lock:
+        if _pending.get(path) is done:
+            del _pending[path]
 
-    def write(self, chunk: bytes | memoryview) -> None:
-        """Append `chunk` (nothing once writing has failed or been aborted)."""
-        with self._lock:
-            if self._file is None:
-                return
-            try:
-                self._file.write(chunk)
-            except OSError as e:
-                self._fail(e)
 
-    def commit(self) -> Path | None:
-        """Rename the finished file into place (atomic: readers see no file or the whole one); the
-        path, or None if writing failed."""
-        with self._lock:
-            if self._file is None:
-                return None
-            try:
-                self._file.close()
-                self._file = None
-                os.replace(self._tmp, self.path)
-                self._tmp = ""
-            except OSError as e:
-                self._fail(e)
-                return None
-            return self.path
+class PendingWrites:
+    """The cache writes one fetcher started, so closing it can wait for them."""
 
-    def abort(self) -> None:
-        """Drop the temporary file."""
-        with self._lock:
-            self._discard()
+    def __init__(self) -> None:
+        self._futures: set[Future[None]] = set()
 
-    def _fail(self, e: OSError) -> None:
-        if self.error is None:
-            self.error = e
-            log.warning("artifact cache: cannot store %s: %s", self.path.name, e)
-        self._discard()
+    def put_later(self, cache: ArtifactCache, digest: str, data: bytes | bytearray, verified: bool) -> None:
+        """Write `data` under `digest` on the cache's writer thread; a failure is logged, not raised."""
+        path = cache.path(digest)
+        future = _WRITES.submit(_put_quietly, cache, digest, data, verified)
+        with _pending_lock:
+            _pending[path] = future
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+        future.add_done_callback(lambda f: _forget(path, f))
 
-    def _discard(self) -> None:
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self._file.close()
-            self._file = None
-        if self._tmp:
-            with contextlib.suppress(OSError):
-                os.unlink(self._tmp)
-            self._tmp = ""
+    async def wait(self) -> None:
+        """Until every write started here has ended."""
+        while self._futures:
+            await asyncio.wrap_future(next(iter(self._futures)))
+
+
+async def written(cache: ArtifactCache, digest: str) -> None:
+    """Until a write of `digest` under way in this process (if any) has ended."""
+    with _pending_lock:
+        future = _pending.get(cache.path(digest))
+    if future is not None:
+        await asyncio.wrap_future(future)
+
+
+def _put_quietly(cache: ArtifactCache, digest: str, data: bytes | bytearray, verified: bool) -> None:
+    try:
+        cache.put(digest, data, verified)
+    except (OSError, ArtifactError) as e:  # a full or read-only cache costs a re-download, not the pull
+        log.warning("artifact cache: cannot store %s: %s", digest, e)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from wasmlattice.artifacts.auth import Credentials
-from wasmlattice.artifacts.cache import ArtifactCache, CacheWriter, sha256_digest
+from wasmlattice.artifacts.cache import ArtifactCache, PendingWrites, sha256_digest, written
 from wasmlattice.artifacts.lattice_store import LATTICE_SCHEME, LatticeRef, LatticeStore, parse_lattice_ref
 from wasmlattice.artifacts.oci import (
     MAX_MANIFEST_BYTES,
@@ -117,8 +117,8 @@ class OciSource:
         self.progress = progress
         # `pull` hashes while the layer streams in and refuses a mismatch: no second pass needed.
         self.verifies_digest = True
-        # `pull` writes the layer into the cache as it streams in: the fetcher need not write it again.
-        self.stores_in_cache = True
+        # Manifests written to the cache in the background (joined by the fetcher's `close`).
+        self.writes = PendingWrites()
         # Layer sizes from manifests resolved recently: `pull` enforces the size the manifest named.
         self._sizes: dict[str, int] = {}
 
@@ -148,31 +148,13 @@ class OciSource:
                 return parse_manifest(raw, ref.digest, None, str(ref))
         manifest = await self.client.get_manifest(ref)
         # Kept by digest, so a later reference pinned to it needs no registry.
-        try:
-            await asyncio.to_thread(self.cache.put, manifest.digest, manifest.raw)
-        except OSError as e:  # as for layers: a cache that cannot be written costs no pull
-            log.warning("artifact cache: cannot store manifest %s: %s", manifest.digest, e)
+        self.writes.put_later(self.cache, manifest.digest, manifest.raw, False)
         return manifest
 
     async def pull(self, ref: str, digest: str) -> bytearray:
-        """The layer's bytes, streamed and checked against `digest` and the size cap, and cached.
-
-        Each chunk goes into the cache's temporary file as it arrives (on the hashing thread), and
-        the file is renamed into place only once the whole layer matched `digest`.
-        """
+        """The layer's bytes, streamed and checked against `digest` and the size cap."""
         size = self._sizes.pop(digest, None)
-        writer = await asyncio.to_thread(CacheWriter, self.cache, digest)
-        try:
-            data = await self.client.get_blob(
-                parse_oci_ref(ref), digest, self.max_size, size, self.progress, sink=writer.write
-            )
-        except BaseException:
-            # Inline, not in a thread: it must also run when the pull is cancelled (a close and an
-            # unlink of a file nobody else sees).
-            writer.abort()
-            raise
-        await asyncio.to_thread(writer.commit)
-        return data
+        return await self.client.get_blob(parse_oci_ref(ref), digest, self.max_size, size, self.progress)
 
 
 class ArtifactFetcher:
@@ -194,6 +176,7 @@ class ArtifactFetcher:
         self._checks: dict[str, Callable[[str], object]] = {}
         # One pull per digest at a time: concurrent scales of one image download it once.
         self._pulling: dict[str, asyncio.Lock] = {}
+        self._writes = PendingWrites()
         self.register(
             "oci", OciSource(self.oci, self.cache, self.policy.max_size, progress), self.policy.check_oci
         )
@@ -234,6 +217,7 @@ class ArtifactFetcher:
         pinned = getattr(source, "pinned_digest", None)
         digest = pinned(ref) if callable(pinned) else None
         if digest is not None:
+            await written(self.cache, digest)
             hit = await asyncio.to_thread(self.cache.get, digest, self.policy.max_size)
             if hit is not None:
                 return Artifact(ref, digest, hit, cached=True)
@@ -241,6 +225,7 @@ class ArtifactFetcher:
         lock = self._pulling.setdefault(digest, asyncio.Lock())
         async with lock:
             try:
+                await written(self.cache, digest)
                 cached = await asyncio.to_thread(self.cache.get, digest, self.policy.max_size)
                 if cached is not None:
                     log.debug("%s: %s from the artifact cache", ref, digest)
@@ -258,11 +243,9 @@ class ArtifactFetcher:
                     raise ArtifactError(
                         f"digest mismatch for {ref}: expected {digest}, the bytes have {actual}"
                     )
-                if getattr(source, "stores_in_cache", False) is not True:
-                    try:
-                        await asyncio.to_thread(self.cache.put, digest, data, True)
-                    except OSError as e:  # a full or read-only cache costs a re-download, not the scale
-                        log.warning("artifact cache: cannot store %s: %s", digest, e)
+                # Written after the caller has the bytes (artifacts/cache.py says why); a later
+                # fetch of this digest waits for the file.
+                self._writes.put_later(self.cache, digest, data, True)
                 log.info("%s: pulled %s (%d bytes)", ref, digest, len(data))
                 return Artifact(ref, digest, data, cached=False)
             finally:
@@ -271,6 +254,11 @@ class ArtifactFetcher:
                 self._pulling.pop(digest, None)
 
     async def close(self) -> None:
-        """Close the registry connections."""
+        """Close the registry connections, once the cache writes started here have ended."""
+        await self._writes.wait()
+        for source in self._sources.values():
+            writes = getattr(source, "writes", None)
+            if isinstance(writes, PendingWrites):
+                await writes.wait()
         with contextlib.suppress(Exception):
             await self.oci.close()

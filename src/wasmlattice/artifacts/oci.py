@@ -432,13 +432,10 @@ class OciClient:
         max_size: int,
         size: int | None = None,
         progress: Progress | None = None,
-        sink: Sink | None = None,
     ) -> bytearray:
         """The blob `digest` of `ref`'s repository, hashed while it streams in; at most `max_size` bytes.
 
-        `size` (from the manifest) is enforced too. `ArtifactError` on a digest mismatch. `sink`
-        (e.g. `CacheWriter.write`) gets the blob's bytes, in order and in pieces of a few MiB, on a
-        hashing thread; what it got is only trustworthy once this returns.
+        `size` (from the manifest) is enforced too. `ArtifactError` on a digest mismatch.
         """
         if size is not None and size > max_size:
             raise ArtifactError(self._too_big_blob(ref, digest, size, max_size))
@@ -457,7 +454,7 @@ class OciClient:
                     f"manifest says {size}"
                 )
             try:
-                data, actual = await self._receive(ref, digest, resp, cap, length, size, progress, sink)
+                data, actual = await self._receive(ref, digest, resp, cap, length, size, progress)
             except (aiohttp.ClientError, TimeoutError) as e:
                 raise RegistryError(f"registry {ref.registry} broke off sending blob {digest}: {e}") from None
         if actual != digest:
@@ -476,7 +473,6 @@ class OciClient:
         length: int | None,
         size: int | None,
         progress: Progress | None,
-        sink: Sink | None,
     ) -> tuple[bytearray, str]:
         """The body and its digest. With a Content-Length each received buffer is copied into one
         buffer of that size and dropped, so the allocator hands the next receive the same (already
@@ -485,7 +481,7 @@ class OciClient:
         known = length is not None
         data = bytearray(length) if length is not None else bytearray()
         view = memoryview(data) if length is not None else None
-        hasher = _StreamHasher(sink, view)
+        hasher = _StreamHasher(view)
         received = 0
         try:
             # Let aiohttp buffer up to 2 x CHUNK before it stops reading the socket (a recent
@@ -596,42 +592,34 @@ class OciClient:
         return digest
 
 
-# A pull hashes on the event loop, a MiB at a time, and hands what it hashed to its sink (the cache
-# file) on a thread, a batch at a time. Measured on a busy 2-core machine (BENCHMARKS.md), hashing
-# on a thread of its own lost more than it won: each hand-off waited for the GIL and for a core,
-# while hashlib on the loop costs about 0.5 ms per MiB with no waiting. File writes stay off the
-# loop, where a disk under writeback pressure could stall it. Threads of their own rather than the
-# loop's default executor, which the host fills with compiles that take seconds, and kept between
-# pulls (a thread started per pull cost milliseconds on a busy machine). Each pull has at most one
-# batch on this pool at a time, so its bytes are written in order.
-_SINK_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="oci-cache-write")
-# Bytes hashed at once on the loop (about 0.5 ms of it), and the least handed to the sink at once.
+# A pull hashes on a thread of its own while the loop keeps receiving: hashlib releases the GIL
+# while it hashes a large buffer, so on two cores the sha256 of the layer (about 0.5 ms per MiB)
+# overlaps the transfer instead of following it. Batches are queued without waiting for the previous
+# one (one thread, so they are hashed in order), and only the end of the pull waits for the last.
+# A thread of its own rather than the loop's default executor, which a host fills with compiles
+# that take seconds, and kept between pulls (starting one per pull cost milliseconds on a busy
+# machine). Measured in BENCHMARKS.md ("Artifact pull").
+_HASH_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oci-sha256")
+# Bytes handed to the hashing thread at once.
 HASH_BATCH = 1 << 20
-SINK_BATCH = 4 << 20
-
-Sink = Callable[[memoryview | bytes], None]
 
 
 class _StreamHasher:
-    """sha256 of a blob fed in order, hashed on the loop in batches; the hashed bytes go to a sink
-    on `_SINK_POOL`.
+    """sha256 of a blob fed in order, hashed on `_HASH_POOL` in batches.
 
     The blob arrives either into one preallocated buffer (`view`: `advance(end)` says its first
     `end` bytes are in, and a batch is one slice of it, never a copy) or as separate buffers
     (`feed`). Fed bytes must not change afterwards.
     """
 
-    def __init__(self, sink: Sink | None, view: memoryview | None = None) -> None:
-        self._sink = sink
+    def __init__(self, view: memoryview | None = None) -> None:
         self._view = view
         self._sha = hashlib.sha256()
         self._end = 0  # `view`: bytes fed so far
-        self._hashed = 0  # `view`: bytes hashed so far
-        self._sunk = 0  # `view`: bytes handed to the sink so far
-        self._pieces: list[bytes] = []  # no `view`: fed, not hashed yet
-        self._unsunk: list[memoryview | bytes] = []  # no `view`: hashed, not handed to the sink
+        self._hashed = 0  # `view`: bytes handed to the thread so far
+        self._pieces: list[memoryview | bytes] = []  # no `view`: fed, not handed over yet
         self._waiting = 0
-        self._batch: asyncio.Future[None] | None = None
+        self._last: asyncio.Future[None] | None = None
         self._closed = False
 
     def feed(self, piece: bytes) -> None:
@@ -639,71 +627,51 @@ class _StreamHasher:
         self._pieces.append(piece)
         self._waiting += len(piece)
         if self._waiting >= HASH_BATCH:
-            self._hash()
+            self._hand_over()
 
     def advance(self, end: int) -> None:
         """The first `end` bytes of `view` are in (and will not change)."""
         self._waiting += end - self._end
         self._end = end
         if self._waiting >= HASH_BATCH:
-            self._hash()
+            self._hand_over()
 
-    def _hash(self) -> None:
-        if self._view is not None:
-            self._sha.update(self._view[self._hashed : self._end])
-            self._hashed = self._end
-        else:
-            for piece in self._pieces:
-                self._sha.update(piece)
-            self._unsunk += self._pieces
-            self._pieces = []
-        self._waiting = 0
-        if self._sink is not None:
-            self._to_sink(final=False)
-
-    def _to_sink(self, final: bool) -> None:
-        if self._batch is not None:
-            if not self._batch.done():
-                return  # the next batch grows meanwhile
-            self._batch.result()  # a failure of the previous batch ends the pull
+    def _hand_over(self) -> None:
         pieces: list[memoryview | bytes]
         if self._view is not None:
-            if self._hashed - self._sunk < (1 if final else SINK_BATCH):
+            if self._end == self._hashed:
                 return
-            pieces = [self._view[self._sunk : self._hashed]]
-            self._sunk = self._hashed
+            pieces = [self._view[self._hashed : self._end]]
+            self._hashed = self._end
         else:
-            if sum(len(p) for p in self._unsunk) < (1 if final else SINK_BATCH):
+            if not self._pieces:
                 return
-            pieces, self._unsunk = self._unsunk, []
-        self._batch = asyncio.get_running_loop().run_in_executor(_SINK_POOL, self._write, pieces)
+            pieces, self._pieces = self._pieces, []
+        self._waiting = 0
+        self._last = asyncio.get_running_loop().run_in_executor(_HASH_POOL, self._update, pieces)
 
-    def _write(self, pieces: list[memoryview | bytes]) -> None:
+    def _update(self, pieces: list[memoryview | bytes]) -> None:
         for piece in pieces:
             if self._closed:  # the pull was abandoned: the rest is nobody's
                 return
-            assert self._sink is not None
-            self._sink(piece)
+            self._sha.update(piece)
 
     async def result(self) -> str:
-        """`sha256:<hex>` of everything fed, once it has all been hashed (and sunk)."""
-        self._hash()
-        while self._sink is not None:
-            if self._batch is not None:
-                await asyncio.shield(self._batch)
-            self._to_sink(final=True)
-            if self._batch is None or self._batch.done():
-                break
+        """`sha256:<hex>` of everything fed, once the thread has hashed it all."""
+        self._hand_over()
+        if self._last is not None:
+            # Batches run in order on one thread: once the last is done, so are all before it.
+            await asyncio.shield(self._last)
         return "sha256:" + self._sha.hexdigest()
 
     def close(self) -> None:
-        """Stop sinking what is left (after `result`, a no-op); a batch under way ends early."""
+        """Stop hashing what is queued (after `result`, a no-op)."""
         self._closed = True
-        self._pieces, self._unsunk = [], []
-        batch = self._batch
-        if batch is not None and not batch.done():
+        self._pieces = []
+        last = self._last
+        if last is not None and not last.done():
             # Retrieved when it ends, so asyncio does not log a failure nobody awaits.
-            batch.add_done_callback(lambda f: f.cancelled() or f.exception())
+            last.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 async def _error_text(resp: aiohttp.ClientResponse) -> str:
