@@ -14,8 +14,9 @@ Every second it samples the RSS and open file descriptors of each process. It pr
 the failed requests in the 30 s after it and the recovery time (fault to last failure), and the
 RSS and fd growth of the processes that lived through the whole run, measured from the end of the
 warm-up: first sample against last, and the median of the first minute against that of the last
-(the one the target is read from, since one sample counts the instances alive at that second). Targets: RSS growth under 10 % after warm-up, no fd growth, every fault recovered
-within 5 s. There is no peer: the numbers stand against the targets.
+(the one the target is read from, since one sample counts the instances alive at that second).
+Targets: RSS growth under 10 % after warm-up, no fd growth, every fault recovered within 5 s.
+There is no peer: the numbers stand against the targets.
 
     python benchmarks/soak.py [--duration 600] [--connections 8]
 """

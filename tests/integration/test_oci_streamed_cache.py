@@ -1,6 +1,8 @@
-"""A cold pull streams the layer into the cache while hashing it on another thread (artifacts/oci.py,
-artifacts/cache.py): against a real docker-registry, the cache holds exactly the checked bytes, and
-a tampered layer, a cancelled pull or an unwritable cache leave nothing behind."""
+"""A cold pull hashes the layer on another thread as it streams in and writes the cache once the bytes
+are checked, after handing them over (artifacts/oci.py, artifacts/cache.py): against a real
+docker-registry, the cache holds exactly the checked bytes, a fetch right after a pull waits for the
+file instead of pulling again, and a tampered layer, a cancelled pull or an unwritable cache leave
+nothing behind."""
 
 from __future__ import annotations
 
@@ -49,17 +51,25 @@ async def test_cold_pull_streams_into_the_cache_and_leaves_nothing_on_failure(tm
                 FetchPolicy.of(False, [reg.host], max_size), cache=ArtifactCache(cache_dir)
             )
 
-        # Cold: the bytes come back whole and the cache holds exactly them, under their digest.
+        # Cold: the bytes come back whole; a fetch right after (the file may still be being
+        # written) is served from the cache, which holds exactly them, under their digest.
         f = fetcher(tmp_path / "cache")
         try:
             got = await f.fetch(ref)
             assert got.data == data and got.digest == digest and not got.cached
-            assert (tmp_path / "cache" / "sha256" / digest.split(":")[1]).read_bytes() == data
-            assert not leftovers(tmp_path / "cache")
             again = await f.fetch(ref)
             assert again.cached and again.data == data
+            assert (tmp_path / "cache" / "sha256" / digest.split(":")[1]).read_bytes() == data
+            assert not leftovers(tmp_path / "cache")
         finally:
             await f.close()
+        # Closing a fetcher waits for its writes: a command that pulled leaves the file behind.
+        f = fetcher(tmp_path / "closed")
+        try:
+            await f.fetch(ref)
+        finally:
+            await f.close()
+        assert (tmp_path / "closed" / "sha256" / digest.split(":")[1]).read_bytes() == data
 
         # Above the size cap (the manifest's size says so): refused, nothing cached.
         f = fetcher(tmp_path / "small", max_size=1 << 20)
