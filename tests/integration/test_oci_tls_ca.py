@@ -117,3 +117,15 @@ async def test_pull_from_a_registry_with_a_private_ca(tmp_path: Path) -> None:
 
     with pytest.raises(ArtifactError, match=r"--tls-ca-path .*missing\.pem: cannot read the CA file"):
         registry_ssl_context([tmp_path / "missing.pem"])
+
+
+def test_a_host_refuses_to_start_with_a_bad_ca_file(tmp_path: Path) -> None:
+    """The host checks `--tls-ca-path` before it connects anywhere: exit 2 naming the flag and file."""
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    for name, why in (("missing.pem", "no such file"), ("junk.pem", "not a PEM file")):
+        # Port 1 on loopback: nothing answers there, so only the check can end the command at once.
+        out = cli(
+            "host", "--nats-url", "nats://127.0.0.1:1", "--tls-ca-path", str(tmp_path / name), cwd=tmp_path
+        )
+        assert out.returncode == 2, (out.returncode, out.stderr)
+        assert f"--tls-ca-path {tmp_path / name}: {why}" in out.stderr, out.stderr
