@@ -6,7 +6,9 @@ cached pull is a tag resolution (one manifest request) plus a cache read checked
 digest. Targets: cold within 1.5x of curl, cached under 50 ms. Run: `python benchmarks/artifacts.py
 [ROUNDS]`.
 
-Each round runs curl, the cold pull and the cached pull back to back; the ratio reported is the
+The cold pull is timed until the checked bytes are the caller's (what a host compiles from); the
+fetcher writes the cache file after that, and a second line times the pull until that write has
+ended too. Each round runs curl, the cold pull and the cached pull back to back; the ratio reported is the
 median of the rounds' own cold/curl ratios, so a machine whose load drifts during the run (others
 share it) compares like with like. The breakdown times the parts of a cold pull on their own: the
 manifest request, aiohttp reading the blob and dropping it (no hash, no cache), and sha256 of the
@@ -49,14 +51,17 @@ def hello_component() -> bytes:
     return Path(out.stdout.strip().splitlines()[-1]).read_bytes()
 
 
-async def pull(ref: str, registry: str, cache_dir: Path) -> float:
+async def pull(ref: str, registry: str, cache_dir: Path) -> tuple[float, float]:
+    """Seconds until the checked bytes are the caller's, and until the cache file is written too
+    (the fetcher writes it after handing the bytes over; `close` waits for that write)."""
     fetcher = ArtifactFetcher(FetchPolicy.of(False, [registry]), cache=ArtifactCache(cache_dir))
+    start = time.perf_counter()
     try:
-        start = time.perf_counter()
         await fetcher.fetch(ref)
-        return time.perf_counter() - start
+        usable = time.perf_counter() - start
     finally:
         await fetcher.close()
+    return usable, time.perf_counter() - start
 
 
 async def raw_read(url: str) -> float:
@@ -94,13 +99,15 @@ async def main() -> None:
             await push_component(client, parse_oci_ref(ref), data, wasm_config(data))
         blob_url = f"http://{reg.host}/v2/bench/hello/blobs/{digest}"
         curl(blob_url)  # warm the registry's own caches for both
-        colds, curls, cached, ratios = [], [], [], []
+        colds, curls, cached, ratios, written = [], [], [], [], []
         raws, manifests = [], []
         for i in range(ROUNDS):
             cache_dir = Path(tmp) / f"cache{i}"
             curls.append(curl(blob_url))
-            colds.append(await pull(ref, reg.host, cache_dir))
-            cached.append(await pull(ref, reg.host, cache_dir))
+            usable, on_disk = await pull(ref, reg.host, cache_dir)
+            colds.append(usable)
+            written.append(on_disk)
+            cached.append((await pull(ref, reg.host, cache_dir))[0])
             ratios.append(colds[-1] / curls[-1])
             raws.append(await raw_read(blob_url))
             manifests.append(await manifest_request(ref, reg.host))
@@ -116,6 +123,11 @@ async def main() -> None:
     print(
         f"  cold pull (tag)           {c * 1000:8.1f} ms   {statistics.median(ratios):.2f}x curl "
         f"(median of per-round ratios; best round {min(ratios):.2f}x; target <= 1.5x)"
+    )
+    print(
+        f"  cold pull, cache written  {statistics.median(written) * 1000:8.1f} ms   "
+        f"{statistics.median(d / k for d, k in zip(written, curls, strict=True)):.2f}x curl "
+        "(until the cache file is on disk too)"
     )
     print(f"  cached pull (tag)         {w * 1000:8.1f} ms   (target < 50 ms)")
     print("  breakdown of a cold pull, each part alone:")
