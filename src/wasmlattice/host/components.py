@@ -217,8 +217,6 @@ class ComponentRegistry:
         # compiles the optimised build in the background; new instances then use that one.
         self.tiered_compile = tiered_compile
         self._baseline: HostEngine | None = None
-        # Where optimised builds are compiled while the first-tier one serves: one thread.
-        self._builder: HostEngine | None = None
         # Digests whose optimised build is being compiled; one compile at a time (they use every core).
         self._optimising: set[str] = set()
         self._optimise_lock = threading.Lock()
@@ -725,9 +723,7 @@ class ComponentRegistry:
             error: BaseException | None = None
             try:
                 with self._optimise_lock:
-                    if self._builder is None:
-                        self._builder = HostEngine(self.engine.settings, background=True)
-                    comp = self.cache.load(data, self.engine, path, self._builder)
+                    comp = self.cache.load(data, self.engine, path)
                     result = link(self.engine, comp, self.registry, origin=path, wrap=self._wrap)
             except BaseException as e:
                 error = e

@@ -87,18 +87,12 @@ class CompileCache:
         """Compile `data` without caching the result (a first-tier build that is soon replaced)."""
         return self._compile(data, engine, origin)
 
-    def load(
-        self, data: bytes, engine: HostEngine, origin: str, builder: HostEngine | None = None
-    ) -> wc.Component:
-        """The compiled component for `data`, from the cache or freshly compiled (and then cached).
-
-        `builder`: compile on this engine (same settings as `engine`, e.g. a one-thread background
-        one) and hand the code to `engine` through its serialised form.
-        """
+    def load(self, data: bytes, engine: HostEngine, origin: str) -> wc.Component:
+        """The compiled component for `data`, from the cache or freshly compiled (and then cached)."""
         key = self.key(data, engine)
         path = self.path_for(key)
         if path is None:
-            return self._compile(data, engine, origin, None, builder)
+            return self._compile(data, engine, origin)
         if path.exists():
             comp = self._read(path, engine)
             if comp is not None:
@@ -109,36 +103,24 @@ class CompileCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             lock = open(path.with_suffix(".lock"), "w")  # noqa: SIM115 - held across the compile
         except OSError:
-            return self._compile(data, engine, origin, path, builder)
+            return self._compile(data, engine, origin, path)
         with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if path.exists():
                 comp = self._read(path, engine)
                 if comp is not None:
                     return comp
-            return self._compile(data, engine, origin, path, builder)
+            return self._compile(data, engine, origin, path)
 
     def _compile(
-        self,
-        data: bytes,
-        engine: HostEngine,
-        origin: str,
-        path: Path | None = None,
-        builder: HostEngine | None = None,
+        self, data: bytes, engine: HostEngine, origin: str, path: Path | None = None
     ) -> wc.Component:
-        if builder is not None and builder.settings != engine.settings:
-            raise ValueError(f"builder settings {builder.settings} differ from {engine.settings}")
         try:
-            comp = wc.Component((builder or engine).engine, data)
+            comp = wc.Component(engine.engine, data)
         except wasmtime.WasmtimeError as e:
             raise ComponentError(f"{origin} failed to compile: {_first_line(str(e))}") from e
-        if path is not None or builder is not None:
-            artifact = bytes(comp.serialize())
-            if path is not None:
-                self._write(path, artifact)
-            if builder is not None:
-                # Our own compiler's output, never bytes from elsewhere (docs/security.md).
-                comp = wc.Component.deserialize(engine.engine, artifact)
+        if path is not None:
+            self._write(path, bytes(comp.serialize()))
         return comp
 
     def _read(self, path: Path, engine: HostEngine) -> wc.Component | None:

@@ -47,14 +47,9 @@ class EngineSettings:
 class HostEngine:
     """A wasmtime `Engine` with epoch interruption driven by a background ticker thread."""
 
-    def __init__(self, settings: EngineSettings | None = None, *, background: bool = False) -> None:
-        """`background`: an engine that only compiles, on one thread (no epoch ticker), for builds
-        made while the host serves; its code moves to the serving engine by (de)serialisation."""
+    def __init__(self, settings: EngineSettings | None = None) -> None:
         self.settings = settings or EngineSettings()
         cfg = wasmtime.Config()
-        # A background compile on every core would take them from the requests being served (and,
-        # under `dev`, from the next build); one core leaves the other to them.
-        cfg.parallel_compilation = not background
         cfg.epoch_interruption = self.settings.epoch_interruption
         cfg.cranelift_opt_level = self.settings.opt_level
         cfg.wasm_component_model = True
@@ -66,7 +61,7 @@ class HostEngine:
         self.engine = wasmtime.Engine(cfg)
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
-        if self.settings.epoch_interruption and not background:
+        if self.settings.epoch_interruption:
             self._start_ticker()
 
     def _start_ticker(self) -> None:
