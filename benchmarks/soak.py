@@ -322,6 +322,11 @@ def report(
             f"{first[2]!s:>6} -> {last[2]!s:<4}"
             f"{early / 1024:>16.0f} -> {late / 1024:>5.0f}{(late - early) / early * 100:>7.1f}%"
         )
+        fds = [(t, n) for t, _, n in after if n is not None]
+        if fds:
+            fd_early = statistics.median(n for t, n in fds if t < first[0] + WINDOW_S)
+            fd_late = statistics.median(n for t, n in fds if t > last[0] - WINDOW_S)
+            print(f"#   {name}: open fds, minute medians: {fd_early:g} -> {fd_late:g}")
 
 
 def main() -> None:
