@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -384,6 +385,43 @@ async def test_scale_failure_and_unmatched_auction(lattice: Lattice, ids: list[s
     # Auctions: hosts whose labels match answer, others stay silent.
     auction = {"component_id": "echo", "component_ref": "x", "constraints": {"nope": "x"}}
     assert await lattice.gather(lattice.subj("component.auction"), json.dumps(auction).encode(), 0.5) == []
+
+
+@pytest.mark.slow
+async def test_a_component_file_is_read_again_once_it_changes(
+    lattice: Lattice, ids: list[str], http_echo_wasm: Path
+) -> None:
+    """A host skips re-reading a component file it loaded before only while the file is unchanged
+    (host/components.py): rewritten in place, it is read again, here refused as not WebAssembly."""
+    host = ids[0]
+    path = Path(tempfile.mkdtemp()) / "c.wasm"
+    shutil.copyfile(http_echo_wasm, path)
+    scaled: list[str] = []
+
+    async def scale(cid: str, count: int = 1) -> None:
+        scale = {"component_id": cid, "component_ref": f"file://{path}", "count": count}
+        reply = await lattice.request(lattice.subj("component.scale", host), scale)
+        assert reply == {"success": True, "message": ""}
+
+    try:
+        for cid in ("reread-a", "reread-b"):  # the second one from the unchanged file
+            await scale(cid)
+            await lattice.wait_event("component_scaled", lambda e, c=cid: e["data"]["component_id"] == c, 60)
+            scaled.append(cid)
+        path.write_bytes(b"this is not WebAssembly\n" * 8)
+        await scale("reread-c")
+        failed = await lattice.wait_event(
+            "component_scale_failed", lambda e: e["data"]["component_id"] == "reread-c", 60
+        )
+        assert "is not a WebAssembly file" in failed["data"]["error"], failed
+        shutil.copyfile(http_echo_wasm, path)
+        await scale("reread-d")
+        await lattice.wait_event("component_scaled", lambda e: e["data"]["component_id"] == "reread-d", 60)
+        scaled.append("reread-d")
+    finally:
+        for cid in scaled:
+            await scale(cid, 0)
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -34,7 +34,9 @@ def dirs(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def load(files: HostFiles, path: Path | str) -> bytes:
-    return files.read_component(ref(path), str(path))
+    data, _ = files.read_component(ref(path), str(path))
+    assert data is not None
+    return data
 
 
 def refusal(files: HostFiles, path: Path | str) -> str:

@@ -20,9 +20,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 # A component file larger than this is refused before it is read (`--max-component-size`).
 DEFAULT_MAX_COMPONENT_SIZE = 256 * 1024 * 1024
@@ -31,6 +32,17 @@ ALLOW_DIR_FLAG = "--allow-dir"
 # The one refusal for anything outside the allowed directories, existing or not, file or not.
 MSG_NOT_ALLOWED = f"not a regular file under the host's allowed directories ({ALLOW_DIR_FLAG})"
 _READ_CHUNK = 1 << 20
+
+
+class FileIdentity(NamedTuple):
+    """What tells a file's content unchanged without reading it (as `git status` does): the same
+    inode on the same device, size, modification and change times. Any write changes a time."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
 
 
 class HostFileError(Exception):
@@ -103,8 +115,12 @@ class HostFiles:
             raise HostFileError(f"cannot load {ref!r}: {MSG_NOT_ALLOWED}")
         return real
 
-    def read_component(self, ref: str, path: str) -> bytes:
-        """The bytes of the `file://` component at `path`, within this policy and its size cap."""
+    def read_component(
+        self, ref: str, path: str, unchanged: Callable[[FileIdentity], bool] | None = None
+    ) -> tuple[bytes | None, FileIdentity]:
+        """The bytes of the `file://` component at `path`, within this policy and its size cap, and
+        the file's identity; the bytes are None (not read) when `unchanged(identity)` says the
+        caller already has them. Every check runs either way."""
         real = self.check_load(ref, path)
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
@@ -127,6 +143,9 @@ class HostFiles:
                 raise HostFileError(f"cannot load {ref!r}: {MSG_NOT_ALLOWED}")
             if st.st_size > self.max_component_size:
                 raise HostFileError(self._too_big(ref, st.st_size))
+            identity = FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if unchanged is not None and unchanged(identity):
+                return None, identity
             chunks: list[bytes] = []
             size = 0
             while True:
@@ -137,7 +156,7 @@ class HostFiles:
                 if size > self.max_component_size:  # it grew while being read
                     raise HostFileError(self._too_big(ref, size))
                 chunks.append(chunk)
-            return b"".join(chunks)
+            return b"".join(chunks), identity
         finally:
             os.close(fd)
 
