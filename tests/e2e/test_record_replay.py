@@ -1,6 +1,6 @@
 """Record and replay (docs/record-replay.md): the notes example recorded on a real host, replayed offline.
 
-A lattice host started with `--record-dir` serves the notes example (key-value on NATS,
+A lattice host started with `--record-dir --record-all` serves the notes example (key-value on NATS,
 messaging) over real HTTP; its recording of `GET /notes/todo` is replayed by `wasmlattice replay`
 after the host is gone (no lattice, no NATS, no backend), and then against a changed copy of
 the notes source, whose first differing host call is reported.
@@ -49,7 +49,7 @@ async def test_record_on_host_and_replay_offline(env: LatticeEnv, tmp_path: Path
 
     records = tmp_path / "records"
     await forget_notes(env.nc)
-    env.start_host("--record-dir", str(records))
+    env.start_host("--record-dir", str(records), "--record-all")
     await env.host_ids(1)
     deploy = load_deploy()
     hello_addr, notes_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"

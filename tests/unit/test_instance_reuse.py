@@ -19,6 +19,7 @@ from wasmlattice.runtime.reuse import (
     FRESH,
     ReuseError,
     ReuseSettings,
+    parse_record,
     parse_reuse,
 )
 
@@ -64,6 +65,21 @@ def test_parse_errors_name_the_key(given: dict[str, str], key: str, text: str) -
 
 def test_unrelated_keys_under_our_prefix_are_not_refused() -> None:
     assert parse_reuse({"wasmlattice.dev/owner": "team-a"}) is FRESH
+
+
+def test_the_record_annotation() -> None:
+    key = "wasmlattice.dev/record"
+    assert parse_record(None) is False and parse_record({}) is False
+    assert parse_record({key: "true"}) is True and parse_record({key: " TRUE "}) is True
+    assert parse_record({key: "false"}) is False
+    assert parse_reuse({key: "true"}) is FRESH  # checked with the others, changes no pool
+    for check in (parse_record, parse_reuse):
+        with pytest.raises(
+            ReuseError, match=r"annotation wasmlattice.dev/record: expected true or false, found 'yes'"
+        ):
+            check({key: "yes"})
+    with pytest.raises(ReuseError, match=r"did you mean wasmlattice\.dev/record"):
+        parse_reuse({"wasmlattice.dev/recrod": "true"})
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +182,9 @@ def test_manifest_component_annotations() -> None:
     (error,) = info.value.errors
     assert error.startswith('spec.components[0].annotations["wasmlattice.dev/idle-timeout"]: '), error
     assert "expected seconds" in error
+    with pytest.raises(ManifestError) as info:
+        parse_manifest_dict(app({"wasmlattice.dev/record": "sometimes"}))
+    assert info.value.errors[0].startswith('spec.components[0].annotations["wasmlattice.dev/record"]: ')
     with pytest.raises(ManifestError) as info:
         parse_manifest_dict(app(["not", "a", "map"]))
     assert info.value.errors[0].startswith("spec.components[0].annotations"), info.value.errors

@@ -104,9 +104,15 @@ def host_cmd(
         typer.Option(
             "--record-dir",
             metavar="DIR",
-            help="Record every HTTP request components serve as JSON in DIR (docs/record-replay.md).",
+            help=(
+                "Record, as JSON in DIR, the HTTP requests served by components annotated "
+                "wasmlattice.dev/record=true (docs/record-replay.md)."
+            ),
         ),
     ] = None,
+    record_all: Annotated[
+        bool, typer.Option("--record-all", help="With --record-dir: record every HTTP component.")
+    ] = False,
 ) -> None:
     """Run one lattice host on an existing NATS server until Ctrl-C (file:// needs --allow-file-load)."""
     from wasmlattice.lattice.run import HostStartError, run_host
@@ -136,6 +142,7 @@ def host_cmd(
             allow_file_load=allow_file_load,
             allow_dirs=dirs,
             record_dir=record_dir,
+            record_all=record_all,
             max_component_size=max_component_size,
             **policy_kwargs,
             **oci.host_kwargs(),

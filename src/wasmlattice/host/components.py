@@ -47,7 +47,7 @@ from wasmlattice.runtime.execution import HostGate, Workload
 from wasmlattice.runtime.hostfiles import FileIdentity, HostFileError, HostFiles
 from wasmlattice.runtime.linking import HostRegistry, LinkedComponent, link
 from wasmlattice.runtime.pool import InstanceGroup, InstancePool, PoolStats
-from wasmlattice.runtime.reuse import FRESH, REPORT, ReuseSettings, parse_reuse
+from wasmlattice.runtime.reuse import FRESH, RECORD, REPORT, ReuseSettings, parse_record, parse_reuse
 from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.ctx import WasiConfig
 from wasmlattice.wasi.output_limit import OutputLimiter
@@ -211,6 +211,7 @@ class ComponentRegistry:
         guest_output: Callable[[str], Callable[[str, str, str], None]] | None = None,
         tiered_compile: bool = True,
         record_dir: Path | None = None,
+        record_all: bool = False,
     ) -> None:
         # Tiered compilation (docs/architecture.md#tiered-compilation): a component not in the
         # compile cache is first compiled by Winch (seconds sooner) and served, while Cranelift
@@ -241,8 +242,10 @@ class ComponentRegistry:
         self.metrics = services.metrics if services is not None else None
         self.registry: HostRegistry = host_registry(self.metrics)
         # `--record-dir` (docs/record-replay.md): components are then linked with the recording
-        # wrapper and every HTTP request they serve is written there; None costs nothing.
+        # wrapper, and every HTTP request served by a component annotated `wasmlattice.dev/record:
+        # "true"` (or by any, with `--record-all`) is written there; None costs nothing.
         self.record_dir = record_dir
+        self.record_all = record_all
         self._wrap = None if record_dir is None else recording_wrap
         if self.metrics is not None:
             self.metrics.observe_instances(self._instance_counts)
@@ -832,7 +835,14 @@ class ComponentRegistry:
             threads=min(running.max_instances, MAX_THREADS_PER_COMPONENT),
             max_concurrency=running.max_instances,
         )
-        if self.record_dir is not None:
+        wanted = parse_record(running.annotations)  # checked before the scale was acknowledged
+        if wanted and self.record_dir is None:
+            log.warning(
+                "%s asks to be recorded (%s) but this host has no --record-dir: it is not recorded",
+                running.component_id,
+                RECORD,
+            )
+        if self.record_dir is not None and (wanted or self.record_all):
             ref = running.image_ref
             target.recorder = Recorder(
                 self.record_dir,

@@ -72,6 +72,7 @@ from wasmlattice.protocol.subjects import DEFAULT_LATTICE, DEFAULT_TOPIC_PREFIX,
 from wasmlattice.runtime.budget import DEFAULT_INSTANCE_MEMORY, format_size, parse_size
 from wasmlattice.runtime.execution import DEFAULT_MAX_CONCURRENT_INVOCATIONS, HostGate
 from wasmlattice.runtime.hostfiles import DEFAULT_MAX_COMPONENT_SIZE, HostFiles
+from wasmlattice.runtime.reuse import RECORD
 from wasmlattice.supervision import Supervisor
 from wasmlattice.wasi.output_limit import OutputLimits
 
@@ -208,9 +209,11 @@ class HostOptions:
     health_listen: str | None = None
     # Serve a component's Winch build while Cranelift optimises it (docs/architecture.md#tiered-compilation).
     tiered_compile: bool = field(default_factory=lambda: tiered_compile_default())
-    # Record every HTTP request components serve into this directory (`--record-dir`,
+    # Record the HTTP requests served by components annotated `wasmlattice.dev/record: "true"`
+    # (every component's, with `record_all`) into this directory (`--record-dir`,
     # docs/record-replay.md); None: nothing is recorded and nothing costs more.
     record_dir: Path | None = None
+    record_all: bool = False
 
     def policy_settings(self) -> PolicySettings | None:
         """The validated policy settings (None without a policy topic); `HostStartError` if invalid."""
@@ -364,6 +367,8 @@ async def run_host(
     # Process-wide and once: a second host in the same process shares the first one's exporters.
     observability.setup(opts.observability, host_id=host.host_id, lattice=opts.lattice)
     policy_settings = opts.policy_settings()
+    if opts.record_all and opts.record_dir is None:
+        raise HostStartError("--record-all needs --record-dir DIR (where the recordings go)")
     # Before connecting: incomplete --oci-* flags are a start-up error, not a failed pull later.
     fetcher = opts.fetcher(lambda: host.registries)
     nats_opts = opts.nats_options()
@@ -467,6 +472,7 @@ async def run_host(
             tiered_compile=opts.tiered_compile,
             guest_output=log_stream.stream.guest_tap if log_stream is not None else None,
             record_dir=opts.record_dir,
+            record_all=opts.record_all,
         )
         log.info(
             "guest limits: %s per instance, budget %s for all guests, output %s",
@@ -474,6 +480,12 @@ async def run_host(
             format_size(components.budget.total),
             guest_limits.output.describe(),
         )
+        if opts.record_dir is not None:
+            log.info(
+                "recording the HTTP requests of %s into %s (docs/record-replay.md)",
+                "every component" if opts.record_all else f"components annotated {RECORD}=true",
+                opts.record_dir,
+            )
         await components.start()
         providers = ProviderManager(services)
         services.providers = providers
@@ -702,7 +714,15 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="DIR",
-        help="record every HTTP request components serve as JSON in DIR (docs/record-replay.md)",
+        help=(
+            "record, as JSON in DIR, the HTTP requests served by components annotated "
+            "wasmlattice.dev/record=true (docs/record-replay.md)"
+        ),
+    )
+    p.add_argument(
+        "--record-all",
+        action="store_true",
+        help="with --record-dir: record every HTTP component",
     )
     p.add_argument(
         "--max-component-size",
@@ -868,6 +888,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_file_load=args.allow_file_load,
             allow_dirs=list(args.allow_dir),
             record_dir=args.record_dir,
+            record_all=args.record_all,
             max_component_size=args.max_component_size,
             policy_topic=args.policy_topic,
             policy_changes_topic=args.policy_changes_topic,

@@ -1,4 +1,5 @@
-"""Warm instance pools: the settings a component's annotations give them, checked (docs/instance-pools.md).
+"""Warm instance pools: the settings a component's annotations give them, checked (docs/instance-pools.md);
+and the recording annotation (docs/record-replay.md), checked alongside since they share a prefix.
 
 A component runs on a fresh instance per call unless its scale request (or its manifest entry)
 carries `wasmlattice.dev/max-reuse` above 1. Then an instance that returned normally is kept for
@@ -18,9 +19,11 @@ PREFIX = "wasmlattice.dev/"
 MAX_REUSE = PREFIX + "max-reuse"
 POOL_SIZE = PREFIX + "pool-size"
 IDLE_TIMEOUT = PREFIX + "idle-timeout"
+# "true": a host started with `--record-dir` records this component's HTTP invocations.
+RECORD = PREFIX + "record"
 # What the host reports in a component's inventory annotations when reuse is on (never read).
 REPORT = PREFIX + "instance-pool"
-KEYS = (MAX_REUSE, POOL_SIZE, IDLE_TIMEOUT)
+KEYS = (MAX_REUSE, POOL_SIZE, IDLE_TIMEOUT, RECORD)
 
 # Bounds of the values: beyond them a value is a mistake, not a setting.
 MAX_REUSE_LIMIT = 1_000_000
@@ -33,7 +36,7 @@ TYPO_CUTOFF = 0.75
 
 
 class ReuseError(ValueError):
-    """An instance-pool annotation with a value we refuse; the message names the key."""
+    """One of our component annotations with a value we refuse; the message names the key."""
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"annotation {key}: {message}")
@@ -106,6 +109,7 @@ def parse_reuse(annotations: Mapping[str, str] | None) -> ReuseSettings:
             close = difflib.get_close_matches(key.removeprefix(PREFIX), names, n=1, cutoff=TYPO_CUTOFF)
             if close and PREFIX + close[0] not in given:
                 raise ReuseError(key, f"unknown key: did you mean {PREFIX + close[0]}?")
+    parse_record(given)
     max_reuse = 1
     if MAX_REUSE in given:
         max_reuse = _integer(MAX_REUSE, given[MAX_REUSE], 1, MAX_REUSE_LIMIT)
@@ -123,3 +127,14 @@ def parse_reuse(annotations: Mapping[str, str] | None) -> ReuseSettings:
         pool_size=pool_size,
         idle_timeout=DEFAULT_IDLE_TIMEOUT_S if idle is None else idle,
     )
+
+
+def parse_record(annotations: Mapping[str, str] | None) -> bool:
+    """Whether the annotations ask for the component to be recorded (`wasmlattice.dev/record`)."""
+    text = (annotations or {}).get(RECORD)
+    if text is None:
+        return False
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise ReuseError(RECORD, f"expected true or false, found {text!r}")
+    return value == "true"
