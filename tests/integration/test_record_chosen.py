@@ -10,13 +10,16 @@ import asyncio
 import json
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
-from tests.support.http import get
+from tests.support.cli import cli
+from tests.support.http import get, upstream_server, wait_status
 from tests.support.lattice import LatticeEnv, eventually, serve_http
 from tests.support.processes import free_port
 from wasmlattice.client.ctl import CtlError
+from wasmlattice.protocol.models import Link
 
 pytestmark = pytest.mark.slow
 
@@ -64,3 +67,52 @@ async def test_asking_to_be_recorded_without_a_record_dir(env: LatticeEnv, echo_
     assert status == 200
 
     await env.wait_log("wants asks to be recorded (wasmlattice.dev/record) but this host has no --record-dir")
+
+
+async def test_outgoing_http_on_a_host_is_recorded_and_replays_offline(
+    env: LatticeEnv, echo_ref: str, tmp_path: Path
+) -> None:
+    """A recorded component on a lattice host calls out through the builtin http-client; the
+    recording holds the exchange, and replay answers it with the upstream stopped."""
+    records = tmp_path / "records"
+    env.start_host("--record-dir", str(records))
+    (host,) = await env.host_ids(1)
+    base = await serve_http(
+        env, host, "caller", echo_ref, port=free_port(), ready_path="/echo", annotations=RECORD
+    )
+    await env.ctl.start_provider(host, "wasmcloud+builtin://http-client", "egress")
+    await env.wait_event("provider_started", lambda e: e["data"]["provider_id"] == "egress")
+    await env.ctl.put_link(
+        Link(
+            source_id="caller",
+            target="egress",
+            wit_namespace="wasi",
+            wit_package="http",
+            interfaces=["outgoing-handler"],
+        )
+    )
+    with upstream_server() as upstream:
+        hello = upstream.url("/hello")
+        url = f"{base}/outgoing?url={quote(hello, safe='')}"
+        assert await wait_status(url, 200) == "hello from upstream\n"
+
+        def recorded() -> list[Path]:
+            return [
+                p
+                for p in records.glob("caller-*.json")
+                if json.loads(p.read_text())["outcome"]["status"] == 200
+                and "/outgoing" in json.loads(p.read_text())["request"]["path_with_query"]
+            ]
+
+        async def written() -> None:
+            assert recorded(), sorted(records.iterdir()) if records.exists() else "no directory"
+
+        await eventually(written, what="the recording of the outgoing call")
+    # The upstream is gone: replay can only answer from the file.
+    path = recorded()[0]
+    doc = json.loads(path.read_text())
+    (exchange,) = [c for c in doc["calls"] if "outgoing-handler" in c["call"]]
+    assert exchange["args"][0]["authority"] == upstream.authority, exchange
+    assert exchange["response"]["status"] == 200, exchange
+    out = cli("replay", str(path), timeout=120)
+    assert out.returncode == 0 and "identical" in out.stdout, (out.stdout, out.stderr)
