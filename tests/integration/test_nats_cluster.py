@@ -309,6 +309,14 @@ async def test_lattice_keeps_serving_when_a_nats_node_dies(
             assert {"edge", "worker"} <= seen, seen
 
         await eventually(edge_back, timeout=60.0, what="both hosts answering after the kill")
+
+        # Serving resumes. A request whose messages died with node 1 leaves the worker's instance
+        # waiting for the rest of its body; the worker gives that up after its invocation timeout
+        # (3 s here: protocol/wrpc/streams.py) instead of holding the instance until the deadline.
+        async def serving_again() -> None:
+            assert any(st == 200 for started, _, st in results if started > killed_at), results[-5:]
+
+        await eventually(serving_again, timeout=60.0, what="a request served after the kill")
         await asyncio.sleep(5.0)  # more load on the recovered lattice
         stop_load.set()
         await loader

@@ -282,6 +282,42 @@ async def test_async_param_stream(conns: tuple[Client, Client], uniq: str) -> No
         await srv.stop()
 
 
+async def test_a_silent_param_stream_ends_the_invocation(conns: tuple[Client, Client], uniq: str) -> None:
+    """A parameter stream that sends nothing for the server's `params_timeout` fails its reader
+    (lost messages or a vanished caller must not hold the handler); slower is fine below it."""
+    client, server = conns
+    finished: list[str] = []
+
+    async def collect(p: bytes, h: Mapping[str, str]) -> bytes:
+        try:
+            body = [c async for c in current_invocation().param_stream((0,))]
+        except Exception as e:
+            finished.append(str(e))
+            raise
+        finished.append("ok")
+        return b"".join(body)
+
+    def body(gap: float) -> AsyncIterator[bytes]:
+        async def gen() -> AsyncIterator[bytes]:
+            for c in (b"a", b"b"):
+                yield c
+                await asyncio.sleep(gap)
+
+        return gen()
+
+    srv = await serve(server, uniq, None, collect, params_timeout=1.0)
+    try:
+        # Gaps well within the idle timeout: served.
+        assert await invoke(client, uniq, b"", param_streams={(0,): body(0.3)}, timeout=10) == b"ab"
+        # A gap longer than it: the handler's read fails naming the stream, and the caller hears it.
+        # (Had the handler waited for the stream, it would have read "ab" after the gap and succeeded.)
+        with pytest.raises(RemoteError, match=r"parameter stream 0: nothing received for 1 s"):
+            await invoke(client, uniq, b"", param_streams={(0,): body(5.0)}, timeout=10)
+        assert finished[0] == "ok" and "nothing received for 1 s" in finished[1], finished
+    finally:
+        await srv.stop()
+
+
 async def test_server_with_params_complete_serves_a_raw_spec_client(
     conns: tuple[Client, Client], uniq: str
 ) -> None:

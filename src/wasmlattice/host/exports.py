@@ -120,8 +120,14 @@ class ExportServer:
                 denial=self.denial if self.policy is not None else None,
             )
             subject = invocation_subject(prefix, wrpc_http_codec.INSTANCE, wrpc_http_codec.FUNCTION)
+            # The host's invocation timeout also bounds a caller's silence on a parameter stream.
             sub = await serve(
-                self.nc, subject, queue, export.handle, params_complete=wrpc_http_codec.params_complete
+                self.nc,
+                subject,
+                queue,
+                export.handle,
+                params_complete=wrpc_http_codec.params_complete,
+                params_timeout=self.timeout,
             )
             self._subs.append(sub)
             subjects.append(subject)
@@ -138,7 +144,10 @@ class ExportServer:
                 subject = invocation_subject(prefix, instance, fname)
                 params = params_codec(sig)
                 handler = self._handler(parsed.unversioned, instance, fname, sig, params)
-                sub = await serve(self.nc, subject, queue, handler, params_complete=_completeness(params))
+                complete = _completeness(params)
+                sub = await serve(
+                    self.nc, subject, queue, handler, params_complete=complete, params_timeout=self.timeout
+                )
                 self._subs.append(sub)
                 subjects.append(subject)
         return subjects

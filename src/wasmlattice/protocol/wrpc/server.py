@@ -53,11 +53,13 @@ class ServerInvocation:
 
     __slots__ = ("_params", "_streams", "headers", "subject")
 
-    def __init__(self, subject: str, headers: Mapping[str, str]) -> None:
+    def __init__(self, subject: str, headers: Mapping[str, str], idle_timeout: float | None = None) -> None:
+        """`idle_timeout`: how long an asynchronous parameter may send nothing before it fails (a
+        caller whose messages were lost, or that is gone, would otherwise hold the handler forever)."""
         self.subject = subject
         self.headers = headers
         self._params = ChunkStream()
-        self._streams = StreamSet()
+        self._streams = StreamSet(idle_timeout, f"{subject}: parameter stream")
 
     def deliver(self, rest: str, msg: Msg) -> None:
         """Route one message below `R_s` (called by the connection's inbox multiplexer)."""
@@ -169,7 +171,8 @@ class Server:
         nc = self._nc
         assert self._mux is not None
         results_subject = f"{msg.reply}.results"
-        call = ServerInvocation(msg.subject, msg.headers or {})
+        # A parameter stream idle for as long as a whole invocation may take to start is given up.
+        call = ServerInvocation(msg.subject, msg.headers or {}, self._params_timeout)
         token, own_inbox = self._mux.register(call)
         try:
             # Routing is in place before the handshake goes out, so no parameter message can be lost.

@@ -13,21 +13,28 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 from nats.aio.client import Client
 
-from wasmlattice.protocol.wrpc.transport import split_payload
+from wasmlattice.protocol.wrpc.transport import UnexpectedEof, split_payload
 
 
 class ChunkStream:
     """One wRPC data stream as received: an async iterator of non-empty byte chunks that ends when the
     peer closes the stream (empty message) and raises if the invocation fails meanwhile. One reader
-    at a time."""
+    at a time.
 
-    __slots__ = ("_chunks", "_closed", "_error", "_waiter")
+    `idle_timeout`: a reader that waits longer than that for the next message gets `UnexpectedEof`
+    naming `name`. Core NATS delivers at most once: messages a dying server held are gone, and a
+    stream missing them would otherwise keep its reader (and the instance behind it) forever.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_chunks", "_closed", "_error", "_idle", "_name", "_waiter")
+
+    def __init__(self, idle_timeout: float | None = None, name: str = "") -> None:
         self._chunks: deque[bytes] = deque()
         self._closed = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._idle = idle_timeout
+        self._name = name
 
     @property
     def closed(self) -> bool:
@@ -59,7 +66,16 @@ class ChunkStream:
     async def _wait(self) -> None:
         self._waiter = asyncio.get_running_loop().create_future()
         try:
-            await self._waiter
+            if self._idle is None:
+                await self._waiter
+                return
+            try:
+                async with asyncio.timeout(self._idle):
+                    await self._waiter
+            except TimeoutError:
+                # The readers' loops raise it, as they do any failure of the invocation.
+                idle = f"nothing received for {self._idle:g} s (the sender may be gone)"
+                self.fail(UnexpectedEof(f"{self._name}: {idle}"))
         finally:
             self._waiter = None
 
@@ -90,16 +106,19 @@ class ChunkStream:
 class StreamSet:
     """Streams received on `<base>.<path>` subjects, created on first message or first request."""
 
-    __slots__ = ("_streams",)
+    __slots__ = ("_idle", "_name", "_streams")
 
-    def __init__(self) -> None:
+    def __init__(self, idle_timeout: float | None = None, name: str = "") -> None:
+        """`idle_timeout` and `name` (its subject base) are given to every stream (`ChunkStream`)."""
         self._streams: dict[str, ChunkStream] = {}
+        self._idle = idle_timeout
+        self._name = name
 
     def get(self, key: str) -> ChunkStream:
         """The stream for the dotted index path `key`, created if new."""
         s = self._streams.get(key)
         if s is None:
-            s = self._streams[key] = ChunkStream()
+            s = self._streams[key] = ChunkStream(self._idle, f"{self._name} {key}".strip())
         return s
 
     def fail(self, error: BaseException) -> None:
