@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from wasmlattice.runtime.hostfiles import MSG_NOT_ALLOWED, HostFileError, HostFiles
+from wasmlattice.runtime.hostfiles import MSG_NOT_ALLOWED, SETTLED_NS, FileIdentity, HostFileError, HostFiles
 
 WASM = b"\0asm\x0d\x00\x01\x00" + b"\0" * 100
 
@@ -124,3 +124,13 @@ def test_blob_roots_only_inside_allowed_dirs_and_never_around_the_host_secrets(
         files.check_blob_root("relative/dir")
     with pytest.raises(HostFileError, match="this host allows no directories; start it with --allow-dir"):
         HostFiles().check_blob_root(str(allowed))
+
+
+def test_a_file_changed_just_before_it_was_read_is_not_trusted_by_its_times() -> None:
+    """Two writes within the file clock's granularity can leave the same times, so an identity is
+    trusted only once its file has been unchanged for a while (host/components.py)."""
+    changed = 1_000_000_000_000
+    identity = FileIdentity(1, 2, 3, changed, changed)
+    assert not identity.settled(changed + 1_000_000)  # read 1 ms after the write
+    assert identity.settled(changed + SETTLED_NS + 1)
+    assert not FileIdentity(1, 2, 3, changed - SETTLED_NS * 2, changed).settled(changed + 1_000)  # ctime

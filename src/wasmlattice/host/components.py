@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -688,7 +689,7 @@ class ComponentRegistry:
         # Many component ids often share one file (and scale repeats): compile and link it once.
         # A compiled, linked component is immutable, so every pool can instantiate from it.
         digest = hashlib.sha256(data).hexdigest()
-        if identity is not None:
+        if identity is not None and identity.settled(time.time_ns()):
             self._file_digests.pop(identity, None)
             self._file_digests[identity] = digest  # most recently used last
             while len(self._file_digests) > LINKED_CACHE_SIZE:

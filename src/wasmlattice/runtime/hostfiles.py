@@ -44,6 +44,16 @@ class FileIdentity(NamedTuple):
     mtime_ns: int
     ctime_ns: int
 
+    def settled(self, now_ns: int) -> bool:
+        """Whether the file was last changed long enough before `now_ns` to be told apart from a
+        write that follows. File times come from a coarse clock (a few ms), so two writes close
+        together can leave the same times: like git's "racy" entries, such a file is read again."""
+        return now_ns - max(self.mtime_ns, self.ctime_ns) > SETTLED_NS
+
+
+# How long before a read a file must have last changed for its identity to be trusted (above).
+SETTLED_NS = 2_000_000_000
+
 
 class HostFileError(Exception):
     """A control message asked for a file or directory the host does not allow; says why."""
