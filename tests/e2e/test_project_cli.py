@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import cli, exports_of
+from tests.support.cli import cli, deployed_on_up, exports_of
 from tests.support.http import request_blocking as request
 from tests.support.processes import ServerProcess, free_port, wasmlattice_cmd
 
@@ -64,24 +64,13 @@ def test_new_python_kv_builds_and_its_manifest_deploys(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "valid manifest for app kv-demo" in r.stdout
     # Deployed as written, on ports of our own, with `up` (NATS KV behind builtin://keyvalue-nats).
-    http_port, nats_port = free_port(), free_port()
-    manifest.write_text(manifest.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{http_port}"))
-    data_dir = tmp_path / "up"
-    up = cli("up", "--detach", "--data-dir", str(data_dir), "--nats-port", str(nats_port),
-             "--allow-dir", str(tmp_path), "-o", "json", timeout=120)  # fmt: skip
-    assert up.returncode == 0, up.stderr
-    nats = ["--nats-url", json.loads(up.stdout)["nats_url"], "--data-dir", str(data_dir)]
-    try:
-        r = cli("app", "deploy", str(manifest), *nats, "--timeout", "120", timeout=180)
-        assert r.returncode == 0 and "Deployed kv-demo version v1" in r.stdout, r.stderr
+    with deployed_on_up(project, tmp_path, "kv-demo") as http_port:
         base = f"http://127.0.0.1:{http_port}"
         assert request("GET", f"{base}/") == (200, b"hello from kv-demo, visit 1\n")
         assert request("GET", f"{base}/") == (200, b"hello from kv-demo, visit 2\n")
         assert request("GET", f"{base}/greeting") == (404, b"no such key\n")
         assert request("PUT", f"{base}/greeting", b"hi there") == (201, b"stored 8 bytes\n")
         assert request("GET", f"{base}/greeting") == (200, b"hi there")
-    finally:
-        cli("down", "--data-dir", str(data_dir))
 
 
 @pytest.mark.slow
@@ -136,21 +125,9 @@ def test_new_python_custom_builds_both_and_one_calls_the_other(tmp_path: Path) -
     front, greeter = r.stdout.split("built ")[1:]
     assert "example:duo/greet" in front.split("exports:")[0]
     assert "example:duo/greet" in exports_of(greeter)
-    manifest = project / "wadm.yaml"
-    http_port = free_port()
-    manifest.write_text(manifest.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{http_port}"))
-    data_dir = tmp_path / "up"
-    up = cli("up", "--detach", "--data-dir", str(data_dir), "--nats-port", str(free_port()),
-             "--allow-dir", str(tmp_path), "-o", "json", timeout=120)  # fmt: skip
-    assert up.returncode == 0, up.stderr
-    nats = ["--nats-url", json.loads(up.stdout)["nats_url"], "--data-dir", str(data_dir)]
-    try:
-        r = cli("app", "deploy", str(manifest), *nats, "--timeout", "120", timeout=180)
-        assert r.returncode == 0 and "Deployed duo version v1" in r.stdout, r.stderr
+    with deployed_on_up(project, tmp_path, "duo") as http_port:
         got = request("GET", f"http://127.0.0.1:{http_port}/?name=you")
         assert got == (200, b"hello you, from duo-greeter\n")
-    finally:
-        cli("down", "--data-dir", str(data_dir))
 
 
 @pytest.mark.slow

@@ -6,16 +6,14 @@ asking the registry again, so only the first session on a machine downloads jco.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import cli, exports_of
+from tests.support.cli import cli, deployed_on_up, exports_of
 from tests.support.http import request_blocking as request
-from tests.support.processes import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js (node and npm)")
 
@@ -40,22 +38,10 @@ def test_new_js_http_builds_deploys_and_serves(tmp_path: Path) -> None:
     built = wasm.read_bytes()
 
     # Its wadm.yaml, deployed as written (on ports of our own) on a lattice `up` started.
-    manifest = project / "wadm.yaml"
-    assert cli("app", "validate", str(manifest)).returncode == 0
-    http_port = free_port()
-    manifest.write_text(manifest.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{http_port}"))
-    data_dir = tmp_path / "up"
-    up = cli("up", "--detach", "--data-dir", str(data_dir), "--nats-port", str(free_port()),
-             "--allow-dir", str(tmp_path), "-o", "json", timeout=120)  # fmt: skip
-    assert up.returncode == 0, up.stderr
-    nats = ["--nats-url", json.loads(up.stdout)["nats_url"], "--data-dir", str(data_dir)]
-    try:
-        r = cli("app", "deploy", str(manifest), *nats, "--timeout", "120", timeout=180)
-        assert r.returncode == 0 and "Deployed web version v1" in r.stdout, r.stderr
+    assert cli("app", "validate", str(project / "wadm.yaml")).returncode == 0
+    with deployed_on_up(project, tmp_path, "web") as http_port:
         got = request("GET", f"http://127.0.0.1:{http_port}/greet?x=1")
         assert got == (200, b"hello from web at /greet?x=1\n")
-    finally:
-        cli("down", "--data-dir", str(data_dir))
 
     # A syntax error: jco's own message, no npm install again, and the previous build kept.
     with open(project / "app.js", "a") as f:

@@ -6,9 +6,12 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from tests.support.processes import wasmlattice_cmd
+from tests.support.processes import free_port, wasmlattice_cmd
 
 
 def cli(
@@ -27,6 +30,27 @@ def cli_ok(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     r = cli(*args, timeout=timeout)
     assert r.returncode == 0, f"{args} -> {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
     return r
+
+
+@contextmanager
+def deployed_on_up(project: Path, work: Path, app: str) -> Iterator[int]:
+    """The project's `wadm.yaml`, its `127.0.0.1:8080` listener moved to a free port, deployed as
+    app `app` on a new `up --detach` (data in `work/up`, files allowed under `work`); yields the
+    HTTP port, and brings the lattice down after."""
+    manifest = project / "wadm.yaml"
+    http_port = free_port()
+    manifest.write_text(manifest.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{http_port}"))
+    data_dir = work / "up"
+    up = cli("up", "--detach", "--data-dir", str(data_dir), "--nats-port", str(free_port()),
+             "--allow-dir", str(work), "-o", "json", timeout=120)  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    nats = ["--nats-url", json.loads(up.stdout)["nats_url"], "--data-dir", str(data_dir)]
+    try:
+        r = cli("app", "deploy", str(manifest), *nats, "--timeout", "120", timeout=180)
+        assert r.returncode == 0 and f"Deployed {app} version v1" in r.stdout, r.stderr
+        yield http_port
+    finally:
+        cli("down", "--data-dir", str(data_dir))
 
 
 def exports_of(build_stdout: str) -> list[str]:
