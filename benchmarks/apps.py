@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from common import host_file_args, machine, stop_processes
+from common import host_file_args, machine, stop_processes, until_answering
 
 from wasmlattice.apps.client import AppClient
 from wasmlattice.client.ctl import CtlClient
@@ -122,14 +122,7 @@ async def run(args: argparse.Namespace) -> None:
             while len(await ctl.ping_hosts(wait=0.5)) < HOSTS:
                 if time.monotonic() > deadline:
                     raise TimeoutError("hosts did not start")
-            while True:  # the manager answers once it has started
-                try:
-                    await client.list()
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
+            await until_answering(client, deadline)  # once the manager has started
 
             rows: list[tuple[str, float]] = []
             for app, label in (("cold", "deploy 100 instances, 5 hosts (first: compiles)"),

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +85,31 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
+
+
+async def timed(n: int, op: Callable[[], Awaitable[Any]], warm: int = 3) -> list[float]:
+    """Run `op` `n` times in sequence (after `warm` warm-up calls); the durations in seconds."""
+    for _ in range(warm):
+        await op()
+    out: list[float] = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await op()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+async def until_answering(client: Any, deadline: float) -> None:
+    """Wait until an app manager answers `client` (an `AppClient`); the last error after `deadline`
+    (`time.monotonic()`)."""
+    while True:
+        try:
+            await client.list()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 def percentile(samples: list[float], p: float) -> float:

@@ -16,11 +16,10 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from common import bench_lattice, machine, percentile
+from common import bench_lattice, machine, percentile, timed
 
 from wasmlattice.client.ctl import CtlClient
 from wasmlattice.devbuild import build
@@ -38,18 +37,6 @@ PEER_SUBJECT = "bench.echo"
 def pct(samples: list[float], p: float) -> float:
     """The p-th percentile (nearest rank) of `samples`, in ms."""
     return percentile(samples, p) * 1000
-
-
-async def timed(n: int, op: Callable[[], Awaitable[Any]]) -> list[float]:
-    """Run `op` `n` times in sequence (after 5 warm-up calls); the durations in seconds."""
-    for _ in range(5):
-        await op()
-    out: list[float] = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        await op()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 class Bench:
@@ -139,10 +126,10 @@ async def run(args: argparse.Namespace) -> None:
         assert sum(counts) == 50, counts
 
         n = args.requests
-        ping = await timed(n, bench.ping_all)
+        ping = await timed(n, bench.ping_all, warm=5)
         turn = iter(range(10**9))
-        inv = await timed(n, lambda: bench.ctl.get_host_inventory(host_ids[next(turn) % HOSTS]))
-        peer = await timed(n * 4, lambda: nc.request(PEER_SUBJECT, b"", timeout=10))
+        inv = await timed(n, lambda: bench.ctl.get_host_inventory(host_ids[next(turn) % HOSTS]), warm=5)
+        peer = await timed(n * 4, lambda: nc.request(PEER_SUBJECT, b"", timeout=10), warm=5)
 
         print(f"{'measure':<46}{'p50 ms':>10}{'p99 ms':>10}{'vs peer p50':>13}")
         peer50 = pct(peer, 50)

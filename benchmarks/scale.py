@@ -30,11 +30,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from common import BenchLattice, bench_lattice, machine, percentile
+from common import BenchLattice, bench_lattice, machine, percentile, timed, until_answering
 
 from wasmlattice.apps.client import AppClient
 from wasmlattice.apps.manifest.load import parse_manifest_dict
@@ -83,18 +82,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-async def timed(n: int, op: Callable[[], Awaitable[Any]], warm: int = 3) -> list[float]:
-    """Run `op` `n` times in sequence (after `warm` warm-up calls); the durations in seconds."""
-    for _ in range(warm):
-        await op()
-    out: list[float] = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        await op()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def ms(samples: list[float], p: float = 50) -> float:
@@ -357,15 +344,7 @@ async def spread_deploy(
         [sys.executable, "-m", "wasmlattice.cli.main", "app-manager", "--nats-url", lat.url, *manager_args]
     )
     client = AppClient(lat.nc, LATTICE, timeout=30.0)
-    deadline = time.monotonic() + 120
-    while True:  # the manager answers once it has started
-        try:
-            await client.list()
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
+    await until_answering(client, time.monotonic() + 120)  # once the manager has started
     await asyncio.sleep(2)  # let it take the lease
     await client.put(spread_app("spread", ref, n, h))
     t0 = time.perf_counter()
