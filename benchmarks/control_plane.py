@@ -93,7 +93,9 @@ async def run(args: argparse.Namespace) -> None:
     ref = "file://" + str(wasm.resolve())
     async with bench_lattice("wl-bench-", LATTICE) as lat:
         for i in range(HOSTS):
-            lat.start_host("--friendly-name", f"host{i}")
+            # Idle max-instance scales measure the control plane; the default guest-memory budget
+            # (docs/limits.md) would refuse 100 x 256 MiB, so it is lifted as in scale.py.
+            lat.start_host("--friendly-name", f"host{i}", "--guest-memory-budget", "1TiB")
         await lat.start_responder(PEER_SUBJECT, PEER_REPLY)
         nc = lat.nc
         bench = Bench(nc)
