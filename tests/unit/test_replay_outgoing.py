@@ -5,31 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from tests.unit.test_wasi_http import wctx
 from wasmlattice.replay import outgoing
 from wasmlattice.replay.outgoing import BodyTap, RecordedExchange, ReplayedExchange, request_difference
 from wasmlattice.replay.recording import CallLog, parse
 from wasmlattice.replay.values import RecordingError
-from wasmlattice.runtime.fastcall import set_current_state
 from wasmlattice.runtime.witypes import Err, OptionT, Prim, VariantT
 from wasmlattice.wasi.ctx import WasiConfig, WasiCtx
 from wasmlattice.wasi.http_outgoing import FutureIncomingResponse, IncomingResponse
 from wasmlattice.wasi.io import BytePipe, OutputStream, tap_writes
 
+__all__ = ["wctx"]  # the WASI context fixture of test_wasi_http, used here too
+
 ERROR_CODE = VariantT((("connection-refused", None), ("internal-error", OptionT(Prim("string")))))
-
-
-@pytest.fixture
-def wctx() -> Iterator[WasiCtx]:
-    c = WasiCtx(WasiConfig())
-    prev = set_current_state(SimpleNamespace(wasi=c))  # type: ignore[arg-type]
-    yield c
-    set_current_state(prev)
 
 
 def drain(pipe: BytePipe) -> bytes:
