@@ -109,16 +109,22 @@ class OciSource:
     """The `ArtifactSource` of OCI registries (bare, `oci://` and `http(s)://` references)."""
 
     def __init__(
-        self, client: OciClient, cache: ArtifactCache, max_size: int, progress: Progress | None = None
+        self,
+        client: OciClient,
+        cache: ArtifactCache,
+        max_size: int,
+        progress: Progress | None = None,
+        writes: PendingWrites | None = None,
     ) -> None:
+        """`writes`: where manifests written to the cache in the background are tracked (the
+        fetcher's, so its `close` waits for them)."""
         self.client = client
         self.cache = cache
         self.max_size = max_size
         self.progress = progress
         # `pull` hashes while the layer streams in and refuses a mismatch: no second pass needed.
         self.verifies_digest = True
-        # Manifests written to the cache in the background (joined by the fetcher's `close`).
-        self.writes = PendingWrites()
+        self.writes = writes if writes is not None else PendingWrites()
         # Layer sizes from manifests resolved recently: `pull` enforces the size the manifest named.
         self._sizes: dict[str, int] = {}
 
@@ -178,7 +184,9 @@ class ArtifactFetcher:
         self._pulling: dict[str, asyncio.Lock] = {}
         self._writes = PendingWrites()
         self.register(
-            "oci", OciSource(self.oci, self.cache, self.policy.max_size, progress), self.policy.check_oci
+            "oci",
+            OciSource(self.oci, self.cache, self.policy.max_size, progress, self._writes),
+            self.policy.check_oci,
         )
 
     def register(
@@ -255,10 +263,6 @@ class ArtifactFetcher:
 
     async def close(self) -> None:
         """Close the registry connections, once the cache writes started here have ended."""
-        await self._writes.wait()
-        for source in self._sources.values():
-            writes = getattr(source, "writes", None)
-            if isinstance(writes, PendingWrites):
-                await writes.wait()
+        await self._writes.wait()  # layers and (through OciSource) manifests
         with contextlib.suppress(Exception):
             await self.oci.close()
