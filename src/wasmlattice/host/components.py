@@ -35,7 +35,7 @@ from wasmlattice.host.guest_limits import GuestLimits
 from wasmlattice.host.invoke import ExportInvoker
 from wasmlattice.protocol import subjects as sj
 from wasmlattice.protocol.models import ComponentDescription, StrMap
-from wasmlattice.replay.recording import Recorder, recording_wrap
+from wasmlattice.replay.recording import Recorder, RecordingQuota, recording_wrap
 from wasmlattice.runtime.budget import format_size, parse_size
 from wasmlattice.runtime.component import (
     CompileCache,
@@ -247,6 +247,8 @@ class ComponentRegistry:
         # "true"` (or by any, with `--record-all`) is written there; None costs nothing.
         self.record_dir = record_dir
         self.record_all = record_all
+        # One quota for every component this host records, however many the lattice annotates.
+        self._record_quota = RecordingQuota()
         self._wrap = None if record_dir is None else recording_wrap
         if self.metrics is not None:
             self.metrics.observe_instances(self._instance_counts)
@@ -849,6 +851,7 @@ class ComponentRegistry:
                 self.record_dir,
                 running.component_id,
                 ref.removeprefix("file://") if ref.startswith("file://") else ref,
+                quota=self._record_quota,
             )
         return target
 

@@ -48,9 +48,12 @@ VERSION = 1
 # Bounds on what `load` accepts from a file.
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_CALLS = 1_000_000
-# Recordings one recorder writes at most: a host left recording under real traffic must not fill
-# its disk. After the last one it logs once and records nothing more (restart to record again).
+# Recordings, and bytes of them, one quota allows (a host's, shared by every component it records,
+# or one `run`'s): a host left recording under real traffic, or told by the lattice to record many
+# components, must not fill its disk. After the last one it logs and records nothing more (restart
+# to record again).
 MAX_RECORDINGS = 10_000
+MAX_RECORDING_BYTES = 1 << 30
 
 # Interfaces (unversioned) run for real in replay, so never recorded: the guest's own plumbing.
 LIVE_INTERFACES = frozenset(
@@ -268,8 +271,34 @@ class Session:
         return self.finish(Outcome(status, list(headers), body, trap_reason(error)))
 
 
+class RecordingQuota:
+    """How many recordings, and how many bytes of them, may still be written (thread-safe)."""
+
+    def __init__(self, files: int = MAX_RECORDINGS, size: int = MAX_RECORDING_BYTES) -> None:
+        self.files = files
+        self.size = size
+        self._files = 0
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def used_up(self) -> bool:
+        """Whether no more file may be written."""
+        return self._files >= self.files
+
+    def take(self, nbytes: int) -> int | None:
+        """Count one recording of `nbytes`; its number (from 1), or None when it does not fit."""
+        with self._lock:
+            if self._files >= self.files or self._bytes + nbytes > self.size:
+                return None
+            self._files += 1
+            self._bytes += nbytes
+            return self._files
+
+
 class Recorder:
-    """Writes one file per recorded invocation of one component into a directory."""
+    """Writes one file per recorded invocation of one component into a directory, within `quota`
+    (shared by the recorders of one host; by default one of `limit` files of its own)."""
 
     def __init__(
         self,
@@ -278,14 +307,14 @@ class Recorder:
         path: str,
         data: bytes | None = None,
         limit: int = MAX_RECORDINGS,
+        quota: RecordingQuota | None = None,
     ) -> None:
         self.directory = directory
-        self.limit = limit
+        self.quota = quota if quota is not None else RecordingQuota(limit)
         self.component_id = component_id
         self.path = path
         self.sha256 = hashlib.sha256(data).hexdigest() if data is not None else None
-        self._seq = 0
-        self._lock = threading.Lock()
+        self._refused = False  # said once that the quota is used up
         directory.mkdir(parents=True, exist_ok=True)
 
     wrap = staticmethod(recording_wrap)
@@ -303,22 +332,10 @@ class Recorder:
         )
 
     def write(self, session: Session, outcome: Outcome) -> Path | None:
-        """Write `session` with its `outcome` as one JSON file; its path."""
-        with self._lock:
-            if self._seq >= self.limit:
-                return None
-            self._seq += 1
-            seq = self._seq
+        """Write `session` with its `outcome` as one JSON file; its path (None: not written)."""
+        if self.quota.used_up:
+            return None
         session.log.settle()
-        if seq == self.limit:
-            log.warning(
-                "%s: recording %d of at most %d; later invocations are not recorded",
-                self.component_id,
-                seq,
-                self.limit,
-            )
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.component_id)[:64]
-        path = self.directory / f"{safe}-{int(session.started * 1000)}-{os.getpid()}-{seq:06d}.json"
         doc = {
             "format": FORMAT,
             "version": VERSION,
@@ -328,9 +345,29 @@ class Recorder:
             "calls": session.log.calls,
             "outcome": outcome.to_json(),
         }
+        data = (json.dumps(doc, indent=1) + "\n").encode()
+        seq = self.quota.take(len(data))
+        if seq is None:
+            if not self._refused and not self.quota.used_up:
+                self._refused = True
+                log.warning(
+                    "%s: not recorded: the recordings would pass %d bytes; later ones are not recorded",
+                    self.component_id,
+                    self.quota.size,
+                )
+            return None
+        if seq == self.quota.files:
+            log.warning(
+                "%s: recording %d of at most %d; later invocations are not recorded",
+                self.component_id,
+                seq,
+                self.quota.files,
+            )
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.component_id)[:64]
+        path = self.directory / f"{safe}-{int(session.started * 1000)}-{os.getpid()}-{seq:06d}.json"
         try:
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(doc, indent=1) + "\n")
+            tmp.write_bytes(data)
             tmp.replace(path)
         except OSError as e:
             log.warning("%s: cannot write the recording %s: %s", self.component_id, path, e)
