@@ -109,10 +109,13 @@ fmt: test-deps
 
 bench-deps: test-deps
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@# benchmarks/reuse_budget.py measures the floor of an httptools HTTP layer beside aiohttp's.
+	@$(BIN)/python -c 'import httptools' 2>/dev/null || $(BIN)/pip install --quiet httptools
 
 bench: bench-deps system-deps
 	$(BIN)/python benchmarks/hostcall.py
 	$(BIN)/python benchmarks/http_hello.py
+	$(BIN)/python benchmarks/reuse_budget.py
 	$(BIN)/python benchmarks/control_plane.py
 	$(BIN)/python benchmarks/capabilities.py
 	$(BIN)/python benchmarks/lattice_calls.py
