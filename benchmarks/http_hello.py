@@ -55,7 +55,11 @@ def hello_url(port: int) -> str:
 def start(cmd: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start a server and wait until it answers."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    wait_ready(port, proc)
+    try:
+        wait_ready(port, proc)
+    except BaseException:
+        stop(proc)  # a server that never answered must not outlive the benchmark
+        raise
     return proc
 
 
