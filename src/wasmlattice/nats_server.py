@@ -34,6 +34,7 @@ from typing import IO, Any
 import nats
 import nkeys
 
+from wasmlattice.aio import wait_for
 from wasmlattice.supervision import Supervisor
 
 log = logging.getLogger(__name__)
@@ -301,7 +302,7 @@ class EmbeddedNats:
     async def wait_ready(self, timeout: float) -> None:
         """Wait until the (possibly restarted) child is ready again."""
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            await wait_for(self._ready.wait(), timeout)
         except TimeoutError:
             raise EmbeddedNatsError(
                 f"nats-server at {self.url} not ready within {timeout}s; log tail:\n{self.log_tail()}"
@@ -425,7 +426,7 @@ class EmbeddedNats:
                     last_error = f"{type(e).__name__}: {e}"
             # The child may also exit while we sleep; wake early if it does.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(proc.wait()), 0.05)
+                await wait_for(asyncio.shield(proc.wait()), 0.05)
 
     async def _probe_jetstream(self) -> None:
         async def quiet(_: Exception) -> None:
@@ -433,7 +434,7 @@ class EmbeddedNats:
 
         # A plain TCP connect first: nats-py waits its reconnect interval (seconds) after a refused
         # first attempt, which would make every start slow.
-        _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 1.0)
+        _, writer = await wait_for(asyncio.open_connection(self.host, self.port), 1.0)
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
@@ -459,7 +460,7 @@ class EmbeddedNats:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), self.stop_timeout)
+            await wait_for(proc.wait(), self.stop_timeout)
         except TimeoutError:
             log.warning("nats-server pid %s ignored SIGTERM for %ss; killing it", proc.pid, self.stop_timeout)
             with contextlib.suppress(ProcessLookupError):

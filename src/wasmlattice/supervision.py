@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -42,9 +42,37 @@ DEFAULT_MAX_RETRY_S = 30.0
 REPEAT_LOG_S = 60.0
 # How long `stop` waits for spawned one-off tasks before cancelling them.
 DEFAULT_STOP_TIMEOUT_S = 5.0
+# A cancelled task still running after this long is cancelled again (see `cancel_until_done`).
+RECANCEL_S = 1.0
 
 Restart = Literal["permanent", "transient", "temporary"]
 ExceptionTypes = tuple[type[BaseException], ...]
+
+
+async def cancel_until_done(
+    tasks: Iterable[asyncio.Task[Any]], owner: str, logger: logging.Logger = log
+) -> None:
+    """Cancel `tasks` and wait until each has ended, cancelling again any still running after
+    `RECANCEL_S`.
+
+    Cancelling once is not always enough: code can swallow a cancellation and carry on, such as
+    nats-py's `drain()` and `_flush_pending()` (`except asyncio.CancelledError: pass`) or Python
+    3.11's `asyncio.wait_for` when the cancellation races with its result
+    (https://github.com/python/cpython/issues/86296). Waiting once for such a task would hang
+    whoever stops it; each further cancellation gives it another chance to end.
+    """
+    pending = {t for t in tasks if not t.done()}
+    warned = False
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+        if pending and not warned:
+            warned = True
+            names = ", ".join(sorted(t.get_name() for t in pending))
+            logger.warning(
+                "%s: %s still running %gs after being cancelled; cancelling again", owner, names, RECANCEL_S
+            )
 
 
 class SupervisorError(RuntimeError):
@@ -448,16 +476,10 @@ class Supervisor:
             for sub in reversed(list(self._supervisors)):
                 await sub.stop(timeout)
             children = list(self._children.values())
-            for child in children:
-                if child.task is not None:
-                    child.task.cancel()
-            tasks = [c.task for c in children if c.task is not None]
-            if tasks:
-                await asyncio.wait(tasks)
+            await cancel_until_done([c.task for c in children if c.task is not None], self.name, self.logger)
             if self._spawned:
                 _, pending = await asyncio.wait(set(self._spawned), timeout=timeout)
-                for task in pending:
-                    task.cancel()
+                await cancel_until_done(pending, self.name, self.logger)
         except BaseException:
             # Our caller is cancelled: cancelling the runner cancels whatever is left in the group.
             runner.cancel()
@@ -610,7 +632,5 @@ class Supervisor:
     async def _remove(self, child: _Child) -> None:
         if self._children.get(child.name) is child:
             del self._children[child.name]
-        task = child.task
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait([task])
+        if child.task is not None:
+            await cancel_until_done([child.task], self.name, self.logger)

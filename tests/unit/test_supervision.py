@@ -512,3 +512,44 @@ async def test_resync_stop_cancels_a_run_and_ignores_later_pokes(sup: Supervisor
     await r.run_now()  # returns at once: stopped
     assert sup.child("long") is None
     assert r.state().kind == "resync" and not r.state().running
+
+
+async def swallows_one_cancellation(cancelled: list[int]) -> None:
+    """An activity that, like code hit by Python 3.11's `wait_for` race or nats-py's `drain()`,
+    carries on after its first cancellation."""
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(1)
+            if len(cancelled) > 1:
+                raise
+
+
+@pytest.mark.timeout(20)
+async def test_stopping_a_child_that_swallows_a_cancellation_still_ends_it(
+    sup: Supervisor, caplog: pytest.LogCaptureFixture
+) -> None:
+    cancelled: list[int] = []
+    child = sup.supervise("stubborn", lambda: swallows_one_cancellation(cancelled))
+    await until(lambda: child.task is not None)
+    await asyncio.sleep(0.01)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        await asyncio.wait_for(child.stop(), 10)
+    assert child.task is not None and child.task.done()
+    assert len(cancelled) == 2  # cancelled again once the first was swallowed
+    assert any("still running" in m and "cancelling again" in m for m in messages(caplog, logging.WARNING))
+
+
+@pytest.mark.timeout(20)
+async def test_stopping_the_supervisor_ends_children_and_tasks_that_swallow_a_cancellation() -> None:
+    s = Supervisor("test", logger=logging.getLogger(LOGGER))
+    await s.start()
+    child_cancels: list[int] = []
+    spawned_cancels: list[int] = []
+    s.supervise("stubborn", lambda: swallows_one_cancellation(child_cancels))
+    s.spawn("stubborn-task", swallows_one_cancellation(spawned_cancels))
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(s.stop(0.1), 10)
+    assert len(child_cancels) == 2 and len(spawned_cancels) == 2
+    assert not s.running

@@ -36,6 +36,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from wasmlattice.aio import wait_for
 from wasmlattice.apps.manifest.model import Component, Manifest
 from wasmlattice.apps.placement import HostView
 from wasmlattice.apps.scalers import APPSPEC, SCALER, Scalers, desired_link
@@ -142,7 +143,7 @@ class Reconciler:
         """Wait for the next round: `interval` seconds, or less after a relevant event."""
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.interval)
+            await wait_for(self._wake.wait(), self.interval)
 
     # -- the loop -----------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
+from wasmlattice.aio import wait_for
 from wasmlattice.capabilities.base import ComponentRouter, HostServices, provider_supervisor
 from wasmlattice.capabilities.config_keys import KeySet, ProviderKeys, first_typo
 from wasmlattice.capabilities.http_ingress import (
@@ -490,7 +491,7 @@ class HttpServerProvider:
         if listener is None:
             return
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(listener.runner.cleanup(), CLOSE_GRACE + 5.0)
+            await wait_for(listener.runner.cleanup(), CLOSE_GRACE + 5.0)
         await listener.handler.close()
         log.info("http-server %s stopped listening on %s", self.provider_id, _fmt(address))
 

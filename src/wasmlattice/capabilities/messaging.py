@@ -41,6 +41,7 @@ from typing import Any
 import nats
 import nats.errors
 
+from wasmlattice.aio import wait_for
 from wasmlattice.capabilities.base import (
     CapabilityError,
     ComponentContext,
@@ -220,7 +221,7 @@ class NatsBackend:
         """Close the connection if it is this link's own."""
         if self.owned:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.drain(), 2.0)
+                await wait_for(self.nc.drain(), 2.0)
             with contextlib.suppress(Exception):
                 await self.nc.close()
 

@@ -30,6 +30,7 @@ from typing import Annotated, Any
 
 import typer
 
+from wasmlattice.aio import wait_for
 from wasmlattice.cli.app import app
 from wasmlattice.cli.common import cli_nats_options, fail, read_up_state
 from wasmlattice.cli.logs_cmd import format_line
@@ -243,7 +244,7 @@ class _Dev:
                             pending[(h.id, cid, ref)] = loop.create_future()
                             await ctl.update_component(h.id, cid, ref)
             if pending:
-                await asyncio.wait_for(asyncio.gather(*pending.values()), SWAP_TIMEOUT_S)
+                await wait_for(asyncio.gather(*pending.values()), SWAP_TIMEOUT_S)
         except TimeoutError:
             raise BuildError(f"the hosts did not swap in the new build within {SWAP_TIMEOUT_S:g}s") from None
         finally:

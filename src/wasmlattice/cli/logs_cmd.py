@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from wasmlattice.aio import wait_for
 from wasmlattice.cli.app import app
 from wasmlattice.cli.common import LatticeTarget, OutputFormat, fail, nats_call, option_group
 
@@ -67,7 +68,7 @@ async def _recent(
         deadline = loop.time() + wait
         while (left := deadline - loop.time()) > 0:
             try:
-                msg = await asyncio.wait_for(replies.get(), left)
+                msg = await wait_for(replies.get(), left)
             except TimeoutError:
                 break
             if (msg.headers or {}).get("Status") == "503":

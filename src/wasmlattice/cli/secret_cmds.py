@@ -21,6 +21,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from wasmlattice.aio import wait_for
 from wasmlattice.cli.app import app, command_group
 from wasmlattice.cli.common import (
     LatticeTarget,
@@ -63,7 +64,7 @@ def _js_call(lat: LatticeTarget, fn: Callable[[Any], Awaitable[T]]) -> T:
     async def go() -> T:
         nc = await connect(opts)
         try:
-            return await asyncio.wait_for(fn(jetstream(nc, opts)), timeout)
+            return await wait_for(fn(jetstream(nc, opts)), timeout)
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()

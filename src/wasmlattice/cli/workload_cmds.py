@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from wasmlattice.aio import wait_for
 from wasmlattice.cli.app import app, command_group
 from wasmlattice.cli.common import (
     LatticeTarget,
@@ -121,7 +122,7 @@ class EventWatch:
         found: dict[str, tuple[str, dict[str, Any]]] = {}
         while len(found) < len(hosts) and (left := deadline - loop.time()) > 0:
             try:
-                event = await asyncio.wait_for(self.queue.get(), left)
+                event = await wait_for(self.queue.get(), left)
             except TimeoutError:
                 break
             kind = str(event.get("type", "")).removeprefix(EVENT_TYPE_PREFIX)

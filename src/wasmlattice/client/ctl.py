@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import nats.errors
 from pydantic import BaseModel
 
+from wasmlattice.aio import wait_for
 from wasmlattice.protocol import subjects
 from wasmlattice.protocol.models import (
     DEFAULT_AUCTION_TIMEOUT_S,
@@ -201,7 +202,7 @@ class CtlClient:
             deadline = loop.time() + wait
             while (left := deadline - loop.time()) > 0:
                 try:
-                    msg = await asyncio.wait_for(queue.get(), left)
+                    msg = await wait_for(queue.get(), left)
                 except TimeoutError:
                     break
                 headers = msg.headers or {}

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from wasmlattice.aio import wait_for
 from wasmlattice.capabilities.manager import ProviderManager
 from wasmlattice.host.components import ComponentRegistry
 from wasmlattice.host.host import Host, LabelError
@@ -199,7 +200,7 @@ class ControlInterfaceServer:
         await self.stop()
         await self.publish(ev.host_stopped(self.host.host_id, labels=dict(self.host.labels)))
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.nc.flush(), 2.0)
+            await wait_for(self.nc.flush(), 2.0)
 
     # -- supervision -------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wasmlattice import aio
+from wasmlattice.aio import wait_for
 from wasmlattice.artifacts.auth import (
     Credential,
     Credentials,
@@ -546,9 +547,7 @@ async def run_host(
             for sig in installed:
                 loop.remove_signal_handler(sig)
             try:
-                await asyncio.wait_for(
-                    _shutdown(server, providers, components, deadline[0]), max(deadline[0], 0.1)
-                )
+                await wait_for(_shutdown(server, providers, components, deadline[0]), max(deadline[0], 0.1))
             except TimeoutError:
                 log.warning("graceful shutdown exceeded %.1fs; exiting anyway", deadline[0])
             # Whatever still runs past the drain timeout is interrupted: a stuck guest's thread
@@ -568,7 +567,7 @@ async def run_host(
         await supervisor.stop(0.0)
         await fetcher.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(nc.drain(), 2.0)
+            await wait_for(nc.drain(), 2.0)
         with contextlib.suppress(Exception):
             await nc.close()
     if connection_lost:

@@ -37,6 +37,8 @@ from typing import Any
 
 from opentelemetry import trace
 
+from wasmlattice.aio import wait_for
+
 # Not streamed (see the module docstring): the stream's own reports go to the host's stderr only.
 log = logging.getLogger("wasmlattice.observability.logstream")
 
@@ -181,7 +183,7 @@ class LogStream:
         last_report = self.loop.time()
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.report_interval)
+                await wait_for(self._wake.wait(), self.report_interval)
             except TimeoutError:
                 pass
             self._wake.clear()

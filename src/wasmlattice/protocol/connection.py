@@ -34,6 +34,7 @@ from nats.aio.subscription import (
 )
 from nats.errors import AuthorizationError
 
+from wasmlattice.aio import wait_for
 from wasmlattice.nats_server import user_seed_in
 
 log = logging.getLogger(__name__)
@@ -363,7 +364,7 @@ async def _probe(url: str, timeout: float) -> str | None:
     host = parts.hostname or "127.0.0.1"
     port = parts.port or 4222
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        _, writer = await wait_for(asyncio.open_connection(host, port), timeout)
     except ConnectionRefusedError:
         return "connection refused"
     except TimeoutError:

@@ -23,6 +23,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
+from wasmlattice.aio import wait_for
 from wasmlattice.supervision import Supervised, Supervisor
 
 log = logging.getLogger(__name__)
@@ -390,7 +391,7 @@ class KvWatch:
     async def wait_initial(self, timeout: float) -> None:
         """Wait until every initial value is queued."""
         try:
-            await asyncio.wait_for(self._initial.wait(), timeout)
+            await wait_for(self._initial.wait(), timeout)
         except TimeoutError:
             raise KvError(f"KV watch on {self.bucket.name} got no initial values within {timeout}s") from None
 
@@ -406,7 +407,7 @@ class KvWatch:
     async def next(self, timeout: float) -> KvEvent:
         """The next event, waiting at most `timeout` seconds."""
         try:
-            return await asyncio.wait_for(self.__anext__(), timeout)
+            return await wait_for(self.__anext__(), timeout)
         except TimeoutError:
             raise KvError(f"no change on KV bucket {self.bucket.name} within {timeout}s") from None
 
@@ -480,7 +481,7 @@ class KvWatch:
         if name is not None and self._nc.is_connected:
             # Best effort: the server also drops it after inactive_threshold.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._js.delete_consumer(self.bucket.stream, name), 1.0)
+                await wait_for(self._js.delete_consumer(self.bucket.stream, name), 1.0)
 
     async def _run(self) -> None:
         """Follow the consumer, replacing it when it must be; a failed resubscribe raises (and is retried).

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from wasmlattice.aio import wait_for
 from wasmlattice.protocol import subjects as sj
 from wasmlattice.protocol.kv import KvBucket, KvEvent, KvWatch, open_bucket
 from wasmlattice.protocol.models import (
@@ -84,7 +85,7 @@ class LatticeState:
 
     async def wait_synced(self, timeout: float = INITIAL_REPLAY_TIMEOUT_S) -> None:
         """Wait until the first replay of `LATTICEDATA` is complete."""
-        await asyncio.wait_for(self._synced.wait(), timeout)
+        await wait_for(self._synced.wait(), timeout)
 
     async def watch_forever(self) -> None:
         """Replay `LATTICEDATA` into the view, then apply every change; returns only if the watch ends.

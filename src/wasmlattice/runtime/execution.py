@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
+from wasmlattice.aio import wait_for
 from wasmlattice.observability import tracing
 from wasmlattice.runtime import interrupt
 from wasmlattice.runtime.fastcall import GuestTrap
@@ -94,7 +95,7 @@ class HostGate:
             return
         limit = min(wait, self.admission_wait)
         try:
-            await asyncio.wait_for(self._slots.acquire(), limit)
+            await wait_for(self._slots.acquire(), limit)
         except TimeoutError:
             self.refused += 1
             raise HostBusy(
@@ -209,7 +210,7 @@ class Workload:
                 await self._slots.acquire()  # a free slot: no timer task needed
             else:
                 try:
-                    await asyncio.wait_for(self._slots.acquire(), limit)
+                    await wait_for(self._slots.acquire(), limit)
                 except TimeoutError:
                     raise SlotTimeout(
                         f"{self.name} is at its limit of {self.max_concurrency} concurrent instances "
@@ -283,7 +284,7 @@ class Workload:
         Returns what the interrupted calls served (empty when everything finished in time).
         """
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), drain_timeout)
+            await wait_for(self._idle.wait(), drain_timeout)
         cut = self.interrupt_all(reason)
         if cut:
             log.warning(

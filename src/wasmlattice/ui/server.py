@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from wasmlattice.aio import wait_for
 from wasmlattice.ui.actions import ACTIONS, ActionError, validate_manifest
 from wasmlattice.ui.view import LatticeView, Update
 
@@ -215,7 +216,7 @@ class DashboardServer:
             await response.write(Update("snapshot", self.view.snapshot()).to_sse())
             while not self._closing.is_set() and not sub.dropped:
                 try:
-                    update = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+                    update = await wait_for(sub.queue.get(), KEEPALIVE_S)
                 except TimeoutError:
                     await response.write(b": keep-alive\n\n")
                     continue

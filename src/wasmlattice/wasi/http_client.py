@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from wasmlattice.aio import wait_for
 from wasmlattice.observability import tracing
 from wasmlattice.runtime.execution import NeedsLoop
 from wasmlattice.runtime.witypes import Err
@@ -174,7 +175,7 @@ class OutgoingClient:
                 timeout=timeout,
                 allow_redirects=False,
             )
-            resp = await asyncio.wait_for(resp_cm.__aenter__(), first_byte)
+            resp = await wait_for(resp_cm.__aenter__(), first_byte)
         except asyncio.CancelledError:
             fut.resolve(Err(("HTTP-request-denied", None)))
             raise
