@@ -75,6 +75,27 @@ async def cancel_until_done(
             )
 
 
+def where_tasks_wait(exclude: Iterable[asyncio.Future[Any]] = ()) -> list[str]:
+    """One line per unfinished task of the running loop: its name and the function it waits in.
+
+    For a stop that takes too long, so that the log names what it waits for.
+    """
+    skip = set(exclude)
+    current = asyncio.current_task()
+    lines = []
+    for task in asyncio.all_tasks():
+        if task is current or task in skip or task.done():
+            continue
+        frames = task.get_stack()
+        if frames:
+            code = frames[-1].f_code
+            where = f"{code.co_name} ({code.co_filename.rsplit('/', 1)[-1]}:{frames[-1].f_lineno})"
+        else:
+            where = "not started"
+        lines.append(f"{task.get_name()} in {where}")
+    return sorted(lines)
+
+
 class SupervisorError(RuntimeError):
     """The supervisor cannot take the work: it is not running, or a child of that name exists."""
 

@@ -553,3 +553,41 @@ async def test_stopping_the_supervisor_ends_children_and_tasks_that_swallow_a_ca
     await asyncio.wait_for(s.stop(0.1), 10)
     assert len(child_cancels) == 2 and len(spawned_cancels) == 2
     assert not s.running
+
+
+async def test_where_tasks_wait_names_each_task_and_the_function_it_waits_in() -> None:
+    from wasmlattice.supervision import where_tasks_wait
+
+    release = asyncio.Event()
+
+    async def holds_the_stop_up() -> None:
+        await release.wait()
+
+    task = asyncio.create_task(holds_the_stop_up(), name="stuck-one")
+    await asyncio.sleep(0.01)
+    try:
+        lines = where_tasks_wait()
+        assert any(line.startswith("stuck-one in holds_the_stop_up (test_supervision.py:") for line in lines)
+        assert not any("test_where_tasks_wait" in line for line in lines)  # not the caller itself
+        assert not any(line.startswith("stuck-one") for line in where_tasks_wait(exclude=[task]))
+    finally:
+        release.set()
+        await task
+
+
+async def test_a_slow_host_stop_logs_what_it_waits_for(caplog: pytest.LogCaptureFixture) -> None:
+    from wasmlattice.lattice.run import warn_if_still_stopping
+
+    release = asyncio.Event()
+
+    async def never_ending_cleanup() -> None:
+        await release.wait()
+
+    stuck = asyncio.create_task(never_ending_cleanup(), name="provider-cleanup")
+    with caplog.at_level(logging.WARNING, logger="wasmlattice.lattice.run"):
+        await warn_if_still_stopping("NHOST", 0.01)
+    release.set()
+    await stuck
+    (line,) = [r.getMessage() for r in caplog.records if "still stopping" in r.getMessage()]
+    assert line.startswith("host NHOST is still stopping after 0.01s; tasks still running: ")
+    assert "provider-cleanup in never_ending_cleanup (test_supervision.py:" in line

@@ -74,7 +74,7 @@ from wasmlattice.runtime.budget import DEFAULT_INSTANCE_MEMORY, format_size, par
 from wasmlattice.runtime.execution import DEFAULT_MAX_CONCURRENT_INVOCATIONS, HostGate
 from wasmlattice.runtime.hostfiles import DEFAULT_MAX_COMPONENT_SIZE, HostFiles
 from wasmlattice.runtime.reuse import RECORD
-from wasmlattice.supervision import Supervisor
+from wasmlattice.supervision import Supervisor, where_tasks_wait
 from wasmlattice.wasi.output_limit import OutputLimits
 
 if TYPE_CHECKING:
@@ -392,6 +392,7 @@ async def run_host(
     supervisor = Supervisor("host", logger=log)
     log_stream: HostLogStream | None = None
     endpoint: MetricsEndpointResponder | None = None
+    slow_stop: asyncio.Task[None] | None = None
     try:
         await supervisor.start()
         if opts.lattice_logs:
@@ -544,6 +545,9 @@ async def run_host(
             else:
                 log.info("host %s stopping", host.host_id)
         finally:
+            slow_stop = loop.create_task(
+                warn_if_still_stopping(host.host_id, deadline[0] + SLOW_STOP_GRACE_S), name="slow-stop-watch"
+            )
             for sig in installed:
                 loop.remove_signal_handler(sig)
             try:
@@ -570,6 +574,8 @@ async def run_host(
             await wait_for(nc.drain(), 2.0)
         with contextlib.suppress(Exception):
             await nc.close()
+        if slow_stop is not None:
+            slow_stop.cancel()
     if connection_lost:
         raise NatsConnectionClosedError(
             f"host {host.host_id} exited: its NATS connection was closed for good ({connection_lost[0]})"
@@ -577,6 +583,26 @@ async def run_host(
     # Off the loop: an unreachable collector makes the exporter wait (up to 5 s).
     await asyncio.to_thread(observability.flush)
     log.info("host %s stopped", host.host_id)
+
+
+# A stop still under way this long after its drain timeout logs what it waits for.
+SLOW_STOP_GRACE_S = 5.0
+
+
+async def warn_if_still_stopping(host_id: str, after: float) -> None:
+    """After `after` seconds, log at WARNING every task still running and where it waits.
+
+    A stop normally ends well before; if one does not, the log then names what holds it up,
+    instead of a process that `wasmlattice down` kills without saying why.
+    """
+    await asyncio.sleep(after)
+    waiting = where_tasks_wait()
+    log.warning(
+        "host %s is still stopping after %gs; tasks still running: %s",
+        host_id,
+        after,
+        "; ".join(waiting) or "none",
+    )
 
 
 async def _shutdown(
