@@ -133,6 +133,9 @@ class LatticeClient(Client):
     holder of the client carries on. Errors in `_FINAL_SERVER_ERRORS` stay final, and end a reconnect
     that the server refuses for them `FINAL_REFUSALS` times in a row.
 
+    A PONG for a flush that stopped waiting (cancelled, or timed out) no longer ends the read loop
+    (`_process_pong`).
+
     It also refuses to send a subject longer than a protocol line has room for (`MAX_SUBJECT_LINE`,
     from nats-server's default `max_control_line`), whatever put it there: a subscription on one
     would be replayed after every reconnect and drop the connection again each time.
@@ -173,6 +176,20 @@ class LatticeClient(Client):
                 await self._disconnected_cb()
             if self._closed_cb is not None:
                 await self._closed_cb()
+
+    async def _process_pong(self) -> None:
+        # nats-py keeps each flush()'s future in `_pongs`, one per PING in order, and sets its result
+        # when the PONG comes back. A flush whose wait ended first (its timeout, or its caller
+        # cancelled, as a stopping app manager cancels its reconcile round) left a cancelled future
+        # there; setting its result raised InvalidStateError, which ends nats-py's read loop for
+        # good: the client still looks connected but reads nothing more, so every later request
+        # times out. That PONG belongs to nobody now: take it off the line and carry on.
+        if self._pongs and self._pongs[0].done():
+            self._pongs.pop(0)
+            self._pongs_received += 1
+            self._pings_outstanding = 0
+            return
+        await super()._process_pong()
 
     async def _process_err(self, err_msg: str) -> None:
         text = err_msg.strip().strip("'")

@@ -1,0 +1,39 @@
+"""Our NATS client against a real nats-server: a flush cut short must not stop the connection reading."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from nats.aio.client import Client
+
+from wasmlattice.protocol.connection import LatticeClient, NatsOptions, connect
+
+
+async def cut_a_flush_short(nc: Client) -> None:
+    """Start `flush()` and cancel it before the server's PONG comes back."""
+    flush = asyncio.create_task(nc.flush(timeout=5))
+    await asyncio.sleep(0)  # the PING is on its way; its PONG is not read yet
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+
+
+async def test_a_cancelled_flush_leaves_the_connection_reading(nats_url: str) -> None:
+    # nats-py sets the result of every flush's future when its PONG arrives; on a cancelled one
+    # that raised InvalidStateError and ended its read loop for good. A stopping app manager cut
+    # its reconcile round's flush short this way, and every later request of its timed out.
+    nc = await connect(NatsOptions(url=nats_url))
+    assert isinstance(nc, LatticeClient)
+    try:
+        sub = await nc.subscribe("test.after-cancelled-flush")
+        for _ in range(3):
+            await cut_a_flush_short(nc)
+        await asyncio.sleep(0.2)  # the PONGs of the cancelled flushes arrive
+        await nc.publish("test.after-cancelled-flush", b"still reading")
+        msg = await sub.next_msg(timeout=3)
+        assert msg.data == b"still reading"
+        await nc.flush(timeout=3)  # and a flush that is not cut short completes
+        assert nc.is_connected
+    finally:
+        await nc.close()
