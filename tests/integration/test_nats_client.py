@@ -37,3 +37,29 @@ async def test_a_cancelled_flush_leaves_the_connection_reading(nats_url: str) ->
         assert nc.is_connected
     finally:
         await nc.close()
+
+
+async def test_a_messaging_link_connection_survives_a_subject_the_server_would_drop_it_over(
+    nats_url: str,
+) -> None:
+    # A messaging link with its own `cluster_uris` connects with our client: a guest's subject
+    # longer than nats-server's control line is refused before it is sent, instead of the server
+    # dropping the connection and nats-py closing it for good.
+    from wasmlattice.capabilities.base import CapabilityError
+    from wasmlattice.capabilities.messaging import NatsBackend, connect_for_link
+
+    nc = await connect_for_link({"cluster_uris": nats_url}, "messaging link test")
+    backend = NatsBackend(nc, owned=True)
+    try:
+        assert isinstance(nc, LatticeClient)
+        sub = await nc.subscribe("test.after-long-subject")
+        with pytest.raises(CapabilityError, match="publish to .* failed"):
+            await backend.publish("a." * 3000 + "b", b"x", None)
+        await backend.publish("test.after-long-subject", b"still connected", None)
+        assert (await sub.next_msg(timeout=3)).data == b"still connected"
+        await cut_a_flush_short(nc)
+        await asyncio.sleep(0.2)
+        await backend.publish("test.after-long-subject", b"still reading", None)
+        assert (await sub.next_msg(timeout=3)).data == b"still reading"
+    finally:
+        await backend.close()

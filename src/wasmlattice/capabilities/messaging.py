@@ -53,6 +53,7 @@ from wasmlattice.capabilities.base import (
     lower_config,
 )
 from wasmlattice.capabilities.config_keys import KeySet, ProviderKeys
+from wasmlattice.protocol.connection import LatticeClient
 from wasmlattice.protocol.models import Link, StrMap
 from wasmlattice.runtime.linking import HostInterface
 from wasmlattice.runtime.witypes import BYTES, STRING, U32, Err, FuncSig, func, option, record, result
@@ -169,7 +170,10 @@ async def connect_for_link(config: StrMap, what: str) -> Any:
 
     opts["error_cb"] = on_error
     try:
-        nc = await nats.connect(**opts)
+        # Our client (docs/nats.md): a guest's subject that nats-server drops the connection over
+        # leads to a reconnect, not a dead connection, and a cut-short flush leaves it reading.
+        nc = LatticeClient()
+        await nc.connect(**opts)
         nc.options["max_reconnect_attempts"] = -1
         connected = True
         return nc
