@@ -86,14 +86,29 @@ def where_tasks_wait(exclude: Iterable[asyncio.Future[Any]] = ()) -> list[str]:
     for task in asyncio.all_tasks():
         if task is current or task in skip or task.done():
             continue
-        frames = task.get_stack()
-        if frames:
-            code = frames[-1].f_code
-            where = f"{code.co_name} ({code.co_filename.rsplit('/', 1)[-1]}:{frames[-1].f_lineno})"
-        else:
-            where = "not started"
-        lines.append(f"{task.get_name()} in {where}")
+        chain = _await_chain(task)
+        if len(chain) > 5:
+            chain = [chain[0], "…", *chain[-3:]]
+        lines.append(f"{task.get_name()} in {' > '.join(chain) or 'nothing yet'}")
     return sorted(lines)
+
+
+def _await_chain(task: asyncio.Task[Any]) -> list[str]:
+    """The coroutines `task` is suspended in, outermost first, as `function (file:line)`.
+
+    `Task.get_stack()` gives only the outermost frame of a suspended task; the coroutine each one
+    awaits (`cr_await`) leads to where it actually waits.
+    """
+    chain: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None and len(chain) < 50:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        code = frame.f_code
+        chain.append(f"{code.co_name} ({code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno})")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
 
 
 class SupervisorError(RuntimeError):

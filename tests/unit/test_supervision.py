@@ -567,7 +567,10 @@ async def test_where_tasks_wait_names_each_task_and_the_function_it_waits_in() -
     await asyncio.sleep(0.01)
     try:
         lines = where_tasks_wait()
-        assert any(line.startswith("stuck-one in holds_the_stop_up (test_supervision.py:") for line in lines)
+        (line,) = [line for line in lines if line.startswith("stuck-one in ")]
+        # From the task's coroutine down to where it actually waits.
+        assert line.startswith("stuck-one in holds_the_stop_up (test_supervision.py:")
+        assert line.endswith(")") and " > wait (locks.py:" in line
         assert not any("test_where_tasks_wait" in line for line in lines)  # not the caller itself
         assert not any(line.startswith("stuck-one") for line in where_tasks_wait(exclude=[task]))
     finally:
