@@ -42,8 +42,10 @@ DEFAULT_MAX_RETRY_S = 30.0
 REPEAT_LOG_S = 60.0
 # How long `stop` waits for spawned one-off tasks before cancelling them.
 DEFAULT_STOP_TIMEOUT_S = 5.0
-# A cancelled task still running after this long is cancelled again (see `cancel_until_done`).
-RECANCEL_S = 1.0
+# A cancelled task still running after this long is cancelled again (see `cancel_until_done`),
+# and one still running after `STUCK_AFTER_S` is reported at WARNING.
+RECANCEL_S = 0.2
+STUCK_AFTER_S = 5.0
 
 Restart = Literal["permanent", "transient", "temporary"]
 ExceptionTypes = tuple[type[BaseException], ...]
@@ -52,26 +54,42 @@ ExceptionTypes = tuple[type[BaseException], ...]
 async def cancel_until_done(
     tasks: Iterable[asyncio.Task[Any]], owner: str, logger: logging.Logger = log
 ) -> None:
-    """Cancel `tasks` and wait until each has ended, cancelling again any still running after
-    `RECANCEL_S`.
+    """Cancel `tasks` and wait until each has ended, cancelling again every `RECANCEL_S` any that
+    is still running.
 
-    Cancelling once is not always enough: code can swallow a cancellation and carry on, such as
-    nats-py's `drain()` and `_flush_pending()` (`except asyncio.CancelledError: pass`) or Python
-    3.11's `asyncio.wait_for` when the cancellation races with its result
-    (https://github.com/python/cpython/issues/86296). Waiting once for such a task would hang
-    whoever stops it; each further cancellation gives it another chance to end.
+    Cancelling once is not always enough: code can swallow a cancellation and carry on. Python
+    3.11's `asyncio.wait_for` returns the result when the cancellation arrives with it
+    (https://github.com/python/cpython/issues/86296), and nats-py waits for every reply that way,
+    so a task stopped while a NATS reply comes in often carries on; nats-py's `drain()` and
+    `_flush_pending()` also catch `CancelledError`. Waiting once for such a task would hang whoever
+    stops it. That is routine, so it is logged at DEBUG; a task still running `STUCK_AFTER_S`
+    later is not, and is logged at WARNING.
     """
     pending = {t for t in tasks if not t.done()}
-    warned = False
+    if not pending:
+        return
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    logged_again = warned = False
     while pending:
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
-        if pending and not warned:
+        if not pending:
+            break
+        names = ", ".join(sorted(t.get_name() for t in pending))
+        if not logged_again:
+            logged_again = True
+            logger.debug("%s: %s carried on after being cancelled; cancelling again", owner, names)
+        waited = loop.time() - began
+        if not warned and waited >= STUCK_AFTER_S:
             warned = True
-            names = ", ".join(sorted(t.get_name() for t in pending))
             logger.warning(
-                "%s: %s still running %gs after being cancelled; cancelling again", owner, names, RECANCEL_S
+                "%s: %s still running %.0fs after being cancelled; cancelling again every %gs",
+                owner,
+                names,
+                waited,
+                RECANCEL_S,
             )
 
 

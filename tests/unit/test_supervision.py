@@ -534,11 +534,42 @@ async def test_stopping_a_child_that_swallows_a_cancellation_still_ends_it(
     child = sup.supervise("stubborn", lambda: swallows_one_cancellation(cancelled))
     await until(lambda: child.task is not None)
     await asyncio.sleep(0.01)
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
         await asyncio.wait_for(child.stop(), 10)
     assert child.task is not None and child.task.done()
     assert len(cancelled) == 2  # cancelled again once the first was swallowed
-    assert any("still running" in m and "cancelling again" in m for m in messages(caplog, logging.WARNING))
+    assert any("carried on after being cancelled" in m for m in messages(caplog, logging.DEBUG))
+    assert not messages(caplog, logging.WARNING)  # routine: nats-py swallows cancellations too
+
+
+async def swallows_cancellations_for(seconds: float, cancelled: list[int]) -> None:
+    """An activity that ignores every cancellation for `seconds`, then ends on the next one."""
+    until_ = time.monotonic() + seconds
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(1)
+            if time.monotonic() >= until_:
+                raise
+
+
+@pytest.mark.timeout(20)
+async def test_a_child_that_keeps_running_after_cancellations_is_reported(
+    sup: Supervisor, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervision, "STUCK_AFTER_S", 0.5)
+    cancelled: list[int] = []
+    child = sup.supervise("very-stubborn", lambda: swallows_cancellations_for(1.0, cancelled))
+    await until(lambda: child.task is not None)
+    await asyncio.sleep(0.01)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        await asyncio.wait_for(child.stop(), 10)
+    assert child.task is not None and child.task.done()
+    assert len(cancelled) >= 4  # cancelled again every RECANCEL_S until it gave in
+    (warning,) = messages(caplog, logging.WARNING)
+    assert warning.startswith("test: test/very-stubborn still running ")
+    assert warning.endswith("s after being cancelled; cancelling again every 0.2s")
 
 
 @pytest.mark.timeout(20)
