@@ -625,3 +625,18 @@ async def test_a_slow_host_stop_logs_what_it_waits_for(caplog: pytest.LogCapture
     (line,) = [r.getMessage() for r in caplog.records if "still stopping" in r.getMessage()]
     assert line.startswith("host NHOST is still stopping after 0.01s; tasks still running: ")
     assert "provider-cleanup in never_ending_cleanup (test_supervision.py:" in line
+
+
+async def test_a_slow_host_stop_names_at_most_40_tasks(caplog: pytest.LogCaptureFixture) -> None:
+    from wasmlattice.lattice.run import SLOW_STOP_TASKS_SHOWN, warn_if_still_stopping
+
+    release = asyncio.Event()
+    many = [asyncio.create_task(release.wait(), name=f"request-{i:03}") for i in range(100)]
+    await asyncio.sleep(0.01)
+    with caplog.at_level(logging.WARNING, logger="wasmlattice.lattice.run"):
+        await warn_if_still_stopping("NHOST", 0.0)
+    release.set()
+    await asyncio.gather(*many)
+    (line,) = [r.getMessage() for r in caplog.records if "still stopping" in r.getMessage()]
+    assert line.count("request-") == SLOW_STOP_TASKS_SHOWN == 40
+    assert line.endswith("; and 60 more")

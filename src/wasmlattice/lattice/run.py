@@ -585,8 +585,10 @@ async def run_host(
     log.info("host %s stopped", host.host_id)
 
 
-# A stop still under way this long after its drain timeout logs what it waits for.
+# A stop still under way this long after its drain timeout logs what it waits for (at most this
+# many tasks).
 SLOW_STOP_GRACE_S = 5.0
+SLOW_STOP_TASKS_SHOWN = 40
 
 
 async def warn_if_still_stopping(host_id: str, after: float) -> None:
@@ -597,11 +599,15 @@ async def warn_if_still_stopping(host_id: str, after: float) -> None:
     """
     await asyncio.sleep(after)
     waiting = where_tasks_wait()
+    # A host with thousands of requests in flight must not write one unbounded line.
+    shown = waiting[:SLOW_STOP_TASKS_SHOWN]
+    if len(waiting) > len(shown):
+        shown.append(f"and {len(waiting) - len(shown)} more")
     log.warning(
         "host %s is still stopping after %gs; tasks still running: %s",
         host_id,
         after,
-        "; ".join(waiting) or "none",
+        "; ".join(shown) or "none",
     )
 
 
