@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -173,28 +174,34 @@ def wrk_pinned(url: str, duration: int, connections: int) -> float:
         os.sched_setaffinity(0, before)
 
 
-def run_ours(wasm: Path, duration: int, connections: int) -> Cost:
-    """`wasmlattice run` with instance reuse, alone on core 0."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "wasmlattice.cli.main", "run", str(wasm), "--listen", f"127.0.0.1:{port}"]
-    cmd += ["--workers", "1", "--reuse", "1000000", "--log-level", "error"]
+def ours_cmd(wasm: Path, port: int) -> list[str]:
+    """`wasmlattice run` with one worker and instance reuse, after `python` (or a launcher)."""
+    cmd = ["run", str(wasm), "--listen", f"127.0.0.1:{port}", "--workers", "1", "--reuse", "1000000"]
+    return [*cmd, "--log-level", "error"]
+
+
+def run_alone(cmd: list[str], port: int, duration: int, connections: int) -> Cost:
+    """Start `cmd` (serving on `port`) alone on core 0, load it, stop it: its cost per request."""
     proc = start(pinned(cmd), port)
     try:
         return measure(proc, port, duration, connections)
     finally:
         stop(proc)
+
+
+def run_ours(wasm: Path, duration: int, connections: int) -> Cost:
+    """`wasmlattice run` with instance reuse, alone on core 0."""
+    port = free_port()
+    return run_alone(
+        [sys.executable, "-m", "wasmlattice.cli.main", *ours_cmd(wasm, port)], port, duration, connections
+    )
 
 
 def run_peer(wasm: Path, duration: int, connections: int) -> Cost:
     """`wasmtime serve` with instance reuse, alone on core 0."""
     port = free_port()
     cmd = [str(wasmtime_cli()), "serve", "-S", "cli", "--addr", f"127.0.0.1:{port}"]
-    cmd += ["--max-instance-reuse-count", "1000000", str(wasm)]
-    proc = start(pinned(cmd), port)
-    try:
-        return measure(proc, port, duration, connections)
-    finally:
-        stop(proc)
+    return run_alone([*cmd, "--max-instance-reuse-count", "1000000", str(wasm)], port, duration, connections)
 
 
 def run_timed(wasm: Path, duration: int, connections: int) -> tuple[float, float, float]:
@@ -202,14 +209,12 @@ def run_timed(wasm: Path, duration: int, connections: int) -> tuple[float, float
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "timers"
-        cmd = [sys.executable, "-c", TIMED_RUN, str(out), "run", str(wasm), "--listen", f"127.0.0.1:{port}"]
-        cmd += ["--workers", "1", "--reuse", "1000000", "--log-level", "error"]
-        proc = start(pinned(cmd), port)
+        proc = start(pinned([sys.executable, "-c", TIMED_RUN, str(out), *ours_cmd(wasm, port)]), port)
         try:
             wrk_pinned(hello_url(port), 2, connections)
-            proc.send_signal(10)  # SIGUSR1: reset after the warm-up
+            proc.send_signal(signal.SIGUSR1)  # reset after the warm-up
             wrk_pinned(hello_url(port), duration, connections)
-            proc.send_signal(12)  # SIGUSR2: report
+            proc.send_signal(signal.SIGUSR2)  # report
             deadline = time.monotonic() + 10
             while not out.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -222,11 +227,7 @@ def run_timed(wasm: Path, duration: int, connections: int) -> tuple[float, float
 def run_floor(mode: str, duration: int, connections: int) -> Cost:
     """A server answering the hello guest's bytes with no component, alone on core 0."""
     port = free_port()
-    proc = start(pinned([sys.executable, "-c", FLOOR, mode, str(port)]), port)
-    try:
-        return measure(proc, port, duration, connections)
-    finally:
-        stop(proc)
+    return run_alone([sys.executable, "-c", FLOOR, mode, str(port)], port, duration, connections)
 
 
 def have_httptools() -> bool:

@@ -94,7 +94,8 @@ async def cancel_until_done(
 
 
 def where_tasks_wait(exclude: Iterable[asyncio.Future[Any]] = ()) -> list[str]:
-    """One line per unfinished task of the running loop: its name and the function it waits in.
+    """One line per unfinished task of the running loop: its name and the coroutines it is
+    suspended in, down to where it waits (`_await_chain`; at most five shown).
 
     For a stop that takes too long, so that the log names what it waits for.
     """

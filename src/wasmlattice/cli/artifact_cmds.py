@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from wasmlattice import aio
-from wasmlattice.aio import wait_for
 from wasmlattice.cli.app import app, command_group
 from wasmlattice.cli.common import (
     DEFAULT_CLI_NATS_URL,
@@ -194,7 +193,7 @@ async def _with_lattice_store(target: LatticeStoreTarget, fn: Callable[[Any], Aw
     except NatsConnectionError as e:
         raise ArtifactError(str(e)) from None
     try:
-        return await wait_for(fn(LatticeStore(jetstream(nc, opts), target.lattice)), target.timeout)
+        return await aio.wait_for(fn(LatticeStore(jetstream(nc, opts), target.lattice)), target.timeout)
     except TimeoutError:
         raise ArtifactError(
             f"the lattice store did not answer within {target.timeout:g}s "

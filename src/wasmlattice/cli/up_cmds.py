@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wasmlattice import aio
-from wasmlattice.aio import wait_for
 from wasmlattice.cli.app import setup_logging
 from wasmlattice.cli.common import (
     NATS_CREDS_FILE,
@@ -276,7 +275,7 @@ async def _up_main(
         if manager_task is not None:
             manager_stop.set()
             with contextlib.suppress(Exception):
-                await wait_for(manager_task, 5.0)
+                await aio.wait_for(manager_task, 5.0)
         # Only remove the state file if it is ours (a second `up` may not clobber a running one).
         state_now = read_up_state(data_dir)
         if state_now is not None and state_now.get("pid") == os.getpid():

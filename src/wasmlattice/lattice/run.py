@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wasmlattice import aio
-from wasmlattice.aio import wait_for
 from wasmlattice.artifacts.auth import (
     Credential,
     Credentials,
@@ -551,7 +550,9 @@ async def run_host(
             for sig in installed:
                 loop.remove_signal_handler(sig)
             try:
-                await wait_for(_shutdown(server, providers, components, deadline[0]), max(deadline[0], 0.1))
+                await aio.wait_for(
+                    _shutdown(server, providers, components, deadline[0]), max(deadline[0], 0.1)
+                )
             except TimeoutError:
                 log.warning("graceful shutdown exceeded %.1fs; exiting anyway", deadline[0])
             # Whatever still runs past the drain timeout is interrupted: a stuck guest's thread
@@ -571,7 +572,7 @@ async def run_host(
         await supervisor.stop(0.0)
         await fetcher.close()
         with contextlib.suppress(Exception):
-            await wait_for(nc.drain(), 2.0)
+            await aio.wait_for(nc.drain(), 2.0)
         with contextlib.suppress(Exception):
             await nc.close()
         if slow_stop is not None:

@@ -207,7 +207,7 @@ class Workload:
     async def _acquire_instance(self, limit: float) -> None:
         if self._slots is not None:
             if not self._slots.locked():
-                await self._slots.acquire()  # a free slot: no timer task needed
+                await self._slots.acquire()  # a free slot: no timer needed
             else:
                 try:
                     await wait_for(self._slots.acquire(), limit)
